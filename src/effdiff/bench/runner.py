@@ -1,0 +1,144 @@
+"""The sweep runner: configurations in; a table, ``results.json``, a Pareto plot and sample grids out.
+
+Every configuration of a model starts from the same initial noise and the same class labels,
+so differences are the method's alone. Latency is the median of ``repeats`` timed runs after a
+warm-up, with torch's threads pinned; speed-up is against the model's reference configuration
+measured in the same run.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field, asdict
+from pathlib import Path
+
+import torch
+
+from .. import timesteps, zoo
+from ..denoisers import guided
+from ..metrics import Scorer, macs_per_sample, pinned_threads
+from ..sampling import randn, sample
+from ..training.trainer import machine
+
+
+@dataclass
+class BenchConfig:
+    """One row: sample ``model`` with ``solver`` on ``schedule`` with ``steps`` steps."""
+    model: str
+    config: str
+    solver: str
+    schedule: str          # a timesteps.SCHEDULES name, or "full" (every step of a discrete table)
+    steps: int
+    options: dict = field(default_factory=dict)
+    reference: bool = False
+
+
+def _sigmas(cfg: BenchConfig, process) -> torch.Tensor:
+    if cfg.schedule == "full":
+        return timesteps.full(process)
+    return timesteps.get(cfg.schedule, cfg.steps, process)
+
+
+def _default(model: str, quick: bool) -> list[BenchConfig]:
+    ref = (BenchConfig(model, "ddpm-1000", "ddpm", "full", 1000, reference=True) if model == "digits-unet"
+           else BenchConfig(model, "euler-100", "euler", "uniform", 100, reference=True))
+    if quick:
+        return [ref, BenchConfig(model, "ddim-10", "ddim", "uniform", 10),
+                BenchConfig(model, "dpmpp-2m-10", "dpmpp-2m", "logsnr", 10)]
+    rows = [ref] + [BenchConfig(model, f"ddim-{n}", "ddim", "uniform", n) for n in (50, 20, 10)]
+    rows.append(BenchConfig(model, "heun-10", "heun", "karras", 10))
+    rows += [BenchConfig(model, f"dpmpp-2m-{n}", "dpmpp-2m", "logsnr", n) for n in (20, 10, 5)]
+    rows += [BenchConfig(model, f"dpmpp-2m-karras-{n}", "dpmpp-2m", "karras", n) for n in (10, 5)]
+    return rows
+
+
+SUITES = {"default": _default}
+
+
+def suite(name: str, models: list[str], quick: bool = False) -> list[BenchConfig]:
+    if name not in SUITES:
+        raise KeyError(f"unknown bench suite {name!r}; known suites: {', '.join(SUITES)}")
+    return [c for m in models for c in SUITES[name](m, quick)]
+
+
+def _log(msg: str, verbose: bool):
+    if verbose:
+        print(msg, flush=True)
+
+
+def run(models: list[str] | None = None, suite_name: str = "default", quick: bool = False, out=None,
+        n_samples: int | None = None, seed: int = 0, guidance: float = 1.0, repeats: int | None = None,
+        threads: int | None = None, configs: list[BenchConfig] | None = None, verbose: bool = True) -> dict:
+    """Run a suite (or explicit ``configs``) and return the ``results.json`` dict."""
+    from ..data import digits
+    models = models or ["digits-unet", "digits-dit"]
+    configs = configs or suite(suite_name, models, quick)
+    n = n_samples or (100 if quick else 360)
+    repeats = repeats or (1 if quick else 3)
+    threads = threads or torch.get_num_threads()
+    out = Path(out) if out else None
+
+    x_train, _ = digits("train")
+    x_test, _ = digits("test")
+    scorer = Scorer(zoo.load("digits-classifier"), x_train)
+    floor = scorer.floor(x_test[:n])
+    _log(f"real-vs-real FD floor (held-out {min(n, len(x_test))} vs train): {floor:.3f}", verbose)
+
+    rows, ref_ms = [], {}
+    labels = torch.arange(n) % 10
+    with pinned_threads(threads):
+        for cfg in sorted(configs, key=lambda c: (c.model, not c.reference)):
+            den = zoo.load(cfg.model)
+            D = guided(den, guidance)
+            process = den.process
+            sig = _sigmas(cfg, process)
+            size = den.meta["model"]["image_size"]
+            shape = (n, den.meta["model"].get("in_channels", 1), size, size)
+            x_T = randn(shape, seed=seed) * sig[0].float()
+
+            def go(x, lab):
+                return sample(D, x, sig, solver=cfg.solver, cond=lab, seed=seed, return_info=True, **cfg.options)
+
+            go(x_T[:2], labels[:2])                              # warm-up
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                res = go(x_T, labels)
+                times.append(time.perf_counter() - t0)
+            ms = 1000 * sorted(times)[len(times) // 2] / n
+            macs = macs_per_sample(lambda x, lab: go(x, lab), x_T[:2], labels[:2])
+            q = scorer.score(res.x, labels)
+            if cfg.reference:
+                ref_ms[cfg.model] = ms
+            row = {"model": cfg.model, "config": cfg.config, "solver": cfg.solver, "schedule": cfg.schedule,
+                   "nfe": res.nfe, "ms_per_sample": ms, "speedup": ref_ms.get(cfg.model, ms) / ms,
+                   "fd": q["fd"], "class_acc": q.get("class_acc"), "macs_per_sample": macs,
+                   "precision": q["precision"], "recall": q["recall"], "steps": cfg.steps,
+                   "reference": cfg.reference, "guidance": guidance}
+            rows.append(row)
+            _log(f"{cfg.model:12s} {cfg.config:20s} nfe={res.nfe:5d} {ms:8.3f} ms/sample  "
+                 f"x{row['speedup']:6.1f}  FD={q['fd']:7.3f}  acc={q.get('class_acc', float('nan')):.3f}", verbose)
+            if out is not None:
+                from ..viz import save_grid
+                save_grid(res.x[:100], out / "grids" / f"{cfg.model}__{cfg.config}.png")
+
+    results = {"machine": {**machine(), "bench_threads": threads}, "floor_fd": floor, "n_samples": n,
+               "seed": seed, "repeats": repeats, "quick": quick, "rows": rows}
+    if out is not None:
+        from ..viz import pareto_plot
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps(results, indent=1))
+        pareto_plot(rows, out / "pareto.png", floor=floor, title="FD vs ms per sample (lower-left is better)")
+    return results
+
+
+def table(results: dict) -> str:
+    """The results as a Markdown table."""
+    head = "| model | config | NFE | ms/sample | speed-up | FD | class acc |\n|---|---|---:|---:|---:|---:|---:|"
+    lines = [head]
+    for r in results["rows"]:
+        acc = "" if r.get("class_acc") is None else f"{100 * r['class_acc']:.1f}%"
+        lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {r['ms_per_sample']:.3f} | "
+                     f"{r['speedup']:.1f}x | {r['fd']:.3f} | {acc} |")
+    lines.append(f"\nreal-vs-real FD floor: {results['floor_fd']:.3f}")
+    return "\n".join(lines)

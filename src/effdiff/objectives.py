@@ -1,0 +1,107 @@
+"""Training losses: denoising score matching with eps / x0 / v / velocity / score targets or
+EDM's preconditioned target, flow matching, loss weightings and training-time densities.
+
+A loss samples a noise level from a *time density*, noises the data on the process, asks the
+network for its parameterization's target and returns the weighted MSE per sample.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .denoisers import Denoiser, EDMDenoiser, prediction_target, _bc
+from .process import Process, VP
+
+Tensor = torch.Tensor
+
+
+# ---- training-time densities: each returns VE-form σ [B] ------------------------------
+
+def density_uniform(process: Process, n: int, gen: torch.Generator) -> Tensor:
+    """t uniform on the process's range (integer steps on a discrete VP, as in DDPM)."""
+    if getattr(process, "discrete", False):
+        t = torch.randint(0, process.num_steps, (n,), generator=gen).double()
+    else:
+        t = process.t_min + (process.t_max - process.t_min) * torch.rand(n, generator=gen, dtype=torch.float64)
+    return process.t_to_sigma(t)
+
+
+def density_lognormal(process: Process, n: int, gen: torch.Generator, p_mean: float = -1.2, p_std: float = 1.2) -> Tensor:
+    """ln σ ~ N(p_mean, p_std²) (Karras et al. 2022). For flow models ln σ = logit(t), so
+    p_mean=0, p_std=1 is SD3's logit-normal t (Esser et al. 2024). Clipped to the process's range."""
+    s = torch.exp(p_mean + p_std * torch.randn(n, generator=gen, dtype=torch.float64))
+    return s.clamp(process.sigma_min, process.sigma_max)
+
+
+def density_laplace(process: Process, n: int, gen: torch.Generator, mu: float = 0.0, b: float = 0.5) -> Tensor:
+    """log-SNR ~ Laplace(mu, b) (Hang & Gu 2024): σ = exp(-logsnr / 2)."""
+    u = torch.rand(n, generator=gen, dtype=torch.float64) - 0.5
+    logsnr = mu - b * torch.sign(u) * torch.log1p(-2 * u.abs())
+    return torch.exp(-logsnr / 2).clamp(process.sigma_min, process.sigma_max)
+
+
+DENSITIES = {"uniform": density_uniform, "lognormal": density_lognormal, "laplace": density_laplace}
+
+
+# ---- weightings: multiply the per-sample MSE in the target's own space -----------------
+
+def weight(kind: str, prediction: str, sigma: Tensor, gamma: float = 5.0) -> Tensor:
+    """Per-sample loss weight. "none"; "min-snr" (Hang et al. 2023: min(SNR, γ) expressed for
+    the prediction type, SNR = 1/σ²)."""
+    if kind == "none":
+        return torch.ones_like(sigma)
+    if kind == "min-snr":
+        snr = 1 / sigma ** 2
+        clipped = snr.clamp(max=gamma)
+        return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}.get(prediction, clipped / snr)
+    raise ValueError(f"unknown weighting {kind!r}; known: none, min-snr")
+
+
+@dataclass
+class LossConfig:
+    density: str = "uniform"           # uniform | lognormal | laplace
+    density_args: dict | None = None   # e.g. {"p_mean": 0.0, "p_std": 1.0}
+    weighting: str = "none"            # none | min-snr  (EDM denoisers are weighted by their preconditioning)
+
+
+class DiffusionLoss:
+    """Denoising loss for a wrapped network. ``loss(denoiser, x0, cond, gen) -> [B]``.
+
+    For a ``Denoiser``: MSE between the network output and its parameterization's target
+    (eps: Ho et al. 2020; v: Salimans & Ho 2022; velocity: flow matching, Lipman et al. 2023 /
+    rectified flow, Liu et al. 2023; score: denoising score matching, Vincent 2011).
+    For an ``EDMDenoiser``: Karras et al. 2022's loss, λ(σ) ||D(x) - x0||² with λ = 1/c_out².
+    """
+
+    def __init__(self, config: LossConfig | None = None):
+        self.config = config or LossConfig()
+        if self.config.density not in DENSITIES:
+            raise ValueError(f"unknown time density {self.config.density!r}; known: {', '.join(DENSITIES)}")
+
+    def sample_sigma(self, process: Process, n: int, gen: torch.Generator) -> Tensor:
+        return DENSITIES[self.config.density](process, n, gen, **(self.config.density_args or {}))
+
+    def __call__(self, denoiser, x0: Tensor, cond=None, gen: torch.Generator | None = None) -> Tensor:
+        gen = gen if gen is not None else torch.default_generator
+        sigma = self.sample_sigma(denoiser.process, x0.shape[0], gen).to(x0.device)   # [B] float64
+        eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+        dims = tuple(range(1, x0.ndim))
+        if isinstance(denoiser, EDMDenoiser):
+            c_skip, c_out, c_in, c_noise = denoiser.preconditioning(sigma)
+            x = x0 + _bc(sigma.to(x0.dtype), x0) * eps
+            f = denoiser.net(_bc(c_in.to(x0.dtype), x0) * x, c_noise.to(x0.dtype),
+                             denoiser.labels(cond, x0.shape[0], x0.device))
+            target = (x0 - _bc(c_skip.to(x0.dtype), x0) * x) / _bc(c_out.to(x0.dtype), x0)
+            return ((f - target) ** 2).mean(dims)
+        if not isinstance(denoiser, Denoiser):
+            raise TypeError("DiffusionLoss needs an effdiff Denoiser or EDMDenoiser")
+        t, a, b, da, db = denoiser.coefficients(sigma)
+        a_, b_, da_, db_ = (_bc(v.to(x0.dtype), x0) for v in (a, b, da, db))
+        xn = a_ * x0 + b_ * eps
+        out = denoiser.net(xn, denoiser.process.c_noise(t).to(x0.dtype),
+                           denoiser.labels(cond, x0.shape[0], x0.device))
+        target = prediction_target(denoiser.prediction, x0, eps, a_, b_, da_, db_)
+        w = weight(self.config.weighting, denoiser.prediction, sigma).to(x0.dtype)
+        return w * ((out - target) ** 2).mean(dims)

@@ -1,0 +1,40 @@
+"""Named training recipes behind ``effdiff train --preset NAME``; the zoo's models come from these."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+from .trainer import TrainConfig
+
+PRESETS: dict[str, TrainConfig] = {
+    # VP (DDPM linear, discrete 1000 steps), eps-prediction, class-conditional UNet
+    "digits-unet": TrainConfig(
+        name="digits-unet", task="diffusion", arch="unet",
+        model={"model_channels": 32, "channel_mult": (1, 2), "num_res_blocks": 1, "attention_resolutions": (4,),
+               "num_classes": 10},
+        process={"name": "vp", "schedule": "linear", "discrete": True},
+        prediction="eps", loss={"density": "uniform"},
+        steps=8000, batch_size=128, lr=2e-3, ema_decay=0.999, p_uncond=0.1, seed=0, ckpt_every=1000),
+    # rectified flow / flow matching, velocity-prediction, class-conditional DiT (logit-normal t)
+    "digits-dit": TrainConfig(
+        name="digits-dit", task="diffusion", arch="dit",
+        model={"patch_size": 2, "hidden_size": 96, "depth": 6, "num_heads": 4, "num_classes": 10},
+        process={"name": "flow"}, prediction="velocity",
+        loss={"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
+        steps=8000, batch_size=128, lr=1e-3, ema_decay=0.999, p_uncond=0.1, seed=0, ckpt_every=1000),
+    # the metrics' feature network
+    "digits-classifier": TrainConfig(
+        name="digits-classifier", task="classifier", arch="classifier", model={},
+        steps=3000, batch_size=128, lr=2e-3, ema_decay=0.99, seed=0, ckpt_every=1000),
+    # a tiny 2-D model on the 8-Gaussian mixture (seconds to train; used by tests)
+    "toy2d": TrainConfig(
+        name="toy2d", task="diffusion", arch="mlp", model={"dim": 2, "hidden": 64, "depth": 2},
+        process={"name": "vp", "schedule": "linear", "discrete": False}, prediction="eps",
+        data="toy:gmm", steps=2000, batch_size=256, lr=2e-3, ema_decay=0.99, p_uncond=0.0, seed=0, ckpt_every=500),
+}
+
+
+def preset(name: str, **overrides) -> TrainConfig:
+    """A preset's config, with fields overridden (``preset("toy2d", steps=20)``)."""
+    if name not in PRESETS:
+        raise KeyError(f"unknown preset {name!r}; known presets: {', '.join(PRESETS)}")
+    return replace(PRESETS[name], **overrides)

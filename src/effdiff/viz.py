@@ -1,0 +1,55 @@
+"""Pictures: sample grids and Pareto plots."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def save_grid(x: torch.Tensor, path, nrow: int = 10, scale: int = 4) -> Path:
+    """Save images x [N, C, H, W] in [-1, 1] as one PNG grid (nearest-neighbour upscaled)."""
+    from PIL import Image
+    x = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    n, c, h, w = x.shape
+    ncol = min(nrow, n)
+    nrows = (n + ncol - 1) // ncol
+    grid = torch.full((c, nrows * (h + 1) + 1, ncol * (w + 1) + 1), 64, dtype=torch.uint8)
+    for i in range(n):
+        r, k = divmod(i, ncol)
+        grid[:, 1 + r * (h + 1): 1 + r * (h + 1) + h, 1 + k * (w + 1): 1 + k * (w + 1) + w] = x[i]
+    arr = grid.permute(1, 2, 0).numpy()
+    arr = np.repeat(np.repeat(arr, scale, 0), scale, 1)
+    img = Image.fromarray(arr[..., 0] if c == 1 else arr)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+    return path
+
+
+def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd", floor: float | None = None,
+                title: str = "quality vs cost") -> Path:
+    """Scatter of y against x per model with each point labelled by its config, log-x."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for model in dict.fromkeys(r["model"] for r in rows):
+        rs = [r for r in rows if r["model"] == model]
+        ax.scatter([r[x] for r in rs], [r[y] for r in rs], label=model, s=24)
+        for r in rs:
+            ax.annotate(r["config"], (r[x], r[y]), fontsize=6, xytext=(3, 2), textcoords="offset points")
+    if floor is not None:
+        ax.axhline(floor, color="gray", ls="--", lw=1, label="real-vs-real floor")
+    ax.set_xscale("log")
+    ax.set_xlabel(x.replace("_", " "))
+    ax.set_ylabel(y.upper() if len(y) <= 3 else y)
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
