@@ -119,6 +119,9 @@ def test_save_load_round_trip(tmp_path):
     t2, meta = checkpoint.load(tmp_path / "c")
     assert meta == {"x": [1, 2], "y": "z"}
     assert t2.keys() == t.keys() and all(torch.equal(t[k], t2[k]) for k in t)
+    # a JSON rewritten by hand (as zoo.install does, adding metrics) is taken as written
+    (tmp_path / "c.json").write_text(json.dumps({"x": [1, 2], "y": "edited"}))
+    assert checkpoint.load(tmp_path / "c")[1] == {"x": [1, 2], "y": "edited"}
 
 
 def test_resume_after_sigkill(tmp_path):

@@ -4,11 +4,15 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+
+_META_KEY, _ID_KEY = "effdiff_meta", "effdiff_write_id"
 
 
 class CheckpointError(RuntimeError):
@@ -30,12 +34,16 @@ def _atomic(path: Path, write):
 
 def save(path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
     """Write ``path.safetensors`` and ``path.json`` atomically (tensors first, JSON last: a
-    JSON file present means its tensors are complete)."""
+    JSON file present means its tensors are complete). Both carry one write id and the tensor
+    header a copy of ``meta``, so a kill between the two renames (new tensors, old JSON) is
+    detected by ``load`` and resolved to the metadata written with the tensors."""
     path = Path(path)
     st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    _atomic(st, lambda tmp: save_file(tensors, tmp))
-    _atomic(js, lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=1, sort_keys=True)))
+    write_id = uuid.uuid4().hex
+    header = {_META_KEY: json.dumps(meta, sort_keys=True), _ID_KEY: write_id}
+    _atomic(st, lambda tmp: save_file(tensors, tmp, metadata=header))
+    _atomic(js, lambda tmp: Path(tmp).write_text(json.dumps({**meta, _ID_KEY: write_id}, indent=1, sort_keys=True)))
 
 
 def load(path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -51,6 +59,14 @@ def load(path) -> tuple[dict[str, torch.Tensor], dict]:
         raise CheckpointError(f"corrupt checkpoint metadata {js}: {e}") from None
     try:
         tensors = load_file(str(st))
+        with safe_open(str(st), framework="pt") as f:
+            header = f.metadata() or {}
+        # a JSON whose write id differs from the tensors' lags behind them (killed between the
+        # two renames): use the metadata written with the tensors. A JSON without an id was
+        # written by hand (or by the zoo) and is taken as it is.
+        json_id = meta.pop(_ID_KEY, None) if isinstance(meta, dict) else None
+        if json_id is not None and header.get(_ID_KEY) not in (None, json_id) and _META_KEY in header:
+            meta = json.loads(header[_META_KEY])
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"corrupt checkpoint tensors {st}: {e}") from None
     return tensors, meta

@@ -10,6 +10,7 @@ from .quality import (
     trajectory_error,
 )
 from .toy import exact_nll, sliced_wasserstein
+from .convergence import convergence_order, reference_solve, solve_to
 
 __all__ = [
     "frechet_distance",
@@ -26,4 +27,7 @@ __all__ = [
     "pinned_threads",
     "peak_memory",
     "NFECounter",
+    "convergence_order",
+    "reference_solve",
+    "solve_to",
 ]

@@ -45,4 +45,13 @@ def names() -> list[str]:
     return sorted(_REGISTRY)
 
 
-from . import euler, ddim, dpmpp  # noqa: E402,F401  (registers the built-in solvers)
+def _load_all():
+    """Import every module of this package: each registers its solvers on import."""
+    import importlib
+    import pkgutil
+    for m in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if not m.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{m.name}")
+
+
+_load_all()

@@ -1,0 +1,53 @@
+"""DeepCache (Ma et al. 2024): reuse a UNet's high-level features across steps; on cached steps
+only the shallow branch (input block ≤ b and its mirrored output blocks) is recomputed."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hooks import CacheStore, Handle, SiteCache, add_hook
+from .policies import StepSet, every, nonuniform_steps
+
+
+@dataclass
+class DeepCacheConfig:
+    """interval: full steps every N (uniform); nonuniform: place ceil(steps / N) full steps
+    by DeepCache's power-law around ``center`` instead; branch: the skip branch b kept live
+    (0 = shallowest, most savings)."""
+    interval: int = 3
+    branch: int = 0
+    nonuniform: bool = False
+    center: int | None = None
+    power: float = 1.4
+
+
+def unet_of(model):
+    """The UNet inside a denoiser wrapper (``.net``) or the model itself; must expose
+    ``input_blocks`` / ``middle_block`` / ``output_blocks`` (our UNet, ADM-style UNets)."""
+    net = getattr(model, "net", model)
+    for attr in ("input_blocks", "middle_block", "output_blocks"):
+        if not hasattr(net, attr):
+            raise TypeError(f"DeepCache needs a UNet with input_blocks/middle_block/output_blocks; "
+                            f"{type(net).__name__} has no {attr!r}")
+    return net
+
+
+def apply_deepcache(model, config: DeepCacheConfig | None = None) -> Handle:
+    c = config or DeepCacheConfig()
+    net = unet_of(model)
+    n_in, n_out = len(net.input_blocks), len(net.output_blocks)
+    if not 0 <= c.branch < min(n_in, n_out) - 1:
+        raise ValueError(f"branch must be in [0, {min(n_in, n_out) - 2}] for this UNet, got {c.branch}")
+    if c.nonuniform:
+        k = c.interval
+        policy = StepSet(lambda n: nonuniform_steps(n, -(-n // k), c.center, c.power))
+    else:
+        policy = every(c.interval)
+    store, stats = CacheStore(), {}
+    # the deep part: input blocks after b, the middle block, output blocks before n_out - 1 - b
+    sites = [(f"input_blocks.{i}", net.input_blocks[i]) for i in range(c.branch + 1, n_in)]
+    sites.append(("middle_block", net.middle_block))
+    sites += [(f"output_blocks.{i}", net.output_blocks[i]) for i in range(0, n_out - 1 - c.branch)]
+    attached = []
+    for site, module in sites:
+        attached.append((module, add_hook(module, SiteCache(site, store, policy, stats=stats, name="deepcache"))))
+    return Handle("deepcache", attached, store, stats)

@@ -1,0 +1,50 @@
+"""When to compute: policies read the loop context (step index, steps, stage), never timesteps."""
+from __future__ import annotations
+
+import math
+
+from ..sampling import LoopContext
+
+
+class StepSet:
+    """Compute at the steps in ``steps`` (all stages of them), reuse elsewhere. ``steps`` is a
+    set of step indices, or a callable (num_steps) -> set, resolved per generation."""
+
+    def __init__(self, steps):
+        self.steps = steps
+        self._resolved: tuple[int | None, set[int]] | None = None
+
+    def full_steps(self, num_steps: int | None) -> set[int]:
+        if not callable(self.steps):
+            return set(self.steps)
+        if self._resolved is None or self._resolved[0] != num_steps:
+            self._resolved = (num_steps, set(self.steps(num_steps)))
+        return self._resolved[1]
+
+    def __call__(self, ctx: LoopContext, site: str = "") -> bool:
+        return ctx.step in self.full_steps(ctx.num_steps)
+
+
+def every(n: int) -> StepSet:
+    """Uniform interval: compute at steps 0, n, 2n, ... (DeepCache's uniform N, FORA's N)."""
+    if n < 1:
+        raise ValueError(f"the caching interval must be >= 1, got {n}")
+    return StepSet(lambda num_steps: range(0, num_steps or 10 ** 6, n))
+
+
+def nonuniform_steps(num_steps: int, num_full: int, center: int | None = None, power: float = 1.4) -> list[int]:
+    """DeepCache's non-uniform schedule (Ma et al. 2024, §3.3): full steps denser around a center
+    step, spaced by a power law on either side; always includes step 0."""
+    if not 1 <= num_full <= num_steps:
+        raise ValueError(f"need 1 <= num_full <= num_steps, got {num_full}, {num_steps}")
+    center = num_steps // 3 if center is None else center
+    p = power
+    while p >= 1.0:
+        lo, hi = -(center ** (1 / p)), (num_steps - 1 - center) ** (1 / p)
+        xs = [lo + (hi - lo) * k / num_full for k in range(num_full + 1)]
+        idx = sorted({0} | {int(round(center + math.copysign(abs(v) ** p, v))) for v in xs})
+        idx = [i for i in idx if 0 <= i < num_steps]
+        if len(idx) >= num_full:
+            return idx[:num_full] if len(idx) > num_full else idx
+        p -= 0.02
+    return sorted({round(k * (num_steps - 1) / max(1, num_full - 1)) for k in range(num_full)})

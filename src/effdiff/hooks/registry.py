@@ -1,0 +1,122 @@
+"""Per-instance hook chains (the diffusers ``hooks/`` design, without closures).
+
+``add_hook(module, hook)`` installs a ``HookRegistry`` on that module instance: the instance's
+``forward`` attribute becomes the registry's bound ``forward``, which runs the named hooks in
+order around the class's original forward. ``remove_hook`` takes one out by name; when the
+last goes, the instance attribute is deleted and the module is exactly what it was.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import nn
+
+_ATTR = "_effdiff_hooks"
+
+
+class ModelHook:
+    """Base class. Subclasses override ``__call__``; ``reset`` drops per-generation state."""
+
+    name: str = "hook"
+
+    def __call__(self, module: nn.Module, call_next: Callable, *args, **kwargs) -> Any:
+        return call_next(*args, **kwargs)
+
+    def reset(self) -> None:
+        pass
+
+
+class HookRegistry:
+    """The ordered, named hooks of one module instance."""
+
+    def __init__(self, module: nn.Module):
+        self.module = module
+        self.hooks: dict[str, ModelHook] = {}
+        self._had_instance_forward = "forward" in module.__dict__
+        self._original = module.forward          # bound method of the class (or a prior override)
+
+    def forward(self, *args, **kwargs):
+        chain = list(self.hooks.values())
+
+        def run(i: int, *a, **k):
+            if i == len(chain):
+                return self._original(*a, **k)
+            return chain[i](self.module, lambda *aa, **kk: run(i + 1, *aa, **kk), *a, **k)
+
+        return run(0, *args, **kwargs)
+
+    def add(self, name: str, hook: ModelHook) -> None:
+        if name in self.hooks:
+            raise ValueError(f"a hook named {name!r} is already attached to this {type(self.module).__name__}")
+        self.hooks[name] = hook
+        if len(self.hooks) == 1:
+            self.module.forward = self.forward
+
+    def remove(self, name: str) -> None:
+        if name not in self.hooks:
+            raise KeyError(f"no hook named {name!r} on this {type(self.module).__name__}; attached: {list(self.hooks)}")
+        del self.hooks[name]
+        if not self.hooks:
+            if self._had_instance_forward:
+                self.module.forward = self._original
+            else:
+                del self.module.forward
+            delattr(self.module, _ATTR)
+
+
+def add_hook(module: nn.Module, hook: ModelHook, name: str | None = None) -> str:
+    reg = module.__dict__.get(_ATTR)
+    if reg is None:
+        reg = HookRegistry(module)
+        object.__setattr__(module, _ATTR, reg)
+    name = name or hook.name
+    reg.add(name, hook)
+    return name
+
+
+def remove_hook(module: nn.Module, name: str) -> None:
+    reg = module.__dict__.get(_ATTR)
+    if reg is None:
+        raise KeyError(f"{type(module).__name__} has no hooks")
+    reg.remove(name)
+
+
+def hooks_of(module: nn.Module) -> dict[str, ModelHook]:
+    reg = module.__dict__.get(_ATTR)
+    return dict(reg.hooks) if reg else {}
+
+
+def remove_all_hooks(model: nn.Module) -> None:
+    for m in model.modules():
+        for name in list(hooks_of(m)):
+            remove_hook(m, name)
+
+
+class Handle:
+    """What every ``apply_*`` returns: ``handle.remove()`` detaches all its hooks; also a
+    context manager. ``handle.store`` is its cache (``handle.store.nbytes()``), ``handle.stats``
+    its counters."""
+
+    def __init__(self, name: str, attached: list[tuple[nn.Module, str]], store=None, stats: dict | None = None,
+                 on_remove: Callable | None = None):
+        self.name, self.attached, self.store = name, attached, store
+        self.stats = stats if stats is not None else {}
+        self._on_remove = on_remove
+
+    def remove(self) -> None:
+        for module, hook_name in self.attached:
+            if hook_name in hooks_of(module):
+                remove_hook(module, hook_name)
+        self.attached = []
+        if self.store is not None:
+            self.store.clear()
+        if self._on_remove is not None:
+            self._on_remove()
+            self._on_remove = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.remove()
+        return False
