@@ -19,7 +19,7 @@ Tensor = torch.Tensor
 
 def as_batch_sigma(sigma, x: Tensor) -> Tensor:
     """σ as a [B] tensor in x's dtype and device (accepts a float, a 0-d or a [B] tensor)."""
-    sigma = torch.as_tensor(sigma, device=x.device)
+    sigma = torch.as_tensor(sigma, dtype=x.dtype if not torch.is_tensor(sigma) else None, device=x.device)
     if sigma.ndim == 0:
         sigma = sigma.expand(x.shape[0])
     if sigma.shape != (x.shape[0],):
