@@ -32,6 +32,31 @@ def every(n: int) -> StepSet:
     return StepSet(lambda num_steps: range(0, num_steps or 10 ** 6, n))
 
 
+def window_steps(num_steps: int, n: int, start: int, stop: int) -> set[int]:
+    """Steps to compute when reuse is allowed only inside ``[start, stop)``: every step outside,
+    and ``start, start + n, ...`` inside (Δ-DiT's stage windows)."""
+    if n < 1:
+        raise ValueError(f"the caching interval must be >= 1, got {n}")
+    start, stop = max(0, start), min(num_steps, stop)
+    return set(range(0, start)) | set(range(start, stop, n)) | set(range(max(start, stop), num_steps))
+
+
+class SiteSteps:
+    """Per-site step sets: compute ``site`` at the steps in ``schedule[site]`` (all stages),
+    reuse elsewhere; sites not in the schedule always compute (block caching's schedule)."""
+
+    def __init__(self, schedule, num_steps: int | None = None):
+        self.schedule = {site: set(steps) for site, steps in schedule.items()}
+        self.num_steps = num_steps
+
+    def __call__(self, ctx: LoopContext, site: str = "") -> bool:
+        if self.num_steps is not None and ctx.num_steps != self.num_steps:
+            raise ValueError(f"this cache schedule was calibrated for {self.num_steps} steps, "
+                             f"the sampler runs {ctx.num_steps}; calibrate again for this schedule")
+        steps = self.schedule.get(site)
+        return steps is None or ctx.step in steps
+
+
 def nonuniform_steps(num_steps: int, num_full: int, center: int | None = None, power: float = 1.4) -> list[int]:
     """DeepCache's non-uniform schedule (Ma et al. 2024, §3.3): full steps denser around a center
     step, spaced by a power law on either side; always includes step 0."""

@@ -6,7 +6,7 @@ the sampling loop context (``effdiff.current_context()``: step, stage, branch) r
 guessing the step from timestep values. Removing every hook leaves the exact original module.
 """
 from .registry import ModelHook, HookRegistry, add_hook, remove_hook, hooks_of, remove_all_hooks, Handle
-from .cache import CacheStore, CacheHook, SiteCache
+from .cache import CacheStore, CacheHook, SiteCache, SpanCache
 
 __all__ = ["ModelHook", "HookRegistry", "add_hook", "remove_hook", "hooks_of", "remove_all_hooks", "Handle",
-           "CacheStore", "CacheHook", "SiteCache"]
+           "CacheStore", "CacheHook", "SiteCache", "SpanCache"]
