@@ -10,3 +10,14 @@ from .deepcache import DeepCacheConfig, apply_deepcache
 from .fora import FORAConfig, apply_fora
 
 __all__ = ["every", "nonuniform_steps", "StepSet", "DeepCacheConfig", "apply_deepcache", "FORAConfig", "apply_fora"]
+
+from .block_caching import BlockCachingConfig, apply_block_caching, calibrate_block_caching
+from .delta_dit import DeltaDiTConfig, apply_delta_dit
+from .adaptive import AdaptiveCacheConfig, apply_adaptive_cache
+
+__all__ += ["BlockCachingConfig", "apply_block_caching", "calibrate_block_caching", "DeltaDiTConfig",
+            "apply_delta_dit", "AdaptiveCacheConfig", "apply_adaptive_cache"]
+
+from .nirvana import ApproximateCache, cached_sample
+
+__all__ += ["ApproximateCache", "cached_sample"]

@@ -31,7 +31,18 @@ def unet_of(model):
     return net
 
 
+def _foreign(model):
+    """The integration's ``apply_deepcache`` when ``model`` wraps a foreign (diffusers) UNet."""
+    net = getattr(model, "net", model)
+    if type(net).__module__.split(".")[0] == "diffusers":
+        from ..integrations.diffusers import apply_deepcache
+        return apply_deepcache
+    return None
+
+
 def apply_deepcache(model, config: DeepCacheConfig | None = None) -> Handle:
+    if (foreign := _foreign(model)) is not None:
+        return foreign(model, config)
     c = config or DeepCacheConfig()
     net = unet_of(model)
     n_in, n_out = len(net.input_blocks), len(net.output_blocks)

@@ -1,0 +1,121 @@
+"""diffusers models under effdiff's contract (``pip install effdiff[diffusers]``).
+
+``DiffusersDenoiser`` turns a diffusers ``UNet2DConditionModel`` or 2-D transformer
+(``DiTTransformer2DModel``, ...) plus its scheduler config into ``D(x, sigma, cond)``: the
+scheduler's training process becomes an effdiff ``Process`` (DDPM-family betas -> discrete
+VP, flow matching -> ``Flow``) and its prediction type one of effdiff's wrappers, so every
+solver, schedule and cache in effdiff runs on it. ``cond`` is ``encoder_hidden_states`` for
+cross-attention models and class labels for class-conditional DiTs.
+
+Feature caches attach to the diffusers modules through effdiff's hook registry:
+``apply_deepcache`` caches ``down_blocks[i > b]``, ``mid_block`` and the mirrored
+``up_blocks`` (Ma et al. 2024); ``effdiff.caching.apply_fora`` works as is on
+``transformer_blocks[i].attn1`` / ``.ff`` (Selvaraju et al. 2024).
+"""
+from __future__ import annotations
+
+import inspect
+from types import SimpleNamespace
+
+import torch
+
+from ..denoisers import PREDICTIONS, Denoiser, _bc, as_batch_sigma
+from ..process import VP, Flow, Process
+
+Tensor = torch.Tensor
+
+_PREDICTION = {"epsilon": "eps", "v_prediction": "v", "sample": "x0", "flow_prediction": "velocity"}
+
+
+def process_from_scheduler(config) -> tuple[Process, str | None]:
+    """(process, prediction) from a diffusers scheduler, its config (dict) or an effdiff
+    ``Process`` (prediction None then). DDPM-family betas ("linear", "scaled_linear",
+    "squaredcos_cap_v2", trained_betas) give a discrete VP; ``FlowMatch*`` schedulers give
+    ``Flow`` with velocity prediction."""
+    if isinstance(config, Process):
+        return config, None
+    cfg = dict(getattr(config, "config", config) or {})
+    if "FlowMatch" in cfg.get("_class_name", type(config).__name__):
+        return Flow(), "velocity"
+    if cfg.get("rescale_betas_zero_snr"):
+        raise ValueError("rescale_betas_zero_snr gives σ = inf at the last training step; not supported")
+    n = int(cfg.get("num_train_timesteps", 1000))
+    b0, b1 = float(cfg.get("beta_start", 1e-4)), float(cfg.get("beta_end", 0.02))
+    kind = cfg.get("beta_schedule", "linear")
+    if cfg.get("trained_betas") is not None:
+        proc = VP(betas=cfg["trained_betas"])
+    elif kind == "linear":
+        proc = VP("linear", num_steps=n, beta_start=b0, beta_end=b1)
+    elif kind == "scaled_linear":   # latent diffusion: linear in sqrt(beta)
+        proc = VP(betas=torch.linspace(b0 ** 0.5, b1 ** 0.5, n, dtype=torch.float64) ** 2)
+    elif kind == "squaredcos_cap_v2":
+        proc = VP("cosine", num_steps=n)
+    else:
+        raise ValueError(f"unsupported beta_schedule {kind!r}; known: linear, scaled_linear, squaredcos_cap_v2")
+    return proc, _PREDICTION.get(cfg.get("prediction_type", "epsilon"))
+
+
+class DiffusersDenoiser(Denoiser):
+    """A diffusers UNet / transformer as ``D(x, sigma, cond) -> x0``.
+
+    model: ``UNet2DConditionModel``, ``DiTTransformer2DModel`` or any diffusers model called
+    as ``model(sample, timestep, encoder_hidden_states= | class_labels=, return_dict=False)``.
+    scheduler: its scheduler (or config dict, or an effdiff ``Process``). prediction: eps, v,
+    x0, velocity; default from the scheduler's ``prediction_type``. ``.net`` is the diffusers
+    model itself, so effdiff's caches find its blocks.
+    """
+
+    def __init__(self, model, scheduler=None, prediction: str | None = None):
+        process, pred = process_from_scheduler(scheduler)
+        params = inspect.signature(model.forward).parameters
+        self.cond_kw = next((k for k in ("encoder_hidden_states", "class_labels") if k in params), None)
+        classes = 0
+        if self.cond_kw == "class_labels":   # DiT: label num_embeds_ada_norm is the null class
+            classes = int(getattr(model.config, "num_embeds_ada_norm", 0) or 0)
+        super().__init__(model, process, prediction or pred or "eps", num_classes=classes)
+
+    def _cond(self, cond, x: Tensor):
+        if self.cond_kw == "class_labels":
+            return self.labels(cond, x.shape[0], x.device)
+        if self.cond_kw == "encoder_hidden_states":
+            if cond is None:
+                raise ValueError("this model needs cond = encoder_hidden_states [B, L, D] "
+                                 "(an unconditional one: the embedding of the empty prompt)")
+            return torch.as_tensor(cond, device=x.device).to(self.net.dtype)
+        return None
+
+    def forward(self, x: Tensor, sigma, cond=None) -> Tensor:
+        sigma = as_batch_sigma(sigma, x)
+        t, a, b, da, db = self.coefficients(sigma)
+        a_, b_, da_, db_, s_ = (_bc(v.to(x.dtype), x) for v in (a, b, da, db, sigma.double()))
+        xn = a_ * x
+        dtype = self.net.dtype
+        kw = {self.cond_kw: self._cond(cond, x)} if self.cond_kw else {}
+        timestep = self.process.c_noise(t).to(dtype=dtype, device=x.device)   # [B], passed positionally
+        out = self.net(xn.to(dtype), timestep, return_dict=False, **kw)[0]
+        out = out[:, : x.shape[1]].to(x.dtype)   # learned-variance models also output Σ channels
+        return PREDICTIONS[self.prediction](out, x, xn, a_, b_, da_, db_, s_)
+
+
+def diffusers_unet(model):
+    """The ``UNet2DConditionModel``-like network inside ``model`` (a denoiser or the model)."""
+    net = getattr(model, "net", model)
+    for attr in ("down_blocks", "mid_block", "up_blocks"):
+        if getattr(net, attr, None) is None:
+            raise TypeError(f"DeepCache on diffusers needs a UNet with down_blocks/mid_block/up_blocks; "
+                            f"{type(net).__name__} has no {attr!r}")
+    return net
+
+
+def apply_deepcache(model, config=None):
+    """DeepCache (Ma et al. 2024) on a diffusers UNet: the generic ``apply_deepcache`` over the
+    UNet's ``down_blocks`` / ``mid_block`` / ``up_blocks`` seen as ADM's input / middle / output
+    blocks. Branch b keeps ``down_blocks[:b + 1]`` and the mirrored ``up_blocks[-(b + 1):]`` live;
+    cached down blocks return their ``(hidden, res_samples)`` tuple as computed at the last full
+    step. Upstream DeepCache's ``DeepCacheSDHelper`` with ``cache_branch_id = 3 b + layers_per_block``
+    (only block b's downsampler cached, whose output feeds cached blocks alone) gives the same
+    output; its ``cache_branch_id = 0`` caches finer, inside the last up block."""
+    from ..caching.deepcache import apply_deepcache as generic
+    unet = diffusers_unet(model)
+    return generic(SimpleNamespace(input_blocks=unet.down_blocks, middle_block=unet.mid_block,
+                                   output_blocks=unet.up_blocks), config)
