@@ -94,6 +94,10 @@ class Denoiser(nn.Module):
         self.net, self.process, self.prediction = net, process, prediction
         self.cond_classes = int(num_classes)
 
+    def _param_dtype(self) -> torch.dtype:
+        p = next(iter(self.net.parameters()), None)
+        return p.dtype if p is not None else torch.float32
+
     @property
     def null_class(self) -> int | None:
         return self.cond_classes if self.cond_classes > 0 else None
@@ -117,7 +121,7 @@ class Denoiser(nn.Module):
         """(t, a, b, da, db) in float64 for VE-form σ [B]."""
         s = sigma.double()
         t = self.process.sigma_to_t(s)
-        a = self.process.alpha(t)
+        a = self.process.alpha_of_sigma(s)
         b = a * s
         if self.prediction == "velocity":
             da, db = self.process.derivatives(t)
@@ -125,14 +129,33 @@ class Denoiser(nn.Module):
             da = db = torch.zeros_like(t)
         return t, a, b, da, db
 
+    def scalar_coefficients(self, s: float) -> tuple[float, ...]:
+        """(a, b, da, db, c_noise) as floats for one σ, memoised (sampling revisits the same σ)."""
+        memo = self.__dict__.setdefault("_memo", {})
+        hit = memo.get(s)
+        if hit is None:
+            t, a, b, da, db = self.coefficients(torch.tensor([s], dtype=torch.float64))
+            hit = (float(a), float(b), float(da), float(db), float(self.process.c_noise(t)))
+            if len(memo) > 100_000:
+                memo.clear()
+            memo[s] = hit
+        return hit
+
     def forward(self, x: Tensor, sigma, cond=None) -> Tensor:
         sigma = as_batch_sigma(sigma, x)
+        dtype = self._param_dtype()
+        labels = self.labels(cond, x.shape[0], x.device)
+        if sigma.shape[0] == 1 or sigma.stride(0) == 0:   # one σ for the batch: float coefficients
+            s = float(sigma[0])
+            a, b, da, db, c = self.scalar_coefficients(s)
+            xn = x * a
+            out = self.net(xn.to(dtype), torch.full((x.shape[0],), c, dtype=dtype, device=x.device), labels)
+            return PREDICTIONS[self.prediction](out.to(x.dtype), x, xn, a, b, da, db, s)
         t, a, b, da, db = self.coefficients(sigma)
-        dtype = next(self.net.parameters()).dtype
-        a_, b_, da_, db_, s_ = (_bc(v.to(x.dtype), x) for v in (a, b, da, db, sigma.double()))
+        coefs = torch.stack([a, b, da, db, sigma.double(), self.process.c_noise(t)]).to(x.device)  # [6, B]
+        a_, b_, da_, db_, s_ = (_bc(c, x) for c in coefs[:5].to(x.dtype))
         xn = a_ * x
-        out = self.net(xn.to(dtype), self.process.c_noise(t).to(dtype=dtype, device=x.device),
-                       self.labels(cond, x.shape[0], x.device)).to(x.dtype)
+        out = self.net(xn.to(dtype), coefs[5].to(dtype), labels).to(x.dtype)
         return PREDICTIONS[self.prediction](out, x, xn, a_, b_, da_, db_, s_)
 
 

@@ -14,9 +14,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, asdict
 
+import numpy as np
 import torch
 
 Tensor = torch.Tensor
+
+
+def _np_interp(x: Tensor, xp: np.ndarray, fp: np.ndarray) -> Tensor:
+    """Piecewise-linear interpolation (clamped at the ends) of a float64 tensor, via numpy."""
+    return torch.from_numpy(np.asarray(np.interp(x.detach().cpu().numpy(), xp, fp), dtype=np.float64)).to(x.device)
 
 
 def _t(v) -> Tensor:
@@ -145,6 +151,8 @@ class VP(Process):
             self.log_sigmas = 0.5 * torch.log((1 - self.alphas_cumprod) / self.alphas_cumprod)
             if not (self.log_sigmas.diff() > 0).all():
                 raise ValueError("betas must give strictly increasing noise levels")
+            self._log_sigmas_np = self.log_sigmas.numpy()
+            self._steps_np = np.arange(self.num_steps, dtype=np.float64)
             self.t_min, self.t_max = 0.0, float(self.num_steps - 1)
         else:
             self.t_min = t_min if t_min is not None else 1e-3
@@ -174,6 +182,8 @@ class VP(Process):
 
     def _log_sigma(self, t: Tensor) -> Tensor:
         if self.discrete:
+            if not t.requires_grad:  # fast path: one numpy interpolation (the sampling hot loop)
+                return _np_interp(t, self._steps_np, self._log_sigmas_np)
             t = t.clamp(self.t_min, self.t_max)
             lo = t.floor().long().clamp(max=self.num_steps - 2)
             w = t - lo
@@ -199,6 +209,8 @@ class VP(Process):
         s = _t(s)
         log_s = torch.log(s)
         if self.discrete:
+            if not log_s.requires_grad:
+                return _np_interp(log_s, self._log_sigmas_np, self._steps_np)
             ls = self.log_sigmas
             idx = torch.searchsorted(ls, log_s.clamp(ls[0], ls[-1]).contiguous()).clamp(1, len(ls) - 1)
             lo, hi = ls[idx - 1], ls[idx]
@@ -241,6 +253,9 @@ class VE(Process):
     def alpha(self, t) -> Tensor:
         return torch.ones_like(_t(t))
 
+    def alpha_of_sigma(self, s) -> Tensor:
+        return torch.ones_like(_t(s))
+
     def sigma(self, t) -> Tensor:
         return self._smin * (self._smax / self._smin) ** _t(t)
 
@@ -263,6 +278,9 @@ class EDM(Process):
 
     def alpha(self, t) -> Tensor:
         return torch.ones_like(_t(t))
+
+    def alpha_of_sigma(self, s) -> Tensor:
+        return torch.ones_like(_t(s))
 
     def sigma(self, t) -> Tensor:
         return _t(t)

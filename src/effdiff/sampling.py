@@ -189,7 +189,7 @@ def sample(denoiser: Callable, x: Tensor, sigmas, solver: str = "euler", cond=No
             out = fn(den, x, sigmas, noise=noise, callback=step_done, **options)
         if bar is not None:
             bar.close()
-        nfe, steps = ctx.nfe, ctx.step
+        nfe, steps, state = ctx.nfe, ctx.step, dict(ctx.state)
     if return_info:
-        return SampleResult(out, nfe, steps)
+        return SampleResult(out, nfe, steps, state)
     return out

@@ -53,3 +53,37 @@ def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd",
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def quality_vs_nfe_plot(rows: list[dict], path, metric: str = "fd") -> Path:
+    """Per model, the best ``metric`` reached by each solver at each NFE (log-log)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), dpi=110, squeeze=False)
+    for ax, model in zip(axes[0], models):
+        rs = [r for r in rows if r["model"] == model and not r.get("reference")]
+        ref = next((r for r in rows if r["model"] == model and r.get("reference")), None)
+        for solver in dict.fromkeys(r["solver"] for r in rs):
+            best: dict[int, float] = {}
+            for r in rs:
+                if r["solver"] == solver:
+                    best[r["nfe"]] = min(best.get(r["nfe"], float("inf")), r[metric])
+            xs = sorted(best)
+            ax.plot(xs, [best[k] for k in xs], marker="o", ms=3, label=solver)
+        if ref is not None:
+            ax.axhline(ref[metric], color="k", ls="--", lw=1, label=f"reference ({ref['config']})")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("NFE")
+        ax.set_ylabel(metric.upper() + " (best schedule)")
+        ax.set_title(model)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=6, ncol=2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from . import register
 
 
@@ -27,11 +29,12 @@ def ddim(denoiser, x, sigmas, *, noise=None, callback=None, eta: float = 0.0, s_
     sampling (Ho et al. 2020) and k-diffusion's Euler-ancestral."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+    s = sigmas.tolist()
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
         denoised = denoiser(x, sigma)
         sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-        x = denoised + (x - denoised) * (sigma_down / sigma)
+        x = torch.lerp(denoised, x, sigma_down / sigma)
         if sigma_up > 0:
             x = x + noise(x) * (s_noise * sigma_up)
         callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from . import register
 
 
@@ -11,9 +13,9 @@ from . import register
 def dpmpp_2m(denoiser, x, sigmas, *, noise=None, callback=None):
     """DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2): multistep 2nd order; 1st order on the
     first step, and the last step to σ=0 returns the data prediction."""
-    old_denoised, h_last = None, None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
+    old_denoised, h_last, s = None, None, sigmas.tolist()
+    for i in range(len(s) - 1):
+        sigma, sigma_next = s[i], s[i + 1]
         denoised = denoiser(x, sigma)
         if sigma_next == 0:
             x = denoised
@@ -22,8 +24,8 @@ def dpmpp_2m(denoiser, x, sigmas, *, noise=None, callback=None):
             d = denoised
             if old_denoised is not None:
                 r = h_last / h
-                d = (1 + 1 / (2 * r)) * denoised - (1 / (2 * r)) * old_denoised
-            x = (sigma_next / sigma) * x - math.expm1(-h) * d
+                d = torch.add(denoised * (1 + 1 / (2 * r)), old_denoised, alpha=-1 / (2 * r))
+            x = torch.add(x * (sigma_next / sigma), d, alpha=-math.expm1(-h))
             h_last = h
         old_denoised = denoised
         callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
