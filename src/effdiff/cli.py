@@ -61,6 +61,15 @@ def _zoo(a):
               f"metrics={json.dumps(card['metrics'])}")
 
 
+def _solvers(a):
+    import inspect
+    from . import solvers
+    for name in solvers.names():
+        fn = solvers.get(name)
+        doc = (inspect.getdoc(getattr(fn, "base", fn)) or "").split("\n\n")[0].replace("\n", " ")
+        print(f"{name:16s} {doc}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="effdiff", description="Efficient diffusion models, measured.")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -99,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--repeats", type=int, help="timed repeats per configuration (default 3, quick 1)")
     b.add_argument("--threads", type=int, help="torch threads (default: all cores)")
     b.set_defaults(fn=_bench)
+
+    sv = sub.add_parser("solvers", help="list the registered solvers")
+    sv.set_defaults(fn=_solvers)
 
     z = sub.add_parser("zoo", help="list the shipped models")
     z.set_defaults(fn=_zoo)
