@@ -94,9 +94,10 @@ class Denoiser(nn.Module):
         self.net, self.process, self.prediction = net, process, prediction
         self.cond_classes = int(num_classes)
 
-    def _param_dtype(self) -> torch.dtype:
+    def _param_dtype(self, x: Tensor) -> torch.dtype:
+        """The network's dtype (a network without parameters runs in x's dtype)."""
         p = next(iter(self.net.parameters()), None)
-        return p.dtype if p is not None else torch.float32
+        return p.dtype if p is not None else x.dtype
 
     @property
     def null_class(self) -> int | None:
@@ -143,7 +144,7 @@ class Denoiser(nn.Module):
 
     def forward(self, x: Tensor, sigma, cond=None) -> Tensor:
         sigma = as_batch_sigma(sigma, x)
-        dtype = self._param_dtype()
+        dtype = self._param_dtype(x)
         labels = self.labels(cond, x.shape[0], x.device)
         if sigma.shape[0] == 1 or sigma.stride(0) == 0:   # one σ for the batch: float coefficients
             s = float(sigma[0])
