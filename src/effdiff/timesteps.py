@@ -1,7 +1,9 @@
 """Sampling schedules: pure functions returning a decreasing float64 σ tensor ending in 0.
 
 σ is the VE-form noise level of the denoiser contract, so a schedule is model-agnostic; the
-ones defined in a process's own time (uniform-t, quadratic) take the process.
+ones defined in a process's own time (uniform-t, quadratic, diffusers' discrete spacings, flow
+shift, FastDPM) take the process. Fitted schedules (AYS, DP; see ``schedule_opt``) are reached
+by name: ``get("ays:digits-unet", n, process)``.
 """
 from __future__ import annotations
 
@@ -85,15 +87,160 @@ def full(process: Process) -> Tensor:
     return append_zero(process.t_to_sigma(torch.arange(process.num_steps - 1, -1, -1, dtype=torch.float64)))
 
 
-SCHEDULES = {"karras": karras, "exponential": exponential, "logsnr": logsnr_uniform,
-             "uniform": uniform_t, "quadratic": quadratic}
+def polyexponential(n: int, sigma_min: float, sigma_max: float, rho: float = 1.0) -> Tensor:
+    """k-diffusion's polyexponential schedule (Crowson, k-diffusion ``get_sigmas_polyexponential``):
+    log σ_i = log σmin + (1 - i/(n-1))^ρ (log σmax - log σmin); ρ = 1 is ``exponential``."""
+    n, (lo, hi) = _n(n), _range(sigma_min, sigma_max)
+    if rho <= 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    ramp = torch.linspace(1, 0, n, dtype=torch.float64) if n > 1 else torch.ones(1, dtype=torch.float64)
+    return append_zero(torch.exp(math.log(lo) + ramp ** rho * (math.log(hi) - math.log(lo))))
+
+
+# --- discrete spacings (diffusers' ``timestep_spacing``) ------------------------------
+
+SPACINGS = ("linspace", "leading", "trailing")
+
+
+def spacing_timesteps(n: int, num_train_steps: int, spacing: str, steps_offset: int = 0) -> Tensor:
+    """The n integer timesteps (0-indexed, decreasing) of diffusers' ``timestep_spacing``
+    (Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", Table 2,
+    shifted from their 1-indexed t to diffusers' 0-indexed t). With T train steps:
+    linspace = round(linspace(0, T-1, n)), leading = arange(n) * (T // n) + steps_offset,
+    trailing = round(arange(T, 0, -T/n)) - 1. ``steps_offset`` applies to leading only, as in
+    diffusers (SD uses steps_offset=1: 901, 801, ..., 1 for T=1000, n=10)."""
+    n, T = _n(n), int(num_train_steps)
+    if spacing not in SPACINGS:
+        raise ValueError(f"unknown timestep spacing {spacing!r}; known: {', '.join(SPACINGS)}")
+    if n > T:
+        raise ValueError(f"{n} steps is more than the process's {T} train steps")
+    if isinstance(steps_offset, bool) or not isinstance(steps_offset, int) or steps_offset < 0:
+        raise ValueError(f"steps_offset must be a non-negative integer, got {steps_offset!r}")
+    if spacing == "linspace":
+        t = torch.linspace(0, T - 1, n, dtype=torch.float64).round().flip(0)
+    elif spacing == "leading":
+        t = (torch.arange(n, dtype=torch.float64) * (T // n)).flip(0) + steps_offset
+    else:
+        t = (T - torch.arange(n, dtype=torch.float64) * (T / n)).round() - 1
+    if t.max() > T - 1:
+        raise ValueError(f"steps_offset={steps_offset} pushes timestep {int(t.max())} past the table's last step {T - 1}")
+    return t
+
+
+def _discrete(process: Process, what: str):
+    if not getattr(process, "discrete", False):
+        raise ValueError(f"{what} needs a discrete process (a VP table); got {process!r}")
+    return process
+
+
+def discrete_spacing(n: int, process: Process, spacing: str = "trailing", steps_offset: int = 0) -> Tensor:
+    """σ at the integer timesteps of ``spacing_timesteps`` on a discrete process's table, then 0."""
+    _discrete(process, f"the {spacing!r} spacing")
+    return append_zero(process.t_to_sigma(spacing_timesteps(n, process.num_steps, spacing, steps_offset)))
+
+
+def linspace(n: int, process: Process, steps_offset: int = 0) -> Tensor:
+    """diffusers' ``timestep_spacing="linspace"`` (iDDPM's spacing; Lin et al. 2024, Table 2)."""
+    return discrete_spacing(n, process, "linspace", steps_offset)
+
+
+def leading(n: int, process: Process, steps_offset: int = 0) -> Tensor:
+    """diffusers' ``timestep_spacing="leading"`` (LDM / SD; Lin et al. 2024, Table 2)."""
+    return discrete_spacing(n, process, "leading", steps_offset)
+
+
+def trailing(n: int, process: Process, steps_offset: int = 0) -> Tensor:
+    """diffusers' ``timestep_spacing="trailing"`` (starts at the last step; Lin et al. 2024, Table 2)."""
+    return discrete_spacing(n, process, "trailing", steps_offset)
+
+
+# --- flow shift and FastDPM -----------------------------------------------------------
+
+def flow_shift(n: int, process: Process, shift: float = 3.0) -> Tensor:
+    """SD3's time shift (Esser et al. 2024, eq. 23: t' = s t / (1 + (s-1) t)) on a uniform grid.
+
+    The shift is applied to u uniform in [0, 1] and mapped onto the process's [t_min, t_max]
+    (t = t_min + u' (t_max - t_min)), so the endpoints stay those of ``uniform_t`` and shift=1
+    is exactly ``uniform_t``. For a flow process with t_min = 0, t_max = 1 this is SD3's
+    schedule, where the shift is σ' = s σ (larger s spends more steps at high noise)."""
+    n = _n(n)
+    if not (shift > 0 and math.isfinite(shift)):
+        raise ValueError(f"shift must be a positive finite number, got {shift}")
+    r = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
+    # in the ramp r = 1 - u (0 at t_max) the shift reads r' = r / (1 + (s-1)(1-r))
+    return _in_t(n, process, r / (1 + (shift - 1) * (1 - r)), None, None)
+
+
+FASTDPM_KINDS = ("uniform", "quadratic")
+
+
+def _fastdpm_betas(n: int, beta_0: float, beta_n: float, kind: str) -> Tensor:
+    r = torch.linspace(0, 1, n, dtype=torch.float64) if n > 1 else torch.ones(1, dtype=torch.float64)
+    if kind == "uniform":
+        return beta_0 + r * (beta_n - beta_0)
+    return (math.sqrt(beta_0) + r * (math.sqrt(beta_n) - math.sqrt(beta_0))) ** 2
+
+
+def fastdpm_steps(n: int, process: Process, kind: str = "uniform") -> Tensor:
+    """FastDPM's continuous steps (Kong & Ping 2021, Sec. 4, the 'VAR' schedules): an n-step
+    variance schedule β̂ (uniform: linear in β̂; quadratic: linear in sqrt β̂) from the table's
+    β_0, with β̂_n chosen so that prod(1 - β̂) reaches the table's last ᾱ; each γ̄_s = prod_{k<=s}
+    (1 - β̂_k) is mapped to a fractional t by interpolating the table (the process's log σ is
+    linear between integer steps). Returns the n decreasing fractional t's (t_max ... 0)."""
+    n = _n(n)
+    _discrete(process, "fastdpm")
+    if kind not in FASTDPM_KINDS:
+        raise ValueError(f"unknown FastDPM kind {kind!r}; known: {', '.join(FASTDPM_KINDS)}")
+    abar = process.alphas_cumprod
+    beta_0, target = float(1 - abar[0]), float(torch.log(abar[-1]))
+    if n == 1:
+        return torch.tensor([process.t_max], dtype=torch.float64)
+
+    def log_gamma_end(b):
+        return float(torch.log1p(-_fastdpm_betas(n, beta_0, b, kind)).sum())
+
+    lo, hi = beta_0, 1.0 - 1e-15
+    if log_gamma_end(lo) <= target:
+        raise ValueError(f"{n} steps of β={beta_0:.3g} already pass the table's final noise level; use fewer steps")
+    for _ in range(200):  # bisection: log γ̄_n decreases in β̂_n
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if log_gamma_end(mid) > target else (lo, mid)
+    log_gamma = torch.cumsum(torch.log1p(-_fastdpm_betas(n, beta_0, 0.5 * (lo + hi), kind)), 0)
+    sigma = torch.sqrt(torch.expm1(-log_gamma))   # σ = sqrt((1 - γ̄) / γ̄)
+    t = process.sigma_to_t(sigma).clamp(process.t_min, process.t_max)
+    t[0], t[-1] = process.t_min, process.t_max      # exact endpoints (γ̄_1 = ᾱ_0, γ̄_n = ᾱ_T)
+    return t.flip(0)
+
+
+def fastdpm(n: int, process: Process, kind: str = "uniform") -> Tensor:
+    """σ at FastDPM's continuous steps (Kong & Ping 2021; see ``fastdpm_steps``), then 0."""
+    return append_zero(process.t_to_sigma(fastdpm_steps(n, process, kind)))
+
+
+SCHEDULES = {"karras": karras, "exponential": exponential, "polyexponential": polyexponential,
+             "logsnr": logsnr_uniform, "uniform": uniform_t, "quadratic": quadratic,
+             "linspace": linspace, "leading": leading, "trailing": trailing,
+             "flow-shift": flow_shift, "fastdpm": fastdpm}
+# schedules defined in the process's own time: called as fn(n, process, **kw)
+_TAKES_PROCESS = {"uniform", "quadratic", "logsnr", "linspace", "leading", "trailing", "flow-shift", "fastdpm"}
 
 
 def get(name: str, n: int, process: Process, **kw) -> Tensor:
-    """A schedule by name over the process's σ range: ``get("karras", 10, process)``."""
+    """A schedule by name over the process's σ range: ``get("karras", 10, process)``.
+
+    ``"METHOD:MODEL"`` (e.g. ``"ays:digits-unet"``) is a fitted schedule shipped in
+    ``effdiff/zoo/schedules/METHOD-MODEL.json``, log-linearly interpolated to n steps
+    (``schedule_opt.interpolate``); a path ending in ``.json`` loads that file the same way."""
+    if ":" in name or name.endswith(".json"):
+        from . import schedule_opt
+        if kw:
+            raise ValueError(f"a fitted schedule ({name!r}) takes no options, got {sorted(kw)}")
+        key = name if name.endswith(".json") else "-".join(name.split(":", 1))
+        return schedule_opt.interpolate(schedule_opt.load_schedule(key), _n(n))
     if name not in SCHEDULES:
-        raise KeyError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)}")
-    if name in ("uniform", "quadratic", "logsnr"):
+        raise KeyError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)} "
+                       "(or 'METHOD:MODEL' for a fitted one, e.g. 'ays:digits-unet')")
+    if name in _TAKES_PROCESS:
         return SCHEDULES[name](n, process, **kw)
     kw.setdefault("sigma_min", process.sigma_min)
     kw.setdefault("sigma_max", process.sigma_max)

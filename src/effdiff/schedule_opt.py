@@ -1,0 +1,434 @@
+"""Schedule optimisers: Align Your Steps (KLUB coordinate descent), Watson-style dynamic
+programming over a candidate grid, and fitted schedules stored as JSON.
+
+Everything works in the VE-form σ of the denoiser contract, so one fitted schedule serves any
+solver. A schedule here is what ``timesteps`` returns: float64, strictly decreasing, ending
+in exactly 0; the optimisers keep both ends (σ_max, σ_min) fixed and move the σ's between
+them. Fitted schedules ship in ``effdiff/zoo/schedules/NAME.json`` and are reached as
+``timesteps.get("ays:digits-unet", n, process)``, interpolated to any n.
+
+    python -m effdiff.schedule_opt fit --model digits-unet --method ays --steps 10
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import timesteps
+from .sampling import check_sigmas
+
+Tensor = torch.Tensor
+
+SCHEDULE_DIR = Path(__file__).parent / "zoo" / "schedules"
+FORMAT = "effdiff-schedule-1"
+METHODS = ("ays", "dp")
+
+
+# ---------------------------------------------------------------------------------------
+# storage and interpolation
+# ---------------------------------------------------------------------------------------
+
+def names() -> list[str]:
+    """Every shipped fitted schedule (``METHOD-MODEL``)."""
+    return sorted(p.stem for p in SCHEDULE_DIR.glob("*.json"))
+
+
+def interpolate(sigmas, n: int) -> Tensor:
+    """A fitted schedule re-spaced to n steps by log-linear interpolation: log σ linear in the
+    normalised step index (Sabour et al. 2024, how they carry a fitted schedule to other step counts). Ends kept."""
+    pos = check_sigmas(sigmas)[:-1]
+    n = timesteps._n(n)
+    if n == len(pos):
+        return timesteps.append_zero(pos.clone())
+    if len(pos) == 1:
+        raise ValueError("cannot interpolate a one-step schedule to more steps")
+    xs, ys = np.linspace(0, 1, len(pos)), np.log(pos.numpy())
+    new = np.exp(np.interp(np.linspace(0, 1, n), xs, ys)) if n > 1 else np.exp(ys[:1])
+    return timesteps.append_zero(torch.from_numpy(new))
+
+
+def save_schedule(path, sigmas, meta: dict | None = None) -> Path:
+    """Write a schedule as JSON (``{"format", "sigmas", "meta"}``), atomically."""
+    sigmas = check_sigmas(sigmas)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps({"format": FORMAT, "sigmas": sigmas.tolist(), "meta": meta or {}}, indent=1, sort_keys=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text + "\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_schedule(name_or_path, with_meta: bool = False):
+    """A schedule from a JSON file path or a shipped name (``zoo/schedules/NAME.json``).
+    Returns the σ tensor, or ``(sigmas, meta)`` with ``with_meta=True``."""
+    p = Path(name_or_path)
+    if not (str(name_or_path).endswith(".json") or p.exists()):
+        p = SCHEDULE_DIR / f"{name_or_path}.json"
+        if not p.exists():
+            raise KeyError(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(names()) or '(none)'} "
+                           f"(fit one with: python -m effdiff.schedule_opt fit --model MODEL --method ays --steps 10)")
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read schedule {str(p)!r}: {e}") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or "sigmas" not in obj:
+        raise ValueError(f"{str(p)!r} is not an effdiff schedule (format {FORMAT!r})")
+    sigmas = check_sigmas(obj["sigmas"])
+    return (sigmas, obj.get("meta", {})) if with_meta else sigmas
+
+
+# ---------------------------------------------------------------------------------------
+# shared helpers
+# ---------------------------------------------------------------------------------------
+
+def _call(denoiser, x: Tensor, sigma: Tensor, cond) -> Tensor:
+    return (denoiser(x, sigma, cond) if cond is not None else denoiser(x, sigma)).double()
+
+
+def _batched(denoiser, x: Tensor, sigma: Tensor, cond, chunk: int) -> Tensor:
+    """D(x, σ) over a big batch in chunks (σ [B]), float64 out."""
+    with torch.no_grad():
+        return torch.cat([_call(denoiser, x[i:i + chunk], sigma[i:i + chunk],
+                                None if cond is None else cond[i:i + chunk])
+                          for i in range(0, x.shape[0], chunk)])
+
+
+def _bank(data: Tensor, cond, num_samples: int, g: torch.Generator):
+    """num_samples rows of data (and their cond) drawn without replacement (with, if too few)."""
+    if not torch.is_tensor(data) or data.ndim < 2 or not data.is_floating_point():
+        raise ValueError("data must be a float tensor of samples [N, ...]")
+    if cond is not None and len(cond) != len(data):
+        raise ValueError(f"cond has {len(cond)} entries for {len(data)} data samples")
+    m = int(num_samples)
+    if m < 1:
+        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    idx = torch.randperm(len(data), generator=g)[:m] if m <= len(data) else torch.randint(len(data), (m,), generator=g)
+    return data[idx].double(), (None if cond is None else torch.as_tensor(cond)[idx])
+
+
+def _range(denoiser, sigma_min, sigma_max):
+    proc = getattr(denoiser, "process", None)
+    lo = sigma_min if sigma_min is not None else getattr(proc, "sigma_min", None)
+    hi = sigma_max if sigma_max is not None else getattr(proc, "sigma_max", None)
+    if lo is None or hi is None:
+        raise ValueError("pass sigma_min and sigma_max (the denoiser has no .process to take them from)")
+    return timesteps._range(float(lo), float(hi))
+
+
+def _expand(t: Tensor, k: int) -> Tensor:
+    return t.unsqueeze(0).expand(k, *t.shape).reshape(k * t.shape[0], *t.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------
+# Align Your Steps (Sabour, Fidler & Kreis 2024)
+# ---------------------------------------------------------------------------------------
+
+class KLUB:
+    """Monte-Carlo KLUB of one step of the linearised SDE (Sabour et al. 2024, eq. 9-10, VE form).
+
+    Derivation (t = σ, the EDM SDE dx = -2σ ∇log p dσ + sqrt(2σ) dw̄ with ∇log p = (D - x)/σ²):
+    on a step σ_i -> σ_{i+1} the linearised SDE freezes the denoiser at D(x_{σ_i}, σ_i); the
+    drifts then differ by 2 (D(x_σ, σ) - D(x_{σ_i}, σ_i)) / σ and Girsanov gives
+        KLUB_i = ∫_{σ_{i+1}}^{σ_i} E ||D(x_σ, σ) - D(x_{σ_i}, σ_i)||² / σ³ dσ,
+    the expectation over the true process: x0 ~ data, x_{σ_i} = x0 + σ_i ε and x_σ the same path
+    at the lower level, drawn from the Brownian bridge between x0 and x_{σ_i}:
+        x_σ = x0 + (σ²/σ_i²)(x_{σ_i} - x0) + σ sqrt(1 - σ²/σ_i²) ε'
+    (the same joint as x_σ = x0 + σ ε, x_{σ_i} = x_σ + sqrt(σ_i² - σ²) ε', but D(x_{σ_i}, σ_i)
+    no longer depends on σ, so candidates sharing σ_i share it). We draw σ log-uniformly in the
+    interval (importance sampling against the 1/σ³ weight), so the estimator is
+        log(σ_i/σ_{i+1}) · mean ||D(x_σ, σ) - D(x_{σ_i}, σ_i)||² / σ²   (sum over dimensions).
+    One fixed bank (x0, cond, u, ε, ε') is reused for every interval and candidate (common random
+    numbers), so comparing candidates is not swamped by Monte-Carlo noise and coordinate
+    descent on it decreases monotonically.
+    """
+
+    def __init__(self, denoiser, data: Tensor, cond=None, num_samples: int = 32, seed: int = 0, chunk: int = 1024):
+        g = torch.Generator().manual_seed(int(seed))
+        self.denoiser, self.chunk = denoiser, int(chunk)
+        self.x0, self.cond = _bank(data, cond, num_samples, g)
+        m = self.x0.shape[0]
+        self.u = torch.rand(m, generator=g, dtype=torch.float64)
+        self.eps = torch.randn(self.x0.shape, generator=g, dtype=torch.float64)
+        self.eps2 = torch.randn(self.x0.shape, generator=g, dtype=torch.float64)
+        self.evals = 0
+
+    def __call__(self, hi, lo) -> Tensor:
+        """KLUB of the steps hi[k] -> lo[k] (float64 [K]); hi, lo: floats or [K] tensors."""
+        hi, lo = torch.atleast_1d(torch.as_tensor(hi, dtype=torch.float64)), torch.atleast_1d(torch.as_tensor(lo, dtype=torch.float64))
+        hi, lo = torch.broadcast_tensors(hi, lo)
+        if not ((hi > lo) & (lo > 0)).all():
+            raise ValueError("KLUB needs hi > lo > 0 for every step")
+        k, m = len(hi), self.x0.shape[0]
+        bc = (-1,) + (1,) * (self.x0.ndim - 1)
+        log_w = torch.log(hi / lo)                                         # [K]
+        sigma = lo[:, None] * torch.exp(self.u[None, :] * log_w[:, None])  # [K, M]
+        uniq, inv = torch.unique(hi, return_inverse=True)                  # σ_i shared by candidates
+        x_u = _expand(self.x0, len(uniq)) + uniq.repeat_interleave(m).view(bc) * _expand(self.eps, len(uniq))
+        cond_u = None if self.cond is None else _expand(self.cond, len(uniq))
+        d_u = _batched(self.denoiser, x_u, uniq.repeat_interleave(m), cond_u, self.chunk).view(len(uniq), m, *self.x0.shape[1:])
+        x_h = x_u.view(len(uniq), m, *self.x0.shape[1:])[inv].reshape(k * m, *self.x0.shape[1:])
+        d_h = d_u[inv].reshape(k * m, *self.x0.shape[1:])
+        s, h = sigma.reshape(-1), hi[:, None].expand(k, m).reshape(-1)
+        x0, eps2 = _expand(self.x0, k), _expand(self.eps2, k)
+        r = (s / h).view(bc)
+        x_s = x0 + r ** 2 * (x_h - x0) + s.view(bc) * torch.sqrt((1 - r ** 2).clamp_min(0)) * eps2
+        cond = None if self.cond is None else _expand(self.cond, k)
+        d_s = _batched(self.denoiser, x_s, s, cond, self.chunk)
+        self.evals += (k + len(uniq)) * m
+        per = (d_s - d_h).pow(2).reshape(k * m, -1).sum(1) / s ** 2      # [K M]
+        return log_w * per.view(k, m).mean(1)
+
+    def total(self, sigmas) -> float:
+        """Summed KLUB of a schedule's steps between σ > 0 (the last jump to 0 is not scored)."""
+        pos = check_sigmas(sigmas)[:-1]
+        return float(self(pos[:-1], pos[1:]).sum()) if len(pos) > 1 else 0.0
+
+
+def _candidates(lo: float, hi: float, cur: float, radius: float, k: int) -> Tensor:
+    """k log-spaced candidates within ``radius`` (in log σ) of cur, strictly inside (lo, hi), plus cur."""
+    a, b = max(math.log(lo), math.log(cur) - radius), min(math.log(hi), math.log(cur) + radius)
+    grid = torch.linspace(a, b, k + 2, dtype=torch.float64)[1:-1].exp()
+    grid = grid[(grid > lo) & (grid < hi)]
+    return torch.cat([torch.tensor([cur], dtype=torch.float64), grid])
+
+
+def ays_refine(klub: KLUB, sigmas, free=None, num_candidates: int = 8, max_sweeps: int = 6,
+               tol: float = 1e-3, verbose: bool = False):
+    """AYS's iterative optimisation (Sabour et al. 2024): coordinate-wise updates of
+    each free σ_i to the candidate (in its neighbours' bracket) minimising
+    KLUB(σ_{i-1} -> σ_i) + KLUB(σ_i -> σ_{i+1}). The candidate window shrinks by half each sweep
+    (refinement) and the sweeps stop early once the total KLUB improves by less than ``tol``
+    (relative). Returns (sigmas, history of total KLUB, initial first)."""
+    pos = check_sigmas(sigmas)[:-1].clone()
+    n = len(pos)
+    free = list(range(1, n - 1)) if free is None else sorted(int(i) for i in free)
+    if any(not 0 < i < n - 1 for i in free):
+        raise ValueError(f"free indices must be interior (1..{n - 2}); the ends are fixed")
+    if num_candidates < 1 or max_sweeps < 1:
+        raise ValueError("num_candidates and max_sweeps must be >= 1")
+    history = [klub.total(timesteps.append_zero(pos))]
+    radius = {i: math.log(float(pos[i - 1] / pos[i + 1])) for i in free}
+    for sweep in range(max_sweeps):
+        for i in free:
+            lo, hi, cur = float(pos[i + 1]), float(pos[i - 1]), float(pos[i])
+            cand = _candidates(lo, hi, cur, radius[i], num_candidates)
+            cost = klub(hi, cand) + klub(cand, lo)
+            pos[i] = cand[int(torch.argmin(cost))]   # cand[0] is the current value: never worse
+            radius[i] *= 0.5
+        history.append(klub.total(timesteps.append_zero(pos)))
+        if verbose:
+            print(f"ays sweep {sweep + 1}: KLUB {history[-1]:.6g}", flush=True)
+        if history[-2] - history[-1] < tol * abs(history[-2]):
+            break
+    return timesteps.append_zero(pos), history
+
+
+def subdivide(sigmas) -> tuple[Tensor, list[int]]:
+    """Double a schedule for AYS's hierarchical 10 -> 20 -> 40 refinement (Sabour et al. 2024): n steps
+    (n σ's > 0) -> 2n, inserting the log-midpoint of every interval between σ's > 0 and two
+    points (log-thirds) in the last one. Returns (sigmas, indices of the inserted σ's)."""
+    pos = check_sigmas(sigmas)[:-1]
+    if len(pos) < 2:
+        raise ValueError("subdivide needs at least two σ > 0")
+    out, new = [float(pos[0])], []
+    lg = pos.log().tolist()
+    for i in range(len(pos) - 1):
+        parts = 3 if i == len(pos) - 2 else 2
+        for k in range(1, parts):
+            new.append(len(out))
+            out.append(math.exp(lg[i] + k / parts * (lg[i + 1] - lg[i])))
+        out.append(float(pos[i + 1]))
+    return timesteps.append_zero(torch.tensor(out, dtype=torch.float64)), new
+
+
+def ays(denoiser, data: Tensor, n: int = 10, sigma_min: float | None = None, sigma_max: float | None = None, *,
+        cond=None, init: str | Tensor = "karras", num_samples: int = 32, num_candidates: int = 8,
+        max_sweeps: int = 6, tol: float = 1e-3, base_steps: int = 10, seed: int = 0, chunk: int = 1024,
+        return_info: bool = False, verbose: bool = False):
+    """Align Your Steps (Sabour et al. 2024): an n-step σ schedule for ``denoiser`` on ``data``
+    minimising the summed KLUB (see ``KLUB``) by ``ays_refine``. σ_max, σ_min stay fixed (default:
+    the denoiser's process range). Hierarchical for n = base_steps · 2^k: fit base_steps, then
+    subdivide and re-optimise only the new points, as the paper does for 10 -> 20 -> 40.
+    ``init`` is a schedule name (``timesteps``) or a σ tensor with n steps."""
+    n = timesteps._n(n)
+    lo, hi = _range(denoiser, sigma_min, sigma_max)
+    klub = KLUB(denoiser, data, cond, num_samples, seed, chunk)
+    m, levels = n, 0     # hierarchical when n = base_steps * 2^levels
+    while not torch.is_tensor(init) and m > base_steps and m % 2 == 0 and m // 2 >= base_steps:
+        m, levels = m // 2, levels + 1
+    if m != base_steps:
+        m, levels = n, 0
+    if torch.is_tensor(init):
+        sig = check_sigmas(init)
+        if len(sig) != n + 1:
+            raise ValueError(f"init has {len(sig) - 1} steps, need {n}")
+    elif init in ("karras", "exponential", "polyexponential"):
+        sig = getattr(timesteps, init)(m, lo, hi)
+    else:
+        raise ValueError(f"init must be a σ tensor or one of karras, exponential, polyexponential; got {init!r}")
+    opts = dict(num_candidates=num_candidates, max_sweeps=max_sweeps, tol=tol, verbose=verbose)
+    sig, history = ays_refine(klub, sig, **opts)
+    for _ in range(levels):
+        sig, new = subdivide(sig)
+        sig, h = ays_refine(klub, sig, free=new, **opts)
+        history += h
+    if return_info:
+        init_n = check_sigmas(init) if torch.is_tensor(init) else getattr(timesteps, init)(n, lo, hi)
+        return sig, {"klub_init": klub.total(init_n), "klub": klub.total(sig), "history": history, "nfe": klub.evals}
+    return sig
+
+
+# ---------------------------------------------------------------------------------------
+# dynamic programming over a candidate grid (Watson et al. 2021)
+# ---------------------------------------------------------------------------------------
+
+def dp_path(cost, n_steps: int) -> list[int]:
+    """Watson et al. 2021's dynamic program (there over ELBO terms): the path 0 = i_0 < i_1 <
+    ... < i_n = K-1 over K candidates with exactly n_steps transitions minimising sum c[i_k, i_{k+1}].
+    ``cost`` [K, K]; entries with j <= i are ignored. O(n K²) time."""
+    c = torch.as_tensor(cost, dtype=torch.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 2:
+        raise ValueError(f"cost must be a square [K, K] matrix with K >= 2, got {tuple(c.shape)}")
+    k = c.shape[0]
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int) or not 1 <= n_steps <= k - 1:
+        raise ValueError(f"n_steps must be an integer in [1, {k - 1}], got {n_steps!r}")
+    c = torch.where(torch.ones(k, k, dtype=torch.bool).triu(1), c, torch.full_like(c, math.inf))
+    if torch.isnan(c).any():
+        raise ValueError("cost contains NaN")
+    best = torch.full((k,), math.inf, dtype=torch.float64)
+    best[0] = 0.0
+    back = []
+    for _ in range(n_steps):
+        tot = best[:, None] + c              # [from, to]
+        best, arg = tot.min(0)
+        back.append(arg)
+    if not math.isfinite(float(best[-1])):
+        raise ValueError("no finite-cost path with that many steps")
+    path = [k - 1]
+    for arg in reversed(back):
+        path.append(int(arg[path[-1]]))
+    return path[::-1]
+
+
+def ddim_cost(denoiser, data: Tensor, grid, cond=None, num_samples: int = 32, substeps: int = 4,
+              solver: str = "dpmpp-2m", seed: int = 0, chunk: int = 1024) -> Tensor:
+    """Transition cost c[i, j] for ``dp_path``: the error of ONE DDIM (Euler) step from grid σ_i
+    to σ_j started on a reference trajectory, measured against that trajectory at σ_j and
+    propagated to the output by the Gaussian gain σ_d / sqrt(σ_d² + σ_j²) (for data N(0, σ_d²)
+    the ODE flow from σ_j to 0 scales errors by it; σ_d = data std):
+        c[i, j] = σ_d / sqrt(σ_d² + σ_j²) · RMS(D_i + (σ_j/σ_i)(x_i - D_i) - x_j),
+    with x_k the reference solve (``solver`` with ``substeps`` log-spaced steps per grid interval)
+    from x0 + σ_0 ε over a few data samples. Costs K + substeps·K denoiser batches in all."""
+    from .sampling import sample
+    grid = torch.as_tensor(grid, dtype=torch.float64)
+    if grid.ndim != 1 or len(grid) < 2 or not (grid > 0).all() or not (grid[:-1] > grid[1:]).all():
+        raise ValueError("grid must be a decreasing 1-D array of σ > 0 with at least 2 entries")
+    g = torch.Generator().manual_seed(int(seed))
+    x0, c = _bank(data, cond, num_samples, g)
+    sigma_d = float(x0.std())
+    k = len(grid)
+    # fine grid: substeps log-spaced steps per interval, the grid points at multiples of substeps
+    w = torch.linspace(0, 1, substeps + 1, dtype=torch.float64)[:-1]
+    lg = grid.log()
+    fine = torch.cat([(lg[:-1, None] + w[None, :] * (lg[1:] - lg[:-1])[:, None]).reshape(-1), lg[-1:]]).exp()
+    states = {0: x0 + grid[0] * torch.randn(x0.shape, generator=g, dtype=torch.float64)}
+
+    def keep(info):
+        j = int(info["i"]) + 1
+        if j % substeps == 0 and j // substeps < k:
+            states[j // substeps] = info["x"]
+
+    sample(denoiser, states[0], timesteps.append_zero(fine), solver=solver, cond=c, callback=keep)
+    xs = torch.stack([states[i] for i in range(k)])                         # [K, M, ...]
+    dn = _batched(denoiser, xs.reshape(-1, *x0.shape[1:]), grid.repeat_interleave(len(x0)),
+                  None if c is None else c.repeat(k), chunk).view(xs.shape)
+    cost = torch.full((k, k), math.inf, dtype=torch.float64)
+    gain = sigma_d / torch.sqrt(sigma_d ** 2 + grid ** 2)
+    for i in range(k - 1):
+        r = (grid[i + 1:] / grid[i]).view(-1, *([1] * x0.ndim))
+        pred = dn[i] + r * (xs[i] - dn[i])                                   # [K-i-1, M, ...]
+        err = (pred - xs[i + 1:]).pow(2).reshape(k - i - 1, -1).mean(1).sqrt()
+        cost[i, i + 1:] = gain[i + 1:] * err
+    return cost
+
+
+def dp(denoiser, data: Tensor, n: int = 10, sigma_min: float | None = None, sigma_max: float | None = None, *,
+       cond=None, num_points: int = 100, num_samples: int = 32, substeps: int = 4, seed: int = 0,
+       chunk: int = 1024, return_info: bool = False):
+    """Watson et al. 2021-style DP schedule: the n-step path (σ_max -> σ_min, then 0) through
+    ``num_points`` log-spaced candidates minimising the summed ``ddim_cost`` proxy."""
+    n = timesteps._n(n)
+    lo, hi = _range(denoiser, sigma_min, sigma_max)
+    if n == 1:
+        return timesteps.append_zero(torch.tensor([hi], dtype=torch.float64))
+    grid = timesteps.exponential(num_points, lo, hi)[:-1]
+    cost = ddim_cost(denoiser, data, grid, cond, num_samples, substeps, seed=seed, chunk=chunk)
+    path = dp_path(cost, n - 1)
+    sig = timesteps.append_zero(grid[path])
+    if return_info:
+        return sig, {"cost": float(sum(cost[a, b] for a, b in zip(path[:-1], path[1:]))), "path": path}
+    return sig
+
+
+# ---------------------------------------------------------------------------------------
+# command line
+# ---------------------------------------------------------------------------------------
+
+def fit(model: str, method: str = "ays", steps: int = 10, out=None, seed: int = 0, **opts) -> Path:
+    """Fit a schedule for a zoo model on digits("train") and write ``zoo/schedules/METHOD-MODEL.json``."""
+    from . import zoo
+    from .data import digits
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    torch.manual_seed(seed)
+    den = zoo.load(model)
+    x, y = digits("train")
+    cond = y if getattr(den, "cond_classes", 0) else None
+    fn = ays if method == "ays" else dp
+    sig, info = fn(den, x, steps, cond=cond, seed=seed, return_info=True, **opts)
+    card = zoo.card(model)
+    meta = {"method": method, "model": model, "steps": steps, "seed": seed, "options": opts,
+            "model_train_steps": card.get("card", {}).get("steps"), "process": card.get("process"),
+            "data": "digits('train')", "info": {k: v for k, v in info.items() if k != "history"},
+            "command": f"python -m effdiff.schedule_opt fit --model {model} --method {method} --steps {steps} --seed {seed}"}
+    if method == "ays":
+        karras = timesteps.karras(steps, float(sig[-2]), float(sig[0]))
+        meta["info"]["klub_karras"] = KLUB(den, x, cond, opts.get("num_samples", 32), seed + 1).total(karras)
+        meta["info"]["klub_heldout"] = KLUB(den, x, cond, opts.get("num_samples", 32), seed + 1).total(sig)
+    path = Path(out) if out else SCHEDULE_DIR / f"{method}-{model}.json"
+    return save_schedule(path, sig, meta)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(prog="python -m effdiff.schedule_opt", description=__doc__.split("\n")[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    f = sub.add_parser("fit", help="fit a schedule for a zoo model and write its JSON")
+    f.add_argument("--model", required=True)
+    f.add_argument("--method", choices=METHODS, default="ays")
+    f.add_argument("--steps", type=int, default=10)
+    f.add_argument("--out", default=None, help="JSON path (default: zoo/schedules/METHOD-MODEL.json)")
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--samples", type=int, default=None, help="Monte-Carlo / reference samples")
+    a = ap.parse_args(argv)
+    opts = {} if a.samples is None else {"num_samples": a.samples}
+    path = fit(a.model, a.method, a.steps, a.out, a.seed, **opts)
+    sig, meta = load_schedule(path, with_meta=True)
+    print(f"wrote {path}\n sigmas: {[round(float(s), 5) for s in sig]}\n info: {meta['info']}")
+
+
+if __name__ == "__main__":
+    main()
