@@ -21,3 +21,11 @@ __all__ += ["BlockCachingConfig", "apply_block_caching", "calibrate_block_cachin
 from .nirvana import ApproximateCache, cached_sample
 
 __all__ += ["ApproximateCache", "cached_sample"]
+
+from .tgate import TGATEConfig, apply_tgate
+
+__all__ += ["TGATEConfig", "apply_tgate"]
+
+from .l2c import Router, apply_l2c, l2c_loss, train_l2c_router
+
+__all__ += ["Router", "apply_l2c", "l2c_loss", "train_l2c_router"]

@@ -30,6 +30,11 @@ class DiTConfig:
     learn_sigma: bool = False  # output 2*in_channels channels (eps and variance, IDDPM)
     cross_attention: bool = False
     context_dim: int | None = None
+    # condition through cross-attention only: the model embeds each class label (null label
+    # included) as a learned sequence of `context_len` context tokens; adaLN then sees only
+    # the noise level. Keeps the denoiser contract `cond = labels`.
+    context_from_labels: bool = False
+    context_len: int = 4
 
     def __post_init__(self):
         if self.image_size % self.patch_size:
@@ -40,6 +45,8 @@ class DiTConfig:
             raise ValueError(f"num_classes must be >= 0, got {self.num_classes}")
         if self.cross_attention and not self.context_dim:
             raise ValueError("cross_attention=True needs context_dim")
+        if self.context_from_labels and not (self.cross_attention and self.num_classes > 0 and self.context_len > 0):
+            raise ValueError("context_from_labels=True needs cross_attention=True, num_classes > 0 and context_len > 0")
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -115,7 +122,8 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """net(x [B,C,H,W], noise_labels [B], class_labels [B] | None, context [B,L,Dc] | None) -> [B,C',H,W]."""
+    """net(x [B,C,H,W], noise_labels [B], class_labels [B] | None, context [B,L,Dc] | None) -> [B,C',H,W].
+    With ``context_from_labels`` the class labels become the cross-attention context."""
 
     def __init__(self, config: DiTConfig | None = None):
         super().__init__()
@@ -126,9 +134,11 @@ class DiT(nn.Module):
 
         self.x_embedder = nn.Conv2d(cfg.in_channels, D, kernel_size=p, stride=p)  # patchify
         self.register_buffer("pos_embed", sincos_pos_embed_2d(D, self.grid_size)[None], persistent=False)  # [1, N, D]
-        self.cond_embed = ConditionEmbedding(FREQ_DIM, D, cfg.num_classes)
+        self.cond_embed = ConditionEmbedding(FREQ_DIM, D, 0 if cfg.context_from_labels else cfg.num_classes)
         context_dim = cfg.context_dim if cfg.cross_attention else None
-        if context_dim is not None:
+        if cfg.context_from_labels:  # label -> [context_len, context_dim]; row num_classes = null
+            self.context_table = nn.Embedding(cfg.num_classes + 1, cfg.context_len * context_dim)
+        elif context_dim is not None:
             self.null_context = nn.Parameter(torch.zeros(1, 1, context_dim))  # learned "no context"
         self.blocks = nn.ModuleList(DiTBlock(D, cfg.num_heads, cfg.mlp_ratio, context_dim) for _ in range(cfg.depth))
         self.final_layer = FinalLayer(D, p, self.out_channels)
@@ -149,6 +159,8 @@ class DiT(nn.Module):
             nn.init.normal_(lin.weight, std=0.02)
         if hasattr(self, "null_context"):
             nn.init.normal_(self.null_context, std=0.02)
+        if hasattr(self, "context_table"):  # unit-scale tokens, like a text encoder's features
+            nn.init.normal_(self.context_table.weight, std=1.0)
         for block in self.blocks:
             nn.init.zeros_(block.adaLN_modulation[-1].weight)
             nn.init.zeros_(block.adaLN_modulation[-1].bias)
@@ -186,7 +198,10 @@ class DiT(nn.Module):
             raise ValueError(f"DiT was built for {cfg.image_size}x{cfg.image_size} images, got {tuple(x.shape)}")
         B = x.shape[0]
         if cfg.cross_attention:
-            if context is None:
+            if context is None and cfg.context_from_labels:
+                labels = class_labels if class_labels is not None else x.new_full((B,), cfg.num_classes, dtype=torch.long)
+                context = self.context_table(labels).view(B, cfg.context_len, cfg.context_dim)
+            elif context is None:
                 context = self.null_context.expand(B, -1, -1)
             elif context.ndim != 3 or context.shape[0] != B or context.shape[2] != cfg.context_dim:
                 raise ValueError(f"context must be [B={B}, L, {cfg.context_dim}], got {tuple(context.shape)}")

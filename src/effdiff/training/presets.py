@@ -30,6 +30,15 @@ PRESETS: dict[str, TrainConfig] = {
         name="toy2d", task="diffusion", arch="mlp", model={"dim": 2, "hidden": 64, "depth": 2},
         process={"name": "vp", "schedule": "linear", "discrete": False}, prediction="eps",
         data="toy:gmm", steps=2000, batch_size=256, lr=2e-3, ema_decay=0.99, p_uncond=0.0, seed=0, ckpt_every=500),
+    # flow matching, velocity-prediction DiT conditioned through cross-attention only: each label
+    # (null included) is a learned 4-token context; adaLN sees only the noise level (for TGATE)
+    "digits-dit-xattn": TrainConfig(
+        name="digits-dit-xattn", task="diffusion", arch="dit",
+        model={"patch_size": 2, "hidden_size": 96, "depth": 6, "num_heads": 4, "num_classes": 10,
+               "cross_attention": True, "context_dim": 32, "context_from_labels": True, "context_len": 4},
+        process={"name": "flow"}, prediction="velocity",
+        loss={"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
+        steps=4000, batch_size=128, lr=1e-3, ema_decay=0.999, p_uncond=0.1, seed=0, ckpt_every=500),
 }
 
 
