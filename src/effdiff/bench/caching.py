@@ -9,7 +9,8 @@ import torch
 
 from .. import caching as C
 from ..sampling import randn
-from .runner import REPORTS, SUITES, BenchConfig
+from .. import early_exit as E
+from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 
 
 class _Both:
@@ -32,8 +33,21 @@ def _block_caching(threshold: float, blocks=None):
     return setup
 
 
+def _l2c(den, sigmas, x, labels, solver):
+    router = C.train_l2c_router(den, sigmas=sigmas, solver=solver, num_samples=32, iters=200)
+    return C.apply_l2c(den, router)
+
+
+def _deediff(threshold: float):
+    def setup(den, sigmas, x, labels, solver):
+        return E.apply_deediff(den, E.train_exit_heads(den, sigmas=sigmas, solver=solver, num_samples=32), threshold)
+    return setup
+
+
 def methods(model: str) -> dict[str, callable]:
     """name -> setup(den, sigmas, x, labels, solver) returning a handle."""
+    if model == "digits-dit-xattn":
+        return {"tgate": lambda den, sig, *a: C.apply_tgate(den, C.TGATEConfig(gate_step=(len(sig) - 1) // 2))}
     if model == "digits-unet":
         m = {f"deepcache-N{n}": (lambda n: lambda den, *a: C.apply_deepcache(den, C.DeepCacheConfig(interval=n)))(n)
              for n in (2, 3, 5)}
@@ -50,6 +64,9 @@ def methods(model: str) -> dict[str, callable]:
     m["delta-dit"] = lambda den, *a: C.apply_delta_dit(den, C.DeltaDiTConfig(interval=2, num_blocks=2))
     m["block-caching-0.2"] = _block_caching(0.2)
     m["adaptive-0.1"] = lambda den, *a: C.apply_adaptive_cache(den, C.AdaptiveCacheConfig(0.1))
+    m["l2c"] = _l2c
+    m["early-exit-ase-1"] = lambda den, *a: E.apply_ase(den, E.ASEConfig(max_drop=1))
+    m["early-exit-deediff-0.12"] = _deediff(0.12)
     m["fora-attn-N3+delta-dit"] = lambda den, *a: _Both(
         C.apply_delta_dit(den, C.DeltaDiTConfig(interval=2, num_blocks=2)),
         C.apply_fora(den, C.FORAConfig(interval=3, mlp=False)))
@@ -62,11 +79,12 @@ def _caching(model: str, quick: bool) -> list[BenchConfig]:
     for steps in ((20,) if quick else (20, 50)):
         for solver, sched in solvers:
             base = f"{solver}-{steps}"
-            rows.append(BenchConfig(model, base, solver, sched, steps, reference=not rows))
+            scale = 2.0 if model == "digits-dit-xattn" else None     # TGATE acts on guidance
+            rows.append(BenchConfig(model, base, solver, sched, steps, reference=not rows, guidance=scale))
             for name, setup in methods(model).items():
-                if quick and not name.startswith(("deepcache-N3", "fora-N3")):
+                if quick and not name.startswith(("deepcache-N3", "fora-N3", "tgate")):
                     continue
-                rows.append(BenchConfig(model, f"{base}+{name}", solver, sched, steps, baseline=base,
+                rows.append(BenchConfig(model, f"{base}+{name}", solver, sched, steps, baseline=base, guidance=scale,
                                         setup=(lambda s, solver: lambda den, sig, x, lab: s(den, sig, x, lab, solver))(
                                             setup, solver)))
     return rows
@@ -85,4 +103,5 @@ def report(results: dict, out: Path) -> str:
 
 
 SUITES["caching"] = _caching
+SUITE_MODELS["caching"] = ["digits-unet", "digits-dit", "digits-dit-xattn"]
 REPORTS["caching"] = report

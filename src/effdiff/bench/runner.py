@@ -42,6 +42,7 @@ class BenchConfig:
     baseline: str | None = None
     setup: Callable | None = None
     schedule_options: dict = field(default_factory=dict)
+    guidance: float | None = None          # overrides the run's guidance scale
 
 
 def sigmas_for(cfg: BenchConfig, process) -> torch.Tensor:
@@ -63,6 +64,7 @@ def _default(model: str, quick: bool) -> list[BenchConfig]:
 
 
 SUITES: dict[str, Callable] = {"default": _default}
+SUITE_MODELS: dict[str, list[str]] = {}     # a suite's default models, when not the two below
 REPORTS: dict[str, Callable] = {}
 
 
@@ -90,7 +92,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
     configuration is timed ``repeats`` times after a warm-up (once if a run takes longer than
     ``max_repeat_s``); ms per sample is the median."""
     from ..data import digits
-    models = models or ["digits-unet", "digits-dit"]
+    models = models or SUITE_MODELS.get(suite_name, ["digits-unet", "digits-dit"])
     configs = configs or suite(suite_name, models, quick)
     n = n_samples or (100 if quick else 360)
     repeats = repeats or (1 if quick else 3)
@@ -109,7 +111,8 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
     with pinned_threads(threads):
         for cfg in _order(configs):
             den = zoo.load(cfg.model)
-            D = guided(den, guidance)
+            scale = guidance if cfg.guidance is None else cfg.guidance
+            D = guided(den, scale)
             sig = sigmas_for(cfg, den.process)
             size = den.meta["model"]["image_size"]
             x_T = randn((n, den.meta["model"].get("in_channels", 1), size, size), seed=seed) * sig[0].float()
@@ -135,7 +138,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
                    "nfe": res.nfe, "ms_per_sample": ms, "speedup": (ref["ms_per_sample"] / ms) if ref else 1.0,
                    "fd": q["fd"], "class_acc": q.get("class_acc"), "macs_per_sample": macs,
                    "precision": q["precision"], "recall": q["recall"], "steps": cfg.steps,
-                   "reference": cfg.reference, "guidance": guidance, "options": cfg.options,
+                   "reference": cfg.reference, "guidance": scale, "options": cfg.options,
                    "timed_runs": len(times)}
             if cfg.traj_ref:
                 traj[cfg.model] = res.x
