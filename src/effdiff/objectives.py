@@ -45,25 +45,37 @@ def density_laplace(process: Process, n: int, gen: torch.Generator, mu: float = 
 DENSITIES = {"uniform": density_uniform, "lognormal": density_lognormal, "laplace": density_laplace}
 
 
-# ---- weightings: multiply the per-sample MSE in the target's own space -----------------
+# ---- weightings: defined on the x0-space error, applied in the target's own space -------
 
-def weight(kind: str, prediction: str, sigma: Tensor, gamma: float = 5.0) -> Tensor:
-    """Per-sample loss weight. "none"; "min-snr" (Hang et al. 2023: min(SNR, γ) expressed for
-    the prediction type, SNR = 1/σ²)."""
+def x0_jacobian(prediction: str, sigma: Tensor, a: Tensor, b: Tensor, da: Tensor, db: Tensor) -> Tensor:
+    """|d x0 / d output| of each parameterization (see denoisers.PREDICTIONS), so that an error
+    e in the network's output is an error J e in x0."""
+    return {"eps": lambda: sigma, "x0": lambda: torch.ones_like(sigma), "v": lambda: b / (a * a + b * b),
+            "velocity": lambda: b / (a * db - b * da), "score": lambda: sigma * b}[prediction]()
+
+
+def weight(kind: str, sigma: Tensor, jac: Tensor, gamma: float = 5.0, sigma_data: float = 0.5) -> Tensor:
+    """Per-sample weight of the MSE in the target's space. "none": plain target-space MSE.
+    On the x0-space error, converted by J²: "min-snr" min(SNR, γ) (Hang et al. 2023; SNR =
+    1/σ²; for eps-prediction this is min(SNR, γ)/SNR), "edm" λ(σ) = (σ² + σd²)/(σ σd)²
+    (Karras et al. 2022, eq. 8 / Table 1)."""
     if kind == "none":
         return torch.ones_like(sigma)
     if kind == "min-snr":
-        snr = 1 / sigma ** 2
-        clipped = snr.clamp(max=gamma)
-        return {"eps": clipped / snr, "x0": clipped, "v": clipped / (snr + 1)}.get(prediction, clipped / snr)
-    raise ValueError(f"unknown weighting {kind!r}; known: none, min-snr")
+        return (1 / sigma ** 2).clamp(max=gamma) * jac ** 2
+    if kind == "edm":
+        return (sigma ** 2 + sigma_data ** 2) / (sigma * sigma_data) ** 2 * jac ** 2
+    raise ValueError(f"unknown weighting {kind!r}; known: none, min-snr, edm")
+
+
+WEIGHTINGS = ("none", "min-snr", "edm")
 
 
 @dataclass
 class LossConfig:
     density: str = "uniform"           # uniform | lognormal | laplace
     density_args: dict | None = None   # e.g. {"p_mean": 0.0, "p_std": 1.0}
-    weighting: str = "none"            # none | min-snr  (EDM denoisers are weighted by their preconditioning)
+    weighting: str = "none"            # none | min-snr | edm  (EDMDenoiser losses are weighted by their preconditioning)
 
 
 class DiffusionLoss:
@@ -79,6 +91,8 @@ class DiffusionLoss:
         self.config = config or LossConfig()
         if self.config.density not in DENSITIES:
             raise ValueError(f"unknown time density {self.config.density!r}; known: {', '.join(DENSITIES)}")
+        if self.config.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.config.weighting!r}; known: {', '.join(WEIGHTINGS)}")
 
     def sample_sigma(self, process: Process, n: int, gen: torch.Generator) -> Tensor:
         return DENSITIES[self.config.density](process, n, gen, **(self.config.density_args or {}))
@@ -103,5 +117,6 @@ class DiffusionLoss:
         out = denoiser.net(xn, denoiser.process.c_noise(t).to(x0.dtype),
                            denoiser.labels(cond, x0.shape[0], x0.device))
         target = prediction_target(denoiser.prediction, x0, eps, a_, b_, da_, db_)
-        w = weight(self.config.weighting, denoiser.prediction, sigma).to(x0.dtype)
+        jac = x0_jacobian(denoiser.prediction, sigma, a, b, da, db)
+        w = weight(self.config.weighting, sigma, jac).to(x0.dtype)
         return w * ((out - target) ** 2).mean(dims)
