@@ -13,9 +13,8 @@ from ..sampling import sample
 from .runner import REPORTS, SUITES, BenchConfig
 
 BUDGETS = (3, 5, 8, 10, 15, 20, 50)
-SOLVERS = ("ddim", "heun", "dpmpp-2m", "dpmpp-3m", "dpmpp-2s", "dpm-solver-3", "unipc", "unipc-2", "deis",
-           "ipndm", "lms", "dpmpp-2m-unic")
-SCHEDULES = ("uniform", "logsnr", "karras")
+SOLVERS = ("ddim", "heun", "dpmpp-2m", "dpmpp-3m", "dpm-solver-3", "unipc", "deis", "ipndm")
+SCHEDULES = ("uniform", "logsnr", "karras", "ays", "dp")    # ays / dp: the shipped fits for the model
 
 
 @lru_cache(maxsize=None)
@@ -47,7 +46,8 @@ def _solvers(model: str, quick: bool) -> list[BenchConfig]:
             if steps is None or (steps < 2 and solver != "ddim"):
                 continue
             for sched in schedules:
-                rows.append(BenchConfig(model, f"{solver}/{sched}/{budget}", solver, sched, steps))
+                name = f"{sched}:{model}" if sched in ("ays", "dp") else sched
+                rows.append(BenchConfig(model, f"{solver}/{sched}/{budget}", solver, name, steps))
     return rows
 
 

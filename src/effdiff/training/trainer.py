@@ -49,8 +49,20 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as stored
 
 
+def _cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def machine() -> dict:
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+    """What produced a number: CPU (or GPU), cores, threads, versions."""
+    import os
+    return {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__,
             "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
