@@ -147,6 +147,8 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
                    "precision": q["precision"], "recall": q["recall"], "steps": cfg.steps,
                    "reference": cfg.reference, "guidance": scale, "options": cfg.options,
                    "timed_runs": len(times)}
+            if res.info:
+                row["info"] = res.info
             if cfg.traj_ref:
                 traj[cfg.model] = res.x
             if cfg.model in traj:
