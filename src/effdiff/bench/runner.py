@@ -43,6 +43,7 @@ class BenchConfig:
     setup: Callable | None = None
     schedule_options: dict = field(default_factory=dict)
     guidance: float | None = None          # overrides the run's guidance scale
+    generate: Callable | None = None       # (den, D, x, sigmas, labels, seed) -> result with x, nfe, info
 
 
 def sigmas_for(cfg: BenchConfig, process) -> torch.Tensor:
@@ -119,6 +120,8 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
             handle = cfg.setup(den, sig, x_T, labels) if cfg.setup is not None else None
             try:
                 def go(x, lab):
+                    if cfg.generate is not None:
+                        return cfg.generate(den, D, x, sig, lab, seed)
                     return sample(D, x, sig, solver=cfg.solver, cond=lab, seed=seed, return_info=True, **cfg.options)
 
                 go(x_T[:2], labels[:2])                              # warm-up
