@@ -276,3 +276,14 @@ def test_adaptive_reuse_fraction_and_errors():
             sample(run)
         fractions.append(h.stats["reuse_fraction"])
     assert fractions == sorted(fractions) and fractions[-1] == (STEPS - 1) / STEPS
+
+
+def test_deepcache_end_dense_schedule_and_bad_fraction():
+    from effdiff.caching.policies import nonuniform_steps
+    steps = nonuniform_steps(50, 20, 49, 1.5)
+    assert len(steps) == 20 and steps[0] == 0 and steps[-1] >= 47
+    gaps = [b - a for a, b in zip(steps, steps[1:])]
+    assert gaps[0] > gaps[-1]                       # denser towards the end
+    den = ed.zoo.load("digits-unet")
+    with pytest.raises(ValueError, match="full_fraction"):
+        apply_deepcache(den, DeepCacheConfig(nonuniform=True, full_fraction=0.0))

@@ -52,6 +52,9 @@ def methods(model: str) -> dict[str, callable]:
         m = {f"deepcache-N{n}": (lambda n: lambda den, *a: C.apply_deepcache(den, C.DeepCacheConfig(interval=n)))(n)
              for n in (2, 3, 5)}
         m["deepcache-nonuniform-N3"] = lambda den, *a: C.apply_deepcache(den, C.DeepCacheConfig(interval=3, nonuniform=True))
+        # full steps on 40% of the steps, power-law dense towards the last (low-noise) steps
+        m["deepcache-end-dense-40%"] = lambda den, *a: C.apply_deepcache(
+            den, C.DeepCacheConfig(nonuniform=True, center=-1, power=1.5, full_fraction=0.4))
         m["block-caching-0.2"] = _block_caching(0.2)
         m["adaptive-0.1"] = lambda den, *a: C.apply_adaptive_cache(den, C.AdaptiveCacheConfig(0.1))
         # a pair on disjoint sites: DeepCache keeps branch 1 live; block caching works inside it

@@ -2,6 +2,8 @@
 only the shallow branch (input block ≤ b and its mirrored output blocks) is recomputed."""
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 from ..hooks import CacheStore, Handle, SiteCache, add_hook
@@ -10,14 +12,16 @@ from .policies import StepSet, every, nonuniform_steps
 
 @dataclass
 class DeepCacheConfig:
-    """interval: full steps every N (uniform); nonuniform: place ceil(steps / N) full steps
-    by DeepCache's power-law around ``center`` instead; branch: the skip branch b kept live
-    (0 = shallowest, most savings)."""
+    """interval: full steps every N (uniform); nonuniform: place ceil(steps / N) full steps (or
+    ``full_fraction`` of the steps) by DeepCache's power law around ``center`` (a step index;
+    negative counts from the end, -1 = the last step) instead; branch: the skip branch b kept
+    live (0 = shallowest, most savings)."""
     interval: int = 3
     branch: int = 0
     nonuniform: bool = False
     center: int | None = None
     power: float = 1.4
+    full_fraction: float | None = None
 
 
 def unet_of(model):
@@ -48,9 +52,15 @@ def apply_deepcache(model, config: DeepCacheConfig | None = None) -> Handle:
     n_in, n_out = len(net.input_blocks), len(net.output_blocks)
     if not 0 <= c.branch < min(n_in, n_out) - 1:
         raise ValueError(f"branch must be in [0, {min(n_in, n_out) - 2}] for this UNet, got {c.branch}")
+    if c.full_fraction is not None and not 0 < c.full_fraction <= 1:
+        raise ValueError(f"full_fraction must be in (0, 1], got {c.full_fraction}")
     if c.nonuniform:
-        k = c.interval
-        policy = StepSet(lambda n: nonuniform_steps(n, -(-n // k), c.center, c.power))
+        def full(n: int) -> int:
+            return max(1, math.ceil(c.full_fraction * n)) if c.full_fraction else -(-n // c.interval)
+
+        def center(n: int):
+            return None if c.center is None else (c.center % n if c.center < 0 else min(c.center, n - 1))
+        policy = StepSet(lambda n: nonuniform_steps(n, full(n), center(n), c.power))
     else:
         policy = every(c.interval)
     store, stats = CacheStore(), {}
