@@ -75,6 +75,17 @@ def suite(name: str, models: list[str], quick: bool = False) -> list[BenchConfig
     return [c for m in models for c in SUITES[name](m, quick)]
 
 
+def _jsonable(v):
+    """Solver / hook stats as JSON: string keys, tensors as lists, anything else as text."""
+    if isinstance(v, dict):
+        return {str(k): _jsonable(u) for k, u in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(u) for u in v]
+    if torch.is_tensor(v):
+        return v.tolist() if v.numel() <= 64 else f"tensor{tuple(v.shape)}"
+    return v if isinstance(v, (int, float, str, bool, type(None))) else str(v)
+
+
 def _log(msg: str, verbose: bool):
     if verbose:
         print(msg, flush=True)
@@ -151,7 +162,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
                    "reference": cfg.reference, "guidance": scale, "options": cfg.options,
                    "timed_runs": len(times)}
             if res.info:
-                row["info"] = res.info
+                row["info"] = _jsonable(res.info)
             if cfg.traj_ref:
                 traj[cfg.model] = res.x
             if cfg.model in traj:
