@@ -27,6 +27,16 @@ def save_grid(x: torch.Tensor, path, nrow: int = 10, scale: int = 4) -> Path:
     return path
 
 
+def _save(fig, path) -> Path:
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
 def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd", floor: float | None = None,
                 title: str = "quality vs cost") -> Path:
     """Scatter of y against x per model with each point labelled by its config, log-x."""
@@ -47,12 +57,7 @@ def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd",
     ax.set_title(title)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def quality_vs_nfe_plot(rows: list[dict], path, metric: str = "fd") -> Path:
@@ -81,9 +86,4 @@ def quality_vs_nfe_plot(rows: list[dict], path, metric: str = "fd") -> Path:
         ax.set_title(model)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
