@@ -137,3 +137,20 @@ def test_heads_round_trip(den, heads, tmp_path):
         ExitHeads.load(tmp_path / "bad")
     with pytest.raises(ValueError, match="do not fit"):
         apply_deediff(den, ExitHeads(4, 96))
+
+
+@pytest.mark.parametrize("solver", ["heun", "ddpm"])
+def test_early_exit_under_heun_and_sde_without_leaking_state(den, heads, solver):
+    """ASE and DeeDiff read only the loop context: they run under multi-evaluation and stochastic
+    solvers, and a generation after another equals the same generation on a fresh handle."""
+    sig = ed.timesteps.uniform_t(10, den.process)
+    lab = torch.arange(8) % 10
+    xa = ed.sampling.randn((8, 1, 8, 8), seed=1) * sig[0].float()
+    xb = ed.sampling.randn((4, 1, 8, 8), seed=2) * sig[0].float()
+    for apply in (lambda: apply_ase(den, ASEConfig(max_drop=2)), lambda: apply_deediff(den, heads, 0.2)):
+        with apply():
+            ed.sample(den, xa, sig, solver=solver, cond=lab, seed=1)
+            after_a = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)
+        with apply():
+            fresh = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)
+        assert torch.isfinite(after_a).all() and torch.equal(after_a, fresh)

@@ -96,3 +96,20 @@ def test_learned_reuse_keeps_samples_closer_than_random_reuse(den, router):
         return (out - ref).pow(2).mean().item()
 
     assert err(router) < min(err(_untrained(router, k)) for k in range(3))
+
+
+@pytest.mark.parametrize("solver", ["heun", "ddpm"])
+def test_router_works_under_heun_and_sde_without_leaking_state(den, router, solver):
+    """The router keys on the loop's step index, so a multi-evaluation (Heun) or stochastic (DDPM)
+    solver over the same steps runs unchanged; a second generation equals a fresh one."""
+    sig = ed.timesteps.uniform_t(STEPS, den.process)
+    lab = torch.arange(8) % 10
+    xa = ed.sampling.randn((8, 1, 8, 8), seed=1) * sig[0].float()
+    xb = ed.sampling.randn((4, 1, 8, 8), seed=2) * sig[0].float()
+    with apply_l2c(den, router, threshold=0.5) as h:
+        ed.sample(den, xa, sig, solver=solver, cond=lab, seed=1)
+        after_a = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)
+        assert h.stats.get("reused", 0) > 0
+    with apply_l2c(den, router, threshold=0.5):
+        fresh = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)
+    assert torch.equal(after_a, fresh)
