@@ -161,15 +161,21 @@ def paradigms(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "d
         new = xs[t] + drift.cumsum(0)                            # Picard update of states t+1..t+p
         stride = _stride(_err(new - xs[t + 1:t + p + 1]), var, t, p, tol)
         xs[t + 1:t + p + 1] = new
-        end = min(t + stride + p0, n)
-        xs[t + p + 1:end + 1] = xs[t + p]                        # new window states start at the last one
-        stats["iters"] += 1
-        stats["calls"] += 1
-        stats["nfe"] += p
-        stats["converged"] = t + stride >= n
-        _emit(callback, xs, Dw, sigmas, t, stride, stats)
-        t += stride
+        t = _advance(callback, xs, Dw, sigmas, t, p, p0, n, stride, stats)
     return _finish(callback, xs, sigmas, t, n, stats, "paradigms"), stats
+
+
+def _advance(callback, xs, Dw, sigmas, t: int, p: int, p0: int, n: int, stride: int, stats: dict) -> int:
+    """Slide the window by ``stride`` converged steps: states entering the window start at the
+    last one, one batched call of p evaluations is counted, finished steps are emitted."""
+    end = min(t + stride + p0, n)
+    xs[t + p + 1:end + 1] = xs[t + p]
+    stats["iters"] += 1
+    stats["calls"] += 1
+    stats["nfe"] += p
+    stats["converged"] = t + stride >= n
+    _emit(callback, xs, Dw, sigmas, t, stride, stats)
+    return t + stride
 
 
 def parataa(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "ddim", window: int | None = None,
@@ -215,14 +221,7 @@ def parataa(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "ddi
         Fh.append((t, F))
         Xh, Fh = Xh[-(history + 1):], Fh[-(history + 1):]
         xs[t + 1:t + p + 1] = upd
-        end = min(t + stride + p0, n)
-        xs[t + p + 1:end + 1] = xs[t + p]
-        stats["iters"] += 1
-        stats["calls"] += 1
-        stats["nfe"] += p
-        stats["converged"] = t + stride >= n
-        _emit(callback, xs, Dw, sigmas, t, stride, stats)
-        t += stride
+        t = _advance(callback, xs, Dw, sigmas, t, p, p0, n, stride, stats)
     return _finish(callback, xs, sigmas, t, n, stats, "parataa"), stats
 
 
