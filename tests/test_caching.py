@@ -1,64 +1,50 @@
-"""Feature caching (survey §4.3) as one framework: every method in METHODS must be exact when
-its schedule computes every step, leave no trace once removed, run under multi-stage, SDE and
-guided sampling with reuse actually happening, keep nothing between generations, compose with
-another method on other sites, and report its cache's memory. Add a method by adding a Method."""
+"""Feature caching and early exit (survey §4.3, §3.3.3) as one framework. The matrix is the
+technique registry: every registered caching / early-exit technique that applies to a test model
+must be exact with its ``exact`` config, leave no trace once removed, run under multi-stage, SDE
+and guided sampling while actually saving work (``eager`` config), keep nothing between
+generations, and report its cache's memory. Register a technique and it is tested here."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+import gc
+import threading
 
 import pytest
 import torch
 
 import effdiff as ed
+from effdiff import techniques as T
 from effdiff.caching import (AdaptiveCacheConfig, BlockCachingConfig, DeepCacheConfig, DeltaDiTConfig, FORAConfig,
                              apply_adaptive_cache, apply_block_caching, apply_deepcache, apply_delta_dit, apply_fora,
                              calibrate_block_caching)
 from effdiff.caching.policies import window_steps
-from effdiff.hooks import ModelHook, add_hook, hooks_of, remove_hook
-from effdiff.sampling import current_context
+from effdiff.context import current_context
+from effdiff.hooks import CacheStats, ModelHook, add_hook, hooks_of, remove_hook
+from effdiff.sites import dit_blocks
 
 STEPS, B = 8, 4
-
-
-@dataclass
-class Method:
-    """apply(den, full, run) -> Handle; full=True: a schedule that computes every step; run: the
-    sampling call (x, sigmas, solver, cond, denoiser) for methods that calibrate on one."""
-    name: str
-    zoo: str
-    apply: Callable
-
-
-def _block_caching(den, full, run):
-    c = calibrate_block_caching(den, run["x"], run["sigmas"], BlockCachingConfig(threshold=0.0 if full else 1.0,
-                                scale_shift=True), denoiser=run["denoiser"], solver=run["solver"], cond=run["cond"],
-                                seed=run.get("seed"))
-    return apply_block_caching(den, c)
-
-
-METHODS = [
-    Method("deepcache", "digits-unet", lambda den, full, run: apply_deepcache(den, DeepCacheConfig(1 if full else 3))),
-    Method("fora", "digits-dit", lambda den, full, run: apply_fora(den, FORAConfig(1 if full else 2))),
-    Method("block-caching-unet", "digits-unet", _block_caching),
-    Method("block-caching-dit", "digits-dit", _block_caching),
-    Method("delta-dit", "digits-dit", lambda den, full, run: apply_delta_dit(den, DeltaDiTConfig(1 if full else 2, 2))),
-    Method("adaptive-unet", "digits-unet",
-           lambda den, full, run: apply_adaptive_cache(den, AdaptiveCacheConfig(0.0 if full else 1.0))),
-    Method("adaptive-dit", "digits-dit",
-           lambda den, full, run: apply_adaptive_cache(den, AdaptiveCacheConfig(0.0 if full else 1.0))),
-    Method("adaptive-dit-modulated", "digits-dit",
-           lambda den, full, run: apply_adaptive_cache(den, AdaptiveCacheConfig(0.0 if full else 1.0,
-                                                                                 "modulated-input"))),
-]
-IDS = [m.name for m in METHODS]
+ZOO = ("digits-unet", "digits-dit", "digits-dit-xattn")
 _MODELS: dict[str, object] = {}
+_PREPARED: dict[tuple, object] = {}
 
 
 def model(name):
     if name not in _MODELS:
         _MODELS[name] = ed.zoo.load(name)
     return _MODELS[name]
+
+
+def _matrix():
+    """(technique, zoo model): each technique on the first two models it applies to."""
+    rows = []
+    for name in T.names("caching") + T.names("early-exit"):
+        fits = [z for z in ZOO if T.get(name).applies_to(model(z))][:2]
+        assert fits, f"{name} applies to no test model"
+        rows += [(name, z) for z in fits]
+    return rows
+
+
+MATRIX = _matrix()
+IDS = [f"{n}-{z}" for n, z in MATRIX]
 
 
 def run_of(den, solver="ddim", batch=B, seed=0, guided=False):
@@ -68,8 +54,29 @@ def run_of(den, solver="ddim", batch=B, seed=0, guided=False):
     return dict(x=x, sigmas=sig, solver=solver, cond=cond, seed=seed, denoiser=ed.CFG(den, 2.0) if guided else den)
 
 
-def sample(run):
-    return ed.sample(run["denoiser"], run["x"], run["sigmas"], solver=run["solver"], cond=run["cond"], seed=run["seed"])
+def config(name, zoo, mode):
+    """The registry's ``exact`` or ``eager`` config, prepared (calibrated / trained) when needed."""
+    key = (name, zoo, mode)
+    if key not in _PREPARED:
+        t, den = T.get(name), model(zoo)
+        c = (t.exact if mode == "exact" else t.eager)(STEPS)
+        r = run_of(den, seed=11)                 # calibrate / train on other noise than the tests use
+        _PREPARED[key] = t.prepare(den, c, T.Run(r["x"], r["sigmas"], "ddim", r["cond"]), num_samples=8, iters=30)
+    return _PREPARED[key]
+
+
+def apply(name, zoo, mode, den=None):
+    return T.get(name).apply(den if den is not None else model(zoo), config(name, zoo, mode))
+
+
+def sample(run, h=None):
+    args = (run["denoiser"], run["x"], run["sigmas"], run["solver"], run["cond"])
+    return h.sample(*args, seed=run["seed"]) if h is not None else ed.sample(*args, seed=run["seed"])
+
+
+def other_noise(run):
+    """The same request with other initial noise (request-level caches hit on it)."""
+    return dict(run, x=ed.sampling.randn(tuple(run["x"].shape), seed=99) * run["sigmas"][0].float())
 
 
 def hook_state(den):
@@ -77,45 +84,55 @@ def hook_state(den):
             for m in den.modules()]
 
 
-def reuses(h) -> int:
-    return h.stats.get("reused", 0)
+def clean(den) -> bool:
+    return all("forward" not in m.__dict__ and not hooks_of(m) for m in den.modules())
 
 
-# ---- (a) a schedule that computes every step is exact -----------------------------------------
+def saved(h, den) -> int:
+    """Evaluations the technique saved: reused cache entries, or skipped block calls."""
+    s = h.stats
+    if isinstance(s, CacheStats):
+        return s.reused
+    return s.skipped + s.evaluations * len(dit_blocks(den)) - s.layers
 
-@pytest.mark.parametrize("m", METHODS, ids=IDS)
-def test_full_schedule_is_bit_identical(m):
-    den = model(m.zoo)
+
+def worked(h) -> int:
+    s = h.stats
+    return s.computed + getattr(s, "layers", 0)
+
+
+# ---- (a) a configuration that computes everything is exact ---------------------------------------
+
+@pytest.mark.parametrize("name,zoo", MATRIX, ids=IDS)
+def test_exact_config_is_bit_identical(name, zoo):
+    den = model(zoo)
     run = run_of(den)
     ref = sample(run)
-    with m.apply(den, True, run) as h:
-        out = sample(run)
-    assert reuses(h) == 0 and h.stats.get("computed", 0) > 0
+    with apply(name, zoo, "exact") as h:
+        out = sample(run, h)
+    assert saved(h, den) == 0 and worked(h) > 0
     assert torch.equal(out, ref)
 
 
 # ---- (b) removing the handle restores the exact original model ---------------------------------
 
-@pytest.mark.parametrize("m", METHODS, ids=IDS)
-def test_remove_restores_original(m):
-    den = model(m.zoo)
+@pytest.mark.parametrize("name,zoo", MATRIX, ids=IDS)
+def test_remove_restores_original(name, zoo):
+    den = model(zoo)
     run = run_of(den)
     before, ref = hook_state(den), sample(run)
-    h = m.apply(den, False, run)
-    assert hook_state(den) != before
-    cached = sample(run)
-    assert reuses(h) > 0 and not torch.equal(cached, ref)
+    h = apply(name, zoo, "eager")
+    sample(other_noise(run), h)
+    cached = sample(run, h)
+    assert saved(h, den) > 0 and not torch.equal(cached, ref)
     h.remove()
-    assert hook_state(den) == before
-    assert all("forward" not in mod.__dict__ and not hooks_of(mod) for mod in den.modules())
+    assert hook_state(den) == before and clean(den)
     assert torch.equal(sample(run), ref)
 
 
 # ---- (c) multi-stage, SDE and guided sampling ---------------------------------------------------
 
 class StageSpy(ModelHook):
-    name = "stage-spy"
-
     def __init__(self):
         self.seen = set()
 
@@ -128,40 +145,126 @@ class StageSpy(ModelHook):
 
 @pytest.mark.parametrize("solver,guided", [("heun", False), ("ddpm", False), ("ddim", True)],
                          ids=["heun", "ddpm", "cfg"])
-@pytest.mark.parametrize("m", METHODS, ids=IDS)
-def test_runs_under_solvers_and_guidance(m, solver, guided):
-    den = model(m.zoo)
+@pytest.mark.parametrize("name,zoo", MATRIX, ids=IDS)
+def test_runs_under_solvers_and_guidance(name, zoo, solver, guided):
+    den = model(zoo)
     run = run_of(den, solver, guided=guided)
     spy, first = StageSpy(), den.net.modules().__next__()
-    add_hook(first, spy)
+    add_hook(first, spy, "stage-spy")
     try:
-        with m.apply(den, False, run) as h:
-            out = sample(run)
+        with apply(name, zoo, "eager") as h:
+            sample(other_noise(run), h)
+            out = sample(run, h)
     finally:
         remove_hook(first, "stage-spy")
     assert torch.isfinite(out).all() and out.shape == run["x"].shape
-    assert reuses(h) > 0, h.stats
+    assert saved(h, den) > 0, h.stats
     if solver == "heun":
         assert (1, "cond") in spy.seen
     if guided:
-        assert {b for _, b in spy.seen} == {"cfg"}
+        assert "cfg" in {b for _, b in spy.seen}
 
 
 # ---- (d) nothing carries over from one generation to the next -----------------------------------
 
-@pytest.mark.parametrize("m", METHODS, ids=IDS)
-def test_no_state_across_generations(m):
-    den = model(m.zoo)
+@pytest.mark.parametrize("name,zoo", MATRIX, ids=IDS)
+def test_no_state_across_generations(name, zoo):
+    den = model(zoo)
     run_a, run_b = run_of(den, batch=B, seed=0), run_of(den, batch=3, seed=5)
-    with m.apply(den, False, run_a) as h:
-        sample(run_a)
-        out_b = sample(run_b)
-    fresh = ed.zoo.load(m.zoo)
-    run_a["denoiser"] = run_b["denoiser"] = fresh
-    with m.apply(fresh, False, run_a):          # same method (same calibration run)
-        ref_b = sample(run_b)
-    assert reuses(h) > 0
+    with apply(name, zoo, "eager") as h:
+        sample(other_noise(run_a), h)
+        sample(run_a, h)
+        out_b = sample(run_b, h)
+    fresh = ed.zoo.load(zoo)
+    run_b["denoiser"] = fresh
+    with apply(name, zoo, "eager", fresh) as h2:
+        ref_b = sample(run_b, h2)
+    assert saved(h, den) > 0
     assert torch.equal(out_b, ref_b)
+
+
+# ---- (f) memory reporting: held during a generation, released after it ------------------------------
+
+@pytest.mark.parametrize("name,zoo", MATRIX, ids=IDS)
+def test_store_bytes(name, zoo):
+    den = model(zoo)
+    h = apply(name, zoo, "eager")
+    if h.store is None:          # nothing stored per generation (early exit, request-level caches)
+        h.remove()
+        pytest.skip(f"{name} keeps no feature store")
+    run, during = run_of(den), []
+    ed.sample(den, run["x"], run["sigmas"], solver="ddim", cond=run["cond"],
+              callback=lambda info: during.append(h.store.nbytes()))
+    gc.collect()
+    assert min(during) > 0 and h.store.peak_bytes >= max(during) and h.stats.peak_bytes == h.store.peak_bytes
+    assert h.store.nbytes() == 0                 # the generation is over: its features are gone
+    h.remove()
+    assert h.store.nbytes() == 0
+
+
+# ---- concurrency (issue 9): two threads, one model, one cache --------------------------------------
+
+@pytest.mark.parametrize("name,zoo", [("deepcache", "digits-unet"), ("adaptive", "digits-unet"),
+                                      ("fora", "digits-dit"), ("delta-dit", "digits-dit")])
+def test_two_threads_get_their_own_samples_and_speed_up(name, zoo):
+    den = model(zoo)
+    runs = [run_of(den, batch=4, seed=0), run_of(den, batch=3, seed=5)]
+    alone, counts = [], []
+    for r in runs:
+        with apply(name, zoo, "eager") as h:
+            alone.append(sample(r))
+        counts.append((h.stats.computed, h.stats.reused))
+    assert all(reused > 0 for _, reused in counts)
+    rounds, barrier, outs, errors = 4, threading.Barrier(2), [[], []], []
+
+    def worker(k):
+        try:
+            barrier.wait()
+            for _ in range(rounds):
+                outs[k].append(sample(runs[k]))
+        except BaseException as e:       # pragma: no cover - reported below
+            errors.append(e)
+
+    with apply(name, zoo, "eager") as h:
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not errors, errors
+    for k in range(2):
+        assert all(torch.equal(o, alone[k]) for o in outs[k])
+    assert (h.stats.computed, h.stats.reused) == tuple(rounds * (a + b) for a, b in zip(*counts))
+
+
+# ---- issue 9: a failed apply leaves nothing attached ---------------------------------------------------
+
+@pytest.mark.parametrize("first,second,zoo", [
+    (lambda d: apply_deepcache(d, DeepCacheConfig(3, branch=1)), lambda d: apply_deepcache(d, DeepCacheConfig(3)),
+     "digits-unet"),
+    (lambda d: apply_fora(d, FORAConfig(2, blocks=(0, 1))), lambda d: apply_fora(d, FORAConfig(2)), "digits-dit")],
+    ids=["deepcache", "fora"])
+def test_failed_apply_attaches_nothing(first, second, zoo):
+    den = ed.zoo.load(zoo)
+    run = run_of(den)
+    ref, before = sample(run), hook_state(den)
+    h = first(den)
+    during = hook_state(den)
+    with pytest.raises(ValueError, match="already attached"):
+        second(den)
+    assert hook_state(den) == during
+    h.remove()
+    assert hook_state(den) == before and clean(den)
+    assert torch.equal(sample(run), ref)
+
+
+def test_failed_composition_detaches_the_first_technique():
+    den = ed.zoo.load("digits-unet")
+    run = run_of(den)
+    ref = sample(run)
+    with pytest.raises(ValueError, match="already attached"):
+        T.apply(["deepcache", "deepcache"], den)
+    assert clean(den) and torch.equal(sample(run), ref)
 
 
 # ---- (e) two methods on different sites compose; removing one keeps the other --------------------
@@ -171,7 +274,7 @@ def _compose(den, run, make_a, make_b):
     alone_b = _alone(den, run, make_b)
     ha, hb = make_a(den), make_b(den)
     both = sample(run)
-    assert reuses(ha) > 0 and reuses(hb) > 0
+    assert ha.stats.reused > 0 and hb.stats.reused > 0
     assert not torch.equal(both, alone_a) and not torch.equal(both, alone_b)
     ha.remove()
     assert torch.equal(sample(run), alone_b)
@@ -202,20 +305,6 @@ def test_deepcache_composes_with_block_caching_on_other_blocks():
              lambda d: apply_block_caching(d, c))
 
 
-# ---- (f) memory reporting --------------------------------------------------------------------------
-
-@pytest.mark.parametrize("m", METHODS, ids=IDS)
-def test_store_bytes(m):
-    den = model(m.zoo)
-    run = run_of(den)
-    h, during = m.apply(den, False, run), []
-    ed.sample(den, run["x"], run["sigmas"], solver="ddim", cond=run["cond"],
-              callback=lambda info: during.append(h.store.nbytes()))
-    assert min(during) > 0 and h.store.nbytes() > 0 and h.store.peak_bytes >= max(during)
-    h.remove()
-    assert h.store.nbytes() == 0
-
-
 # ---- (g) quality sanity ------------------------------------------------------------------------------
 
 def test_deepcache_quality_on_digits_unet():
@@ -228,7 +317,7 @@ def test_deepcache_quality_on_digits_unet():
     ref = ed.sample(den, x, sig, solver="ddim", cond=y)
     with apply_deepcache(den, DeepCacheConfig(interval=3)) as h:
         out = ed.sample(den, x, sig, solver="ddim", cond=y)
-    assert h.stats["reused"] > 0
+    assert h.stats.reused > 0
     assert (out - ref).pow(2).mean().sqrt() < 0.05
 
 
@@ -262,7 +351,7 @@ def test_delta_dit_stage_windows():
     run = run_of(den)
     with apply_delta_dit(den, DeltaDiTConfig(2, 2)) as h:   # 8 steps, b=4: 2 + 2 reused span evaluations
         sample(run)
-    assert h.stats["reused"] == 4 and h.stats["computed"] == 12
+    assert (h.stats.reused, h.stats.computed) == (4, 12)
 
 
 def test_adaptive_reuse_fraction_and_errors():
@@ -274,7 +363,7 @@ def test_adaptive_reuse_fraction_and_errors():
     for th in (0.05, 0.3, 10.0):
         with apply_adaptive_cache(den, AdaptiveCacheConfig(th)) as h:
             sample(run)
-        fractions.append(h.stats["reuse_fraction"])
+        fractions.append(h.stats.reuse_fraction)
     assert fractions == sorted(fractions) and fractions[-1] == (STEPS - 1) / STEPS
 
 

@@ -6,7 +6,7 @@ import torch
 
 import effdiff as ed
 from effdiff.checkpoint import CheckpointError
-from effdiff.early_exit import ASEConfig, ExitHeads, apply_ase, apply_deediff, train_exit_heads
+from effdiff.early_exit import ASEConfig, DeeDiffConfig, ExitHeads, apply_ase, apply_deediff, train_exit_heads
 from effdiff.hooks import hooks_of
 
 STEPS = 8
@@ -37,7 +37,7 @@ def test_ase_without_dropping_is_exact_and_reversible(den):
     ref = run()
     with apply_ase(den, ASEConfig(max_drop=0)) as h:
         assert torch.equal(run(), ref)
-    assert h.stats.get("skipped", 0) == 0 and h.stats["computed"] == STEPS * len(den.net.blocks)
+    assert h.stats.skipped == 0 and h.stats.computed == STEPS * len(den.net.blocks)
     with apply_ase(den, ASEConfig(max_drop=3)):
         assert not torch.equal(run(), ref)
     assert _clean(den) and torch.equal(run(), ref)
@@ -73,8 +73,8 @@ def test_ase_drops_the_final_blocks_more_at_noisy_steps(den, schedule):
     assert sorted(per_step) == [s for s in range(STEPS) if drops[s] < depth]
     for step, idx in per_step.items():                  # exactly the first depth - drop blocks ran
         assert idx == set(range(depth - drops[step]))
-    assert h.stats["computed"] == len(ran)
-    assert h.stats["skip_fraction"] == pytest.approx(h.stats["skipped"] / (h.stats["skipped"] + len(ran)))
+    assert h.stats.computed == len(ran)
+    assert h.stats.skip_fraction == pytest.approx(h.stats.skipped / (h.stats.skipped + len(ran)))
 
 
 def test_ase_validates_its_config(den):
@@ -88,21 +88,21 @@ def test_ase_validates_its_config(den):
 def test_deediff_threshold_zero_is_exact_and_reversible(den, heads):
     run = _run(den)
     ref = run()
-    with apply_deediff(den, heads, threshold=0.0) as h:
+    with apply_deediff(den, DeeDiffConfig(heads, threshold=0.0)) as h:
         assert torch.equal(run(), ref)
-    assert h.stats["avg_layers"] == len(den.net.blocks)
-    with apply_deediff(den, heads, threshold=2.0) as h:   # u <= 1 < 2: every sample leaves after block 0
+    assert h.stats.avg_layers == len(den.net.blocks)
+    with apply_deediff(den, DeeDiffConfig(heads, threshold=2.0)) as h:   # u <= 1 < 2: every sample leaves after block 0
         out = run()
-    assert h.stats["avg_layers"] == 1 and not torch.equal(out, ref)
+    assert h.stats.avg_layers == 1 and not torch.equal(out, ref)
     assert _clean(den) and torch.equal(run(), ref)
 
 
 def test_lower_threshold_uses_more_layers(den, heads):
     run, used = _run(den), []
     for th in (2.0, 0.3, 0.15, 0.08, 0.0):
-        with apply_deediff(den, heads, th) as h:
+        with apply_deediff(den, DeeDiffConfig(heads, th)) as h:
             run()
-        used.append(h.stats["avg_layers"])
+        used.append(h.stats.avg_layers)
     assert used == sorted(used) and used[0] == 1 and used[-1] == len(den.net.blocks) and len(set(used)) > 2, used
 
 
@@ -110,7 +110,7 @@ def test_exited_samples_match_their_own_early_exit_output(den, heads):
     """A sample that exits after block i gets final_layer(h_i) whatever its batch-mates do."""
     net, x, t = den.net, torch.randn(4, 1, 8, 8), torch.full((4,), 0.5)
     lab = torch.arange(4)
-    with apply_deediff(den, heads, threshold=2.0):
+    with apply_deediff(den, DeeDiffConfig(heads, threshold=2.0)):
         out = net(x, t, lab)
     h, c = net.patchify(x), net.embed(t, lab)
     h = net.blocks[0](h, c, None)
@@ -118,11 +118,11 @@ def test_exited_samples_match_their_own_early_exit_output(den, heads):
     sig = ed.timesteps.uniform_t(STEPS, den.process)[:-1].float().repeat(2)    # [16] along a schedule
     x, lab, mixed = ed.sampling.randn((16, 1, 8, 8), seed=1) * sig[:, None, None, None], torch.arange(16) % 10, 0
     for th in (0.3, 0.15, 0.08, 0.04):
-        with apply_deediff(den, heads, threshold=th) as hd:
+        with apply_deediff(den, DeeDiffConfig(heads, threshold=th)) as hd:
             out = den(x, sig, lab)
             alone = torch.cat([den(x[i:i + 1], sig[i:i + 1], lab[i:i + 1]) for i in range(16)])
         assert torch.allclose(out, alone, atol=1e-5)
-        mixed += 1 < hd.stats["avg_layers"] < len(net.blocks)
+        mixed += 1 < hd.stats.avg_layers < len(net.blocks)
     assert mixed                                                  # some batch had mixed exits
 
 
@@ -136,7 +136,7 @@ def test_heads_round_trip(den, heads, tmp_path):
     with pytest.raises(CheckpointError, match="not DeeDiff exit heads"):
         ExitHeads.load(tmp_path / "bad")
     with pytest.raises(ValueError, match="do not fit"):
-        apply_deediff(den, ExitHeads(4, 96))
+        apply_deediff(den, DeeDiffConfig(ExitHeads(4, 96)))
 
 
 @pytest.mark.parametrize("solver", ["heun", "ddpm"])
@@ -147,7 +147,7 @@ def test_early_exit_under_heun_and_sde_without_leaking_state(den, heads, solver)
     lab = torch.arange(8) % 10
     xa = ed.sampling.randn((8, 1, 8, 8), seed=1) * sig[0].float()
     xb = ed.sampling.randn((4, 1, 8, 8), seed=2) * sig[0].float()
-    for apply in (lambda: apply_ase(den, ASEConfig(max_drop=2)), lambda: apply_deediff(den, heads, 0.2)):
+    for apply in (lambda: apply_ase(den, ASEConfig(max_drop=2)), lambda: apply_deediff(den, DeeDiffConfig(heads, 0.2))):
         with apply():
             ed.sample(den, xa, sig, solver=solver, cond=lab, seed=1)
             after_a = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import effdiff as ed
-from effdiff.caching import Router, apply_l2c, l2c_loss, train_l2c_router
+from effdiff.caching import L2CConfig, Router, apply_l2c, l2c_loss, train_l2c_router
 from effdiff.checkpoint import CheckpointError
 from effdiff.hooks import hooks_of
 
@@ -32,9 +32,9 @@ def test_threshold_computing_everything_is_exact(den, router):
     run = _run(den)
     ref = run()
     assert router.skip_fraction(0.0) == 0.0
-    with apply_l2c(den, router, threshold=0.0) as h:
+    with apply_l2c(den, L2CConfig(router, threshold=0.0)) as h:
         out = run()
-    assert torch.equal(out, ref) and h.stats.get("reused", 0) == 0
+    assert torch.equal(out, ref) and h.stats.reused == 0
     assert all(not hooks_of(b) for b in den.net.blocks)
 
 
@@ -43,9 +43,9 @@ def test_router_reuses_where_beta_is_low(den, router):
     assert router.skip_fraction(th) == pytest.approx(0.3, abs=0.05)
     mask = router.compute_mask(th)
     assert mask[0::2].all()                            # full steps always compute
-    with apply_l2c(den, router, th) as h:
+    with apply_l2c(den, L2CConfig(router, th)) as h:
         _run(den)()
-    assert h.stats["reused"] == (~mask).sum().item()   # one call per (step, layer)
+    assert h.stats.reused == (~mask).sum().item()   # one call per (step, layer)
 
 
 def test_router_round_trip(router, tmp_path):
@@ -62,11 +62,11 @@ def test_router_round_trip(router, tmp_path):
 
 def test_wrong_step_count_and_model_are_refused(den, router):
     sig = ed.timesteps.uniform_t(STEPS + 2, den.process)
-    with apply_l2c(den, router, 0.5), pytest.raises(ValueError, match="calibrated for"):
+    with apply_l2c(den, L2CConfig(router, 0.5)), pytest.raises(ValueError, match="calibrated for"):
         ed.sample(den, sig[0].float() * torch.randn(2, 1, 8, 8), sig, solver="ddim")
     other = Router(torch.zeros(router.logits.shape[0], 3), ["a", "b", "c"], "ddim", STEPS)
     with pytest.raises(ValueError, match="trained for layers"):
-        apply_l2c(den, other)
+        apply_l2c(den, L2CConfig(other))
 
 
 def _untrained(router, seed):
@@ -90,9 +90,9 @@ def test_learned_reuse_keeps_samples_closer_than_random_reuse(den, router):
     ref = run()
 
     def err(r, frac=0.1):
-        with apply_l2c(den, r, r.threshold_for(frac)) as h:
+        with apply_l2c(den, L2CConfig(r, r.threshold_for(frac))) as h:
             out = run()
-        assert h.stats["reused"] == round(frac * STEPS * 6)
+        assert h.stats.reused == round(frac * STEPS * 6)
         return (out - ref).pow(2).mean().item()
 
     assert err(router) < min(err(_untrained(router, k)) for k in range(3))
@@ -106,10 +106,10 @@ def test_router_works_under_heun_and_sde_without_leaking_state(den, router, solv
     lab = torch.arange(8) % 10
     xa = ed.sampling.randn((8, 1, 8, 8), seed=1) * sig[0].float()
     xb = ed.sampling.randn((4, 1, 8, 8), seed=2) * sig[0].float()
-    with apply_l2c(den, router, threshold=0.5) as h:
+    with apply_l2c(den, L2CConfig(router, threshold=0.5)) as h:
         ed.sample(den, xa, sig, solver=solver, cond=lab, seed=1)
         after_a = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)
-        assert h.stats.get("reused", 0) > 0
-    with apply_l2c(den, router, threshold=0.5):
+        assert h.stats.reused > 0
+    with apply_l2c(den, L2CConfig(router, threshold=0.5)):
         fresh = ed.sample(den, xb, sig, solver=solver, cond=lab[:4], seed=2)
     assert torch.equal(after_a, fresh)

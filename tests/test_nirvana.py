@@ -94,3 +94,30 @@ def test_bad_configuration_raises():
         ApproximateCache(1 << 20, k_choices=(2, 4), thresholds=(0.9,))
     with pytest.raises(ValueError, match="k_choices"):
         ApproximateCache(1 << 20, k_choices=(4, 2), thresholds=(0.5, 0.9))
+
+
+def test_hit_runs_the_true_step_indices():
+    """On a hit the tail runs on the full schedule from K: the denoiser sees steps K..n-1."""
+    from effdiff.context import current_context
+    seen = []
+
+    def spy(x, sigma, cond=None):
+        seen.append((current_context().step, current_context().num_steps))
+        return gauss(x, sigma, cond)
+
+    cache = ApproximateCache(1 << 20, k_choices=(4,))
+    cached_sample(spy, cache, noise(), SIG, LAB)
+    assert seen == [(i, 10) for i in range(10)]
+    seen.clear()
+    r = cached_sample(spy, cache, noise(), SIG, LAB)
+    assert r.info["hit"] and seen == [(i, 10) for i in range(4, 10)]
+
+
+def test_registered_technique_serves_requests_through_its_handle():
+    from effdiff import techniques as T
+    ref = ed.sample(gauss, noise(), SIG, solver="euler", cond=LAB)
+    with T.get("nirvana").apply(gauss, k_choices=(4,)) as h:
+        first = h.sample(gauss, noise(), SIG, "euler", LAB)
+        second = h.sample(gauss, noise(), SIG, "euler", LAB, return_info=True)
+    assert torch.equal(first, ref) and torch.equal(second.x, ref)
+    assert (h.stats.computed, h.stats.reused) == (10 + 6, 4) and h.stats.peak_bytes == 4 * 2 * 4

@@ -12,7 +12,7 @@ from effdiff.denoisers import Denoiser, guided
 from effdiff.hooks import hooks_of
 from effdiff.models import build
 from effdiff.process import from_config
-from effdiff.sampling import current_context
+from effdiff.context import current_context
 
 STEPS, B = 6, 3
 
@@ -62,7 +62,7 @@ def test_batch_halves_after_the_gate(solver):
         out = run(g, solver)
     ph.remove()
     assert log and all(b == (2 * B if s < m else B) for s, b in log), log
-    assert h.stats["reused"] == 2 * sum(s >= m for s, _ in log)          # both blocks' cross-attention
+    assert h.stats.reused == 2 * sum(s >= m for s, _ in log)          # both blocks' cross-attention
     assert torch.isfinite(out).all() and not torch.equal(out, ref)
     assert (out - ref).abs().mean() < (ref.abs().mean())                   # an approximation, not noise
 
@@ -101,7 +101,7 @@ def test_unguided_caches_the_conditional_output():
         assert torch.equal(run(DEN), ref)
     with apply_tgate(DEN, TGATEConfig(gate_step=m)) as h:
         out = run(DEN)
-    assert h.stats["reused"] == 2 * (STEPS - m) and not torch.equal(out, ref)
+    assert h.stats.reused == 2 * (STEPS - m) and not torch.equal(out, ref)
 
 
 def test_no_state_across_generations():
@@ -134,7 +134,7 @@ def test_self_attention_caching_every_k_steps():
         out = run(g)
     # self-attention: computed at steps < m and m, m+k, ...; reused at the rest (2 blocks each)
     reused_self = 2 * len([s for s in range(m, STEPS) if (s - m) % k])
-    assert h.stats["reused"] - h0.stats["reused"] == reused_self
+    assert h.stats.reused - h0.stats.reused == reused_self
     assert not torch.equal(out, plain)
 
 

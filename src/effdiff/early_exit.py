@@ -15,12 +15,14 @@
 
     h = apply_ase(den, ASEConfig(max_drop=3))
     heads = train_exit_heads(den); heads.save("uem")
-    with apply_deediff(den, ExitHeads.load("uem"), threshold=0.05) as h:
-        x = ed.sample(den, x, sigmas, solver="ddim", cond=labels); h.stats["avg_layers"]
+    with apply_deediff(den, DeeDiffConfig(ExitHeads.load("uem"), threshold=0.05)) as h:
+        x = ed.sample(den, x, sigmas, solver="ddim", cond=labels); h.stats.avg_layers
 """
 from __future__ import annotations
 
+import dataclasses
 import math
+import threading
 from dataclasses import dataclass
 from typing import Callable
 
@@ -28,9 +30,11 @@ import torch
 from torch import nn
 
 from . import checkpoint as ckpt
-from .caching.fora import dit_blocks
-from .hooks import Handle, ModelHook, add_hook, remove_hook
-from .sampling import current_context, randn, sample
+from .context import current_context
+from .hooks import ExitStats, Handle, ModelHook, attach
+from .sampling import randn, sample
+from .sites import dit_blocks, kind, network
+from .techniques import Run, Technique, register
 
 # fraction of max_drop dropped at sampling progress p = step / (num_steps - 1) ∈ [0, 1]
 SCHEDULES: dict[str, Callable[[float], float]] = {
@@ -57,9 +61,7 @@ class ASEConfig:
 
 
 class _Drop(ModelHook):
-    name = "ase"
-
-    def __init__(self, index: int, depth: int, config: ASEConfig, stats: dict):
+    def __init__(self, index: int, depth: int, config: ASEConfig, stats: ExitStats):
         self.index, self.depth, self.config, self.stats = index, depth, config, stats
 
     def __call__(self, module, call_next, *args, **kwargs):
@@ -67,10 +69,7 @@ class _Drop(ModelHook):
         if ctx is None or ctx.num_steps is None:
             return call_next(*args, **kwargs)
         drop = self.index >= self.depth - self.config.num_dropped(ctx.step, ctx.num_steps)
-        k = "skipped" if drop else "computed"
-        self.stats[k] = self.stats.get(k, 0) + 1
-        self.stats["skip_fraction"] = self.stats.get("skipped", 0) / (
-            self.stats.get("skipped", 0) + self.stats.get("computed", 0))
+        self.stats.add(**{"skipped" if drop else "computed": 1})
         return args[0] if drop else call_next(*args, **kwargs)
 
 
@@ -78,14 +77,13 @@ def apply_ase(model, config: ASEConfig | None = None) -> Handle:
     """Drop the final ``config.num_dropped(step, num_steps)`` blocks of a DiT at each step
     (inside ``ed.sample``). ``stats``: computed / skipped block calls and their skip_fraction."""
     c = config or ASEConfig()
-    blocks = dit_blocks(model)
+    blocks = dit_blocks(model, "ASE")
     if not 0 <= c.max_drop <= len(blocks):
         raise ValueError(f"max_drop must be in [0, {len(blocks)}] for a DiT of depth {len(blocks)}, got {c.max_drop}")
     if isinstance(c.schedule, str) and c.schedule not in SCHEDULES:
         raise ValueError(f"unknown ASE schedule {c.schedule!r}; known: {', '.join(SCHEDULES)}")
-    stats: dict = {}
-    attached = [(b, add_hook(b, _Drop(i, len(blocks), c, stats))) for i, b in enumerate(blocks)]
-    return Handle("ase", attached, None, stats)
+    stats = ExitStats()
+    return attach("ase", [(b, _Drop(i, len(blocks), c, stats)) for i, b in enumerate(blocks)], None, stats)
 
 
 # ------------------------------------------------------------------------------------
@@ -123,17 +121,17 @@ class ExitHeads(nn.Module):
         return heads.eval()
 
 
-class _ExitState:
-    """Per forward call of the network: which samples have exited, layers each has run."""
+class _ExitState(threading.local):
+    """Per forward call of the network (per thread: concurrent calls keep their own): which
+    samples have exited, layers each has run."""
     exited: torch.Tensor | None = None
     layers: torch.Tensor | None = None
 
 
 class _Forward(ModelHook):
     """On the network: opens a fresh exit state per call and accumulates the layer counts."""
-    name = "deediff"
 
-    def __init__(self, state: _ExitState, stats: dict):
+    def __init__(self, state: _ExitState, stats: ExitStats):
         self.state, self.stats = state, stats
 
     def __call__(self, module, call_next, x, *args, **kwargs):
@@ -143,16 +141,12 @@ class _Forward(ModelHook):
         try:
             return call_next(x, *args, **kwargs)
         finally:
-            s = self.stats
-            s["layers"] = s.get("layers", 0) + int(st.layers.sum())
-            s["evaluations"] = s.get("evaluations", 0) + x.shape[0]
-            s["avg_layers"] = s["layers"] / s["evaluations"]
+            self.stats.add(layers=int(st.layers.sum()), evaluations=x.shape[0])
             st.exited = st.layers = None
 
 
 class _Exit(ModelHook):
     """On block i: run only the samples still inside; after it, let those below threshold exit."""
-    name = "deediff"
 
     def __init__(self, index: int, heads: ExitHeads, threshold: float, state: _ExitState):
         self.index, self.heads, self.threshold, self.state = index, heads, threshold, state
@@ -177,24 +171,36 @@ class _Exit(ModelHook):
         return out
 
 
-def apply_deediff(model, heads: ExitHeads, threshold: float = 0.05) -> Handle:
+@dataclass
+class DeeDiffConfig:
+    """heads: the trained ``ExitHeads`` (``train_exit_heads`` or ``ExitHeads.load``); threshold:
+    a sample exits after the first layer whose predicted uncertainty is below it (0 never exits)."""
+    heads: ExitHeads | None = None
+    threshold: float = 0.05
+
+
+def apply_deediff(model, config: DeeDiffConfig) -> Handle:
     """Per-sample early exit of a DiT's blocks where the UEM's uncertainty < ``threshold``
-    (0 never exits). ``stats``: avg_layers (blocks run per sample per evaluation)."""
-    blocks = dit_blocks(model)
-    net = getattr(model, "net", model)
+    (0 never exits). ``stats``: layers / evaluations, ``avg_layers`` (blocks run per sample per
+    evaluation)."""
+    if not isinstance(config, DeeDiffConfig):
+        raise TypeError(f"apply_deediff takes a DeeDiffConfig(heads=..., threshold=...), got {type(config).__name__}")
+    heads = config.heads
+    if heads is None:
+        raise ValueError("DeeDiffConfig.heads is empty: train them with train_exit_heads(den, ...) or ExitHeads.load(path)")
+    blocks, net = dit_blocks(model, "DeeDiff"), network(model)
     if heads.depth != len(blocks) or heads.dim != net.config.hidden_size:
         raise ValueError(f"exit heads for depth {heads.depth}, width {heads.dim} do not fit this DiT "
                          f"(depth {len(blocks)}, width {net.config.hidden_size})")
     heads.eval()
-    state, stats = _ExitState(), {}
-    attached = [(net, add_hook(net, _Forward(state, stats)))]
-    attached += [(b, add_hook(b, _Exit(i, heads, threshold, state))) for i, b in enumerate(blocks)]
-    return Handle("deediff", attached, None, stats)
+    state, stats = _ExitState(), ExitStats()
+    hooks = [(net, _Forward(state, stats))]
+    hooks += [(b, _Exit(i, heads, config.threshold, state)) for i, b in enumerate(blocks)]
+    return attach("deediff", hooks, None, stats)
 
 
 class _Features(ModelHook):
     """Training data: keep each block's output and its conditioning c."""
-    name = "deediff-features"
 
     def __init__(self, out: list):
         self.out = out
@@ -207,7 +213,6 @@ class _Features(ModelHook):
 
 class _Inputs(ModelHook):
     """Training data: keep the network's inputs at every evaluation of ``ed.sample``."""
-    name = "deediff-inputs"
 
     def __init__(self, out: list):
         self.out = out
@@ -221,16 +226,12 @@ class _Inputs(ModelHook):
 def exit_features(den, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """For network inputs ``(args, kwargs)``: block outputs h [M, depth-1, N, D], c [M, D] and
     targets tanh(mean |y_i - y_full|) [M, depth-1] of the early-exit outputs y_i."""
-    net, blocks = getattr(den, "net", den), dit_blocks(den)
+    net, blocks = network(den), dit_blocks(den, "DeeDiff")
     H, C, U = [], [], []
     for args, kwargs in inputs:
         feats: list = []
-        attached = [(b, add_hook(b, _Features(feats))) for b in blocks]
-        try:
+        with attach("deediff-features", [(b, _Features(feats)) for b in blocks]):
             y = net(*args, **kwargs)
-        finally:
-            for m, name in attached:
-                remove_hook(m, name)
         c = feats[0][1]
         early = [net.unpatchify(net.final_layer(h, c)) for h, _ in feats[:-1]]
         H.append(torch.stack([h for h, _ in feats[:-1]], 1))
@@ -248,17 +249,14 @@ def train_exit_heads(den, steps: int = 20, solver: str = "ddim", *, sigmas=None,
     from .timesteps import uniform_t
     if sigmas is None:
         sigmas = uniform_t(steps, den.process)
-    net, blocks = getattr(den, "net", den), dit_blocks(den)
+    net, blocks = network(den), dit_blocks(den, "DeeDiff")
     cfg = net.config
     g = torch.Generator().manual_seed(seed)
     cond = torch.randint(0, den.cond_classes, (num_samples,), generator=g) if getattr(den, "cond_classes", 0) else None
     inputs: list = []
-    name = add_hook(net, _Inputs(inputs))
-    try:
+    with attach("deediff-inputs", [(net, _Inputs(inputs))]):
         x = randn((num_samples, cfg.in_channels, cfg.image_size, cfg.image_size), seed=seed) * sigmas[0].float()
         sample(den, x, sigmas, solver=solver, cond=cond, seed=seed)
-    finally:
-        remove_hook(net, name)
     H, C, U = exit_features(den, inputs)
     heads = ExitHeads(len(blocks), cfg.hidden_size, hidden)
     opt = torch.optim.Adam(heads.parameters(), lr=lr)
@@ -273,3 +271,28 @@ def train_exit_heads(den, steps: int = 20, solver: str = "ddim", *, sigmas=None,
             if log is not None and it % 100 == 0:
                 log(it, loss.item())
     return heads.eval()
+
+
+def prepare_deediff(model, config: DeeDiffConfig, run: Run, num_samples: int = 32, **train) -> DeeDiffConfig:
+    """Train the exit heads on ``run``'s solver and σ schedule (the technique registry's prepare step)."""
+    heads = train_exit_heads(model, sigmas=run.sigmas, solver=run.solver, num_samples=num_samples, **train)
+    return dataclasses.replace(config, heads=heads)
+
+
+def _check_dit(model) -> str | None:
+    return None if kind(model) == "dit" else "needs a transformer with .blocks"
+
+
+def _check_deediff(model) -> str | None:
+    net = network(model)
+    if _check_dit(model) is not None or not all(hasattr(net, a) for a in ("final_layer", "unpatchify", "config")):
+        return "needs effdiff's DiT (its final layer turns any block's output into a prediction)"
+    return None
+
+
+register(Technique("ase", "early-exit", ASEConfig, apply_ase, _check_dit,
+                   exact=lambda n: ASEConfig(max_drop=0), eager=lambda n: ASEConfig(max_drop=1, schedule="constant"),
+                   paper="Moon et al. 2024, ASE"))
+register(Technique("deediff", "early-exit", DeeDiffConfig, apply_deediff, _check_deediff, needs=("heads",),
+                   prepare_fn=prepare_deediff, exact=lambda n: DeeDiffConfig(threshold=0.0),
+                   eager=lambda n: DeeDiffConfig(threshold=1.0), paper="Tang et al. 2023, DeeDiff"))

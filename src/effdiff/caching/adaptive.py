@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hooks import CacheStore, Handle, ModelHook, SpanCache, add_hook
-from ..sampling import current_context
+from .. import sites
+from ..context import current_context
+from ..hooks import CacheStats, CacheStore, Handle, ModelHook, SpanCache, attach
+from ..techniques import Technique, register
 from .block_caching import rel_l1
 
 PROBES = ("first-block", "modulated-input")
@@ -37,17 +39,16 @@ class _Probe(ModelHook):
     """Runs the probe module, accumulates the probe's relative change and decides for this evaluation."""
 
     def __init__(self, c: AdaptiveCacheConfig, store: CacheStore, key: str):
-        self.c, self.store, self.key, self.name = c, store, key, "adaptive-cache"
+        self.c, self.store, self.key = c, store, key
 
     def __call__(self, module, call_next, *args, **kwargs):
         out = call_next(*args, **kwargs)
         ctx = current_context()
         if ctx is None:
             return out
-        self.store.sync(ctx)
         x = args[0]
         p = x if self.c.probe == "modulated-input" else (out - x if out.shape == x.shape else out)
-        prev = self.store.get(ctx.branch, "probe")
+        prev = self.store.get(ctx, ctx.branch, "probe")
         acc_key = (self.key, "acc", ctx.branch)
         if prev is None or prev.shape != p.shape:
             compute, acc = True, 0.0
@@ -56,33 +57,49 @@ class _Probe(ModelHook):
             compute = acc >= self.c.threshold
         ctx.state[acc_key] = 0.0 if compute else acc
         ctx.state[(self.key, ctx.branch)] = (ctx.nfe, compute)
-        self.store.put(ctx.branch, "probe", p)
+        self.store.put(ctx, ctx.branch, "probe", p)
         return out
+
+
+def _probe_and_rest(model, probe: str):
+    """(probe module, the modules of the skipped span) for a UNet or a DiT."""
+    u = sites.find_unet(model)
+    if u is not None:
+        if probe != "first-block":
+            raise ValueError(f"probe {probe!r} needs a DiT; a UNet supports probe='first-block'")
+        return u.input_blocks[0], [*u.input_blocks[1:], u.middle_block, *u.output_blocks]
+    blocks = sites.dit_blocks(model, "adaptive caching")
+    if len(blocks) < 2:
+        raise TypeError(f"adaptive caching needs >= 2 transformer blocks, got {len(blocks)}")
+    return (blocks[0] if probe == "first-block" else sites.sublayer(blocks[0], "attn")), list(blocks[1:])
 
 
 def apply_adaptive_cache(model, config: AdaptiveCacheConfig | None = None) -> Handle:
     c = config or AdaptiveCacheConfig()
     if c.probe not in PROBES:
         raise ValueError(f"probe must be one of {PROBES}, got {c.probe!r}")
-    net = getattr(model, "net", model)
-    if all(hasattr(net, a) for a in ("input_blocks", "middle_block", "output_blocks")):
-        if c.probe != "first-block":
-            raise ValueError(f"probe {c.probe!r} needs a DiT; a UNet supports probe='first-block'")
-        probe_mod = net.input_blocks[0]
-        rest = [*net.input_blocks[1:], net.middle_block, *net.output_blocks]
-    elif getattr(net, "blocks", None) is not None and len(net.blocks) >= 2:
-        probe_mod = net.blocks[0] if c.probe == "first-block" else net.blocks[0].attn
-        rest = list(net.blocks[1:])
-    else:
-        raise TypeError(f"adaptive caching needs a UNet or a transformer with >= 2 .blocks; got {type(net).__name__}")
-    store, stats = CacheStore(), {}
+    if c.threshold < 0:
+        raise ValueError(f"threshold must be >= 0, got {c.threshold}")
+    probe_mod, rest = _probe_and_rest(model, c.probe)
+    stats = CacheStats()
+    store = CacheStore(stats)
     key = f"adaptive-{id(store)}"
 
     def policy(ctx, site):
         nfe, compute = ctx.state.get((key, ctx.branch), (None, True))
         return compute or nfe != ctx.nfe
 
-    span = SpanCache("rest", store, policy, stats, "adaptive-cache")
-    attached = [(probe_mod, add_hook(probe_mod, _Probe(c, store, key)))] + span.attach(rest)
-    return Handle("adaptive-cache", attached, store, stats)
+    span = SpanCache("rest", store, policy, stats)
+    return attach("adaptive-cache", [(probe_mod, _Probe(c, store, key))] + span.hooks(rest), store, stats)
 
+
+def _check(model) -> str | None:
+    if sites.find_unet(model) is not None:
+        return None
+    found = sites.find_dit_blocks(model)
+    return None if found is not None and len(found[1]) >= 2 else "needs a UNet or a transformer with >= 2 blocks"
+
+
+register(Technique("adaptive", "caching", AdaptiveCacheConfig, apply_adaptive_cache, _check,
+                   exact=lambda n: AdaptiveCacheConfig(threshold=0.0), eager=lambda n: AdaptiveCacheConfig(threshold=1.0),
+                   paper="Liu et al. 2024, TeaCache"))

@@ -16,8 +16,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..hooks import CacheStore, Handle, ModelHook, SiteCache, add_hook, remove_hook
-from ..sampling import current_context, sample
+from .. import sites
+from ..context import current_context
+from ..hooks import CacheStats, CacheStore, Handle, ModelHook, SiteCache, attach
+from ..sampling import sample
+from ..techniques import Run, Technique, register
 from .policies import SiteSteps
 
 
@@ -25,38 +28,27 @@ from .policies import SiteSteps
 class BlockCachingConfig:
     """threshold: δ on the accumulated relative L1 change of a block since its last refresh;
     schedule: site -> steps that recompute it (filled by ``calibrate_block_caching``);
-    scale_shift: apply the fitted ``alignment`` to reused outputs; blocks: site names to cache
-    (default all); num_steps: the step count the schedule was calibrated for."""
+    scale_shift: apply the fitted ``alignment`` to reused outputs; blocks: the blocks to cache
+    (names or indices, see ``effdiff.sites``; default all but a UNet's outermost pair);
+    num_steps: the step count the schedule was calibrated for."""
     threshold: float = 0.2
     schedule: dict[str, list[int]] | None = None
     scale_shift: bool = False
     alignment: dict[str, dict[int, tuple[torch.Tensor, torch.Tensor]]] | None = None
-    blocks: tuple[str, ...] | None = None
+    blocks: tuple[int | str, ...] | None = None
     num_steps: int | None = None
 
 
 def block_sites(model, blocks=None) -> list[tuple[str, torch.nn.Module, str]]:
-    """(site, module, cache mode) of the cacheable blocks of a UNet or DiT (or ``model.net``):
-    ``blocks`` names them; by default every DiT block, and every UNet block except the outermost
-    pair ``input_blocks.0`` (the conv on the current x) and the last output block (which feeds
-    the output head) — reusing either ignores the current x (measured: ~1.1 RMSE on digits-unet)."""
-    net = getattr(model, "net", model)
-    if all(hasattr(net, a) for a in ("input_blocks", "middle_block", "output_blocks")):
-        sites = [(f"input_blocks.{i}", m, "output") for i, m in enumerate(net.input_blocks)]
-        sites.append(("middle_block", net.middle_block, "output"))
-        sites += [(f"output_blocks.{i}", m, "output") for i, m in enumerate(net.output_blocks)]
-        default = sites[1:-1]
-    elif getattr(net, "blocks", None) is not None:
-        sites = default = [(f"blocks.{i}", m, "residual") for i, m in enumerate(net.blocks)]
-    else:
-        raise TypeError(f"block caching needs a UNet (input_blocks/middle_block/output_blocks) or a "
-                        f"transformer with .blocks; got {type(net).__name__}")
-    if blocks is None:
-        return default
-    unknown = set(blocks) - {s for s, _, _ in sites}
-    if unknown:
-        raise ValueError(f"unknown block sites {sorted(unknown)}; this model has {[s for s, _, _ in sites]}")
-    return [s for s in sites if s[0] in set(blocks)]
+    """(site, module, cache mode) of the cacheable blocks of a UNet or DiT: ``blocks`` names or
+    indexes them; by default every DiT block, and every UNet block except the outermost pair
+    ``input_blocks.0`` (the conv on the current x) and the last output block (which feeds the
+    output head) — reusing either ignores the current x (measured: ~1.1 RMSE on digits-unet).
+    A UNet block's whole output is cached, a DiT block's residual."""
+    every = sites.blocks(model, "block caching")
+    unet = sites.find_unet(model) is not None
+    chosen = sites.select(model, blocks, default=every[1:-1] if unet else every, who="block caching")
+    return [(s, m, "output" if unet else "residual") for s, m in chosen]
 
 
 def rel_l1(new: torch.Tensor, old: torch.Tensor) -> float:
@@ -88,7 +80,7 @@ class _Recorder(ModelHook):
     (schedule the step) once it reaches δ; fit scale-shift of the stale cache on other steps."""
 
     def __init__(self, site: str, mode: str, c: BlockCachingConfig):
-        self.site, self.mode, self.c, self.name = site, mode, c, "block-caching-calibration"
+        self.site, self.mode, self.c = site, mode, c
         self.prev = self.ref = None
         self.acc, self.steps, self.align = 0.0, [], {}
 
@@ -115,12 +107,8 @@ def calibrate_block_caching(model, x, sigmas, config: BlockCachingConfig | None 
     return ``config`` with the automatic per-block ``schedule`` (and ``alignment``) filled in."""
     c = config or BlockCachingConfig()
     recs = [(m, _Recorder(site, mode, c)) for site, m, mode in block_sites(model, c.blocks)]
-    attached = [(m, add_hook(m, r)) for m, r in recs]
-    try:
+    with attach("block-caching-calibration", recs):
         sample(denoiser if denoiser is not None else model, x, sigmas, **sample_kw)
-    finally:
-        for m, name in attached:
-            remove_hook(m, name)
     return BlockCachingConfig(c.threshold, {r.site: r.steps for _, r in recs}, c.scale_shift,
                               {r.site: r.align for _, r in recs} if c.scale_shift else None,
                               c.blocks, len(sigmas) - 1)
@@ -133,15 +121,29 @@ def apply_block_caching(model, config: BlockCachingConfig) -> Handle:
                          "config) first and apply the config it returns")
     if c.scale_shift and c.alignment is None:
         raise ValueError("scale_shift=True needs the alignment fitted by calibrate_block_caching")
-    policy, store, stats = SiteSteps(c.schedule, c.num_steps), CacheStore(), {}
+    policy, stats = SiteSteps(c.schedule, c.num_steps), CacheStats()
+    store = CacheStore(stats)
 
     def adjust(ctx, site, v):
         st = c.alignment.get(site, {}).get(ctx.step)
         return v if st is None else scale_shift(v, *st)
 
-    attached = []
-    for site, m, mode in block_sites(model, c.blocks):
-        if site in c.schedule:
-            hook = SiteCache(site, store, policy, mode, stats, "block-caching", adjust if c.scale_shift else None)
-            attached.append((m, add_hook(m, hook)))
-    return Handle("block-caching", attached, store, stats)
+    hooks = [(m, SiteCache(site, store, policy, mode, stats, adjust=adjust if c.scale_shift else None))
+             for site, m, mode in block_sites(model, c.blocks) if site in c.schedule]
+    return attach("block-caching", hooks, store, stats)
+
+
+def prepare_block_caching(model, config: BlockCachingConfig, run: Run, **budget) -> BlockCachingConfig:
+    """Calibrate ``config`` on ``run`` (the technique registry's prepare step)."""
+    return calibrate_block_caching(model, run.x, run.sigmas, config, denoiser=run.denoiser, solver=run.solver,
+                                   cond=run.cond, seed=run.seed)
+
+
+def _check(model) -> str | None:
+    return None if sites.kind(model) is not None else "needs a UNet or a transformer with .blocks"
+
+
+register(Technique("block-caching", "caching", BlockCachingConfig, apply_block_caching, _check, needs=("schedule",),
+                   prepare_fn=prepare_block_caching, exact=lambda n: BlockCachingConfig(threshold=0.0),
+                   eager=lambda n: BlockCachingConfig(threshold=1.0, scale_shift=True),
+                   paper="Wimbauer et al. 2024, Cache Me if You Can"))

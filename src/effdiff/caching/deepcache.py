@@ -1,12 +1,15 @@
 """DeepCache (Ma et al. 2024): reuse a UNet's high-level features across steps; on cached steps
-only the shallow branch (input block ≤ b and its mirrored output blocks) is recomputed."""
+only the shallow branch (input block ≤ b and its mirrored output blocks) is recomputed. Works on
+effdiff's UNet and on diffusers' ``UNet2DConditionModel`` (down / mid / up blocks; a cached
+down block returns its ``(hidden, res_samples)`` tuple as computed at the last full step)."""
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
-from ..hooks import CacheStore, Handle, SiteCache, add_hook
+from .. import sites
+from ..hooks import CacheStats, CacheStore, Handle, SiteCache, attach
+from ..techniques import Technique, register
 from .policies import StepSet, every, nonuniform_steps
 
 
@@ -24,51 +27,44 @@ class DeepCacheConfig:
     full_fraction: float | None = None
 
 
-def unet_of(model):
-    """The UNet inside a denoiser wrapper (``.net``) or the model itself; must expose
-    ``input_blocks`` / ``middle_block`` / ``output_blocks`` (our UNet, ADM-style UNets)."""
-    net = getattr(model, "net", model)
-    for attr in ("input_blocks", "middle_block", "output_blocks"):
-        if not hasattr(net, attr):
-            raise TypeError(f"DeepCache needs a UNet with input_blocks/middle_block/output_blocks; "
-                            f"{type(net).__name__} has no {attr!r}")
-    return net
+def _policy(c: DeepCacheConfig) -> StepSet:
+    if c.interval < 1:
+        raise ValueError(f"interval must be >= 1, got {c.interval}")
+    if c.full_fraction is not None and not 0 < c.full_fraction <= 1:
+        raise ValueError(f"full_fraction must be in (0, 1], got {c.full_fraction}")
+    if not c.nonuniform:
+        return every(c.interval)
 
+    def full(n: int) -> int:
+        return max(1, math.ceil(c.full_fraction * n)) if c.full_fraction else -(-n // c.interval)
 
-def _foreign(model):
-    """The integration's ``apply_deepcache`` when ``model`` wraps a foreign (diffusers) UNet."""
-    net = getattr(model, "net", model)
-    if type(net).__module__.split(".")[0] == "diffusers":
-        from ..integrations.diffusers import apply_deepcache
-        return apply_deepcache
-    return None
+    def center(n: int):
+        return None if c.center is None else (c.center % n if c.center < 0 else min(c.center, n - 1))
+    return StepSet(lambda n: nonuniform_steps(n, full(n), center(n), c.power))
 
 
 def apply_deepcache(model, config: DeepCacheConfig | None = None) -> Handle:
-    if (foreign := _foreign(model)) is not None:
-        return foreign(model, config)
     c = config or DeepCacheConfig()
-    net = unet_of(model)
+    net = sites.unet(model, "DeepCache")
     n_in, n_out = len(net.input_blocks), len(net.output_blocks)
     if not 0 <= c.branch < min(n_in, n_out) - 1:
         raise ValueError(f"branch must be in [0, {min(n_in, n_out) - 2}] for this UNet, got {c.branch}")
-    if c.full_fraction is not None and not 0 < c.full_fraction <= 1:
-        raise ValueError(f"full_fraction must be in (0, 1], got {c.full_fraction}")
-    if c.nonuniform:
-        def full(n: int) -> int:
-            return max(1, math.ceil(c.full_fraction * n)) if c.full_fraction else -(-n // c.interval)
-
-        def center(n: int):
-            return None if c.center is None else (c.center % n if c.center < 0 else min(c.center, n - 1))
-        policy = StepSet(lambda n: nonuniform_steps(n, full(n), center(n), c.power))
-    else:
-        policy = every(c.interval)
-    store, stats = CacheStore(), {}
+    policy = _policy(c)
+    stats = CacheStats()
+    store = CacheStore(stats)
     # the deep part: input blocks after b, the middle block, output blocks before n_out - 1 - b
-    sites = [(f"input_blocks.{i}", net.input_blocks[i]) for i in range(c.branch + 1, n_in)]
-    sites.append(("middle_block", net.middle_block))
-    sites += [(f"output_blocks.{i}", net.output_blocks[i]) for i in range(0, n_out - 1 - c.branch)]
-    attached = []
-    for site, module in sites:
-        attached.append((module, add_hook(module, SiteCache(site, store, policy, stats=stats, name="deepcache"))))
-    return Handle("deepcache", attached, store, stats)
+    deep = [net.input(i) for i in range(c.branch + 1, n_in)] + [net.middle()]
+    deep += [net.output(i) for i in range(0, n_out - 1 - c.branch)]
+    return attach("deepcache", [(m, SiteCache(site, store, policy, stats=stats)) for site, m in deep], store, stats)
+
+
+def _check(model) -> str | None:
+    u = sites.find_unet(model)
+    if u is None:
+        return "needs a UNet (input/middle/output blocks)"
+    return None if min(len(u.input_blocks), len(u.output_blocks)) >= 2 else "the UNet has too few blocks"
+
+
+register(Technique("deepcache", "caching", DeepCacheConfig, apply_deepcache, _check,
+                   exact=lambda n: DeepCacheConfig(interval=1), eager=lambda n: DeepCacheConfig(interval=3),
+                   paper="Ma et al. 2024, DeepCache"))

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..hooks import CacheStore, Handle, SpanCache
-from .fora import dit_blocks
+from .. import sites
+from ..hooks import CacheStats, CacheStore, Handle, SpanCache, attach
+from ..techniques import Technique, register
 from .policies import StepSet, window_steps
 
 
@@ -29,7 +30,7 @@ class DeltaDiTConfig:
 
 def apply_delta_dit(model, config: DeltaDiTConfig | None = None) -> Handle:
     c = config or DeltaDiTConfig()
-    blocks = dit_blocks(model)
+    blocks = sites.dit_blocks(model, "Δ-DiT")
     D, m = len(blocks), c.num_blocks
     if not 1 <= m <= D // 2:
         raise ValueError(f"num_blocks must be in [1, {D // 2}] for a DiT of depth {D} (front and rear spans "
@@ -40,10 +41,21 @@ def apply_delta_dit(model, config: DeltaDiTConfig | None = None) -> Handle:
     def b(n: int) -> int:
         return n // 2 if c.boundary_step is None else c.boundary_step
 
-    store, stats = CacheStore(), {}
+    stats = CacheStats()
+    store = CacheStore(stats)
     rear = SpanCache(f"blocks.{D - m}-{D - 1}", store, StepSet(lambda n: window_steps(n, c.interval, 0, b(n))),
-                     stats, "delta-dit")
+                     stats)
     front = SpanCache(f"blocks.0-{m - 1}", store, StepSet(lambda n: window_steps(n, c.interval, b(n), n)),
-                      stats, "delta-dit")
-    attached = front.attach(blocks[:m]) + rear.attach(blocks[D - m:])
-    return Handle("delta-dit", attached, store, stats)
+                      stats)
+    return attach("delta-dit", front.hooks(blocks[:m]) + rear.hooks(blocks[D - m:]), store, stats)
+
+
+def _check(model) -> str | None:
+    found = sites.find_dit_blocks(model)
+    return None if found is not None and len(found[1]) >= 2 else "needs a transformer with >= 2 blocks"
+
+
+register(Technique("delta-dit", "caching", DeltaDiTConfig, apply_delta_dit, _check,
+                   exact=lambda n: DeltaDiTConfig(interval=1, num_blocks=1),
+                   eager=lambda n: DeltaDiTConfig(interval=2, num_blocks=1),
+                   paper="Chen et al. 2024, Δ-DiT"))

@@ -18,20 +18,23 @@ current input still flows through) or, as in the paper, each block's attention a
 
     router = train_l2c_router(den, steps=20, solver="ddim")
     router.save("l2c-ddim20")
-    with apply_l2c(den, Router.load("l2c-ddim20"), threshold=0.5):
+    with apply_l2c(den, L2CConfig(Router.load("l2c-ddim20"), threshold=0.5)):
         x = ed.sample(den, x, sigmas, solver="ddim", cond=labels)
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 
 from .. import checkpoint as ckpt
-from ..hooks import CacheStore, Handle, ModelHook, SiteCache, add_hook, remove_hook
-from ..sampling import current_context, randn, sample
+from ..sites import dit_blocks, kind, network, sublayer
+from ..context import current_context
+from ..hooks import CacheStats, CacheStore, Handle, ModelHook, SiteCache, attach
+from ..sampling import randn, sample
+from ..techniques import Run, Technique, register
 from .block_caching import block_sites
-from .fora import dit_blocks
 from .policies import SiteSteps
 
 _FORMAT = "effdiff-l2c-router-1"
@@ -39,11 +42,11 @@ _FORMAT = "effdiff-l2c-router-1"
 
 def l2c_sites(model, granularity: str = "block") -> list[tuple[str, torch.nn.Module, str]]:
     """(site, module, cache mode) of the routable layers of a DiT, in call order."""
+    blocks = dit_blocks(model, "Learning-to-Cache")
     if granularity == "block":
         return block_sites(model)
     if granularity == "sublayer":
-        return [(f"blocks.{i}.{p}", getattr(b, p), "output") for i, b in enumerate(dit_blocks(model))
-                for p in ("attn", "mlp")]
+        return [(f"blocks.{i}.{p}", sublayer(b, p), "output") for i, b in enumerate(blocks) for p in ("attn", "mlp")]
     raise ValueError(f"granularity must be 'block' or 'sublayer', got {granularity!r}")
 
 
@@ -108,16 +111,36 @@ class Router:
             raise ckpt.CheckpointError(f"{path}: damaged router: {e}") from None
 
 
-def apply_l2c(model, router: Router, threshold: float = 0.5) -> Handle:
+@dataclass
+class L2CConfig:
+    """router: the trained ``Router`` (``train_l2c_router`` or ``Router.load``); threshold: at a
+    cache step, a layer is recomputed iff its β > threshold (0 computes everything)."""
+    router: Router | None = None
+    threshold: float = 0.5
+
+
+def apply_l2c(model, config: L2CConfig) -> Handle:
     """Reuse each layer at the steps where ``β <= threshold`` (``SiteCache`` over the router's
     schedule). The sampler must run ``router.num_steps`` steps. ``stats``: computed / reused."""
+    if not isinstance(config, L2CConfig):
+        raise TypeError(f"apply_l2c takes an L2CConfig(router=..., threshold=...), got {type(config).__name__}")
+    router = config.router
+    if router is None:
+        raise ValueError("L2CConfig.router is empty: train one with train_l2c_router(den, ...) or Router.load(path)")
     sites = l2c_sites(model, router.granularity)
     if [s for s, _, _ in sites] != router.sites:
         raise ValueError(f"this router was trained for layers {router.sites[:3]}... ({len(router.sites)}), "
                          f"the model has {len(sites)} {router.granularity} layers")
-    policy, store, stats = SiteSteps(router.schedule(threshold), router.num_steps), CacheStore(), {}
-    attached = [(m, add_hook(m, SiteCache(site, store, policy, mode, stats, "l2c"))) for site, m, mode in sites]
-    return Handle("l2c", attached, store, stats)
+    policy, stats = SiteSteps(router.schedule(config.threshold), router.num_steps), CacheStats()
+    store = CacheStore(stats)
+    return attach("l2c", [(m, SiteCache(site, store, policy, mode, stats)) for site, m, mode in sites], store, stats)
+
+
+def prepare_l2c(model, config: L2CConfig, run: Run, num_samples: int = 32, iters: int = 200, **train) -> L2CConfig:
+    """Train the router for ``run``'s solver and σ schedule (the technique registry's prepare step)."""
+    router = train_l2c_router(model, sigmas=run.sigmas, solver=run.solver, num_samples=num_samples, iters=iters,
+                              **train)
+    return dataclasses.replace(config, router=router)
 
 
 # ------------------------------------------------------------------------------------
@@ -126,7 +149,6 @@ def apply_l2c(model, router: Router, threshold: float = 0.5) -> Handle:
 
 class _Record(ModelHook):
     """Teacher run: keep each layer's value (residual or output) at stage 0 of every step."""
-    name = "l2c-record"
 
     def __init__(self, mode: str, out: list):
         self.mode, self.out = mode, out
@@ -141,7 +163,6 @@ class _Record(ModelHook):
 
 class _Mix(ModelHook):
     """Training: the layer's value is ``β·fresh + (1-β)·cached`` (β per sample: its step's)."""
-    name = "l2c-train"
 
     def __init__(self, site: str, k: int, mode: str, batch: dict):
         self.site, self.k, self.mode, self.batch = site, k, mode, batch
@@ -172,7 +193,7 @@ class Teacher:
 @torch.no_grad()
 def teacher(den, sites, sigmas, solver: str, n: int, seed: int = 0) -> Teacher:
     """Record ``n`` full-compute generations (noise and labels from ``seed``) at ``sites``."""
-    cfg = getattr(den, "net", den).config
+    cfg = network(den).config
     g = torch.Generator().manual_seed(seed)
     k = getattr(den, "cond_classes", 0)
     cond = torch.randint(0, k, (n,), generator=g) if k else None
@@ -184,13 +205,9 @@ def teacher(den, sites, sigmas, solver: str, n: int, seed: int = 0) -> Teacher:
             xs.append(x), sig.append(sigma), outs.append(y)
         return y
 
-    attached = [(m, add_hook(m, _Record(mode, vals[s]))) for s, m, mode in sites]
-    try:
+    with attach("l2c-record", [(m, _Record(mode, vals[s])) for s, m, mode in sites]):
         x = randn((n, cfg.in_channels, cfg.image_size, cfg.image_size), seed=seed) * sigmas[0].float()
         sample(recording, x, sigmas, solver=solver, cond=cond, seed=seed)
-    finally:
-        for m, name in attached:
-            remove_hook(m, name)
     sg = torch.as_tensor(sigmas, dtype=torch.float64)
     w = (den.process.alpha(den.process.sigma_to_t(sg[1:])) * (1 - sg[1:] / sg[:-1])).float()
     return Teacher(torch.stack(xs), torch.stack(sig), torch.stack(outs), {s: torch.stack(v) for s, v in vals.items()},
@@ -202,7 +219,7 @@ class _Student:
 
     def __init__(self, den, sites):
         self.den, self.sites, self.batch = den, sites, {}
-        self.attached = [(m, add_hook(m, _Mix(s, k, mode, self.batch))) for k, (s, m, mode) in enumerate(sites)]
+        self.handle = attach("l2c-train", [(m, _Mix(s, k, mode, self.batch)) for k, (s, m, mode) in enumerate(sites)])
 
     def error(self, t: Teacher, step, idx, beta):
         """w_s² · mean squared error of D at (cache step, sample) pairs ``step``, ``idx`` [B]."""
@@ -219,8 +236,7 @@ class _Student:
                    for j, s in enumerate(steps)).item() / len(steps)
 
     def remove(self):
-        for m, name in self.attached:
-            remove_hook(m, name)
+        self.handle.remove()
 
 
 def l2c_loss(den, router: Router, threshold: float | None = None, *, sigmas=None, num_samples: int = 32,
@@ -274,3 +290,12 @@ def train_l2c_router(den, steps: int = 20, solver: str = "ddim", *, sigmas=None,
     finally:
         student.remove()
     return Router(logits.detach().clone(), [s for s, _, _ in sites], solver, S, granularity)
+
+
+def _check(model) -> str | None:
+    return None if kind(model) == "dit" else "needs a transformer with .blocks"
+
+
+register(Technique("l2c", "caching", L2CConfig, apply_l2c, _check, needs=("router",), prepare_fn=prepare_l2c,
+                   exact=lambda n: L2CConfig(threshold=0.0), eager=lambda n: L2CConfig(threshold=1.0),
+                   paper="Ma et al. 2024, Learning-to-Cache"))

@@ -3,8 +3,9 @@ Efficiently Serving Text-to-Image Diffusion Models", NSDI '24; survey §4.3).
 
 A generation stores its intermediate states x after K steps, for each K in a small set of
 choices (the paper: K in {5, 10, 15, 20, 25} of 50 steps). A later request whose condition
-matches retrieves the state after K steps and only runs the remaining σ tail ``sigmas[K:]``
-with its *own* condition, skipping K steps. The more similar the condition, the larger the K
+matches retrieves the state after K steps and only runs the remaining steps K..n-1 of the
+schedule (``ed.sample(..., start=K)``, so hooks see the true step indices) with its *own*
+condition, skipping K steps. The more similar the condition, the larger the K
 it may skip. Matching is exact on a key (class labels + guidance scale, shape, σ schedule) or
 approximate by cosine similarity between user-given condition embeddings (the paper compares
 CLIP embeddings); similarity thresholds, one per K, pick K.
@@ -18,7 +19,10 @@ index.
 
     cache = ApproximateCache(capacity_bytes=64 << 20, k_choices=(2, 4, 6))
     r = cached_sample(den, cache, x, sigmas, cond=labels, solver="euler", seed=0)
-    r.x, r.info["hit"], r.info["nfe_saved"]; cache.stats()
+    r.x, r.stats["hit"], r.stats["nfe_saved"]; cache.stats()
+
+As a registered technique (``techniques.get("nirvana")``), ``apply_nirvana(den, NirvanaConfig())``
+returns a handle whose ``sample(...)`` serves requests through one cache.
 """
 from __future__ import annotations
 
@@ -27,8 +31,11 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..context import current_context
 from ..denoisers import CFG
-from ..sampling import SampleResult, check_sigmas, current_context, sample
+from ..hooks import CacheStats, Handle
+from ..sampling import SampleResult, sample
+from ..techniques import Technique, register
 
 Tensor = torch.Tensor
 
@@ -164,7 +171,7 @@ def cached_sample(den, cache: ApproximateCache, x: Tensor, sigmas, cond=None, *,
                   seed: int | None = None, embedding: Tensor | None = None, guidance: float | None = None,
                   **options) -> SampleResult:
     """One request through the approximate cache: on a hit, start from the cached state after
-    K steps and run ``ed.sample`` on ``sigmas[K:]`` with this request's ``cond``; on a miss, run
+    K steps and run steps K..n-1 (``ed.sample(..., start=K)``) with this request's ``cond``; on a miss, run
     the whole schedule and store the states after each K. Returns a ``SampleResult`` whose
     ``info`` holds the per-request stats (hit, k, similarity, nfe, nfe_saved, evicted).
 
@@ -174,7 +181,7 @@ def cached_sample(den, cache: ApproximateCache, x: Tensor, sigmas, cond=None, *,
     and initial noise returns exactly the uncached result; multistep solvers restart their
     history at σ_K and stochastic ones draw a fresh noise stream, as in the paper's reuse.
     """
-    sigmas = check_sigmas(sigmas)
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)    # ed.sample validates it
     n = len(sigmas) - 1
     if guidance is None and isinstance(den, CFG):
         guidance = den.config.scale
@@ -188,7 +195,8 @@ def cached_sample(den, cache: ApproximateCache, x: Tensor, sigmas, cond=None, *,
         cache.tick += 1
         entry.freq[k] += 1
         entry.last[k] = cache.tick
-        res = sample(den, entry.states[k].clone(), sigmas[k:], solver, cond, seed=seed, return_info=True, **options)
+        res = sample(den, entry.states[k].clone(), sigmas, solver, cond, start=k, seed=seed, return_info=True,
+                     **options)
         info["nfe_saved"] = entry.nfe[k]
         cache.counters["hits"] += 1
     else:
@@ -211,3 +219,46 @@ def cached_sample(den, cache: ApproximateCache, x: Tensor, sigmas, cond=None, *,
     cache.counters["nfe_spent"] += res.nfe
     cache.counters["nfe_saved"] += info["nfe_saved"]
     return SampleResult(res.x, res.nfe, res.steps, info)
+
+
+@dataclass
+class NirvanaConfig:
+    """The ``ApproximateCache`` a handle serves requests through: capacity_bytes, k_choices (steps
+    a hit skips), thresholds (cosine similarity needed per K; default spread over [0.8, 0.98])."""
+    capacity_bytes: int = 64 << 20
+    k_choices: tuple[int, ...] = (5, 10, 15, 20, 25)
+    thresholds: tuple[float, ...] | None = None
+
+
+class NirvanaHandle(Handle):
+    """Nothing is attached to the model; ``sample`` serves each request through ``cache``.
+    ``stats``: computed / reused denoiser evaluations (NFE spent / saved), peak_bytes."""
+
+    def __init__(self, cache: ApproximateCache):
+        super().__init__("nirvana", [], None, CacheStats())
+        self.cache = cache
+
+    def sample(self, denoiser, x, sigmas, solver="euler", cond=None, *, return_info: bool = False, **kw):
+        r = cached_sample(denoiser, self.cache, x, sigmas, cond, solver=solver, **kw)
+        self.stats.add(computed=r.nfe, reused=r.stats["nfe_saved"])
+        self.stats.peak("peak_bytes", self.cache.nbytes())
+        return r if return_info else r.x
+
+    def remove(self) -> None:
+        self.cache.clear()
+        super().remove()
+
+
+def apply_nirvana(model, config: NirvanaConfig | None = None) -> NirvanaHandle:
+    """A fresh approximate cache for requests to ``model`` (NIRVANA, Agarwal et al. 2024)."""
+    c = config or NirvanaConfig()
+    return NirvanaHandle(ApproximateCache(c.capacity_bytes, c.k_choices, c.thresholds))
+
+
+def _check(model) -> str | None:
+    return None if callable(model) else "needs a callable denoiser"
+
+
+register(Technique("nirvana", "caching", NirvanaConfig, apply_nirvana, _check,
+                   exact=lambda n: NirvanaConfig(k_choices=(n,)), eager=lambda n: NirvanaConfig(k_choices=(max(1, n // 2),)),
+                   paper="Agarwal et al. 2024, NIRVANA"))

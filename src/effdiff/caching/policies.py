@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 
-from ..sampling import LoopContext
+from ..context import LoopContext
 
 
 class StepSet:
@@ -12,14 +12,15 @@ class StepSet:
 
     def __init__(self, steps):
         self.steps = steps
-        self._resolved: tuple[int | None, set[int]] | None = None
+        self._resolved: dict[int | None, frozenset[int]] = {}   # num_steps -> steps (thread-safe)
 
-    def full_steps(self, num_steps: int | None) -> set[int]:
+    def full_steps(self, num_steps: int | None) -> frozenset[int]:
         if not callable(self.steps):
-            return set(self.steps)
-        if self._resolved is None or self._resolved[0] != num_steps:
-            self._resolved = (num_steps, set(self.steps(num_steps)))
-        return self._resolved[1]
+            return frozenset(self.steps)
+        got = self._resolved.get(num_steps)
+        if got is None:
+            got = self._resolved.setdefault(num_steps, frozenset(self.steps(num_steps)))
+        return got
 
     def __call__(self, ctx: LoopContext, site: str = "") -> bool:
         return ctx.step in self.full_steps(ctx.num_steps)

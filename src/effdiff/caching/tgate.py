@@ -21,8 +21,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..hooks import CacheStore, Handle, ModelHook, SiteCache, add_hook
-from ..sampling import current_context
+from .. import sites
+from ..context import current_context
+from ..hooks import CacheStats, CacheStore, Handle, ModelHook, SiteCache, attach
+from ..techniques import Technique, register
 from .policies import StepSet, window_steps
 
 CROSS, SELF = ("cross_attn", "attn2"), ("attn", "attn1")
@@ -37,16 +39,11 @@ class TGATEConfig:
     self_attn_interval: int | None = None
 
 
-def attention_sites(model: nn.Module, names: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
-    """(qualified name, module) of the submodules of ``model`` whose own name is in ``names``."""
-    return [(q, m) for q, m in model.named_modules() if q.rsplit(".", 1)[-1] in names and m is not None]
-
-
 class _SkipUncond(ModelHook):
     """On the outer denoiser: from the gate step on, drop CFG's unconditional branch."""
 
     def __init__(self, gate_step: int):
-        self.gate_step, self.name = gate_step, "tgate"
+        self.gate_step = gate_step
 
     def __call__(self, module, call_next, *args, **kwargs):
         ctx = current_context()
@@ -59,27 +56,26 @@ class _GateCache(ModelHook):
     """On a cross-attention module: compute before the gate (caching step m-1's output, CFG halves
     averaged), return the cache after it."""
 
-    def __init__(self, site: str, store: CacheStore, gate_step: int, stats: dict):
-        self.site, self.store, self.gate_step, self.stats, self.name = site, store, gate_step, stats, "tgate"
+    def __init__(self, site: str, store: CacheStore, gate_step: int, stats: CacheStats):
+        self.site, self.store, self.gate_step, self.stats = site, store, gate_step, stats
 
     def __call__(self, module, call_next, *args, **kwargs):
         ctx = current_context()
         if ctx is None or ctx.num_steps is None:
             return call_next(*args, **kwargs)
-        self.store.sync(ctx)
-        cached = self.store.get("gate", self.site)
+        cached = self.store.get(ctx, "gate", self.site)
         if ctx.step >= self.gate_step and cached is not None:
             B = args[0].shape[0]
             if B == 2 * cached.shape[0]:     # guidance wrapped outside the hooked model: serve both halves
                 ctx.skip_uncond = True       # (and run batch B from the next evaluation on)
                 cached = torch.cat([cached, cached])
             if cached.shape[0] == B:
-                self.stats["reused"] = self.stats.get("reused", 0) + 1
+                self.stats.add(reused=1)
                 return cached
         out = call_next(*args, **kwargs)
-        self.stats["computed"] = self.stats.get("computed", 0) + 1
+        self.stats.add(computed=1)
         if ctx.step >= self.gate_step - 1:   # the last full step (its last stage wins)
-            self.store.put("gate", self.site, out.chunk(2)[0] / 2 + out.chunk(2)[1] / 2 if ctx.branch == "cfg" else out)
+            self.store.put(ctx, "gate", self.site, out.chunk(2)[0] / 2 + out.chunk(2)[1] / 2 if ctx.branch == "cfg" else out)
         return out
 
 
@@ -92,16 +88,29 @@ def apply_tgate(model: nn.Module, config: TGATEConfig | None = None) -> Handle:
         raise ValueError(f"gate_step must be >= 1 (step 0 has to compute the cross-attention), got {c.gate_step}")
     if c.self_attn_interval is not None and c.self_attn_interval < 1:
         raise ValueError(f"self_attn_interval must be >= 1 or None, got {c.self_attn_interval}")
-    cross = attention_sites(model, CROSS)
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"TGATE hooks an nn.Module (a denoiser or network); got {type(model).__name__}")
+    cross = sites.named(model, CROSS)
     if not cross:
         raise TypeError(f"TGATE needs cross-attention modules (named {' or '.join(CROSS)}); "
                         f"{type(model).__name__} has none")
-    store, stats = CacheStore(), {}
-    attached = [(model, add_hook(model, _SkipUncond(c.gate_step)))]
-    attached += [(m, add_hook(m, _GateCache(site, store, c.gate_step, stats))) for site, m in cross]
+    stats = CacheStats()
+    store = CacheStore(stats)
+    hooks = [(model, _SkipUncond(c.gate_step))]
+    hooks += [(m, _GateCache(site, store, c.gate_step, stats)) for site, m in cross]
     if c.self_attn_interval is not None:
         m_, k = c.gate_step, c.self_attn_interval
         policy = StepSet(lambda n: window_steps(n, k, m_, n))
-        attached += [(m, add_hook(m, SiteCache(site, store, policy, stats=stats, name="tgate")))
-                     for site, m in attention_sites(model, SELF)]
-    return Handle("tgate", attached, store, stats)
+        hooks += [(m, SiteCache(site, store, policy, stats=stats)) for site, m in sites.named(model, SELF)]
+    return attach("tgate", hooks, store, stats)
+
+
+def _check(model) -> str | None:
+    if isinstance(model, nn.Module) and sites.named(model, CROSS):
+        return None
+    return f"needs cross-attention modules (named {' or '.join(CROSS)})"
+
+
+register(Technique("tgate", "caching", TGATEConfig, apply_tgate, _check,
+                   exact=lambda n: TGATEConfig(gate_step=n), eager=lambda n: TGATEConfig(max(1, n // 2), 2),
+                   paper="Zhang et al. 2024, TGATE"))

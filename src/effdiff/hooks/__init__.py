@@ -2,11 +2,13 @@
 
 A hook is middleware around one module's forward: ``hook(module, call_next, *args, **kwargs)``
 either calls ``call_next`` (compute) or returns something else (a cached output). Hooks read
-the sampling loop context (``effdiff.current_context()``: step, stage, branch) rather than
-guessing the step from timestep values. Removing every hook leaves the exact original module.
+the loop context (``effdiff.context.current_context()``: step, stage, branch, generation)
+rather than guessing the step from timestep values. ``attach(name, [(module, hook), ...])``
+is all-or-nothing and returns a ``Handle``; removing it leaves the exact original modules.
 """
-from .registry import ModelHook, HookRegistry, add_hook, remove_hook, hooks_of, remove_all_hooks, Handle
-from .cache import CacheStore, CacheHook, SiteCache, SpanCache
+from .registry import ModelHook, HookRegistry, add_hook, remove_hook, hooks_of, attach, Handle
+from .stats import Stats, CacheStats, ExitStats
+from .cache import CacheStore, SiteCache, SpanCache
 
-__all__ = ["ModelHook", "HookRegistry", "add_hook", "remove_hook", "hooks_of", "remove_all_hooks", "Handle",
-           "CacheStore", "CacheHook", "SiteCache", "SpanCache"]
+__all__ = ["ModelHook", "HookRegistry", "add_hook", "remove_hook", "hooks_of", "attach", "Handle",
+           "Stats", "CacheStats", "ExitStats", "CacheStore", "SiteCache", "SpanCache"]

@@ -1,14 +1,19 @@
-"""Feature caches that hooks share: one store per applied method, keyed by (branch, site),
-emptied whenever a new generation starts (so nothing leaks across requests or resolutions)."""
+"""Feature caches that hooks share: one store per applied method, keyed by (branch, site) within
+one generation of ``ed.sample``. Each generation (``LoopContext.generation``: one per ``sample()``
+call, per thread) has its own entries, dropped when that generation's context is gone, so
+concurrent requests on one model never see or clear each other's features."""
 from __future__ import annotations
 
+import threading
+import weakref
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..sampling import current_context, LoopContext
-from .registry import ModelHook, add_hook
+from ..context import current_context, LoopContext
+from .registry import ModelHook
+from .stats import CacheStats
 
 
 def _nbytes(v) -> int:
@@ -20,33 +25,47 @@ def _nbytes(v) -> int:
 
 
 class CacheStore:
-    """A dict (branch, site) -> value tied to one generation of ``ed.sample``."""
+    """Per generation, a dict (branch, site) -> value. A generation's entries start empty and go
+    when its loop context is released (the end of its ``sample()`` call)."""
 
-    def __init__(self):
-        self.data: dict[tuple[str, str], Any] = {}
-        self.generation: int | None = None
+    def __init__(self, stats: CacheStats | None = None):
+        self.data: dict[int, dict[tuple[str, str], Any]] = {}
+        self.stats = stats
         self.peak_bytes = 0
+        self._lock = threading.Lock()
 
-    def sync(self, ctx: LoopContext) -> None:
-        """Start empty on a new generation."""
-        if ctx.generation != self.generation:
-            self.data.clear()
-            self.generation = ctx.generation
+    def _of(self, ctx: LoopContext) -> dict:
+        gen = self.data.get(ctx.generation)
+        if gen is None:
+            with self._lock:
+                gen = self.data.setdefault(ctx.generation, {})
+            weakref.finalize(ctx, self._drop, ctx.generation)
+        return gen
 
-    def get(self, branch: str, site: str):
-        return self.data.get((branch, site))
+    def _drop(self, generation: int) -> None:
+        with self._lock:
+            self.data.pop(generation, None)
 
-    def put(self, branch: str, site: str, value) -> None:
-        self.data[(branch, site)] = value
-        self.peak_bytes = max(self.peak_bytes, self.nbytes())
+    def get(self, ctx: LoopContext, branch: str, site: str):
+        return self._of(ctx).get((branch, site))
+
+    def put(self, ctx: LoopContext, branch: str, site: str, value) -> None:
+        self._of(ctx)[(branch, site)] = value
+        n = self.nbytes()
+        with self._lock:
+            self.peak_bytes = max(self.peak_bytes, n)
+        if self.stats is not None:
+            self.stats.peak("peak_bytes", n)
 
     def nbytes(self) -> int:
-        """Bytes held now."""
-        return sum(_nbytes(v) for v in self.data.values())
+        """Bytes held now (all generations in progress)."""
+        with self._lock:
+            gens = [list(g.values()) for g in self.data.values()]
+        return sum(_nbytes(v) for g in gens for v in g)
 
     def clear(self) -> None:
-        self.data.clear()
-        self.generation = None
+        with self._lock:
+            self.data.clear()
 
 
 def _same_shape(cached, like) -> bool:
@@ -64,36 +83,33 @@ class SiteCache(ModelHook):
     Outside ``ed.sample`` (no loop context) it always computes and caches nothing."""
 
     def __init__(self, site: str, store: CacheStore, policy: Callable[[LoopContext, str], bool],
-                 mode: str = "output", stats: dict | None = None, name: str = "cache",
+                 mode: str = "output", stats: CacheStats | None = None,
                  adjust: Callable[[LoopContext, str, Any], Any] | None = None):
         if mode not in ("output", "residual"):
             raise ValueError(f"mode must be 'output' or 'residual', got {mode!r}")
-        self.site, self.store, self.policy, self.mode, self.name = site, store, policy, mode, name
-        self.stats = stats if stats is not None else {}
+        self.site, self.store, self.policy, self.mode = site, store, policy, mode
+        self.stats = stats if stats is not None else CacheStats()
         self.adjust = adjust
 
     def __call__(self, module: nn.Module, call_next, *args, **kwargs):
         ctx = current_context()
         if ctx is None:
             return call_next(*args, **kwargs)
-        self.store.sync(ctx)
         x = args[0] if args else None
-        cached = self.store.get(ctx.branch, self.site)
+        cached = self.store.get(ctx, ctx.branch, self.site)
         fresh = cached is None or not _same_shape(cached, x if self.mode == "residual" else cached)
         if self.mode == "output" and cached is not None and torch.is_tensor(x) and torch.is_tensor(cached):
             fresh = fresh or cached.shape[0] != x.shape[0]
         if fresh or self.policy(ctx, self.site):
             out = call_next(*args, **kwargs)
-            self.store.put(ctx.branch, self.site, out - x if self.mode == "residual" else out)
-            self.stats["computed"] = self.stats.get("computed", 0) + 1
+            self.store.put(ctx, ctx.branch, self.site, out - x if self.mode == "residual" else out)
+            self.stats.add(computed=1)
             return out
-        self.stats["reused"] = self.stats.get("reused", 0) + 1
+        self.stats.add(reused=1)
         if self.adjust is not None:
             cached = self.adjust(ctx, self.site, cached)
         return x + cached if self.mode == "residual" else cached
 
-
-CacheHook = SiteCache
 
 
 class SpanCache:
@@ -104,20 +120,19 @@ class SpanCache:
     ``ctx.state`` so all modules of the span agree. The span's inner outputs must be consumed
     only inside the span (a DiT's blocks; a UNet's blocks after ``input_blocks[0]``): skipped
     modules return an empty placeholder ``x[:, :0]``. ``stats``: computed / reused span
-    evaluations and their ``reuse_fraction``."""
+    evaluations."""
 
     def __init__(self, site: str, store: CacheStore, policy: Callable[[LoopContext, str], bool],
-                 stats: dict | None = None, name: str = "span"):
-        self.site, self.store, self.policy, self.name = site, store, policy, name
-        self.stats = stats if stats is not None else {}
+                 stats: CacheStats | None = None):
+        self.site, self.store, self.policy = site, store, policy
+        self.stats = stats if stats is not None else CacheStats()
 
-    def attach(self, modules) -> list[tuple[nn.Module, str]]:
-        """Hook ``modules`` (in call order); returns the (module, hook name) pairs for a Handle."""
+    def hooks(self, modules) -> list[tuple[nn.Module, ModelHook]]:
+        """The (module, hook) pairs over ``modules`` (in call order), for ``hooks.attach``."""
         modules = list(modules)
         if not modules:
             raise ValueError(f"span {self.site!r} is empty")
-        return [(m, add_hook(m, _SpanHook(self, k == 0, k == len(modules) - 1), self.name))
-                for k, m in enumerate(modules)]
+        return [(m, _SpanHook(self, k == 0, k == len(modules) - 1)) for k, m in enumerate(modules)]
 
     def _key(self, ctx: LoopContext):
         return ("span", id(self), ctx.branch)
@@ -125,7 +140,7 @@ class SpanCache:
 
 class _SpanHook(ModelHook):
     def __init__(self, span: SpanCache, head: bool, tail: bool):
-        self.span, self.head, self.tail, self.name = span, head, tail, span.name
+        self.span, self.head, self.tail = span, head, tail
 
     def __call__(self, module: nn.Module, call_next, *args, **kwargs):
         ctx, span = current_context(), self.span
@@ -133,15 +148,11 @@ class _SpanHook(ModelHook):
             return call_next(*args, **kwargs)
         key = span._key(ctx)
         if self.head:
-            span.store.sync(ctx)
             x = args[0]
-            cached = span.store.get(ctx.branch, span.site)
+            cached = span.store.get(ctx, ctx.branch, span.site)
             compute = cached is None or cached.shape != x.shape or bool(span.policy(ctx, span.site))
             ctx.state[key] = (ctx.nfe, compute, x)
-            k = "computed" if compute else "reused"
-            span.stats[k] = span.stats.get(k, 0) + 1
-            span.stats["reuse_fraction"] = span.stats.get("reused", 0) / (
-                span.stats.get("reused", 0) + span.stats.get("computed", 0))
+            span.stats.add(**{"computed" if compute else "reused": 1})
         else:
             nfe, compute, x = ctx.state.get(key, (None, True, None))
             if nfe != ctx.nfe:
@@ -153,10 +164,10 @@ class _SpanHook(ModelHook):
                 if out.shape != x.shape:
                     raise ValueError(f"span {span.site!r}: the last output {tuple(out.shape)} must have the "
                                      f"first input's shape {tuple(x.shape)} to cache their residual")
-                span.store.put(ctx.branch, span.site, out - x)
+                span.store.put(ctx, ctx.branch, span.site, out - x)
                 del ctx.state[key]
             return out
         if self.tail:
             del ctx.state[key]
-            return x + span.store.get(ctx.branch, span.site)
+            return x + span.store.get(ctx, ctx.branch, span.site)
         return args[0][:, :0]

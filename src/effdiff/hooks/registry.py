@@ -15,15 +15,12 @@ _ATTR = "_effdiff_hooks"
 
 
 class ModelHook:
-    """Base class. Subclasses override ``__call__``; ``reset`` drops per-generation state."""
+    """Base class. Subclasses override ``__call__``."""
 
     name: str = "hook"
 
     def __call__(self, module: nn.Module, call_next: Callable, *args, **kwargs) -> Any:
         return call_next(*args, **kwargs)
-
-    def reset(self) -> None:
-        pass
 
 
 class HookRegistry:
@@ -86,25 +83,24 @@ def hooks_of(module: nn.Module) -> dict[str, ModelHook]:
     return dict(reg.hooks) if reg else {}
 
 
-def remove_all_hooks(model: nn.Module) -> None:
-    for m in model.modules():
-        for name in list(hooks_of(m)):
-            remove_hook(m, name)
-
-
 class Handle:
-    """What every ``apply_*`` returns: ``handle.remove()`` detaches all its hooks; also a
-    context manager. ``handle.store`` is its cache (``handle.store.nbytes()``), ``handle.stats``
-    its counters."""
+    """What every ``apply_*`` returns: ``handle.remove()`` detaches all its hooks (also a context
+    manager). ``handle.store``: its cache (``store.nbytes()``) or None; ``handle.stats``: its
+    typed counters (``CacheStats``, ``ExitStats``)."""
 
-    def __init__(self, name: str, attached: list[tuple[nn.Module, str]], store=None, stats: dict | None = None,
+    def __init__(self, name: str, attached: list[tuple[nn.Module, str]], store=None, stats=None,
                  on_remove: Callable | None = None):
-        self.name, self.attached, self.store = name, attached, store
-        self.stats = stats if stats is not None else {}
+        self.name, self.attached, self.store, self.stats = name, attached, store, stats
         self._on_remove = on_remove
 
+    def sample(self, denoiser, x, sigmas, solver="euler", cond=None, **kw):
+        """One generation with this technique active: ``ed.sample`` (request-level techniques
+        such as NIRVANA route it through their cache)."""
+        from ..sampling import sample
+        return sample(denoiser, x, sigmas, solver, cond, **kw)
+
     def remove(self) -> None:
-        for module, hook_name in self.attached:
+        for module, hook_name in reversed(self.attached):
             if hook_name in hooks_of(module):
                 remove_hook(module, hook_name)
         self.attached = []
@@ -120,3 +116,24 @@ class Handle:
     def __exit__(self, *exc):
         self.remove()
         return False
+
+
+def attach(name: str, hooks: list[tuple[nn.Module, ModelHook]], store=None, stats=None) -> Handle:
+    """Attach every ``(module, hook)`` under ``name`` (all-or-nothing: a clash is reported before
+    anything is attached, and any failure detaches what was attached, then re-raises) and return
+    their ``Handle``. Also the way to hook temporarily: ``with attach(...): run``."""
+    clash = [type(m).__name__ for m, _ in hooks if name in hooks_of(m)]
+    if clash:
+        raise ValueError(f"a hook named {name!r} is already attached to {len(clash)} of these modules "
+                         f"({clash[0]}, ...); remove that handle first")
+    if len({id(m) for m, _ in hooks}) != len(hooks):
+        raise ValueError(f"{name!r} would attach two hooks to one module")
+    attached: list[tuple[nn.Module, str]] = []
+    try:
+        for module, hook in hooks:
+            attached.append((module, add_hook(module, hook, name)))
+    except BaseException:
+        for module, hook_name in reversed(attached):
+            remove_hook(module, hook_name)
+        raise
+    return Handle(name, attached, store, stats)
