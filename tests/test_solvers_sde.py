@@ -239,8 +239,8 @@ def test_adaptive_sde_tolerance_and_info(x_gauss):
     for eps in (0.05, 0.01):
         torch.manual_seed(3)
         infos = []
-        r = ed.sample(gauss, x_gauss[:512], T.karras(5, SMIN, SMAX), solver="adaptive-sde", eps_abs=eps,
-                      eps_rel=eps, return_info=True, callback=infos.append)
+        r = ed.sample(gauss, x_gauss[:512], T.karras(5, SMIN, SMAX), solver="adaptive-sde", atol=eps,
+                      rtol=eps, return_info=True, callback=infos.append)
         assert infos[-1]["accepted"] == len(infos) - 1
         assert r.nfe == 2 * (infos[-1]["accepted"] + infos[-1]["rejected"]) + 1
         nfes.append(r.nfe)

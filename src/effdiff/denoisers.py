@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from .process import Process, EDM
+from .context import current_context
 
 Tensor = torch.Tensor
 
@@ -222,7 +223,6 @@ class CFG(nn.Module):
         return torch.full_like(cond, null)
 
     def forward(self, x: Tensor, sigma, cond=None) -> Tensor:
-        from .sampling import current_context  # late import: sampling imports this module
         cfg = self.config
         sigma = as_batch_sigma(sigma, x)
         active = cond is not None and cfg.scale != 1.0

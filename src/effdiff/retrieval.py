@@ -9,9 +9,9 @@
 - Retrieval-guided initialization (SDEdit-like, survey §3.3.5): start from the stored sample
   nearest to a query, noised to an intermediate σ, and finish the trajectory from there.
 
-Partial trajectories run the registered solver functions on a slice of the σ schedule inside one
-loop context, so hooks see the true step index and the NFE is counted as in ``ed.sample``.
-A multistep solver restarts its history after the jump (its first step there is first order).
+Partial trajectories are segments of one ``ed.sampling.Session`` (one generation), so hooks see
+the true step index and the NFE is counted as in ``ed.sample``. A multistep solver restarts its
+history after the jump (its first step there is first order).
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import torch
 
 from . import checkpoint, solvers
-from .sampling import NoiseSampler, _Counted, check_sigmas, loop_context, randn, seeds_for
+from .sampling import NOISE_STREAM, Session, check_sigmas, randn, seeds_for
 
 Tensor = torch.Tensor
 
@@ -38,26 +38,9 @@ class RetrievalResult:
     info: dict = field(default_factory=dict)
 
 
-def _noise(seed, n, device):
-    return NoiseSampler(seeds_for(seed + 7919, n) if seed is not None else None, device=device)
-
-
-def _segment(ctx, denoiser, x, sigmas, lo: int, hi: int, solver: str, cond, noise, callback=None, **opts):
-    """Run ``solver`` over steps lo..hi-1 of ``sigmas`` inside the loop context ``ctx``."""
-    if hi <= lo:
-        return x
-    fn = solvers.get(solver)
-    den = _Counted(denoiser, cond, ctx, True)
-
-    def step_done(info):
-        i = lo + int(info["i"])
-        ctx.step, ctx.stage = i + 1, 0
-        if callback is not None:
-            callback({**info, "i": i})
-
-    ctx.step, ctx.stage = lo, 0
-    with torch.no_grad():
-        return fn(den, x, sigmas[lo:hi + 1], noise=noise, callback=step_done, **opts)
+def _check_k(k_early: int, k_late: int, n: int) -> None:
+    if not 0 < k_early < k_late < n:
+        raise ValueError(f"need 0 < k_early < k_late < steps={n}, got k_early={k_early}, k_late={k_late}")
 
 
 def _labels(cond, n):
@@ -94,9 +77,7 @@ class KnowledgeBase:
     def __init__(self, keys: Tensor, values: Tensor, sigmas: Tensor, k_early: int, k_late: int,
                  labels: Tensor | None = None, solver: str = "ddim", solver_opts: dict | None = None):
         sigmas = check_sigmas(sigmas)
-        n = len(sigmas) - 1
-        if not 0 < k_early < k_late < n:
-            raise ValueError(f"need 0 < k_early < k_late < steps={n}, got k_early={k_early}, k_late={k_late}")
+        _check_k(k_early, k_late, len(sigmas) - 1)
         if keys.ndim != 2 or keys.shape[0] != values.shape[0] or keys.shape[1] != values[0].numel():
             raise ValueError(f"keys [n, D] and values [n, ...] must match, got {tuple(keys.shape)}, {tuple(values.shape)}")
         if labels is not None and labels.shape != (keys.shape[0],):
@@ -114,6 +95,7 @@ class KnowledgeBase:
         """Run ``n`` trajectories of ``solver`` from seeded noise (``shape`` per sample, or the
         initial noise ``x``) up to step k_late; store (state at k_early, state at k_late)."""
         sigmas = check_sigmas(sigmas)
+        _check_k(k_early, k_late, len(sigmas) - 1)
         if x is None:
             if shape is None:
                 raise ValueError("KnowledgeBase.build needs shape= (one sample's shape) or the initial noise x=")
@@ -121,14 +103,14 @@ class KnowledgeBase:
         if x.shape[0] != n:
             raise ValueError(f"x holds {x.shape[0]} samples, n={n}")
         labels = _labels(cond, n)
+        noise_seeds = seeds_for(seed + NOISE_STREAM, n)    # sample i's solver noise, at any batch size
         keys, values = [], []
         for s in range(0, n, batch_size):
             xb = x[s:s + batch_size]
             cb = cond[s:s + batch_size] if torch.is_tensor(cond) and cond.ndim > 0 else cond
-            noise = NoiseSampler([sd + s for sd in seeds_for(seed + 7919, len(xb))], device=xb.device)
-            with loop_context(len(sigmas) - 1) as ctx:
-                xk = _segment(ctx, denoiser, xb, sigmas, 0, k_early, solver, cb, noise, **solver_opts)
-                xv = _segment(ctx, denoiser, xk, sigmas, k_early, k_late, solver, cb, noise, **solver_opts)
+            with Session(denoiser, sigmas, cb, seeds=noise_seeds[s:s + len(xb)]) as run:
+                xk = run.run(xb, solver, stop=k_early, **solver_opts)
+                xv = run.run(xk, solver, start=k_early, stop=k_late, **solver_opts)
             keys.append(xk.reshape(len(xb), -1))
             values.append(xv)
         return cls(torch.cat(keys), torch.cat(values), sigmas, k_early, k_late, labels, solver, solver_opts)
@@ -179,14 +161,12 @@ def redi_sample(denoiser, kb: KnowledgeBase, x: Tensor, sigmas=None, *, cond=Non
     labels = _labels(cond, x.shape[0]) if per_class else None
     if per_class and labels is None:
         raise ValueError("per_class retrieval needs integer class labels as cond")
-    n = len(sigmas) - 1
-    noise = _noise(seed, x.shape[0], x.device)
-    with loop_context(n) as ctx:
-        xk = _segment(ctx, denoiser, x, sigmas, 0, kb.k_early, solver, cond, noise, callback, **opts)
-        nfe_head = ctx.nfe
+    with Session(denoiser, sigmas, cond, seed=seed, callback=callback) as s:
+        xk = s.run(x, solver, stop=kb.k_early, **opts)
+        nfe_head = s.nfe
         xv, idx, w, dist = kb.retrieve(xk, k, labels)
-        out = _segment(ctx, denoiser, xv, sigmas, kb.k_late, n, solver, cond, noise, callback, **opts)
-        nfe = ctx.nfe
+        out = s.run(xv, solver, start=kb.k_late, **opts)
+        nfe = s.nfe
     per_step = nfe_head / kb.k_early if kb.k_early else 1
     saved = int(round(per_step * (kb.k_late - kb.k_early)))
     return RetrievalResult(out, nfe, saved, idx, w, dist, {"k_early": kb.k_early, "k_late": kb.k_late})
@@ -210,10 +190,9 @@ def retrieval_init(denoiser, stored: Tensor, query: Tensor, sigmas, sigma: float
     z = randn(query.shape, seeds=seeds_for(0 if seed is None else seed, query.shape[0]), dtype=query.dtype,
               device=query.device)
     x = stored[idx[:, 0]].to(query.dtype) + sigma * z
-    noise = _noise(seed, query.shape[0], query.device)
-    with loop_context(len(tail) - 1) as ctx:
-        out = _segment(ctx, denoiser, x, tail, 0, len(tail) - 1, solver, cond, noise, callback, **solver_opts)
-        nfe = ctx.nfe
+    with Session(denoiser, tail, cond, seed=seed, callback=callback) as s:
+        out = s.run(x, solver, **solver_opts)
+        nfe = s.nfe
     steps_full, steps_run = len(sigmas) - 1, len(tail) - 1
     saved = int(round(nfe / steps_run * (steps_full - steps_run))) if steps_run else 0
     return RetrievalResult(out, nfe, saved, idx, None, d2[:, 0].sqrt(), {"sigma": float(sigma), "steps": steps_run})

@@ -1,67 +1,30 @@
-"""The front door ``sample()``: validation, the loop context, NFE counting, callbacks and
-per-sample seeded noise. Solvers (in ``solvers/``) are plain functions over a σ array.
+"""The sampling driver: ``sample()``, the one loop every fixed-grid solver runs in.
 
-The loop context is what hooks (caching, early exit) read instead of guessing the step from
-timestep values: ``step`` (index of the solver step in progress), ``num_steps``, ``stage``
-(which evaluation inside a multi-evaluation step: Heun's corrector is stage 1), ``branch``
-("cond", or "cfg" while guidance evaluates both branches in one batch) and ``sigma``.
+The driver owns the step index (true indices, also when only a segment ``start..stop`` of a
+schedule runs), the stage within a step, NFE counting, the final step to σ = 0, callbacks,
+shape / dtype / finite checks of every denoiser output, and per-sample seeded noise. Solvers
+(``solvers/``) are step functions; the few that own their loop get a ``Loop``. Several
+segments can run in one generation (``Session``): that is how Restart, ReDi, retrieval-guided
+initialization and NIRVANA compose, and hooks always see the true step.
+
+The loop context itself is in ``effdiff.context`` (the ground floor).
 """
 from __future__ import annotations
 
-import contextvars
-from contextlib import contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
+from . import solvers as _solvers
+from .context import LoopContext, current_context, loop_context
 from .denoisers import as_batch_sigma
 
 Tensor = torch.Tensor
 
-_CTX: contextvars.ContextVar["LoopContext | None"] = contextvars.ContextVar("effdiff_loop", default=None)
-
-
-@dataclass
-class LoopContext:
-    """State of the sampling loop in progress; read it with ``current_context()``."""
-    num_steps: int | None
-    step: int = 0
-    stage: int = 0
-    branch: str = "cond"
-    sigma: Tensor | None = None
-    nfe: int = 0
-    skip_uncond: bool = False
-    generation: int = 0
-    state: dict = field(default_factory=dict)  # per-generation scratch space for hooks
-
-    @contextmanager
-    def branch_scope(self, branch: str):
-        old, self.branch = self.branch, branch
-        try:
-            yield self
-        finally:
-            self.branch = old
-
-
-_generation = [0]
-
-
-def current_context() -> LoopContext | None:
-    """The loop context of the ``sample()`` call in progress, or None outside one."""
-    return _CTX.get()
-
-
-@contextmanager
-def loop_context(num_steps: int | None):
-    """Open a fresh loop context (a new generation: caches keyed to it start empty)."""
-    _generation[0] += 1
-    ctx = LoopContext(num_steps=num_steps, generation=_generation[0])
-    token = _CTX.set(ctx)
-    try:
-        yield ctx
-    finally:
-        _CTX.reset(token)
+__all__ = ["sample", "Session", "Loop", "SampleResult", "randn", "seeds_for", "NoiseSampler",
+           "check_sigmas", "current_context", "loop_context", "LoopContext"]
 
 
 # ------------------------------------------------------------------------------------
@@ -87,9 +50,28 @@ class NoiseSampler:
         return z.to(device=like.device, dtype=like.dtype)
 
 
+def check_seed(seed) -> int:
+    """A seed as a non-negative Python int (clear error otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, int) and not (torch.is_tensor(seed) and seed.numel() == 1
+                                                                  and not seed.is_floating_point()):
+        raise TypeError(f"seed must be an integer, got {seed!r}")
+    if int(seed) < 0:
+        raise ValueError(f"seed must be >= 0, got {int(seed)}")
+    return int(seed)
+
+
 def seeds_for(seed: int, n: int) -> list[int]:
-    """Per-sample seeds derived from one seed: sample i gets seed * 1_000_003 + i."""
-    return [int(seed) * 1_000_003 + i for i in range(n)]
+    """Per-sample seeds derived from one seed: sample i gets seed * 1_000_003 + i (mod 2**64)."""
+    seed = check_seed(seed)
+    return [(seed * 1_000_003 + i) % 2 ** 64 for i in range(n)]
+
+
+NOISE_STREAM = 7919   # seed offset of the solver-noise stream, so changing the solver never changes x_T
+
+
+def solver_noise(seed: int | None, n: int, device="cpu") -> "NoiseSampler":
+    """The per-sample noise stream of stochastic solvers for ``seed`` (global RNG when None)."""
+    return NoiseSampler(seeds_for(check_seed(seed) + NOISE_STREAM, n) if seed is not None else None, device=device)
 
 
 def randn(shape, seed: int | None = None, seeds: Sequence[int] | None = None, dtype=torch.float32, device="cpu") -> Tensor:
@@ -108,10 +90,16 @@ def randn(shape, seed: int | None = None, seeds: Sequence[int] | None = None, dt
 
 @dataclass
 class SampleResult:
+    """x: the samples; nfe: denoiser calls; steps: solver steps run; stats: the solver's counters
+    (adaptive and parallel solvers publish theirs here)."""
     x: Tensor
     nfe: int
     steps: int
-    info: dict = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def info(self) -> dict:  # the earlier name of ``stats``
+        return self.stats
 
 
 def check_sigmas(sigmas) -> Tensor:
@@ -131,11 +119,25 @@ def check_sigmas(sigmas) -> Tensor:
     return sigmas
 
 
-class _Counted:
-    """The denoiser as solvers see it: cond bound, σ broadcast, NFE counted, context kept."""
+def check_x(x) -> Tensor:
+    """x as solvers need it: a finite floating-point tensor with a non-empty batch."""
+    if not torch.is_tensor(x) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor, got {type(x).__name__}"
+                        + (f" of {x.dtype}" if torch.is_tensor(x) else ""))
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have a non-empty batch dimension, got shape {tuple(x.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or inf")
+    return x
 
-    def __init__(self, denoiser, cond, ctx: LoopContext, check: bool):
-        self.denoiser, self.cond, self.ctx, self.check = denoiser, cond, ctx, check
+
+class BoundDenoiser:
+    """The denoiser as solvers see it: ``D(x, sigma)`` with the condition bound, σ broadcast to
+    the batch, every call counted in the loop context and its output checked (finite, same shape
+    and dtype as x) with the step named in the error."""
+
+    def __init__(self, denoiser, cond, ctx: LoopContext, check_finite: bool = True):
+        self.denoiser, self.cond, self.ctx, self.check_finite = denoiser, cond, ctx, check_finite
 
     def __call__(self, x: Tensor, sigma) -> Tensor:
         ctx = self.ctx
@@ -144,52 +146,219 @@ class _Counted:
         out = self.denoiser(x, sigma, self.cond) if self.cond is not None else self.denoiser(x, sigma)
         ctx.nfe += 1
         ctx.stage += 1
-        if self.check and not torch.isfinite(out).all():
-            raise FloatingPointError(f"the denoiser returned NaN/inf at step {ctx.step} (σ={float(sigma[0]):.4g})")
+        where = f"at step {ctx.step} (σ={float(sigma[0]):.4g})"
+        if not torch.is_tensor(out):
+            raise TypeError(f"the denoiser returned {type(out).__name__}, not a tensor, {where}")
+        if out.shape != x.shape:
+            raise ValueError(f"the denoiser returned shape {tuple(out.shape)} for input {tuple(x.shape)} {where}")
+        if not out.is_floating_point():
+            raise TypeError(f"the denoiser returned dtype {out.dtype} {where}; it must return floating point")
+        if self.check_finite and not torch.isfinite(out).all():
+            raise FloatingPointError(f"the denoiser returned NaN/inf {where}")
         return out.to(x.dtype)
 
+    def tiled(self, p: int) -> "BoundDenoiser":
+        """The same denoiser for ``p`` stacked copies of the batch (a per-sample condition is
+        repeated p times), so a window of p steps is ONE counted call (parallel samplers)."""
+        cond = self.cond
+        if p > 1 and torch.is_tensor(cond) and cond.ndim > 0:
+            cond = torch.cat([cond] * p)
+        return BoundDenoiser(self.denoiser, cond, self.ctx, self.check_finite)
 
-def sample(denoiser: Callable, x: Tensor, sigmas, solver: str = "euler", cond=None, *,
-           seed: int | None = None, seeds: Sequence[int] | None = None, callback: Callable | None = None,
-           return_info: bool = False, progress: bool = False, check_finite: bool = True, **options):
-    """Integrate from ``x`` (noise at ``sigmas[0]``) down the σ schedule with ``solver``.
 
-    denoiser: any ``D(x, sigma, cond=None) -> x0``. cond: passed through (class labels...).
-    seed / seeds: per-sample noise for stochastic solvers (same seed, same sample, at any
-    batch size). callback(dict) is called after each step with x, i, sigma, denoised.
-    options go to the solver (eta, s_churn, order...). Returns x, or a ``SampleResult``
-    (x, nfe, steps) with ``return_info=True``.
+class Loop:
+    """What a loop-form solver (adaptive, parallel, restart) gets: the bound ``denoiser``, its
+    segment's ``sigmas`` (local indices 0..len-1 are true steps ``offset``..), the ``noise``
+    stream, ``stats`` to publish counters in, ``begin(j)`` / ``done(j, x, denoised)`` around its
+    local step j, and ``run`` / ``solve`` to delegate fixed-grid work to the driver."""
+
+    def __init__(self, session: "Session", start: int, stop: int):
+        self.session, self.offset = session, start
+        self.sigmas = session.sigmas[start:stop + 1]
+        if stop < len(session.sigmas) - 1:        # a segment ending above 0 still ends in 0 for the solver
+            self.sigmas = torch.cat([self.sigmas, self.sigmas.new_zeros(1)])
+        self.denoiser, self.noise, self.stats = session.denoiser, session.noise, session.stats
+
+    def begin(self, j: int) -> None:
+        self.session.begin(self.offset + j)
+
+    def done(self, j: int, x: Tensor, denoised: Tensor | None, sigma_hat: float | None = None, **extra) -> None:
+        self.session.done(self.offset + j, x, denoised, sigma_hat, **extra)
+
+    def run(self, solver, x: Tensor, start: int, stop: int, **options) -> Tensor:
+        """Steps ``start..stop-1`` (local indices) of ``solver`` through the driver."""
+        return self.session.run(x, solver, start=self.offset + start, stop=self.offset + stop, **options)
+
+    def solve(self, solver, x: Tensor, sigmas, **options) -> Tensor:
+        """An inner solve on its own grid ``sigmas`` (ending above 0 or at 0) inside the current
+        step: evaluations are counted (the stage keeps counting), the step index does not move
+        and no callback fires."""
+        return self.session.solve(x, solver, sigmas, **options)
+
+
+def _equal(a, b) -> bool:
+    try:
+        return bool(a == b)
+    except (RuntimeError, ValueError, TypeError):   # e.g. tensors inside
+        return False
+
+
+class Session:
+    """One generation of sampling: a loop context, the bound denoiser and the noise stream, over
+    which any number of segments of the schedule ``sigmas`` run with their true step indices::
+
+        with Session(D, sigmas, cond=labels, seed=0) as s:
+            x_k = s.run(x, "ddim", stop=k)          # steps 0..k-1
+            x = s.run(edit(x_k), "ddim", start=k)   # steps k..n-1, same generation
+        s.nfe, s.steps
     """
-    from . import solvers as _solvers
-    fn = _solvers.get(solver)
-    sigmas = check_sigmas(sigmas).to(x.device)
-    if not torch.is_tensor(x) or not x.is_floating_point():
-        raise TypeError("x must be a floating-point tensor")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or inf")
-    if seeds is None and seed is not None:
-        seeds = seeds_for(seed + 7919, x.shape[0])  # a stream separate from the initial noise
-    noise = NoiseSampler(seeds, device=x.device)
 
-    with loop_context(len(sigmas) - 1) as ctx:
-        den = _Counted(denoiser, cond, ctx, check_finite)
-        bar = None
-        if progress:
+    def __init__(self, denoiser: Callable, sigmas, cond=None, *, seed: int | None = None,
+                 seeds: Sequence[int] | None = None, noise: Callable | None = None,
+                 callback: Callable | None = None, progress: bool = False, check_finite: bool = True,
+                 desc: str = "sampling"):
+        if not callable(denoiser):
+            raise TypeError(f"denoiser must be callable D(x, sigma, cond=None), got {type(denoiser).__name__}")
+        if callback is not None and not callable(callback):
+            raise TypeError("callback must be callable")
+        self.sigmas = check_sigmas(sigmas)
+        self.n = len(self.sigmas) - 1
+        self._sig = self.sigmas.tolist()
+        self.base, self.cond, self.check_finite = denoiser, cond, check_finite
+        self.seed = None if seed is None else check_seed(seed)
+        self.seeds, self._noise, self.callback = seeds, noise, callback
+        self.progress, self.desc = progress, desc
+        self.noise = None
+        self.steps, self.stats = 0, {}
+        self._stack, self._last = None, None
+
+    # -- context ------------------------------------------------------------------------
+    def __enter__(self) -> "Session":
+        self._stack = ExitStack()
+        self.ctx = self._stack.enter_context(loop_context(self.n))
+        self._stack.enter_context(torch.no_grad())
+        self.denoiser = BoundDenoiser(self.base, self.cond, self.ctx, self.check_finite)
+        self.bar = None
+        if self.progress:
             from tqdm.auto import tqdm
-            bar = tqdm(total=len(sigmas) - 1, desc=solver, leave=False)
+            self.bar = self._stack.enter_context(tqdm(total=self.n, desc=self.desc, leave=False))
+        return self
 
-        def step_done(info: dict):
-            ctx.step, ctx.stage = int(info["i"]) + 1, 0
-            if bar is not None:
-                bar.update(1)
-            if callback is not None:
-                callback(info)
+    def __exit__(self, *exc):
+        self._stack.close()
+        return False
 
-        with torch.no_grad():
-            out = fn(den, x, sigmas, noise=noise, callback=step_done, **options)
-        if bar is not None:
-            bar.close()
-        nfe, steps, state = ctx.nfe, ctx.step, dict(ctx.state)
+    @property
+    def nfe(self) -> int:
+        return self.ctx.nfe
+
+    def _noise_for(self, x: Tensor) -> Callable:
+        if self.noise is None:
+            if self._noise is not None:
+                self.noise = self._noise
+            elif self.seeds is not None:
+                self.noise = NoiseSampler(self.seeds, device=x.device)
+            else:
+                self.noise = solver_noise(self.seed, x.shape[0], device=x.device)
+        return self.noise
+
+    def _check_cond(self, x: Tensor) -> None:
+        c = self.cond
+        if torch.is_tensor(c) and c.ndim > 0 and c.shape[0] not in (1, x.shape[0]):
+            raise ValueError(f"cond has batch {c.shape[0]} but x has batch {x.shape[0]}")
+
+    # -- what the loop does around every step ----------------------------------------------
+    def begin(self, i: int) -> None:
+        self.ctx.step, self.ctx.stage = i, 0
+
+    def done(self, i: int, x: Tensor, denoised: Tensor | None, sigma_hat: float | None = None, **extra) -> None:
+        self.steps += 1
+        if self.bar is not None:
+            self.bar.update(1)
+        if self.callback is not None:
+            sig = extra.pop("sigma", self.sigmas[min(i, self.n - 1)])
+            self.callback({"x": x, "i": i, "sigma": sig, "sigma_hat": float(sig) if sigma_hat is None else sigma_hat,
+                           "denoised": denoised, **extra})
+
+    def _check_state(self, x_new: Tensor, x: Tensor, i: int) -> None:
+        if not torch.is_tensor(x_new) or x_new.shape != x.shape or x_new.dtype != x.dtype:
+            got = f"shape {tuple(x_new.shape)} {x_new.dtype}" if torch.is_tensor(x_new) else type(x_new).__name__
+            raise RuntimeError(f"step {i} returned {got} for a state of shape {tuple(x.shape)} {x.dtype} "
+                               "(a solver bug)")
+
+    # -- segments ---------------------------------------------------------------------------
+    def run(self, x: Tensor, solver="euler", *, start: int = 0, stop: int | None = None, **options) -> Tensor:
+        """Run steps ``start..stop-1`` of the schedule with ``solver`` from ``x`` (the state at
+        ``sigmas[start]``); returns the state at ``sigmas[stop]`` (the sample when stop = n)."""
+        sol = _solvers.get(solver)
+        stop = self.n if stop is None else stop
+        for name, v in (("start", start), ("stop", stop)):
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an integer step index, got {v!r}")
+        if not 0 <= start <= stop <= self.n:
+            raise ValueError(f"need 0 <= start <= stop <= {self.n} (the schedule's steps), got start={start}, stop={stop}")
+        check_x(x)
+        self._check_cond(x)
+        noise = self._noise_for(x)
+        opts = sol.options(options)
+        if sol.loop:
+            return sol.fn(Loop(self, start, stop), x, **opts)
+        D, sig, state = self.denoiser, self._sig, None
+        last = self._last
+        if last is not None and last[0] is x and last[1] is sol and last[2] == start and _equal(last[3], options):
+            state = last[4]            # continuing the very state the last segment returned: keep its history
+        for i in range(start, stop):
+            self.begin(i)
+            step = _solvers.Step(i, self.n, sig[i], sig[i + 1], self.sigmas, noise)
+            if sig[i + 1] == 0 and sol.final == "denoised":
+                x_new = denoised = D(x, sig[i])
+            else:
+                x_new, denoised, state = sol.fn(D, x, step, state, **opts)
+            self._check_state(x_new, x, i)
+            x = x_new
+            self.done(i, x, denoised, step.sigma_hat)
+        self._last = (x, sol, stop, options, state)
+        return x
+
+    def solve(self, x: Tensor, solver, sigmas, **options) -> Tensor:
+        """Solve on the grid ``sigmas`` (any decreasing σ's, ending above 0 or at 0) inside the
+        current step: counted, no step advance, no callback. Restart's re-solves use it."""
+        sol = _solvers.get(solver)
+        if sol.loop:
+            raise ValueError(f"{sol.name!r} chooses its own steps; an inner solve needs a fixed-grid solver")
+        sig = torch.as_tensor(sigmas, dtype=torch.float64)
+        ends_above = float(sig[-1]) > 0
+        grid = check_sigmas(torch.cat([sig, sig.new_zeros(1)]) if ends_above else sig)
+        s, n = grid.tolist(), len(grid) - 1 - int(ends_above)
+        opts, state, noise = sol.options(options), None, self._noise_for(x)
+        for i in range(n):
+            step = _solvers.Step(i, len(s) - 1, s[i], s[i + 1], grid, noise)
+            if s[i + 1] == 0 and sol.final == "denoised":
+                x_new = self.denoiser(x, s[i])
+            else:
+                x_new, _, state = sol.fn(self.denoiser, x, step, state, **opts)
+            self._check_state(x_new, x, self.ctx.step)
+            x = x_new
+        return x
+
+
+def sample(denoiser: Callable, x: Tensor, sigmas, solver="euler", cond=None, *, start: int = 0,
+           stop: int | None = None, seed: int | None = None, seeds: Sequence[int] | None = None,
+           noise: Callable | None = None, callback: Callable | None = None, return_info: bool = False,
+           progress: bool = False, check_finite: bool = True, **options):
+    """Integrate from ``x`` (noise at ``sigmas[start]``) down the σ schedule with ``solver``.
+
+    denoiser: any ``D(x, sigma, cond=None) -> x0``; cond: passed through (class labels...).
+    start / stop: run only steps start..stop-1 (hooks see the true step indices).
+    seed / seeds: per-sample noise for stochastic solvers (same seed, same sample, at any batch
+    size); noise: a custom ``noise(like)`` instead. callback(dict) is called after each step with
+    x, i, sigma, sigma_hat, denoised. options go to the solver (eta, s_churn, order...).
+    Returns x, or a ``SampleResult`` (x, nfe, steps, stats) with ``return_info=True``.
+    """
+    sol = _solvers.get(solver)
+    with Session(denoiser, sigmas, cond, seed=seed, seeds=seeds, noise=noise, callback=callback,
+                 progress=progress, check_finite=check_finite, desc=sol.name) as s:
+        out = s.run(x, sol, start=start, stop=stop, **options)
     if return_info:
-        return SampleResult(out, nfe, steps, state)
+        return SampleResult(out, s.nfe, s.steps, dict(s.stats))
     return out

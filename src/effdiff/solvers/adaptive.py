@@ -52,11 +52,12 @@ def _check(atol, rtol, theta, h_init, pid):
         raise ValueError(f"pid must be (pcoeff, icoeff, dcoeff) numbers, got {pid!r}")
 
 
-def adaptive_solve(denoiser, x, sigmas, callback, pair, *, exponent: float, atol: float, rtol: float,
+def adaptive_solve(loop, x, pair, *, exponent: float, atol: float, rtol: float,
                    theta: float, h_init: float, pid=(0.0, 1.0, 0.0), max_steps: int = 10_000):
     """The shared accept/reject loop in λ from sigmas[0] to sigmas[-2], then x = D(x, σ_min).
     ``pair(x, σ, σ') -> (x_lower, x_higher, denoised)``; x_higher is kept on acceptance."""
     _check(atol, rtol, theta, h_init, pid)
+    sigmas, denoiser = loop.sigmas, loop.denoiser
     sigma_min = float(sigmas[-2]) if len(sigmas) > 2 else float(sigmas[0])
     lam, lam_end = -math.log(float(sigmas[0])), -math.log(sigma_min)
     h, x_prev, errs = h_init, x, []
@@ -70,22 +71,24 @@ def adaptive_solve(denoiser, x, sigmas, callback, pair, *, exponent: float, atol
         h = lam_end - lam if last else h
         sigma = math.exp(-lam)
         sigma_next = sigma_min if last else math.exp(-(lam + h))
+        loop.begin(accepted)
         x_lo, x_hi, denoised = pair(x, sigma, sigma_next)
         E = error_norm(x_hi, x_lo, x_prev, atol, rtol)
         if E <= 1:
             x, x_prev, lam = x_hi, x_lo, (lam_end if last else lam + h)
             errs = [E] + errs[:2]
             accepted += 1
-            callback({"x": x, "i": accepted - 1, "sigma": sigma, "sigma_hat": sigma, "sigma_next": sigma_next,
-                      "denoised": denoised, "accepted": accepted, "rejected": rejected})
+            loop.done(accepted - 1, x, denoised, sigma=sigma, sigma_next=sigma_next, accepted=accepted,
+                      rejected=rejected)
             cur = errs
         else:
             rejected += 1
             cur = [E] + errs[:2]
         h = min(h * step_factor(cur, exponent, theta, pid), lam_end - lam) if lam < lam_end else h
+    loop.begin(accepted)
     denoised = denoiser(x, sigma_min)
-    callback({"x": denoised, "i": accepted, "sigma": sigma_min, "sigma_hat": sigma_min, "sigma_next": 0.0,
-              "denoised": denoised, "accepted": accepted, "rejected": rejected})
+    loop.done(accepted, denoised, denoised, sigma=sigma_min, sigma_next=0.0, accepted=accepted, rejected=rejected)
+    loop.stats.update(solver="adaptive", accepted=accepted, rejected=rejected)
     return denoised
 
 
@@ -111,16 +114,16 @@ def _dpm_pair(denoiser, order: int, prediction: str):
     return pair
 
 
-@register("dpm-solver-12", order=2)
-@register("dpm-solver-23", order=3)
-def dpm_solver_adaptive(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 2,
+@register("dpm-solver-12", loop=True, order=2)
+@register("dpm-solver-23", loop=True, order=3)
+def dpm_solver_adaptive(loop, x, *, order: int = 2,
                         atol: float = 0.0078, rtol: float = 0.05, theta: float = 0.9, h_init: float = 0.05,
                         pid=(0.0, 1.0, 0.0), max_steps: int = 10_000, prediction: str = "noise"):
     """Adaptive DPM-Solver (Lu et al. 2022, App. C, Alg. 4): DPM-Solver-12 (order=2) or -23
     (order=3), h_new = θ h E^{-1/order} in λ; pid=(p, i, d) for a PID controller instead;
     prediction="data" runs the same pairs in DPM-Solver++ form."""
     check_options(order, prediction, orders=(2, 3))
-    return adaptive_solve(denoiser, x, sigmas, callback, _dpm_pair(denoiser, order, prediction), exponent=1 / order,
+    return adaptive_solve(loop, x, _dpm_pair(loop.denoiser, order, prediction), exponent=1 / order,
                           atol=atol, rtol=rtol, theta=theta, h_init=h_init, pid=pid, max_steps=max_steps)
 
 
@@ -139,16 +142,12 @@ def _ggf_pair(denoiser, noise):
     return pair
 
 
-@register("adaptive-sde")
-def adaptive_sde(denoiser, x, sigmas, *, noise=None, callback=None, eps_abs: float = 0.0078,
-                 eps_rel: float = 0.05, theta: float = 0.9, r: float = 0.9, h_init: float = 0.05,
+@register("adaptive-sde", loop=True)
+def adaptive_sde(loop, x, *, atol: float = 0.0078, rtol: float = 0.05, theta: float = 0.9, r: float = 0.9, h_init: float = 0.05,
                  pid=(0.0, 1.0, 0.0), max_steps: int = 10_000):
     """Gotta Go Fast (Jolicoeur-Martineau et al. 2021, Alg. 1): adaptive SDE solver, EM +
-    improved-Euler pair, mixed tolerance (eps_abs, eps_rel), h ← min(θ h E^{-r}, rest), in log σ."""
+    improved-Euler pair, mixed tolerance (atol, rtol: the paper's ε_abs, ε_rel), h ← min(θ h E^{-r}, rest), in log σ."""
     if r <= 0:
         raise ValueError(f"r (controller exponent) must be > 0, got {r}")
-    return adaptive_solve(denoiser, x, sigmas, callback, _ggf_pair(denoiser, noise), exponent=r,
-                          atol=eps_abs, rtol=eps_rel, theta=theta, h_init=h_init, pid=pid, max_steps=max_steps)
+    return adaptive_solve(loop, x, _ggf_pair(loop.denoiser, loop.noise), exponent=r, atol=atol, rtol=rtol, theta=theta, h_init=h_init, pid=pid, max_steps=max_steps)
 
-
-dpm_solver_adaptive.adaptive = adaptive_sde.adaptive = True   # they ignore the grid (restart checks)

@@ -24,18 +24,15 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
 @register("ddim")
 @register("ddpm", eta=1.0)
 @register("euler-ancestral", eta=1.0)
-def ddim(denoiser, x, sigmas, *, noise=None, callback=None, eta: float = 0.0, s_noise: float = 1.0):
+def ddim(denoiser, x, step, state=None, *, eta: float = 0.0, s_noise: float = 1.0):
     """DDIM with stochasticity eta (Song et al. 2021, eq. 12); eta=1 is DDPM ancestral
     sampling (Ho et al. 2020) and k-diffusion's Euler-ancestral."""
     if eta < 0:
         raise ValueError(f"eta must be >= 0, got {eta}")
-    s = sigmas.tolist()
-    for i in range(len(s) - 1):
-        sigma, sigma_next = s[i], s[i + 1]
-        denoised = denoiser(x, sigma)
-        sigma_down, sigma_up = ancestral_step(sigma, sigma_next, eta)
-        x = torch.lerp(denoised, x, sigma_down / sigma)
-        if sigma_up > 0:
-            x = x + noise(x) * (s_noise * sigma_up)
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    sigma = step.sigma
+    denoised = denoiser(x, sigma)
+    sigma_down, sigma_up = ancestral_step(sigma, step.sigma_next, eta)
+    x = torch.lerp(denoised, x, sigma_down / sigma)
+    if sigma_up > 0:
+        x = x + step.noise(x) * (s_noise * sigma_up)
+    return x, denoised, None

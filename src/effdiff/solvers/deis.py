@@ -31,11 +31,10 @@ VARIABLES = {"sigma": sigma_coeffs, "log-sigma": log_sigma_coeffs}
 @register("deis-1", order=1)
 @register("deis-2", order=2)
 @register("deis-3", order=3)
-def deis(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 3, variable: str = "sigma"):
+def deis(denoiser, x, step, state=None, *, order: int = 3, variable: str = "sigma"):
     """AB-DEIS (Zhang & Chen 2022, ρAB/tAB-DEIS): multistep exponential integrator with
     ε_θ extrapolated by a degree order-1 polynomial; orders 1, 2, .. while history is short
     (as the paper); order 1 is DDIM. The step to σ = 0 returns D. NFE = steps."""
     if variable not in VARIABLES:
         raise ValueError(f"variable must be one of {', '.join(VARIABLES)}, got {variable!r}")
-    return adams_bashforth(denoiser, x, sigmas, callback=callback, order=check_order(order, 3),
-                           coeffs=VARIABLES[variable])
+    return adams_bashforth(denoiser, x, step, state, order=check_order(order, 3), coeffs=VARIABLES[variable])

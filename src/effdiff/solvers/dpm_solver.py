@@ -24,8 +24,8 @@ Registered names (``order`` 1-3, ``method`` "singlestep" | "multistep", ``predic
     dpmpp-2s          DPM-Solver++(2S) (Lu et al. 2022b, Alg. 1, r = 1/2; k-diffusion's
                       dpmpp_2s_ancestral with eta=0)
     dpmpp-3s          DPM-Solver++(3S), singlestep 3rd order in data prediction
+    dpmpp-2m          DPM-Solver++(2M) (Lu et al. 2022b, Alg. 2), = ``dpmpp``
     dpmpp-3m          DPM-Solver++(3M), multistep 3rd order
-    (dpmpp-2m is in dpmpp.py; ``dpmpp`` with order=2, method="multistep" equals it exactly.)
 
 Rules: singlestep order k costs k evaluations per step; every solver's final step to σ=0
 returns the data prediction (1 evaluation), so singlestep NFE = k (n - 1) + 1. Multistep
@@ -45,6 +45,8 @@ from __future__ import annotations
 
 import math
 from functools import partial
+
+import torch
 
 from . import register
 
@@ -71,8 +73,9 @@ def exp_step(x, sigma: float, sigma_next: float, derivs, prediction: str = "data
         a, z, scale = sigma_next / sigma, -h, 1.0
     else:
         a, z, scale = 1.0, h, -sigma_next
-    out = x * a if a != 1.0 else x
-    for k, d in enumerate(derivs):
+    # the first term in closed form, h φ_1(z) = ±expm1(z) (no series, no cancellation)
+    out = torch.add(x * a if a != 1.0 else x, derivs[0], alpha=scale * math.expm1(z) * (h / z))
+    for k, d in enumerate(derivs[1:], start=1):
         out = out + d * (scale * h * phi(k + 1, z))
     return out
 
@@ -115,9 +118,10 @@ def multistep_update(x, ms, sigmas_hist, sigma_next: float, order: int, predicti
     if order == 1:
         return exp_step(x, sigma, sigma_next, [m0], prediction)
     r0 = (math.log(sigmas_hist[-2]) - math.log(sigma)) / h
+    if order == 2:  # the "midpoint" form m0 + (m0 - m_-1) / (2 r0) of the papers
+        return exp_step(x, sigma, sigma_next, [torch.add(m0 * (1 + 1 / (2 * r0)), ms[-2], alpha=-1 / (2 * r0))],
+                        prediction)
     d1_0 = (m0 - ms[-2]) / r0
-    if order == 2:  # the "midpoint" form of the papers and of dpmpp-2m
-        return exp_step(x, sigma, sigma_next, [m0 + d1_0 * 0.5], prediction)
     r1 = (math.log(sigmas_hist[-3]) - math.log(sigmas_hist[-2])) / h
     d1_1 = (ms[-2] - ms[-3]) / r1
     d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
@@ -134,31 +138,25 @@ def step_order(order: int, i: int, n: int, history: int, lower_order_final: bool
     return p
 
 
-def multistep(denoiser, x, sigmas, callback, update, *, order: int, prediction: str = "data",
+def multistep(denoiser, x, step, state, update, *, order: int, prediction: str = "data",
               lower_order_final: bool = True, lower_order_below: float = 15, correct=None):
-    """The multistep loop shared by DPM-Solver(++) and UniPC: one evaluation per step,
+    """One step of the multistep method shared by DPM-Solver(++) and UniPC: one evaluation,
     ``update(x, ms, sigmas_hist, sigma_next, p)`` predicts, the optional
-    ``correct(x_prev, ms, sigmas_hist, m_t, sigma_t, p)`` (UniC) corrects the state each new
-    evaluation lands on; the final step to σ=0 returns the data prediction. ``lower_order_final``
-    caps step i at order n - i when there are fewer than ``lower_order_below`` steps."""
-    n = len(sigmas) - 1
-    ms, hist = [], []
-    x_prev = p_prev = None
-    for i in range(n):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        m = model_output(x, denoised, sigma, prediction)
-        if correct is not None and x_prev is not None and sigma_next > 0:
-            x = correct(x_prev, ms, hist, m, sigma, p_prev)  # m stays evaluated at the prediction
-        ms, hist = (ms + [m])[-order:], (hist + [sigma])[-order:]
-        if sigma_next == 0:
-            x = denoised
-        else:
-            p = step_order(order, i, n, len(ms), lower_order_final, lower_order_below)
-            x_prev, p_prev = x, p
-            x = update(x, ms, hist, sigma_next, p)
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    ``correct(x_prev, ms, sigmas_hist, m_t, sigma_t, p)`` (UniC) corrects the state the new
+    evaluation landed on (m stays evaluated at the prediction). ``state`` = (outputs, their σ's,
+    the previous step's start and order). ``lower_order_final`` caps step i at order n - i when
+    there are fewer than ``lower_order_below`` steps."""
+    ms, hist, x_prev, p_prev = state if state is not None else ([], [], None, None)
+    sigma, sigma_next = step.sigma, step.sigma_next
+    denoised = denoiser(x, sigma)
+    m = model_output(x, denoised, sigma, prediction)
+    if correct is not None and x_prev is not None and sigma_next > 0:
+        x = correct(x_prev, ms, hist, m, sigma, p_prev)
+    ms, hist = (ms + [m])[-order:], (hist + [sigma])[-order:]
+    if sigma_next == 0:
+        return denoised, denoised, None
+    p = step_order(order, step.i, step.n, len(ms), lower_order_final, lower_order_below)
+    return update(x, ms, hist, sigma_next, p), denoised, (ms, hist, x, p)
 
 
 def check_options(order: int, prediction: str | None = None, method: str | None = None, orders=(1, 2, 3)):
@@ -178,26 +176,20 @@ def check_options(order: int, prediction: str | None = None, method: str | None 
 @register("dpm-solver-2m", prediction="noise", order=2, method="multistep")
 @register("dpm-solver-3m", prediction="noise", order=3, method="multistep")
 @register("dpmpp", prediction="data", order=2, method="multistep")
+@register("dpmpp-2m", prediction="data", order=2, method="multistep")
 @register("dpmpp-2s", prediction="data", order=2, method="singlestep")
 @register("dpmpp-3s", prediction="data", order=3, method="singlestep")
 @register("dpmpp-3m", prediction="data", order=3, method="multistep")
-def dpm_solver(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 3,
-               method: str = "singlestep", prediction: str = "noise", lower_order_final: bool = True):
+def dpm_solver(denoiser, x, step, state=None, *, order: int = 3, method: str = "singlestep",
+               prediction: str = "noise", lower_order_final: bool = True):
     """DPM-Solver-k (Lu et al. 2022, Alg. 1-2) with noise prediction, DPM-Solver++(kS/kM)
     (Lu et al. 2022b, Alg. 1-2) with data prediction; singlestep or multistep, order 1-3
     (lower_order_final applies to multistep)."""
     check_options(order, prediction, method)
     if method == "multistep":
         update = partial(multistep_update, prediction=prediction)
-        return multistep(denoiser, x, sigmas, callback, update, order=order, prediction=prediction,
+        return multistep(denoiser, x, step, state, update, order=order, prediction=prediction,
                          lower_order_final=lower_order_final)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            m0 = model_output(x, denoised, sigma, prediction)
-            x = singlestep_update(denoiser, x, sigma, sigma_next, m0, order, prediction)
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    denoised = denoiser(x, step.sigma)
+    m0 = model_output(x, denoised, step.sigma, prediction)
+    return singlestep_update(denoiser, x, step.sigma, step.sigma_next, m0, order, prediction), denoised, None

@@ -16,42 +16,33 @@ def churn(x, sigma: float, noise, *, s_churn: float, s_tmin: float, s_tmax: floa
     return x + noise(x) * s_noise * math.sqrt(sigma_hat ** 2 - sigma ** 2), sigma_hat
 
 
-def _churn_opts(s_churn, s_tmin, s_tmax, s_noise, n):
-    return dict(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise, n=n)
+def _churned(x, step, noise_opts):
+    """(x̂, σ̂) of this step after EDM's churn (σ̂ recorded on the step)."""
+    x, step.sigma_hat = churn(x, step.sigma, step.noise, n=step.n, **noise_opts)
+    return x, step.sigma_hat
 
 
-@register("euler")
-def euler(denoiser, x, sigmas, *, noise=None, callback=None, s_churn=0.0, s_tmin=0.0,
-          s_tmax=float("inf"), s_noise=1.0):
+@register("euler", final="step")
+def euler(denoiser, x, step, state=None, *, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
     """Euler on the probability-flow ODE (Karras et al. 2022, Alg. 2 without the 2nd-order
-    correction). With s_churn=0 this is exactly DDIM (eta=0)."""
-    opts = _churn_opts(s_churn, s_tmin, s_tmax, s_noise, len(sigmas) - 1)
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = churn(x, float(sigmas[i]), noise, **opts)
-        denoised = denoiser(x, sigma_hat)
-        d = (x - denoised) / sigma_hat
-        x = x + d * (float(sigmas[i + 1]) - sigma_hat)
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-    return x
+    correction); also the step to σ=0. With s_churn=0 this is exactly DDIM (eta=0)."""
+    x, sigma_hat = _churned(x, step, dict(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise))
+    denoised = denoiser(x, sigma_hat)
+    d = (x - denoised) / sigma_hat
+    return x + d * (step.sigma_next - sigma_hat), denoised, None
 
 
-@register("heun")
-def heun(denoiser, x, sigmas, *, noise=None, callback=None, s_churn=0.0, s_tmin=0.0,
-         s_tmax=float("inf"), s_noise=1.0):
+@register("heun", final="step")
+def heun(denoiser, x, step, state=None, *, s_churn=0.0, s_tmin=0.0, s_tmax=float("inf"), s_noise=1.0):
     """Heun's 2nd-order method (Karras et al. 2022, Alg. 2); Euler on the final step to σ=0.
     NFE = 2 n - 1 for n steps."""
-    opts = _churn_opts(s_churn, s_tmin, s_tmax, s_noise, len(sigmas) - 1)
-    for i in range(len(sigmas) - 1):
-        x, sigma_hat = churn(x, float(sigmas[i]), noise, **opts)
-        sigma_next = float(sigmas[i + 1])
-        denoised = denoiser(x, sigma_hat)
-        d = (x - denoised) / sigma_hat
-        dt = sigma_next - sigma_hat
-        if sigma_next == 0:
-            x = x + d * dt
-        else:
-            x2 = x + d * dt
-            d2 = (x2 - denoiser(x2, sigma_next)) / sigma_next
-            x = x + (d + d2) / 2 * dt
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma_hat, "denoised": denoised})
-    return x
+    x, sigma_hat = _churned(x, step, dict(s_churn=s_churn, s_tmin=s_tmin, s_tmax=s_tmax, s_noise=s_noise))
+    sigma_next = step.sigma_next
+    denoised = denoiser(x, sigma_hat)
+    d = (x - denoised) / sigma_hat
+    dt = sigma_next - sigma_hat
+    if sigma_next == 0:
+        return x + d * dt, denoised, None
+    x2 = x + d * dt
+    d2 = (x2 - denoiser(x2, sigma_next)) / sigma_next
+    return x + (d + d2) / 2 * dt, denoised, None

@@ -55,29 +55,22 @@ def sigma_coeffs(sig: Sequence[float], sigma_next: float) -> list[float]:
     return lagrange_integrals(sig, sig[0], sigma_next)
 
 
-def adams_bashforth(denoiser, x, sigmas, *, callback, order: int, coeffs=sigma_coeffs):
-    """Variable-step Adams–Bashforth on dx/dσ = ε: x' = x + Σ_j c_j ε_{i-j}, with the weights
-    ``coeffs(σ_i, σ_{i-1}, ..; σ_{i+1})``; order min(i + 1, order) at step i; D on the step to 0."""
-    eps, sig = [], []
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            eps.insert(0, (x - denoised) / sigma)
-            sig.insert(0, sigma)
-            del eps[order:], sig[order:]
-            x = x + sum(c * e for c, e in zip(coeffs(sig, sigma_next), eps))
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+def adams_bashforth(denoiser, x, step, state, *, order: int, coeffs=sigma_coeffs):
+    """One variable-step Adams–Bashforth step on dx/dσ = ε: x' = x + Σ_j c_j ε_{i-j}, with the
+    weights ``coeffs(σ_i, σ_{i-1}, ..; σ_{i+1})``; order min(history, order). state = (ε's, σ's)."""
+    eps, sig = state if state is not None else ([], [])
+    sigma = step.sigma
+    denoised = denoiser(x, sigma)
+    eps, sig = ([(x - denoised) / sigma] + eps)[:order], ([sigma] + sig)[:order]
+    x = x + sum(c * e for c, e in zip(coeffs(sig, step.sigma_next), eps))
+    return x, denoised, (eps, sig)
 
 
 @register("lms")
-def lms(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 4):
+def lms(denoiser, x, step, state=None, *, order: int = 4):
     """Linear multistep in σ (k-diffusion's ``sample_lms``; Adams–Bashforth with the Lagrange
     polynomial of past ε = (x - D)/σ integrated exactly over [σ_i, σ_{i+1}]). NFE = steps."""
-    return adams_bashforth(denoiser, x, sigmas, callback=callback, order=check_order(order))
+    return adams_bashforth(denoiser, x, step, state, order=check_order(order))
 
 
 def ddim_transfer(x, e, sigma: float, sigma_next: float):
@@ -113,7 +106,7 @@ WARMUPS = {"prk": prk_eps, "pie": pie_eps, "lower-order": None}
 
 @register("pndm")
 @register("ipndm", warmup="lower-order")
-def pndm(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 4, warmup: str = "prk"):
+def pndm(denoiser, x, step, state=None, *, order: int = 4, warmup: str = "prk"):
     """Pseudo linear multistep with the DDIM transfer (Liu et al. 2022, F-PNDM):
     ε' = uniform-grid Adams–Bashforth of past ε's, x' = φ(x, ε', σ → σ').
 
@@ -124,26 +117,20 @@ def pndm(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 4, warm
     The weights assume equal steps (as the papers do): on σ-uniform grids ``ipndm`` is ``lms``,
     on smoothly varying ones (Karras, exponential) the fixed weights make it 2nd order; use
     ``lms`` for variable-step weights. The PRK half step is the σ midpoint (the paper's is
-    in its own t), which makes the PRK steps classical RK4 in σ.
+    in its own t), which makes the PRK steps classical RK4 in σ. A segment's warm-up counts
+    from its first step.
     """
     check_order(order)
     if warmup not in WARMUPS:
         raise ValueError(f"warmup must be one of {', '.join(WARMUPS)}, got {warmup!r}")
     start = WARMUPS[warmup]
     warm_steps = 0 if start is None or order == 1 else (order - 1 if warmup == "prk" else 1)
-    eps = []
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        e, denoised = _eps(denoiser, x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            eps.insert(0, e)
-            del eps[order:]
-            if i < warm_steps:
-                e_prime = start(denoiser, x, e, sigma, sigma_next)
-            else:
-                e_prime = sum(b * ej for b, ej in zip(AB[len(eps)], eps))
-            x = ddim_transfer(x, e_prime, sigma, sigma_next)
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    eps, taken = state if state is not None else ([], 0)
+    sigma, sigma_next = step.sigma, step.sigma_next
+    e, denoised = _eps(denoiser, x, sigma)
+    eps = ([e] + eps)[:order]
+    if taken < warm_steps:
+        e_prime = start(denoiser, x, e, sigma, sigma_next)
+    else:
+        e_prime = sum(b * ej for b, ej in zip(AB[len(eps)], eps))
+    return ddim_transfer(x, e_prime, sigma, sigma_next), denoised, (eps, taken + 1)

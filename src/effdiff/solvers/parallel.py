@@ -12,8 +12,10 @@ step that produces it (ParaDiGMS Alg. 1; that ratio is the same in VP and VE coo
 
 Cost accounting (``stats``): ``iters`` parallel iterations (= batched denoiser calls, which is
 what ``ed.sample``'s NFE counts), ``nfe`` per-sample evaluations (the sum of window sizes; what a
-sequential sampler would pay N of) and ``steps`` N. Under ``ed.sample`` the stats are stored in
-``effdiff.current_context().state[name]``; ``paradigms(...)`` / ``parataa(...)`` return them.
+sequential sampler would pay N of) and ``steps`` N. ``ed.sample(..., return_info=True).stats``
+holds them (updated live, so a callback sees the running totals); ``paradigms(...)`` /
+``parataa(...)`` return (x, stats). During a batched evaluation the loop context's step is
+the window's first step.
 """
 from __future__ import annotations
 
@@ -57,26 +59,20 @@ def _noise_terms(x, c, draws, noise):
     out = torch.zeros(len(c), *x.shape, dtype=x.dtype, device=x.device)
     for i, (ci, d) in enumerate(zip(c, draws)):
         if d:
-            z = noise(x) if noise is not None else torch.randn_like(x)
-            out[i] = z * ci
+            out[i] = noise(x) * ci
     return out
 
 
-def _batched(denoiser, batch: int):
-    """``denoiser`` for a window of p stacked batches: under ``ed.sample`` the bound condition is
-    tiled p times so the whole window is one counted call."""
-    from ..sampling import _Counted
-    cache = {}
+def _batched(loop):
+    """``den(x_window, σ_window, p, t)``: the loop's denoiser for p stacked batches (the bound
+    condition tiled p times), ONE counted call per window, evaluated as step t."""
+    tiled = {}
 
-    def call(xw, sw):
-        p = xw.shape[0] // batch
-        if isinstance(denoiser, _Counted) and torch.is_tensor(denoiser.cond) and denoiser.cond.ndim > 0 \
-                and denoiser.cond.shape[0] == batch and p > 1:
-            if p not in cache:
-                cond = torch.cat([denoiser.cond] * p)
-                cache[p] = _Counted(denoiser.denoiser, cond, denoiser.ctx, denoiser.check)
-            return cache[p](xw, sw)
-        return denoiser(xw, sw)
+    def call(xw, sw, p, t):
+        if p not in tiled:
+            tiled[p] = loop.denoiser.tiled(p)
+        loop.begin(t)
+        return tiled[p](xw, sw)
     return call
 
 
@@ -84,7 +80,7 @@ def _evaluate(den, xs, sigmas, t, p, a, cz):
     """One batched evaluation of steps t..t+p-1: (drift + noise [p, B, ...], D [p, B, ...])."""
     xw = xs[t:t + p]
     sw = sigmas[t:t + p].to(xw.dtype).repeat_interleave(xw.shape[1])
-    D = den(xw.flatten(0, 1), sw).reshape(xw.shape).to(xw.dtype)
+    D = den(xw.flatten(0, 1), sw, p, t).reshape(xw.shape).to(xw.dtype)
     aw = torch.tensor(a[t:t + p], dtype=xw.dtype, device=xw.device).reshape(-1, *([1] * (xw.ndim - 1)))
     return aw * (xw - D) + cz[t:t + p], D
 
@@ -102,15 +98,10 @@ def _stride(err, var, t, p, tol):
     return p
 
 
-def _stats(name, **kw):
-    """The run's counters; inside a loop context they live in ``ctx.state[name]`` and are updated
-    in place, so callbacks and hooks read them live and the last callback sees the totals."""
-    from ..sampling import current_context
-    stats = {"solver": name, **kw, "iters": 0, "nfe": 0, "calls": 0, "converged": False}
-    ctx = current_context()
-    if ctx is not None:
-        ctx.state[name] = stats
-    return stats
+def _stats(loop, name, **kw):
+    """The run's counters, kept in the loop's stats and updated in place (callbacks read them live)."""
+    loop.stats.update({"solver": name, **kw, "iters": 0, "nfe": 0, "calls": 0, "converged": False})
+    return loop.stats
 
 
 def _check(window, tol, max_iters, n):
@@ -125,35 +116,53 @@ def _check(window, tol, max_iters, n):
     return min(window, n)
 
 
-def _emit(callback, xs, Dw, sigmas, t, stride, stats):
-    """Call back once for each step the window just finalised (steps t..t+stride-1)."""
-    if callback is None:
-        return
+def _emit(loop, xs, Dw, sigmas, t, stride, stats):
+    """Report each step the window just finalised (steps t..t+stride-1)."""
     for j in range(stride):
         i = t + j
-        callback({"x": xs[i + 1], "i": i, "sigma": sigmas[i], "sigma_hat": float(sigmas[i]),
-                  "denoised": Dw[j] if Dw is not None else None, "parallel_iter": stats["iters"],
-                  "nfe_parallel": stats["nfe"], "calls": stats["calls"]})
+        loop.done(i, xs[i + 1], Dw[j] if Dw is not None else None, float(sigmas[i]), parallel_iter=stats["iters"],
+                  nfe_parallel=stats["nfe"], calls=stats["calls"])
 
 
-def _finish(callback, xs, sigmas, t, n, stats, name):
+def _finish(loop, xs, sigmas, t, n, stats, name):
     if t < n:
         warnings.warn(f"{name}: stopped at max_iters={stats['iters']} with {n - t} of {n} steps unconverged")
-        _emit(callback, xs, None, sigmas, t, n - t, stats)
+        _emit(loop, xs, None, sigmas, t, n - t, stats)
     return xs[n]
 
 
-def paradigms(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "ddim", window: int | None = None,
-              tol: float = 0.1, max_iters: int | None = None, eta: float | None = None, s_noise: float = 1.0):
-    """ParaDiGMS (Shih et al. 2023, Alg. 1): Picard iterations of ``inner`` over a sliding window
-    of p steps, one batched denoiser call per iteration. Returns (x, stats)."""
+def _advance(loop, xs, Dw, sigmas, t: int, p: int, p0: int, n: int, stride: int, stats: dict) -> int:
+    """Slide the window by ``stride`` converged steps: states entering the window start at the
+    last one, one batched call of p evaluations is counted, finished steps are reported."""
+    end = min(t + stride + p0, n)
+    xs[t + p + 1:end + 1] = xs[t + p]
+    stats["iters"] += 1
+    stats["calls"] += 1
+    stats["nfe"] += p
+    stats["converged"] = t + stride >= n
+    _emit(loop, xs, Dw, sigmas, t, stride, stats)
+    return t + stride
+
+
+def _setup(loop, x, window, tol, max_iters, inner, eta, s_noise):
+    """Shared start of both samplers: window, chain coefficients, noise drawn up front, the
+    batched denoiser and the trajectory guess [N+1, B, ...]."""
+    sigmas = loop.sigmas
     n = len(sigmas) - 1
     p0 = _check(window, tol, max_iters, n)
     a, c, var, draws = chain(sigmas, inner, eta, s_noise)
-    cz = _noise_terms(x, c, draws, noise)
-    den = _batched(denoiser, x.shape[0])
-    xs = x.unsqueeze(0).repeat(n + 1, *([1] * x.ndim))       # [N+1, B, ...] trajectory guess
-    stats = _stats("paradigms", inner=inner, steps=n, window=p0)
+    cz = _noise_terms(x, c, draws, loop.noise)
+    xs = x.unsqueeze(0).repeat(n + 1, *([1] * x.ndim))
+    return sigmas, n, p0, a, var, cz, _batched(loop), xs
+
+
+@register("paradigms", loop=True)
+def sample_paradigms(loop, x, *, inner: str = "ddim", window: int | None = None, tol: float = 0.1,
+                     max_iters: int | None = None, eta: float | None = None, s_noise: float = 1.0):
+    """ParaDiGMS (Shih et al. 2023, Alg. 1): Picard iterations of ``inner`` over a sliding window
+    of p steps, one batched denoiser call per iteration."""
+    sigmas, n, p0, a, var, cz, den, xs = _setup(loop, x, window, tol, max_iters, inner, eta, s_noise)
+    stats = _stats(loop, "paradigms", inner=inner, steps=n, window=p0)
     t = 0
     while t < n and (max_iters is None or stats["iters"] < max_iters):
         p = min(p0, n - t)
@@ -161,44 +170,28 @@ def paradigms(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "d
         new = xs[t] + drift.cumsum(0)                            # Picard update of states t+1..t+p
         stride = _stride(_err(new - xs[t + 1:t + p + 1]), var, t, p, tol)
         xs[t + 1:t + p + 1] = new
-        t = _advance(callback, xs, Dw, sigmas, t, p, p0, n, stride, stats)
-    return _finish(callback, xs, sigmas, t, n, stats, "paradigms"), stats
+        t = _advance(loop, xs, Dw, sigmas, t, p, p0, n, stride, stats)
+    return _finish(loop, xs, sigmas, t, n, stats, "paradigms")
 
 
-def _advance(callback, xs, Dw, sigmas, t: int, p: int, p0: int, n: int, stride: int, stats: dict) -> int:
-    """Slide the window by ``stride`` converged steps: states entering the window start at the
-    last one, one batched call of p evaluations is counted, finished steps are emitted."""
-    end = min(t + stride + p0, n)
-    xs[t + p + 1:end + 1] = xs[t + p]
-    stats["iters"] += 1
-    stats["calls"] += 1
-    stats["nfe"] += p
-    stats["converged"] = t + stride >= n
-    _emit(callback, xs, Dw, sigmas, t, stride, stats)
-    return t + stride
-
-
-def parataa(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "ddim", window: int | None = None,
-            tol: float = 0.1, max_iters: int | None = None, history: int = 1, order: int | None = None,
-            lam: float = 1e-3, eta: float | None = None, s_noise: float = 1.0):
-    """ParaTAA (Tang et al. 2024, Alg. 1): the order-k triangular system x_j = x_{j-k} + Σ drift
-    solved by Triangular Anderson Acceleration with ``history`` m past differences (m=1 is the
-    paper's memory size 2), Tikhonov ``lam`` relative to the Gram diagonal. Returns (x, stats)."""
-    n = len(sigmas) - 1
-    p0 = _check(window, tol, max_iters, n)
-    k = p0 if order is None else order
+@register("parataa", loop=True)
+def sample_parataa(loop, x, *, inner: str = "ddim", window: int | None = None, tol: float = 0.1,
+                   max_iters: int | None = None, history: int = 1, triangle: int | None = None,
+                   lam: float = 1e-3, eta: float | None = None, s_noise: float = 1.0):
+    """ParaTAA (Tang et al. 2024, Alg. 1): the order-k triangular system (k = ``triangle``,
+    default the window) x_j = x_{j-k} + Σ drift solved by Triangular Anderson Acceleration with
+    ``history`` m past differences (m=1 is the paper's memory size 2), Tikhonov ``lam``
+    relative to the Gram diagonal."""
+    sigmas, n, p0, a, var, cz, den, xs = _setup(loop, x, window, tol, max_iters, inner, eta, s_noise)
+    k = p0 if triangle is None else triangle
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k:
-        raise ValueError(f"order must be a positive integer, got {order!r}")
+        raise ValueError(f"triangle must be a positive integer, got {triangle!r}")
     if isinstance(history, bool) or not isinstance(history, int) or history < 0:
         raise ValueError(f"history must be a non-negative integer, got {history!r}")
-    a, c, var, draws = chain(sigmas, inner, eta, s_noise)
-    cz = _noise_terms(x, c, draws, noise)
-    den = _batched(denoiser, x.shape[0])
-    xs = x.unsqueeze(0).repeat(n + 1, *([1] * x.ndim))
     # history of iterates and residuals per state (rows outside the window stay unused)
     Xh, Fh = [], []
     seen = torch.zeros(n + 1, dtype=torch.long)                 # how many iterations each state was in a window
-    stats = _stats("parataa", inner=inner, steps=n, window=p0, order=k, history=history)
+    stats = _stats(loop, "parataa", inner=inner, steps=n, window=p0, triangle=k, history=history)
     t = 0
     while t < n and (max_iters is None or stats["iters"] < max_iters):
         p = min(p0, n - t)
@@ -221,8 +214,24 @@ def parataa(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "ddi
         Fh.append((t, F))
         Xh, Fh = Xh[-(history + 1):], Fh[-(history + 1):]
         xs[t + 1:t + p + 1] = upd
-        t = _advance(callback, xs, Dw, sigmas, t, p, p0, n, stride, stats)
-    return _finish(callback, xs, sigmas, t, n, stats, "parataa"), stats
+        t = _advance(loop, xs, Dw, sigmas, t, p, p0, n, stride, stats)
+    return _finish(loop, xs, sigmas, t, n, stats, "parataa")
+
+
+def paradigms(denoiser, x, sigmas, cond=None, **kwargs):
+    """Run ParaDiGMS through ``ed.sample``; returns (x, stats)."""
+    return _with_stats("paradigms", denoiser, x, sigmas, cond, kwargs)
+
+
+def parataa(denoiser, x, sigmas, cond=None, **kwargs):
+    """Run ParaTAA through ``ed.sample``; returns (x, stats)."""
+    return _with_stats("parataa", denoiser, x, sigmas, cond, kwargs)
+
+
+def _with_stats(name, denoiser, x, sigmas, cond, kwargs):
+    from ..sampling import sample
+    res = sample(denoiser, x, sigmas, solver=name, cond=cond, return_info=True, **kwargs)
+    return res.x, res.stats
 
 
 def _aligned(hist, t, p, like):
@@ -258,15 +267,3 @@ def _taa(cur, F, Xh, Fh, t, p, seen, lam):
     gamma = torch.linalg.solve(G, r) * v                          # [p, B, m]
     corr = torch.einsum("cpbd,pbc->pbd", (dX + dF).flatten(3), gamma).reshape(cur.shape)
     return cur + F - corr.to(cur.dtype)
-
-
-@register("paradigms")
-def sample_paradigms(denoiser, x, sigmas, *, noise=None, callback=None, **opts):
-    """ParaDiGMS (Shih et al. 2023, Alg. 1) as a registered solver; stats in the loop context."""
-    return paradigms(denoiser, x, sigmas, noise=noise, callback=callback, **opts)[0]
-
-
-@register("parataa")
-def sample_parataa(denoiser, x, sigmas, *, noise=None, callback=None, **opts):
-    """ParaTAA (Tang et al. 2024, Alg. 1) as a registered solver; stats in the loop context."""
-    return parataa(denoiser, x, sigmas, noise=noise, callback=callback, **opts)[0]

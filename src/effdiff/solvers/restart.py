@@ -7,9 +7,10 @@ ODE keeps its small discretization error.
 A combinator: any registered solver (``inner``) does every ODE solve, on the main schedule
 and on each restart's own ``n``-step Karras schedule σ_max → σ_min. A restart's σ_min snaps
 to the nearest main-schedule σ (in log σ) and runs at the end of the outer step landing
-there: the callback is still called once per *outer* step (its x is the post-restart state);
+there: the callback is still called once per *outer* step;
 the restart's own steps happen inside that outer step (the loop context's stage counter keeps
-counting their evaluations). Restarts with K = 0 change nothing: the result is the inner
+counting their evaluations); the callback of the step landing at σ_min shows the state before
+the restart. Restarts with K = 0 change nothing: the result is the inner
 solver's. Each main segment between restarts is a fresh call of the inner solver, so
 multistep inner solvers restart their history there (as they must after fresh noise).
 """
@@ -21,35 +22,6 @@ import torch
 
 from . import get, register
 from ..timesteps import karras
-
-
-class _Stop(Exception):
-    """Raised from the callback to end an inner solve at a σ > 0 (no wasted final step)."""
-
-    def __init__(self, info):
-        self.info = info
-
-
-def solve_segment(solve, denoiser, x, sigmas, *, noise, on_step=None, offset: int = 0, **opts):
-    """Run ``solve`` down ``sigmas`` (ending in 0 or at a σ > 0, where it stops without the
-    jump to 0); ``on_step`` gets each step's info with i shifted by ``offset``, except a
-    positive-ended segment's last step, whose info is returned: (x, last_info)."""
-    stop_at = len(sigmas) - 2 if float(sigmas[-1]) > 0 else None
-    if stop_at is not None:
-        sigmas = torch.cat([sigmas, sigmas.new_zeros(1)])
-
-    def cb(info):
-        info = {**info, "i": int(info["i"]) + offset}
-        if stop_at is not None and int(info["i"]) - offset == stop_at:
-            raise _Stop(info)
-        if on_step is not None:
-            on_step(info)
-
-    try:
-        x = solve(denoiser, x, sigmas, noise=noise, callback=cb, **opts)
-    except _Stop as s:
-        return s.info["x"], s.info
-    return x, None
 
 
 def _plan(sigmas, restarts):
@@ -76,9 +48,8 @@ def _plan(sigmas, restarts):
     return plan
 
 
-@register("restart")
-def restart(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "heun", restarts=(),
-            s_noise: float = 1.0, **inner_opts):
+@register("restart", loop=True)
+def restart(loop, x, *, inner: str = "heun", restarts=(), s_noise: float = 1.0, **inner_opts):
     """Restart sampling (Xu et al. 2023, Alg. 1): the ``inner`` solver on the main schedule plus
     ``restarts`` = [(σ_min, σ_max, K, n), ...]: at σ_min jump to σ_max with fresh noise and
     re-solve n inner steps (Karras ρ=7 grid) back to σ_min, K times. inner_opts go to ``inner``."""
@@ -86,22 +57,19 @@ def restart(denoiser, x, sigmas, *, noise=None, callback=None, inner: str = "heu
         raise ValueError("restart cannot be its own inner solver")
     if s_noise < 0:
         raise ValueError(f"s_noise must be >= 0, got {s_noise}")
-    solve = get(inner)
-    if getattr(getattr(solve, "base", solve), "adaptive", False):
+    if get(inner).loop:
         raise ValueError(f"restart needs a fixed-grid inner solver; {inner!r} chooses its own steps")
+    sigmas = loop.sigmas
     plan = _plan(sigmas, restarts)
     start = 0
     for j in sorted(plan) + [len(sigmas) - 1]:
-        x, last = solve_segment(solve, denoiser, x, sigmas[start:j + 1], noise=noise,
-                                on_step=callback, offset=start, **inner_opts)
+        x = loop.run(inner, x, start, j, **inner_opts)       # main steps start..j-1, true indices
         for s_max, K, n in plan.get(j, ()):
             s_min = float(sigmas[j])
             inner_sigmas = karras(n + 1, s_min, s_max)[:-1]     # n steps σ_max → σ_min
             inner_sigmas[0], inner_sigmas[-1] = s_max, s_min
             for _ in range(K):
-                x = x + noise(x) * (s_noise * math.sqrt(s_max ** 2 - s_min ** 2))
-                x, _info = solve_segment(solve, denoiser, x, inner_sigmas, noise=noise, **inner_opts)
-        if last is not None:
-            callback({**last, "x": x})
+                x = x + loop.noise(x) * (s_noise * math.sqrt(s_max ** 2 - s_min ** 2))
+                x = loop.solve(inner, x, inner_sigmas, **inner_opts)
         start = j
     return x

@@ -86,12 +86,13 @@ def _tau_fn(tau, tau_interval):
 
 
 @register("sa-solver")
-def sa_solver(denoiser, x, sigmas, *, noise=None, callback=None, tau=None, tau_interval=TAU_INTERVAL,
+def sa_solver(denoiser, x, step, state=None, *, tau=None, tau_interval=TAU_INTERVAL,
               predictor_order: int = 3, corrector_order: int = 3, s_noise: float = 1.0):
     """SA-Solver (Xue et al. 2023, Alg. 1): stochastic Adams-Bashforth predictor + Adams-Moulton
     corrector in data prediction. tau: a constant, a callable τ(σ) (evaluated at each step's
     start σ), or None for the paper's default τ=1 on ``tau_interval`` and 0 outside. Orders
-    warm up on the first steps; the step to σ=0 returns the data prediction."""
+    warm up on the first steps; the step to σ=0 returns the data prediction. state = (nodes λ,
+    data predictions, (x, σ, τ, ξ) at the previous step's start for the corrector)."""
     if predictor_order not in (1, 2, 3, 4):
         raise ValueError(f"predictor_order must be 1..4, got {predictor_order}")
     if corrector_order not in (0, 1, 2, 3, 4):
@@ -99,24 +100,16 @@ def sa_solver(denoiser, x, sigmas, *, noise=None, callback=None, tau=None, tau_i
     if s_noise < 0:
         raise ValueError(f"s_noise must be >= 0, got {s_noise}")
     tau_of = _tau_fn(tau, tau_interval)
-    lambdas, ds = [], []      # nodes and data predictions, newest last
-    prev = None               # (x, σ, τ, ξ) at the start of the previous step, for the corrector
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        lambdas, ds = (lambdas + [-math.log(sigma)])[-4:], (ds + [denoised])[-4:]
-        if prev is not None and corrector_order > 0 and sigma_next > 0:   # Adams–Moulton, previous step
-            n = min(corrector_order, len(ds))
-            x = _sa_step(prev[0], prev[1], sigma, prev[2], lambdas[-n:], ds[-n:], prev[3])
-        if sigma_next == 0:
-            x = denoised
-        else:
-            t = float(tau_of(sigma))
-            if t < 0:
-                raise ValueError(f"tau(σ) must be >= 0, got {t} at σ={sigma:.4g}")
-            xi = noise(x) * s_noise if t > 0 else None
-            prev = (x, sigma, t, xi)
-            n = min(predictor_order, len(ds))
-            x = _sa_step(x, sigma, sigma_next, t, lambdas[-n:], ds[-n:], xi)
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    lambdas, ds, prev = state if state is not None else ([], [], None)   # newest last
+    sigma, sigma_next = step.sigma, step.sigma_next
+    denoised = denoiser(x, sigma)
+    lambdas, ds = (lambdas + [-math.log(sigma)])[-4:], (ds + [denoised])[-4:]
+    if prev is not None and corrector_order > 0:   # Adams–Moulton, previous step
+        n = min(corrector_order, len(ds))
+        x = _sa_step(prev[0], prev[1], sigma, prev[2], lambdas[-n:], ds[-n:], prev[3])
+    t = float(tau_of(sigma))
+    if t < 0:
+        raise ValueError(f"tau(σ) must be >= 0, got {t} at σ={sigma:.4g}")
+    xi = step.noise(x) * s_noise if t > 0 else None
+    n = min(predictor_order, len(ds))
+    return _sa_step(x, sigma, sigma_next, t, lambdas[-n:], ds[-n:], xi), denoised, (lambdas, ds, (x, sigma, t, xi))

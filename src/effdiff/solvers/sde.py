@@ -37,89 +37,70 @@ def _check_noise_opts(eta: float, s_noise: float):
 
 
 @register("euler-maruyama")
-def euler_maruyama(denoiser, x, sigmas, *, noise=None, callback=None, s_noise: float = 1.0):
+def euler_maruyama(denoiser, x, step, state=None, *, s_noise: float = 1.0):
     """Euler–Maruyama on the reverse SDE dx = 2 (x - D)/σ dσ + sqrt(2σ) dW̄ (Song et al. 2021,
     score SDE, eq. 6, in VE form): x' = x + 2 (x - D)/σ (σ' - σ) + sqrt(2σ (σ - σ')) z. Weak
     order 1; the step to σ=0 returns the data prediction D."""
     _check_noise_opts(0.0, s_noise)
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            x = x + (x - denoised) * (2 * (sigma_next - sigma) / sigma)
-            x = x + noise(x) * (s_noise * math.sqrt(2 * sigma * (sigma - sigma_next)))
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    sigma, sigma_next = step.sigma, step.sigma_next
+    denoised = denoiser(x, sigma)
+    x = x + (x - denoised) * (2 * (sigma_next - sigma) / sigma)
+    x = x + step.noise(x) * (s_noise * math.sqrt(2 * sigma * (sigma - sigma_next)))
+    return x, denoised, None
 
 
 @register("dpmpp-2m-sde")
-def dpmpp_2m_sde(denoiser, x, sigmas, *, noise=None, callback=None, eta: float = 1.0,
-                 s_noise: float = 1.0, solver_type: str = "midpoint"):
+def dpmpp_2m_sde(denoiser, x, step, state=None, *, eta: float = 1.0, s_noise: float = 1.0,
+                 solver_type: str = "midpoint"):
     """DPM-Solver++(2M) SDE (Lu et al. 2022b, Sec. 5 / App. B; k-diffusion semantics): multistep
     2nd order on the SDE family with noise weight eta (0 = dpmpp-2m's ODE, 1 = reverse SDE).
-    solver_type "midpoint" or "heun" picks the 2nd-order correction; the step to σ=0 returns D."""
+    solver_type "midpoint" or "heun" picks the 2nd-order correction; the step to σ=0 returns D.
+    state = (previous D, previous h)."""
     _check_noise_opts(eta, s_noise)
     if solver_type not in ("midpoint", "heun"):
         raise ValueError(f"solver_type must be 'midpoint' or 'heun', got {solver_type!r}")
-    old_denoised, h_last = None, None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            h = math.log(sigma) - math.log(sigma_next)
-            H = (1 + eta) * h                      # the exponent of the data term
-            phi_1 = -math.expm1(-H)                # 1 - e^{-(1+η)h}
-            x = (sigma_next / sigma) * math.exp(-eta * h) * x + phi_1 * denoised
-            if old_denoised is not None:
-                r = h_last / h
-                c = phi_1 / 2 if solver_type == "midpoint" else 1 - phi_1 / H
-                x = x + (c / r) * (denoised - old_denoised)
-            if eta > 0:
-                x = x + noise(x) * (s_noise * sde_noise_std(sigma_next, h, eta))
-            h_last = h
-        old_denoised = denoised
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    old_denoised, h_last = state if state is not None else (None, None)
+    sigma, sigma_next = step.sigma, step.sigma_next
+    denoised = denoiser(x, sigma)
+    h = math.log(sigma) - math.log(sigma_next)
+    H = (1 + eta) * h                      # the exponent of the data term
+    phi_1 = -math.expm1(-H)                # 1 - e^{-(1+η)h}
+    x = (sigma_next / sigma) * math.exp(-eta * h) * x + phi_1 * denoised
+    if old_denoised is not None:
+        r = h_last / h
+        c = phi_1 / 2 if solver_type == "midpoint" else 1 - phi_1 / H
+        x = x + (c / r) * (denoised - old_denoised)
+    if eta > 0:
+        x = x + step.noise(x) * (s_noise * sde_noise_std(sigma_next, h, eta))
+    return x, denoised, (denoised, h)
 
 
 @register("dpmpp-3m-sde")
-def dpmpp_3m_sde(denoiser, x, sigmas, *, noise=None, callback=None, eta: float = 1.0,
-                 s_noise: float = 1.0):
+def dpmpp_3m_sde(denoiser, x, step, state=None, *, eta: float = 1.0, s_noise: float = 1.0):
     """DPM-Solver++(3M) SDE (Lu et al. 2022b, multistep 3rd order; k-diffusion's options):
     φ-function corrections from the last three data predictions on the SDE family with noise
     weight eta (0 = a deterministic 3rd-order multistep ODE solver); the step to σ=0 returns D.
     Deviation: the h² term is 2 φ3 d2 (k-diffusion: φ3 d2, half the Taylor term, which
     leaves it 2nd order; see dpm_solver.py). It equals sa-solver(predictor_order=3,
-    corrector_order=0, tau=sqrt(eta))."""
+    corrector_order=0, tau=sqrt(eta)). state = (D_{-1}, D_{-2}, h_{-1}, h_{-2})."""
     _check_noise_opts(eta, s_noise)
-    d_1 = d_2 = h_1 = h_2 = None
-    for i in range(len(sigmas) - 1):
-        sigma, sigma_next = float(sigmas[i]), float(sigmas[i + 1])
-        denoised = denoiser(x, sigma)
-        if sigma_next == 0:
-            x = denoised
-        else:
-            h = math.log(sigma) - math.log(sigma_next)
-            H = (1 + eta) * h
-            x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-H) * denoised
-            phi_2 = math.expm1(-H) / H + 1         # (H - 1 + e^{-H}) / H
-            if h_2 is not None:
-                r0, r1 = h_1 / h, h_2 / h
-                d1_0 = (denoised - d_1) / r0
-                d1_1 = (d_1 - d_2) / r1
-                d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
-                d2 = (d1_0 - d1_1) / (r0 + r1)
-                phi_3 = phi_2 / H - 0.5
-                x = x + phi_2 * d1 - 2 * phi_3 * d2   # d2 ≈ h² D''/2 (see docstring)
-            elif h_1 is not None:
-                x = x + phi_2 * ((denoised - d_1) / (h_1 / h))
-            if eta > 0:
-                x = x + noise(x) * (s_noise * sde_noise_std(sigma_next, h, eta))
-            h_1, h_2 = h, h_1
-        d_1, d_2 = denoised, d_1
-        callback({"x": x, "i": i, "sigma": sigmas[i], "sigma_hat": sigma, "denoised": denoised})
-    return x
+    d_1, d_2, h_1, h_2 = state if state is not None else (None, None, None, None)
+    sigma, sigma_next = step.sigma, step.sigma_next
+    denoised = denoiser(x, sigma)
+    h = math.log(sigma) - math.log(sigma_next)
+    H = (1 + eta) * h
+    x = (sigma_next / sigma) * math.exp(-eta * h) * x - math.expm1(-H) * denoised
+    phi_2 = math.expm1(-H) / H + 1         # (H - 1 + e^{-H}) / H
+    if h_2 is not None:
+        r0, r1 = h_1 / h, h_2 / h
+        d1_0 = (denoised - d_1) / r0
+        d1_1 = (d_1 - d_2) / r1
+        d1 = d1_0 + (d1_0 - d1_1) * (r0 / (r0 + r1))
+        d2 = (d1_0 - d1_1) / (r0 + r1)
+        phi_3 = phi_2 / H - 0.5
+        x = x + phi_2 * d1 - 2 * phi_3 * d2   # d2 ≈ h² D''/2 (see docstring)
+    elif h_1 is not None:
+        x = x + phi_2 * ((denoised - d_1) / (h_1 / h))
+    if eta > 0:
+        x = x + step.noise(x) * (s_noise * sde_noise_std(sigma_next, h, eta))
+    return x, denoised, (denoised, d_1, h, h_1)

@@ -100,7 +100,7 @@ def unic_correct(x, ms, hist, m_next, sigma_next: float, order: int, variant: st
 @register("unipc-3", order=3)
 @register("dpmpp-2m-unic", order=2, predictor="dpmpp")
 @register("dpmpp-3m-unic", order=3, predictor="dpmpp")
-def unipc(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 3, variant: str = "bh2",
+def unipc(denoiser, x, step, state=None, *, order: int = 3, variant: str = "bh2",
           corrector: bool = True, predictor: str = "unip", lower_order_final: bool = True):
     """UniPC-p (Zhao et al. 2023, Sec. 3): multistep UniP-p predictor (or DPM-Solver++(pM))
     with the UniC-p corrector, data prediction, one evaluation per step."""
@@ -116,5 +116,5 @@ def unipc(denoiser, x, sigmas, *, noise=None, callback=None, order: int = 3, var
     else:
         update = partial(multistep_update, prediction="data")
     correct = partial(unic_correct, variant=variant) if corrector else None
-    return multistep(denoiser, x, sigmas, callback, update, order=order, prediction="data",
+    return multistep(denoiser, x, step, state, update, order=order, prediction="data",
                      lower_order_final=lower_order_final, lower_order_below=math.inf, correct=correct)
