@@ -158,9 +158,10 @@ class _Composed(Handle):
     def __init__(self, handles: list[Handle]):
         super().__init__("+".join(h.name for h in handles), [], None, {h.name: h.stats for h in handles})
         self.handles = handles
+        self.routes_requests = any(h.routes_requests for h in handles)
 
     def sample(self, denoiser, x, sigmas, solver="euler", cond=None, **kw):
-        routed = [h for h in self.handles if type(h).sample is not Handle.sample]
+        routed = [h for h in self.handles if h.routes_requests]
         return (routed[-1] if routed else self.handles[-1]).sample(denoiser, x, sigmas, solver, cond, **kw)
 
     def remove(self) -> None:

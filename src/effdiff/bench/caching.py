@@ -1,96 +1,116 @@
-"""``effdiff bench --suite caching``: every feature-caching method (and compatible pairs) at 20 and
-50 steps with a first-order (DDIM) and a second-order (DPM-Solver++(2M)) solver; MACs ratio,
-wall-clock speed-up and FD change against the uncached run of the same solver and steps."""
+"""``effdiff bench --suite caching``: every registered caching and early-exit technique
+(``effdiff.techniques``) and compatible pairs, at 20 and 50 steps with a first-order (DDIM) and a
+second-order (DPM-Solver++(2M)) solver; MACs ratio, wall-clock speed-up and FD change against the
+uncached run of the same solver and steps.
+
+Techniques come from the registry: each runs on the primary models (digits-unet, digits-dit) it
+applies to; one that fits neither (TGATE needs cross-attention) runs on the first other suite
+model it fits. ``VARIANTS`` names the configurations benchmarked per technique (default: its
+default config); a pair is a list of technique names. Trained or calibrated parts (block-caching
+schedules, the L2C router, DeeDiff heads) are prepared on 32 samples of other noise. NIRVANA's
+rows serve each measured request from a cache warmed by one earlier request with the same labels
+and other noise, skipping K = steps/2 steps.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from .. import caching as C
+from .. import techniques as T
+from .. import zoo
+from ..caching import (AdaptiveCacheConfig, BlockCachingConfig, DeepCacheConfig, DeltaDiTConfig, FORAConfig,
+                       NirvanaConfig, TGATEConfig)
+from ..early_exit import ASEConfig, DeeDiffConfig
 from ..sampling import randn
-from .. import early_exit as E
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 
+PRIMARY = ("digits-unet", "digits-dit")
+FAMILIES = ("caching", "early-exit")
+QUICK = ("deepcache-N3", "fora-N3", "tgate")
 
-class _Both:
-    """Several handles removed together (a composed pair)."""
-
-    def __init__(self, *handles):
-        self.handles = handles
-
-    def remove(self):
-        for h in reversed(self.handles):
-            h.remove()
-
-
-def _block_caching(threshold: float, blocks=None):
-    def setup(den, sigmas, x, labels, solver):
-        calib_x = randn(x[:32].shape, seed=12345) * sigmas[0].float()   # calibrate on other noise
-        cfg = C.calibrate_block_caching(den, calib_x, sigmas, C.BlockCachingConfig(threshold, blocks=blocks),
-                                        solver=solver, cond=labels[:32])
-        return C.apply_block_caching(den, cfg)
-    return setup
-
-
-def _l2c(den, sigmas, x, labels, solver):
-    router = C.train_l2c_router(den, sigmas=sigmas, solver=solver, num_samples=32, iters=200)
-    return C.apply_l2c(den, router)
-
-
-def _deediff(threshold: float):
-    def setup(den, sigmas, x, labels, solver):
-        return E.apply_deediff(den, E.train_exit_heads(den, sigmas=sigmas, solver=solver, num_samples=32), threshold)
-    return setup
+# technique -> {row label: steps -> config}
+VARIANTS = {
+    "deepcache": {**{f"deepcache-N{n}": (lambda n: lambda s: DeepCacheConfig(interval=n))(n) for n in (2, 3, 5)},
+                  "deepcache-nonuniform-N3": lambda s: DeepCacheConfig(interval=3, nonuniform=True),
+                  # full steps on 40% of the steps, power-law dense towards the last (low-noise) steps
+                  "deepcache-end-dense-40%": lambda s: DeepCacheConfig(nonuniform=True, center=-1, power=1.5,
+                                                                       full_fraction=0.4)},
+    "fora": {f"fora-N{n}": (lambda n: lambda s: FORAConfig(interval=n))(n) for n in (2, 3, 5)},
+    "delta-dit": {"delta-dit": lambda s: DeltaDiTConfig(interval=2, num_blocks=2)},
+    "block-caching": {"block-caching-0.2": lambda s: BlockCachingConfig(0.2)},
+    "adaptive": {"adaptive-0.1": lambda s: AdaptiveCacheConfig(0.1)},
+    "tgate": {"tgate": lambda s: TGATEConfig(gate_step=s // 2)},
+    "ase": {"early-exit-ase-1": lambda s: ASEConfig(max_drop=1)},
+    "deediff": {"early-exit-deediff-0.12": lambda s: DeeDiffConfig(threshold=0.12)},
+    "nirvana": {"nirvana-K50%": lambda s: NirvanaConfig(k_choices=(s // 2,))},
+}
+# compositions: row label -> (technique names in apply order, steps -> name -> config)
+PAIRS = {
+    # DeepCache keeps branch 1 live; block caching works inside it, on disjoint sites
+    "deepcache-b1+block-caching": (["deepcache", "block-caching"], lambda s: {
+        "deepcache": DeepCacheConfig(interval=3, branch=1),
+        "block-caching": BlockCachingConfig(0.2, blocks=("input_blocks.1", "output_blocks.2"))}),
+    "fora-attn-N3+delta-dit": (["delta-dit", "fora"], lambda s: {
+        "delta-dit": DeltaDiTConfig(interval=2, num_blocks=2), "fora": FORAConfig(interval=3, mlp=False)}),
+}
 
 
-def methods(model: str) -> dict[str, callable]:
-    """name -> setup(den, sigmas, x, labels, solver) returning a handle."""
-    if model == "digits-dit-xattn":
-        return {"tgate": lambda den, sig, *a: C.apply_tgate(den, C.TGATEConfig(gate_step=(len(sig) - 1) // 2))}
-    if model == "digits-unet":
-        m = {f"deepcache-N{n}": (lambda n: lambda den, *a: C.apply_deepcache(den, C.DeepCacheConfig(interval=n)))(n)
-             for n in (2, 3, 5)}
-        m["deepcache-nonuniform-N3"] = lambda den, *a: C.apply_deepcache(den, C.DeepCacheConfig(interval=3, nonuniform=True))
-        # full steps on 40% of the steps, power-law dense towards the last (low-noise) steps
-        m["deepcache-end-dense-40%"] = lambda den, *a: C.apply_deepcache(
-            den, C.DeepCacheConfig(nonuniform=True, center=-1, power=1.5, full_fraction=0.4))
-        m["block-caching-0.2"] = _block_caching(0.2)
-        m["adaptive-0.1"] = lambda den, *a: C.apply_adaptive_cache(den, C.AdaptiveCacheConfig(0.1))
-        # a pair on disjoint sites: DeepCache keeps branch 1 live; block caching works inside it
-        pair_blocks = ["input_blocks.1", "output_blocks.2"]
-        m["deepcache-b1+block-caching"] = lambda den, s, x, l, solver: _Both(
-            C.apply_deepcache(den, C.DeepCacheConfig(interval=3, branch=1)),
-            _block_caching(0.2, pair_blocks)(den, s, x, l, solver))
-        return m
-    m = {f"fora-N{n}": (lambda n: lambda den, *a: C.apply_fora(den, C.FORAConfig(interval=n)))(n) for n in (2, 3, 5)}
-    m["delta-dit"] = lambda den, *a: C.apply_delta_dit(den, C.DeltaDiTConfig(interval=2, num_blocks=2))
-    m["block-caching-0.2"] = _block_caching(0.2)
-    m["adaptive-0.1"] = lambda den, *a: C.apply_adaptive_cache(den, C.AdaptiveCacheConfig(0.1))
-    m["l2c"] = _l2c
-    m["early-exit-ase-1"] = lambda den, *a: E.apply_ase(den, E.ASEConfig(max_drop=1))
-    m["early-exit-deediff-0.12"] = _deediff(0.12)
-    m["fora-attn-N3+delta-dit"] = lambda den, *a: _Both(
-        C.apply_delta_dit(den, C.DeltaDiTConfig(interval=2, num_blocks=2)),
-        C.apply_fora(den, C.FORAConfig(interval=3, mlp=False)))
-    return m
+def _hosts(t: T.Technique, dens: dict) -> list[str]:
+    """The suite models (name -> denoiser) ``t`` is benchmarked on."""
+    fits = [m for m, den in dens.items() if t.applies_to(den)]
+    return [m for m in fits if m in PRIMARY] or fits[:1]
+
+
+class _Row:
+    """One benchmarked composition: ``setup`` prepares and applies it, ``generate`` samples through
+    its handle (request-level caches route requests; hook-based ones are plain ``ed.sample``)."""
+
+    def __init__(self, names: list[str], configs, solver: str):
+        self.names, self.configs, self.solver, self.handle = names, configs, solver, None
+
+    def setup(self, den, sigmas, x, labels):
+        calib = T.Run(randn(x[:32].shape, seed=12345) * sigmas[0].float(), sigmas, self.solver, labels[:32])
+        wanted = self.configs(len(sigmas) - 1)
+        configs = {n: T.get(n).prepare(den, wanted.get(n), calib) for n in self.names}
+        self.handle = T.apply(self.names, den, configs)
+        if self.handle.routes_requests:
+            other = randn(tuple(x.shape), seed=12345) * sigmas[0].float()   # an earlier request
+            self.handle.sample(den, other, sigmas, self.solver, labels)
+        return self.handle
+
+    def generate(self, den, D, x, sigmas, labels, seed):
+        return self.handle.sample(D, x, sigmas, self.solver, labels, seed=seed, return_info=True)
+
+
+def rows_for(model: str) -> dict[str, tuple[list[str], object]]:
+    """Row label -> (technique names, steps -> name -> config) of ``model`` in this suite."""
+    dens = {m: zoo.load(m) for m in dict.fromkeys(SUITE_MODELS["caching"] + [model])}
+    hosts = {t.name: _hosts(t, dens) for t in (T.get(n) for f in FAMILIES for n in T.names(f))}
+    rows = {}
+    for t in (T.get(n) for n in hosts):
+        if model in hosts[t.name]:
+            for label, make in VARIANTS.get(t.name, {t.name: lambda s: None}).items():
+                rows[label] = ([t.name], (lambda t, make: lambda s: {t.name: make(s)})(t, make))
+    for label, (names, make) in PAIRS.items():
+        if all(model in hosts[n] for n in names):
+            rows[label] = (names, make)
+    return rows
 
 
 def _caching(model: str, quick: bool) -> list[BenchConfig]:
-    rows = []
-    solvers = (("ddim", "uniform"),) if quick else (("ddim", "uniform"), ("dpmpp-2m", "uniform"))
+    out, variants = [], rows_for(model)
+    solvers = ("ddim",) if quick else ("ddim", "dpmpp-2m")
+    scale = 2.0 if any("tgate" in names for names, _ in variants.values()) else None   # TGATE acts on guidance
     for steps in ((20,) if quick else (20, 50)):
-        for solver, sched in solvers:
+        for solver in solvers:
             base = f"{solver}-{steps}"
-            scale = 2.0 if model == "digits-dit-xattn" else None     # TGATE acts on guidance
-            rows.append(BenchConfig(model, base, solver, sched, steps, reference=not rows, guidance=scale))
-            for name, setup in methods(model).items():
-                if quick and not name.startswith(("deepcache-N3", "fora-N3", "tgate")):
+            out.append(BenchConfig(model, base, solver, "uniform", steps, reference=not out, guidance=scale))
+            for label, (names, configs) in variants.items():
+                if quick and not label.startswith(QUICK):
                     continue
-                rows.append(BenchConfig(model, f"{base}+{name}", solver, sched, steps, baseline=base, guidance=scale,
-                                        setup=(lambda s, solver: lambda den, sig, x, lab: s(den, sig, x, lab, solver))(
-                                            setup, solver)))
-    return rows
+                row = _Row(names, configs, solver)
+                out.append(BenchConfig(model, f"{base}+{label}", solver, "uniform", steps, baseline=base,
+                                       guidance=scale, setup=row.setup, generate=row.generate))
+    return out
 
 
 def report(results: dict, out: Path) -> str:

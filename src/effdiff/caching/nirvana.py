@@ -233,6 +233,7 @@ class NirvanaConfig:
 class NirvanaHandle(Handle):
     """Nothing is attached to the model; ``sample`` serves each request through ``cache``.
     ``stats``: computed / reused denoiser evaluations (NFE spent / saved), peak_bytes."""
+    routes_requests = True
 
     def __init__(self, cache: ApproximateCache):
         super().__init__("nirvana", [], None, CacheStats())

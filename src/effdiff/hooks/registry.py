@@ -86,7 +86,10 @@ def hooks_of(module: nn.Module) -> dict[str, ModelHook]:
 class Handle:
     """What every ``apply_*`` returns: ``handle.remove()`` detaches all its hooks (also a context
     manager). ``handle.store``: its cache (``store.nbytes()``) or None; ``handle.stats``: its
-    typed counters (``CacheStats``, ``ExitStats``)."""
+    typed counters (``CacheStats``, ``ExitStats``). ``routes_requests``: its ``sample`` does more
+    than ``ed.sample`` (a request-level cache such as NIRVANA)."""
+
+    routes_requests = False
 
     def __init__(self, name: str, attached: list[tuple[nn.Module, str]], store=None, stats=None,
                  on_remove: Callable | None = None):
