@@ -157,13 +157,14 @@ CORE = ["context", "process", "denoisers", "timesteps", "sampling", "solvers"]
 
 
 def _imports(path: pathlib.Path) -> set[str]:
-    """effdiff modules that ``path`` imports at module level (relative imports resolved)."""
+    """effdiff modules that ``path`` imports anywhere, lazy imports inside functions included
+    (relative imports resolved)."""
     pkg = ".".join(path.relative_to(SRC.parent).with_suffix("").parts)
     if path.name == "__init__.py":
         pkg = pkg.rsplit(".", 1)[0] + "." + "__init__"
     base = pkg.split(".")[:-1]
     out = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.level:
             mod = base[:len(base) - node.level + 1] + (node.module.split(".") if node.module else [])
             names = [".".join(mod)] if node.module else [".".join(mod + [a.name]) for a in node.names]

@@ -3,7 +3,8 @@
 The driver owns the step index (true indices, also when only a segment ``start..stop`` of a
 schedule runs), the stage within a step, NFE counting, the final step to σ = 0, callbacks,
 shape / dtype / finite checks of every denoiser output, and per-sample seeded noise. Solvers
-(``solvers/``) are step functions; the few that own their loop get a ``Loop``. Several
+(``solvers/``) are step functions registered here (``register``, ``Step``, ``Solver``); the few
+that own their loop get a ``Loop``. Several
 segments can run in one generation (``Session``): that is how Restart, ReDi, retrieval-guided
 initialization and NIRVANA compose, and hooks always see the true step.
 
@@ -11,20 +12,109 @@ The loop context itself is in ``effdiff.context`` (the ground floor).
 """
 from __future__ import annotations
 
+import inspect
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import torch
 
-from . import solvers as _solvers
 from .context import LoopContext, current_context, loop_context
 from .denoisers import as_batch_sigma
 
 Tensor = torch.Tensor
 
-__all__ = ["sample", "Session", "Loop", "SampleResult", "randn", "seeds_for", "NoiseSampler",
+__all__ = ["sample", "Session", "Loop", "SampleResult", "Step", "Solver", "register", "get", "names", "randn", "seeds_for", "NoiseSampler",
            "check_sigmas", "current_context", "loop_context", "LoopContext"]
+
+
+# ------------------------------------------------------------------------------------
+# the solver registry: step functions and loop-form solvers (their code is in solvers/)
+# ------------------------------------------------------------------------------------
+
+_REGISTRY: dict[str, "Solver"] = {}
+
+
+@dataclass
+class Step:
+    """What a step function sees of the loop: step ``i`` of ``n`` from ``sigma`` to ``sigma_next``."""
+    i: int
+    n: int
+    sigma: float
+    sigma_next: float
+    sigmas: Tensor                  # the whole schedule, float64, ending in 0
+    noise: Callable | None = None   # noise(like) -> per-sample Gaussian noise
+    sigma_hat: float | None = None  # set by solvers that raise σ before evaluating (EDM churn)
+
+
+def _keyword_options(fn) -> set[str] | None:
+    """The keyword-only options of a solver function (None when it takes **kwargs)."""
+    params = inspect.signature(fn).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    return {p.name for p in params if p.kind is p.KEYWORD_ONLY}
+
+
+@dataclass(frozen=True)
+class Solver:
+    """A registered solver: ``fn`` (a step function, or a loop function when ``loop``), preset
+    ``defaults``, and ``final``: "denoised" (the driver returns D on the step to σ=0) or "step".
+    Calling it runs it on its own through ``sample`` with its defaults."""
+    name: str
+    fn: Callable
+    defaults: dict
+    loop: bool = False
+    final: str = "denoised"
+
+    @property
+    def __doc__(self):  # the function's docstring, for help() and `effdiff solvers`
+        return self.fn.__doc__
+
+    def options(self, opts: dict) -> dict:
+        """The defaults updated by ``opts``; an option the solver does not take is a TypeError."""
+        known = _keyword_options(self.fn)
+        if known is not None:
+            unknown = sorted(set(opts) - known)
+            if unknown:
+                raise TypeError(f"solver {self.name!r} has no option {unknown[0]!r}; "
+                                f"its options: {', '.join(sorted(known)) or 'none'}")
+        return {**self.defaults, **opts}
+
+    def __call__(self, denoiser, x, sigmas, **kwargs):
+        """``sample(denoiser, x, sigmas, solver=self, **kwargs)`` (cond, seed, noise, callback,
+        start, stop and the solver's options)."""
+        return sample(denoiser, x, sigmas, solver=self, **kwargs)
+
+
+def register(name: str, *, loop: bool = False, final: str = "denoised", **defaults):
+    """Register ``fn`` under ``name`` (lower-case, dashes); ``defaults`` pre-set options, so one
+    function can serve several names (``ddpm`` is ``ddim`` with eta=1)."""
+    if name != name.lower() or " " in name or "_" in name:
+        raise ValueError(f"solver names are lower-case with dashes, got {name!r}")
+    if final not in ("denoised", "step"):
+        raise ValueError(f"final must be 'denoised' or 'step', got {final!r}")
+
+    def deco(fn):
+        if name in _REGISTRY:
+            raise ValueError(f"solver {name!r} is registered twice")
+        _REGISTRY[name] = Solver(name, fn, dict(defaults), loop, final)
+        return fn
+    return deco
+
+
+def get(name) -> Solver:
+    """The solver registered as ``name`` (a ``Solver`` passes through; clear error for unknown names)."""
+    if isinstance(name, Solver):
+        return name
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise KeyError(f"unknown solver {name!r}; known solvers: {', '.join(names())}") from None
+
+
+def names() -> list[str]:
+    """Every registered solver name, sorted."""
+    return sorted(_REGISTRY)
 
 
 # ------------------------------------------------------------------------------------
@@ -290,7 +380,7 @@ class Session:
     def run(self, x: Tensor, solver="euler", *, start: int = 0, stop: int | None = None, **options) -> Tensor:
         """Run steps ``start..stop-1`` of the schedule with ``solver`` from ``x`` (the state at
         ``sigmas[start]``); returns the state at ``sigmas[stop]`` (the sample when stop = n)."""
-        sol = _solvers.get(solver)
+        sol = get(solver)
         stop = self.n if stop is None else stop
         for name, v in (("start", start), ("stop", stop)):
             if isinstance(v, bool) or not isinstance(v, int):
@@ -309,7 +399,7 @@ class Session:
             state = last[4]            # continuing the very state the last segment returned: keep its history
         for i in range(start, stop):
             self.begin(i)
-            step = _solvers.Step(i, self.n, sig[i], sig[i + 1], self.sigmas, noise)
+            step = Step(i, self.n, sig[i], sig[i + 1], self.sigmas, noise)
             if sig[i + 1] == 0 and sol.final == "denoised":
                 x_new = denoised = D(x, sig[i])
             else:
@@ -323,7 +413,7 @@ class Session:
     def solve(self, x: Tensor, solver, sigmas, **options) -> Tensor:
         """Solve on the grid ``sigmas`` (any decreasing σ's, ending above 0 or at 0) inside the
         current step: counted, no step advance, no callback. Restart's re-solves use it."""
-        sol = _solvers.get(solver)
+        sol = get(solver)
         if sol.loop:
             raise ValueError(f"{sol.name!r} chooses its own steps; an inner solve needs a fixed-grid solver")
         sig = torch.as_tensor(sigmas, dtype=torch.float64)
@@ -332,7 +422,7 @@ class Session:
         s, n = grid.tolist(), len(grid) - 1 - int(ends_above)
         opts, state, noise = sol.options(options), None, self._noise_for(x)
         for i in range(n):
-            step = _solvers.Step(i, len(s) - 1, s[i], s[i + 1], grid, noise)
+            step = Step(i, len(s) - 1, s[i], s[i + 1], grid, noise)
             if s[i + 1] == 0 and sol.final == "denoised":
                 x_new = self.denoiser(x, s[i])
             else:
@@ -355,7 +445,7 @@ def sample(denoiser: Callable, x: Tensor, sigmas, solver="euler", cond=None, *, 
     x, i, sigma, sigma_hat, denoised. options go to the solver (eta, s_churn, order...).
     Returns x, or a ``SampleResult`` (x, nfe, steps, stats) with ``return_info=True``.
     """
-    sol = _solvers.get(solver)
+    sol = get(solver)
     with Session(denoiser, sigmas, cond, seed=seed, seeds=seeds, noise=noise, callback=callback,
                  progress=progress, check_finite=check_finite, desc=sol.name) as s:
         out = s.run(x, sol, start=start, stop=stop, **options)

@@ -5,13 +5,13 @@ Everything works in the VE-form σ of the denoiser contract, so one fitted sched
 solver. A schedule here is what ``timesteps`` returns: float64, strictly decreasing, ending
 in exactly 0; the optimisers keep both ends (σ_max, σ_min) fixed and move the σ's between
 them. Fitted schedules ship in ``effdiff/zoo/schedules/NAME.json`` and are reached as
-``timesteps.get("ays:digits-unet", n, process)``, interpolated to any n.
+``timesteps.get("ays:digits-unet", n, process)``, interpolated to any n; a schedule you fit is
+a JSON file wherever you write it, reached as ``timesteps.get("path/to/file.json", n, process)``.
 
-    python -m effdiff.schedule_opt fit --model digits-unet --method ays --steps 10
+    effdiff schedules fit --model digits-unet --method ays --steps 10 --out ays-unet.json
 """
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -80,7 +80,7 @@ def load_schedule(name_or_path, with_meta: bool = False):
         p = SCHEDULE_DIR / f"{name_or_path}.json"
         if not p.exists():
             raise KeyError(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(names()) or '(none)'} "
-                           f"(fit one with: python -m effdiff.schedule_opt fit --model MODEL --method ays --steps 10)")
+                           f"(fit one with: effdiff schedules fit --model MODEL --method ays --steps 10 --out FILE.json)")
     try:
         obj = json.loads(p.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -385,15 +385,23 @@ def dp(denoiser, data: Tensor, n: int = 10, sigma_min: float | None = None, sigm
 
 
 # ---------------------------------------------------------------------------------------
-# command line
+# fitting a zoo model's schedule (``effdiff schedules fit``)
 # ---------------------------------------------------------------------------------------
 
-def fit(model: str, method: str = "ays", steps: int = 10, out=None, seed: int = 0, **opts) -> Path:
-    """Fit a schedule for a zoo model on digits("train") and write ``zoo/schedules/METHOD-MODEL.json``."""
+def fit(model: str, out, method: str = "ays", steps: int = 10, seed: int = 0, **opts) -> Path:
+    """Fit a schedule for a zoo model on digits("train") and write it to ``out`` (a JSON path the
+    caller chooses; nothing is written inside the installed package)."""
     from . import zoo
     from .data import digits
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if out is None:
+        raise ValueError("fit needs out=, the JSON path to write")
+    path = Path(out)
+    if path.suffix != ".json":
+        raise ValueError(f"out must be a .json path, got {str(out)!r}")
+    if not path.parent.exists() or not os.access(path.parent, os.W_OK):
+        raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory")
     torch.manual_seed(seed)
     den = zoo.load(model)
     x, y = digits("train")
@@ -404,31 +412,10 @@ def fit(model: str, method: str = "ays", steps: int = 10, out=None, seed: int = 
     meta = {"method": method, "model": model, "steps": steps, "seed": seed, "options": opts,
             "model_train_steps": card.get("card", {}).get("steps"), "process": card.get("process"),
             "data": "digits('train')", "info": {k: v for k, v in info.items() if k != "history"},
-            "command": f"python -m effdiff.schedule_opt fit --model {model} --method {method} --steps {steps} --seed {seed}"}
+            "command": f"effdiff schedules fit --model {model} --method {method} --steps {steps} --seed {seed}"
+                       f" --out {path.name}"}
     if method == "ays":
         karras = timesteps.karras(steps, float(sig[-2]), float(sig[0]))
         meta["info"]["klub_karras"] = KLUB(den, x, cond, opts.get("num_samples", 32), seed + 1).total(karras)
         meta["info"]["klub_heldout"] = KLUB(den, x, cond, opts.get("num_samples", 32), seed + 1).total(sig)
-    path = Path(out) if out else SCHEDULE_DIR / f"{method}-{model}.json"
     return save_schedule(path, sig, meta)
-
-
-def main(argv=None):
-    ap = argparse.ArgumentParser(prog="python -m effdiff.schedule_opt", description=__doc__.split("\n")[0])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    f = sub.add_parser("fit", help="fit a schedule for a zoo model and write its JSON")
-    f.add_argument("--model", required=True)
-    f.add_argument("--method", choices=METHODS, default="ays")
-    f.add_argument("--steps", type=int, default=10)
-    f.add_argument("--out", default=None, help="JSON path (default: zoo/schedules/METHOD-MODEL.json)")
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--samples", type=int, default=None, help="Monte-Carlo / reference samples")
-    a = ap.parse_args(argv)
-    opts = {} if a.samples is None else {"num_samples": a.samples}
-    path = fit(a.model, a.method, a.steps, a.out, a.seed, **opts)
-    sig, meta = load_schedule(path, with_meta=True)
-    print(f"wrote {path}\n sigmas: {[round(float(s), 5) for s in sig]}\n info: {meta['info']}")
-
-
-if __name__ == "__main__":
-    main()

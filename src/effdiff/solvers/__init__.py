@@ -24,95 +24,9 @@ Every registered solver is callable on its own: ``get("euler")(D, x, sigmas)`` r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from ..sampling import Solver, Step, get, names, register
 
-import torch
-
-_REGISTRY: dict[str, "Solver"] = {}
-
-
-@dataclass
-class Step:
-    """What a step function sees of the loop: step ``i`` of ``n`` from ``sigma`` to ``sigma_next``."""
-    i: int
-    n: int
-    sigma: float
-    sigma_next: float
-    sigmas: torch.Tensor            # the whole schedule, float64, ending in 0
-    noise: Callable | None = None   # noise(like) -> per-sample Gaussian noise
-    sigma_hat: float | None = None  # set by solvers that raise σ before evaluating (EDM churn)
-
-
-@dataclass(frozen=True)
-class Solver:
-    """A registered solver: ``fn`` (a step function, or a loop function when ``loop``), preset
-    ``defaults``, and ``final``: "denoised" (the driver returns D on the step to σ=0) or "step"."""
-    name: str
-    fn: Callable
-    defaults: dict
-    loop: bool = False
-    final: str = "denoised"
-
-    @property
-    def __doc__(self):  # the function's docstring, for help() and `effdiff solvers`
-        return self.fn.__doc__
-
-    def options(self, opts: dict) -> dict:
-        """The defaults updated by ``opts``; an option the solver does not take is a TypeError."""
-        known = _keyword_options(self.fn)
-        if known is not None:
-            unknown = sorted(set(opts) - known)
-            if unknown:
-                raise TypeError(f"solver {self.name!r} has no option {unknown[0]!r}; "
-                                f"its options: {', '.join(sorted(known)) or 'none'}")
-        return {**self.defaults, **opts}
-
-    def __call__(self, denoiser, x, sigmas, **kwargs):
-        """Run this solver on its own through ``ed.sample`` (kwargs: ``cond``, ``seed``, ``noise``,
-        ``callback``, ``start``, ``stop`` and the solver's options)."""
-        from ..sampling import sample
-        return sample(denoiser, x, sigmas, solver=self, **kwargs)
-
-
-def _keyword_options(fn) -> set[str] | None:
-    """The keyword-only options of a solver function (None when it takes **kwargs)."""
-    import inspect
-    params = inspect.signature(fn).parameters.values()
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return None
-    return {p.name for p in params if p.kind is p.KEYWORD_ONLY}
-
-
-def register(name: str, *, loop: bool = False, final: str = "denoised", **defaults):
-    """Register ``fn`` under ``name`` (lower-case, dashes); ``defaults`` pre-set options, so one
-    function can serve several names (``ddpm`` is ``ddim`` with eta=1)."""
-    if name != name.lower() or " " in name or "_" in name:
-        raise ValueError(f"solver names are lower-case with dashes, got {name!r}")
-    if final not in ("denoised", "step"):
-        raise ValueError(f"final must be 'denoised' or 'step', got {final!r}")
-
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"solver {name!r} is registered twice")
-        _REGISTRY[name] = Solver(name, fn, dict(defaults), loop, final)
-        return fn
-    return deco
-
-
-def get(name) -> Solver:
-    """The solver registered as ``name`` (a ``Solver`` passes through; clear error for unknown names)."""
-    if isinstance(name, Solver):
-        return name
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise KeyError(f"unknown solver {name!r}; known solvers: {', '.join(names())}") from None
-
-
-def names() -> list[str]:
-    """Every registered solver name, sorted."""
-    return sorted(_REGISTRY)
+__all__ = ["Solver", "Step", "get", "names", "register"]
 
 
 def _load_all():

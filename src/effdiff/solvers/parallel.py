@@ -25,6 +25,7 @@ import warnings
 import torch
 
 from . import register
+from ..sampling import sample
 from .ddim import ancestral_step
 
 _INNER_ETA = {"ddim": 0.0, "euler": 0.0, "ddpm": 1.0, "euler-ancestral": 1.0}
@@ -229,7 +230,6 @@ def parataa(denoiser, x, sigmas, cond=None, **kwargs):
 
 
 def _with_stats(name, denoiser, x, sigmas, cond, kwargs):
-    from ..sampling import sample
     res = sample(denoiser, x, sigmas, solver=name, cond=cond, return_info=True, **kwargs)
     return res.x, res.stats
 
