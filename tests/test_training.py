@@ -40,8 +40,11 @@ def test_resume_is_bit_identical(tmp_path):
     assert resumed.step == 40
     whole = Trainer(cfg, tmp_path / "b", progress=False).run()
     assert_same_weights(resumed, whole)
-    # without resume=True a fresh run ignores the checkpoint and starts from step 0
-    assert Trainer(cfg, tmp_path / "a", progress=False).step == 0
+    # without resume=True a new trainer starts from step 0, and refuses to run over the old run
+    fresh = Trainer(cfg, tmp_path / "a", progress=False)
+    assert fresh.step == 0
+    with pytest.raises(FileExistsError, match="--resume.*--overwrite"):
+        fresh.run()
 
 
 def test_checkpoint_files_are_safetensors_and_json(tmp_path):
@@ -119,9 +122,13 @@ def test_save_load_round_trip(tmp_path):
     t2, meta = checkpoint.load(tmp_path / "c")
     assert meta == {"x": [1, 2], "y": "z"}
     assert t2.keys() == t.keys() and all(torch.equal(t[k], t2[k]) for k in t)
-    # a JSON rewritten by hand (as zoo.install does, adding metrics) is taken as written
+    # a JSON whose card was rewritten by hand (as zoo.install does, adding metrics) is taken as
+    # written; any other edit no longer matches the metadata written with the tensors
+    (tmp_path / "c.json").write_text(json.dumps({"x": [1, 2], "y": "z", "card": {"fd": 1.0}}))
+    assert checkpoint.load(tmp_path / "c")[1] == {"x": [1, 2], "y": "z", "card": {"fd": 1.0}}
     (tmp_path / "c.json").write_text(json.dumps({"x": [1, 2], "y": "edited"}))
-    assert checkpoint.load(tmp_path / "c")[1] == {"x": [1, 2], "y": "edited"}
+    with pytest.raises(CheckpointError, match=r"c\.json does not match the metadata.*\['y'\]"):
+        checkpoint.load(tmp_path / "c")
 
 
 def test_resume_after_sigkill(tmp_path):
@@ -161,21 +168,20 @@ def test_kill_between_tensor_and_json_writes(tmp_path, monkeypatch):
     pair step-30 tensors with step-20 metadata: resume still matches an uninterrupted run."""
     cfg = small()
     Trainer(cfg, tmp_path / "a", progress=False).run(stop_after=20)
-    real = checkpoint._atomic
+    real = checkpoint.atomic_write
 
     class Killed(BaseException):
         pass
 
-    def dies_before_json(path, write):
+    def dies_before_json(path, data):
         if path.suffix == ".json":
             raise Killed
-        real(path, write)
+        real(path, data)
     tr = Trainer(cfg, tmp_path / "a", progress=False)
-    tr.restore()
-    monkeypatch.setattr(checkpoint, "_atomic", dies_before_json)
+    monkeypatch.setattr(checkpoint, "atomic_write", dies_before_json)
     with pytest.raises(Killed):
-        tr.run()                      # trains to step 30, dies half-way through saving
-    monkeypatch.setattr(checkpoint, "_atomic", real)
+        tr.run(resume=True)           # trains to step 30, dies half-way through saving
+    monkeypatch.setattr(checkpoint, "atomic_write", real)
     resumed = Trainer(cfg, tmp_path / "a", progress=False)
     resumed.restore()
     assert resumed.step == 30

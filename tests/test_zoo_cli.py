@@ -43,9 +43,14 @@ def test_corrupt_and_mismatched_checkpoints(tmp_path):
     for ext in (".safetensors", ".json"):
         shutil.copyfile(src.with_suffix(ext), (tmp_path / "m").with_suffix(ext))
     assert isinstance(ed.zoo.from_checkpoint(tmp_path / "m"), torch.nn.Module)
-    # mismatched: the JSON claims a wider network than the tensors hold
+    # mismatched: the JSON claims a wider network than the tensors hold (the config SHA-256
+    # catches the edit; without it, the tensor shapes do)
     meta = json.loads((tmp_path / "m.json").read_text())
     meta["model"]["width"] = 48
+    (tmp_path / "m.json").write_text(json.dumps(meta))
+    with pytest.raises(ckpt.CheckpointError, match="m.json was edited"):
+        ed.zoo.from_checkpoint(tmp_path / "m")
+    del meta["sha256"]
     (tmp_path / "m.json").write_text(json.dumps(meta))
     with pytest.raises(ckpt.CheckpointError, match="does not match the model"):
         ed.zoo.from_checkpoint(tmp_path / "m")

@@ -1,49 +1,135 @@
-"""The command line: ``effdiff train | sample | bench | zoo``."""
+"""The command line: ``effdiff train | sample | bench | solvers | zoo``.
+
+Arguments are checked before any compute (ranges in the argparse types, output locations with
+``io.check_writable``). Every error effdiff raises on purpose ends as one ``effdiff CMD: error:
+...`` line on stderr and exit status 2; an exception from inside a library is a bug and keeps
+its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+PACKAGE = Path(__file__).resolve().parent
+MAX_STEPS = 10_000        # sampling steps (the discrete zoo models have 1000 noise levels)
+MAX_SAMPLES = 10_000      # images per `sample` grid / bench configuration
+MAX_SEED = 2 ** 63
+MAX_TRAIN_STEPS = 10_000_000
+MAX_GUIDANCE = 1_000.0
+MAX_BATCH = 65_536
+
+
+def _ranged_int(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if v < lo or (hi is not None and v > hi):
+            bound = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {v}")
+        return v
+    parse.__name__ = "integer"
+    return parse
+
+
+positive = _ranged_int(1)
+seed_type = _ranged_int(0, MAX_SEED - 1)
+
+
+def guidance_type(text: str) -> float:
+    """An argparse type: a finite guidance scale w with |w| <= MAX_GUIDANCE."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and abs(v) <= MAX_GUIDANCE):
+        raise argparse.ArgumentTypeError(f"must be finite and in [-{MAX_GUIDANCE}, {MAX_GUIDANCE}], got {text!r}")
+    return v
+
+
+def class_list(text: str) -> list[int]:
+    """An argparse type: comma-separated non-negative class labels."""
+    try:
+        labels = [int(c) for c in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if any(c < 0 for c in labels):
+        raise argparse.ArgumentTypeError(f"class labels must be >= 0, got {text!r}")
+    return labels
+
 
 def _train(a):
+    from .io import check_writable
     from .training import preset, train
     overrides = {k: v for k, v in (("steps", a.steps), ("seed", a.seed), ("batch_size", a.batch_size)) if v is not None}
     cfg = preset(a.preset, **overrides)
     out = Path(a.out or f"runs/{a.preset}")
-    path = train(cfg, out, resume=a.resume, progress=not a.quiet)
+    check_writable(out, directory=True)
+    path = train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}.safetensors ({meta['card']['steps']} steps, {meta['card']['wall_time_s']} s)")
     if meta["card"]["metrics"]:
         print("metrics:", json.dumps(meta["card"]["metrics"]))
 
 
-def _sample(a):
+def _diffusion_card(name: str) -> dict:
+    """The zoo card of ``name``, which must be a diffusion model."""
+    from . import zoo
+    card = zoo.card(name)
+    if card.get("task") != "diffusion":
+        sampleable = [m for m in zoo.names() if zoo.card(m).get("task") == "diffusion"]
+        raise ValueError(f"{name!r} is a {card.get('task')} model, not a diffusion model; "
+                         f"the diffusion models are: {', '.join(sampleable)}")
+    return card
+
+
+def _labels(classes: list[int] | None, n: int, num_classes: int, model: str):
     import torch
+    if classes is None:
+        return torch.arange(n) % num_classes if num_classes else None
+    if not num_classes:
+        raise ValueError(f"{model!r} is unconditional; --classes does not apply")
+    if max(classes) > num_classes:
+        raise ValueError(f"class labels must lie in [0, {num_classes}] for {model!r} ({num_classes} = null), "
+                         f"got {max(classes)}")
+    labels = torch.tensor(classes)
+    return labels.repeat((n + len(labels) - 1) // len(labels))[:n]
+
+
+def _sample(a):
     import effdiff as ed
-    from .viz import save_grid
+    from .io import check_writable
+    from .viz import image_format, save_grid
+    card = _diffusion_card(a.model)
+    image_format(a.out)
+    check_writable(a.out)
+    ed.solvers.get(a.solver)                 # an unknown name: a KeyError naming the known solvers
+    cond = _labels(a.classes, a.n, card.get("num_classes", 0), a.model)
     den = ed.zoo.load(a.model)
-    n = a.n
-    if a.classes:
-        labels = torch.tensor([int(c) for c in a.classes.split(",")])
-        labels = labels.repeat((n + len(labels) - 1) // len(labels))[:n]
-    else:
-        labels = torch.arange(n) % max(den.cond_classes, 1)
-    cond = labels if den.cond_classes else None
     sig = ed.timesteps.full(den.process) if a.schedule == "full" else ed.timesteps.get(a.schedule, a.steps, den.process)
     size = den.meta["model"]["image_size"]
-    x = ed.sampling.randn((n, den.meta["model"].get("in_channels", 1), size, size), seed=a.seed) * sig[0].float()
+    x = ed.sampling.randn((a.n, den.meta["model"].get("in_channels", 1), size, size), seed=a.seed) * sig[0].float()
     res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=a.solver, cond=cond, seed=a.seed,
                     return_info=True, progress=not a.quiet)
     path = save_grid(res.x, a.out, nrow=10)
-    print(f"wrote {path}: {n} samples, {a.model}, {a.solver} on {a.schedule}, {res.nfe} NFE, guidance {a.guidance}")
+    print(f"wrote {path}: {a.n} samples, {a.model}, {a.solver} on {a.schedule}, {res.nfe} NFE, guidance {a.guidance}")
 
 
 def _bench(a):
     from .bench import run
-    from .bench.runner import table
+    from .bench.runner import suite, table
+    from .io import check_writable
     models = a.models.split(",") if a.models else None
+    for m in models or []:
+        _diffusion_card(m)
+    suite(a.suite, models or [])             # an unknown suite fails here, before any work
+    if a.out:
+        check_writable(a.out, directory=True)
     res = run(models=models, suite_name=a.suite, quick=a.quick, out=a.out, n_samples=a.n, seed=a.seed,
               guidance=a.guidance, repeats=a.repeats, threads=a.threads)
     print()
@@ -76,11 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a preset (digits-unet, digits-dit, digits-classifier, toy2d)")
     t.add_argument("--preset", required=True)
-    t.add_argument("--out", help="run directory (default runs/PRESET)")
-    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    t.add_argument("--steps", type=int)
-    t.add_argument("--seed", type=int)
-    t.add_argument("--batch-size", type=int)
+    t.add_argument("--out", help="run directory (default runs/PRESET); must be empty unless --resume/--overwrite")
+    mode = t.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true", help="continue the run directory's run from its last checkpoint")
+    mode.add_argument("--overwrite", action="store_true", help="delete the run directory's run and start over")
+    t.add_argument("--steps", type=_ranged_int(1, MAX_TRAIN_STEPS))
+    t.add_argument("--seed", type=seed_type)
+    t.add_argument("--batch-size", type=_ranged_int(1, MAX_BATCH))
     t.add_argument("--quiet", action="store_true")
     t.set_defaults(fn=_train)
 
@@ -88,11 +176,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="digits-unet")
     s.add_argument("--solver", default="dpmpp-2m")
     s.add_argument("--schedule", default="logsnr", help="karras, exponential, logsnr, uniform, quadratic or full")
-    s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--guidance", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--classes", help="comma-separated class labels, cycled (default 0..9)")
-    s.add_argument("--n", type=int, default=100)
+    s.add_argument("--steps", type=_ranged_int(1, MAX_STEPS), default=10)
+    s.add_argument("--guidance", type=guidance_type, default=1.0)
+    s.add_argument("--seed", type=seed_type, default=0)
+    s.add_argument("--classes", type=class_list, help="comma-separated class labels, cycled (default 0..9)")
+    s.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), default=100)
     s.add_argument("--out", default="samples.png")
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_sample)
@@ -102,11 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--models", help="comma-separated zoo models (default digits-unet,digits-dit)")
     b.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
     b.add_argument("--out", help="write results.json, pareto.png and sample grids here")
-    b.add_argument("--n", type=int, help="samples per configuration (default 360, quick 100)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--guidance", type=float, default=1.0)
-    b.add_argument("--repeats", type=int, help="timed repeats per configuration (default 3, quick 1)")
-    b.add_argument("--threads", type=int, help="torch threads (default: all cores)")
+    b.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), help="samples per configuration (default 360, quick 100)")
+    b.add_argument("--seed", type=seed_type, default=0)
+    b.add_argument("--guidance", type=guidance_type, default=1.0)
+    b.add_argument("--repeats", type=positive, help="timed repeats per configuration (default 3, quick 1)")
+    b.add_argument("--threads", type=positive, help="torch threads (default: all cores)")
     b.set_defaults(fn=_bench)
 
     sv = sub.add_parser("solvers", help="list the registered solvers")
@@ -117,12 +205,37 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _raised_by_effdiff(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc`` is effdiff's own code (a check), not a library's."""
+    tb, last = exc.__traceback__, None
+    while tb is not None:
+        last, tb = tb.tb_frame.f_code.co_filename, tb.tb_next
+    return last is not None and Path(last).resolve().is_relative_to(PACKAGE)
+
+
+def user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error effdiff raised on purpose, or None for a bug."""
+    from .checkpoint import CheckpointError
+    if isinstance(exc, OSError):
+        return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
+    if isinstance(exc, (CheckpointError, FloatingPointError)) or (
+            isinstance(exc, (ValueError, KeyError, TypeError, RuntimeError)) and _raised_by_effdiff(exc)):
+        msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
+        return " ".join(str(msg).split("\n"))
+    return None
+
+
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:              # argparse printed usage and its error line (or --help)
+        return e.code if isinstance(e.code, int) else 2
     try:
         args.fn(args)
-    except (KeyError, ValueError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    except Exception as e:
+        msg = user_error(e)
+        if msg is None:
+            raise
         print(f"effdiff {args.cmd}: error: {msg}", file=sys.stderr)
         return 2
     return 0

@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .io import atomic_write
+
 
 def save_grid(x: torch.Tensor, path, nrow: int = 10, scale: int = 4) -> Path:
     """Save images x [N, C, H, W] in [-1, 1] as one PNG grid (nearest-neighbour upscaled)."""
@@ -21,20 +23,27 @@ def save_grid(x: torch.Tensor, path, nrow: int = 10, scale: int = 4) -> Path:
     arr = grid.permute(1, 2, 0).numpy()
     arr = np.repeat(np.repeat(arr, scale, 0), scale, 1)
     img = Image.fromarray(arr[..., 0] if c == 1 else arr)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    img.save(path)
-    return path
+    return atomic_write(path, lambda f: img.save(f, format=image_format(path)))
+
+
+def image_format(path) -> str:
+    """The PIL format for ``path``'s suffix (a clear ``ValueError`` for one PIL cannot write)."""
+    from PIL import Image
+    Image.init()
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"cannot write an image to {str(path)!r}: unknown image suffix {suffix!r} (use .png)")
+    return fmt
 
 
 def _save(fig, path) -> Path:
     import matplotlib.pyplot as plt
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
 
 
 def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd", floor: float | None = None,

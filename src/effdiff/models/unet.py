@@ -186,6 +186,8 @@ class UNet(nn.Module):
         down = 2 ** (len(cfg.channel_mult) - 1)
         if x.ndim == 4 and (x.shape[-1] % down or x.shape[-2] % down):
             raise ValueError(f"H and W must be divisible by {down}, got {tuple(x.shape)}")
+        if x.ndim == 4 and x.shape[-2:] != (cfg.image_size, cfg.image_size):
+            raise ValueError(f"UNet was built for {cfg.image_size}x{cfg.image_size} images, got {tuple(x.shape)}")
         noise_labels, class_labels = check_inputs(x, noise_labels, class_labels, cfg.in_channels, cfg.num_classes)
         emb = self.embed(noise_labels, class_labels)  # [B, E]
         h, hs = x, []

@@ -7,6 +7,7 @@ so an interrupted run resumed with ``resume=True`` ends bit-identical to an unin
 from __future__ import annotations
 
 import dataclasses
+import errno
 import math
 import platform
 import time
@@ -17,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
+from ..io import clean_stale
 from ..models import build
 from ..process import from_config
 from ..denoisers import Denoiser
@@ -43,6 +45,21 @@ class TrainConfig:
     p_uncond: float = 0.1               # label dropout for classifier-free guidance
     seed: int = 0
     ckpt_every: int = 1000
+
+    def validate(self) -> "TrainConfig":
+        """Raise a ``ValueError`` naming the first field that cannot train."""
+        for name in ("steps", "batch_size", "ckpt_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2 ** 63:
+            raise ValueError(f"seed must be an integer in [0, 2**63), got {self.seed!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive finite number, got {self.lr!r}")
+        if not 0 <= self.ema_decay < 1 or not 0 <= self.p_uncond <= 1 or self.warmup < 0:
+            raise ValueError(f"need 0 <= ema_decay < 1, 0 <= p_uncond <= 1 and warmup >= 0, got "
+                             f"{self.ema_decay!r}, {self.p_uncond!r}, {self.warmup!r}")
+        return self
 
     def to_json(self) -> dict:
         import json
@@ -81,7 +98,7 @@ class Trainer:
     """Train ``config`` in ``run_dir``: ``Trainer(cfg, run_dir).run(resume=True)``."""
 
     def __init__(self, config: TrainConfig, run_dir, progress: bool = True):
-        self.cfg, self.dir, self.progress = config, Path(run_dir), progress
+        self.cfg, self.dir, self.progress = config.validate(), Path(run_dir), progress
         torch.manual_seed(config.seed)
         self.net = build(config.arch, dict(config.model))
         self.ema = build(config.arch, dict(config.model))
@@ -175,9 +192,14 @@ class Trainer:
         ckpt.save(self.dir / "checkpoint", t, meta)
 
     def restore(self) -> bool:
-        if not (self.dir / "checkpoint.json").exists():
+        """Load the run directory's checkpoint (False when it holds none); a corrupt, edited or
+        foreign checkpoint raises ``CheckpointError`` and is never trained on."""
+        stem = self.dir / "checkpoint"
+        if not any(stem.with_suffix(e).exists() for e in (".json", ".safetensors")):
             return False
-        t, meta = ckpt.load(self.dir / "checkpoint")
+        t, meta = ckpt.load(stem)    # verifies the SHA-256; recovers the JSON from the header if lost
+        if meta.get("format") != "effdiff-train-1":
+            raise ckpt.CheckpointError(f"{stem}: not an effdiff training checkpoint (format {meta.get('format')!r})")
         if meta.get("config") != self.cfg.to_json():
             raise ckpt.CheckpointError(f"{self.dir}/checkpoint was written by a different config; "
                                        "use a new run directory or the same preset and options")
@@ -206,11 +228,32 @@ class Trainer:
         ckpt.save(self.dir / "model", self.ema.state_dict(), meta)
         return self.dir / "model"
 
+    RUN_FILES = ("checkpoint.json", "checkpoint.safetensors", "model.json", "model.safetensors")
+
+    def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
+        """Never lose a run: resume one that exists (refuse when there is none), or start in an
+        empty directory (a non-empty one only with ``overwrite``, which deletes the old run files)."""
+        if resume and overwrite:
+            raise ValueError("resume and overwrite exclude each other")
+        clean_stale(self.dir)
+        if resume:
+            if not self.restore():
+                raise ckpt.CheckpointError(f"nothing to resume in {self.dir}: it holds no checkpoint "
+                                           "(check the path, or start a new run without --resume)")
+            if self.progress:
+                print(f"resumed {self.dir} at step {self.step}")
+            return
+        held = sorted(p.name for p in self.dir.iterdir()) if self.dir.is_dir() else []
+        if held and not overwrite:
+            raise FileExistsError(errno.EEXIST, f"run directory is not empty ({', '.join(held[:4])}); pass "
+                                  "--resume to continue its run or --overwrite to start over", str(self.dir))
+        for name in self.RUN_FILES:
+            (self.dir / name).unlink(missing_ok=True)
+
     # ---- the loop ------------------------------------------------------------------
-    def run(self, resume: bool = False, stop_after: int | None = None):
+    def run(self, resume: bool = False, stop_after: int | None = None, overwrite: bool = False):
         """Train to ``config.steps``; ``stop_after`` ends early (after a checkpoint), as a kill would."""
-        if resume and self.restore() and self.progress:
-            print(f"resumed {self.dir} at step {self.step}")
+        self.prepare(resume, overwrite)
         bar = None
         if self.progress:
             from tqdm.auto import tqdm
@@ -243,9 +286,9 @@ def evaluate_classifier(net, split: str = "test") -> float:
         return float((net(x).argmax(1) == y).float().mean())
 
 
-def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True) -> Path:
+def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train (or resume) and export the EMA model; returns the path stem of ``model.*``."""
-    tr = Trainer(config, run_dir, progress=progress).run(resume=resume)
+    tr = Trainer(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)
     metrics = {}
     if config.task == "classifier":
         metrics["test_accuracy"] = evaluate_classifier(tr.ema)

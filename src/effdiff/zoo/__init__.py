@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..denoisers import Denoiser, EDMDenoiser
+from ..io import atomic_write
 from ..models import build
 from ..process import from_config
 
@@ -33,44 +34,63 @@ def card(name: str) -> dict:
     return json.loads(_path(name).with_suffix(".json").read_text())
 
 
-def from_checkpoint(path, where: str | None = None):
+def _check_config(meta: dict, where: str) -> None:
+    """The metadata's conditioning agrees with the network config that the tensors are checked against."""
+    if meta["task"] != "diffusion":
+        return
+    k_meta, k_net = meta.get("num_classes", 0), meta["model"].get("num_classes", 0)
+    if k_meta != k_net:
+        raise ckpt.CheckpointError(f"{where}: num_classes {k_meta!r} does not match the network's {k_net!r}")
+
+
+def _denoiser(net, meta: dict, where: str):
+    try:
+        if meta.get("prediction") == "edm":
+            return EDMDenoiser(net, num_classes=meta.get("num_classes", 0))
+        return Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{where}: invalid process/prediction in its metadata: {e}") from None
+
+
+def from_checkpoint(path, where: str | None = None, require_sha256: bool = False):
     """Rebuild a model exported by ``Trainer.export`` (``path`` without suffix): a ``Denoiser``
-    for diffusion models (EMA weights, eval mode), the bare network otherwise."""
-    tensors, meta = ckpt.load(path)
+    for diffusion models (EMA weights, eval mode), the bare network otherwise. The SHA-256 and
+    the config are verified against the tensors (``CheckpointError`` naming the file)."""
+    tensors, meta = ckpt.load(path, require_sha256=require_sha256)
     where = where or str(path)
     for key in ("arch", "model", "task"):
         if key not in meta:
             raise ckpt.CheckpointError(f"{where}: metadata lacks {key!r}; not an effdiff model export")
-    net = build(meta["arch"], meta["model"])
+    _check_config(meta, where)
+    try:
+        net = build(meta["arch"], meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{where}: invalid model config in its metadata: {e}") from None
     ckpt.load_state(net, tensors, where=where)
     net.eval().requires_grad_(False)
     if meta["task"] != "diffusion":
         return net
-    if meta.get("prediction") == "edm":
-        den = EDMDenoiser(net, num_classes=meta.get("num_classes", 0))
-    else:
-        den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
+    den = _denoiser(net, meta, where)
     den.meta = meta
     return den.eval()
 
 
 def load(name: str):
     """A shipped model by name (see ``names()``)."""
-    return from_checkpoint(_path(name), where=f"zoo model {name!r}")
+    return from_checkpoint(_path(name), where=f"zoo model {name!r}", require_sha256=True)
 
 
 def install(model_path, name: str, extra_metrics: dict | None = None) -> Path:
     """Copy an exported model (``run_dir/model``) into the zoo as ``name`` and write its card
-    (``name.md``); ``extra_metrics`` (e.g. the bench's FD) are added to the card's metrics."""
-    import shutil
+    (``name.md``); ``extra_metrics`` (e.g. the bench's FD) are added to the card's metrics.
+    The JSON records the SHA-256 that ``load`` verifies; every file is written atomically."""
     src = Path(model_path)
     tensors, meta = ckpt.load(src)            # validates before installing
     if extra_metrics:
         meta["card"]["metrics"].update(extra_metrics)
-    WEIGHTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(src.with_suffix(".safetensors"), WEIGHTS / f"{name}.safetensors")
-    (WEIGHTS / f"{name}.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    (WEIGHTS / f"{name}.md").write_text(card_markdown(name, meta))
+    atomic_write(WEIGHTS / f"{name}.safetensors", src.with_suffix(".safetensors").read_bytes())
+    atomic_write(WEIGHTS / f"{name}.json", ckpt.meta_json(meta, ckpt.integrity(tensors, meta)))
+    atomic_write(WEIGHTS / f"{name}.md", card_markdown(name, meta))
     return WEIGHTS / name
 
 
