@@ -1,6 +1,7 @@
 """effdiff: the efficient-diffusion toolbox over one denoiser contract ``D(x, sigma, cond) -> x0``."""
 from . import process, denoisers, timesteps, solvers
-from .sampling import sample, current_context
+from .sampling import sample
+from .context import current_context
 from .denoisers import Denoiser, EDMDenoiser, CFG, guided
 
 __version__ = "0.1.0"
@@ -8,6 +9,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name):  # heavy or optional submodules load on first use
     import importlib
-    if name in ("zoo", "models", "metrics", "data", "objectives", "training", "bench"):
+    if name in ("zoo", "models", "metrics", "data", "objectives", "training", "bench", "techniques", "sites",
+                "caching", "early_exit", "retrieval", "hooks", "schedule_opt"):
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'effdiff' has no attribute {name!r}")
