@@ -1,0 +1,126 @@
+"""Command line under torchrun: ``torchrun --nproc-per-node N -m effdiff.distributed sample|bench``.
+
+Every rank joins the process group from torchrun's environment (gloo on CPU, NCCL on CUDA),
+checks that all ranks got the same arguments (``agree``), and runs the same sampling loop with
+the chosen parallel method; rank 0 alone writes the outputs. Without torchrun it runs one rank.
+``add_parallel_arguments`` / ``parallel_denoiser`` are what ``effdiff sample`` needs to offer
+``--parallel`` itself.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from .agree import agree
+from .launch import init_from_env, is_writer, serve, world_size
+from .methods import METHODS, parallel
+
+
+def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
+    """--parallel METHOD and its options (a sampling command's parser)."""
+    p.add_argument("--parallel", default="none", choices=sorted(METHODS),
+                   help="split each evaluation over the torchrun ranks (see docs/distributed.md)")
+    p.add_argument("--parallel-mode", choices=("sync", "stale"), help="patch/sequence/pipefusion: exact or stale")
+    p.add_argument("--warmup", type=int, help="synchronous steps before stale mode")
+    p.add_argument("--patches", type=int, help="pipefusion: patches in flight")
+
+
+def _options(a) -> dict:
+    opts = {}
+    if a.parallel_mode is not None:
+        opts["mode"] = a.parallel_mode
+    if a.warmup is not None:
+        opts["warmup"] = a.warmup
+    if a.patches is not None:
+        if a.parallel != "pipefusion":
+            raise ValueError("--patches is a pipefusion option")
+        opts["num_patches"] = a.patches
+    return opts
+
+
+def parallel_denoiser(den, a):
+    """Join torchrun's process group (if any), check every rank got the same arguments, and return
+    the guided denoiser of ``--parallel`` (``a.guidance`` as the scale)."""
+    init_from_env()
+    agree({k: v for k, v in vars(a).items() if k != "fn"})
+    return parallel(den, a.parallel, a.guidance, **_options(a))
+
+
+def _sample(a) -> None:
+    import effdiff as ed
+    from ..viz import save_grid
+    den = ed.zoo.load(a.model)
+    D = parallel_denoiser(den, a)
+    sig = ed.timesteps.get(a.schedule, a.steps, den.process)
+    m = den.meta["model"]
+    x = ed.sampling.randn((a.samples, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=a.seed) * sig[0].float()
+    cond = torch.arange(a.samples) % den.cond_classes if den.cond_classes else None
+    res = ed.sample(D, x, sig, solver=a.solver, cond=cond, seed=a.seed, return_info=True)
+    if is_writer():
+        from safetensors.torch import save
+        from ..io import atomic_write
+        path = save_grid(res.x, a.out, nrow=10)
+        if a.save_tensor:
+            atomic_write(a.save_tensor, save({"x": res.x.contiguous()}))
+        print(f"wrote {path}: {a.samples} samples, {a.model}, {a.parallel} on {world_size()} rank(s), {res.nfe} NFE")
+
+
+def _bench(a) -> None:
+    init_from_env()
+    agree({k: v for k, v in vars(a).items() if k != "fn"})
+    if not is_writer():
+        serve()                        # rank > 0: follow rank 0's pool calls
+        return
+    from ..bench import run
+    from ..bench.runner import table
+    from .launch import Pool
+    from ..bench import distributed as bench_dist
+    with Pool(world_size()) as pool:
+        bench_dist.use_pool(pool)
+        res = run(models=a.models.split(",") if a.models else None, suite_name="distributed", quick=a.quick,
+                  out=a.out, n_samples=a.samples, seed=a.seed, repeats=a.repeats)
+        bench_dist.use_pool(None)
+    print(table(res))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m effdiff.distributed",
+                                description="parallel inference on torch.distributed (run under torchrun)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("sample", help="sample a zoo model with a parallel method; rank 0 writes the grid")
+    s.add_argument("--model", default="digits-unet")
+    s.add_argument("--solver", default="ddim")
+    s.add_argument("--schedule", default="uniform")
+    s.add_argument("--steps", type=int, default=10)
+    s.add_argument("--guidance", type=float, default=1.0)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--samples", type=int, default=20, help="number of samples (torchrun takes --n for itself)")
+    s.add_argument("--out", default="samples.png")
+    s.add_argument("--save-tensor", help="also write the samples as a safetensors file (rank 0)")
+    add_parallel_arguments(s)
+    s.set_defaults(fn=_sample)
+    b = sub.add_parser("bench", help="the distributed bench suite on the torchrun ranks")
+    b.add_argument("--models")
+    b.add_argument("--quick", action="store_true")
+    b.add_argument("--out")
+    b.add_argument("--samples", type=int)
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--repeats", type=int)
+    b.set_defaults(fn=_bench)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
+    try:
+        a.fn(a)
+    except (ValueError, KeyError, TypeError) as e:
+        print(f"effdiff.distributed {a.cmd}: error: {e}", file=sys.stderr)
+        return 2
+    finally:
+        import torch.distributed as dist
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0

@@ -1,0 +1,30 @@
+"""Parallel inference methods by name: ``parallel(denoiser, method, scale=w, **options)`` returns
+the guided denoiser that every rank runs with the same arguments (``ed.sample`` as usual)."""
+from __future__ import annotations
+
+from typing import Callable
+
+from ..denoisers import guided
+from .batch import BatchParallel
+from .comm import Comm
+from .patch import PatchConfig, patch_parallel
+from .pipeline import PipeConfig, pipefusion
+
+# name -> (denoiser, comm, options) -> denoiser without guidance (guidance goes on top)
+METHODS: dict[str, Callable] = {
+    "none": lambda den, comm, **o: den,
+    # batch split over ranks: CFG branches on different ranks, parallel-in-time windows, data parallel
+    "cfg": lambda den, comm, **o: BatchParallel(den, comm),
+    "patch": lambda den, comm, **o: patch_parallel(den, PatchConfig(**o), comm),
+    "sequence": lambda den, comm, **o: patch_parallel(den, PatchConfig(attention="ulysses", **o), comm),
+    "pipefusion": lambda den, comm, **o: pipefusion(den, PipeConfig(**o), comm),
+}
+
+
+def parallel(denoiser, method: str, scale: float = 1.0, comm: Comm | None = None, **options):
+    """``denoiser`` parallelised by ``method`` (one of ``METHODS``), then guided with ``scale``."""
+    if method not in METHODS:
+        raise KeyError(f"unknown parallel method {method!r}; known: {', '.join(METHODS)}")
+    if method in ("none", "cfg") and options:
+        raise TypeError(f"method {method!r} takes no options, got {sorted(options)}")
+    return guided(METHODS[method](denoiser, comm or Comm(), **options), scale)
