@@ -6,6 +6,7 @@ sees only this; networks trained in other forms are wrapped here.
 """
 from __future__ import annotations
 
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -209,6 +210,9 @@ class CFG(nn.Module):
 
     def __init__(self, denoiser, scale: float = 1.0, interval=None, rescale: float = 0.0, null_cond=None):
         super().__init__()
+        if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale) \
+                or abs(scale) > 1e6:
+            raise ValueError(f"guidance scale must be a finite number with |w| <= 1e6, got {scale!r}")
         self.denoiser = denoiser
         self.config = GuidanceConfig(scale, tuple(interval) if interval else None, rescale)
         self.null_cond = null_cond

@@ -145,13 +145,14 @@ def check_seed(seed) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) and not (torch.is_tensor(seed) and seed.numel() == 1
                                                                   and not seed.is_floating_point()):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    if int(seed) < 0:
-        raise ValueError(f"seed must be >= 0, got {int(seed)}")
+    if not 0 <= int(seed) < 2 ** 63:
+        raise ValueError(f"seed must be in [0, 2**63), got {int(seed)}")
     return int(seed)
 
 
 def seeds_for(seed: int, n: int) -> list[int]:
-    """Per-sample seeds derived from one seed: sample i gets seed * 1_000_003 + i (mod 2**64)."""
+    """Per-sample seeds derived from one seed: sample i gets seed * 1_000_003 + i (mod 2**64, the
+    generator's range)."""
     seed = check_seed(seed)
     return [(seed * 1_000_003 + i) % 2 ** 64 for i in range(n)]
 
@@ -161,7 +162,7 @@ NOISE_STREAM = 7919   # seed offset of the solver-noise stream, so changing the 
 
 def solver_noise(seed: int | None, n: int, device="cpu") -> "NoiseSampler":
     """The per-sample noise stream of stochastic solvers for ``seed`` (global RNG when None)."""
-    return NoiseSampler(seeds_for(check_seed(seed) + NOISE_STREAM, n) if seed is not None else None, device=device)
+    return NoiseSampler(seeds_for(check_seed(seed) % (2 ** 63 - NOISE_STREAM) + NOISE_STREAM, n) if seed is not None else None, device=device)
 
 
 def randn(shape, seed: int | None = None, seeds: Sequence[int] | None = None, dtype=torch.float32, device="cpu") -> Tensor:
@@ -391,6 +392,8 @@ class Session:
         self._check_cond(x)
         noise = self._noise_for(x)
         opts = sol.options(options)
+        if start == stop:
+            return x                       # an empty segment: nothing to integrate
         if sol.loop:
             return sol.fn(Loop(self, start, stop), x, **opts)
         D, sig, state = self.denoiser, self._sig, None

@@ -26,7 +26,7 @@ def error_norm(x_hi, x_lo, x_prev, atol: float, rtol: float) -> float:
     """E = max over the batch of RMS(|x_hi - x_lo| / max(atol, rtol max(|x_lo|, |x_prev|)))
     (Lu et al. 2022, App. C; Jolicoeur-Martineau et al. 2021, Alg. 1: mixed abs/rel tolerance)."""
     scale = torch.maximum(x_lo.abs(), x_prev.abs()).mul(rtol).clamp_min(atol)
-    return float(((x_hi - x_lo) / scale).pow(2).flatten(1).mean(1).sqrt().max())
+    return float(((x_hi - x_lo) / scale).pow(2).reshape(x_hi.shape[0], -1).mean(1).sqrt().max())
 
 
 def step_factor(errs: list[float], exponent: float, theta: float, pid: tuple[float, float, float]) -> float:

@@ -88,7 +88,7 @@ def _evaluate(den, xs, sigmas, t, p, a, cz):
 
 def _err(u):
     """Squared change per dimension, worst sample: [p, B, ...] -> [p]."""
-    return u.flatten(2).pow(2).mean(-1).amax(-1)
+    return u.reshape(u.shape[0], u.shape[1], -1).pow(2).mean(-1).amax(-1)
 
 
 def _stride(err, var, t, p, tol):
@@ -256,7 +256,7 @@ def _taa(cur, F, Xh, Fh, t, p, seen, lam):
     mcols = dX.shape[0]
     # column c (oldest first) is valid for state j when j was in the window for the last mcols-c+1 iterations
     valid = (torch.arange(mcols)[None, :] >= (mcols + 1 - seen)[:, None]).to(dF.dtype)   # [p, m]
-    dFf, Ff = dF.flatten(3), F.double().flatten(2)               # [m, p, B, d], [p, B, d]
+    dFf, Ff = dF.reshape(*dF.shape[:3], -1), F.double().reshape(*F.shape[:2], -1)   # [m, p, B, d], [p, B, d]
     G = torch.einsum("cpbd,epbd->pbce", dFf, dFf).cumsum(0)       # [p, B, m, m], rows ≤ j summed
     r = torch.einsum("cpbd,pbd->pbc", dFf, Ff).cumsum(0)          # [p, B, m]
     v = valid[:, None, :]
@@ -265,5 +265,5 @@ def _taa(cur, F, Xh, Fh, t, p, seen, lam):
     scale = G.diagonal(dim1=-2, dim2=-1).amax(-1, keepdim=True).clamp_min(1e-300)
     G = G + (lam * scale)[..., None] * torch.eye(mcols, dtype=G.dtype)
     gamma = torch.linalg.solve(G, r) * v                          # [p, B, m]
-    corr = torch.einsum("cpbd,pbc->pbd", (dX + dF).flatten(3), gamma).reshape(cur.shape)
+    corr = torch.einsum("cpbd,pbc->pbd", (dX + dF).reshape(dFf.shape), gamma).reshape(cur.shape)
     return cur + F - corr.to(cur.dtype)
