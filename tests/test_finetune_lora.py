@@ -172,3 +172,23 @@ def test_bad_input_is_named():
         add_lora(net, LoRAConfig(targets=["nope.layer"]), name="b")
     with pytest.raises(TypeError, match="nn.Module"):
         add_lora(object(), LoRAConfig())
+
+
+def test_lora_on_a_diffusers_unet_merges_exactly():
+    diffusers = pytest.importorskip("diffusers")
+    torch.manual_seed(0)
+    net = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+                                up_block_types=("AttnUpBlock2D", "UpBlock2D"), layers_per_block=1, norm_num_groups=4)
+    att = target_names(net, ("attention",))
+    assert any(n.endswith("to_q") for n in att)
+    base = {k: v.clone() for k, v in net.state_dict().items()}
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([10, 500])
+    add_lora(net, LoRAConfig(rank=2), name="a")
+    randomize(net, "a", std=0.05)
+    with torch.no_grad():
+        want = net(x, t).sample
+        with merge(net):
+            assert torch.allclose(net(x, t).sample, want, atol=1e-4)
+    for n, m in layers(net).items():
+        assert torch.equal(m.get_base_layer().weight, base[n + ".weight"])

@@ -37,15 +37,18 @@ class T2IAdapter(nn.Module):
         self._cache: tuple | None = None
 
     def features(self, hint: torch.Tensor) -> list[torch.Tensor]:
-        """One feature map per encoder block; cached for the same condition while gradients are off."""
-        if not torch.is_grad_enabled() and self._cache is not None and self._cache[0] is hint:
+        """One feature map per encoder block; cached for the same condition (and unchanged weights)
+        while gradients are off."""
+        key = (hint, tuple(p._version for p in self.parameters()))
+        if not torch.is_grad_enabled() and self._cache is not None and self._cache[0][0] is hint \
+                and self._cache[0][1] == key[1]:
             return self._cache[1]
         h, per_level = self.stem(hint), []
         for level in self.levels:
             h = level(h)
             per_level.append(h)
         feats = [conv(per_level[k]) for conv, k in zip(self.out, self.level_of)]
-        self._cache = (hint, feats) if not torch.is_grad_enabled() else None
+        self._cache = (key, feats) if not torch.is_grad_enabled() else None
         return feats
 
     def hooks(self, unet, x, noise_labels, class_labels, hint) -> list:
