@@ -32,6 +32,7 @@ class ReflowConfig:
     density: str = "uniform"
     density_args: dict | None = None
     sample_steps: int = 4
+    pairs_n: int = 0                  # > 0: generate missing pairs first (dpmpp-2m, 10 steps; resumable)
 
     def __post_init__(self):
         if not self.pairs:
@@ -44,6 +45,8 @@ class Reflow(Method):
 
     def __init__(self, args, teacher, cfg):
         super().__init__(args, teacher, cfg)
+        if self.c.pairs_n > 0:
+            P.generate(teacher, self.c.pairs, P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=cfg.seed + 1))
         self.z, self.x, self.y = P.load(self.c.pairs)
 
     def spec(self) -> S.StudentSpec:
