@@ -1,0 +1,182 @@
+"""Post-training quantization of a diffusion model, naive and timestep-aware, as Techniques.
+
+- ``ptq-naive``: round-to-nearest, min-max ranges, one activation scale per layer over the whole
+  trajectory (the baseline every diffusion-PTQ paper starts from).
+- ``ptq``: timestep-aware PTQ — calibration across the sampling trajectory (Q-Diffusion /
+  PTQ4DM schemes), MSE-searched ranges, per-step activation scales (TDQ, So et al. 2023, as a
+  table looked up with the loop context's step), Q-Diffusion's split quantization of skip
+  concatenations, optional learned rounding (AdaRound/BRECQ), PTQD's noise correction and mixed
+  precision by sensitivity.
+
+    t = techniques.get("ptq")
+    cfg = t.prepare(den, PTQConfig(w_bits=4, a_bits=8), techniques.Run(x_T, sigmas, "ddim", labels))
+    with t.apply(den, cfg) as h:
+        x = ed.sample(den, x_T, sigmas, "ddim", cond=labels)
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+from ..hooks import attach
+from ..sites import network
+from ..techniques import Run, Technique, register
+from . import observers
+from .adaround import adaround
+from .calibration import SCHEMES, Calibration, calibrate
+from .layers import ActQuant, QuantHook, fake_quant, quant_layers, weight_qparams
+from .mixed import most_sensitive, sensitivity
+from .ptqd import PTQDHook, calibrate_correction
+from .quantizer import QuantSpec, qparams
+from .split import skip_splits
+from .stats import QuantStats
+
+
+@dataclass
+class PTQConfig:
+    """Timestep-aware PTQ. ``w_*`` / ``a_*``: weight / activation bits, granularity, symmetry and
+    range observer; ``scheme``: calibration steps (trajectory | ptq4dm | noise); ``per_step``:
+    TDQ-style activation scales per step; ``split``: Q-Diffusion's skip split; ``adaround_iters``:
+    learned-rounding iterations per layer (0: round to nearest); a layer reading the network's input
+    (the noisy image, whose Gaussian outliers a calibrated range would clip) quantizes it per token at
+    run time; ``ptqd``: noise correction;
+    ``mixed_fraction``: share of layers (most sensitive first) kept at ``mixed_bits``;
+    ``exclude``: layer-name substrings left in full precision; ``state``: filled by ``prepare``."""
+    w_bits: int = 8
+    a_bits: int = 8
+    w_granularity: str = "channel"
+    group_size: int | None = None
+    a_granularity: str = "tensor"
+    w_symmetric: bool = True
+    a_symmetric: bool = False
+    w_observer: str = "mse"
+    a_observer: str = "minmax"     # clipping activations (mse/percentile) hurt on the zoo models: docs/compression.md
+    scheme: str = "trajectory"
+    per_step: bool = True
+    split: bool = True
+    adaround_iters: int = 0
+    ptqd: bool = False
+    mixed_fraction: float = 0.0
+    mixed_bits: int = 8
+    exclude: tuple[str, ...] = ()
+    state: dict | None = None
+
+    def __post_init__(self):
+        QuantSpec(self.w_bits, self.w_symmetric, self.w_granularity, self.group_size)   # validates
+        QuantSpec(self.a_bits, self.a_symmetric, self.a_granularity)
+        if self.a_granularity not in ("tensor", "token"):
+            raise ValueError(f"activations are quantized per 'tensor' or per 'token', got {self.a_granularity!r}")
+        if self.scheme not in SCHEMES:
+            raise ValueError(f"unknown calibration scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
+        observers.get(self.w_observer), observers.get(self.a_observer)
+
+    def specs(self, high: bool = False) -> tuple[QuantSpec, QuantSpec]:
+        wb, ab = (max(self.w_bits, self.mixed_bits), max(self.a_bits, self.mixed_bits)) if high else (self.w_bits, self.a_bits)
+        return (QuantSpec(wb, self.w_symmetric, self.w_granularity, self.group_size),
+                QuantSpec(ab, self.a_symmetric, self.a_granularity))
+
+
+@dataclass
+class NaivePTQConfig(PTQConfig):
+    """The naive baseline: min-max ranges, one activation scale for all steps, no split."""
+    w_observer: str = "minmax"
+    a_observer: str = "minmax"
+    per_step: bool = False
+    split: bool = False
+
+
+def _act_table(rec, spec: QuantSpec, observer: str, steps: list[int], per_step: bool) -> dict:
+    """Activation (scale, zero) per key: None (all steps) and, with ``per_step``, each step."""
+    def one(keys):
+        if observer == "minmax":
+            lo, hi = rec.range(keys)
+        else:
+            lo, hi = observers.get(observer)(rec.sample(keys), spec)
+        return qparams(lo, hi, spec)
+    table = {None: one(steps)}
+    if per_step:
+        table.update({s: one([s]) for s in steps if s in rec.lo})
+    return table
+
+
+def _layer_state(name, layer, cfg: PTQConfig, cal: Calibration, splits: dict, high: bool) -> dict:
+    """One layer's quantized weight and activation table."""
+    w_spec, a_spec = cfg.specs(high)
+    rec = cal.layers[name]
+    if rec.is_input:     # the noisy image itself: never clipped to a calibrated range
+        a_spec = dataclasses.replace(a_spec, granularity="token")
+    bounds = rec.bounds if len(rec.bounds) > 2 else None
+    act = None if a_spec.granularity == "token" else _act_table(rec, a_spec, cfg.a_observer, cal.steps, cfg.per_step)
+    s, z = weight_qparams(layer.weight.detach(), w_spec, cfg.w_observer, splits.get(name))
+    aq = ActQuant(a_spec, rec.dim, act, bounds, cal.sigmas)
+    if cfg.adaround_iters and rec.inputs:
+        x_fp = torch.cat([x for _, x in rec.inputs])
+        x_q = torch.cat([_at_step(aq, st, x, cal) for st, x in rec.inputs])
+        weight = adaround(layer, s, z, w_spec, x_fp, x_q, iters=cfg.adaround_iters)
+    else:
+        weight = fake_quant(layer.weight.detach(), s, z, w_spec)
+    return {"weight": weight, "act": act, "bounds": bounds, "dim": rec.dim, "bits": (w_spec.bits, a_spec.bits),
+            "a_spec": a_spec, "w_spec": w_spec}
+
+
+def _at_step(aq: ActQuant, step: int, x, cal: Calibration):
+    from ..context import loop_context
+    with loop_context(cal.num_steps, step=step) as ctx:
+        ctx.sigma = cal.sigmas[step:step + 1]
+        return aq(x)
+
+
+def _hooks(state: dict, sigmas) -> dict[str, QuantHook]:
+    return {n: QuantHook(st["weight"], ActQuant(st["a_spec"], st["dim"], st["act"], st["bounds"], sigmas))
+            for n, st in state["layers"].items()}
+
+
+def prepare_ptq(denoiser, config: PTQConfig, run: Run, keep: int = 4) -> PTQConfig:
+    """Calibrate on ``run`` and return ``config`` with its ``state`` (quantized weights, scale tables)."""
+    layers = quant_layers(denoiser, config.exclude)
+    if not layers:
+        raise TypeError(f"no Linear/Conv2d layers to quantize in {type(network(denoiser)).__name__}")
+    splits = skip_splits(denoiser) if config.split else {}
+    bounds = {n: (0, s, layers[n].in_channels) for n, s in splits.items() if n in layers}
+    cal = calibrate(denoiser, run, layers, bounds, config.scheme, keep)
+    high: set[str] = set()
+    if config.mixed_fraction > 0:
+        def hook_for(n):
+            st = _layer_state(n, layers[n], dataclasses.replace(config, adaround_iters=0), cal, splits, False)
+            return _hooks({"layers": {n: st}}, cal.sigmas)[n]
+        scores = sensitivity(network(denoiser), layers, hook_for, cal)
+        high = most_sensitive(scores, config.mixed_fraction)
+    state = {"layers": {n: _layer_state(n, m, config, cal, splits, n in high) for n, m in layers.items()},
+             "sigmas": cal.sigmas, "steps": cal.steps, "ptqd": None}
+    if config.ptqd:
+        with _attach(denoiser, state, None):
+            state["ptqd"] = calibrate_correction(network(denoiser), cal)
+    return dataclasses.replace(config, state=state)
+
+
+def _attach(denoiser, state: dict, stats):
+    mods = dict(network(denoiser).named_modules())
+    pairs = [(mods[n], h) for n, h in _hooks(state, state["sigmas"]).items()]
+    if state.get("ptqd"):
+        pairs.append((network(denoiser), PTQDHook(state["ptqd"], state["sigmas"])))
+    return attach("quant", pairs, stats=stats)
+
+
+def apply_ptq(denoiser, config: PTQConfig):
+    """Attach the calibrated quantizers (``config.state``) to ``denoiser``'s network; the handle removes them."""
+    return _attach(denoiser, config.state, QuantStats.of(denoiser, config.state))
+
+
+def _check(denoiser) -> str | None:
+    return None if quant_layers(denoiser) else "it has no Linear/Conv2d layers to quantize"
+
+
+PAPER = "Q-Diffusion (Li et al. 2023), PTQ4DM (Shang et al. 2023), TDQ (So et al. 2023), PTQD (He et al. 2023)"
+register(Technique("ptq", "quant", PTQConfig, apply_ptq, _check, needs=("state",),
+                   prepare_fn=lambda d, c, r, **kw: prepare_ptq(d, c, r, **kw),
+                   eager=lambda n: PTQConfig(w_bits=4, a_bits=8), paper=PAPER))
+register(Technique("ptq-naive", "quant", NaivePTQConfig, apply_ptq, _check, needs=("state",),
+                   prepare_fn=lambda d, c, r, **kw: prepare_ptq(d, c, r, **kw),
+                   eager=lambda n: NaivePTQConfig(w_bits=4, a_bits=8), paper="round-to-nearest min-max PTQ"))
