@@ -6,6 +6,8 @@ import math
 import pytest
 import torch
 
+import effdiff as ed
+import effdiff.cli  # noqa: F401  (ed.cli)
 from effdiff import process as P
 from effdiff import schedule_opt as SO
 from effdiff import timesteps as T
@@ -252,3 +254,23 @@ def test_subdivide():
     _valid(t, 8, 10.0, 0.01)
     assert new == [1, 3, 5, 6]
     assert all(v in t.tolist() for v in s[:-1].tolist())
+
+
+def test_fit_writes_where_told_and_loads_by_path(tmp_path):
+    """Fitting writes the JSON the caller names (never into the installed package) and
+    ``timesteps.get(path, n, process)`` reads it back; bad outputs fail before any compute."""
+    from effdiff import schedule_opt as so
+    shipped = sorted(so.SCHEDULE_DIR.glob("*.json"))
+    before = {p: p.stat().st_mtime_ns for p in shipped}
+    out = tmp_path / "dp-unet.json"
+    so.fit("digits-unet", out, "dp", 2, num_points=6, num_samples=2, substeps=1)
+    den = ed.zoo.load("digits-unet")
+    sig = ed.timesteps.get(str(out), 2, den.process)
+    assert len(sig) == 3 and sig[-1] == 0 and (sig[:-1] > sig[1:]).all()
+    assert {p: p.stat().st_mtime_ns for p in shipped} == before
+    with pytest.raises(ValueError, match=".json"):
+        so.fit("digits-unet", tmp_path / "x.txt")
+    with pytest.raises(ValueError, match="out="):
+        so.fit("digits-unet", None)
+    assert ed.cli.main(["schedules", "fit", "--model", "digits-unet", "--out", str(tmp_path / "f" / "g" / "x.json"),
+                        "--method", "nope"]) == 2

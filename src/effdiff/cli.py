@@ -151,9 +151,21 @@ def _solvers(a):
     import inspect
     from . import solvers
     for name in solvers.names():
-        fn = solvers.get(name)
-        doc = (inspect.getdoc(getattr(fn, "base", fn)) or "").split("\n\n")[0].replace("\n", " ")
-        print(f"{name:16s} {doc}")
+        sol = solvers.get(name)
+        doc = (inspect.getdoc(sol.fn) or "").split("\n\n")[0].replace("\n", " ")
+        preset = f" [{', '.join(f'{k}={v}' for k, v in sol.defaults.items())}]" if sol.defaults else ""
+        print(f"{name:16s} {doc}{preset}")
+
+
+def _schedules_fit(a):
+    from . import schedule_opt
+    from .io import check_writable
+    check_writable(a.out)
+    opts = {} if a.samples is None else {"num_samples": a.samples}
+    path = schedule_opt.fit(a.model, a.out, a.method, a.steps, a.seed, **opts)
+    sig, meta = schedule_opt.load_schedule(path, with_meta=True)
+    print(f"wrote {path}\n sigmas: {[round(float(s), 5) for s in sig]}\n info: {meta['info']}")
+    print(f"use it as: ed.timesteps.get({str(path)!r}, n, process)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -202,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     z = sub.add_parser("zoo", help="list the shipped models")
     z.set_defaults(fn=_zoo)
+
+    sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP) for a zoo model")
+    scs = sc.add_subparsers(dest="schedules_cmd", required=True)
+    f = scs.add_parser("fit", help="fit a schedule and write it as JSON where --out says")
+    f.add_argument("--model", required=True)
+    f.add_argument("--method", choices=("ays", "dp"), default="ays")
+    f.add_argument("--steps", type=_ranged_int(1, 1000), default=10)
+    f.add_argument("--out", required=True, help="the .json file to write")
+    f.add_argument("--seed", type=seed_type, default=0)
+    f.add_argument("--samples", type=positive, help="Monte-Carlo / reference samples")
+    f.set_defaults(fn=_schedules_fit)
     return p
 
 

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import timesteps
+from .io import atomic_write, check_writable
 from .sampling import check_sigmas
 
 Tensor = torch.Tensor
@@ -58,17 +57,8 @@ def save_schedule(path, sigmas, meta: dict | None = None) -> Path:
     """Write a schedule as JSON (``{"format", "sigmas", "meta"}``), atomically."""
     sigmas = check_sigmas(sigmas)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps({"format": FORMAT, "sigmas": sigmas.tolist(), "meta": meta or {}}, indent=1, sort_keys=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text + "\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text + "\n")
     return path
 
 
@@ -400,8 +390,7 @@ def fit(model: str, out, method: str = "ays", steps: int = 10, seed: int = 0, **
     path = Path(out)
     if path.suffix != ".json":
         raise ValueError(f"out must be a .json path, got {str(out)!r}")
-    if not path.parent.exists() or not os.access(path.parent, os.W_OK):
-        raise ValueError(f"cannot write {path}: {path.parent} is not a writable directory")
+    check_writable(path)
     torch.manual_seed(seed)
     den = zoo.load(model)
     x, y = digits("train")
