@@ -73,3 +73,18 @@ def test_config_errors_are_named():
     with pytest.raises(KeyError, match="unknown fine-tuning preset"):
         preset("nope")
     assert all(p.validate() for p in PRESETS.values())
+
+
+def test_shipped_adapters_load_onto_their_base():
+    shipped = [n for n in zoo.names() if "-lora-" in n or "-controlnet" in n or "-t2i-" in n]
+    for name in shipped:
+        card = zoo.card(name)
+        assert card["task"] in ("lora", "control") and card["card"]["trainable_params"] > 0
+        assert (zoo.WEIGHTS / f"{name}.safetensors").stat().st_size < 5 * 2 ** 20
+        model = load(card["card"]["base"], zoo.WEIGHTS / name)
+        x, s, y = torch.randn(2, 1, 8, 8), torch.full((2,), 1.0), torch.arange(2)
+        if card["task"] == "lora":
+            with torch.no_grad():
+                assert (model(x, s, y) - zoo.load(card["card"]["base"])(x, s, y)).abs().max() > 1e-4
+        with pytest.raises(ckpt.CheckpointError, match="not an effdiff model export"):
+            zoo.load(name)
