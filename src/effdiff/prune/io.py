@@ -1,0 +1,38 @@
+"""Save and load a pruned model without the original: the architecture config plus the pruning plan
+(block -> width) in the JSON, the pruned tensors in safetensors (atomic writes, SHA-256 checked)."""
+from __future__ import annotations
+
+import dataclasses
+
+from .. import checkpoint as ckpt
+from ..denoisers import Denoiser, EDMDenoiser
+from ..models import build
+from ..process import from_config
+from ..sites import network
+from .channels import resize, widths
+
+
+def save_pruned(denoiser, path, card: dict | None = None) -> None:
+    """Write ``path.safetensors`` + ``path.json`` for a pruned zoo-style denoiser."""
+    net = network(denoiser)
+    meta = {**{k: v for k, v in denoiser.meta.items() if k != "sha256"}, "format": "effdiff-model-1",
+            "model": dataclasses.asdict(net.config), "pruning": {"widths": widths(net)}}
+    meta["card"] = {**meta.get("card", {}), **(card or {})}
+    ckpt.save(path, net.state_dict(), meta)
+
+
+def load_pruned(path):
+    """The pruned denoiser saved by ``save_pruned`` (built from its config, resized, weights loaded)."""
+    tensors, meta = ckpt.load(path)
+    if "pruning" not in meta:
+        raise ckpt.CheckpointError(f"{path}: no pruning plan in its metadata; load it with effdiff.zoo")
+    net = build(meta["arch"], meta["model"])
+    resize(net, meta["pruning"]["widths"])
+    ckpt.load_state(net, tensors, where=str(path))
+    net.eval().requires_grad_(False)
+    if meta.get("prediction") == "edm":
+        den = EDMDenoiser(net, num_classes=meta.get("num_classes", 0))
+    else:
+        den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
+    den.meta = meta
+    return den.eval()
