@@ -22,4 +22,5 @@ def test_suite_rows_and_columns(tmp_path, monkeypatch):
     assert "fd_target" in lora and "edge_iou" not in lora and lora["train_steps"] == 2
     assert "edge_iou" in xs and 0 <= xs["edge_iou"] <= 1 and "fd_target" not in xs
     assert rows["lora-merged"]["fd_target"] == pytest.approx(lora["fd_target"], rel=1e-3)   # merging is exact
+    assert lora["train_ms_per_step"] > 0 and lora["train_peak_bytes"] > 0
     assert "FD vs target" in (tmp_path / "out" / "finetune.md").read_text()

@@ -117,6 +117,28 @@ def _finetune(model: str, quick: bool) -> list[BenchConfig]:
     return out
 
 
+def step_costs(names: list[str], batch_size: int, rounds: int = 3, steps: int = 3) -> dict[str, dict]:
+    """Per preset: median ms per training step (timed interleaved with the others, after one warm-up
+    step, so every method sees the same machine load) and peak extra tensor memory of one step."""
+    import tempfile
+    import time
+    from ..finetune import FinetuneTrainer
+    from ..metrics import peak_memory
+    with tempfile.TemporaryDirectory() as tmp:
+        trs = {n: FinetuneTrainer(preset(n, batch_size=batch_size), Path(tmp) / n, progress=False) for n in names}
+        for tr in trs.values():
+            tr.train_step()
+        times: dict[str, list] = {n: [] for n in names}
+        for _ in range(rounds):
+            for n, tr in trs.items():
+                t0 = time.perf_counter()
+                for _ in range(steps):
+                    tr.train_step()
+                times[n].append(1000 * (time.perf_counter() - t0) / steps)
+        return {n: {"train_ms_per_step": sorted(t)[len(t) // 2], "train_peak_bytes": peak_memory(trs[n].train_step)}
+                for n, t in times.items()}
+
+
 def _card(path: Path) -> dict:
     import json
     return json.loads(path.with_suffix(".json").read_text())["card"]
@@ -157,6 +179,22 @@ def follow_up(results: dict, configs, _measure) -> None:
         else:
             r["trainable_params"] = r["file_bytes"] = 0
         r["base_params"] = sum(p.numel() for p in zoo.load(r["model"]).net.parameters())
+    _add_step_costs(results)
+
+
+def _add_step_costs(results: dict) -> None:
+    """Training cost per step of every trained row, measured side by side (see ``step_costs``)."""
+    by_model: dict[str, list] = {}
+    for r in results["rows"]:
+        row = _ROWS.get((r["model"], r["config"]))
+        if row is not None and row.preset and not row.merged:
+            by_model.setdefault(r["model"], []).append((r, row))
+    for model, pairs in by_model.items():
+        quick = pairs[0][1].quick
+        batch = QUICK_TRAINING["batch_size"] if quick else PRESETS[pairs[0][1].preset].batch_size
+        costs = step_costs([row.preset for _, row in pairs], batch, rounds=1 if quick else 3)
+        for r, row in pairs:
+            r.update(costs[row.preset])
 
 
 def _ci(r: dict, key: str, d: int = 3) -> str:
@@ -170,8 +208,9 @@ def _ci(r: dict, key: str, d: int = 3) -> str:
 def report(results: dict, out: Path) -> str:
     lines = ["Fine-tuning: target = thick-stroke digits (FD vs its held-out split, 95% CI over seeds); control = "
              "Sobel edges of held-out digits (IoU / MSE of the sample's edges vs the condition).", "",
-             "| model | method | trainable params (% of base) | file | train s | FD vs target | edge IoU | edge MSE | "
-             "ms/sample | overhead vs base |", "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| model | method | trainable params (% of base) | file | train s | train ms/step | train peak MB | "
+             "FD vs target | edge IoU | edge MSE | ms/sample | overhead vs base |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         if "base_params" not in r:
             continue
@@ -179,7 +218,9 @@ def report(results: dict, out: Path) -> str:
         size = f"{r['file_bytes'] / 1e3:.0f} KB" if r["file_bytes"] else ""
         train = f"{r['train_wall_s']:.0f} ± {r['train_wall_s_sd']:.0f}" if "train_wall_s" in r else ""
         over = f"{100 * (1 / r['speedup_vs_baseline'] - 1):+.0f}%" if "speedup_vs_baseline" in r else ""
-        lines.append(f"| {r['model']} | {r['config']} | {share} | {size} | {train} | {_ci(r, 'fd_target')} | "
+        step = f"{r['train_ms_per_step']:.0f}" if "train_ms_per_step" in r else ""
+        peak = f"{r['train_peak_bytes'] / 2 ** 20:.1f}" if "train_peak_bytes" in r else ""
+        lines.append(f"| {r['model']} | {r['config']} | {share} | {size} | {train} | {step} | {peak} | {_ci(r, 'fd_target')} | "
                      f"{_ci(r, 'edge_iou')} | {_ci(r, 'edge_mse')} | {r['ms_per_sample']:.3f} | {over} |")
     text = "\n".join(lines)
     (out / "finetune.md").write_text(text + "\n")
