@@ -85,16 +85,38 @@ class DiffusersDenoiser(Denoiser):
         return None
 
     def forward(self, x: Tensor, sigma, cond=None) -> Tensor:
-        sigma = as_batch_sigma(sigma, x)
-        t, a, b, da, db = self.coefficients(sigma)
-        a_, b_, da_, db_, s_ = (_bc(v.to(x.dtype), x) for v in (a, b, da, db, sigma.double()))
-        xn = a_ * x
-        dtype = self.net.dtype
+        xn, timestep, coefs = model_input(self, x, sigma)
         kw = {self.cond_kw: self._cond(cond, x)} if self.cond_kw else {}
-        timestep = self.process.c_noise(t).to(dtype=dtype, device=x.device)   # [B], passed positionally
-        out = self.net(xn.to(dtype), timestep, return_dict=False, **kw)[0]
-        out = out[:, : x.shape[1]].to(x.dtype)   # learned-variance models also output Σ channels
-        return PREDICTIONS[self.prediction](out, x, xn, a_, b_, da_, db_, s_)
+        dtype = self.net.dtype
+        out = self.net(xn.to(dtype), timestep.to(dtype=dtype, device=x.device), return_dict=False, **kw)[0]
+        return to_x0(self, out, x, xn, coefs)
+
+
+class Parameterization:
+    """A training ``process`` and a ``prediction`` type without a network: what a pipeline's
+    latents are (``x_t = alpha x``), the time the network is told, and network output -> x0."""
+
+    def __init__(self, process: Process, prediction: str = "eps"):
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"unknown prediction {prediction!r}; known: {', '.join(PREDICTIONS)}")
+        self.process, self.prediction = process, prediction
+
+    coefficients = Denoiser.coefficients    # one copy of the math: (t, a, b, da, db) for σ [B]
+
+
+def model_input(p, x: Tensor, sigma):
+    """(network input ``alpha x``, its time ``c_noise(t)`` [B] float64, the broadcast
+    coefficients) for VE-form ``x`` at ``sigma``; ``p`` has ``process`` / ``prediction``."""
+    sigma = as_batch_sigma(sigma, x)
+    t, a, b, da, db = p.coefficients(sigma)
+    coefs = tuple(_bc(v.to(x.dtype), x) for v in (a, b, da, db, sigma.double()))
+    return coefs[0] * x, p.process.c_noise(t), coefs
+
+
+def to_x0(p, out: Tensor, x: Tensor, xn: Tensor, coefs) -> Tensor:
+    """x0 from the network output (learned-variance channels beyond x's dropped)."""
+    out = out[:, : x.shape[1]].to(x.dtype)
+    return PREDICTIONS[p.prediction](out, x, xn, *coefs)
 
 
 def diffusers_unet(model):

@@ -1,0 +1,113 @@
+"""Bring your own model: exact conversions on an analytic Gaussian model under every time
+convention, the check that catches a wrong one, and two third-party checkpoints
+(../shared/external; skipped when absent) sampled by effdiff vs their authors' samplers."""
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import effdiff as ed
+from effdiff.integrations.own import TIMES, check, validate, wrap
+
+V = 0.5   # data ~ N(0, V I): the exact denoiser is V / (V + σ²) x
+
+
+class Gaussian(nn.Module):
+    """The exact network for N(0, V I) data, told the time in ``convention`` and answering in ``prediction``."""
+
+    def __init__(self, convention, prediction):
+        super().__init__()
+        self.convention, self.prediction = convention, prediction
+        self.w = nn.Parameter(torch.ones(()))
+
+    def forward(self, xn, tau):
+        tau = tau.double()[:, None]
+        sigma, alpha = {"ddpm": lambda: (ed.process.VP().t_to_sigma(tau), None),
+                        "t": lambda: (tau / (1 - tau), 1 - tau), "1-t": lambda: ((1 - tau) / tau, tau),
+                        "sigma": lambda: (tau, 1.0), "log-sigma": lambda: (tau.exp(), 1.0)}[self.convention]()
+        alpha = 1 / (1 + sigma ** 2).sqrt() if alpha is None else alpha
+        x = xn.double() / alpha
+        x0 = V / (V + sigma ** 2) * x
+        eps = (x - x0) / sigma
+        out = {"eps": eps, "x0": x0, "velocity": (eps - x0) * (-1 if self.convention == "1-t" else 1)}[self.prediction]
+        return (out * self.w).float()
+
+
+CASES = [("ddpm", "eps"), ("t", "velocity"), ("1-t", "velocity"), ("sigma", "x0"), ("log-sigma", "eps")]
+
+
+@pytest.mark.parametrize("time,prediction", CASES)
+def test_every_convention_gives_the_exact_denoiser(time, prediction):
+    den = wrap(Gaussian(time, prediction), time=time, prediction=prediction)
+    x = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)) * 2
+    for s in (0.05, 0.7, 3.0):
+        assert torch.allclose(den(x, s), V / (V + s * s) * x, rtol=1e-4, atol=1e-5), (time, s)
+    assert validate(den, torch.randn(256, 3, generator=torch.Generator().manual_seed(1)) * math.sqrt(V)).ok
+
+
+def test_a_wrong_convention_is_caught():
+    data = torch.randn(256, 3, generator=torch.Generator().manual_seed(1)) * math.sqrt(V)
+    wrong = [wrap(Gaussian("1-t", "velocity"), time="t", prediction="velocity"),     # time direction
+             wrap(Gaussian("ddpm", "eps"), time="ddpm", prediction="v"),             # prediction type
+             wrap(Gaussian("sigma", "x0"), time="log-sigma", prediction="x0")]       # σ vs log σ
+    for den in wrong:
+        assert not check(den, data).ok
+        with pytest.raises(ValueError, match="does not denoise"):
+            validate(den, data)
+    with pytest.raises(ValueError, match="unknown time convention"):
+        wrap(nn.Linear(2, 2), time="steps")
+    with pytest.raises(ValueError, match="needs data or the sample shape"):
+        check(wrap(Gaussian("t", "velocity"), time="t", prediction="velocity"))
+    assert set(TIMES) == {"ddpm", "t", "1-t", "sigma", "log-sigma"}
+
+
+# --- third-party checkpoints ----------------------------------------------------------------
+
+external = pytest.importorskip("effdiff.bench.external")
+HAVE_MNIST = (external.EXTERNAL / "pulfer-ddpm-mnist" / "model.safetensors").is_file()
+HAVE_MOONS = (external.EXTERNAL / "torchcfm-moons" / "otcfm.safetensors").is_file()
+
+
+@pytest.mark.skipif(not HAVE_MNIST, reason="../shared/external/pulfer-ddpm-mnist absent")
+def test_mnist_unet_passes_the_check_and_samples_with_solvers_and_a_cache():
+    torch.set_num_threads(1)
+    net, den = external.load_mnist_unet()
+    assert sum(p.numel() for p in net.parameters()) == 606_852
+    data = ed.data.mnist("test")[0][:32]
+    assert validate(den, data).ok
+    assert not check(wrap(net, time="ddpm", prediction="v", integer=True,
+                          call=lambda m, x, t, c: m(x, t.view(-1, 1))), data).ok
+    sig = ed.timesteps.trailing(10, den.process)
+    xT = ed.sampling.randn((4, 1, 28, 28), seed=0) * sig[0]
+    outs = {s: ed.sample(den, xT, sig, s) for s in ("dpmpp-2m", "unipc", "ddim")}
+    with ed.techniques.get("deepcache").apply(den, interval=2) as h:
+        cached = ed.sample(den, xT, sig, "dpmpp-2m")
+    assert h.stats.reused > 0 and all(torch.isfinite(x).all() for x in [cached, *outs.values()])
+    ref = outs["dpmpp-2m"]
+    assert (cached - ref).norm() / ref.norm() < 0.2 and (outs["unipc"] - ref).norm() / ref.norm() < 0.2
+
+
+@pytest.mark.skipif(not HAVE_MOONS, reason="../shared/external/torchcfm-moons absent")
+@pytest.mark.parametrize("which", ["cfm", "otcfm"])
+def test_moons_flow_at_10_nfe_matches_the_authors_100_step_euler(which):
+    net, den = external.load_moons(which=which)
+    assert validate(den, external.moons(512, 0)).ok
+    sw = {"euler100": [], "dpmpp-2m": []}
+    grid = ed.timesteps.uniform_t(10, den.process)
+    for seed in (0, 1, 2):
+        target = external.moons(1000, 10_000 + seed)
+        sw["euler100"].append(external.sliced_wasserstein(external.euler_flow(net, 1000, seed), target))
+        x = ed.sample(den, ed.sampling.randn((1000, 2), seed=seed) * grid[0], grid, "dpmpp-2m")
+        sw["dpmpp-2m"].append(external.sliced_wasserstein(x, target))
+    ref = torch.tensor(sw["euler100"])
+    assert float(torch.tensor(sw["dpmpp-2m"]).mean()) < float(ref.mean() + 3 * ref.std()), sw
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_MNIST, reason="../shared/external/pulfer-ddpm-mnist absent")
+def test_mnist_dpmpp_2m_reaches_the_authors_ddpm_fd():
+    rows = external.mnist_rows(external.EXTERNAL, 64, [0, 1], nfe=10)
+    by = {r["sampler"]: r for r in rows}
+    ddpm, ours = by["author: DDPM ancestral 1000"], by["effdiff dpmpp-2m 20"]
+    assert ours["mean"] < ddpm["mean"] + 2 * max(ddpm["sd"], ours["sd"]) + 1e-9

@@ -1,0 +1,65 @@
+"""effdiff.accelerate on a tiny offline StableDiffusion-style pipeline: solver + registered
+techniques in one call, and remove() gives back the original pipeline bit for bit."""
+import pytest
+import torch
+
+diffusers = pytest.importorskip("diffusers")
+pytest.importorskip("transformers")
+
+from effdiff.hooks import hooks_of  # noqa: E402
+from effdiff.integrations.accelerate import accelerate  # noqa: E402
+from effdiff.integrations.scheduler import EffdiffScheduler  # noqa: E402
+from tiny_pipelines import tiny_sd  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def pipe(tmp_path_factory):
+    return tiny_sd(tmp_path_factory.mktemp("sd"))
+
+
+def _run(pipe, steps=6):
+    return pipe("a cat", num_inference_steps=steps, generator=torch.Generator().manual_seed(0), output_type="np",
+                guidance_scale=2.0).images
+
+
+def _pristine(model):
+    return all("forward" not in m.__dict__ and not hooks_of(m) for m in model.modules())
+
+
+def test_deepcache_and_solver_then_remove_is_bit_exact(pipe):
+    ref, old = _run(pipe), pipe.scheduler
+    config = dict(pipe.config)
+    with accelerate(pipe, solver="dpmpp-2m", steps=6, cache=("deepcache", {"interval": 3})) as h:
+        assert isinstance(pipe.scheduler, EffdiffScheduler) and h.scheduler.config.solver == "dpmpp-2m"
+        fast = _run(pipe, steps=50)                     # steps=6 overrides the pipeline's request
+        assert len(h.scheduler.timesteps) == 6
+        # full steps 0 and 3 of 6 compute the 3 deep sites (one batched CFG call per step)
+        assert (h.stats["deepcache"].computed, h.stats["deepcache"].reused) == (2 * 3, 4 * 3)
+        assert 0 < abs(fast - ref).max()
+    assert pipe.scheduler is old and dict(pipe.config) == config and _pristine(pipe.unet)
+    assert (_run(pipe) == ref).all()
+
+
+def test_exact_cache_config_changes_nothing_but_the_solver(pipe):
+    """DeepCache with interval 1 inside the pipeline equals the solver alone (bit for bit)."""
+    with accelerate(pipe, solver="heun", steps=3):
+        plain = _run(pipe)
+    with accelerate(pipe, solver="heun", steps=3, cache=("deepcache", {"interval": 1})) as h:
+        cached = _run(pipe)
+        assert h.stats["deepcache"].reused == 0 and h.stats["deepcache"].computed == 5 * 3   # heun: 5 evaluations
+    assert (plain == cached).all()
+
+
+def test_bad_requests_leave_the_pipeline_untouched(pipe):
+    old = pipe.scheduler
+    with pytest.raises(ValueError, match="needs router"):          # l2c must be trained first
+        accelerate(pipe, cache=["deepcache", "l2c"])
+    with pytest.raises(ValueError, match="early-exit technique, not caching"):
+        accelerate(pipe, cache="ase")
+    with pytest.raises(KeyError, match="unknown technique"):
+        accelerate(pipe, cache="nope")
+    with pytest.raises(TypeError, match="unexpected keyword 'cach'"):
+        accelerate(pipe, cach="deepcache")
+    with pytest.raises(ValueError, match="supported"):
+        accelerate(pipe, solver="paradigms")
+    assert pipe.scheduler is old and _pristine(pipe.unet)
