@@ -139,3 +139,21 @@ def test_one_rank_batch_parallel_is_the_denoiser():
     den = ed.zoo.load("digits-unet")
     x = torch.randn(2, 1, 8, 8)
     assert torch.equal(D.BatchParallel(den)(x, torch.ones(2), torch.arange(2)), den(x, torch.ones(2), torch.arange(2)))
+
+
+def test_torchrun_sample_writes_once_and_matches_one_rank(tmp_path):
+    """``torchrun --nproc-per-node 2 -m effdiff.distributed sample``: env-based init, rank 0 writes."""
+    import subprocess
+    import sys
+    from safetensors.torch import load_file
+    args = ["sample", "--model", "digits-dit", "--steps", "4", "--samples", "6", "--guidance", "2"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                          "effdiff.distributed", *args, "--parallel", "patch", "--out", str(tmp_path / "a.png"),
+                          "--save-tensor", str(tmp_path / "a.st")], capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert two.stdout.count("wrote") == 1 and "on 2 rank(s)" in two.stdout
+    one = subprocess.run([sys.executable, "-m", "effdiff.distributed", *args, "--out", str(tmp_path / "b.png"),
+                          "--save-tensor", str(tmp_path / "b.st")], capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a, b = load_file(tmp_path / "a.st")["x"], load_file(tmp_path / "b.st")["x"]
+    assert float((a - b).abs().max()) <= EXACT
