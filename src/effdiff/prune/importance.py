@@ -37,10 +37,11 @@ def taylor_gradients(denoiser, x0: torch.Tensor, cond=None, thr: float = 0.05, s
         for t in range(0, len(sig), stride):
             loss = eps_loss(denoiser, x0, sig[t], cond, gen)
             loss.backward()
+            v = float(loss.detach())
             used.append(t)
-            losses.append(float(loss.detach()))
-            loss_max = max(loss_max, float(loss))
-            if float(loss) < loss_max * thr:
+            losses.append(v)
+            loss_max = max(loss_max, v)
+            if v < loss_max * thr:
                 break
     finally:
         net.requires_grad_(False)
