@@ -109,9 +109,14 @@ def register(t: Technique) -> Technique:
     return t
 
 
+MODULES = ("caching", "early_exit", "systems")   # the modules whose techniques register on import
+
+
 def _load() -> None:
     """Import the modules whose techniques register themselves."""
-    from . import caching, early_exit  # noqa: F401
+    import importlib
+    for m in MODULES:
+        importlib.import_module(f"{__package__}.{m}")
 
 
 def get(name: str) -> Technique:
