@@ -14,76 +14,39 @@ from .loop import DistillConfig, config
 PRESETS: dict[str, Callable[[], DistillConfig]] = {}
 
 
-def preset(fn):
-    """Register a preset function under its name with dashes (digits_unet_pd -> digits-unet-pd)."""
-    PRESETS[fn.__name__.replace("_", "-")] = fn
-    return fn
+DIT_DENSITY = {"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}}   # digits-dit's training density
+TEACHERS = ("digits-unet", "digits-dit")
 
 
-@preset
-def digits_unet_pd() -> DistillConfig:
-    """Progressive distillation of digits-unet (VP, eps) 8 -> 1 DDIM steps, student in v."""
-    return config("progressive", "digits-unet", {"start_steps": 8, "stage_steps": 100, "prediction": "v"},
-                  name="digits-unet-pd", steps=300, batch_size=32, lr=5e-4)
+def _both(suffix: str, method: str, args: dict, doc: str, extra: dict | None = None, **fields) -> None:
+    """Register ``<teacher>-SUFFIX`` for both zoo teachers; ``extra``: teacher -> args added;
+    "{teacher}" in a string arg is replaced by the teacher's name."""
+    for teacher in TEACHERS:
+        name = f"{teacher}-{suffix}"
+        a = {k: v.format(teacher=teacher) if isinstance(v, str) else v
+             for k, v in {**args, **(extra or {}).get(teacher, {})}.items()}
+
+        def fn(teacher=teacher, a=a, name=name) -> DistillConfig:
+            return config(method, teacher, a, name=name, **fields)
+        fn.__doc__ = f"{doc} ({teacher})."
+        PRESETS[name] = fn
 
 
-@preset
-def digits_dit_pd() -> DistillConfig:
-    """Progressive distillation of digits-dit (flow, velocity) 8 -> 1 steps."""
-    return config("progressive", "digits-dit", {"start_steps": 8, "stage_steps": 100},
-                  name="digits-dit-pd", steps=300, batch_size=32)
-
-
-@preset
-def digits_unet_cd() -> DistillConfig:
-    """Consistency distillation of digits-unet: Heun teacher steps, iCT recipe, N 10 -> 40."""
-    return config("consistency", "digits-unet", {"n_start": 10, "n_end": 40, "order": 2},
-                  name="digits-unet-cd", steps=600, batch_size=32)
-
-
-@preset
-def digits_dit_cd() -> DistillConfig:
-    """Consistency distillation of digits-dit: Heun teacher steps, iCT recipe, N 10 -> 40."""
-    return config("consistency", "digits-dit", {"n_start": 10, "n_end": 40, "order": 2},
-                  name="digits-dit-cd", steps=600, batch_size=32)
-
-
-@preset
-def digits_unet_ct() -> DistillConfig:
-    """Consistency training (no teacher calls) of a digits-unet-initialised student (ECT)."""
-    return config("consistency", "digits-unet", {"teacher_ode": False, "n_start": 10, "n_end": 80},
-                  name="digits-unet-ct", steps=600, batch_size=32)
-
-
-@preset
-def digits_unet_gd() -> DistillConfig:
-    """Guidance distillation of digits-unet for w in [1, 4] (one pass instead of two)."""
-    return config("guidance", "digits-unet", {"w_min": 1.0, "w_max": 4.0, "default_w": 2.0},
-                  name="digits-unet-gd", steps=600, batch_size=32)
-
-
-@preset
-def digits_dit_gd() -> DistillConfig:
-    """Guidance distillation of digits-dit for w in [1, 4] at its logit-normal training density."""
-    return config("guidance", "digits-dit", {"w_min": 1.0, "w_max": 4.0, "default_w": 2.0, "density": "lognormal",
-                                             "density_args": {"p_mean": 0.0, "p_std": 1.0}},
-                  name="digits-dit-gd", steps=600, batch_size=32)
-
-
-@preset
-def digits_unet_lcm() -> DistillConfig:
-    """LCM-style guided consistency distillation of digits-unet, w in [1, 3], DDIM skipping step 2."""
-    return config("consistency", "digits-unet", {"n_start": 20, "n_end": 40, "order": 1, "skip": 2,
-                                                 "guidance": (1.0, 3.0)},
-                  name="digits-unet-lcm", steps=600, batch_size=32)
-
-
-@preset
-def digits_dit_reflow() -> DistillConfig:
-    """2-rectified flow of digits-dit on 2048 teacher pairs (generated first, resumable)."""
-    return config("reflow", "digits-dit", {"pairs": "runs/pairs-digits-dit", "pairs_n": 2048,
-                                           "density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
-                  name="digits-dit-reflow", steps=600, batch_size=32)
+# eps-prediction cannot take one step (x0 = x - σ ε amplifies its error σ_max times): the UNet student in v
+_both("pd", "progressive", {"start_steps": 8, "stage_steps": 100}, "Progressive distillation 8 -> 1 DDIM steps",
+      {"digits-unet": {"prediction": "v"}}, steps=300, batch_size=32, lr=5e-4)
+_both("cd", "consistency", {"n_start": 10, "n_end": 40, "order": 2},
+      "Consistency distillation, Heun teacher steps, iCT recipe, N 10 -> 40", steps=600, batch_size=32)
+_both("ct", "consistency", {"teacher_ode": False, "n_start": 10, "n_end": 80},
+      "Consistency training (no teacher calls) from the teacher's weights (ECT)", steps=600, batch_size=32)
+_both("gd", "guidance", {"w_min": 1.0, "w_max": 4.0, "default_w": 2.0},
+      "Guidance distillation for w in [1, 4]: one pass instead of two", {"digits-dit": DIT_DENSITY},
+      steps=600, batch_size=32)
+_both("lcm", "consistency", {"n_start": 20, "n_end": 40, "order": 1, "skip": 2, "guidance": (1.0, 3.0)},
+      "LCM-style guided consistency distillation, w in [1, 3], DDIM skipping step 2", steps=600, batch_size=32)
+_both("reflow", "reflow", {"pairs": "runs/pairs-{teacher}", "pairs_n": 2048},
+      "2-rectified flow on 2048 teacher pairs (generated first, resumable)", {"digits-dit": DIT_DENSITY},
+      steps=600, batch_size=32)
 
 
 def get(name: str, **overrides) -> DistillConfig:
