@@ -157,6 +157,11 @@ def _solvers(a):
         print(f"{name:16s} {doc}{preset}")
 
 
+def _report(a):
+    from .report import report_main
+    report_main(a)
+
+
 def _schedules_fit(a):
     from . import schedule_opt
     from .io import check_writable
@@ -214,6 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     z = sub.add_parser("zoo", help="list the shipped models")
     z.set_defaults(fn=_zoo)
+
+    r = sub.add_parser("report", help="one self-contained HTML page from a bench output folder")
+    r.add_argument("bench_dir")
+    r.add_argument("--out", default=None, help="the HTML file (default BENCH_DIR/report.html)")
+    r.set_defaults(fn=_report)
 
     sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP) for a zoo model")
     scs = sc.add_subparsers(dest="schedules_cmd", required=True)
