@@ -11,9 +11,10 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
-import tempfile
+
 from pathlib import Path
+
+from .io import atomic_write, check_writable
 
 STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:1em 0;"
          "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}th{background:#eee}"
@@ -90,11 +91,8 @@ def render(bench_dir) -> str:
 def write_report(bench_dir, out=None) -> Path:
     """Render ``bench_dir`` and write it atomically (default ``bench_dir/report.html``)."""
     out = Path(out) if out is not None else Path(bench_dir) / "report.html"
-    page = render(bench_dir)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(page)
-    os.replace(tmp, out)
+    check_writable(out)
+    atomic_write(out, render(bench_dir))
     return out
 
 
