@@ -109,7 +109,7 @@ def register(t: Technique) -> Technique:
     return t
 
 
-MODULES = ("caching", "early_exit", "systems")   # the modules whose techniques register on import
+MODULES = ("caching", "early_exit", "systems", "quant", "prune")   # the modules whose techniques register on import
 
 
 def _load() -> None:

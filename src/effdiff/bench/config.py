@@ -67,7 +67,23 @@ FOLLOW_UPS: dict[str, Callable] = {}
 DEFAULT_MODELS = ["digits-unet", "digits-dit"]
 
 
+# the module that registers each suite, imported on first use (a suite's optional dependencies,
+# e.g. peft for "finetune", are needed only when it runs)
+SUITE_MODULES = {"solvers": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",
+                 "compress": "compress", "distill": "distill", "distributed": "distributed",
+                 "finetune": "finetune", "systems": "systems"}
+
+
+def load_suite(name: str) -> None:
+    """Import the module that registers suite ``name`` (KeyError naming the known suites)."""
+    if name in SUITES:
+        return
+    if name not in SUITE_MODULES:
+        raise KeyError(f"unknown bench suite {name!r}; known suites: {', '.join(sorted({*SUITES, *SUITE_MODULES}))}")
+    import importlib
+    importlib.import_module(f"{__package__}.{SUITE_MODULES[name]}")
+
+
 def suite(name: str, models: list[str], quick: bool = False) -> list[BenchConfig]:
-    if name not in SUITES:
-        raise KeyError(f"unknown bench suite {name!r}; known suites: {', '.join(SUITES)}")
+    load_suite(name)
     return [c for m in models for c in SUITES[name](m, quick)]

@@ -20,7 +20,7 @@ from .. import zoo
 from ..denoisers import guided
 from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
 from ..sampling import randn, sample
-from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig,  # noqa: F401
+from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
                      sigmas_for, suite)
 from .machine import machine
 from .scoring import REAL_METRICS, dataset_of, labels_for, mean_sd, paired_change, pct_ci, pm, summarize
@@ -191,6 +191,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
     ``max(repeats, n_seeds)`` times (repeats: 3, quick 1) after a full-batch warm-up.
     ``max_repeat_s`` is accepted for old callers and ignored: every row is timed the same number of times.
     """
+    load_suite(suite_name)
     models = models or SUITE_MODELS.get(suite_name, DEFAULT_MODELS)
     configs = configs or suite(suite_name, models, quick)
     n = n_samples or (100 if quick else 360)

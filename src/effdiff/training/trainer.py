@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import errno
 import math
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,24 +65,6 @@ class TrainConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as stored
 
 
-def _cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def machine() -> dict:
-    """What produced a number: CPU (or GPU), cores, threads, versions."""
-    import os
-    return {"platform": platform.platform(), "processor": _cpu_name(), "cores": os.cpu_count(),
-            "python": platform.python_version(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
 def _shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
     """Random translation by up to ``max_shift`` pixels (background -1)."""
     b, _, h, w = x.shape
@@ -119,13 +100,13 @@ class Trainer:
     # ---- data ----------------------------------------------------------------------
     def _load_data(self):
         from .. import data
-        if self.cfg.data == "digits":
-            self.x, self.y = data.digits("train")
-            self.toy = None
-        elif self.cfg.data.startswith("toy:"):
+        if self.cfg.data.startswith("toy:"):
             self.toy, self.x, self.y = data.toy(self.cfg.data[4:]), None, None
+        elif self.cfg.data in data.DATASETS:
+            self.x, self.y = data.dataset(self.cfg.data, "train")
+            self.toy = None
         else:
-            raise ValueError(f"unknown data {self.cfg.data!r}; known: digits, toy:<name>")
+            raise ValueError(f"unknown data {self.cfg.data!r}; known: {', '.join(sorted(data.DATASETS))}, toy:<name>")
 
     def batch(self):
         b = self.cfg.batch_size
@@ -293,3 +274,9 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     if config.task == "classifier":
         metrics["test_accuracy"] = evaluate_classifier(tr.ema)
     return tr.export(metrics)
+
+
+def machine() -> dict:
+    """The machine description the bench records (one definition, in ``bench/machine.py``)."""
+    from ..bench.machine import machine
+    return machine()
