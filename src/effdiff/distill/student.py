@@ -28,18 +28,10 @@ from ..denoisers import Denoiser, _bc, as_batch_sigma
 from ..models import build
 from ..models.layers import timestep_embedding, zero_module
 from ..process import from_config
-from ..sampling import randn, register, sample
+from ..sampling import randn, sample
 
 Tensor = torch.Tensor
 W_FREQ = 64          # sinusoidal features of the guidance scale
-
-
-@register("consistency")
-def consistency(denoiser, x, step, state=None):
-    """Multistep consistency sampling (Song et al. 2023, Alg. 1): x0 = f(x, σ), then fresh noise
-    to the next level, x' = x0 + σ' z."""
-    x0 = denoiser(x, step.sigma)
-    return x0 + step.noise(x0) * step.sigma_next, x0, None
 
 
 @dataclass
