@@ -22,6 +22,7 @@ from ..caching import (AdaptiveCacheConfig, BlockCachingConfig, DeepCacheConfig,
 from ..early_exit import ASEConfig, DeeDiffConfig
 from ..sampling import randn
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import save_table
 
 PRIMARY = ("digits-unet", "digits-dit")
 FAMILIES = ("caching", "early-exit")
@@ -120,9 +121,7 @@ def report(results: dict, out: Path) -> str:
         if "macs_ratio" in r:
             lines.append(f"| {r['model']} | {r['config']} | {r['macs_ratio']:.2f}x | {r['speedup_vs_baseline']:.2f}x | "
                          f"{r['fd']:.3f} | {100 * r['fd_change']:+.1f}% |")
-    text = "\n".join(lines)
-    (out / "caching.md").write_text(text + "\n")
-    return text
+    return save_table(out, "caching.md", lines)
 
 
 SUITES["caching"] = _caching

@@ -17,6 +17,7 @@ from ..prune import DiffPruningConfig, finetune
 from ..quant import Int8Config, NaivePTQConfig, PTQConfig
 from ..sampling import randn
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import save_table
 
 FINETUNE_STEPS = 400          # 5% of the zoo models' 8000 training steps
 
@@ -111,9 +112,7 @@ def report(results: dict, out: Path) -> str:
             lines.append(f"| {r['model']} | {r['config']} | {_bytes(r)} | {macs} | "
                          f"{r['speedup_vs_baseline']:.2f}x | {r['fd']:.3f} | {100 * r['fd_change']:+.1f}% "
                          f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {acc} |")
-    text = "\n".join(lines)
-    (out / "compress.md").write_text(text + "\n")
-    return text
+    return save_table(out, "compress.md", lines)
 
 
 SUITES["compress"] = _compress

@@ -3,6 +3,8 @@ optional report ``(results, out_dir) -> str`` and an optional follow-up ``(resul
 that may sample more (e.g. re-score picked configurations on fresh seeds)."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -87,3 +89,11 @@ def load_suite(name: str) -> None:
 def suite(name: str, models: list[str], quick: bool = False) -> list[BenchConfig]:
     load_suite(name)
     return [c for m in models for c in SUITES[name](m, quick)]
+
+
+def save_table(out, filename: str, lines: list[str]) -> str:
+    """A suite report's Markdown lines joined, written atomically to ``out/filename``; returns the text."""
+    from ..io import atomic_write
+    text = "\n".join(lines)
+    atomic_write(Path(out) / filename, text + "\n")
+    return text

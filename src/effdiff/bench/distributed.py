@@ -22,6 +22,7 @@ from ..distributed.launch import default_threads
 from ..metrics import pinned_threads
 from ..sampling import sample
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import save_table
 from .systems import deviation, plain, remember
 
 RANKS = 2
@@ -127,9 +128,7 @@ def report(results: dict, out: Path) -> str:
             lines.append(f"| {r['model']} | {r['config']} | {r['ms_per_sample']:.3g} | {r['speedup_vs_baseline']:.2f}x | "
                          f"{info['comm_bytes_per_step'] / 1e3:.1f} kB | {'n/a' if dev is None else f'{dev:.2g}'} | "
                          f"{100 * r['fd_change']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
-    text = "\n".join(lines)
-    (out / "distributed.md").write_text(text + "\n")
-    return text
+    return save_table(out, "distributed.md", lines)
 
 
 SUITES["distributed"] = _distributed

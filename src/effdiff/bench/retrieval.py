@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import retrieval as R
 from ..sampling import randn, sample
-from .config import REPORTS, SUITES, BenchConfig
+from .config import REPORTS, SUITES, BenchConfig, save_table
 from .scoring import pct_ci, pm
 
 STEPS, KB_SIZE = 20, 2000
@@ -64,9 +64,7 @@ def report(results: dict, out: Path) -> str:
         lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {saved} | {pm(r['fd'], r.get('fd_sd'))} | "
                      f"{change} | {100 * r['class_acc']:.1f}% | {r['mem_asymmetry']:.2f} | "
                      f"{pm(r['ms_per_sample'], r.get('ms_sd'))} |")
-    text = "\n".join(lines)
-    (out / "retrieval.md").write_text(text + "\n")
-    return text
+    return save_table(out, "retrieval.md", lines)
 
 
 SUITES["retrieval"] = _retrieval

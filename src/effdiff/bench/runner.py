@@ -19,6 +19,7 @@ import torch
 from .. import zoo
 from ..denoisers import guided
 from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
+from ..io import atomic_write
 from ..sampling import randn, sample
 from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
                      sigmas_for, suite)
@@ -234,7 +235,9 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
         pareto_plot(rows, out / "pareto.png", floor=first["fd"], title="FD vs ms per sample (lower-left is better)")
         if suite_name in REPORTS:
             results["report"] = REPORTS[suite_name](results, out)
-        (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+        atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
+        from ..report import write_report
+        write_report(out)                    # report.html: the whole run on one self-contained page
     return results
 
 

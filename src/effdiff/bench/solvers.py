@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..sampling import sample
-from .config import FOLLOW_UPS, REPORTS, SUITES, BenchConfig
+from .config import FOLLOW_UPS, REPORTS, SUITES, BenchConfig, save_table
 from .scoring import pm
 
 BUDGETS = (3, 5, 8, 10, 15, 20, 50)
@@ -184,9 +184,7 @@ def report(results: dict, out: Path) -> str:
     lines += ["", f"Loop overhead per step (dpmpp-2m, {ov['steps']} steps, zero-cost model): effdiff "
               f"{ov['ours_us_per_step']:.1f} us" + (f", diffusers {ov.get('diffusers_version')} {d:.1f} us" if d else
                                                     ", diffusers not installed")]
-    text = "\n".join(lines)
-    (out / "best_per_budget.md").write_text(text + "\n")
-    return text
+    return save_table(out, "best_per_budget.md", lines)
 
 
 def _parallel(model: str, quick: bool) -> list[BenchConfig]:
@@ -213,9 +211,7 @@ def parallel_report(results: dict, out: Path) -> str:
         else:
             lines.append(f"| {r['model']} | {r['config']} | {st['iters']} | {st['nfe']} | {st['steps']} | "
                          f"{r['traj_err']:.4f} | {ms} | {fd} |")
-    text = "\n".join(lines)
-    (out / "parallel.md").write_text(text + "\n")
-    return text
+    return save_table(out, "parallel.md", lines)
 
 
 SUITES["solvers"] = _solvers

@@ -16,6 +16,7 @@ from .. import systems as S  # noqa: F401  (registers the switches)
 from .. import techniques as T
 from ..sampling import sample
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import save_table
 
 # row label -> (technique, config fields)
 VARIANTS = {
@@ -93,9 +94,7 @@ def report(results: dict, out: Path) -> str:
             dev = (r.get("info") or {}).get("max_dev_vs_baseline")
             lines.append(f"| {r['model']} | {r['config']} | {r['speedup_vs_baseline']:.2f}x | "
                          f"{'n/a' if dev is None else f'{dev:.2g}'} | {100 * r['fd_change']:+.1f}% |")
-    text = "\n".join(lines)
-    (out / "systems.md").write_text(text + "\n")
-    return text
+    return save_table(out, "systems.md", lines)
 
 
 SUITES["systems"] = _systems
