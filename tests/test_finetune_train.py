@@ -86,5 +86,3 @@ def test_shipped_adapters_load_onto_their_base():
         if card["task"] == "lora":
             with torch.no_grad():
                 assert (model(x, s, y) - zoo.load(card["card"]["base"])(x, s, y)).abs().max() > 1e-4
-        with pytest.raises(ckpt.CheckpointError, match="not an effdiff model export"):
-            zoo.load(name)
