@@ -195,3 +195,13 @@ def test_students_compose_with_deepcache_and_cfg():
             assert h.stats.reused > 0 and torch.isfinite(cached).all() and not torch.equal(cached, plain)
         guided_out = ed.sample(guided(st, 2.0), xT, sig, spec.solver, cond=y, seed=0)
         assert torch.isfinite(guided_out).all() and not torch.equal(guided_out, plain)
+
+
+def test_cli_trains_a_distillation_preset_and_the_zoo_loads_the_student(tmp_path):
+    """`effdiff train --preset digits-dit-gd` runs the distillation loop; the export loads back as a
+    Student (its wrapper kept), not as a plain denoiser."""
+    from effdiff import cli, zoo
+    from effdiff.distill.student import Student
+    assert cli.main(["train", "--preset", "digits-dit-gd", "--steps", "2", "--out", str(tmp_path / "gd"), "--quiet"]) == 0
+    assert isinstance(zoo.from_checkpoint(tmp_path / "gd" / "model"), Student)
+    assert cli.main(["train", "--preset", "digits-dit-gd", "--steps", "2", "--out", str(tmp_path / "gd"), "--quiet"]) == 2

@@ -66,11 +66,18 @@ def class_list(text: str) -> list[int]:
 def _train(a):
     from .io import check_writable
     from .training import preset, train
+    from .distill import presets as distill_presets
     overrides = {k: v for k, v in (("steps", a.steps), ("seed", a.seed), ("batch_size", a.batch_size)) if v is not None}
-    cfg = preset(a.preset, **overrides)
     out = Path(a.out or f"runs/{a.preset}")
-    check_writable(out, directory=True)
-    path = train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
+    if a.preset in distill_presets.PRESETS:       # a few-step student of a zoo teacher
+        from .distill import distill
+        cfg = distill_presets.get(a.preset, **overrides)
+        check_writable(out, directory=True)
+        path = distill(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
+    else:
+        cfg = preset(a.preset, **overrides)
+        check_writable(out, directory=True)
+        path = train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}.safetensors ({meta['card']['steps']} steps, {meta['card']['wall_time_s']} s)")
     if meta["card"]["metrics"]:

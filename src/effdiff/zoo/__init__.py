@@ -62,6 +62,9 @@ def from_checkpoint(path, where: str | None = None, require_sha256: bool = False
         if key not in meta:
             raise ckpt.CheckpointError(f"{where}: metadata lacks {key!r}; not an effdiff model export")
     _check_config(meta, where)
+    if "student" in meta:                 # a distilled student keeps its wrapper (consistency form, w input)
+        from ..distill.student import from_meta
+        return from_meta(tensors, meta, where)
     try:
         net = build(meta["arch"], meta["model"])
     except (KeyError, TypeError, ValueError) as e:
