@@ -5,7 +5,6 @@ from torch import nn
 
 from effdiff.data import checkerboard, gmm8
 from effdiff.metrics import (
-    NFECounter,
     Scorer,
     class_accuracy,
     class_features,
@@ -171,7 +170,7 @@ def test_param_bytes():
     assert param_bytes(m.half(), buffers=False) == params // 2
 
 
-def test_latency_threads_and_nfe():
+def test_latency_and_threads():
     calls = []
     out = latency(lambda: calls.append(1), repeats=3, warmup=2)
     assert len(calls) == 5 and len(out["all"]) == 3 and out["median_s"] >= 0
@@ -179,14 +178,6 @@ def test_latency_threads_and_nfe():
     with pinned_threads(1):
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-
-    g = gmm8()
-    d = NFECounter(g.denoise)
-    d(torch.zeros(3, 2), 1.0)
-    d(torch.zeros(5, 2), torch.ones(5))
-    assert d.count == 2 and d.samples == 8
-    d.reset()
-    assert d.count == 0
 
 
 def test_peak_memory_cpu():

@@ -1,6 +1,6 @@
 """Quality and cost metrics: every speed-up is reported beside the quality it costs."""
 
-from .cost import NFECounter, latency, macs_per_sample, param_bytes, peak_memory, pinned_threads
+from .cost import latency, macs_per_sample, param_bytes, peak_memory, pinned_threads
 from .quality import (
     Scorer,
     class_accuracy,
@@ -45,7 +45,6 @@ __all__ = [
     "latency",
     "pinned_threads",
     "peak_memory",
-    "NFECounter",
     "convergence_order",
     "reference_solve",
     "solve_to",

@@ -13,7 +13,7 @@ from contextlib import contextmanager
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["macs_per_sample", "param_bytes", "latency", "pinned_threads", "peak_memory", "NFECounter"]
+__all__ = ["macs_per_sample", "param_bytes", "latency", "pinned_threads", "peak_memory"]
 
 
 def _first_tensor(args) -> torch.Tensor | None:
@@ -133,34 +133,3 @@ def peak_memory(fn, device: str | torch.device | None = None) -> int:
     if device is not None and device.type != "cpu":
         raise ValueError(f"peak_memory supports cpu and cuda devices, got {device}")
     return int(_cpu_peak_bytes(fn))
-
-
-class NFECounter:
-    """Wraps a denoiser D(x, sigma, ...) and counts its evaluations.
-
-    `count` goes up by 1 per call (the NFE of the sampling literature); `samples` adds
-    the batch size x.shape[0] of each call (so a CFG call on a doubled batch shows up).
-    """
-
-    def __init__(self, denoiser):
-        if not callable(denoiser):
-            raise TypeError("NFECounter wraps a callable denoiser D(x, sigma, ...)")
-        self.denoiser = denoiser
-        self.count = 0
-        self.samples = 0
-
-    def __call__(self, x, sigma, *args, **kwargs):
-        self.count += 1
-        self.samples += int(x.shape[0]) if hasattr(x, "shape") and len(x.shape) else 1
-        return self.denoiser(x, sigma, *args, **kwargs)
-
-    def reset(self) -> None:
-        """Set both counters back to zero."""
-        self.count = 0
-        self.samples = 0
-
-    def __getattr__(self, name):
-        # Forward attributes (cond_classes, sigma_min, ...) to the wrapped denoiser.
-        if name == "denoiser":
-            raise AttributeError(name)
-        return getattr(self.denoiser, name)
