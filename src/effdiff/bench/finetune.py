@@ -23,6 +23,7 @@ from ..finetune import PRESETS, adherence, condition, domain, finetune, load, me
 from ..finetune.control import Controlled, controlled_denoiser
 from ..metrics import Evaluation
 from ..sampling import sample
+from .config import save_table
 from .runner import FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig
 from .scoring import mean_sd, pm, t_interval
 
@@ -222,9 +223,7 @@ def report(results: dict, out: Path) -> str:
         peak = f"{r['train_peak_bytes'] / 2 ** 20:.1f}" if "train_peak_bytes" in r else ""
         lines.append(f"| {r['model']} | {r['config']} | {share} | {size} | {train} | {step} | {peak} | {_ci(r, 'fd_target')} | "
                      f"{_ci(r, 'edge_iou')} | {_ci(r, 'edge_mse')} | {r['ms_per_sample']:.3f} | {over} |")
-    text = "\n".join(lines)
-    (out / "finetune.md").write_text(text + "\n")
-    return text
+    return save_table(out, "finetune.md", lines)
 
 
 SUITES["finetune"] = _finetune
