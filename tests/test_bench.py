@@ -66,3 +66,15 @@ def test_rows_over_seeds_with_paired_change(tmp_path):
     assert res["real_vs_real"]["digits"]["n"] == 40 and res["floor_fd"] == res["real_vs_real_fd"]
     assert "±" in table(res) and "real vs real" in table(res)
     assert (tmp_path / "results.json").exists()
+
+
+def test_every_row_is_compared_with_its_models_reference_paired():
+    from effdiff.bench.runner import compare_to_reference
+    from effdiff.bench.scoring import paired_change
+    rows = [{"model": "m", "reference": True, "fd_per_seed": [1.0, 1.2, 0.9]},
+            {"model": "m", "reference": False, "fd_per_seed": [1.1, 1.3, 1.0]},
+            {"model": "other", "reference": False, "fd_per_seed": [2.0, 2.0, 2.0]}]
+    compare_to_reference(rows)
+    assert "fd_vs_ref" not in rows[0] and "fd_vs_ref" not in rows[2]          # no reference of its own
+    change, ci = paired_change([1.1, 1.3, 1.0], [1.0, 1.2, 0.9])
+    assert rows[1]["fd_vs_ref"] == change > 0 and rows[1]["fd_vs_ref_ci"] == ci and ci[0] < change < ci[1]

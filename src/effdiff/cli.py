@@ -69,7 +69,12 @@ def _train(a):
     from .distill import presets as distill_presets
     overrides = {k: v for k, v in (("steps", a.steps), ("seed", a.seed), ("batch_size", a.batch_size)) if v is not None}
     out = Path(a.out or f"runs/{a.preset}")
-    if a.preset in distill_presets.PRESETS:       # a few-step student of a zoo teacher
+    from .finetune import presets as finetune_presets
+    if a.preset in finetune_presets.PRESETS:      # LoRA / full / control fine-tune of a zoo model
+        from .finetune.cli import train_preset
+        check_writable(out, directory=True)
+        path = train_preset(a.preset, out, resume=a.resume, overwrite=a.overwrite, progress=not a.quiet, **overrides)
+    elif a.preset in distill_presets.PRESETS:     # a few-step student of a zoo teacher
         from .distill import distill
         cfg = distill_presets.get(a.preset, **overrides)
         check_writable(out, directory=True)
@@ -118,9 +123,13 @@ def _sample(a):
     ed.solvers.get(a.solver)                 # an unknown name: a KeyError naming the known solvers
     cond = _labels(a.classes, a.n, card.get("num_classes", 0), a.model)
     den = ed.zoo.load(a.model)
-    sig = ed.timesteps.full(den.process) if a.schedule == "full" else ed.timesteps.get(a.schedule, a.steps, den.process)
-    size = den.meta["model"]["image_size"]
-    x = ed.sampling.randn((a.n, den.meta["model"].get("in_channels", 1), size, size), seed=a.seed) * sig[0].float()
+    base = den
+    if a.lora or a.control or a.control_model:
+        from .finetune.cli import sample_denoiser
+        den = sample_denoiser(den, a.lora, a.control, a.control_model, a.condition, a.n)
+    sig = ed.timesteps.full(base.process) if a.schedule == "full" else ed.timesteps.get(a.schedule, a.steps, base.process)
+    size = base.meta["model"]["image_size"]
+    x = ed.sampling.randn((a.n, base.meta["model"].get("in_channels", 1), size, size), seed=a.seed) * sig[0].float()
     res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=a.solver, cond=cond, seed=a.seed,
                     return_info=True, progress=not a.quiet)
     path = save_grid(res.x, a.out, nrow=10)
@@ -206,6 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--classes", type=class_list, help="comma-separated class labels, cycled (default 0..9)")
     s.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), default=100)
     s.add_argument("--out", default="samples.png")
+    s.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
+                   help="attach a LoRA adapter file (repeatable; weight defaults to 1)")
+    s.add_argument("--control", metavar="IMAGE", help="condition image; its --condition map drives --control-model")
+    s.add_argument("--control-model", metavar="FILE", help="a trained ControlNet / ControlNet-XS / T2I-Adapter file")
+    s.add_argument("--condition", default="edges", choices=["edges", "mask", "sketch"])
     s.add_argument("--quiet", action="store_true")
     s.set_defaults(fn=_sample)
 

@@ -169,6 +169,16 @@ def _row(p: Prepared, n: int, rows: list[dict], by_name: dict) -> dict:
     return row
 
 
+def compare_to_reference(rows: list[dict]) -> None:
+    """Every row of a model that has a quality reference row gets ``fd_vs_ref`` and
+    ``fd_vs_ref_ci``: the paired (same seeds, same noise) relative FD change and its 95% interval."""
+    refs = {r["model"]: r for r in rows if r.get("reference")}
+    for r in rows:
+        ref = refs.get(r["model"])
+        if ref is not None and r is not ref:
+            r["fd_vs_ref"], r["fd_vs_ref_ci"] = paired_change(r["fd_per_seed"], ref["fd_per_seed"])
+
+
 def _real_vs_real(datasets: list[str], n: int, seeds: list[int], labels_by: dict) -> dict:
     """Per dataset: an equal-size class-balanced sample of training images scored the same way."""
     out = {}
@@ -223,6 +233,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
             FOLLOW_UPS[suite_name](results, configs, lambda cfgs, s: _follow_up(measure, cfgs, s))
     for r in rows:
         r["real_vs_real_fd"] = real[r["dataset"]]["fd"]
+    compare_to_reference(rows)
     first = real[next(iter(real))]
     results = {**results, "machine": {**machine(), "bench_threads": threads}, "real_vs_real": real,
                "real_vs_real_fd": first["fd"], "floor_fd": first["fd"],   # floor_fd: the old name, kept for readers
@@ -264,14 +275,17 @@ def _line(row: dict) -> str:
 def table(results: dict) -> str:
     """The results as a Markdown table: mean ± sd over the seeds, rounded to the spread."""
     k = len(results.get("seeds", [results.get("seed")]))
-    head = (f"| model | config | NFE | ms/sample | speed-up | FD (held-out, {k} seed{'s' if k > 1 else ''}) | FD pixel | class acc | "
-            "memorization (NN train/held-out) |\n|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    head = (f"| model | config | NFE | ms/sample | speed-up | FD (held-out, {k} seed{'s' if k > 1 else ''}) | "
+            "FD vs reference (paired, 95% CI) | FD pixel | class acc | memorization (NN train/held-out) |\n"
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in results["rows"]:
         acc = "" if r.get("class_acc") is None else f"{100 * r['class_acc']:.1f}%"
+        vs = "reference" if r.get("reference") else (pct_ci(r["fd_vs_ref"], r.get("fd_vs_ref_ci"))
+                                                     if "fd_vs_ref" in r else "")
         lines.append(f"| {r['model']} | {r['config']} | {r['nfe']} | {pm(r['ms_per_sample'], r.get('ms_sd'))} | "
-                     f"{r['speedup']:.1f}x | {pm(r['fd'], r.get('fd_sd'))} | {pm(r['fd_pixel'], r.get('fd_pixel_sd'))} | "
-                     f"{acc} | {r['mem_asymmetry']:.2f} |")
+                     f"{r['speedup']:.1f}x | {pm(r['fd'], r.get('fd_sd'))} | {vs} | "
+                     f"{pm(r['fd_pixel'], r.get('fd_pixel_sd'))} | {acc} | {r['mem_asymmetry']:.2f} |")
     for ds, rv in results.get("real_vs_real", {}).items():
         lines.append(f"\nreal vs real ({ds}: {rv['n']} class-balanced training images against held-out, same "
                      f"seeds): FD {pm(rv['fd'], rv.get('fd_sd'))}, FD pixel {pm(rv['fd_pixel'], rv.get('fd_pixel_sd'))}")
