@@ -97,10 +97,19 @@ class DiffusionLoss:
     def sample_sigma(self, process: Process, n: int, gen: torch.Generator) -> Tensor:
         return DENSITIES[self.config.density](process, n, gen, **(self.config.density_args or {}))
 
-    def __call__(self, denoiser, x0: Tensor, cond=None, gen: torch.Generator | None = None) -> Tensor:
+    def draw(self, denoiser, x0: Tensor, gen: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """The batch's randomness: noise levels σ [B] (float64, VE form) and noise ε like ``x0``.
+        Drawn for a whole (global) batch so that a data-parallel rank can take its slice."""
         gen = gen if gen is not None else torch.default_generator
-        sigma = self.sample_sigma(denoiser.process, x0.shape[0], gen).to(x0.device)   # [B] float64
+        sigma = self.sample_sigma(denoiser.process, x0.shape[0], gen).to(x0.device)
         eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype).to(x0.device)
+        return sigma, eps
+
+    def __call__(self, denoiser, x0: Tensor, cond=None, gen: torch.Generator | None = None,
+                 sigma: Tensor | None = None, eps: Tensor | None = None) -> Tensor:
+        """Per-sample loss [B]; ``sigma`` and ``eps`` (from ``draw``) are drawn here when not given."""
+        if sigma is None or eps is None:
+            sigma, eps = self.draw(denoiser, x0, gen)
         dims = tuple(range(1, x0.ndim))
         if isinstance(denoiser, EDMDenoiser):
             c_skip, c_out, c_in, c_noise = denoiser.preconditioning(sigma)

@@ -75,8 +75,27 @@ def _shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) ->
     return torch.stack([xp[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
 
 
+# tasks trained by a Trainer subclass elsewhere: task -> (module, class), imported when used
+TASK_TRAINERS: dict[str, tuple[str, str]] = {"autoencoder": ("effdiff.latent.train", "AutoencoderTrainer")}
+TASK_NAMES = ("diffusion", "classifier", *TASK_TRAINERS)
+
+
+def trainer_class(config: TrainConfig) -> type["Trainer"]:
+    """The Trainer (sub)class that trains ``config.task``."""
+    if config.task in TASK_TRAINERS:
+        import importlib
+        module, cls = TASK_TRAINERS[config.task]
+        return getattr(importlib.import_module(module), cls)
+    return Trainer
+
+
 class Trainer:
-    """Train ``config`` in ``run_dir``: ``Trainer(cfg, run_dir).run(resume=True)``."""
+    """Train ``config`` in ``run_dir``: ``Trainer(cfg, run_dir).run(resume=True)``.
+
+    One diffusion step is ``draw`` (all of the global batch's randomness: label dropout, σ, ε)
+    then ``loss_from`` (per-sample losses); a data-parallel trainer slices between the two.
+    """
+    TASKS = ("diffusion", "classifier")
 
     def __init__(self, config: TrainConfig, run_dir, progress: bool = True):
         self.cfg, self.dir, self.progress = config.validate(), Path(run_dir), progress
@@ -93,8 +112,8 @@ class Trainer:
             self.process = from_config(config.process)
             self.denoiser = Denoiser(self.net, self.process, config.prediction, self.num_classes)
             self.loss = DiffusionLoss(LossConfig(**config.loss))
-        elif config.task != "classifier":
-            raise ValueError(f"unknown task {config.task!r}; known: diffusion, classifier")
+        elif config.task not in self.TASKS:
+            raise ValueError(f"unknown task {config.task!r}; known: {', '.join(TASK_NAMES)}")
         self._load_data()
 
     # ---- data ----------------------------------------------------------------------
@@ -123,14 +142,23 @@ class Trainer:
         frac = (step - c.warmup) / max(1, c.steps - c.warmup)
         return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
+    def draw(self, x, y) -> dict:
+        """The global batch with its randomness drawn: ``{"x", "y", "sigma", "eps"}`` (diffusion)."""
+        if y is not None and self.num_classes > 0 and self.cfg.p_uncond > 0:
+            drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        sigma, eps = self.loss.draw(self.denoiser, x, self.gen)
+        return {"x": x, "y": y if self.num_classes > 0 else None, "sigma": sigma, "eps": eps}
+
+    def loss_from(self, b: dict) -> torch.Tensor:
+        """Per-sample losses [B] of a drawn batch (or of one rank's slice of it)."""
+        return self.loss(self.denoiser, b["x"], b["y"], sigma=b["sigma"], eps=b["eps"])
+
     def loss_on(self, x, y) -> torch.Tensor:
         if self.cfg.task == "classifier":
             x = _shift_augment(x, self.gen)
             return F.cross_entropy(self.net(x), y)
-        if y is not None and self.num_classes > 0 and self.cfg.p_uncond > 0:
-            drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
-            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        return self.loss(self.denoiser, x, y if self.num_classes > 0 else None, self.gen).mean()
+        return self.loss_from(self.draw(x, y)).mean()
 
     def train_step(self) -> float:
         self.net.train()
@@ -269,7 +297,7 @@ def evaluate_classifier(net, split: str = "test") -> float:
 
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train (or resume) and export the EMA model; returns the path stem of ``model.*``."""
-    tr = Trainer(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)
+    tr = trainer_class(config)(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)
     metrics = {}
     if config.task == "classifier":
         metrics["test_accuracy"] = evaluate_classifier(tr.ema)
