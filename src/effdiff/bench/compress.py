@@ -18,6 +18,7 @@ from ..quant import Int8Config, NaivePTQConfig, PTQConfig
 from ..sampling import randn
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 from .config import save_table
+from .scoring import pct_ci
 
 FINETUNE_STEPS = 400          # 5% of the zoo models' 8000 training steps
 
@@ -105,13 +106,12 @@ def report(results: dict, out: Path) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         if "fd_change" in r:
-            lo, hi = r["fd_change_ci"] if r.get("fd_change_ci") else (float("nan"), float("nan"))
             acc = "" if r.get("class_acc") is None else f"{100 * r['class_acc']:.1f}%"
             int8 = "int8" in r["config"]        # the MAC counter does not see integer kernels
             macs = "same MACs, int8 kernels" if int8 else f"{r['macs_ratio']:.2f}x"
             lines.append(f"| {r['model']} | {r['config']} | {_bytes(r)} | {macs} | "
-                         f"{r['speedup_vs_baseline']:.2f}x | {r['fd']:.3f} | {100 * r['fd_change']:+.1f}% "
-                         f"[{100 * lo:+.1f}, {100 * hi:+.1f}] | {acc} |")
+                         f"{r['speedup_vs_baseline']:.2f}x | {r['fd']:.3f} | {pct_ci(r['fd_change'], r.get('fd_change_ci'))} | "
+                         f"{acc} |")
     return save_table(out, "compress.md", lines)
 
 

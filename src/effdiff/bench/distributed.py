@@ -23,6 +23,7 @@ from ..metrics import pinned_threads
 from ..sampling import sample
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 from .config import save_table
+from .scoring import pct_ci
 from .systems import deviation, plain, remember
 
 RANKS = 2
@@ -123,11 +124,9 @@ def report(results: dict, out: Path) -> str:
         info = r.get("info") or {}
         if "comm_bytes_per_step" in info:
             dev = info.get("max_dev_vs_single")
-            ci = r.get("fd_change_ci") or (None, None)
-            lo, hi = (float("nan") if v is None else v for v in ci)
             lines.append(f"| {r['model']} | {r['config']} | {r['ms_per_sample']:.3g} | {r['speedup_vs_baseline']:.2f}x | "
                          f"{info['comm_bytes_per_step'] / 1e3:.1f} kB | {'n/a' if dev is None else f'{dev:.2g}'} | "
-                         f"{100 * r['fd_change']:+.1f}% [{100 * lo:+.1f}, {100 * hi:+.1f}] |")
+                         f"{pct_ci(r['fd_change'], r.get('fd_change_ci'))} |")
     return save_table(out, "distributed.md", lines)
 
 
