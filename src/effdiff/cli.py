@@ -82,7 +82,14 @@ def _train(a):
     else:
         cfg = preset(a.preset, **overrides)
         check_writable(out, directory=True)
-        path = train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
+        from .distributed.launch import init_from_env, is_writer
+        if init_from_env(backend="gloo"):         # under torchrun: data-parallel (the trainer runs on the CPU)
+            from .training import ddp
+            path = ddp.train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
+            if not is_writer():
+                return
+        else:
+            path = train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}.safetensors ({meta['card']['steps']} steps, {meta['card']['wall_time_s']} s)")
     if meta["card"]["metrics"]:
