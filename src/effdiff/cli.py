@@ -139,6 +139,8 @@ def _sample(a):
     x = ed.sampling.randn((a.n, base.meta["model"].get("in_channels", 1), size, size), seed=a.seed) * sig[0].float()
     res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=a.solver, cond=cond, seed=a.seed,
                     return_info=True, progress=not a.quiet)
+    from .latent.denoiser import images
+    res = images(base, res)                  # a latent model's samples decoded to images
     path = save_grid(res.x, a.out, nrow=10)
     print(f"wrote {path}: {a.n} samples, {a.model}, {a.solver} on {a.schedule}, {res.nfe} NFE, guidance {a.guidance}")
 

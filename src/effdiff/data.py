@@ -29,6 +29,8 @@ __all__ = [
     "digits_style",
     "MNIST_TEST_DIR",
     "DATASETS",
+    "LATENT_DATASETS",
+    "latent",
     "dataset",
     "GaussianMixture",
     "Checkerboard",
@@ -182,7 +184,39 @@ def digits_style(x: torch.Tensor, ink: float = -0.5) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- registry of image datasets
 
-DATASETS = {"digits": digits, "mnist": mnist}
+#: latent datasets: name -> the zoo autoencoder and the image dataset it encodes
+LATENT_DATASETS = {"mnist-latent": {"autoencoder": "mnist-ae", "data": "mnist"}}
+
+
+@lru_cache(maxsize=4)
+def _latent_arrays(name: str, split: str, ae_sha: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+    from .latent.encode import encode
+    from .latent.zoo import autoencoder
+    spec = LATENT_DATASETS[name]
+    ae, scale, _ = autoencoder(spec["autoencoder"], f"dataset {name!r}")
+    with torch.inference_mode():
+        x, y = dataset(spec["data"], split)
+        return encode(ae, x, scale).contiguous(), y
+
+
+def latent(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """A latent dataset (`LATENT_DATASETS`): the zoo autoencoder's scaled posterior means
+    ``scale * E[z|x]`` of the image dataset (x [N, c, h, w] float32, y [N]); encoded once per
+    process and split (the cache is keyed by the autoencoder's SHA-256). Latent diffusion
+    (Rombach et al. 2022) trains on these: ``TrainConfig(data="mnist-latent")``."""
+    if name not in LATENT_DATASETS:
+        raise ValueError(f"unknown latent dataset {name!r}; known: {', '.join(sorted(LATENT_DATASETS))}")
+    from . import zoo
+    try:
+        sha = zoo.card(LATENT_DATASETS[name]["autoencoder"]).get("sha256", {}).get("tensors")
+    except KeyError:
+        sha = None                       # autoencoder() raises the clear error
+    x, y = _latent_arrays(name, split, sha)
+    return x.clone(), y.clone()
+
+
+DATASETS = {"digits": digits, "mnist": mnist,
+            **{name: (lambda split="train", _n=name: latent(_n, split)) for name in LATENT_DATASETS}}
 
 
 def dataset(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:

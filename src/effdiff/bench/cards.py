@@ -13,6 +13,7 @@ import json
 import torch
 
 from .. import timesteps, zoo
+from ..latent.denoiser import images
 from ..metrics import evaluation
 from ..sampling import randn, sample
 from .scoring import REAL_METRICS, ROW_METRICS, dataset_of, labels_for, pm, summarize
@@ -30,7 +31,7 @@ def card_metrics(den, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps:
     qs, real = [], []
     for s in seeds:
         x = randn((n, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=s) * sig[0].float()
-        q = ev.score(sample(den, x, sig, solver=solver, cond=labels, seed=s), labels, seed=s)
+        q = ev.score(images(den, sample(den, x, sig, solver=solver, cond=labels, seed=s)), labels, seed=s)
         qs.append(q)
         real.append({k[len("real_vs_real_"):]: v for k, v in q.items() if k.startswith("real_vs_real_")})
     stats = summarize(qs, ROW_METRICS)

@@ -20,6 +20,7 @@ from .. import zoo
 from ..denoisers import guided
 from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
 from ..io import atomic_write
+from ..latent.denoiser import decode_macs, images
 from ..sampling import randn, sample
 from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
                      sigmas_for, suite)
@@ -73,9 +74,10 @@ class Prepared:
 
     def go(self, x, labels, seed, stop: int | None = None):
         if self.cfg.generate is not None:
-            return self.cfg.generate(self.den, self.D, x, self.sig, labels, seed)
-        return sample(self.D, x, self.sig, solver=self.cfg.solver, cond=labels, seed=seed, return_info=True,
-                      stop=stop, **self.cfg.options)
+            return images(self.den, self.cfg.generate(self.den, self.D, x, self.sig, labels, seed))
+        res = sample(self.D, x, self.sig, solver=self.cfg.solver, cond=labels, seed=seed, return_info=True,
+                     stop=stop, **self.cfg.options)
+        return res if stop is not None else images(self.den, res)     # latent models: decode (timed, counted)
 
     def warm_up(self, n: int, labels, seed: int):
         """Full batch; the first WARMUP_STEPS steps for plain solvers, the whole run with hooks or generators."""
@@ -100,7 +102,7 @@ def _macs(p: Prepared, labels, cache: dict, nfe: int) -> float:
     key = (p.cfg.model, p.scale)
     if key not in cache:
         cache[key] = macs_per_sample(lambda x, lab: p.D(x, p.sig[:1].expand(len(x)).float(), lab), x2, l2)
-    return cache[key] * nfe
+    return cache[key] * nfe + decode_macs(p.den)          # a latent model's decode, once per sample
 
 
 class Measure:

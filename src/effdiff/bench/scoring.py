@@ -15,6 +15,8 @@ REAL_METRICS = ("fd", "fd_pixel", "fd_per_class", "class_acc", "precision", "rec
 def dataset_of(den) -> str:
     """The dataset a zoo model was trained on (its preset's ``data``; by image size for others)."""
     from ..training.presets import PRESETS
+    if den.meta.get("latent"):                 # a latent model is scored on its decoded images
+        return den.meta["latent"]["data"]
     preset = PRESETS.get(den.meta.get("card", {}).get("preset", ""))
     if preset is not None and preset.data in ("digits", "mnist"):
         return preset.data

@@ -12,6 +12,7 @@ from typing import Any
 
 from torch import nn
 
+from .autoencoder import Autoencoder, AutoencoderConfig
 from .classifier import Classifier, ClassifierConfig
 from .dit import DiT, DiTConfig
 from .mlp import MLP, MLPConfig
@@ -22,6 +23,7 @@ ARCHS: dict[str, tuple[type[nn.Module], type]] = {
     "dit": (DiT, DiTConfig),
     "classifier": (Classifier, ClassifierConfig),
     "mlp": (MLP, MLPConfig),
+    "autoencoder": (Autoencoder, AutoencoderConfig),
 }
 
 
@@ -43,4 +45,4 @@ def build(arch: str, config: dict[str, Any] | None = None) -> nn.Module:
     return model_cls(config_cls(**config))
 
 
-__all__ = ["ARCHS", "build", "UNet", "UNetConfig", "DiT", "DiTConfig", "Classifier", "ClassifierConfig", "MLP", "MLPConfig"]
+__all__ = ["ARCHS", "build", "Autoencoder", "AutoencoderConfig", "UNet", "UNetConfig", "DiT", "DiTConfig", "Classifier", "ClassifierConfig", "MLP", "MLPConfig"]

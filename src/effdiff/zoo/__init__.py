@@ -75,7 +75,8 @@ def from_checkpoint(path, where: str | None = None, require_sha256: bool = False
         return net
     den = _denoiser(net, meta, where)
     den.meta = meta
-    return den.eval()
+    from ..latent.zoo import wrap            # a model trained on autoencoder latents: a LatentDenoiser
+    return wrap(den.eval(), meta, where)
 
 
 def load(name: str):
@@ -91,8 +92,14 @@ def install(model_path, name: str, extra_metrics: dict | None = None) -> Path:
     tensors, meta = ckpt.load(src)            # validates before installing
     if extra_metrics:
         meta["card"]["metrics"].update(extra_metrics)
-    atomic_write(WEIGHTS / f"{name}.safetensors", src.with_suffix(".safetensors").read_bytes())
-    atomic_write(WEIGHTS / f"{name}.json", ckpt.meta_json(meta, ckpt.integrity(tensors, meta)))
+    from ..latent.zoo import resolve         # a latent model: record its autoencoder and scale (header too)
+    latent = resolve(meta, str(src)) if meta.get("task") == "diffusion" else None
+    if latent is not None:
+        ckpt.save(WEIGHTS / name, tensors, {**meta, "latent": latent})
+    else:
+        atomic_write(WEIGHTS / f"{name}.safetensors", src.with_suffix(".safetensors").read_bytes())
+        atomic_write(WEIGHTS / f"{name}.json", ckpt.meta_json(meta, ckpt.integrity(tensors, meta)))
+    meta = {**meta, "latent": latent} if latent is not None else meta
     atomic_write(WEIGHTS / f"{name}.md", card_markdown(name, meta))
     return WEIGHTS / name
 

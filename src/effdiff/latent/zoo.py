@@ -1,0 +1,70 @@
+"""Loading latent diffusion models: the ``latent`` block of a model's metadata names the zoo
+autoencoder, its scale and the image dataset; ``wrap`` turns the loaded latent denoiser into a
+``LatentDenoiser`` and refuses an autoencoder whose scale differs from the one trained on."""
+from __future__ import annotations
+
+import math
+
+from .. import checkpoint as ckpt
+
+SCALE_RTOL = 1e-6
+
+
+def latent_block(meta: dict) -> dict | None:
+    """``meta["latent"]`` of a diffusion model, else the one its training data implies
+    (``meta["data"]`` or its preset's ``data`` being one of ``data.LATENT_DATASETS``), else None."""
+    if meta.get("latent") is not None:
+        return dict(meta["latent"])
+    from ..data import LATENT_DATASETS
+    data = meta.get("data")
+    if data is None:
+        from ..training.presets import PRESETS
+        preset = PRESETS.get(meta.get("card", {}).get("preset", ""))
+        data = preset.data if preset is not None else None
+    if data not in LATENT_DATASETS:
+        return None
+    spec = LATENT_DATASETS[data]
+    return {"autoencoder": spec["autoencoder"], "data": spec["data"], "dataset": data}
+
+
+def autoencoder(name: str, where: str = "latent model"):
+    """(network, scale, tensors SHA-256) of the zoo autoencoder ``name``."""
+    from .. import zoo
+    try:
+        meta = zoo.card(name)
+    except KeyError:
+        raise ckpt.CheckpointError(f"{where}: its autoencoder {name!r} is not in the zoo "
+                                   f"({', '.join(zoo.names())})") from None
+    if meta.get("task") != "autoencoder" or "scale" not in meta.get("latent_space", {}):
+        raise ckpt.CheckpointError(f"{where}: zoo model {name!r} is not an autoencoder with a latent scale")
+    return zoo.load(name), float(meta["latent_space"]["scale"]), meta.get("sha256", {}).get("tensors")
+
+
+def resolve(meta: dict, where: str) -> dict | None:
+    """The full latent block (autoencoder, scale, data, autoencoder_sha256) or None for a pixel model;
+    a recorded scale that the autoencoder no longer has raises ``CheckpointError``."""
+    block = latent_block(meta)
+    if block is None:
+        return None
+    _, scale, sha = autoencoder(block["autoencoder"], where)
+    if "scale" in block and not math.isclose(block["scale"], scale, rel_tol=SCALE_RTOL):
+        raise ckpt.CheckpointError(f"{where}: trained on latents scaled by {block['scale']}, but zoo autoencoder "
+                                   f"{block['autoencoder']!r} has scale {scale}: it is not the autoencoder the "
+                                   "model was trained with")
+    return {**block, "scale": scale, "autoencoder_sha256": block.get("autoencoder_sha256", sha)}
+
+
+def wrap(den, meta: dict, where: str):
+    """``den`` (a latent-space denoiser with ``meta``) as a LatentDenoiser, or ``den`` for a pixel model."""
+    block = resolve(meta, where)
+    if block is None:
+        return den
+    from .denoiser import LatentDenoiser
+    ae, scale, _ = autoencoder(block["autoencoder"], where)
+    if list(ae.config.latent_shape) != [meta["model"].get("in_channels", 1), meta["model"]["image_size"],
+                                        meta["model"]["image_size"]]:
+        raise ckpt.CheckpointError(f"{where}: latent network shape does not match autoencoder "
+                                   f"{block['autoencoder']!r} latents {list(ae.config.latent_shape)}")
+    meta = {**meta, "latent": block}
+    den.meta = meta
+    return LatentDenoiser(den, ae, scale, meta).eval()
