@@ -3,6 +3,11 @@
 Everything random (batches, noise levels, noise, label dropout, augmentation) draws from one
 ``torch.Generator`` whose state is checkpointed with the weights, the EMA and the optimizer,
 so an interrupted run resumed with ``resume=True`` ends bit-identical to an uninterrupted one.
+
+Training tricks are options of ``TrainConfig`` (all off by default; docs/training.md): ``loss``
+(min-SNR-γ weighting, sliced score matching), ``coupling`` (minibatch OT, immiscible noise
+assignment; ``coupling.py``), ``prior`` (PriorGrad; ``priorgrad.py``), ``repa`` (representation
+alignment; ``repa.py``) and ``ema`` (constant or power-function EMA; ``ema.py``).
 """
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ from ..models import build
 from ..process import from_config
 from ..denoisers import Denoiser
 from ..objectives import DiffusionLoss, LossConfig
+from . import ema as ema_mod
+from . import priorgrad, repa as repa_mod
+from .coupling import COUPLINGS, couple
 
 
 @dataclass
@@ -44,6 +52,13 @@ class TrainConfig:
     p_uncond: float = 0.1               # label dropout for classifier-free guidance
     seed: int = 0
     ckpt_every: int = 1000
+    # training tricks (defaults: off; a config at its defaults trains and stores exactly as before they existed)
+    coupling: str = "none"              # none | ot | immiscible  (noise-to-data assignment in each batch)
+    prior: str = "standard"             # standard | priorgrad    (class-conditional mean / diagonal std prior)
+    repa: dict = field(default_factory=dict)   # {} (off) | {"encoder": "digits-classifier", "weight": 0.5, "layer": 2}
+    ema: dict = field(default_factory=dict)    # {} = {"kind": "constant", "decay": ema_decay} | {"kind": "power", "sigma_rel": 0.05}
+
+    TRICK_DEFAULTS = {"coupling": "none", "prior": "standard", "repa": {}, "ema": {}}
 
     def validate(self) -> "TrainConfig":
         """Raise a ``ValueError`` naming the first field that cannot train."""
@@ -58,11 +73,41 @@ class TrainConfig:
         if not 0 <= self.ema_decay < 1 or not 0 <= self.p_uncond <= 1 or self.warmup < 0:
             raise ValueError(f"need 0 <= ema_decay < 1, 0 <= p_uncond <= 1 and warmup >= 0, got "
                              f"{self.ema_decay!r}, {self.p_uncond!r}, {self.warmup!r}")
+        self._validate_tricks()
         return self
 
+    def _validate_tricks(self) -> None:
+        if self.task == "diffusion":
+            if not isinstance(self.loss, dict):
+                raise ValueError(f"loss must be a dict of LossConfig fields, got {self.loss!r}")
+            try:
+                lc = LossConfig(**self.loss)
+            except TypeError as e:
+                raise ValueError(f"loss: {e} (LossConfig fields: "
+                                 f"{', '.join(f.name for f in dataclasses.fields(LossConfig))})") from None
+            DiffusionLoss(lc)
+        if self.task == "diffusion" and lc.kind == "ssm" and self.prediction != "score":
+            raise ValueError(f"loss kind 'ssm' (sliced score matching) trains score-prediction models; "
+                             f"set prediction='score' (got {self.prediction!r})")
+        if self.coupling not in COUPLINGS:
+            raise ValueError(f"unknown coupling {self.coupling!r}; known: {', '.join(COUPLINGS)}")
+        if self.prior not in priorgrad.PRIORS:
+            raise ValueError(f"unknown prior {self.prior!r}; known: {', '.join(priorgrad.PRIORS)}")
+        repa_mod.validate(self.repa)
+        ema_mod.validate(self.ema, self.ema_decay)
+        tricks = [k for k, v in self.TRICK_DEFAULTS.items() if getattr(self, k) != v and k != "ema"]
+        if tricks and self.task != "diffusion":
+            raise ValueError(f"{', '.join(tricks)} apply to diffusion training, not task {self.task!r}")
+
     def to_json(self) -> dict:
+        """The config as stored in checkpoints and exports; the training-trick fields are left out
+        at their defaults, so runs started before they existed still resume."""
         import json
-        return json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as stored
+        d = json.loads(json.dumps(dataclasses.asdict(self)))  # tuples -> lists, as stored
+        for k, v in self.TRICK_DEFAULTS.items():
+            if d.get(k) == v:
+                del d[k]
+        return d
 
 
 def _shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) -> torch.Tensor:
@@ -104,10 +149,10 @@ class Trainer:
         self.ema = build(config.arch, dict(config.model))
         self.ema.load_state_dict(self.net.state_dict())
         self.ema.requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.gen = torch.Generator().manual_seed(config.seed)
         self.step, self.elapsed = 0, 0.0
         self.num_classes = int(config.model.get("num_classes", getattr(self.net.config, "num_classes", 0)))
+        self.whitening = self.repa = None
         if config.task == "diffusion":
             self.process = from_config(config.process)
             self.denoiser = Denoiser(self.net, self.process, config.prediction, self.num_classes)
@@ -115,6 +160,32 @@ class Trainer:
         elif config.task not in self.TASKS:
             raise ValueError(f"unknown task {config.task!r}; known: {', '.join(TASK_NAMES)}")
         self._load_data()
+        if config.task == "diffusion":
+            self._setup_tricks()
+        self.opt = torch.optim.AdamW(self.trained_parameters(), lr=config.lr, weight_decay=config.weight_decay)
+
+    def trained_parameters(self) -> list:
+        """The network's parameters, then REPA's head's (optimizer order; what the gradient clip sees)."""
+        repa = getattr(self, "repa", None)
+        return list(self.net.parameters()) + (list(repa.head.parameters()) if repa is not None else [])
+
+    def _setup_tricks(self):
+        """PriorGrad's statistics (from the training data) and REPA's head (deterministic given the seed)."""
+        c = self.cfg
+        if c.prior == "priorgrad":
+            if self.toy is not None:
+                x, y = self.toy.sample(20000, generator=torch.Generator().manual_seed(0)).float(), None
+            else:
+                x, y = self.x, self.y
+            mean, std = priorgrad.class_statistics(x, y if self.num_classes else None, self.num_classes)
+            self.whitening = priorgrad.Whitening(mean, std)
+        if c.repa:
+            if self.toy is not None:
+                raise ValueError("repa needs image data and a UNet/DiT network, not a toy dataset")
+            x = self.x[:2]
+            labels = self.denoiser.labels(None, 2, x.device)
+            t = self.process.c_noise(self.process.sigma_to_t(torch.ones(2, dtype=torch.float64))).to(x.dtype)
+            self.repa = repa_mod.REPA(c.repa, self.net, (x, t, labels))
 
     # ---- data ----------------------------------------------------------------------
     def _load_data(self):
@@ -143,16 +214,37 @@ class Trainer:
         return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
 
     def draw(self, x, y) -> dict:
-        """The global batch with its randomness drawn: ``{"x", "y", "sigma", "eps"}`` (diffusion)."""
+        """The global batch with its randomness drawn: ``{"x", "y", "sigma", "eps"}`` (diffusion),
+        plus ``"proj"`` [B, M, ...] for sliced score matching. Every tensor is batch-first, so a
+        rank's slice ``{k: v[lo:hi]}`` is its share. Order of draws: label dropout, σ, ε (then the
+        coupling permutes ε among the batch, with no draw), then SSM's projections."""
         if y is not None and self.num_classes > 0 and self.cfg.p_uncond > 0:
             drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        y = y if self.num_classes > 0 else None
         sigma, eps = self.loss.draw(self.denoiser, x, self.gen)
-        return {"x": x, "y": y if self.num_classes > 0 else None, "sigma": sigma, "eps": eps}
+        coupling = getattr(self.cfg, "coupling", "none")
+        if coupling != "none":                # images (and their labels) stay; the noise is reassigned
+            eps = couple(self._whiten(x, y), eps, coupling)
+        b = {"x": x, "y": y, "sigma": sigma, "eps": eps}
+        proj = self.loss.draw_projections(x, self.gen)
+        if proj is not None:
+            b["proj"] = proj
+        return b
+
+    def _whiten(self, x, y):
+        """The data the network learns: x itself, or PriorGrad's (x - μ_y) / s_y."""
+        w = getattr(self, "whitening", None)
+        return x if w is None else w.whiten(x, y)
 
     def loss_from(self, b: dict) -> torch.Tensor:
         """Per-sample losses [B] of a drawn batch (or of one rank's slice of it)."""
-        return self.loss(self.denoiser, b["x"], b["y"], sigma=b["sigma"], eps=b["eps"])
+        loss = self.loss(self.denoiser, self._whiten(b["x"], b["y"]), b["y"], sigma=b["sigma"], eps=b["eps"],
+                         proj=b.get("proj"))
+        repa = getattr(self, "repa", None)
+        if repa is not None:
+            loss = loss + repa.weight * repa.loss(b["x"])
+        return loss
 
     def loss_on(self, x, y) -> torch.Tensor:
         if self.cfg.task == "classifier":
@@ -171,9 +263,9 @@ class Trainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         if self.cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(self.net.parameters(), self.cfg.grad_clip)
+            torch.nn.utils.clip_grad_norm_(self.trained_parameters(), self.cfg.grad_clip)
         self.opt.step()
-        decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
+        decay = self.ema_decay_at(self.step)
         with torch.no_grad():
             for e, p in zip(self.ema.parameters(), self.net.parameters()):
                 e.lerp_(p, 1 - decay)
@@ -182,10 +274,16 @@ class Trainer:
         self.step += 1
         return loss.item()
 
+    def ema_decay_at(self, step: int) -> float:
+        """The EMA decay after optimizer step ``step`` (``TrainConfig.ema``; see ``ema.py``)."""
+        return ema_mod.decay_fn(getattr(self.cfg, "ema", {}), self.cfg.ema_decay)(step)
+
     # ---- checkpoints ---------------------------------------------------------------
     def state(self) -> tuple[dict, dict]:
         t = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         t.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        if getattr(self, "repa", None) is not None:
+            t.update({f"repa.{k}": v for k, v in self.repa.head.state_dict().items()})
         osd = self.opt.state_dict()
         for i, st in osd["state"].items():
             for k, v in st.items():
@@ -214,6 +312,8 @@ class Trainer:
                                        "use a new run directory or the same preset and options")
         ckpt.load_state(self.net, t, "net.", where=str(self.dir / "checkpoint"))
         ckpt.load_state(self.ema, t, "ema.", where=str(self.dir / "checkpoint"))
+        if getattr(self, "repa", None) is not None:
+            ckpt.load_state(self.repa.head, t, "repa.", where=str(self.dir / "checkpoint"))
         state: dict = {}
         for k, v in t.items():
             if k.startswith("opt."):
@@ -234,7 +334,16 @@ class Trainer:
                 "card": {"preset": c.name, "seed": c.seed, "steps": self.step, "batch_size": c.batch_size,
                          "wall_time_s": round(self.elapsed, 1), "machine": machine(),
                          "command": f"effdiff train --preset {c.name} --out DIR", "metrics": metrics or {}}}
-        ckpt.save(self.dir / "model", self.ema.state_dict(), meta)
+        tensors = self.ema.state_dict()
+        tricks = {k: v for k, v in c.to_json().items() if k in c.TRICK_DEFAULTS}
+        if c.loss.get("kind", "dsm") != "dsm" or c.loss.get("weighting", "none") != "none":
+            tricks["loss"] = c.loss
+        if tricks:
+            meta["card"]["training"] = tricks      # how it was trained (the REPA head is not exported)
+        if getattr(self, "whitening", None) is not None:   # a PriorGrad model: zoo / priorgrad.from_meta wrap it
+            meta["prior"] = {"kind": "priorgrad", "min_std": priorgrad.DEFAULT_MIN_STD}
+            tensors = {**tensors, **priorgrad.export_tensors(self.whitening)}
+        ckpt.save(self.dir / "model", tensors, meta)
         return self.dir / "model"
 
     RUN_FILES = ("checkpoint.json", "checkpoint.safetensors", "model.json", "model.safetensors")
