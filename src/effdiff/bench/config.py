@@ -73,7 +73,7 @@ DEFAULT_MODELS = ["digits-unet", "digits-dit"]
 # e.g. peft for "finetune", are needed only when it runs)
 SUITE_MODULES = {"solvers": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",
                  "compress": "compress", "distill": "distill", "distributed": "distributed",
-                 "finetune": "finetune", "systems": "systems"}
+                 "finetune": "finetune", "systems": "systems", "training": "training"}
 
 
 def load_suite(name: str) -> None:
