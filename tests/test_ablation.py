@@ -24,6 +24,7 @@ def test_speedup_point_and_bootstrap_interval():
     s = A.speedup(base, trick, steps)                 # target = baseline final 4: base 400, trick 200
     assert s["target"] == 4 and s["base_to_target"] == 400 and s["to_target"] == 200
     assert s["speedup"] == 2.0 and s["ci"] == [None, None]       # one seed: no interval
+    assert not s["at_first"] and A.speedup(base, [[3, 2, 2, 2]], steps)["at_first"]   # a bound, flagged
     # two seeds: resamples {0,0}, {1,1} (1/4 each) and the mixed ones (1/2); the target follows the resample
     base2 = [[10, 8, 6, 4], [10, 8, 6, 4]]
     trick2 = [[8, 4, 3, 2], [10, 8, 6, 4]]             # seed 1 = the baseline itself
@@ -114,3 +115,15 @@ def test_suite_rows_sample_the_trained_models(tiny, monkeypatch):
     from effdiff.bench.scoring import labels_for
     res = rows[1].generate(None, None, x, sig, labels_for(3, 10), 0)
     assert res.x.shape == (3, 1, 8, 8) and res.nfe > 0
+
+
+def test_start_maps_noise_through_a_prior():
+    import torch
+
+    class WithPrior:
+        def prior(self, x, labels):
+            return 2 * x + labels.view(-1, 1, 1, 1)
+
+    x, y = torch.ones(2, 1, 8, 8), torch.tensor([0, 3])
+    assert torch.equal(A.start(object(), x, y), x)
+    assert A.start(WithPrior(), x, y)[1].unique().tolist() == [5.0]
