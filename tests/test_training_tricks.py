@@ -265,6 +265,10 @@ def test_priorgrad_export_round_trip(tmp_path):
     assert (stem.with_suffix(".json")).exists() and not list(tmp_path.glob("*.pt"))
     den = priorgrad.from_meta(tensors, meta)
     x, sigma, c = torch.randn(3, 1, 8, 8), torch.tensor([0.5, 2.0, 10.0]), torch.tensor([1, 7, 10])
+    with torch.no_grad():
+        assert torch.allclose(tr.ema_denoiser()(x, sigma, c), den(x, sigma, c), atol=1e-5)
+    assert torch.equal(priorgrad.start(den, x, c), den.prior(x, c))
+    assert torch.equal(priorgrad.start(tr.denoiser, x, c), x)
     w = tr.whitening
     inner = Denoiser(tr.ema.eval(), tr.process, "eps", 10)
     with torch.no_grad():

@@ -75,13 +75,17 @@ class Whitening(nn.Module):
             raise ValueError(f"class labels must be [{batch}] in [0, {self.null_row}] ({self.null_row} = null)")
         return y
 
-    def whiten(self, x: torch.Tensor, y) -> torch.Tensor:
+    def _stats(self, x: torch.Tensor, y) -> tuple[torch.Tensor, torch.Tensor]:
         r = self.rows(y, x.shape[0], x.device)
-        return (x - self.mean[r].to(x.dtype)) / self.std[r].to(x.dtype)
+        return self.mean.to(x.device, x.dtype)[r], self.std.to(x.device, x.dtype)[r]
+
+    def whiten(self, x: torch.Tensor, y) -> torch.Tensor:
+        m, s = self._stats(x, y)
+        return (x - m) / s
 
     def color(self, x: torch.Tensor, y) -> torch.Tensor:
-        r = self.rows(y, x.shape[0], x.device)
-        return self.mean[r].to(x.dtype) + self.std[r].to(x.dtype) * x
+        m, s = self._stats(x, y)
+        return m + s * x
 
 
 class PriorGradDenoiser(nn.Module):
@@ -128,6 +132,13 @@ class PriorGradDenoiser(nn.Module):
         xw = self.whitening.whiten(x, rows)
         out = self.denoiser(xw, sigma, cond) if cond is not None else self.denoiser(xw, sigma)
         return self.whitening.color(out, rows)
+
+
+def start(denoiser, x_T: torch.Tensor, cond=None) -> torch.Tensor:
+    """The initial state for ``denoiser`` from a standard start ``randn * σ_max``: its own prior
+    when it has one (a ``PriorGradDenoiser``), ``x_T`` unchanged otherwise."""
+    prior = getattr(denoiser, "prior", None)
+    return x_T if prior is None else prior(x_T, cond)
 
 
 def export_tensors(whitening: Whitening) -> dict[str, torch.Tensor]:

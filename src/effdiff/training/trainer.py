@@ -274,6 +274,13 @@ class Trainer:
         self.step += 1
         return loss.item()
 
+    def ema_denoiser(self):
+        """The EMA network as the denoiser the export loads to (PriorGrad-wrapped when trained with
+        ``prior="priorgrad"``); start sampling from ``priorgrad.start(den, randn * σ_max, cond)``."""
+        den = Denoiser(self.ema, self.process, self.cfg.prediction, self.num_classes)
+        w = getattr(self, "whitening", None)
+        return den if w is None else priorgrad.PriorGradDenoiser(den, w.mean, w.std)
+
     def ema_decay_at(self, step: int) -> float:
         """The EMA decay after optimizer step ``step`` (``TrainConfig.ema``; see ``ema.py``)."""
         return ema_mod.decay_fn(getattr(self.cfg, "ema", {}), self.cfg.ema_decay)(step)
