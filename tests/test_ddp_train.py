@@ -1,6 +1,7 @@
 """Data-parallel training on 2 gloo ranks (one spawn for the file): the same global batch gives the
 same loss curve and weights as one process; rank 0 alone writes; a killed run resumes."""
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,16 +14,20 @@ STEPS, CUT = 12, 6
 TOL = 1e-5
 
 
-def config(**kw):
-    # class-conditional digits DiT (label dropout, lognormal σ) and the tiny 2-D MLP
-    cfgs = {"dit": preset("digits-dit", steps=STEPS, batch_size=16, warmup=3, ckpt_every=3,
-                          model={"patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2, "num_classes": 10}),
+def config():
+    # class-conditional digits DiT (label dropout, lognormal σ), the same with the batch-level tricks
+    # (immiscible assignment over the global batch, PriorGrad whitening, REPA's head), and the 2-D MLP
+    dit = preset("digits-dit", steps=STEPS, batch_size=16, warmup=3, ckpt_every=3,
+                 model={"patch_size": 2, "hidden_size": 32, "depth": 2, "num_heads": 2, "num_classes": 10})
+    return {"dit": dit,
+            "tricks": replace(dit, coupling="immiscible", prior="priorgrad",
+                              repa={"encoder": "digits-classifier", "weight": 0.5, "layer": 1}),
             "toy": preset("toy2d", steps=STEPS, batch_size=32, warmup=3, ckpt_every=3)}
-    return cfgs
 
 
 def _weights(tr):
-    return {f"{n}.{k}": v.clone() for n in ("net", "ema") for k, v in getattr(tr, n).state_dict().items()}
+    mods = {"net": tr.net, "ema": tr.ema, **({"repa": tr.repa.head} if getattr(tr, "repa", None) else {})}
+    return {f"{n}.{k}": v.clone() for n, m in mods.items() for k, v in m.state_dict().items()}
 
 
 def _ranks(root):
@@ -61,7 +66,7 @@ def single():
     return out
 
 
-@pytest.mark.parametrize("name", ["dit", "toy"])
+@pytest.mark.parametrize("name", ["dit", "tricks", "toy"])
 def test_two_ranks_match_one_process(ranks, single, name):
     _, res = ranks
     one = single[name]
