@@ -384,11 +384,11 @@ def curves_plot(rows: list[dict], path, target: float | None = None) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
     for r in rows:
         m, sd = np.array(r["fd_curve"]), np.array(r["fd_curve_sd"])
-        style = dict(color="k", lw=2) if r["trick"] == "baseline" else dict(lw=1.2)
+        style = dict(color="k", lw=2) if r["trick"] == "baseline" else dict(lw=1.2, ls="--" if "+" in r["trick"] else "-")
         line, = axes[0].plot(r["steps"], m, marker="o", ms=3, label=r["trick"], **style)
         axes[0].fill_between(r["steps"], m - sd, m + sd, color=line.get_color(), alpha=0.12)
         axes[1].plot(r["train_s_curve"], m, marker="o", ms=3, label=r["trick"], color=line.get_color(),
-                     lw=style.get("lw", 1.2))
+                     lw=style["lw"], ls=style.get("ls", "-"))
     for ax, xl in zip(axes, ("training steps", "training seconds (shared core: noisy)")):
         if target is not None:
             ax.axhline(target, color="gray", ls="--", lw=1, label="target (baseline final)")
