@@ -333,12 +333,10 @@ class Study:
 def _x(v, ci=None) -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return ""
-    if v == 0:
-        return "not reached"
-    s = f"{v:.2f}x"
+    s = "not reached" if v == 0 else f"{v:.2f}x"
     if ci and ci[0] is not None:
-        lo = "0 (not reached)" if ci[0] == 0 else f"{ci[0]:.2f}"
-        s += f" [{lo}, {ci[1]:.2f}]"
+        lo, hi = ("0 (not reached)" if c == 0 else f"{c:.2f}" for c in ci)
+        s += f" [{lo}, {hi}]"
     return s
 
 
