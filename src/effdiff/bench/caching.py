@@ -23,6 +23,7 @@ from ..early_exit import ASEConfig, DeeDiffConfig
 from ..sampling import randn
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 from .config import save_table
+from .scoring import pct_ci, pm
 
 PRIMARY = ("digits-unet", "digits-dit")
 FAMILIES = ("caching", "early-exit")
@@ -115,13 +116,27 @@ def _caching(model: str, quick: bool) -> list[BenchConfig]:
 
 
 def report(results: dict, out: Path) -> str:
-    lines = ["Caching: each method against the uncached run of the same solver and steps (same noise):", "",
-             "| model | run | MACs ratio | wall-clock speed-up | FD | FD change |", "|---|---|---:|---:|---:|---:|"]
+    seeds = results.get("seeds") or []
+    rvr = results.get("real_vs_real", {}).get("digits")
+    lines = ["Caching: each method against the uncached run of the same solver and steps (same noise, same seeds "
+             f"{seeds}; FD mean ± sd over seeds; FD change paired by seed with its 95% t-interval — an interval "
+             "containing 0 is no measurable difference):", ""]
+    if rvr:
+        lines += [f"Comparison point: real-vs-real FD {pm(rvr['fd'], rvr['fd_sd'])} (n = {rvr['n']}).", ""]
+    lines += ["| model | run | MACs ratio | wall-clock speed-up | FD | FD change (95% CI) |", "|---|---|---:|---:|---:|---:|"]
     for r in results["rows"]:
         if "macs_ratio" in r:
             lines.append(f"| {r['model']} | {r['config']} | {r['macs_ratio']:.2f}x | {r['speedup_vs_baseline']:.2f}x | "
-                         f"{r['fd']:.3f} | {100 * r['fd_change']:+.1f}% |")
+                         f"{pm(r['fd'], r.get('fd_sd'))} | {_change(r)} |")
     return save_table(out, "caching.md", lines)
+
+
+def _change(r: dict) -> str:
+    """The paired change; a row whose samples are the same on every seed (a retrieval cache serving
+    every request from what the warm-up stored) has no seed spread of its own, so no interval."""
+    if len(set(r.get("fd_per_seed") or [])) == 1 and len(r["fd_per_seed"]) > 1:
+        return f"{100 * r['fd_change']:+.0f}% (same samples on every seed: served from the cache; no CI)"
+    return pct_ci(r["fd_change"], r.get("fd_change_ci"))
 
 
 SUITES["caching"] = _caching
