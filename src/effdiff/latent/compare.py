@@ -135,7 +135,7 @@ def autoencoder_metrics(ae, dataset: str = "mnist", n: int = 1000, seeds=(0, 1, 
 
 def table(res: dict) -> str:
     k = len(res["seeds"])
-    lines = [f"| model | space | params | train s/step (batch) | train MACs/sample | MACs/step (sampling) | "
+    lines = [f"| model | space | params | train s/step (batch) | train MACs/sample | MACs/evaluation | "
              f"MACs/sample ({res['solver']} {res['steps']} steps, decode incl.) | ms/sample | FD held-out ({k} seeds) |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in res["rows"]:
@@ -148,7 +148,7 @@ def table(res: dict) -> str:
     ci = d["ci95"]
     ci_s = f"[{ci[0]:+.3f}, {ci[1]:+.3f}]" if ci[0] is not None else "(one seed)"
     rv = next(iter(res["real_vs_real"].values()))
-    lines += ["", f"pixel / latent: sampling MACs per step {q['sampling_macs_per_step']:.2f}x, per sample "
+    lines += ["", f"pixel / latent: sampling MACs per step (decode spread over the steps) {q['sampling_macs_per_step']:.2f}x, per sample "
                   f"{q['sampling_macs_per_sample']:.2f}x, ms per sample {q['ms_per_sample']:.2f}x; training MACs per "
                   f"sample {q['train_macs_per_sample']:.2f}x, s per step {q['train_s_per_step']:.2f}x, ms per training "
                   f"sample {q['train_ms_per_sample']:.2f}x",

@@ -112,6 +112,10 @@ def card_markdown(name: str, meta: dict) -> str:
              f"- task: {meta['task']}" + (f", process {json.dumps(meta['process'])}, prediction `{meta['prediction']}`"
                                           if meta["task"] == "diffusion" else ""),
              f"- preset: `{c['preset']}`, seed {c['seed']}, {c['steps']} steps, batch {c['batch_size']}",
+             *([f"- latent model: samples are `{meta['latent']['autoencoder']}` latents scaled by "
+                f"{meta['latent']['scale']:.6g}, decoded to {meta['latent']['data']} images"] if meta.get("latent") else []),
+             *([f"- latent space: {meta['latent_space']['shape']}, scale 1/std = {meta['latent_space']['scale']:.6g} "
+                f"({meta['latent_space']['from']}, {meta['latent_space']['measured_on']})"] if meta.get("latent_space") else []),
              f"- wall time: {c['wall_time_s']} s on {c['machine']['processor']} ({c['machine']['threads']} threads, "
              f"torch {c['machine']['torch']}, {c['machine']['platform']})",
              f"- file: {size / 1e6:.2f} MB safetensors (EMA weights, float32)",
