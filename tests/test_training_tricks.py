@@ -340,3 +340,32 @@ def test_unknown_trick_values_name_the_field():
         preset("toy2d", loss={"n_proj": 2}).validate()
     with pytest.raises(ValueError, match="diffusion training"):
         preset("digits-classifier", coupling="ot").validate()
+
+
+def test_repa_takes_an_autoencoder_encoder_by_name(monkeypatch, tmp_path):
+    """A zoo autoencoder (``encode`` -> (mean, logvar)) is a valid encoder: its mean is aligned."""
+    from dataclasses import dataclass
+
+    @dataclass
+    class Cfg:
+        image_size: int = 8
+
+    class AE(torch.nn.Module):
+        config = Cfg()
+
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(1, 2, 3, stride=2, padding=1)
+
+        def encode(self, x):
+            m = self.conv(x)
+            return m, torch.zeros_like(m)
+
+    real_names = ed.zoo.names
+    monkeypatch.setattr(ed.zoo, "names", lambda: real_names() + ["tiny-ae"])
+    real_load = ed.zoo.load
+    monkeypatch.setattr(ed.zoo, "load", lambda n: AE() if n == "tiny-ae" else real_load(n))
+    tr = Trainer(preset("digits-unet", **TINY, repa={"encoder": "tiny-ae", "layer": 3}), tmp_path, progress=False)
+    assert tr.repa.head[-1].out_features == 2 * 4 * 4
+    tr.run()
+    assert tr.step == 4
