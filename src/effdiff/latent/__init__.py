@@ -5,7 +5,7 @@ latents (``TrainConfig(data="mnist-latent")``, e.g. ``--preset mnist-ldm-dit``),
 
     den = ed.zoo.load("mnist-ldm-dit")                    # LatentDenoiser
     z = ed.sample(den, noise, sig, solver="dpmpp-2m", cond=labels)
-    x = ed.latent.images(den, z)                          # decoded images (identity for pixel models)
+    x = effdiff.latent.images(den, z)                     # decoded images (identity for pixel models)
 """
 from .denoiser import LatentDenoiser, decode_macs, images, latent_of
 from .encode import latent_stats, reconstruction_error
