@@ -71,7 +71,7 @@ DEFAULT_MODELS = ["digits-unet", "digits-dit"]
 
 # the module that registers each suite, imported on first use (a suite's optional dependencies,
 # e.g. peft for "finetune", are needed only when it runs)
-SUITE_MODULES = {"solvers": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",
+SUITE_MODULES = {"solvers": "solvers", "solvers-compact": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",
                  "compress": "compress", "distill": "distill", "distributed": "distributed",
                  "finetune": "finetune", "systems": "systems", "training": "training"}
 
