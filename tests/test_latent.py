@@ -200,6 +200,12 @@ def test_latent_export_round_trips_through_the_zoo(tmp_path, tmp_zoo):
     assert zoo.card("mnist-ae")["latent_space"]["scale"] != pytest.approx(scale, rel=1e-6)
     with pytest.raises(ckpt.CheckpointError, match="not the autoencoder the model was trained with"):
         zoo.load("mnist-ldm-dit")
+    # same scale, other weights: refused too
+    meta["latent_space"]["scale"] = scale
+    ckpt.save(tmp_path / "ae3", {k: v + 1e-3 if v.is_floating_point() else v for k, v in tensors.items()}, meta)
+    zoo.install(tmp_path / "ae3", "mnist-ae")
+    with pytest.raises(ckpt.CheckpointError, match="other weights"):
+        zoo.load("mnist-ldm-dit")
 
 
 def test_a_latent_model_without_its_autoencoder_names_it(tmp_path, tmp_zoo):

@@ -40,31 +40,37 @@ def autoencoder(name: str, where: str = "latent model"):
     return zoo.load(name), float(meta["latent_space"]["scale"]), meta.get("sha256", {}).get("tensors")
 
 
-def resolve(meta: dict, where: str) -> dict | None:
-    """The full latent block (autoencoder, scale, data, autoencoder_sha256) or None for a pixel model;
-    a recorded scale that the autoencoder no longer has raises ``CheckpointError``."""
+def resolve(meta: dict, where: str, with_autoencoder: bool = False):
+    """The full latent block (autoencoder, scale, data, autoencoder_sha256) or None for a pixel model
+    (with ``with_autoencoder``: ``(block, network)``); a recorded scale that the autoencoder no longer
+    has raises ``CheckpointError``."""
     block = latent_block(meta)
     if block is None:
-        return None
-    _, scale, sha = autoencoder(block["autoencoder"], where)
+        return (None, None) if with_autoencoder else None
+    ae, scale, sha = autoencoder(block["autoencoder"], where)
     if "scale" in block and not math.isclose(block["scale"], scale, rel_tol=SCALE_RTOL):
         raise ckpt.CheckpointError(f"{where}: trained on latents scaled by {block['scale']}, but zoo autoencoder "
                                    f"{block['autoencoder']!r} has scale {scale}: it is not the autoencoder the "
                                    "model was trained with")
-    return {**block, "scale": scale, "autoencoder_sha256": block.get("autoencoder_sha256", sha)}
+    if block.get("autoencoder_sha256") not in (None, sha):
+        raise ckpt.CheckpointError(f"{where}: zoo autoencoder {block['autoencoder']!r} has other weights (SHA-256 "
+                                   f"{str(sha)[:12]}...) than the one the model was trained with "
+                                   f"({block['autoencoder_sha256'][:12]}...): it is not the autoencoder the model "
+                                   "was trained with")
+    block = {**block, "scale": scale, "autoencoder_sha256": sha}
+    return (block, ae) if with_autoencoder else block
 
 
 def wrap(den, meta: dict, where: str):
     """``den`` (a latent-space denoiser with ``meta``) as a LatentDenoiser, or ``den`` for a pixel model."""
-    block = resolve(meta, where)
+    block, ae = resolve(meta, where, with_autoencoder=True)
     if block is None:
         return den
     from .denoiser import LatentDenoiser
-    ae, scale, _ = autoencoder(block["autoencoder"], where)
     if list(ae.config.latent_shape) != [meta["model"].get("in_channels", 1), meta["model"]["image_size"],
                                         meta["model"]["image_size"]]:
         raise ckpt.CheckpointError(f"{where}: latent network shape does not match autoencoder "
                                    f"{block['autoencoder']!r} latents {list(ae.config.latent_shape)}")
     meta = {**meta, "latent": block}
     den.meta = meta
-    return LatentDenoiser(den, ae, scale, meta).eval()
+    return LatentDenoiser(den, ae, block["scale"], meta).eval()
