@@ -3,7 +3,6 @@ cache, the zoo round trip of a latent export, and decode cost counted by the ben
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import torch
