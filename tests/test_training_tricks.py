@@ -369,3 +369,16 @@ def test_repa_takes_an_autoencoder_encoder_by_name(monkeypatch, tmp_path):
     assert tr.repa.head[-1].out_features == 2 * 4 * 4
     tr.run()
     assert tr.step == 4
+
+
+def test_named_tricks_are_valid_overrides_of_every_diffusion_preset():
+    from effdiff.training import tricks
+    for base_name in ("digits-unet", "digits-dit", "mnist-unet"):
+        base = preset(base_name)
+        for name in tricks.TRICKS:
+            cfg = preset(base_name, **tricks.overrides(name, base)).validate()
+            assert cfg.loss.get("density") == base.loss.get("density")       # the preset's density is kept
+    o = tricks.overrides("min-snr", preset("digits-dit"))
+    assert o["loss"] == {**preset("digits-dit").loss, "weighting": "min-snr", "gamma": 5.0}
+    with pytest.raises(KeyError, match="unknown training trick"):
+        tricks.overrides("dropout", preset("toy2d"))
