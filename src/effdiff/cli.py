@@ -135,8 +135,7 @@ def _sample(a):
         from .finetune.cli import sample_denoiser
         den = sample_denoiser(den, a.lora, a.control, a.control_model, a.condition, a.n)
     sig = ed.timesteps.full(base.process) if a.schedule == "full" else ed.timesteps.get(a.schedule, a.steps, base.process)
-    size = base.meta["model"]["image_size"]
-    x = ed.sampling.randn((a.n, base.meta["model"].get("in_channels", 1), size, size), seed=a.seed) * sig[0].float()
+    x = ed.sampling.initial(base, a.n, sig, seed=a.seed, cond=cond)
     res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=a.solver, cond=cond, seed=a.seed,
                     return_info=True, progress=not a.quiet)
     from .latent.denoiser import images

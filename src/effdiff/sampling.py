@@ -175,6 +175,17 @@ def randn(shape, seed: int | None = None, seeds: Sequence[int] | None = None, dt
     return torch.stack([torch.randn(tuple(shape[1:]), generator=g, dtype=torch.float64) for g in gen]).to(dtype=dtype, device=device)
 
 
+def initial(den, n: int, sigmas, seed: int = 0, cond=None) -> Tensor:
+    """The start of a run for a zoo-style denoiser: per-sample noise (``randn``, so the same seed
+    gives the same samples at any batch size) in the model's shape (``den.meta["model"]``) times
+    σ_max = ``sigmas[0]``, moved onto the denoiser's own prior when it has one (``den.prior``:
+    PriorGrad's class-conditional N(μ_c, diag s_c²), which needs ``cond``)."""
+    m = den.meta["model"]
+    x = randn((n, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=seed) * torch.as_tensor(sigmas)[0].float()
+    prior = getattr(den, "prior", None)
+    return x if prior is None else prior(x, cond)
+
+
 # ------------------------------------------------------------------------------------
 # the front door
 # ------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import torch
 from .. import timesteps, zoo
 from ..latent.denoiser import images
 from ..metrics import evaluation
-from ..sampling import randn, sample
+from ..sampling import initial, sample
 from .scoring import REAL_METRICS, ROW_METRICS, dataset_of, labels_for, pm, summarize
 
 
@@ -27,10 +27,9 @@ def card_metrics(den, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps:
     n = n or len(ev.ref_x)
     labels = labels_for(n, den.cond_classes)
     sig = timesteps.get(schedule, steps, den.process)
-    m = den.meta["model"]
     qs, real = [], []
     for s in seeds:
-        x = randn((n, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=s) * sig[0].float()
+        x = initial(den, n, sig, seed=s, cond=labels)
         q = ev.score(images(den, sample(den, x, sig, solver=solver, cond=labels, seed=s)), labels, seed=s)
         qs.append(q)
         real.append({k[len("real_vs_real_"):]: v for k, v in q.items() if k.startswith("real_vs_real_")})

@@ -21,7 +21,7 @@ from ..denoisers import guided
 from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
 from ..io import atomic_write
 from ..latent.denoiser import decode_macs, images
-from ..sampling import randn, sample
+from ..sampling import initial, sample
 from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
                      sigmas_for, suite)
 from .machine import machine
@@ -67,10 +67,8 @@ class Prepared:
     per_seed: dict = field(default_factory=dict)     # seed -> score dict
     first: object = None                             # the first seed's SampleResult
 
-    def noise(self, n: int, seed: int) -> torch.Tensor:
-        m = self.den.meta["model"]
-        size = m["image_size"]
-        return randn((n, m.get("in_channels", 1), size, size), seed=seed) * self.sig[0].float()
+    def noise(self, n: int, seed: int, labels=None) -> torch.Tensor:
+        return initial(self.den, n, self.sig, seed=seed, cond=labels)
 
     def go(self, x, labels, seed, stop: int | None = None):
         if self.cfg.generate is not None:
@@ -82,7 +80,7 @@ class Prepared:
     def warm_up(self, n: int, labels, seed: int):
         """Full batch; the first WARMUP_STEPS steps for plain solvers, the whole run with hooks or generators."""
         whole = self.cfg.generate is not None or self.cfg.setup is not None
-        self.go(self.noise(n, seed), labels, seed, stop=None if whole else min(WARMUP_STEPS, len(self.sig) - 1))
+        self.go(self.noise(n, seed, labels), labels, seed, stop=None if whole else min(WARMUP_STEPS, len(self.sig) - 1))
 
 
 def _prepare(cfg: BenchConfig, guidance: float, n: int, seed: int, labels) -> Prepared:
@@ -90,13 +88,14 @@ def _prepare(cfg: BenchConfig, guidance: float, n: int, seed: int, labels) -> Pr
     scale = guidance if cfg.guidance is None else cfg.guidance
     p = Prepared(cfg, den, guided(den, scale), sigmas_for(cfg, den.process), scale)
     if cfg.setup is not None:
-        p.handle = cfg.setup(den, p.sig, p.noise(n, seed), labels)
+        p.handle = cfg.setup(den, p.sig, p.noise(n, seed, labels), labels)
     return p
 
 
 def _macs(p: Prepared, labels, cache: dict, nfe: int) -> float:
     """MACs per sample: one evaluation x NFE for hook-free rows (every evaluation costs the same)."""
-    x2, l2 = p.noise(2, 0), None if labels is None else labels[:2]
+    l2 = None if labels is None else labels[:2]
+    x2 = p.noise(2, 0, l2)
     if p.cfg.setup is not None:
         return macs_per_sample(lambda x, lab: p.go(x, lab, 0), x2, l2)
     key = (p.cfg.model, p.scale)
@@ -123,7 +122,7 @@ class Measure:
                 p.warm_up(self.n, labels, seeds[0])
             for seed in rounds(seeds, repeats):
                 for p in prepared:
-                    res, dt = timed(p.go, p.noise(self.n, seed), labels, seed)
+                    res, dt = timed(p.go, p.noise(self.n, seed, labels), labels, seed)
                     p.times.append(dt)
                     if seed not in p.per_seed:
                         p.per_seed[seed] = self._score(p, res, labels, seed, ev, traj)

@@ -54,9 +54,8 @@ def _sample(a) -> None:
     den = ed.zoo.load(a.model)
     D = parallel_denoiser(den, a)
     sig = ed.timesteps.get(a.schedule, a.steps, den.process)
-    m = den.meta["model"]
-    x = ed.sampling.randn((a.samples, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=a.seed) * sig[0].float()
     cond = torch.arange(a.samples) % den.cond_classes if den.cond_classes else None
+    x = ed.sampling.initial(den, a.samples, sig, seed=a.seed, cond=cond)
     res = ed.sample(D, x, sig, solver=a.solver, cond=cond, seed=a.seed, return_info=True)
     if is_writer():
         from safetensors.torch import save

@@ -65,6 +65,9 @@ def from_checkpoint(path, where: str | None = None, require_sha256: bool = False
     if "student" in meta:                 # a distilled student keeps its wrapper (consistency form, w input)
         from ..distill.student import from_meta
         return from_meta(tensors, meta, where)
+    if "prior" in meta:                   # PriorGrad: the network plus its data-dependent prior
+        from ..training.priorgrad import from_meta
+        return from_meta(tensors, meta, where)
     try:
         net = build(meta["arch"], meta["model"])
     except (KeyError, TypeError, ValueError) as e:
