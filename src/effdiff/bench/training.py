@@ -64,6 +64,7 @@ TRICKS: dict[str, dict] = {          # in the order they run (a study cut short 
     "laplace": {"loss": {"density": "laplace"}},
     "lognormal+ot": {"loss": {"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
                      "coupling": "ot"},
+    "laplace+ema-power": {"loss": {"density": "laplace"}, "ema": {"kind": "power", "sigma_rel": 0.05}},
 }
 
 
