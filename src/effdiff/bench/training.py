@@ -34,7 +34,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .. import zoo
 from ..io import atomic_write
+from ..training.priorgrad import start
+from ..training.tricks import TRICKS as NAMED
 from ..training.trainer import TrainConfig, trainer_class
 from .config import FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, save_table
 from .scoring import labels_for, mean_sd, paired_change, pct_ci, pm
@@ -50,21 +53,21 @@ ABLATION = TrainConfig(
     steps=BUDGET, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.999, p_uncond=0.1, seed=0, ckpt_every=BUDGET // EVALS)
 
 # TrainConfig overrides: dicts merge into the preset's dicts (``loss``, ``model``), other values replace
+_LOGNORMAL = {"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}}   # SD3's logit-normal t
+_LAPLACE = {"density": "laplace"}
 TRICKS: dict[str, dict] = {          # in the order they run (a study cut short has the first ones)
     "baseline": {},
-    "min-snr": {"loss": {"weighting": "min-snr", "gamma": 5.0}},
-    "lognormal": {"loss": {"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}}},
-    "lognormal+min-snr": {"loss": {"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0},
-                                   "weighting": "min-snr", "gamma": 5.0}},
-    "immiscible": {"coupling": "immiscible"},
-    "ot": {"coupling": "ot"},
-    "priorgrad": {"prior": "priorgrad"},
-    "repa": {"repa": {"encoder": "digits-classifier", "weight": 0.5, "layer": 2}},
-    "ema-power": {"ema": {"kind": "power", "sigma_rel": 0.05}},
-    "laplace": {"loss": {"density": "laplace"}},
-    "lognormal+ot": {"loss": {"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
-                     "coupling": "ot"},
-    "laplace+ema-power": {"loss": {"density": "laplace"}, "ema": {"kind": "power", "sigma_rel": 0.05}},
+    "min-snr": NAMED["min-snr"],
+    "lognormal": {"loss": _LOGNORMAL},
+    "lognormal+min-snr": {"loss": {**_LOGNORMAL, **NAMED["min-snr"]["loss"]}},
+    "immiscible": NAMED["immiscible"],
+    "ot": NAMED["ot"],
+    "priorgrad": NAMED["priorgrad"],
+    "repa": NAMED["repa"],
+    "ema-power": NAMED["ema-power"],
+    "laplace": {"loss": _LAPLACE},
+    "lognormal+ot": {"loss": _LOGNORMAL, **NAMED["ot"]},
+    "laplace+ema-power": {"loss": _LAPLACE, **NAMED["ema-power"]},
 }
 
 
@@ -167,33 +170,15 @@ def _ckpt_step(run_dir: Path) -> int | None:
     return int(json.loads(p.read_text())["step"]) if p.exists() else None
 
 
-def start(den, x, labels):
-    """The initial noise ``randn * σ_max`` in the model's prior (PriorGrad: μ_c + s_c x; others: x)."""
-    prior = getattr(den, "prior", None)
-    return x if prior is None else prior(x, labels)
-
-
-def load_model(stem):
-    """A run's export as a denoiser (a PriorGrad export through its data-space wrapper)."""
-    from .. import checkpoint as ckpt, zoo
-    meta = json.loads(Path(stem).with_suffix(".json").read_text())
-    if (meta.get("prior") or {}).get("kind") == "priorgrad":
-        from ..training import priorgrad
-        return priorgrad.from_meta(*ckpt.load(stem), where=str(stem))
-    return zoo.from_checkpoint(stem)
-
-
 def evaluate(model_stem: Path, seed: int, n: int) -> dict:
     """FD vs held-out (and friends) of ``n`` class-balanced samples of an exported model."""
     from .. import timesteps
     from ..metrics import score
-    from ..sampling import randn, sample
-    den = load_model(model_stem)
-    m = den.meta["model"]
+    from ..sampling import initial, sample
+    den = zoo.from_checkpoint(model_stem)
     sig = timesteps.get(SCHEDULE, SOLVER_STEPS, den.process)
     labels = labels_for(n, den.meta.get("num_classes", 0))
-    x = start(den, randn((n, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=seed) * sig[0].float(),
-              labels)
+    x = initial(den, n, sig, seed=seed, cond=labels)
     with torch.no_grad():
         out = sample(den, x, sig, solver=SOLVER, cond=labels, seed=seed)
     q = score(out, labels, dataset="digits", seed=seed, real_vs_real=False)
@@ -461,7 +446,7 @@ class _Row:
         self.study, self.trick, self.models = study, trick, []
 
     def setup(self, den, sigmas, x, labels):
-        self.models = [load_model(c["model"]) for c in self.study.curves[self.trick]]
+        self.models = [zoo.from_checkpoint(c["model"]) for c in self.study.curves[self.trick]]
         return self
 
     def generate(self, den, D, x, sigmas, labels, seed):
