@@ -46,7 +46,7 @@ PRESETS: dict[str, TrainConfig] = {
                "in_channels": 4, "image_size": 7},
         process={"name": "flow"}, prediction="velocity",
         loss={"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
-        steps=2000, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, p_uncond=0.1, seed=0, ckpt_every=250),
+        steps=3000, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, p_uncond=0.1, seed=0, ckpt_every=250),
     # the metrics' feature network
     "digits-classifier": TrainConfig(
         name="digits-classifier", task="classifier", arch="classifier", model={},
