@@ -11,7 +11,7 @@ def __getattr__(name):  # heavy or optional submodules load on first use
     import importlib
     if name in ("zoo", "models", "metrics", "data", "objectives", "training", "bench", "techniques", "sites",
                 "caching", "early_exit", "retrieval", "hooks", "schedule_opt", "report", "integrations",
-                "systems", "distributed", "quant", "prune", "distill", "finetune"):
+                "systems", "distributed", "quant", "prune", "distill", "finetune", "latent"):
         return importlib.import_module(f".{name}", __name__)
     if name == "accelerate":
         from .integrations.accelerate import accelerate

@@ -336,7 +336,7 @@ class Trainer:
         """Write the EMA weights as ``model.safetensors`` + ``model.json`` (what the zoo ships)."""
         c = self.cfg
         meta = {"format": "effdiff-model-1", "arch": c.arch, "model": dataclasses.asdict(self.ema.config),
-                "task": c.task, "process": c.process, "prediction": c.prediction if c.task == "diffusion" else None,
+                "task": c.task, "data": c.data, "process": c.process, "prediction": c.prediction if c.task == "diffusion" else None,
                 "num_classes": self.num_classes,
                 "card": {"preset": c.name, "seed": c.seed, "steps": self.step, "batch_size": c.batch_size,
                          "wall_time_s": round(self.elapsed, 1), "machine": machine(),
