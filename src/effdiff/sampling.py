@@ -182,8 +182,14 @@ def initial(den, n: int, sigmas, seed: int = 0, cond=None) -> Tensor:
     PriorGrad's class-conditional N(μ_c, diag s_c²), which needs ``cond``)."""
     m = den.meta["model"]
     x = randn((n, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=seed) * torch.as_tensor(sigmas)[0].float()
+    return from_prior(den, x, cond)
+
+
+def from_prior(den, x_T: Tensor, cond=None) -> Tensor:
+    """A standard start ``randn * σ_max`` moved onto the denoiser's own prior when it has one
+    (``den.prior``, e.g. PriorGrad's μ_c + s_c x_T); unchanged otherwise."""
     prior = getattr(den, "prior", None)
-    return x if prior is None else prior(x, cond)
+    return x_T if prior is None else prior(x_T, cond)
 
 
 # ------------------------------------------------------------------------------------

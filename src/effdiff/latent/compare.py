@@ -15,13 +15,13 @@ import argparse
 import json
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from ..bench.config import BenchConfig
 from ..bench.scoring import mean_sd, pm, t_interval
+from ..bench.timing import timed
 from ..metrics import pinned_threads
 from torch.utils.flop_counter import FlopCounterMode
 from .denoiser import decode_macs
@@ -39,11 +39,7 @@ def train_cost(preset_name: str, steps: int = 10, warmup: int = 3) -> dict:
         tr = trainer_class(cfg)(cfg, d, progress=False)
         for _ in range(warmup):
             tr.train_step()
-        times = []
-        for _ in range(steps):
-            t0 = time.perf_counter()
-            tr.train_step()
-            times.append(time.perf_counter() - t0)
+        times = [timed(tr.train_step)[1] for _ in range(steps)]
         x, y = tr.batch()
         with FlopCounterMode(display=False) as fc:
             tr.loss_on(x, y).backward()

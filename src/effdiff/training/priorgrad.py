@@ -26,6 +26,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..sampling import from_prior
+
 PRIORS = ("standard", "priorgrad")
 DEFAULT_MIN_STD = 0.1      # floor on s_c: pixels that never vary (digits' borders) are not divided by 0
 
@@ -134,11 +136,7 @@ class PriorGradDenoiser(nn.Module):
         return self.whitening.color(out, rows)
 
 
-def start(denoiser, x_T: torch.Tensor, cond=None) -> torch.Tensor:
-    """The initial state for ``denoiser`` from a standard start ``randn * σ_max``: its own prior
-    when it has one (a ``PriorGradDenoiser``), ``x_T`` unchanged otherwise."""
-    prior = getattr(denoiser, "prior", None)
-    return x_T if prior is None else prior(x_T, cond)
+start = from_prior     # the initial state for a denoiser from a standard start (its prior, if any)
 
 
 def export_tensors(whitening: Whitening) -> dict[str, torch.Tensor]:
