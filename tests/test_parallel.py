@@ -132,3 +132,19 @@ def test_class_conditional_window_is_one_call():
     assert all(b == c for b, c in got) and max(b for b, _ in got) == 12
     ref = ed.sample(den, x, sig, solver="ddim", cond=cond)
     assert (res.x - ref).abs().max() < 1e-6
+
+
+def test_parallel_report_reads_the_solver_counters(tmp_path):
+    """The bench's parallel table takes iterations and per-sample evaluations from the row's
+    ``info`` (SampleResult.stats, a flat dict) — a regression: it once indexed it as nested."""
+    from effdiff.bench.solvers import parallel_report
+    gm, x = mixture()
+    res = ed.sample(gm, x, SIG, solver="paradigms", tol=0.1, return_info=True)
+    base = {"model": "toy", "ms_per_sample": 1.0, "ms_sd": 0.1, "fd": 1.0, "fd_sd": 0.1, "steps": 100}
+    rows = [{**base, "config": "ddim-100", "nfe": 100},
+            {**base, "config": "paradigms-tol0.1", "nfe": res.nfe, "info": dict(res.stats), "traj_err": 0.001}]
+    table = parallel_report({"rows": rows}, tmp_path)
+    line = next(ln for ln in table.splitlines() if "paradigms-tol0.1" in ln)
+    cells = [c.strip() for c in line.split("|")]
+    assert cells[3] == str(res.stats["iters"]) and cells[4] == str(res.stats["nfe"])
+    assert res.stats["nfe"] > res.stats["iters"]

@@ -245,9 +245,10 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
         from ..viz import pareto_plot
         out.mkdir(parents=True, exist_ok=True)
         pareto_plot(rows, out / "pareto.png", floor=first["fd"], title="FD vs ms per sample (lower-left is better)")
-        if suite_name in REPORTS:
+        atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))   # before the report: a
+        if suite_name in REPORTS:                                                         # report bug loses no run
             results["report"] = REPORTS[suite_name](results, out)
-        atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
+            atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
         from ..report import write_report
         write_report(out)                    # report.html: the whole run on one self-contained page
     return results
