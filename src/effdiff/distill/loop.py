@@ -95,7 +95,8 @@ def config(method_name: str, teacher="digits-unet", args: dict | None = None, **
 
 class Method:
     """Base of a distillation method: ``student(teacher)``, ``loss(student, x0, y, gen) -> [B]``;
-    ``extras`` (name -> module) are checkpointed; hooks run before and after every step."""
+    ``extras`` (name -> module) and ``optimizers`` (name -> optimizer over an extra's parameters)
+    are checkpointed; hooks run before and after every step."""
     name = "method"
     Config: type = dataclass(type("Empty", (), {}))
 
@@ -106,6 +107,7 @@ class Method:
             raise TypeError(f"{self.name}: bad args {sorted(args)}: {e}") from None
         self.teacher, self.cfg = Counted(teacher), cfg
         self.extras: dict[str, nn.Module] = {}
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
     def spec(self) -> S.StudentSpec:
         raise NotImplementedError
@@ -178,6 +180,11 @@ class DistillTrainer(Trainer):
         t, meta = super().state()
         for name, mod in self.method.extras.items():
             t.update({f"extra.{name}.{k}": v for k, v in mod.state_dict().items()})
+        for name, opt in self.method.optimizers.items():
+            osd = opt.state_dict()
+            for i, st in osd["state"].items():
+                t.update({f"xopt.{name}.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()})
+            meta.setdefault("extra_param_groups", {})[name] = osd["param_groups"]
         meta["teacher_nfe"] = self.method.teacher.calls
         return t, meta
 
@@ -187,6 +194,13 @@ class DistillTrainer(Trainer):
         t, meta = ckpt.load(self.dir / "checkpoint")
         for name, mod in self.method.extras.items():
             ckpt.load_state(mod, t, f"extra.{name}.", where=str(self.dir / "checkpoint"))
+        for name, opt in self.method.optimizers.items():
+            state: dict = {}
+            for k, v in t.items():
+                if k.startswith(f"xopt.{name}."):
+                    i, key = k[len(f"xopt.{name}."):].split(".", 1)
+                    state.setdefault(int(i), {})[key] = v
+            opt.load_state_dict({"state": state, "param_groups": meta["extra_param_groups"][name]})
         self.method.teacher.calls = int(meta.get("teacher_nfe", 0))
         return True
 

@@ -47,6 +47,21 @@ _both("lcm", "consistency", {"n_start": 20, "n_end": 40, "order": 1, "skip": 2, 
 _both("reflow", "reflow", {"pairs": "runs/pairs-{teacher}", "pairs_n": 2048},
       "2-rectified flow on 2048 teacher pairs (generated first, resumable)", {"digits-dit": DIT_DENSITY},
       steps=600, batch_size=32)
+_both("dmd", "dmd", {"fake_updates": 5},
+      "DMD: one-step generator, fake score trained online (5 updates per generator step), no CFG",
+      {"digits-dit": DIT_DENSITY,
+       "digits-unet": {"prediction": "v", "regression": 0.25, "pairs": "runs/pairs-{teacher}", "pairs_n": 2048}},
+      steps=1600, batch_size=32, lr=2e-4, warmup=20, ema_decay=0.99, p_uncond=0.0, ckpt_every=50)
+
+
+
+def _unet_pd_long() -> DistillConfig:
+    """Progressive distillation 8 -> 1 of digits-unet with 3x the steps per stage (300 at batch 32)."""
+    return config("progressive", "digits-unet", {"start_steps": 8, "stage_steps": 300, "prediction": "v"},
+                  name="digits-unet-pd-long", steps=900, batch_size=32, lr=5e-4)
+
+
+PRESETS["digits-unet-pd-long"] = _unet_pd_long
 
 
 def get(name: str, **overrides) -> DistillConfig:
