@@ -38,15 +38,17 @@ PRESETS: dict[str, TrainConfig] = {
         loss={"reconstruction": "l1", "kl_weight": 1e-4},
         steps=1500, batch_size=32, lr=2e-3, warmup=100, ema_decay=0.995, p_uncond=0.0, seed=0, ckpt_every=250),
     # latent diffusion, second stage: digits-dit's recipe (flow matching, velocity, logit-normal t) on the
-    # mnist-ae latents (7x7x4, scaled to unit std); patch size 1 -> 49 tokens; 14.7M MACs per evaluation
-    # vs 72M for mnist-unet's, the decoder (18M) once per sample. Needs mnist-ae in the zoo.
+    # mnist-ae latents (7x7x4, scaled to unit std); patch size 1 -> 49 tokens; 8.2M MACs per evaluation
+    # vs 72M for mnist-unet's, the decoder (18M) once per sample. 2 heads and MLP ratio 2 cut the work
+    # that does not shrink with MACs on a CPU (bench/latent/candidates.py); 6000 steps to pass
+    # mnist-unet's FD (3000 steps: 3.69). Needs mnist-ae in the zoo. See docs/latent.md.
     "mnist-ldm-dit": TrainConfig(
         name="mnist-ldm-dit", task="diffusion", arch="dit", data="mnist-latent",
-        model={"patch_size": 1, "hidden_size": 64, "depth": 6, "num_heads": 4, "num_classes": 10,
+        model={"patch_size": 1, "hidden_size": 64, "depth": 5, "num_heads": 2, "mlp_ratio": 2.0, "num_classes": 10,
                "in_channels": 4, "image_size": 7},
         process={"name": "flow"}, prediction="velocity",
         loss={"density": "lognormal", "density_args": {"p_mean": 0.0, "p_std": 1.0}},
-        steps=3000, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, p_uncond=0.1, seed=0, ckpt_every=250),
+        steps=6000, batch_size=64, lr=2e-3, warmup=100, ema_decay=0.995, p_uncond=0.1, seed=0, ckpt_every=250),
     # the metrics' feature network
     "digits-classifier": TrainConfig(
         name="digits-classifier", task="classifier", arch="classifier", model={},
