@@ -54,14 +54,30 @@ _both("dmd", "dmd", {"fake_updates": 5},
       steps=1600, batch_size=32, lr=2e-4, warmup=20, ema_decay=0.99, p_uncond=0.0, ckpt_every=50)
 
 
-
 def _unet_pd_long() -> DistillConfig:
     """Progressive distillation 8 -> 1 of digits-unet with 3x the steps per stage (300 at batch 32)."""
     return config("progressive", "digits-unet", {"start_steps": 8, "stage_steps": 300, "prediction": "v"},
                   name="digits-unet-pd-long", steps=900, batch_size=32, lr=5e-4)
 
 
+def _unet_pd_heun() -> DistillConfig:
+    """Progressive distillation 16 -> 1 of digits-unet with Heun teacher steps, 500 steps per stage."""
+    return config("progressive", "digits-unet", {"start_steps": 16, "stage_steps": 500, "prediction": "v",
+                                                 "order": 2}, name="digits-unet-pd-heun", steps=2000,
+                  batch_size=32, lr=5e-4)
+
+
+def _unet_pd_heun_tail() -> DistillConfig:
+    """The last two halvings 4 -> 2 -> 1 with DDIM teacher steps, from digits-unet-pd-heun's 4-step student
+    (Heun in σ breaks on the 2- and 1-step grids' jumps from σ_max; run digits-unet-pd-heun first)."""
+    return config("progressive", "runs/digits-unet-pd-heun/student-4step",
+                  {"start_steps": 4, "stage_steps": 500, "prediction": "v", "order": 1},
+                  name="digits-unet-pd-heun-tail", steps=1000, batch_size=32, lr=5e-4)
+
+
 PRESETS["digits-unet-pd-long"] = _unet_pd_long
+PRESETS["digits-unet-pd-heun"] = _unet_pd_heun
+PRESETS["digits-unet-pd-heun-tail"] = _unet_pd_heun_tail
 
 
 def get(name: str, **overrides) -> DistillConfig:
