@@ -53,6 +53,11 @@ _both("dmd", "dmd", {"fake_updates": 5},
        "digits-unet": {"prediction": "v", "regression": 0.25, "pairs": "runs/pairs-{teacher}", "pairs_n": 2048}},
       steps=1600, batch_size=32, lr=2e-4, warmup=20, ema_decay=0.99, p_uncond=0.0, ckpt_every=50)
 
+PRESETS["digits-dit-dmd-4step"] = lambda: config(
+    "dmd", "digits-dit", {"fake_updates": 5, "steps": 4, **DIT_DENSITY}, name="digits-dit-dmd-4step", steps=800,
+    batch_size=32, lr=2e-4, warmup=20, ema_decay=0.99, p_uncond=0.0, ckpt_every=50)
+PRESETS["digits-dit-dmd-4step"].__doc__ = "DMD2 with backward simulation: a 4-step generator (digits-dit)."
+
 
 def _unet_pd_long() -> DistillConfig:
     """Progressive distillation 8 -> 1 of digits-unet with 3x the steps per stage (300 at batch 32)."""
@@ -75,6 +80,13 @@ def _unet_pd_heun_tail() -> DistillConfig:
                   name="digits-unet-pd-heun-tail", steps=1000, batch_size=32, lr=5e-4)
 
 
+def _dit_pd_long() -> DistillConfig:
+    """Progressive distillation 16 -> 1 of digits-dit, DDIM (Euler in flow time) teacher steps, 500 per stage."""
+    return config("progressive", "digits-dit", {"start_steps": 16, "stage_steps": 500},
+                  name="digits-dit-pd-long", steps=2000, batch_size=32, lr=5e-4)
+
+
+PRESETS["digits-dit-pd-long"] = _dit_pd_long
 PRESETS["digits-unet-pd-long"] = _unet_pd_long
 PRESETS["digits-unet-pd-heun"] = _unet_pd_heun
 PRESETS["digits-unet-pd-heun-tail"] = _unet_pd_heun_tail
