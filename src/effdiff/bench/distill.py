@@ -12,6 +12,7 @@ students on one figure.
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -26,15 +27,38 @@ REFERENCE = ("dpmpp-2m-10", "dpmpp-2m", "logsnr", 10)
 CARDS: dict[tuple[str, str], dict] = {}        # (model, row label) -> the student's card
 
 
+def root_teacher(card: dict, _depth: int = 0) -> str | None:
+    """The model at the root of a student's teacher chain: ``card["root_teacher"]`` when recorded,
+    else its ``teacher``, followed through teachers that are themselves students (a zoo student or a
+    path stem whose JSON has a ``student`` section, e.g. PD's DDIM tail distilled from a PD student).
+    A teacher that cannot be read is returned as named."""
+    if card.get("root_teacher"):
+        return card["root_teacher"]
+    t = card.get("teacher")
+    if not t or _depth >= 32:
+        return t
+    if t in zoo.names():
+        meta = zoo.card(t)
+    else:
+        path = Path(f"{t}.json")
+        if not path.is_file():
+            return t
+        meta = json.loads(path.read_text())
+    if "student" not in meta:
+        return t
+    return root_teacher(meta.get("card", {}), _depth + 1)
+
+
 def students_for(model: str) -> dict[str, tuple[str, int]]:
-    """Row label -> (student: zoo name or path stem, steps) for the students of ``model``."""
+    """Row label -> (student: zoo name or path stem, steps) for the students of ``model``: zoo
+    students and ``$EFFDIFF_DISTILL_STUDENTS`` whose root teacher (``root_teacher``) is ``model``."""
     from ..distill import load
     found = [n for n in zoo.names() if n.startswith(model + "-") and "student" in zoo.card(n)]
     found += [p for p in os.environ.get("EFFDIFF_DISTILL_STUDENTS", "").split(":") if p]
     out = {}
     for ref in found:
         st = load(ref)
-        if st.meta["card"].get("teacher") != model and not ref.startswith(model):
+        if root_teacher(st.meta["card"]) != model:
             continue
         for n in ((1, 2, 4) if st.spec.solver == "consistency" else (st.spec.steps,)):
             label = f"{st.spec.method}-{n}" + (f"-w{st.spec.guidance:g}" if st.spec.w_embed else "")

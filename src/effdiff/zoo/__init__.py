@@ -122,7 +122,22 @@ def card_markdown(name: str, meta: dict) -> str:
              f"- wall time: {c['wall_time_s']} s on {c['machine']['processor']} ({c['machine']['threads']} threads, "
              f"torch {c['machine']['torch']}, {c['machine']['platform']})",
              f"- file: {size / 1e6:.2f} MB safetensors (EMA weights, float32)",
-             f"- reproduce: `{c['command']}` then `python -c \"import effdiff as ed; ed.zoo.install('DIR/model', '{name}')\"`",
+             *(_student_lines(meta) if "student" in meta else []),
+             f"- reproduce: `{c['command']}` then `python -c \"import effdiff as ed; ed.zoo.install('"
+             f"{c.get('export', 'DIR/model')}', '{name}')\"`",
              "", "## Metrics", ""]
     lines += [f"- {k}: {v}" for k, v in sorted(c["metrics"].items())] or ["- (none recorded)"]
     return "\n".join(lines) + "\n"
+
+
+def _student_lines(meta: dict) -> list[str]:
+    """A distilled student's card lines: method, steps and solver, teacher (and the chain's root), cost."""
+    c, st = meta["card"], meta["student"]
+    teacher = f"`{c.get('teacher')}`" + (f" (root teacher `{c['root_teacher']}`)"
+                                         if c.get("root_teacher") not in (None, c.get("teacher")) else "")
+    total = (f"; with its teacher chain {c['teacher_nfe_total']:,} teacher NFE, {c['wall_time_total_s']} s"
+             if "teacher_nfe_total" in c else "")
+    return [f"- distilled student: method `{st['method']}`, {st['steps']} step(s) with the `{st['solver']}` solver "
+            f"on its own grid (`effdiff.distill.grid`; `ed.zoo.load(name).generate(n, cond, seed)`)",
+            f"- teacher: {teacher}; {c['teacher_nfe']:,} teacher NFE (per-sample teacher evaluations) in "
+            f"{c['steps']} optimizer steps, {c['wall_time_s']} s{total}"]
