@@ -65,3 +65,12 @@ def test_shipped_students_draw_the_asked_digits():
         with torch.no_grad():
             x = zoo.load(name).generate(100, cond=labels, seed=1)
         assert scorer.score(x, labels)["class_acc"] >= 0.9, name
+
+
+def test_cli_samples_a_student_on_its_own_grid(tmp_path, capsys):
+    """`effdiff sample --model <student>` uses the student's grid and solver, not the CLI's default
+    DPM-Solver++ 10 steps (which would run 10 NFE on a 1-step student)."""
+    from effdiff.cli import main
+    main(["sample", "--model", "digits-unet-pd-1step", "--out", str(tmp_path / "s.png"), "--n", "4", "--quiet"])
+    out = capsys.readouterr().out
+    assert "1 NFE" in out and "ddim" in out and (tmp_path / "s.png").exists()

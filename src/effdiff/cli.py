@@ -134,14 +134,21 @@ def _sample(a):
     if a.lora or a.control or a.control_model:
         from .finetune.cli import sample_denoiser
         den = sample_denoiser(den, a.lora, a.control, a.control_model, a.condition, a.n)
-    sig = ed.timesteps.full(base.process) if a.schedule == "full" else ed.timesteps.get(a.schedule, a.steps, base.process)
+    from .distill.student import Student
+    solver, schedule = a.solver, a.schedule
+    if isinstance(base, Student):            # a distilled student samples on its own grid with its own solver
+        sig, solver, schedule = base.grid(), base.spec.solver, f"its {base.spec.steps}-step student grid"
+    elif a.schedule == "full":
+        sig = ed.timesteps.full(base.process)
+    else:
+        sig = ed.timesteps.get(a.schedule, a.steps, base.process)
     x = ed.sampling.initial(base, a.n, sig, seed=a.seed, cond=cond)
-    res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=a.solver, cond=cond, seed=a.seed,
+    res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=solver, cond=cond, seed=a.seed,
                     return_info=True, progress=not a.quiet)
     from .latent.denoiser import images
     res = images(base, res)                  # a latent model's samples decoded to images
     path = save_grid(res.x, a.out, nrow=10)
-    print(f"wrote {path}: {a.n} samples, {a.model}, {a.solver} on {a.schedule}, {res.nfe} NFE, guidance {a.guidance}")
+    print(f"wrote {path}: {a.n} samples, {a.model}, {solver} on {schedule}, {res.nfe} NFE, guidance {a.guidance}")
 
 
 def _bench(a):
