@@ -106,8 +106,17 @@ def test_moons_flow_at_10_nfe_matches_the_authors_100_step_euler(which):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MNIST, reason="../shared/external/pulfer-ddpm-mnist absent")
-def test_mnist_dpmpp_2m_reaches_the_authors_ddpm_fd():
+def test_mnist_sde_solver_at_20_nfe_reaches_the_authors_ddpm_fd():
+    """On this checkpoint the probability-flow ODE is poor (DDIM at 100 steps scores ~4x the author's
+    FD; docs/bench/external), so the claim is for effdiff's stochastic solvers."""
     rows = external.mnist_rows(external.EXTERNAL, 64, [0, 1], nfe=10)
     by = {r["sampler"]: r for r in rows}
-    ddpm, ours = by["author: DDPM ancestral 1000"], by["effdiff dpmpp-2m 20"]
+    ddpm, ours = by["author: DDPM ancestral 1000"], by["effdiff dpmpp-2m-sde 20"]
     assert ours["mean"] < ddpm["mean"] + 2 * max(ddpm["sd"], ours["sd"]) + 1e-9
+
+
+def test_mnist_rows_are_scored_in_the_mnist_evaluation_features():
+    """A regression: the probe scored 4 images (fewer than the metric's minimum), failed, and the
+    external bench silently fell back to pixel FD."""
+    name, _ = external.mnist_scorer(200)
+    assert name == "FD (mnist-eval features)"

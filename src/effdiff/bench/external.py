@@ -201,7 +201,8 @@ def mnist_scorer(n: int):
     pixel FD against the 10k MNIST test set in its top min(64, n/4) principal components."""
     try:
         from ..metrics import score
-        score(torch.zeros(4, 1, 28, 28), dataset="mnist")
+        from ..metrics import evaluation
+        evaluation("mnist")                  # the MNIST evaluation network and reference load
 
         def fd_eval(x):
             q = score(x, dataset="mnist")
@@ -239,7 +240,9 @@ def mnist_rows(root: Path, n: int, seeds, nfe: int = 10, emit=None) -> list[dict
     name, fd = mnist_scorer(n)
     configs = [("author: DDPM ancestral 1000", 1000, None, None)]     # first: every row is compared with it
     configs += [(f"effdiff {s} {k}", k, s, None) for s, k in (("dpmpp-2m", nfe), ("dpmpp-2m", 2 * nfe),
-                                                              ("unipc", nfe), ("ddim", 2 * nfe), ("heun", 2 * nfe - 1))]
+                                                              ("unipc", nfe), ("ddim", 2 * nfe), ("heun", 2 * nfe - 1),
+                                                              ("dpmpp-2m-sde", nfe), ("dpmpp-2m-sde", 2 * nfe),
+                                                              ("ddpm", 2 * nfe))]
     configs += [(f"effdiff dpmpp-2m {2 * nfe} + DeepCache (interval 2)", 2 * nfe, "dpmpp-2m", "deepcache")]
     rows = []
     for label, k, solver, cache in configs:
@@ -253,9 +256,9 @@ def mnist_rows(root: Path, n: int, seeds, nfe: int = 10, emit=None) -> list[dict
                 xT = ed.sampling.randn((n, 1, 28, 28), seed=seed) * sig[0]
                 if cache:
                     with get(cache).apply(den, interval=2):
-                        x = ed.sample(den, xT, sig, solver)
+                        x = ed.sample(den, xT, sig, solver, seed=seed)
                 else:
-                    x = ed.sample(den, xT, sig, solver)
+                    x = ed.sample(den, xT, sig, solver, seed=seed)
             secs.append(time.perf_counter() - t0)
             vals.append(fd(minmax(x)))
         rows.append(_row("pulfer-ddpm-mnist", label, k, name, vals, n, seconds=float(np.median(secs))))
