@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint as ckpt
-from ..training.trainer import Trainer, TrainConfig, machine
+from ..training.trainer import Trainer, TrainConfig, load_optimizer, machine, optimizer_tensors
 from . import student as S
 
 METHODS: dict[str, type] = {}
@@ -181,10 +181,9 @@ class DistillTrainer(Trainer):
         for name, mod in self.method.extras.items():
             t.update({f"extra.{name}.{k}": v for k, v in mod.state_dict().items()})
         for name, opt in self.method.optimizers.items():
-            osd = opt.state_dict()
-            for i, st in osd["state"].items():
-                t.update({f"xopt.{name}.{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v) for k, v in st.items()})
-            meta.setdefault("extra_param_groups", {})[name] = osd["param_groups"]
+            opt_t, groups = optimizer_tensors(opt, f"xopt.{name}.")
+            t.update(opt_t)
+            meta.setdefault("extra_param_groups", {})[name] = groups
         meta["teacher_nfe"] = self.method.teacher.calls
         return t, meta
 
@@ -195,12 +194,7 @@ class DistillTrainer(Trainer):
         for name, mod in self.method.extras.items():
             ckpt.load_state(mod, t, f"extra.{name}.", where=str(self.dir / "checkpoint"))
         for name, opt in self.method.optimizers.items():
-            state: dict = {}
-            for k, v in t.items():
-                if k.startswith(f"xopt.{name}."):
-                    i, key = k[len(f"xopt.{name}."):].split(".", 1)
-                    state.setdefault(int(i), {})[key] = v
-            opt.load_state_dict({"state": state, "param_groups": meta["extra_param_groups"][name]})
+            load_optimizer(opt, t, f"xopt.{name}.", meta["extra_param_groups"][name])
         self.method.teacher.calls = int(meta.get("teacher_nfe", 0))
         return True
 

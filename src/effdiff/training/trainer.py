@@ -134,6 +134,25 @@ def trainer_class(config: TrainConfig) -> type["Trainer"]:
     return Trainer
 
 
+def optimizer_tensors(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, list]:
+    """An optimizer's state as flat tensors ``{prefix}{param index}.{key}`` (safetensors, no pickle)
+    and its param groups (JSON metadata); ``load_optimizer`` is the inverse."""
+    osd = opt.state_dict()
+    t = {f"{prefix}{i}.{k}": v if torch.is_tensor(v) else torch.tensor(v)
+         for i, st in osd["state"].items() for k, v in st.items()}
+    return t, osd["param_groups"]
+
+
+def load_optimizer(opt: torch.optim.Optimizer, tensors: dict, prefix: str, param_groups: list) -> None:
+    """Restore ``opt`` from the ``{prefix}*`` tensors and param groups of ``optimizer_tensors``."""
+    state: dict = {}
+    for k, v in tensors.items():
+        if k.startswith(prefix):
+            i, name = k[len(prefix):].split(".", 1)
+            state.setdefault(int(i), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": param_groups})
+
+
 class Trainer:
     """Train ``config`` in ``run_dir``: ``Trainer(cfg, run_dir).run(resume=True)``.
 
@@ -291,14 +310,12 @@ class Trainer:
         t.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
         if getattr(self, "repa", None) is not None:
             t.update({f"repa.{k}": v for k, v in self.repa.head.state_dict().items()})
-        osd = self.opt.state_dict()
-        for i, st in osd["state"].items():
-            for k, v in st.items():
-                t[f"opt.{i}.{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+        opt_t, param_groups = optimizer_tensors(self.opt, "opt.")
+        t.update(opt_t)
         t["rng.gen"] = self.gen.get_state()
         t["rng.torch"] = torch.get_rng_state()
         meta = {"config": self.cfg.to_json(), "step": self.step, "elapsed_s": self.elapsed,
-                "param_groups": osd["param_groups"], "format": "effdiff-train-1"}
+                "param_groups": param_groups, "format": "effdiff-train-1"}
         return t, meta
 
     def save(self):
@@ -321,12 +338,7 @@ class Trainer:
         ckpt.load_state(self.ema, t, "ema.", where=str(self.dir / "checkpoint"))
         if getattr(self, "repa", None) is not None:
             ckpt.load_state(self.repa.head, t, "repa.", where=str(self.dir / "checkpoint"))
-        state: dict = {}
-        for k, v in t.items():
-            if k.startswith("opt."):
-                _, i, name = k.split(".", 2)
-                state.setdefault(int(i), {})[name] = v
-        self.opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+        load_optimizer(self.opt, t, "opt.", meta["param_groups"])
         self.gen.set_state(t["rng.gen"])
         torch.set_rng_state(t["rng.torch"])
         self.step, self.elapsed = int(meta["step"]), float(meta["elapsed_s"])
