@@ -200,8 +200,7 @@ def mnist_scorer(n: int):
     """(name, fn(x) -> float): EVAL's ``score(dataset="mnist")["fd"]`` when it works, else
     pixel FD against the 10k MNIST test set in its top min(64, n/4) principal components."""
     try:
-        from ..metrics import score
-        from ..metrics import evaluation
+        from ..metrics import evaluation, score
         evaluation("mnist")                  # the MNIST evaluation network and reference load
 
         def fd_eval(x):
