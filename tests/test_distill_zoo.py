@@ -9,7 +9,8 @@ from effdiff.bench import distill as suite
 from effdiff.data import digits
 from effdiff.metrics import Scorer
 
-SHIPPED = {"digits-dit-dmd-1step": ("dmd", 1, "digits-dit"), "digits-unet-pd-4step": ("progressive", 4, "digits-unet"),
+SHIPPED = {"digits-dit-dmd-1step": ("dmd", 1, "digits-dit"), "digits-dit-cd-4step": ("cd", 4, "digits-dit"),
+           "digits-unet-pd-4step": ("progressive", 4, "digits-unet"),
            "digits-unet-pd-2step": ("progressive", 2, "digits-unet"),
            "digits-unet-pd-1step": ("progressive", 1, "digits-unet")}
 
@@ -34,6 +35,7 @@ def test_students_of_students_are_found_through_the_chain(tmp_path, monkeypatch)
     assert {unet[k][0] for k in ("progressive-4", "progressive-2", "progressive-1")} == {
         "digits-unet-pd-4step", "digits-unet-pd-2step", "digits-unet-pd-1step"}
     assert dit["dmd-1"] == ("digits-dit-dmd-1step", 1) and "dmd-1" not in unet
+    assert dit["cd-4"] == ("digits-dit-cd-4step", 4) and dit["cd-1"] == ("digits-dit-cd-4step", 1)   # multistep CD
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED))
