@@ -1,4 +1,6 @@
 """Fake-quant core, timestep-aware PTQ and the int8 path (issue 11)."""
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -232,3 +234,30 @@ def test_quant_techniques_are_registered():
     assert {"ptq", "ptq-naive", "int8"} <= set(T.names("quant"))
     with pytest.raises(ValueError, match="needs state"):
         T.get("ptq").apply(ed.zoo.load("digits-dit"))
+
+
+def test_ptqd_variance_is_taken_out_of_the_ancestral_noise_only(unet):
+    """PTQD's residual variance (x0 units: gain² σ_r²) lowers the noise DDPM injects; DDIM is untouched;
+    without the hook's variance the solvers are unchanged."""
+    from effdiff.quant.ptqd import X0_NOISE_VAR, x0_gain
+    from effdiff.solvers.ddim import _less_carried_noise
+    assert x0_gain(unet, 2.5) == pytest.approx(2.5, rel=1e-6)      # eps model in VE form: D = x - σ ε
+    with loop_context(4) as ctx:
+        assert _less_carried_noise(0.3, 0.5) == 0.3
+        ctx.state[X0_NOISE_VAR] = 0.16                               # 0.5² · 0.16 = 0.04 of 0.09
+        assert _less_carried_noise(0.3, 0.5) == pytest.approx(0.05 ** 0.5)
+        ctx.state[X0_NOISE_VAR] = 10.0                               # more than the step injects: none
+        assert _less_carried_noise(0.3, 0.5) == 0.0
+    run = _run(unet)
+    t = T.get("ptq")
+    on = t.prepare(unet, PTQConfig(w_bits=4, a_bits=8, ptqd=True), run)
+    off = dataclasses.replace(on, ptqd_variance=False, state={**on.state, "ptqd_gains": {}})
+    assert on.state["ptqd_gains"] and all(g > 0 for g in on.state["ptqd_gains"].values())
+    out = {}
+    for name, cfg in (("on", on), ("off", off)):
+        with t.apply(unet, cfg):
+            out[name] = {s: ed.sample(unet, run.x, run.sigmas, s, run.cond, seed=0) for s in ("ddim", "ddpm")}
+    assert torch.equal(out["on"]["ddim"], out["off"]["ddim"])
+    assert not torch.equal(out["on"]["ddpm"], out["off"]["ddpm"])
+    # less noise injected: the samples move less from the deterministic run
+    assert (out["on"]["ddpm"] - out["on"]["ddim"]).std() < (out["off"]["ddpm"] - out["off"]["ddim"]).std()

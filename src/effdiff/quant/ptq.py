@@ -28,7 +28,7 @@ from .adaround import adaround
 from .calibration import SCHEMES, Calibration, calibrate
 from .layers import ActQuant, QuantHook, fake_quant, quant_layers, weight_qparams
 from .mixed import most_sensitive, sensitivity
-from .ptqd import PTQDHook, calibrate_correction
+from .ptqd import PTQDHook, calibrate_correction, x0_gain
 from .quantizer import QuantSpec, qparams
 from .split import skip_splits
 from .stats import QuantStats
@@ -41,7 +41,8 @@ class PTQConfig:
     TDQ-style activation scales per step; ``split``: Q-Diffusion's skip split; ``adaround_iters``:
     learned-rounding iterations per layer (0: round to nearest); a layer reading the network's input
     (the noisy image, whose Gaussian outliers a calibrated range would clip) quantizes it per token at
-    run time; ``ptqd``: noise correction;
+    run time; ``ptqd``: noise correction (``ptqd_variance``: and its residual variance taken out of
+    the noise the ancestral solvers inject);
     ``mixed_fraction``: share of layers (most sensitive first) kept at ``mixed_bits``;
     ``exclude``: layer-name substrings left in full precision; ``state``: filled by ``prepare``."""
     w_bits: int = 8
@@ -58,6 +59,7 @@ class PTQConfig:
     split: bool = True
     adaround_iters: int = 0
     ptqd: bool = False
+    ptqd_variance: bool = True
     mixed_fraction: float = 0.0
     mixed_bits: int = 8
     exclude: tuple[str, ...] = ()
@@ -153,6 +155,8 @@ def prepare_ptq(denoiser, config: PTQConfig, run: Run, keep: int = 4) -> PTQConf
     if config.ptqd:
         with _attach(denoiser, state, None):
             state["ptqd"] = calibrate_correction(network(denoiser), cal)
+        state["ptqd_gains"] = {st: x0_gain(denoiser, float(cal.sigmas[st])) for st in state["ptqd"]} \
+            if config.ptqd_variance else {}
     return dataclasses.replace(config, state=state)
 
 
@@ -160,7 +164,7 @@ def _attach(denoiser, state: dict, stats):
     mods = dict(network(denoiser).named_modules())
     pairs = [(mods[n], h) for n, h in _hooks(state, state["sigmas"]).items()]
     if state.get("ptqd"):
-        pairs.append((network(denoiser), PTQDHook(state["ptqd"], state["sigmas"])))
+        pairs.append((network(denoiser), PTQDHook(state["ptqd"], state["sigmas"], state.get("ptqd_gains"))))
     return attach("quant", pairs, stats=stats)
 
 

@@ -10,6 +10,7 @@ import math
 
 import torch
 
+from ..context import current_context
 from . import register
 
 
@@ -19,6 +20,15 @@ def ancestral_step(sigma: float, sigma_next: float, eta: float = 1.0) -> tuple[f
         return sigma_next, 0.0
     sigma_up = min(sigma_next, eta * math.sqrt(sigma_next ** 2 * (sigma ** 2 - sigma_next ** 2) / sigma ** 2))
     return math.sqrt(sigma_next ** 2 - sigma_up ** 2), sigma_up
+
+
+def _less_carried_noise(sigma_up: float, x0_weight: float) -> float:
+    """σ_up lowered by noise the denoised estimate already carries (PTQD, He et al. 2023: a quantized
+    model's residual output noise of variance v, published in the loop context by its hook, reaches
+    x' with weight ``x0_weight``): sqrt(max(σ_up² - x0_weight² v, 0)). Unchanged without such a hook."""
+    ctx = current_context()
+    var = ctx.state.get("x0_noise_var", 0.0) if ctx is not None else 0.0
+    return math.sqrt(max(sigma_up ** 2 - x0_weight ** 2 * var, 0.0)) if var else sigma_up
 
 
 @register("ddim")
@@ -34,5 +44,6 @@ def ddim(denoiser, x, step, state=None, *, eta: float = 0.0, s_noise: float = 1.
     sigma_down, sigma_up = ancestral_step(sigma, step.sigma_next, eta)
     x = torch.lerp(denoised, x, sigma_down / sigma)
     if sigma_up > 0:
+        sigma_up = _less_carried_noise(sigma_up, 1 - sigma_down / sigma)
         x = x + step.noise(x) * (s_noise * sigma_up)
     return x, denoised, None
