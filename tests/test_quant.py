@@ -261,3 +261,14 @@ def test_ptqd_variance_is_taken_out_of_the_ancestral_noise_only(unet):
     assert not torch.equal(out["on"]["ddpm"], out["off"]["ddpm"])
     # less noise injected: the samples move less from the deterministic run
     assert (out["on"]["ddpm"] - out["on"]["ddim"]).std() < (out["off"]["ddpm"] - out["off"]["ddim"]).std()
+
+
+@pytest.mark.parametrize("model,want", [("unet", {"input_blocks.0.0", "out.2"}), ("dit", {"x_embedder", "final_layer.linear"})])
+def test_first_and_last_layers_are_found_and_kept_at_8_bits(model, want):
+    den = _zoo(model)
+    cfg = T.get("ptq").prepare(den, PTQConfig(w_bits=4, a_bits=8), _run(den))
+    bits = {n: st["bits"] for n, st in cfg.state["layers"].items()}
+    assert {n for n, b in bits.items() if b == (8, 8)} == want
+    assert all(b == (4, 8) for n, b in bits.items() if n not in want)
+    naive = T.get("ptq-naive").prepare(den, NaivePTQConfig(w_bits=4, a_bits=8), _run(den))
+    assert all(st["bits"] == (4, 8) for st in naive.state["layers"].values())

@@ -49,6 +49,7 @@ class LayerRecord:
     values: dict = field(default_factory=dict)
     inputs: list = field(default_factory=list)
     is_input: bool = False      # reads the network's own input (the noisy image)
+    order: int = -1             # position of the layer's first call in the network's forward
 
     def segment_rows(self, x: Tensor) -> list[Tensor]:
         x = x.detach().float().movedim(self.dim, 0)
@@ -82,6 +83,8 @@ class _LayerSpy(ModelHook):
 
     def __call__(self, module, call_next, x, *args, **kwargs):
         self.record.is_input |= x is self.net_input.get("x")
+        if self.record.order < 0:
+            self.record.order = self.net_input["calls"] = self.net_input.get("calls", 0) + 1
         ctx = current_context()
         step = ctx.step if ctx is not None else 0
         fresh = ctx is None or ctx.stage == 0
@@ -117,6 +120,11 @@ class Calibration:
     @property
     def num_steps(self) -> int:
         return len(self.sigmas) - 1
+
+    def first_and_last(self) -> set[str]:
+        """The layers that read the network's input and the layer that runs last (its output layer)."""
+        last = max(self.layers, key=lambda n: self.layers[n].order)
+        return {n for n, r in self.layers.items() if r.is_input} | {last}
 
 
 def calibrate(denoiser, run, layers: dict, bounds: dict, scheme: str = "trajectory", keep: int = 4,

@@ -44,6 +44,8 @@ class PTQConfig:
     run time; ``ptqd``: noise correction (``ptqd_variance``: and its residual variance taken out of
     the noise the ancestral solvers inject);
     ``mixed_fraction``: share of layers (most sensitive first) kept at ``mixed_bits``;
+    ``first_last``: the layers reading the network input and the last-run (output) layer kept at
+    ``mixed_bits`` too (Q-Diffusion's and PTQ4DM's practice; the eps output is multiplied by σ);
     ``exclude``: layer-name substrings left in full precision; ``state``: filled by ``prepare``."""
     w_bits: int = 8
     a_bits: int = 8
@@ -62,6 +64,7 @@ class PTQConfig:
     ptqd_variance: bool = True
     mixed_fraction: float = 0.0
     mixed_bits: int = 8
+    first_last: bool = True
     exclude: tuple[str, ...] = ()
     state: dict | None = None
 
@@ -87,6 +90,7 @@ class NaivePTQConfig(PTQConfig):
     a_observer: str = "minmax"
     per_step: bool = False
     split: bool = False
+    first_last: bool = False
 
 
 def _act_table(rec, spec: QuantSpec, observer: str, steps: list[int], per_step: bool) -> dict:
@@ -150,6 +154,8 @@ def prepare_ptq(denoiser, config: PTQConfig, run: Run, keep: int = 4) -> PTQConf
             return _hooks({"layers": {n: st}}, cal.sigmas)[n]
         scores = sensitivity(network(denoiser), layers, hook_for, cal)
         high = most_sensitive(scores, config.mixed_fraction)
+    if config.first_last:
+        high |= cal.first_and_last()
     state = {"layers": {n: _layer_state(n, m, config, cal, splits, n in high) for n, m in layers.items()},
              "sigmas": cal.sigmas, "steps": cal.steps, "ptqd": None}
     if config.ptqd:
