@@ -5,7 +5,10 @@
 scheduler's training process becomes an effdiff ``Process`` (DDPM-family betas -> discrete
 VP, flow matching -> ``Flow``) and its prediction type one of effdiff's wrappers, so every
 solver, schedule and cache in effdiff runs on it. ``cond`` is ``encoder_hidden_states`` for
-cross-attention models and class labels for class-conditional DiTs.
+cross-attention models and class labels for class-conditional DiTs, or a dict of the model's own
+keywords for richer conditioning: SDXL's ``{"encoder_hidden_states": e, "added_cond_kwargs":
+{"text_embeds": pooled, "time_ids": ids}}``, PixArt's ``{"encoder_hidden_states": e,
+"encoder_attention_mask": mask}``.
 
 Feature caches attach to the diffusers modules through effdiff's hook registry:
 ``apply_deepcache`` caches ``down_blocks[i > b]``, ``mid_block`` and the mirrored
@@ -58,37 +61,66 @@ def process_from_scheduler(config) -> tuple[Process, str | None]:
 class DiffusersDenoiser(Denoiser):
     """A diffusers UNet / transformer as ``D(x, sigma, cond) -> x0``.
 
-    model: ``UNet2DConditionModel``, ``DiTTransformer2DModel`` or any diffusers model called
-    as ``model(sample, timestep, encoder_hidden_states= | class_labels=, return_dict=False)``.
-    scheduler: its scheduler (or config dict, or an effdiff ``Process``). prediction: eps, v,
-    x0, velocity; default from the scheduler's ``prediction_type``. ``.net`` is the diffusers
-    model itself, so effdiff's caches find its blocks.
+    model: ``UNet2DConditionModel`` (SD, SDXL), ``DiTTransformer2DModel``,
+    ``PixArtTransformer2DModel`` or any diffusers model called as ``model(sample, timestep=,
+    encoder_hidden_states= | class_labels=, return_dict=False)``. scheduler: its scheduler (or
+    config dict, or an effdiff ``Process``). prediction: eps, v, x0, velocity; default from the
+    scheduler's ``prediction_type``. ``cond``: a tensor (``encoder_hidden_states`` or class
+    labels) or a dict of model keywords (tensors moved to x's device, floating ones to the
+    model's dtype; nested dicts such as ``added_cond_kwargs`` too). Learned-variance output
+    channels (DiT, PixArt: 2C) are dropped. ``.net`` is the diffusers model itself, so effdiff's
+    caches find its blocks.
     """
 
     def __init__(self, model, scheduler=None, prediction: str | None = None):
         process, pred = process_from_scheduler(scheduler)
         params = inspect.signature(model.forward).parameters
+        self.keywords = None if any(p.kind is p.VAR_KEYWORD for p in params.values()) else set(params)
         self.cond_kw = next((k for k in ("encoder_hidden_states", "class_labels") if k in params), None)
+        # timestep positionally where it is second (UNet, DiT: wrappers such as upstream DeepCache read args[1]),
+        # by keyword elsewhere (PixArt: (hidden_states, encoder_hidden_states, timestep))
+        self.time_by_keyword = "timestep" in list(params)[2:]
         classes = 0
         if self.cond_kw == "class_labels":   # DiT: label num_embeds_ada_norm is the null class
             classes = int(getattr(model.config, "num_embeds_ada_norm", 0) or 0)
         super().__init__(model, process, prediction or pred or "eps", num_classes=classes)
 
-    def _cond(self, cond, x: Tensor):
+    def _cast(self, v, x: Tensor):
+        """A conditioning value on x's device; floating tensors in the model's dtype."""
+        if isinstance(v, dict):
+            return {k: self._cast(u, x) for k, u in v.items()}
+        if not torch.is_tensor(v):
+            return v
+        return v.to(device=x.device, dtype=self.net.dtype if v.is_floating_point() else v.dtype)
+
+    def _cond(self, cond, x: Tensor) -> dict:
+        """The model's conditioning keywords from ``cond``."""
+        if isinstance(cond, dict):
+            bad = sorted(set(cond) - self.keywords) if self.keywords is not None else []
+            if bad:
+                raise ValueError(f"cond keys {bad} are not arguments of {type(self.net).__name__}.forward")
+            kw = {k: self._cast(v, x) for k, v in cond.items()}
+            if self.cond_kw == "class_labels" and "class_labels" in kw:
+                kw["class_labels"] = self.labels(kw["class_labels"], x.shape[0], x.device)
+            return kw
         if self.cond_kw == "class_labels":
-            return self.labels(cond, x.shape[0], x.device)
+            return {"class_labels": self.labels(cond, x.shape[0], x.device)}
         if self.cond_kw == "encoder_hidden_states":
             if cond is None:
-                raise ValueError("this model needs cond = encoder_hidden_states [B, L, D] "
+                raise ValueError("this model needs cond = encoder_hidden_states [B, L, D] or a dict of its keywords "
                                  "(an unconditional one: the embedding of the empty prompt)")
-            return torch.as_tensor(cond, device=x.device).to(self.net.dtype)
-        return None
+            return {"encoder_hidden_states": self._cast(torch.as_tensor(cond), x)}
+        return {}
 
     def forward(self, x: Tensor, sigma, cond=None) -> Tensor:
         xn, timestep, coefs = model_input(self, x, sigma)
-        kw = {self.cond_kw: self._cond(cond, x)} if self.cond_kw else {}
+        kw = self._cond(cond, x)
         dtype = self.net.dtype
-        out = self.net(xn.to(dtype), timestep.to(dtype=dtype, device=x.device), return_dict=False, **kw)[0]
+        xn_, timestep = xn.to(dtype), timestep.to(dtype=dtype, device=x.device)
+        if self.time_by_keyword:
+            out = self.net(xn_, timestep=timestep, return_dict=False, **kw)[0]
+        else:
+            out = self.net(xn_, timestep, return_dict=False, **kw)[0]
         return to_x0(self, out, x, xn, coefs)
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -39,6 +40,15 @@ from ..sampling import check_sigmas, solver_noise
 from .diffusers import Parameterization, model_input, process_from_scheduler, to_x0
 
 Tensor = torch.Tensor
+
+
+@dataclass
+class EffdiffSchedulerOutput(SchedulerOutput):
+    """``prev_sample`` and ``pred_original_sample``, the x0 of this evaluation (as DDIM's and
+    DPM-Solver's outputs carry; PixArt takes it at one inference step)."""
+
+    pred_original_sample: Tensor | None = None
+
 
 # Align Your Steps tables published for Stable Diffusion (Sabour et al. 2024), as diffusers ships them
 AYS_TABLES = {"ays": "StableDiffusionTimesteps", "ays-sdxl": "StableDiffusionXLTimesteps"}
@@ -349,7 +359,7 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
 
     def step(self, model_output: Tensor, timestep, sample: Tensor, generator=None, return_dict: bool = True):
         """Feed one model evaluation; ``prev_sample`` is where to evaluate next (the end of the
-        step when the step is complete)."""
+        step when the step is complete), ``pred_original_sample`` this evaluation's x0."""
         if self._plan is None:
             raise ValueError("call set_timesteps before step")
         if self._step_index is None:
@@ -365,12 +375,14 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
             self._outs, self._noise = [], _Noise(self._source)
         x_eval = self._x if k == 0 else self._ve(sample, sigma, self._pending)
         xn, _, coefs = model_input(self.param, x_eval, sigma)
-        self._outs.append(to_x0(self.param, model_output.to(x_eval.dtype), x_eval, xn, coefs))
+        x0 = to_x0(self.param, model_output.to(x_eval.dtype), x_eval, xn, coefs)
+        self._outs.append(x0)
         prev = self._advance(i, j, sample)
         self._step_index = j + 1
         if self._step_index == len(self._plan):
             self._generation.close()
-        return SchedulerOutput(prev_sample=prev) if return_dict else (prev,)
+        x0 = x0.to(sample.dtype)
+        return EffdiffSchedulerOutput(prev_sample=prev, pred_original_sample=x0) if return_dict else (prev, x0)
 
     def _advance(self, i: int, j: int, like: Tensor) -> Tensor:
         """Replay step i on the outputs so far: the next evaluation point, or the step's end."""
