@@ -120,23 +120,6 @@ def _rel(a, b):
     return float((a - b).abs().max() / b.abs().max())
 
 
-def _cat(a, b):
-    """Two conditioning dicts stacked along the batch, as a pipeline's CFG batch [uncond; cond]."""
-    return {k: _cat(v, b[k]) if isinstance(v, dict) else torch.cat([v, b[k]]) for k, v in a.items()}
-
-
-def _guided(den, scale, cond, null):
-    """Classifier-free guidance as the pipelines do it: one batched call [uncond; cond],
-    u + w (c - u) (in x0 space, equal to eps space at fixed σ)."""
-    both = _cat(null, cond)
-
-    def D(x, sigma, _cond=None):
-        s = as_batch_sigma(sigma, x)
-        u, c = den(torch.cat([x, x]), torch.cat([s, s]), both).chunk(2)
-        return u + scale * (c - u)
-    return D
-
-
 def _check_equal_to_ed_sample(fixture, solver, schedule, guidance):
     pipe, base, cond, null = fixture
     pipe.scheduler = EffdiffScheduler.from_config(base.config, solver=solver, schedule=schedule, seed=3)
@@ -150,8 +133,8 @@ def _check_equal_to_ed_sample(fixture, solver, schedule, guidance):
     if guidance == 1.0:
         res = ed.sample(den, _latents() * float(grid[0]), grid, solver, cond=cond, seed=3, return_info=True)
     else:
-        res = ed.sample(_guided(den, guidance, cond, null), _latents() * float(grid[0]), grid, solver, seed=3,
-                        return_info=True)
+        res = ed.sample(ed.CFG(den, guidance, null_cond=null), _latents() * float(grid[0]), grid, solver,
+                        cond=cond, seed=3, return_info=True)   # ed.CFG batches [cond; null], the pipeline [null; cond]
     assert evals == res.nfe                                       # one model call per evaluation
     assert _rel(out, res.x) < 1e-5
 
@@ -183,13 +166,15 @@ def test_pixart_one_step_reads_pred_original_sample(pixart):
         grid = pipe.scheduler.grid
     finally:
         pipe.scheduler = base
-    D = _guided(DiffusersDenoiser(pipe.transformer, base), 3.0, cond, null)
+    D = ed.CFG(DiffusersDenoiser(pipe.transformer, base), 3.0, null_cond=null)
     with torch.no_grad():
-        ref = D(_latents() * float(grid[0]), grid[:1])
+        ref = D(_latents() * float(grid[0]), grid[:1], cond)
     assert len(grid) == 2 and _rel(out, ref) < 1e-5
 
 
 def test_dict_cond_errors(pixart):
+    with pytest.raises(ValueError, match="a dict cond needs null_cond"):
+        ed.CFG(DiffusersDenoiser(pixart[0].transformer, pixart[1]), 3.0)(_latents(), torch.tensor([1.0]), pixart[2])
     den = DiffusersDenoiser(pixart[0].transformer, pixart[1])
     with pytest.raises(ValueError, match=r"\['prompt_embeds'\] are not arguments of PixArtTransformer2DModel"):
         den(_latents(), torch.tensor([1.0]), {"prompt_embeds": pixart[2]["encoder_hidden_states"]})

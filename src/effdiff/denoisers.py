@@ -203,6 +203,13 @@ class GuidanceConfig:
     rescale: float = 0.0
 
 
+def cat_cond(a, b):
+    """[a; b] along the batch: tensors, or dicts of them (nested, as SDXL's added_cond_kwargs)."""
+    if isinstance(a, dict):
+        return {k: cat_cond(v, b[k]) for k, v in a.items()}
+    return torch.cat([a, b]) if torch.is_tensor(a) else a
+
+
 class CFG(nn.Module):
     """Guidance as a denoiser transform: the conditional and unconditional branches run in one
     batched call ``[x; x]`` with ``[cond; null]``. The loop context's ``branch`` reads "cfg"
@@ -236,11 +243,17 @@ class CFG(nn.Module):
         ctx = current_context()
         if not active or (ctx is not None and ctx.skip_uncond):
             return self.denoiser(x, sigma, cond)
-        cond = torch.as_tensor(cond, device=x.device)
-        if cond.ndim == 0:
-            cond = cond.expand(x.shape[0])
+        if isinstance(cond, dict):          # a dict of model keywords (SDXL, PixArt): null_cond has the same keys
+            if not isinstance(self.null_cond, dict):
+                raise ValueError("a dict cond needs null_cond= a dict with the same keys")
+            pair = cat_cond(cond, self.null_cond)
+        else:
+            cond = torch.as_tensor(cond, device=x.device)
+            if cond.ndim == 0:
+                cond = cond.expand(x.shape[0])
+            pair = torch.cat([cond, self._null(cond)])
         with (ctx.branch_scope("cfg") if ctx is not None else nullcontext()):
-            both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, self._null(cond)]))
+            both = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), pair)
         d_c, d_u = both.chunk(2)
         w = torch.full_like(sigma, cfg.scale)
         if cfg.interval is not None:
