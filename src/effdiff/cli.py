@@ -162,7 +162,7 @@ def _bench(a):
     if a.out:
         check_writable(a.out, directory=True)
     res = run(models=models, suite_name=a.suite, quick=a.quick, out=a.out, n_samples=a.n, seed=a.seed,
-              guidance=a.guidance, repeats=a.repeats, threads=a.threads)
+              guidance=a.guidance, repeats=a.repeats, threads=a.threads, n_seeds=a.seeds)
     print()
     print(table(res))
     if a.out:
@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--out", help="write results.json, pareto.png and sample grids here")
     b.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), help="samples per configuration (default 360, quick 100)")
     b.add_argument("--seed", type=seed_type, default=0)
+    b.add_argument("--seeds", type=_ranged_int(2, 100), help="noise seeds --seed, --seed+1, ... (default 3, quick 1): "
+                   "more seeds narrow the paired confidence intervals")
     b.add_argument("--guidance", type=guidance_type, default=1.0)
     b.add_argument("--repeats", type=positive, help="timed repeats per configuration (default 3, quick 1)")
     b.add_argument("--threads", type=positive, help="torch threads (default: all cores)")
