@@ -1,5 +1,6 @@
-"""A frozen UNet driven by a control module (ControlNet, ControlNet-XS, T2I-Adapter), and the
-denoiser that samples it under one condition map.
+"""A frozen UNet or DiT driven by a control module (UNet: ControlNet, ControlNet-XS, T2I-Adapter;
+DiT: ControlNet in PixArt-δ's form), and the denoiser that samples it under one condition map.
+``make_control(kind, net)`` picks the module built for ``net``'s backbone.
 
     ctl = Controlled(den.net, make_control("controlnet-xs", den.net))
     D = controlled_denoiser(den, ctl, hint)       # D(x, sigma, labels) follows the map `hint`
@@ -12,29 +13,55 @@ from torch import nn
 
 from ..denoisers import Denoiser
 from .controlnet import ControlNet, ControlNetConfig
+from .controlnet_dit import ControlNetDiT, ControlNetDiTConfig
 from .controlnet_xs import ControlNetXS, ControlNetXSConfig
 from .injection import injected
 from .t2i_adapter import T2IAdapter, T2IAdapterConfig
 
-CONTROLS: dict[str, tuple[type[nn.Module], type]] = {
+CONTROLS: dict[str, tuple[type[nn.Module], type]] = {          # on an effdiff UNet
     "controlnet": (ControlNet, ControlNetConfig),
     "controlnet-xs": (ControlNetXS, ControlNetXSConfig),
     "t2i-adapter": (T2IAdapter, T2IAdapterConfig),
 }
+DIT_CONTROLS: dict[str, tuple[type[nn.Module], type]] = {      # on an effdiff DiT
+    "controlnet": (ControlNetDiT, ControlNetDiTConfig),
+}
+_BY_BACKBONE = {"unet": CONTROLS, "dit": DIT_CONTROLS}
 
 
-def make_control(kind: str, unet: nn.Module, **fields) -> nn.Module:
-    """A fresh control module of ``kind`` (a ``CONTROLS`` key) sized for ``unet``."""
-    if kind not in CONTROLS:
+def backbone(net: nn.Module) -> str | None:
+    """``"unet"`` / ``"dit"`` for effdiff's reference networks (by their block structure), else None."""
+    if all(hasattr(net, a) for a in ("input_blocks", "middle_block", "output_blocks", "cond_embed")):
+        return "unet"
+    if all(hasattr(net, a) for a in ("blocks", "patchify", "final_layer", "cond_embed")):
+        return "dit"
+    return None
+
+
+def make_control(kind: str, net: nn.Module, **fields) -> nn.Module:
+    """A fresh control module of ``kind`` sized for ``net`` (a ``CONTROLS`` key for a UNet, a
+    ``DIT_CONTROLS`` key for a DiT)."""
+    if kind not in CONTROLS and kind not in DIT_CONTROLS:
         raise KeyError(f"unknown control module {kind!r}; known: {', '.join(CONTROLS)}")
-    if not all(hasattr(unet, a) for a in ("input_blocks", "middle_block", "output_blocks", "cond_embed")):
-        raise TypeError(f"{kind} needs an effdiff UNet (input/middle/output blocks), got {type(unet).__name__}")
-    cls, config = CONTROLS[kind]
-    return cls(unet, config(**fields))
+    arch = backbone(net)
+    if arch is None or kind not in _BY_BACKBONE[arch]:
+        hint = f"; on a DiT: {', '.join(DIT_CONTROLS)}" if arch == "dit" else ""
+        raise TypeError(f"{kind} needs an effdiff UNet (input/middle/output blocks){hint}, got {type(net).__name__}")
+    cls, config = _BY_BACKBONE[arch][kind]
+    return cls(net, config(**fields))
+
+
+def control_kind(control: nn.Module) -> str:
+    """The registry name of a control module (what its file records)."""
+    for table in _BY_BACKBONE.values():
+        for k, (cls, _) in table.items():
+            if isinstance(control, cls):
+                return k
+    raise TypeError(f"{type(control).__name__} is not a registered control module")
 
 
 class Controlled(nn.Module):
-    """``net(x, noise_labels, class_labels, hint)``: the base UNet, with the control's features
+    """``net(x, noise_labels, class_labels, hint)``: the base UNet / DiT, with the control's features
     injected for this call (``hint=None``: the base model alone)."""
 
     def __init__(self, base: nn.Module, control: nn.Module):

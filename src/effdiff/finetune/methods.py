@@ -17,7 +17,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from . import files
-from .control import CONTROLS, Controlled, make_control
+from .control import Controlled, control_kind, make_control
 
 CONTROL_FORMAT, FULL_FORMAT = "effdiff-control-1", "effdiff-model-1"
 
@@ -80,8 +80,7 @@ def _control_build(kind: str):
 
 def _control_save(net: Controlled, path, card: dict) -> None:
     c = net.control
-    kind = next(k for k, (cls, _) in CONTROLS.items() if isinstance(c, cls))
-    meta = {"format": CONTROL_FORMAT, "kind": kind, "config": dataclasses.asdict(c.config),
+    meta = {"format": CONTROL_FORMAT, "kind": control_kind(c), "config": dataclasses.asdict(c.config),
             "base_sha256": files.base_fingerprint(net.base), "card": card}
     ckpt.save(path, c.state_dict(), meta)
 
@@ -102,7 +101,7 @@ METHODS: dict[str, Method] = {
     "full": Method("full", _full_build, _full_save, _full_load, paper="full fine-tuning (baseline)"),
     "lora": Method("lora", _lora_build, _lora_save, _lora_load, paper="Hu et al. 2022"),
     "controlnet": Method("controlnet", _control_build("controlnet"), _control_save, load_control, True,
-                         "Zhang et al. 2023"),
+                         "Zhang et al. 2023; on a DiT PixArt-δ, Chen et al. 2024"),
     "controlnet-xs": Method("controlnet-xs", _control_build("controlnet-xs"), _control_save, load_control, True,
                             "Zavadski et al. 2024"),
     "t2i-adapter": Method("t2i-adapter", _control_build("t2i-adapter"), _control_save, load_control, True,

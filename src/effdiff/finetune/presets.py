@@ -1,5 +1,6 @@
 """Named fine-tuning recipes (``effdiff train --preset NAME``): LoRA and full fine-tuning of each
-zoo backbone to thick-stroke digits, and the control modules on Sobel edge maps.
+zoo backbone to thick-stroke digits, and the control modules on Sobel edge maps (the UNet: ControlNet,
+ControlNet-XS, T2I-Adapter; the DiT: ControlNet, PixArt-δ's copy of the first half of the blocks).
 
 Sized for one CPU thread: 400 steps at batch 32 take a few minutes each.
 """
@@ -25,6 +26,9 @@ def _presets() -> dict[str, FinetuneConfig]:
     for kind in ("controlnet", "controlnet-xs", "t2i-adapter"):
         out[f"digits-unet-{kind}-edges"] = FinetuneConfig(name=f"digits-unet-{kind}-edges", base="digits-unet",
                                                           method=kind, condition="edges", lr=1e-3, **_COMMON)
+    # the same recipe on the DiT: "controlnet" builds controlnet_dit.ControlNetDiT there
+    out["digits-dit-controlnet-edges"] = FinetuneConfig(name="digits-dit-controlnet-edges", base="digits-dit",
+                                                        method="controlnet", condition="edges", lr=1e-3, **_COMMON)
     return out
 
 
