@@ -1,5 +1,10 @@
 """Save and load a pruned model without the original: the architecture config plus the pruning plan
-(block -> width) in the JSON, the pruned tensors in safetensors (atomic writes, SHA-256 checked)."""
+in the JSON, the pruned tensors in safetensors (atomic writes, SHA-256 checked).
+
+The plan: ``widths`` (block -> private width, Diff-Pruning), ``dropped`` (blocks removed by depth
+pruning) and ``heads`` (attention layer -> heads kept); a plan without the last two (older files)
+loads as before. A fresh network is built from the config, then blocks are dropped, heads and
+widths shrunk, and the tensors loaded over it."""
 from __future__ import annotations
 
 import dataclasses
@@ -10,13 +15,16 @@ from ..models import build
 from ..process import from_config
 from ..sites import network
 from .channels import resize, widths
+from .depth import drop, dropped
+from .heads import heads, resize_heads
 
 
 def save_pruned(denoiser, path, card: dict | None = None) -> None:
     """Write ``path.safetensors`` + ``path.json`` for a pruned zoo-style denoiser."""
     net = network(denoiser)
     meta = {**{k: v for k, v in denoiser.meta.items() if k != "sha256"}, "format": "effdiff-model-1",
-            "model": dataclasses.asdict(net.config), "pruning": {"widths": widths(net)}}
+            "model": dataclasses.asdict(net.config),
+            "pruning": {"widths": widths(net), "dropped": dropped(net), "heads": heads(net)}}
     meta["card"] = {**meta.get("card", {}), **(card or {})}
     ckpt.save(path, net.state_dict(), meta)
 
@@ -27,7 +35,10 @@ def load_pruned(path):
     if "pruning" not in meta:
         raise ckpt.CheckpointError(f"{path}: no pruning plan in its metadata; load it with effdiff.zoo")
     net = build(meta["arch"], meta["model"])
-    resize(net, meta["pruning"]["widths"])
+    plan = meta["pruning"]
+    drop(net, plan.get("dropped", []))
+    resize_heads(net, plan.get("heads", {}))
+    resize(net, plan["widths"])
     ckpt.load_state(net, tensors, where=str(path))
     net.eval().requires_grad_(False)
     if meta.get("prediction") == "edm":
