@@ -82,7 +82,7 @@ def test_control_file_round_trip(den, tmp_path):
     with pytest.raises(KeyError, match="unknown control module"):
         make_control("gligen", den.net)
     with pytest.raises(TypeError, match="effdiff UNet"):
-        make_control("controlnet", zoo.load("digits-dit").net)
+        make_control("controlnet-xs", zoo.load("digits-dit").net)   # ControlNet itself has a DiT form
 
 
 def test_conditions_and_adherence():

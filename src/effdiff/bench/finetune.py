@@ -2,8 +2,8 @@
 resumed) by its preset on 3 training seeds and sampled with the same noise as the base model.
 
 Rows: ``base`` (the zoo model, no fine-tuning), ``full`` and ``lora`` (thick-stroke digits, LoRA also
-merged into the weights: ``lora-merged``), and on the UNet the control modules ``controlnet``,
-``controlnet-xs`` and ``t2i-adapter`` (Sobel edge maps of held-out digits). Beside the runner's
+merged into the weights: ``lora-merged``), and the control modules ``controlnet``,
+``controlnet-xs`` and ``t2i-adapter`` (Sobel edge maps of held-out digits; the DiT: ControlNet only). Beside the runner's
 timing and source-domain scores, each row gets: trainable parameters, file size, training wall
 time, FD against the held-out *target* split in the evaluation network's features (mean ± sd and a
 95% t-interval over seeds: sampling seed s uses the model trained with seed s), and edge adherence
@@ -104,8 +104,7 @@ class _Row:
 def _finetune(model: str, quick: bool) -> list[BenchConfig]:
     rows = [("base", None)]
     rows += [(m, f"{model}-{m}-thick") for m in ("full", "lora")]
-    if model == "digits-unet":
-        rows += [(k, f"{model}-{k}-edges") for k in ("controlnet", "controlnet-xs", "t2i-adapter")]
+    rows += [(k, f"{model}-{k}-edges") for k in ("controlnet", "controlnet-xs", "t2i-adapter")]   # presets that exist
     out = []
     for label, name in rows:
         if name is not None and name not in PRESETS:
