@@ -7,7 +7,7 @@ Depth: ``--drop`` (a MAC share, or an int: blocks) chosen by ``--criterion`` on 
 (noise seed 12345, not an evaluation seed); heads: ``--heads`` (share of each layer's heads, Taylor
 importance). Then ``finetune(den, steps)``; FD against held-out digits at DDIM 10 steps, n per
 seed, noise seeds 0, 1, 2, labels i % 10, paired with the unpruned model; ms/sample of the two
-models timed interleaved in this process. Writes <out>/<tag>.json and the pruned checkpoint.
+models timed interleaved in this process. Writes <out>/<tag>.json (results) and <out>/<tag>-model.{json,safetensors} (the pruned model).
 """
 from __future__ import annotations
 
@@ -105,9 +105,9 @@ def main():
         res[k + "_change"] = {"mean": c, "ci": ci, "text": pct_ci(c, ci)}
     res["ms_per_sample"] = interleaved_ms({"base": base, "pruned": den}, sig, a.solver)
     res["speedup"] = res["ms_per_sample"]["base"]["median"] / res["ms_per_sample"]["pruned"]["median"]
-    save_pruned(den, out / tag, card={"pruned_by": f"bench/prune_depth.py {tag}", "finetune_steps": a.steps})
+    save_pruned(den, out / f"{tag}-model", card={"pruned_by": f"bench/prune_depth.py {tag}", "finetune_steps": a.steps})
     x = torch.randn(4, 1, 8, 8)
-    res["reload_identical"] = bool(torch.equal(load_pruned(out / tag)(x, torch.ones(4), torch.arange(4)),
+    res["reload_identical"] = bool(torch.equal(load_pruned(out / f"{tag}-model")(x, torch.ones(4), torch.arange(4)),
                                                den(x, torch.ones(4), torch.arange(4))))
     (out / f"{tag}.json").write_text(json.dumps(res, indent=1))
     print(tag, "FD base", res["fd_base"], "no-ft", res["fd_pruned_no_ft_change"]["text"], "ft",
