@@ -272,3 +272,29 @@ def test_first_and_last_layers_are_found_and_kept_at_8_bits(model, want):
     assert all(b == (4, 8) for n, b in bits.items() if n not in want)
     naive = T.get("ptq-naive").prepare(den, NaivePTQConfig(w_bits=4, a_bits=8), _run(den))
     assert all(st["bits"] == (4, 8) for st in naive.state["layers"].values())
+
+
+def test_brecq_fits_a_whole_block_and_beats_round_to_nearest_on_it(dit):
+    """BRECQ (reconstruct="block"): every layer of a residual block learns its rounding at once; the
+    block's output error on its calibration inputs drops below round-to-nearest's, and the model
+    restores exactly after remove()."""
+    from effdiff.quant.ptq import recon_blocks
+    assert list(recon_blocks(dit.net)) == [f"blocks.{i}" for i in range(len(dit.net.blocks))]
+    assert {"input_blocks.0", "middle_block", "output_blocks.0"} <= set(recon_blocks(_zoo("unet").net))
+    with pytest.raises(ValueError, match="reconstruct"):
+        PTQConfig(reconstruct="net")
+    run, t = _run(dit, steps=3), T.get("ptq")
+    only = tuple(n for n in ("x_embedder", "cond_embed", "final_layer") + tuple(f"blocks.{i}." for i in range(1, 6)))
+    rtn = t.prepare(dit, PTQConfig(w_bits=3, a_bits=8, exclude=only), run)
+    rec = t.prepare(dit, PTQConfig(w_bits=3, a_bits=8, exclude=only, adaround_iters=60, reconstruct="block"), run)
+    layers = [n for n in rec.state["layers"] if n.startswith("blocks.0.")]
+    assert len(layers) >= 4 and all(not torch.equal(rec.state["layers"][n]["weight"], rtn.state["layers"][n]["weight"])
+                                    for n in layers)
+    x, s, y = _inputs()
+    ref = dit(x, s, y)
+    err = {}
+    for name, cfg in (("rtn", rtn), ("brecq", rec)):
+        with t.apply(dit, cfg):
+            err[name] = float((dit(x, s, y) - ref).pow(2).mean())
+    assert 0 < err["brecq"] < err["rtn"]
+    assert torch.equal(dit(x, s, y), ref)

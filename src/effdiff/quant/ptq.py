@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import torch
 
-from ..hooks import attach
+from ..hooks import ModelHook, attach
 from ..sites import network
 from ..techniques import Run, Technique, register
 from . import observers
-from .adaround import adaround
+from .adaround import Rounding, adaround, brecq
 from .calibration import SCHEMES, Calibration, calibrate
 from .layers import ActQuant, QuantHook, fake_quant, quant_layers, weight_qparams
 from .mixed import most_sensitive, sensitivity
@@ -39,7 +39,9 @@ class PTQConfig:
     """Timestep-aware PTQ. ``w_*`` / ``a_*``: weight / activation bits, granularity, symmetry and
     range observer; ``scheme``: calibration steps (trajectory | ptq4dm | noise); ``per_step``:
     TDQ-style activation scales per step; ``split``: Q-Diffusion's skip split; ``adaround_iters``:
-    learned-rounding iterations per layer (0: round to nearest); a layer reading the network's input
+    learned-rounding iterations per layer (0: round to nearest), fitted per layer
+    (``reconstruct="layer"``, AdaRound) or per residual block (``"block"``, BRECQ: every layer of a
+    block at once against the block's output; layers outside blocks per layer); a layer reading the network's input
     (the noisy image, whose Gaussian outliers a calibrated range would clip) quantizes it per token at
     run time; ``ptqd``: noise correction (``ptqd_variance``: and its residual variance taken out of
     the noise the ancestral solvers inject);
@@ -60,6 +62,7 @@ class PTQConfig:
     per_step: bool = True
     split: bool = True
     adaround_iters: int = 0
+    reconstruct: str = "layer"
     ptqd: bool = False
     ptqd_variance: bool = True
     mixed_fraction: float = 0.0
@@ -73,6 +76,8 @@ class PTQConfig:
         QuantSpec(self.a_bits, self.a_symmetric, self.a_granularity)
         if self.a_granularity not in ("tensor", "token"):
             raise ValueError(f"activations are quantized per 'tensor' or per 'token', got {self.a_granularity!r}")
+        if self.reconstruct not in ("layer", "block"):
+            raise ValueError(f"reconstruct is 'layer' or 'block', got {self.reconstruct!r}")
         if self.scheme not in SCHEMES:
             raise ValueError(f"unknown calibration scheme {self.scheme!r}; known: {', '.join(SCHEMES)}")
         observers.get(self.w_observer), observers.get(self.a_observer)
@@ -156,14 +161,84 @@ def prepare_ptq(denoiser, config: PTQConfig, run: Run, keep: int = 4) -> PTQConf
         high = most_sensitive(scores, config.mixed_fraction)
     if config.first_last:
         high |= cal.first_and_last()
-    state = {"layers": {n: _layer_state(n, m, config, cal, splits, n in high) for n, m in layers.items()},
+    blocks = recon_blocks(network(denoiser)) if config.reconstruct == "block" and config.adaround_iters else {}
+    inside = {n for n in layers if any(n.startswith(b + ".") for b in blocks)}
+    rtn = dataclasses.replace(config, adaround_iters=0)
+    state = {"layers": {n: _layer_state(n, m, rtn if n in inside else config, cal, splits, n in high)
+                        for n, m in layers.items()},
              "sigmas": cal.sigmas, "steps": cal.steps, "ptqd": None}
+    if blocks:
+        _reconstruct_blocks(denoiser, blocks, layers, state, config, cal, splits)
     if config.ptqd:
         with _attach(denoiser, state, None):
             state["ptqd"] = calibrate_correction(network(denoiser), cal)
         state["ptqd_gains"] = {st: x0_gain(denoiser, float(cal.sigmas[st])) for st in state["ptqd"]} \
             if config.ptqd_variance else {}
     return dataclasses.replace(config, state=state)
+
+
+def recon_blocks(net) -> dict[str, torch.nn.Module]:
+    """BRECQ's reconstruction units: the elements of the network's top-level ModuleLists (UNet input /
+    output blocks, DiT blocks) and its middle block."""
+    out = {}
+    for name, child in net.named_children():
+        if isinstance(child, torch.nn.ModuleList):
+            out.update({f"{name}.{i}": m for i, m in enumerate(child)})
+        elif name == "middle_block":
+            out[name] = child
+    return out
+
+
+class _BlockSpy(ModelHook):
+    """Records a block's inputs and full-precision output (with the step and σ they belong to)."""
+
+    name = "brecq-spy"
+
+    def __init__(self, records: list, where: dict):
+        self.records, self.where = records, where
+
+    def __call__(self, module, call_next, *args, **kwargs):
+        y = call_next(*args, **kwargs)
+        self.records.append((self.where["step"], self.where["sigma"], args, kwargs, y.detach()))
+        return y
+
+
+def _reconstruct_blocks(denoiser, blocks: dict, layers: dict, state: dict, cfg: PTQConfig, cal: Calibration,
+                        splits: dict) -> None:
+    """BRECQ over every block in turn, on its recorded full-precision inputs; writes the learned
+    weights into ``state``."""
+    from ..context import loop_context
+    net = network(denoiser)
+    records: dict[str, list] = {b: [] for b in blocks}
+    where: dict = {}
+    spies = [(m, _BlockSpy(records[b], where)) for b, m in blocks.items()]
+    with attach("brecq-spy", spies), torch.no_grad():
+        for step, sigma, args, _ in cal.net_io:
+            where.update(step=step, sigma=sigma)
+            net(*args)
+    hooks = _hooks(state, state["sigmas"])
+    mods = dict(net.named_modules())
+
+    def in_step(block, step, sigma, args, kwargs):
+        def run():
+            with loop_context(cal.num_steps, step=step) as ctx:
+                ctx.sigma = torch.tensor([sigma])
+                return block(*args, **kwargs)
+        return run
+
+    with attach("quant", [(mods[n], h) for n, h in hooks.items()]):
+        for b, block in blocks.items():
+            names = [n for n in layers if n.startswith(b + ".")]
+            if not names or not records[b]:
+                continue
+            rounding = {}
+            for n in names:
+                st, w = state["layers"][n], layers[n].weight.detach()
+                s, z = weight_qparams(w, st["w_spec"], cfg.w_observer, splits.get(n))
+                rounding[n] = Rounding(w, s, z, st["w_spec"])
+            io = [(in_step(block, st, sg, a, k), y) for st, sg, a, k, y in records[b]]
+            for n, w in brecq(block, hooks, rounding, io, iters=cfg.adaround_iters).items():
+                state["layers"][n]["weight"] = w
 
 
 def _attach(denoiser, state: dict, stats):
