@@ -17,13 +17,16 @@ def test_report_lists_every_row_with_bytes_and_draws_the_pareto_figure(tmp_path)
                  _row(model, "ddim-10+ptq-W4A8", 2.1, 30.0,
                       {"compress": {"layers": 3, "fp32_bytes": 4000, "packed_bytes": 1000, "compression": 4.0}}),
                  _row(model, "ddim-10+int8-auto", 2.0, 8.0, {"compress": {"bytes_before": 4000, "bytes_after": 1100}}),
-                 _row(model, "ddim-10+diff-pruning-60%+ft", 2.2, 5.0, {"compress": {"params_before": 1000, "params_after": 600}})]
+                 _row(model, "ddim-10+diff-pruning+ft", 2.2, 5.0, {"compress": {"params_before": 1000, "params_after": 600}})]
     text = compress.report({"rows": rows}, tmp_path)
     for r in rows[1:4] + rows[5:]:
         assert f"| {r['model']} | {r['config']} |" in text
     assert "0.001 MB packed" in text and "0.001 MB held" in text and "600 params" in text
     assert compress.model_bytes(rows[1]) == 1000 and compress.model_bytes(rows[3]) == 2400
     assert compress.model_bytes(rows[0]) is None
+    composed = _row("digits-dit", "x", 2.0, 5.0, {"compress": {"depth-pruning": {"params_after": 700, "blocks": 2},
+                                                               "head-pruning": {"params_after": 500}}})
+    assert compress.model_bytes(composed) == 2000
     assert (tmp_path / "pareto_compress.png").stat().st_size > 10_000
     assert (tmp_path / "compress.md").read_text().strip() == text.strip()
 
@@ -31,5 +34,5 @@ def test_report_lists_every_row_with_bytes_and_draws_the_pareto_figure(tmp_path)
 def test_every_row_names_registered_techniques_and_valid_configs():
     for label, parts in compress.ROWS.items():
         for name, make in parts:
-            cfg = make(10)
+            cfg = make(10, "digits-dit")
             assert isinstance(cfg, T.get(name).config), label

@@ -13,43 +13,49 @@ from pathlib import Path
 
 from .. import techniques as T
 from ..caching import DeepCacheConfig
-from ..prune import DiffPruningConfig, finetune
+from ..prune import DepthPruningConfig, DiffPruningConfig, HeadPruningConfig, finetune
 from ..quant import Int8Config, NaivePTQConfig, PTQConfig
 from ..sampling import randn
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 from .config import save_table
 from .scoring import pct_ci
 
+PRUNE_RATIO = {"digits-unet": 0.6, "digits-dit": 0.65}
 FINETUNE_STEPS = 800          # 10% of the zoo models' 8000 training steps (the issue's budget)
 
 # row label -> [(technique, steps -> config)] applied in order
 ROWS = {
-    "ptq-naive-W8A8": [("ptq-naive", lambda s: NaivePTQConfig(8, 8))],
-    "ptq-W8A8": [("ptq", lambda s: PTQConfig(8, 8))],
-    "ptq-naive-W4A8": [("ptq-naive", lambda s: NaivePTQConfig(4, 8))],
-    "ptq-W4A8+ptqd": [("ptq", lambda s: PTQConfig(4, 8, ptqd=True))],
+    "ptq-naive-W8A8": [("ptq-naive", lambda s, m: NaivePTQConfig(8, 8))],
+    "ptq-W8A8": [("ptq", lambda s, m: PTQConfig(8, 8))],
+    "ptq-naive-W4A8": [("ptq-naive", lambda s, m: NaivePTQConfig(4, 8))],
+    "ptq-W4A8+ptqd": [("ptq", lambda s, m: PTQConfig(4, 8, ptqd=True))],
     # chosen on selection seeds 100-101 (docs/compression.md), never on the bench's seeds
-    "ptq-W4A8+adaround+ptqd": [("ptq", lambda s: PTQConfig(4, 8, adaround_iters=100, ptqd=True))],
-    "int8-auto": [("int8", lambda s: Int8Config())],
-    "int8-fbgemm": [("int8", lambda s: Int8Config(backend="fbgemm"))],
-    "diff-pruning-60%+ft": [("diff-pruning", lambda s: DiffPruningConfig(ratio=0.6))],
+    "ptq-W4A8+adaround+ptqd": [("ptq", lambda s, m: PTQConfig(4, 8, adaround_iters=100, ptqd=True))],
+    "int8-auto": [("int8", lambda s, m: Int8Config())],
+    "int8-fbgemm": [("int8", lambda s, m: Int8Config(backend="fbgemm"))],
+    # share of each private width removed, per model, so both lose >= 40% of their MACs (the DiT prunes
+    # only its MLPs: 60% of them removes 39% of its MACs)
+    "diff-pruning+ft": [("diff-pruning", lambda s, m: DiffPruningConfig(ratio=PRUNE_RATIO.get(m, 0.6)))],
+    "depth-40%+ft": [("depth-pruning", lambda s, m: DepthPruningConfig(drop=0.4))],
+    "depth-2+heads-50%+ft": [("depth-pruning", lambda s, m: DepthPruningConfig(drop=2)),
+                             ("head-pruning", lambda s, m: HeadPruningConfig(ratio=0.5))],
 }
 QUICK = ("ptq-naive-W8A8", "ptq-W8A8", "ptq-W4A8+ptqd", "int8-auto")
-COMPOSED = ("ptq-W8A8+deepcache-N3", [("ptq", lambda s: PTQConfig(8, 8)), ("deepcache", lambda s: DeepCacheConfig(interval=3))])
+COMPOSED = ("ptq-W8A8+deepcache-N3", [("ptq", lambda s, m: PTQConfig(8, 8)), ("deepcache", lambda s, m: DeepCacheConfig(interval=3))])
 
 
 class _Row:
     """Prepare (calibrate / prune + fine-tune) and apply one row's techniques to its own model."""
 
-    def __init__(self, parts, solver: str):
-        self.parts, self.solver, self.handle = parts, solver, None
+    def __init__(self, parts, solver: str, model: str):
+        self.parts, self.solver, self.model, self.handle = parts, solver, model, None
 
     def setup(self, den, sigmas, x, labels):
         run = T.Run(randn(x[:32].shape, seed=12345) * sigmas[0].float(), sigmas, self.solver, labels[:32])
         names = [n for n, _ in self.parts]
-        configs = {n: T.get(n).prepare(den, make(len(sigmas) - 1), run) for n, make in self.parts}
+        configs = {n: T.get(n).prepare(den, make(len(sigmas) - 1, self.model), run) for n, make in self.parts}
         self.handle = T.apply(names, den, configs)
-        if "diff-pruning" in names:
+        if any(T.get(n).family == "prune" for n in names):
             finetune(den, steps=FINETUNE_STEPS)
         return self.handle
 
@@ -67,12 +73,12 @@ def _compress(model: str, quick: bool) -> list[BenchConfig]:
         if quick and label not in QUICK:
             continue
         if all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
-            row = _Row(parts, "ddim")
+            row = _Row(parts, "ddim", model)
             out.append(BenchConfig(model, f"{base}+{label}", "ddim", "uniform", 10, baseline=base,
                                    setup=row.setup, generate=row.generate))
     label, parts = COMPOSED
     if not quick and all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
-        row = _Row(parts, "dpmpp-2m")
+        row = _Row(parts, "dpmpp-2m", model)
         out.append(BenchConfig(model, "dpmpp-2m-10", "dpmpp-2m", "logsnr", 10))
         out.append(BenchConfig(model, f"dpmpp-2m-10+{label}", "dpmpp-2m", "logsnr", 10, baseline="dpmpp-2m-10",
                                setup=row.setup, generate=row.generate))
@@ -89,16 +95,23 @@ def _probe(model: str):
     return _PROBES[model]
 
 
+_SIZE_KEYS = ("packed_bytes", "bytes_after", "params_after")
+
+
 def _stats(r: dict) -> dict:
+    """A row's compression stats; of a composition's (technique -> stats), the last that knows a size."""
     c = (r.get("info") or {}).get("compress") or {}
-    return c.get("quant", c) if "quant" in c else c
+    if c and all(isinstance(v, dict) for v in c.values()):
+        sized = [v for v in c.values() if any(k in v for k in _SIZE_KEYS)]
+        return sized[-1] if sized else {}
+    return c
 
 
 def model_bytes(r: dict) -> float | None:
     """Weight bytes of a row's model: packed (fake-quant: what the bit-widths store), held (int8
     kernels: the tensors actually in memory) or 4 bytes per kept parameter (pruned); None if unknown."""
     c = _stats(r)
-    for key in ("packed_bytes", "bytes_after"):
+    for key in _SIZE_KEYS[:2]:
         if key in c:
             return float(c[key])
     return 4.0 * c["params_after"] if "params_after" in c else None
