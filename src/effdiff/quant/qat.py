@@ -107,14 +107,14 @@ class TemporalLSQ(nn.Module):
     def __init__(self, spec: QuantSpec, dim: int, table: dict, bounds, sigmas: Tensor):
         super().__init__()
         self.spec, self.sigmas = spec, sigmas
-        self.shape = ActQuant(spec, dim, None, bounds, sigmas)              # reshapes per-segment scales
+        self.shaper = ActQuant(spec, dim, None, bounds, sigmas)             # reshapes per-segment scales
         self.keys = list(table)
         self.log_scale = nn.ParameterList([nn.Parameter(table[k][0].detach().float().log()) for k in self.keys])
         self.zero = [table[k][1].detach().float() for k in self.keys]
 
     def forward(self, x: Tensor) -> Tensor:
         i = self.keys.index(step_key(dict.fromkeys(self.keys), self.sigmas))
-        s, z = self.shape._shape(self.log_scale[i].exp(), self.zero[i])
+        s, z = self.shaper._shape(self.log_scale[i].exp(), self.zero[i])
         return lsq(x, s.to(x.dtype), z.to(x.dtype), self.spec)
 
     def table(self) -> dict:
