@@ -27,9 +27,10 @@ FINETUNE_STEPS = 800          # 10% of the zoo models' 8000 training steps (the 
 ROWS = {
     "ptq-naive-W8A8": [("ptq-naive", lambda s, m: NaivePTQConfig(8, 8))],
     "ptq-W8A8": [("ptq", lambda s, m: PTQConfig(8, 8))],
+    "ptq-W8A8+ptqd": [("ptq", lambda s, m: PTQConfig(8, 8, ptqd=True))],
     "ptq-naive-W4A8": [("ptq-naive", lambda s, m: NaivePTQConfig(4, 8))],
     "ptq-W4A8+ptqd": [("ptq", lambda s, m: PTQConfig(4, 8, ptqd=True))],
-    # chosen on selection seeds 100-101 (docs/compression.md), never on the bench's seeds
+    # PTQD rows and AdaRound's 100 iterations chosen on selection seeds 100-101 (docs/compression.md)
     "ptq-W4A8+adaround+ptqd": [("ptq", lambda s, m: PTQConfig(4, 8, adaround_iters=100, ptqd=True))],
     "int8-auto": [("int8", lambda s, m: Int8Config())],
     "int8-fbgemm": [("int8", lambda s, m: Int8Config(backend="fbgemm"))],
