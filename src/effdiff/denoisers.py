@@ -203,11 +203,22 @@ class GuidanceConfig:
     rescale: float = 0.0
 
 
+def map_cond(fn, *conds):
+    """``fn`` applied leaf by leaf to conditions: tensors, or dicts of them (nested, as SDXL's
+    added_cond_kwargs), walked by the keys of the first."""
+    if isinstance(conds[0], dict):
+        return {k: map_cond(fn, *(c[k] for c in conds)) for k in conds[0]}
+    return fn(*conds)
+
+
+def cond_leaves(cond) -> list:
+    """The leaves of a condition (itself, or a dict's values, nested)."""
+    return [v for c in cond.values() for v in cond_leaves(c)] if isinstance(cond, dict) else [cond]
+
+
 def cat_cond(a, b):
-    """[a; b] along the batch: tensors, or dicts of them (nested, as SDXL's added_cond_kwargs)."""
-    if isinstance(a, dict):
-        return {k: cat_cond(v, b[k]) for k, v in a.items()}
-    return torch.cat([a, b]) if torch.is_tensor(a) else a
+    """[a; b] along the batch, leaf by leaf (non-tensor leaves: a's)."""
+    return map_cond(lambda u, v: torch.cat([u, v]) if torch.is_tensor(u) else u, a, b)
 
 
 class CFG(nn.Module):

@@ -20,7 +20,7 @@ from typing import Callable, Sequence
 import torch
 
 from .context import LoopContext, current_context, loop_context
-from .denoisers import as_batch_sigma
+from .denoisers import as_batch_sigma, cond_leaves, map_cond
 
 Tensor = torch.Tensor
 
@@ -269,8 +269,8 @@ class BoundDenoiser:
         """The same denoiser for ``p`` stacked copies of the batch (a per-sample condition is
         repeated p times), so a window of p steps is ONE counted call (parallel samplers)."""
         cond = self.cond
-        if p > 1 and torch.is_tensor(cond) and cond.ndim > 0:
-            cond = torch.cat([cond] * p)
+        if p > 1:
+            cond = map_cond(lambda c: torch.cat([c] * p) if torch.is_tensor(c) and c.ndim > 0 else c, cond)
         return BoundDenoiser(self.denoiser, cond, self.ctx, self.check_finite)
 
 
@@ -371,9 +371,9 @@ class Session:
         return self.noise
 
     def _check_cond(self, x: Tensor) -> None:
-        c = self.cond
-        if torch.is_tensor(c) and c.ndim > 0 and c.shape[0] not in (1, x.shape[0]):
-            raise ValueError(f"cond has batch {c.shape[0]} but x has batch {x.shape[0]}")
+        for c in cond_leaves(self.cond):       # a tensor, or a dict of model keywords (SDXL, PixArt)
+            if torch.is_tensor(c) and c.ndim > 0 and c.shape[0] not in (1, x.shape[0]):
+                raise ValueError(f"cond has batch {c.shape[0]} but x has batch {x.shape[0]}")
 
     # -- what the loop does around every step ----------------------------------------------
     def begin(self, i: int) -> None:
