@@ -153,3 +153,12 @@ def sublayer(block: nn.Module, part: str) -> nn.Module | None:
 def named(model: nn.Module, names: tuple[str, ...]) -> list[tuple[str, nn.Module]]:
     """(qualified name, module) of the submodules of ``model`` whose own name is in ``names``."""
     return [(q, m) for q, m in model.named_modules() if q.rsplit(".", 1)[-1] in names and m is not None]
+
+
+def replace(net: nn.Module, name: str, new: nn.Module) -> nn.Module:
+    """Put ``new`` where the submodule ``name`` of ``net`` is; returns the module it replaced."""
+    parent_name, _, child = name.rpartition(".")
+    parent = net.get_submodule(parent_name) if parent_name else net
+    old = getattr(parent, child)
+    setattr(parent, child, new)
+    return old

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from ..sites import replace
 from .targets import DEFAULT_EXCLUDE, KINDS, target_names
 
 
@@ -170,8 +171,7 @@ def remove_lora(model) -> nn.Module:
     for name, m in sorted(layers(net).items(), key=lambda kv: -kv[0].count(".")):
         if m.merged:
             raise RuntimeError(f"{name} is merged: unmerge before removing the adapters")
-        parent, _, child = name.rpartition(".")
-        setattr(net.get_submodule(parent) if parent else net, child, m.get_base_layer())
+        replace(net, name, m.get_base_layer())
     if hasattr(net, "peft_config"):
         del net.peft_config
     return net

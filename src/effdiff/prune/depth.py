@@ -30,7 +30,7 @@ from torch import nn
 from ..hooks import Handle
 from ..models.dit import DiTBlock
 from ..models.unet import AttentionBlock, ResBlock
-from ..quant.int8 import _swap as _set      # replace a named submodule, return the old one
+from ..sites import replace as _set         # replace a named submodule, return the old one
 from ..sampling import sample
 from ..sites import network
 from ..techniques import Run, Technique, register

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..hooks import Handle, Stats
-from ..sites import network
+from ..sites import network, replace
 from ..techniques import Run, Technique, register
 from .quantizer import QuantSpec, qparams, quantize
 
@@ -193,14 +193,6 @@ def prepare_int8(denoiser, config: Int8Config, run: Run, **_) -> Int8Config:
     return dataclasses.replace(config, choice=choice)
 
 
-def _swap(net: nn.Module, name: str, new: nn.Module) -> nn.Module:
-    parent_name, _, child = name.rpartition(".")
-    parent = net.get_submodule(parent_name) if parent_name else net
-    old = getattr(parent, child)
-    setattr(parent, child, new)
-    return old
-
-
 def apply_int8(denoiser, config: Int8Config | None = None) -> Handle:
     """Replace Linear / Conv2d layers by int8 ones in place; ``handle.remove()`` puts the originals back
     (the handle keeps them meanwhile: ``bytes_after`` counts what the converted network holds)."""
@@ -215,16 +207,16 @@ def apply_int8(denoiser, config: Int8Config | None = None) -> Handle:
                 config.backend if isinstance(m, nn.Linear) else "dequant")
             stats.add(**{b: 1})
             if b != "fp32":
-                originals.append((n, _swap(net, n, _build(m, b))))
+                originals.append((n, replace(net, n, _build(m, b))))
     except BaseException:
         for n, old in reversed(originals):
-            _swap(net, n, old)
+            replace(net, n, old)
         raise
     stats.bytes_after = held_bytes(net)
 
     def restore():
         for n, old in reversed(originals):
-            _swap(net, n, old)
+            replace(net, n, old)
     return Handle("int8", [], stats=stats, on_remove=restore)
 
 
