@@ -5,7 +5,8 @@
 
 Maps: ``edges`` (Sobel gradient magnitude, Kanopoulos et al. 1988), ``mask`` (ink > 0), ``sketch``
 (a 2x average-pooled, nearest-upsampled copy: a low-resolution sketch). Each map is in [-1, 1];
-``iou`` compares the binarised maps (> 0).
+``iou`` compares the binarised maps (> 0). ``condition(name, x, size=7)`` area-resizes the image's map
+to a latent model's grid (mnist-ldm-dit: 28x28 images, 7x7 latents).
 """
 from __future__ import annotations
 
@@ -37,13 +38,21 @@ def sketch(x: torch.Tensor) -> torch.Tensor:
 CONDITIONS = {"edges": edges, "mask": mask, "sketch": sketch}
 
 
-def condition(name: str, x: torch.Tensor) -> torch.Tensor:
-    """The map ``name`` of images x [B, C, H, W]."""
+def condition(name: str, x: torch.Tensor, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """The map ``name`` of images x [B, C, H, W]; with ``size``, area-resized to that grid (a latent
+    model's: the map is computed on the image, then averaged over each latent cell)."""
     if name not in CONDITIONS:
         raise KeyError(f"unknown condition {name!r}; known: {', '.join(CONDITIONS)}")
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f"condition maps need images [B, C, H, W], got {getattr(x, 'shape', type(x).__name__)}")
-    return CONDITIONS[name](x.float())
+    c = CONDITIONS[name](x.float())
+    return c if size is None else resize(c, size)
+
+
+def resize(c: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """A condition map [B, C, H, W] area-averaged to ``size`` (unchanged when it already has it)."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
+    return c if tuple(c.shape[-2:]) == size else F.interpolate(c, size=size, mode="area")
 
 
 def adherence(name: str, samples: torch.Tensor, cond: torch.Tensor) -> dict:

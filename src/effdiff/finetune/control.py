@@ -5,6 +5,9 @@ DiT: ControlNet in PixArt-δ's form), and the denoiser that samples it under one
     ctl = Controlled(den.net, make_control("controlnet-xs", den.net))
     D = controlled_denoiser(den, ctl, hint)       # D(x, sigma, labels) follows the map `hint`
     x = ed.sample(D, x_T, sigmas, "ddim", cond=labels)
+
+On a latent model (``mnist-ldm-dit``) the hint lives on the latent grid: ``controlled_denoiser``
+area-resizes an image-size map to it and returns a ``LatentDenoiser`` (``.decode`` works as before).
 """
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import torch
 from torch import nn
 
 from ..denoisers import Denoiser
+from .conditions import resize
 from .controlnet import ControlNet, ControlNetConfig
 from .controlnet_dit import ControlNetDiT, ControlNetDiTConfig
 from .controlnet_xs import ControlNetXS, ControlNetXSConfig
@@ -95,7 +99,13 @@ class Hinted(nn.Module):
 
 
 def controlled_denoiser(den: Denoiser, controlled: Controlled, hint: torch.Tensor) -> Denoiser:
-    """``den``'s process and parameterization around the controlled network bound to ``hint``."""
+    """``den``'s process and parameterization around the controlled network bound to ``hint``. For a
+    latent model (``LatentDenoiser``) the result is one too, and a hint at image size is area-resized to
+    the latent grid (as in training)."""
+    from ..latent import LatentDenoiser
+    if isinstance(den, LatentDenoiser):
+        inner = controlled_denoiser(den.denoiser, controlled, resize(hint, den.latent_shape[-2:]))
+        return LatentDenoiser(inner, den.autoencoder, den.scale, getattr(den, "meta", None)).eval()
     if not isinstance(den, Denoiser):
         raise TypeError(f"control needs an effdiff Denoiser (VP/flow wrapper), got {type(den).__name__}")
     out = Denoiser(Hinted(controlled, hint), den.process, den.prediction, den.cond_classes)

@@ -2,7 +2,8 @@
 zoo backbone to thick-stroke digits, and the control modules on Sobel edge maps (the UNet: ControlNet,
 ControlNet-XS, T2I-Adapter; the DiT: ControlNet, PixArt-δ's copy of the first half of the blocks).
 
-Sized for one CPU thread: 400 steps at batch 32 take a few minutes each.
+Sized for one CPU thread: 400 steps at batch 32 take a few minutes each (MNIST: 300 steps, the
+pixel UNet at batch 16; the latent DiT trains on mnist-ae latents, its control on edge maps resized to 7x7).
 """
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def _presets() -> dict[str, FinetuneConfig]:
     # the same recipe on the DiT: "controlnet" builds controlnet_dit.ControlNetDiT there
     out["digits-dit-controlnet-edges"] = FinetuneConfig(name="digits-dit-controlnet-edges", base="digits-dit",
                                                         method="controlnet", condition="edges", lr=1e-3, **_COMMON)
+    # MNIST: one LoRA and one control model per backbone, 300 steps. The pixel UNet (28x28, ~12x the positions of
+    # a digits image) at batch 16; the latent DiT (mnist-ae's 7x7x4 latents) at batch 32.
+    pixel, latent = dict(_COMMON, steps=300, warmup=30, batch_size=16), dict(_COMMON, steps=300, warmup=30)
+    for base, common in (("mnist-unet", pixel), ("mnist-ldm-dit", latent)):
+        out[f"{base}-lora-thick"] = FinetuneConfig(name=f"{base}-lora-thick", base=base, method="lora",
+                                                   method_args={"rank": 4}, domain="thick", lr=1e-3, **common)
+    out["mnist-unet-controlnet-xs-edges"] = FinetuneConfig(name="mnist-unet-controlnet-xs-edges", base="mnist-unet",
+                                                           method="controlnet-xs", condition="edges", lr=1e-3, **pixel)
+    # the latent DiT: the edge map of the 28x28 image, area-resized to the 7x7 latent grid
+    out["mnist-ldm-dit-controlnet-edges"] = FinetuneConfig(name="mnist-ldm-dit-controlnet-edges",
+                                                           base="mnist-ldm-dit", method="controlnet",
+                                                           condition="edges", lr=1e-3, **latent)
     return out
 
 

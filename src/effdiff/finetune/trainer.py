@@ -4,6 +4,9 @@ trainable, on a target domain or a condition map computed from the images.
 
     cfg = FinetuneConfig(base="digits-unet", method="lora", method_args={"rank": 4}, domain="thick")
     FinetuneTrainer(cfg, "runs/lora-thick").run()        # kill it; .run(resume=True) continues exactly
+
+A latent base (``mnist-ldm-dit``) trains on the target images encoded by its autoencoder; a control
+module there reads the image's condition map area-resized to the latent grid.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ import torch
 
 from .. import zoo
 from ..denoisers import Denoiser
+from ..latent import latent_of
 from ..objectives import DiffusionLoss, LossConfig
 from ..training.trainer import TrainConfig, Trainer, machine
 from .conditions import CONDITIONS, condition
@@ -87,16 +91,27 @@ class FinetuneTrainer(Trainer):
         return LossConfig(**p.loss) if p is not None else LossConfig()
 
     def _load_data(self):
+        self.toy, self.hint_channels = None, 0
+        lat = latent_of(self.base)
+        if lat is not None:                 # a latent model: the target images, encoded by its autoencoder
+            c = self.cfg
+            hint = c.condition if self.method.conditioned else None
+            x, y = _encoded(lat, c.domain, c.n_per_class, hint)
+            self.x, self.y = x.clone(), y.clone()
+            self.hint_channels = x.shape[1] - lat.latent_shape[0]
+            return
         ds = DATASET_BY_SIZE.get(self.base.meta["model"].get("image_size"))
         if ds is None:
             raise ValueError(f"no embedded dataset fits {self.cfg.base}")
         self.x, self.y = domain(self.cfg.domain, "train", ds, self.cfg.n_per_class)
-        self.toy = None
 
     def loss_on(self, x, y) -> torch.Tensor:
         if not self.method.conditioned:
             return super().loss_on(x, y)
-        hint = condition(self.cfg.condition, x)
+        if self.hint_channels:
+            x, hint = x[:, :-self.hint_channels], x[:, -self.hint_channels:]
+        else:
+            hint = condition(self.cfg.condition, x)
         den = Denoiser(Hinted(self.net, hint), self.process, self.base.prediction, self.num_classes)
         saved, self.denoiser = self.denoiser, den
         try:
@@ -118,6 +133,25 @@ class FinetuneTrainer(Trainer):
                 "command": f"effdiff train --preset {c.name} --out DIR", "metrics": metrics or {}}
         self.method.save(self.ema, self.dir / "model", card)
         return self.dir / "model"
+
+
+_ENCODED: dict = {}
+
+
+def _encoded(lat, domain_name: str, n_per_class, condition_name: str | None):
+    """Target images of a latent model encoded by its autoencoder ``[N, c, h, w]``, with the condition
+    map of each image area-resized to the latent grid appended as channels; cached per process (keyed by
+    the autoencoder's SHA-256 and scale)."""
+    block = lat.meta["latent"]
+    key = (block.get("autoencoder_sha256"), lat.scale, block["data"], domain_name, n_per_class, condition_name)
+    if key not in _ENCODED:
+        x, y = domain(domain_name, "train", block["data"], n_per_class)
+        z = lat.encode(x)
+        if condition_name is not None:  # the map of the image, on the latent grid, rides along as channels
+            z = torch.cat([z, condition(condition_name, x, z.shape[-2:])], dim=1)
+        _ENCODED.clear()                # one entry: a few MB
+        _ENCODED[key] = (z, y)
+    return _ENCODED[key]
 
 
 def finetune(config: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool = False,
