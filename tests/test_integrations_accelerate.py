@@ -63,3 +63,23 @@ def test_bad_requests_leave_the_pipeline_untouched(pipe):
     with pytest.raises(ValueError, match="supported"):
         accelerate(pipe, solver="paradigms")
     assert pipe.scheduler is old and _pristine(pipe.unet)
+
+
+def test_int8_and_weight_quant_on_a_diffusers_unet_then_remove_is_bit_exact(pipe):
+    """Quantization applies to diffusers' own modules: the int8 path through accelerate, and
+    weight-only fake quant on the UNet directly; both come off exactly."""
+    from effdiff.quant import QuantSpec, apply_weight_quant
+    ref = _run(pipe, steps=3)
+    before = {k: v.clone() for k, v in pipe.unet.state_dict().items()}
+    with accelerate(pipe, solver="ddim", steps=3, quant=("int8", {"backend": "fbgemm"})) as h:
+        q = _run(pipe, steps=3)
+        st = h.stats["int8"]
+        assert st.fbgemm + st.dequant > 10 and st.bytes_after < 0.5 * st.bytes_before
+    with accelerate(pipe, solver="ddim", steps=3):
+        plain = _run(pipe, steps=3)
+    assert 0 < abs(q - plain).max() < 0.1
+    with apply_weight_quant(pipe.unet, QuantSpec(4, granularity="channel")):
+        w4 = _run(pipe, steps=3)
+    assert 0 < abs(w4 - ref).max()
+    assert _pristine(pipe.unet) and (_run(pipe, steps=3) == ref).all()
+    assert all(torch.equal(v, before[k]) for k, v in pipe.unet.state_dict().items())
