@@ -35,6 +35,7 @@ METHODS = {
     "patch-sync": ("patch", {}, "ddim", None, ("unet", "dit")),
     "patch-stale": ("patch", {"mode": "stale", "warmup": 2}, "ddim", None, ("unet", "dit")),
     "sequence": ("sequence", {}, "ddim", None, ("dit",)),
+    "ring": ("ring", {}, "ddim", None, ("dit",)),
     "pipefusion-sync": ("pipefusion", {"mode": "sync"}, "ddim", None, ("dit",)),
     "pipefusion-stale": ("pipefusion", {"warmup": 2}, "ddim", None, ("dit",)),
     "paradigms": ("cfg", {}, "paradigms", None, ("unet", "dit")),   # window evaluations split over ranks

@@ -17,6 +17,7 @@ METHODS: dict[str, Callable] = {
     "cfg": lambda den, comm, **o: BatchParallel(den, comm),
     "patch": lambda den, comm, **o: patch_parallel(den, PatchConfig(**o), comm),
     "sequence": lambda den, comm, **o: patch_parallel(den, PatchConfig(attention="ulysses", **o), comm),
+    "ring": lambda den, comm, **o: patch_parallel(den, PatchConfig(attention="ring", **o), comm),
     "pipefusion": lambda den, comm, **o: pipefusion(den, PipeConfig(**o), comm),
 }
 

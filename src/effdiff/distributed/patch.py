@@ -27,9 +27,10 @@ from .comm import Comm, Exchange
 from .net import ParallelNet, shared_copy, with_net
 from .patch_layers import (PatchAttention, PatchConv2d, PatchGroupNorm, Runtime, UlyssesAttention, conv_rows,
                            halo_rows)
+from .ring import RingAttention
 
 Tensor = torch.Tensor
-ATTENTION = {"gather": PatchAttention, "ulysses": UlyssesAttention}
+ATTENTION = {"gather": PatchAttention, "ulysses": UlyssesAttention, "ring": RingAttention}
 
 
 @dataclass
