@@ -22,7 +22,7 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     """--parallel METHOD and its options (a sampling command's parser)."""
     p.add_argument("--parallel", default="none", choices=sorted(METHODS),
                    help="split each evaluation over the torchrun ranks (see docs/distributed.md)")
-    p.add_argument("--parallel-mode", choices=("sync", "stale"), help="patch/sequence/pipefusion: exact or stale")
+    p.add_argument("--parallel-mode", choices=("sync", "stale"), help="patch/sequence/ring/pipefusion: exact or stale")
     p.add_argument("--warmup", type=int, help="synchronous steps before stale mode")
     p.add_argument("--patches", type=int, help="pipefusion: patches in flight")
 

@@ -65,6 +65,16 @@ class Comm:
         dist.broadcast(t, src=dist.get_global_rank(self.group, src) if self.group else src, group=self.group)
         return t
 
+    def sendrecv(self, t: Tensor, dst: int, src: int):
+        """Send ``t`` to rank ``dst`` and receive a tensor like it from rank ``src`` (ranks of this
+        group) as one batch, which NCCL cannot deadlock on; returns (receive buffer, works to wait on)."""
+        t = t.contiguous()
+        buf = torch.empty_like(t)
+        glob = (lambda r: dist.get_global_rank(self.group, r)) if self.group is not None else (lambda r: r)
+        self._count(t.numel() * t.element_size())
+        return buf, dist.batch_isend_irecv([dist.P2POp(dist.isend, t, glob(dst), self.group),
+                                            dist.P2POp(dist.irecv, buf, glob(src), self.group)])
+
     def isend(self, t: Tensor, dst: int):
         self._count(t.numel() * t.element_size())
         return dist.isend(t.contiguous(), dst=dst, group=self.group)

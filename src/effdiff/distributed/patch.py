@@ -36,7 +36,8 @@ ATTENTION = {"gather": PatchAttention, "ulysses": UlyssesAttention, "ring": Ring
 @dataclass
 class PatchConfig:
     """mode: "sync" (exact) or "stale" (after ``warmup`` synchronous steps); attention: "gather"
-    (all-gather K/V, DistriFusion) or "ulysses" (all-to-all over heads, exact in both modes)."""
+    (all-gather K/V, DistriFusion), "ulysses" (all-to-all over heads) or "ring" (K/V around the ring of
+    ranks, any head count); the last two are exact in both modes."""
     mode: str = "sync"
     warmup: int = 1
     stale_groupnorm: bool = False

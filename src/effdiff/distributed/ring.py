@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from .comm import Comm
@@ -53,19 +52,10 @@ def merge(acc: Partial | None, new: Partial) -> Partial:
     return torch.lerp(ob, oa, w[..., None]), torch.logaddexp(a, b)
 
 
-def _global(comm: Comm, r: int) -> int:
-    return dist.get_global_rank(comm.group, r) if comm.group is not None else r
-
-
 def ring_pass(comm: Comm, t: Tensor) -> tuple[Tensor, list]:
     """Start sending ``t`` to the next rank and receiving the previous rank's block of the same shape;
     returns (receive buffer, works to wait on). Counted in ``comm.bytes_sent`` as one send of ``t``."""
-    t = t.contiguous()
-    buf = torch.empty_like(t)
-    nxt, prv = _global(comm, (comm.rank + 1) % comm.size), _global(comm, (comm.rank - 1) % comm.size)
-    ops = [dist.P2POp(dist.isend, t, nxt, comm.group), dist.P2POp(dist.irecv, buf, prv, comm.group)]
-    comm._count(t.numel() * t.element_size())
-    return buf, dist.batch_isend_irecv(ops)      # one batch: safe against NCCL's send/recv ordering deadlock
+    return comm.sendrecv(t, (comm.rank + 1) % comm.size, (comm.rank - 1) % comm.size)
 
 
 def ring_attention(q: Tensor, k: Tensor, v: Tensor, comm: Comm) -> Tensor:
