@@ -14,7 +14,7 @@ from pathlib import Path
 from .. import techniques as T
 from ..caching import DeepCacheConfig
 from ..prune import DepthPruningConfig, DiffPruningConfig, HeadPruningConfig, finetune
-from ..quant import Int8Config, NaivePTQConfig, PTQConfig
+from ..quant import Int8Config, NaivePTQConfig, PTQConfig, QATConfig, SVDQuantConfig
 from ..sampling import randn
 from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
 from .config import save_table
@@ -32,6 +32,8 @@ ROWS = {
     "ptq-W4A8+ptqd": [("ptq", lambda s, m: PTQConfig(4, 8, ptqd=True))],
     # PTQD rows and AdaRound's 100 iterations chosen on selection seeds 100-101 (docs/compression.md)
     "ptq-W4A8+adaround+ptqd": [("ptq", lambda s, m: PTQConfig(4, 8, adaround_iters=100, ptqd=True))],
+    "svdquant-W4A8": [("svdquant", lambda s, m: SVDQuantConfig(w_bits=4, a_bits=8))],
+    "qat-W4A8": [("qat", lambda s, m: QATConfig(w_bits=4, a_bits=8, steps=200, progress=False))],
     "int8-auto": [("int8", lambda s, m: Int8Config())],
     "int8-fbgemm": [("int8", lambda s, m: Int8Config(backend="fbgemm"))],
     # share of each private width removed, per model, so both lose >= 40% of their MACs (the DiT prunes
