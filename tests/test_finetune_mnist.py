@@ -91,3 +91,22 @@ def test_shipped_mnist_adapters_load_with_their_metrics(name):
     assert all(any(k.startswith(want) for k in m) for want in keys), sorted(m)
     got = load(base, zoo.WEIGHTS / name)
     assert isinstance(got, Controlled) == (task == "control")
+
+
+def test_cli_sample_a_latent_model_with_its_control_reads_the_image_at_pixel_size(tmp_path, monkeypatch):
+    """`effdiff sample --model mnist-ldm-dit --control IMAGE`: the edge map is computed on the 28x28
+    image (as in training) and shrunk to the latent grid by the controlled denoiser."""
+    import numpy as np
+    from PIL import Image
+    from effdiff import cli, zoo
+    from effdiff.finetune import cli as ftcli
+    img = np.zeros((28, 28), np.uint8)
+    img[4:24, 12:16] = 255
+    Image.fromarray(img).save(tmp_path / "one.png")
+    sizes = []
+    real = ftcli.read_image
+    monkeypatch.setattr(ftcli, "read_image", lambda path, size, ch: sizes.append((size, ch)) or real(path, size, ch))
+    out = tmp_path / "grid.png"
+    args = ["sample", "--model", "mnist-ldm-dit", "--steps", "2", "--n", "2", "--quiet", "--out", str(out),
+            "--control", str(tmp_path / "one.png"), "--control-model", str(zoo.WEIGHTS / "mnist-ldm-dit-controlnet-edges")]
+    assert cli.main(args) == 0 and out.exists() and sizes == [(28, 1)]

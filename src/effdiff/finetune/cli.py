@@ -59,7 +59,8 @@ def sample_denoiser(den, loras=(), control: str | None = None, control_model: st
     if not isinstance(ctl, Controlled):
         raise ValueError(f"{control_model} is not a control module")
     m = den.meta["model"]
-    hint = condition(condition_name, read_image(control, m["image_size"], m.get("in_channels", 1)))
+    ch, size = den.image_shape[:2] if hasattr(den, "image_shape") else (m.get("in_channels", 1), m["image_size"])
+    hint = condition(condition_name, read_image(control, size, ch))   # latent models: controlled_denoiser resizes it
     return controlled_denoiser(den, ctl, hint.expand(n, -1, -1, -1).contiguous())
 
 
