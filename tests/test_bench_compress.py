@@ -1,5 +1,7 @@
 """The compress suite's report: every row in the table with its bytes, and one Pareto figure (FD vs
 weight bytes and vs ms/sample) per model; ROWS build configs of registered techniques."""
+import torch
+
 from effdiff import techniques as T
 from effdiff.bench import compress
 
@@ -18,9 +20,11 @@ def test_report_lists_every_row_with_bytes_and_draws_the_pareto_figure(tmp_path)
                       {"compress": {"layers": 3, "fp32_bytes": 4000, "packed_bytes": 1000, "compression": 4.0}}),
                  _row(model, "ddim-10+int8-auto", 2.0, 8.0, {"compress": {"bytes_before": 4000, "bytes_after": 1100}}),
                  _row(model, "ddim-10+diff-pruning+ft", 2.2, 5.0, {"compress": {"params_before": 1000, "params_after": 600}})]
-    text = compress.report({"rows": rows}, tmp_path)
+    rows[1]["info"]["peak_bytes"] = 3_500_000
+    text = compress.report({"rows": rows, "n_samples": 20}, tmp_path)
     for r in rows[1:4] + rows[5:]:
         assert f"| {r['model']} | {r['config']} |" in text
+    assert "| 3.5 MB |" in text and "digits-dit at full precision: 4.234 MB of weights" in text
     assert "0.001 MB packed" in text and "0.001 MB held" in text and "600 params" in text
     assert compress.model_bytes(rows[1]) == 1000 and compress.model_bytes(rows[3]) == 2400
     assert compress.model_bytes(rows[0]) is None
@@ -36,3 +40,18 @@ def test_every_row_names_registered_techniques_and_valid_configs():
         for name, make in parts:
             cfg = make(10, "digits-dit")
             assert isinstance(cfg, T.get(name).config), label
+
+
+def test_a_row_measures_the_peak_memory_of_one_call_on_its_batch():
+    import effdiff as ed
+    den = ed.zoo.load("digits-dit")
+    sig = ed.timesteps.get("uniform", 4, den.process)
+    x, labels = torch.randn(40, 1, 8, 8) * float(sig[0]), torch.arange(40) % 10
+    row = compress._Row(compress.ROWS["int8-fbgemm"], "ddim", "digits-dit")
+    h = row.setup(den, sig, x, labels)
+    try:
+        res = row.generate(den, den, x, sig, labels, seed=0)
+        small = compress.call_peak(den, x[:4], sig, labels[:4])
+    finally:
+        h.remove()
+    assert res.stats["peak_bytes"] > 5 * small > 0        # grows with the batch

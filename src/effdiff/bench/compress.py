@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from .. import techniques as T
 from ..caching import DeepCacheConfig
+from ..metrics import peak_memory
 from ..prune import DepthPruningConfig, DiffPruningConfig, HeadPruningConfig, finetune
 from ..quant import Int8Config, NaivePTQConfig, PTQConfig, QATConfig, SVDQuantConfig
 from ..sampling import randn
@@ -47,13 +50,21 @@ QUICK = ("ptq-naive-W8A8", "ptq-W8A8", "ptq-W4A8+ptqd", "int8-auto")
 COMPOSED = ("ptq-W8A8+deepcache-N3", [("ptq", lambda s, m: PTQConfig(8, 8)), ("deepcache", lambda s, m: DeepCacheConfig(interval=3))])
 
 
+def call_peak(den, x, sigmas, labels) -> int:
+    """Peak tensor memory of one denoiser call on the batch (activations and temporaries; the
+    weights it holds are the bytes column), by ``metrics.peak_memory``."""
+    with torch.no_grad():
+        return peak_memory(lambda: den(x, sigmas[:1].float().expand(len(x)), labels))
+
+
 class _Row:
     """Prepare (calibrate / prune + fine-tune) and apply one row's techniques to its own model."""
 
     def __init__(self, parts, solver: str, model: str):
-        self.parts, self.solver, self.model, self.handle = parts, solver, model, None
+        self.parts, self.solver, self.model, self.handle, self.peak = parts, solver, model, None, None
 
     def setup(self, den, sigmas, x, labels):
+        self.batch = len(x)
         run = T.Run(randn(x[:32].shape, seed=12345) * sigmas[0].float(), sigmas, self.solver, labels[:32])
         names = [n for n, _ in self.parts]
         configs = {n: T.get(n).prepare(den, make(len(sigmas) - 1, self.model), run) for n, make in self.parts}
@@ -63,7 +74,10 @@ class _Row:
         return self.handle
 
     def generate(self, den, D, x, sigmas, labels, seed):
+        if self.peak is None and len(x) == self.batch:      # one network call on the whole batch
+            self.peak = call_peak(den, x, sigmas, labels)
         res = self.handle.sample(D, x, sigmas, self.solver, labels, seed=seed, return_info=True)
+        res.stats["peak_bytes"] = self.peak
         stats = self.handle.stats
         res.stats["compress"] = {k: v.as_dict() for k, v in stats.items()} if isinstance(stats, dict) else stats.as_dict()
         return res
@@ -161,16 +175,27 @@ def pareto(results: dict, out: Path) -> Path:
 
 def report(results: dict, out: Path) -> str:
     lines = ["Compression: each row against the full-precision run of the same solver and steps (same noise):", "",
-             "| model | run | bytes | MACs ratio | wall-clock speed-up | FD | FD change (95% CI) | class acc |",
-             "|---|---|---|---:|---:|---:|---:|---:|"]
+             "| model | run | bytes | peak activations | MACs ratio | wall-clock speed-up | FD | FD change (95% CI) | class acc |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         if "fd_change" in r:
             acc = "" if r.get("class_acc") is None else f"{100 * r['class_acc']:.1f}%"
             int8 = "int8" in r["config"]        # the MAC counter does not see integer kernels
             macs = "same MACs, int8 kernels" if int8 else f"{r['macs_ratio']:.2f}x"
-            lines.append(f"| {r['model']} | {r['config']} | {_bytes(r)} | {macs} | "
+            peak = (r.get("info") or {}).get("peak_bytes")
+            peak = "" if peak is None else f"{peak / 1e6:.1f} MB"
+            lines.append(f"| {r['model']} | {r['config']} | {_bytes(r)} | {peak} | {macs} | "
                          f"{r['speedup_vs_baseline']:.2f}x | {r['fd']:.3f} | {pct_ci(r['fd_change'], r.get('fd_change_ci'))} | "
                          f"{acc} |")
+    n = results.get("n_samples")
+    if n:
+        for model in dict.fromkeys(r["model"] for r in results["rows"]):
+            den = _probe(model)
+            size = den.meta["model"]["image_size"] if hasattr(den, "meta") else 8
+            x = torch.randn(n, den.meta["model"].get("in_channels", 1), size, size, generator=torch.Generator().manual_seed(0))
+            peak = call_peak(den, x, torch.tensor([10.0]), torch.arange(n) % 10)
+            lines.append(f"\n{model} at full precision: {sum(4 * p.numel() for p in den.parameters()) / 1e6:.3f} MB of "
+                         f"weights, peak activations of one call on the {n}-sample batch {peak / 1e6:.1f} MB.")
     pareto(results, out)
     lines += ["", "![FD vs bytes and vs wall clock](pareto_compress.png)"]
     return save_table(out, "compress.md", lines)
