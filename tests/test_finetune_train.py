@@ -82,7 +82,8 @@ def test_shipped_adapters_load_onto_their_base():
         assert card["task"] in ("lora", "control") and card["card"]["trainable_params"] > 0
         assert (zoo.WEIGHTS / f"{name}.safetensors").stat().st_size < 5 * 2 ** 20
         model = load(card["card"]["base"], zoo.WEIGHTS / name)
-        x, s, y = torch.randn(2, 1, 8, 8), torch.full((2,), 1.0), torch.arange(2)
+        m = zoo.card(card["card"]["base"])["model"]                 # the network's own input (latents for an LDM)
+        x, s, y = torch.randn(2, m["in_channels"], m["image_size"], m["image_size"]), torch.full((2,), 1.0), torch.arange(2)
         if card["task"] == "lora":
             with torch.no_grad():
                 assert (model(x, s, y) - zoo.load(card["card"]["base"])(x, s, y)).abs().max() > 1e-4
