@@ -1,7 +1,7 @@
 """Depth / head pruning of a zoo model, a short fine-tune, and its quality and speed against the
 unpruned model with the same noise (issue 11).
 
-    taskset -c 1 python bench/prune_depth.py --model digits-dit --drop 0.4 --steps 800 --out /work/persist/prune
+    taskset -c 1 python bench/compress/prune_depth.py --model digits-dit --drop 0.4 --steps 800 --out bench-out/prune
 
 Depth: ``--drop`` (a MAC share, or an int: blocks) chosen by ``--criterion`` on a 32-sample DDIM-10 run
 (noise seed 12345, not an evaluation seed); heads: ``--heads`` (share of each layer's heads, Taylor
@@ -66,7 +66,7 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--solver", default="ddim")
-    ap.add_argument("--out", default="/work/persist/prune")
+    ap.add_argument("--out", default="bench-out/prune")
     ap.add_argument("--tag", default=None)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -105,7 +105,7 @@ def main():
         res[k + "_change"] = {"mean": c, "ci": ci, "text": pct_ci(c, ci)}
     res["ms_per_sample"] = interleaved_ms({"base": base, "pruned": den}, sig, a.solver)
     res["speedup"] = res["ms_per_sample"]["base"]["median"] / res["ms_per_sample"]["pruned"]["median"]
-    save_pruned(den, out / f"{tag}-model", card={"pruned_by": f"bench/prune_depth.py {tag}", "finetune_steps": a.steps})
+    save_pruned(den, out / f"{tag}-model", card={"pruned_by": f"bench/compress/prune_depth.py {tag}", "finetune_steps": a.steps})
     x = torch.randn(4, 1, 8, 8)
     res["reload_identical"] = bool(torch.equal(load_pruned(out / f"{tag}-model")(x, torch.ones(4), torch.arange(4)),
                                                den(x, torch.ones(4), torch.arange(4))))

@@ -1,7 +1,7 @@
 """W4A8 beyond PTQ: SVDQuant and EfficientDM-style LoRA QAT against timestep-aware PTQ and fp32, with
 the same noise (issue 11, items 3 and 4).
 
-    taskset -c 1 python bench/compress_quant_extra.py --out /work/persist/quant
+    taskset -c 1 python bench/compress/quant_extra.py --out bench-out/quant
 
 Per model (digits-unet, digits-dit): DDIM 10 steps (uniform schedule), n samples per seed, noise seeds
 0, 1, 2, labels i % 10; FD against held-out digits (``ed.metrics.score``), paired change vs fp32
@@ -66,7 +66,7 @@ def main():
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--qat-steps", type=int, default=200)
-    ap.add_argument("--out", default="/work/persist/quant")
+    ap.add_argument("--out", default="bench-out/quant")
     a = ap.parse_args()
     torch.set_num_threads(1)
     out = Path(a.out)
