@@ -57,3 +57,17 @@ def test_taylor_accumulation_stops_at_the_threshold():
     assert den.net.blocks[0].mlp.fc1.weight.grad is not None
     with pytest.raises(ValueError, match="ratio"):
         DiffPruningConfig(ratio=1.0)
+
+
+def test_finetune_with_a_teacher_distills_its_outputs():
+    """distill=0 is the plain denoising fine-tune (same draws, same losses); distill=1 regresses the
+    network's outputs onto the teacher's on the same noisy inputs (a copy of the teacher has zero loss)."""
+    teacher = ed.zoo.load("digits-dit")
+    a, b = ed.zoo.load("digits-dit"), ed.zoo.load("digits-dit")
+    plain = finetune(a, steps=3, batch=8)
+    zero = finetune(b, steps=3, batch=8, teacher=teacher, distill=0.0)
+    assert plain == pytest.approx(zero, rel=1e-5)
+    copy = ed.zoo.load("digits-dit")
+    assert finetune(copy, steps=2, batch=8, teacher=teacher, distill=1.0) == pytest.approx([0.0, 0.0], abs=1e-8)
+    with pytest.raises(ValueError, match="distill"):
+        finetune(copy, steps=1, teacher=teacher, distill=2.0)

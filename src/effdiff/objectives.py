@@ -154,6 +154,15 @@ class DiffusionLoss:
         shape = (x0.shape[0], self.config.n_projections, *x0.shape[1:])
         return torch.randn(shape, generator=gen, dtype=x0.dtype).to(x0.device)
 
+    def net_io(self, denoiser, x0: Tensor, cond, sigma: Tensor, eps: Tensor) -> tuple[tuple, Tensor]:
+        """The network's inputs at (x0, σ, ε) and its regression target, for a ``Denoiser`` and the
+        denoising loss ("dsm") with weighting "none": ``(net(*args) - target)² `` is this loss's
+        integrand. Distillation losses feed the same ``args`` to a teacher network."""
+        t, a, b, da, db = denoiser.coefficients(sigma)
+        a_, b_, da_, db_ = (_bc(v.to(x0.dtype), x0) for v in (a, b, da, db))
+        args = (a_ * x0 + b_ * eps, denoiser.process.c_noise(t).to(x0.dtype), denoiser.labels(cond, x0.shape[0], x0.device))
+        return args, prediction_target(denoiser.prediction, x0, eps, a_, b_, da_, db_)
+
     def __call__(self, denoiser, x0: Tensor, cond=None, gen: torch.Generator | None = None,
                  sigma: Tensor | None = None, eps: Tensor | None = None, proj: Tensor | None = None) -> Tensor:
         """Per-sample loss [B]; ``sigma``, ``eps`` (from ``draw``) and ``proj`` (from

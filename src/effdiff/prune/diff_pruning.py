@@ -82,9 +82,16 @@ def apply_diff_pruning(denoiser, config: DiffPruningConfig) -> Handle:
     return Handle("diff-pruning", [], stats=stats, on_remove=undo)
 
 
-def finetune(denoiser, steps: int = 200, lr: float = 2e-4, batch: int = 64, seed: int = 0) -> list[float]:
-    """A short fine-tune of the (pruned) network with the project's denoising loss; returns the losses."""
+def finetune(denoiser, steps: int = 200, lr: float = 2e-4, batch: int = 64, seed: int = 0, teacher=None,
+             distill: float = 0.5) -> list[float]:
+    """A short fine-tune of the (pruned) network with the project's denoising loss; returns the losses.
+
+    With ``teacher`` (the unpruned denoiser), LAPTOP-style output distillation: the loss is
+    (1 - distill) x denoising + distill x ||net(x_t) - teacher_net(x_t)||², both in the network's own
+    output space on the same noisy inputs."""
     from ..objectives import DiffusionLoss, LossConfig
+    if teacher is not None and not (0 <= distill <= 1):
+        raise ValueError(f"distill must lie in [0, 1], got {distill}")
     net = network(denoiser)
     x, y = training_batch(denoiser, 10 ** 6, seed)
     gen = torch.Generator().manual_seed(seed)
@@ -95,7 +102,15 @@ def finetune(denoiser, steps: int = 200, lr: float = 2e-4, batch: int = 64, seed
     try:
         for _ in range(steps):
             idx = torch.randint(0, len(x), (batch,), generator=gen)
-            loss = loss_fn(denoiser, x[idx], None if y is None else y[idx], gen).mean()
+            x0, yb = x[idx], None if y is None else y[idx]
+            if teacher is None:
+                loss = loss_fn(denoiser, x0, yb, gen).mean()
+            else:
+                args, target = loss_fn.net_io(denoiser, x0, yb, *loss_fn.draw(denoiser, x0, gen))
+                out = net(*args)
+                with torch.no_grad():
+                    ref = network(teacher)(*args)
+                loss = (1 - distill) * ((out - target) ** 2).mean() + distill * ((out - ref) ** 2).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
