@@ -43,9 +43,11 @@ ROWS = {
     # only its MLPs: 60% of them removes 39% of its MACs)
     "diff-pruning+ft": [("diff-pruning", lambda s, m: DiffPruningConfig(ratio=PRUNE_RATIO.get(m, 0.6)))],
     "depth-40%+ft": [("depth-pruning", lambda s, m: DepthPruningConfig(drop=0.4))],
+    "depth-40%+kd": [("depth-pruning", lambda s, m: DepthPruningConfig(drop=0.4))],     # fine-tune distils the fp model
     "depth-2+heads-50%+ft": [("depth-pruning", lambda s, m: DepthPruningConfig(drop=2)),
                              ("head-pruning", lambda s, m: HeadPruningConfig(ratio=0.5))],
 }
+KD_ROWS = ("depth-40%+kd",)      # fine-tuned by output distillation from the unpruned model (LAPTOP-style)
 QUICK = ("ptq-naive-W8A8", "ptq-W8A8", "ptq-W4A8+ptqd", "int8-auto")
 COMPOSED = ("ptq-W8A8+deepcache-N3", [("ptq", lambda s, m: PTQConfig(8, 8)), ("deepcache", lambda s, m: DeepCacheConfig(interval=3))])
 
@@ -60,8 +62,8 @@ def call_peak(den, x, sigmas, labels) -> int:
 class _Row:
     """Prepare (calibrate / prune + fine-tune) and apply one row's techniques to its own model."""
 
-    def __init__(self, parts, solver: str, model: str):
-        self.parts, self.solver, self.model, self.handle, self.peak = parts, solver, model, None, None
+    def __init__(self, parts, solver: str, model: str, kd: bool = False):
+        self.parts, self.solver, self.model, self.handle, self.peak, self.kd = parts, solver, model, None, None, kd
 
     def setup(self, den, sigmas, x, labels):
         self.batch = len(x)
@@ -70,7 +72,9 @@ class _Row:
         configs = {n: T.get(n).prepare(den, make(len(sigmas) - 1, self.model), run) for n, make in self.parts}
         self.handle = T.apply(names, den, configs)
         if any(T.get(n).family == "prune" for n in names):
-            finetune(den, steps=FINETUNE_STEPS)
+            from .. import zoo
+            teacher = zoo.load(self.model) if self.kd else None
+            finetune(den, steps=FINETUNE_STEPS, teacher=teacher, distill=1.0)
         return self.handle
 
     def generate(self, den, D, x, sigmas, labels, seed):
@@ -90,7 +94,7 @@ def _compress(model: str, quick: bool) -> list[BenchConfig]:
         if quick and label not in QUICK:
             continue
         if all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
-            row = _Row(parts, "ddim", model)
+            row = _Row(parts, "ddim", model, kd=label in KD_ROWS)
             out.append(BenchConfig(model, f"{base}+{label}", "ddim", "uniform", 10, baseline=base,
                                    setup=row.setup, generate=row.generate))
     label, parts = COMPOSED
