@@ -87,18 +87,23 @@ class _Row:
         return res
 
 
-def _compress(model: str, quick: bool) -> list[BenchConfig]:
+def configs(model: str, labels=None, quick: bool = False) -> list[BenchConfig]:
+    """The fp32 reference and the ``ROWS`` named in ``labels`` (default: all, or ``QUICK``) that apply
+    to ``model``; the composition too when ``labels`` is None and not ``quick``."""
     base = "ddim-10"
     out = [BenchConfig(model, base, "ddim", "uniform", 10, reference=True)]
-    for label, parts in ROWS.items():
-        if quick and label not in QUICK:
-            continue
+    wanted = labels if labels is not None else (QUICK if quick else list(ROWS))
+    unknown = [w for w in wanted if w not in ROWS]
+    if unknown:
+        raise KeyError(f"unknown compress row {unknown[0]!r}; known: {', '.join(ROWS)}")
+    for label in wanted:
+        parts = ROWS[label]
         if all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
             row = _Row(parts, "ddim", model, kd=label in KD_ROWS)
             out.append(BenchConfig(model, f"{base}+{label}", "ddim", "uniform", 10, baseline=base,
                                    setup=row.setup, generate=row.generate))
     label, parts = COMPOSED
-    if not quick and all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
+    if labels is None and not quick and all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
         row = _Row(parts, "dpmpp-2m", model)
         out.append(BenchConfig(model, "dpmpp-2m-10", "dpmpp-2m", "logsnr", 10))
         out.append(BenchConfig(model, f"dpmpp-2m-10+{label}", "dpmpp-2m", "logsnr", 10, baseline="dpmpp-2m-10",
@@ -205,6 +210,6 @@ def report(results: dict, out: Path) -> str:
     return save_table(out, "compress.md", lines)
 
 
-SUITES["compress"] = _compress
+SUITES["compress"] = lambda model, quick: configs(model, quick=quick)
 SUITE_MODELS["compress"] = ["digits-unet", "digits-dit"]
 REPORTS["compress"] = report

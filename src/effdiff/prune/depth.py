@@ -30,9 +30,8 @@ from torch import nn
 from ..hooks import Handle
 from ..models.dit import DiTBlock
 from ..models.unet import AttentionBlock, ResBlock
-from ..sites import replace as _set         # replace a named submodule, return the old one
 from ..sampling import sample
-from ..sites import network
+from ..sites import network, replace
 from ..techniques import Run, Technique, register
 from .diff_pruning import PruneStats
 
@@ -76,13 +75,13 @@ def drop(net: nn.Module, names) -> list[tuple[str, nn.Module]]:
             raise KeyError(f"no block named {n!r} in this network")
         if not isinstance(mods[n], (DiTBlock, ResBlock, AttentionBlock)):
             raise TypeError(f"{n!r} is a {type(mods[n]).__name__}, not a removable residual block")
-    return [(n, _set(net, n, shortcut(mods[n]))) for n in names]
+    return [(n, replace(net, n, shortcut(mods[n]))) for n in names]
 
 
 def undrop(net: nn.Module, saved: list[tuple[str, nn.Module]]) -> None:
     """Put the original blocks back (exact: the same module objects)."""
     for n, old in reversed(saved):
-        _set(net, n, old)
+        replace(net, n, old)
 
 
 def example_input(net: nn.Module, batch: int = 2):

@@ -23,10 +23,10 @@ from torch import nn
 
 from ..hooks import Handle
 from ..models.layers import SelfAttention
-from ..sites import network
+from ..sites import network, replace
 from ..techniques import Run, Technique, register
 from .channels import _linear
-from .depth import DepthStats, _set, dropped, net_macs
+from .depth import DepthStats, dropped, net_macs
 from .diff_pruning import DiffPruningConfig, training_batch
 from .importance import taylor, taylor_gradients
 
@@ -146,14 +146,14 @@ def apply_head_pruning(denoiser, config: HeadPruningConfig) -> Handle:
     params = lambda: sum(p.numel() for p in net.parameters())
     before, macs_before = params(), net_macs(net)
     heads_before = sum(m.num_heads for m in mods.values())
-    saved = [(n, _set(net, n, shrunk(mods[n], torch.as_tensor(k)))) for n, k in keep.items()]
+    saved = [(n, replace(net, n, shrunk(mods[n], torch.as_tensor(k)))) for n, k in keep.items()]
     stats = HeadStats(params_before=before, params_after=params(), blocks=len(saved), macs_before=macs_before,
                       macs_after=net_macs(net), heads_before=heads_before,
                       heads_after=sum(m.num_heads for m in layers(net).values()))
 
     def undo():
         for n, old in reversed(saved):
-            _set(net, n, old)
+            replace(net, n, old)
     return Handle("head-pruning", [], stats=stats, on_remove=undo)
 
 
@@ -163,7 +163,7 @@ def resize_heads(net: nn.Module, plan: dict[str, int]) -> None:
     for n, h in plan.items():
         if n not in mods:
             raise KeyError(f"pruning plan names attention layer {n!r}, which this network does not have")
-        _set(net, n, shrunk(mods[n], torch.arange(h)))
+        replace(net, n, shrunk(mods[n], torch.arange(h)))
 
 
 def _check(denoiser) -> str | None:

@@ -11,11 +11,12 @@ t/T ~ N(μ, σ), skewed towards low noise) and ``noise`` (only x_T, the naive ch
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
 
-from ..context import current_context
+from ..context import current_context, loop_context
 from ..hooks import ModelHook, attach
 from ..sampling import sample
 from ..sites import network
@@ -147,3 +148,12 @@ def calibrate(denoiser, run, layers: dict, bounds: dict, scheme: str = "trajecto
 
 def _in_channels(m) -> int:
     return m.in_channels if hasattr(m, "in_channels") else m.in_features
+
+
+@contextmanager
+def at_step(num_steps: int, step: int, sigma):
+    """The loop context of calibrated step ``step`` of ``num_steps`` at σ ``sigma``: per-step
+    quantizers (TDQ scales, PTQD, learned step scales) look up that step while a recorded input runs."""
+    with loop_context(num_steps, step=step) as ctx:
+        ctx.sigma = torch.tensor([float(sigma)])
+        yield ctx

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 
-from ..context import loop_context
+from .calibration import at_step
 from ..hooks import attach
 
 
@@ -16,8 +16,7 @@ def output_error(net, calibration) -> float:
     errs = []
     with torch.no_grad():
         for step, sigma, args, y_fp in calibration.net_io:
-            with loop_context(calibration.num_steps, step=step) as ctx:
-                ctx.sigma = torch.tensor([sigma])
+            with at_step(calibration.num_steps, step, sigma):
                 y = net(*args)
             errs.append(float((y - y_fp).pow(2).sum() / y_fp.pow(2).sum().clamp_min(1e-12)))
     return sum(errs) / max(1, len(errs))

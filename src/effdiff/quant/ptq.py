@@ -25,7 +25,7 @@ from ..sites import network
 from ..techniques import Run, Technique, register
 from . import observers
 from .adaround import Rounding, adaround, brecq
-from .calibration import SCHEMES, Calibration, calibrate
+from .calibration import SCHEMES, Calibration, at_step, calibrate
 from .layers import ActQuant, QuantHook, fake_quant, quant_layers, weight_qparams
 from .mixed import most_sensitive, sensitivity
 from .ptqd import PTQDHook, calibrate_correction, x0_gain
@@ -133,9 +133,7 @@ def _layer_state(name, layer, cfg: PTQConfig, cal: Calibration, splits: dict, hi
 
 
 def _at_step(aq: ActQuant, step: int, x, cal: Calibration):
-    from ..context import loop_context
-    with loop_context(cal.num_steps, step=step) as ctx:
-        ctx.sigma = cal.sigmas[step:step + 1]
+    with at_step(cal.num_steps, step, cal.sigmas[step]):
         return aq(x)
 
 
@@ -207,7 +205,6 @@ def _reconstruct_blocks(denoiser, blocks: dict, layers: dict, state: dict, cfg: 
                         splits: dict) -> None:
     """BRECQ over every block in turn, on its recorded full-precision inputs; writes the learned
     weights into ``state``."""
-    from ..context import loop_context
     net = network(denoiser)
     records: dict[str, list] = {b: [] for b in blocks}
     where: dict = {}
@@ -221,8 +218,7 @@ def _reconstruct_blocks(denoiser, blocks: dict, layers: dict, state: dict, cfg: 
 
     def in_step(block, step, sigma, args, kwargs):
         def run():
-            with loop_context(cal.num_steps, step=step) as ctx:
-                ctx.sigma = torch.tensor([sigma])
+            with at_step(cal.num_steps, step, sigma):
                 return block(*args, **kwargs)
         return run
 

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import torch
 
-from ..context import current_context, loop_context
+from ..context import current_context
 from ..hooks import ModelHook
+from .calibration import at_step
 from .layers import step_key
 
 Tensor = torch.Tensor
@@ -51,8 +52,7 @@ def calibrate_correction(net, calibration) -> dict:
     table = {}
     with torch.no_grad():
         for step, sigma, args, y_fp in calibration.net_io:
-            with loop_context(calibration.num_steps, step=step) as ctx:
-                ctx.sigma = torch.tensor([sigma])
+            with at_step(calibration.num_steps, step, sigma):
                 y_q = net(*args)
             k, b, var = fit(y_q, y_fp)
             if step in table:        # several batches of one step: average

@@ -35,13 +35,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..context import loop_context
 from ..hooks import ModelHook, attach
 from ..sampling import randn
 from ..sites import network
 from ..techniques import Run, Technique, register
 from .adaround import _run
-from .calibration import calibrate
+from .calibration import at_step, calibrate
 from .layers import ActQuant, QuantHook, step_key, weight_qparams
 from .ptq import PTQConfig, _check, apply_ptq, prepare_ptq
 from .quantizer import QuantSpec, fake_quant
@@ -239,8 +238,7 @@ def distill_loss(net, data: list, num_steps: int, idx: Tensor | None = None, ste
     for k in keys:
         st, sigma, args, y = data[k]
         a, y = (_batch(args, idx), y[idx]) if idx is not None else (args, y)
-        with loop_context(num_steps, step=st) as ctx:
-            ctx.sigma = torch.tensor([sigma])
+        with at_step(num_steps, st, sigma):
             total = total + F.mse_loss(net(*a), y) * (1.0 if weights is None else weights[k])
     return total / len(keys)
 

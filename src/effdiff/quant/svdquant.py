@@ -33,12 +33,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..hooks import ModelHook, attach
+from ..hooks import ModelHook
 from ..sites import network
 from ..techniques import Run, Technique, register
 from .calibration import SCHEMES, calibrate
-from .layers import ActQuant, _direct, quant_layers
-from .layers import quantize_weight
+from .layers import ActQuant, _direct, attach_quant, quant_layers, quantize_weight
 from .ptq import _check
 from .quantizer import QuantSpec, qparams
 from .stats import QuantStats
@@ -223,12 +222,8 @@ class SVDQuantStats(QuantStats):
 
 def apply_svdquant(denoiser, config: SVDQuantConfig):
     """Attach the prepared SVDQuant layers (``config.state``); the handle removes them (exact model back)."""
-    mods = dict(network(denoiser).named_modules())
-    missing = [n for n in config.state["layers"] if n not in mods]
-    if missing:
-        raise KeyError(f"no layer named {missing[0]!r} in {type(network(denoiser)).__name__}: prepared on another model?")
-    pairs = [(mods[n], _hook(st, config.state["sigmas"])) for n, st in config.state["layers"].items()]
-    return attach("quant", pairs, stats=SVDQuantStats.of(denoiser, config.state))
+    hooks = {n: _hook(st, config.state["sigmas"]) for n, st in config.state["layers"].items()}
+    return attach_quant(denoiser, hooks, stats=SVDQuantStats.of(denoiser, config.state))
 
 
 register(Technique("svdquant", "quant", SVDQuantConfig, apply_svdquant, _check, needs=("state",),
