@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .layers import run_with
 from .quantizer import QuantSpec
 
 ZETA, GAMMA = 1.1, -0.1
@@ -66,21 +67,15 @@ def fit(roundings: list[Rounding], loss_fn: Callable[[], torch.Tensor], iters: i
             opt.step()
 
 
-def _run(layer: nn.Module, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    if isinstance(layer, nn.Conv2d):
-        return layer._conv_forward(x, w, layer.bias)
-    return F.linear(x, w, layer.bias)
-
-
 def adaround(layer: nn.Module, scale: torch.Tensor, zero: torch.Tensor, spec: QuantSpec, x_fp: torch.Tensor,
              x_q: torch.Tensor, iters: int = 200, **kw) -> torch.Tensor:
     """The fake-quantized weight of ``layer`` with rounding learned on inputs ``x_fp`` (target) /
     ``x_q`` (what the quantized layer sees)."""
     w = layer.weight.detach()
     with torch.no_grad():
-        target = _run(layer, x_fp, w)
+        target = run_with(layer, x_fp, w)
     r = Rounding(w, scale, zero, spec)
-    fit([r], lambda: F.mse_loss(_run(layer, x_q, r.soft()), target), iters, **kw)
+    fit([r], lambda: F.mse_loss(run_with(layer, x_q, r.soft()), target), iters, **kw)
     return r.hard()
 
 

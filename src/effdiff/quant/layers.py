@@ -108,6 +108,13 @@ def _direct(layer: nn.Module) -> bool:
     return type(layer).forward in (nn.Linear.forward, nn.Conv2d.forward, Conv.forward)
 
 
+def run_with(layer: nn.Module, x: Tensor, w: Tensor) -> Tensor:
+    """A plain Linear / Conv2d (``_direct``) applied to x with weight ``w`` in place of its own."""
+    if isinstance(layer, nn.Conv2d):
+        return layer._conv_forward(x, w, layer.bias)
+    return F.linear(x, w, layer.bias)
+
+
 class QuantHook(ModelHook):
     """Runs the layer on ``act(x)`` with ``weight`` in place of its own (both optional)."""
 
@@ -123,9 +130,7 @@ class QuantHook(ModelHook):
             return call_next(x, *args, **kwargs)
         w = self.weight.to(x.dtype)
         if _direct(module):
-            if isinstance(module, nn.Conv2d):
-                return module._conv_forward(x, w, module.bias)
-            return F.linear(x, w, module.bias)
+            return run_with(module, x, w)
         with _reparametrize_module(module, {"weight": w}):
             return call_next(x, *args, **kwargs)
 

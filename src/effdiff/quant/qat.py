@@ -39,9 +39,8 @@ from ..hooks import ModelHook, attach
 from ..sampling import randn
 from ..sites import network
 from ..techniques import Run, Technique, register
-from .adaround import _run
 from .calibration import at_step, calibrate
-from .layers import ActQuant, QuantHook, step_key, weight_qparams
+from .layers import ActQuant, QuantHook, run_with, step_key, weight_qparams
 from .ptq import PTQConfig, _check, apply_ptq, prepare_ptq
 from .quantizer import QuantSpec, fake_quant
 from .split import skip_splits
@@ -136,7 +135,7 @@ class QATHook(ModelHook):
     def __call__(self, module, call_next, x, *args, **kwargs):
         if self.act is not None:
             x = self.act(x)
-        return _run(module.get_base_layer(), x, self.weight(module))
+        return run_with(module.get_base_layer(), x, self.weight(module))
 
 
 def _act(st: dict, sigmas):

@@ -37,7 +37,7 @@ from ..hooks import ModelHook
 from ..sites import network
 from ..techniques import Run, Technique, register
 from .calibration import SCHEMES, calibrate
-from .layers import ActQuant, _direct, attach_quant, quant_layers, quantize_weight
+from .layers import ActQuant, _direct, attach_quant, quant_layers, quantize_weight, run_with
 from .ptq import _check
 from .quantizer import QuantSpec, qparams
 from .stats import QuantStats
@@ -138,11 +138,7 @@ class SVDQuantHook(ModelHook):
     def __call__(self, module, call_next, x, *args, **kwargs):
         x_hat = x * _inv_shape(module, self.inv_lambda).to(x.dtype)
         xq = self.act(x_hat) if self.act is not None else x_hat
-        if isinstance(module, nn.Conv2d):
-            main = module._conv_forward(xq, self.residual, module.bias)
-        else:
-            main = F.linear(xq, self.residual, module.bias)
-        return main + self.lowrank(module, x_hat)
+        return run_with(module, xq, self.residual) + self.lowrank(module, x_hat)
 
 
 def _supported(layer: nn.Module) -> bool:
