@@ -70,7 +70,15 @@ class Technique:
         return self.check(denoiser) is None
 
     def make_config(self, config=None, **fields):
-        """``config`` (default: ``self.config()``) with ``fields`` replaced; TypeError on a wrong type."""
+        """``config`` (default: ``self.config()``; a plain dict of its fields is converted) with
+        ``fields`` replaced; TypeError on a wrong type or an unknown field (naming the valid ones)."""
+        if isinstance(config, dict):
+            config, fields = None, {**config, **fields}
+        known = {f.name: str(f.type) for f in dataclasses.fields(self.config)}
+        bad = sorted(set(fields) - set(known))
+        if bad:
+            raise TypeError(f"{self.name} has no option {bad[0]!r}; its options: {', '.join(known)}")
+        fields = {k: tuple(v) if isinstance(v, list) and "tuple" in known[k] else v for k, v in fields.items()}
         if config is not None and not isinstance(config, self.config):
             raise TypeError(f"{self.name} takes a {self.config.__name__}, got {type(config).__name__}")
         c = config if config is not None else self.config()
@@ -139,15 +147,17 @@ def applicable(denoiser, family: str | None = None) -> list[Technique]:
     return [t for t in map(get, names(family)) if t.applies_to(denoiser)]
 
 
-def apply(names_: list[str] | str, denoiser, configs: dict | None = None) -> Handle:
-    """Apply several techniques in order (a composition is a list of names), all-or-nothing;
-    ``configs``: name -> config. One handle removes them all (in reverse order)."""
-    names_ = [names_] if isinstance(names_, str) else list(names_)
+def apply(names_: list | str, denoiser, configs: dict | None = None) -> Handle:
+    """Apply several techniques in order (a composition is a list of names, or of ``(name,
+    config)`` pairs as in a plan's spec), all-or-nothing; ``configs``: name -> config (a config
+    dataclass or a plain dict of its fields). One handle removes them all (in reverse order)."""
+    names_ = [names_] if isinstance(names_, (str, tuple)) else list(names_)
     configs = configs or {}
     handles: list[Handle] = []
     try:
-        for n in names_:
-            handles.append(get(n).apply(denoiser, configs.get(n)))
+        for entry in names_:
+            n, c = (entry, configs.get(entry)) if isinstance(entry, str) else entry
+            handles.append(get(n).apply(denoiser, c))
     except BaseException:
         for h in reversed(handles):
             h.remove()
