@@ -1,10 +1,14 @@
 """``effdiff.accelerate(pipe, ...)``: an effdiff solver and any registered techniques on a
 diffusers pipeline in one call, undone exactly by ``remove()``::
 
-    h = effdiff.accelerate(pipe, solver="dpmpp-2m", steps=20, cache="deepcache")
-    image = pipe(prompt).images[0]
-    h.stats["deepcache"].reused
+    h = effdiff.accelerate(pipe, solver="dpmpp-2m", cache="deepcache")
+    image = pipe(prompt, num_inference_steps=20).images[0]     # the call's step count, as in diffusers
+    h.stats["deepcache"].reused      # this call's counts (h.total: the running total)
     h.remove()                       # the pipeline is the original again, scheduler included
+
+``steps=N`` pins the step count for every call instead (a call asking for another count is
+warned). The pipeline may be called from several threads at once: each call keeps its own
+grid, history and loop context (see ``EffdiffScheduler``).
 
 A technique is named as registered (``effdiff.techniques.names()``), as ``(name, config)``
 (a config dataclass or a dict of its fields), or a list of these. The keyword says its family
@@ -15,6 +19,7 @@ caches see the true step.
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib
 
 from .. import techniques as T
@@ -62,17 +67,55 @@ def _resolve(keyword: str, entry):
     return tech, config
 
 
+def _counters(stats) -> dict:
+    """The numeric fields of a technique's stats (empty for stats that are not a dataclass)."""
+    if not dataclasses.is_dataclass(stats):
+        return {}
+    return {f.name: getattr(stats, f.name) for f in dataclasses.fields(stats)
+            if not f.name.startswith("_") and isinstance(getattr(stats, f.name), (int, float))}
+
+
+def _per_call(stats, at_apply: dict, at_start: dict):
+    """``stats`` as seen by one call: a field that has moved since ``apply`` is a counter and
+    shows its change since the call started; a high-water mark (``peak_*``) or a field set once at
+    apply time (bytes, layers converted) shows its value."""
+    now = _counters(stats)
+    if not now:
+        return stats
+    moved = {k: v - at_start.get(k, 0) for k, v in now.items()
+             if not k.startswith("peak") and v != at_apply.get(k, v)}
+    return dataclasses.replace(stats, **moved)
+
+
 class Accelerated:
     """What ``accelerate`` returns: ``scheduler``, ``handles`` (name -> technique handle),
-    ``stats`` (name -> its stats); ``remove()`` (or ``with``) restores the pipeline exactly."""
+    ``stats`` (name -> its stats for the latest pipeline call of this thread), ``total`` (name ->
+    the running total over all calls); ``remove()`` (or ``with``) restores the pipeline exactly."""
 
     def __init__(self, pipe, scheduler, old_scheduler, loop_handle, handles: dict):
         self.pipe, self.scheduler, self._old = pipe, scheduler, old_scheduler
         self._loop, self.handles = loop_handle, handles
+        self._at_apply = self._snapshot()
+        scheduler.listeners.append(self._call_started)
+
+    def _snapshot(self) -> dict:
+        return {n: _counters(h.stats) for n, h in self.handles.items()}
+
+    def _call_started(self, run) -> None:
+        run.extra["stats"] = self._snapshot()
+
+    @property
+    def total(self) -> dict:
+        """name -> the technique's stats summed over every call since ``accelerate``."""
+        return {n: h.stats for n, h in self.handles.items()}
 
     @property
     def stats(self) -> dict:
-        return {n: h.stats for n, h in self.handles.items()}
+        """name -> the technique's stats for the latest call made from this thread (counters since
+        that call started; exact when calls do not overlap; ``total`` is always exact)."""
+        run = self.scheduler._run()
+        start = run.extra.get("stats", self._at_apply) if run is not None else self._snapshot()
+        return {n: _per_call(h.stats, self._at_apply[n], start.get(n, {})) for n, h in self.handles.items()}
 
     def remove(self) -> None:
         for h in reversed(list(self.handles.values())):
@@ -81,6 +124,8 @@ class Accelerated:
         if self._loop is not None:
             self._loop.remove()
             self._loop = None
+        if self._call_started in self.scheduler.listeners:
+            self.scheduler.listeners.remove(self._call_started)
         if self._old is not None:
             self.pipe.scheduler, self._old = self._old, None
 
@@ -97,7 +142,8 @@ def accelerate(pipe, solver: str = "dpmpp-2m", steps: int | None = None, schedul
                **techniques) -> Accelerated:
     """Put ``EffdiffScheduler(solver, schedule, steps)`` into ``pipe`` and apply the named
     techniques (keywords: cache, quant, prune, early_exit, systems, distill, techniques) to its
-    network; all-or-nothing. Returns the ``Accelerated`` handle."""
+    network; all-or-nothing. ``steps``: None follows each call's ``num_inference_steps``; a number
+    pins it (calls asking for another count are warned). Returns the ``Accelerated`` handle."""
     unknown = sorted(set(techniques) - set(FAMILY_OF))
     if unknown:
         raise TypeError(f"accelerate() got an unexpected keyword {unknown[0]!r}; technique keywords: "

@@ -9,7 +9,9 @@ learn the σ of every evaluation (a multi-evaluation step such as Heun's or a si
 DPM-Solver's becomes several sub-steps, ``order`` of them, as in diffusers' own Heun), and
 ``step`` replays the step function on the model outputs received so far in this step
 (``_Replay``): it either asks for the next evaluation (``prev_sample`` is the point to
-evaluate at) or finishes the step. Multistep history stays in the scheduler between calls.
+evaluate at) or finishes the step. Multistep history stays in the scheduler between ``step``
+calls, in one ``_Run`` per call and per thread (or asyncio task): one pipeline can serve several
+threads at once, as diffusers' own stateless schedulers can.
 
 Coordinates: the pipeline's latents are the network's input ``alpha(σ) x`` (VP: ``x_t``,
 flow: ``x_t``, VE: ``x``), so ``scale_model_input`` is the identity and pipelines that never
@@ -24,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import inspect
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -160,6 +163,24 @@ class _Generation:
             self._cm = None
 
 
+class _Run:
+    """Everything one pipeline call changes: its grid, evaluation plan, ``timesteps``, position,
+    multistep history and loop context. A scheduler keeps one per ``contextvars`` context (each
+    thread, each asyncio task), so one pipeline can be called from several threads at once."""
+
+    def __init__(self, grid: Tensor, plan: list, timesteps: Tensor, sigmas: Tensor, order: int):
+        self.grid, self.plan, self.timesteps, self.sigmas, self.order = grid, plan, timesteps, sigmas, order
+        self.num_inference_steps = len(grid) - 1
+        self.generation = _Generation(self.num_inference_steps)
+        self.step_index = self.begin_index = None
+        self.x = self.state = self.emitted = self.noise = self.pending = self.source = None
+        self.outs: list = []
+        self.extra: dict = {}          # listeners' per-call data (``accelerate``'s stats snapshot)
+
+
+_RUNS: contextvars.ContextVar[dict] = contextvars.ContextVar("effdiff_scheduler_runs", default={})
+
+
 class LoopHook(ModelHook):
     """Runs the model inside the scheduler's loop context with the true step, stage and σ, so
     effdiff's caches and hooks work inside a diffusers pipeline."""
@@ -170,9 +191,11 @@ class LoopHook(ModelHook):
         self.scheduler = scheduler
 
     def __call__(self, module, call_next, *args, **kwargs):
-        gen, pos = self.scheduler._generation, self.scheduler._position()
-        if gen is None or pos is None:
+        run = self.scheduler._run()
+        pos = self.scheduler._position()
+        if run is None or pos is None:
             return call_next(*args, **kwargs)
+        gen = run.generation
         ctx = gen.ctx
         ctx.step, ctx.stage, sigma = pos
         ctx.sigma = torch.tensor([sigma])
@@ -187,14 +210,13 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
     solver: any fixed-grid solver name (``supported_solvers()``); solver_options: its options.
     schedule: an ``effdiff.timesteps`` name (karras, exponential, uniform, leading, trailing,
     flow-shift, ...), ``"ays"`` / ``"ays-sdxl"`` (the published Align Your Steps tables) or a
-    fitted ``"ays:MODEL"``; schedule_options: its options. steps: when set, overrides the
-    pipeline's ``num_inference_steps``. seed: effdiff's per-sample solver noise (as
+    fitted ``"ays:MODEL"``; schedule_options: its options. steps: None (default) takes each call's
+    ``num_inference_steps``, as every diffusers scheduler does; set, it pins the step count and a
+    call asking for another count gets a warning. seed: effdiff's per-sample solver noise (as
     ``ed.sample(seed=)``) for stochastic solvers; otherwise the pipeline's generator.
     The remaining fields describe the model's training process as diffusers schedulers do;
     ``from_config(pipe.scheduler.config, ...)`` copies them (a FlowMatch config sets ``flow``).
     """
-
-    order = 1
 
     @register_to_config
     def __init__(self, solver: str = "dpmpp-2m", schedule: str | None = None, steps: int | None = None,
@@ -209,10 +231,8 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
         else:
             cfg = {k: v for k, v in self.config.items() if not k.startswith("_")}
             self.param = Parameterization(*process_from_scheduler(cfg))
-        self.timesteps = None
-        self.num_inference_steps = None
-        self._plan = self._generation = None
-        self._step_index = self._begin_index = None
+        self._key = object()          # this scheduler's slot in ``_RUNS`` (per thread / task)
+        self.listeners: list = []     # fn(run) called when a call starts (``set_timesteps``)
 
     @classmethod
     def from_config(cls, config=None, return_unused_kwargs=False, **kwargs):
@@ -226,6 +246,30 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
         known = set(inspect.signature(cls.__init__).parameters)
         cfg = {k: v for k, v in cfg.items() if k in known or k.startswith("_")}   # other schedulers' fields go
         return super().from_config(cfg, return_unused_kwargs=return_unused_kwargs, **kwargs)
+
+    # -- the per-call state (one ``_Run`` per thread / asyncio task) ---------------------------
+    def _run(self) -> _Run | None:
+        return _RUNS.get().get(self._key)
+
+    def _set_run(self, run: _Run) -> None:
+        _RUNS.set({**_RUNS.get(), self._key: run})
+
+    def _need_run(self) -> _Run:
+        run = self._run()
+        if run is None:
+            raise ValueError("call set_timesteps before step (in the same thread)")
+        return run
+
+    def _field(name, default=None, doc=""):
+        return property(lambda self: getattr(self._run(), name, default), doc=doc)
+
+    timesteps = _field("timesteps", doc="The model's time input of every evaluation of this call's plan.")
+    sigmas = _field("sigmas", doc="σ of every evaluation of this call's plan, then 0.")
+    grid = _field("grid", doc="This call's σ grid (float64, ends in 0).")
+    num_inference_steps = _field("num_inference_steps")
+    order = _field("order", 1, "Evaluations per step (at most): diffusers pipelines read it.")
+    _plan = _field("plan")
+    del _field
 
     # -- the grid ---------------------------------------------------------------------------
     @property
@@ -267,28 +311,32 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
         if timesteps is not None or sigmas is not None:
             grid = self._custom_sigmas(timesteps, sigmas)
         else:
-            n = self.config.steps or num_inference_steps
-            if n is None:
-                raise ValueError("set_timesteps needs num_inference_steps (or steps= in the scheduler config)")
-            grid = self.schedule_sigmas(int(n))
-        self.grid = check_sigmas(grid)
-        self.num_inference_steps = len(self.grid) - 1
-        plan = evaluation_plan(self.solver, self.grid, **self.options)
-        self._plan = [(i, k, s) for i, ss in enumerate(plan) for k, s in enumerate(ss)]
-        self.order = max(len(ss) for ss in plan)
-        evals = torch.tensor([s for _, _, s in self._plan], dtype=torch.float32).double()   # σ as the model sees it
-        t = self.process.c_noise(self.process.sigma_to_t(evals))
-        self.timesteps = t.to(device=device, dtype=torch.float32)
-        self.sigmas = torch.cat([evals, evals.new_zeros(1)]).float()
-        self._reset()
+            grid = self.schedule_sigmas(self._steps(num_inference_steps))
+        grid = check_sigmas(grid)
+        per_step = evaluation_plan(self.solver, grid, **self.options)
+        plan = [(i, k, s) for i, ss in enumerate(per_step) for k, s in enumerate(ss)]
+        evals = torch.tensor([s for _, _, s in plan], dtype=torch.float32).double()   # σ as the model sees it
+        t = self.process.c_noise(self.process.sigma_to_t(evals)).to(device=device, dtype=torch.float32)
+        old = self._run()
+        if old is not None:
+            old.generation.close()
+        run = _Run(grid, plan, t, torch.cat([evals, evals.new_zeros(1)]).float(), max(len(ss) for ss in per_step))
+        self._set_run(run)
+        for fn in self.listeners:
+            fn(run)
 
-    def _reset(self) -> None:
-        if self._generation is not None:
-            self._generation.close()
-        self._generation = _Generation(self.num_inference_steps)
-        self._step_index, self._begin_index = None, None
-        self._x = self._state = self._emitted = self._noise = self._pending = self._source = None
-        self._outs = []
+    def _steps(self, requested) -> int:
+        """The call's ``num_inference_steps`` unless ``steps`` is pinned (then a warning if they differ)."""
+        pinned = self.config.steps
+        if pinned is None:
+            if requested is None:
+                raise ValueError("set_timesteps needs num_inference_steps (or steps= in the scheduler config)")
+            return int(requested)
+        if requested is not None and int(requested) != int(pinned):
+            warnings.warn(f"EffdiffScheduler: steps={pinned} was pinned (accelerate(..., steps={pinned})), so this "
+                          f"call's num_inference_steps={requested} is ignored; leave steps unset to follow the call",
+                          stacklevel=3)
+        return int(pinned)
 
     # -- diffusers' protocol ----------------------------------------------------------------
     @property
@@ -301,17 +349,18 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
 
     @property
     def step_index(self) -> int | None:
-        return self._step_index
+        return getattr(self._run(), "step_index", None)
 
     @property
     def begin_index(self) -> int | None:
-        return self._begin_index
+        return getattr(self._run(), "begin_index", None)
 
     def set_begin_index(self, begin_index: int = 0) -> None:
         """Start at evaluation ``begin_index`` (img2img); it must begin a step."""
-        if self._plan is None or not 0 <= begin_index < len(self._plan) or self._plan[begin_index][1] != 0:
+        plan = self._plan
+        if plan is None or not 0 <= begin_index < len(plan) or plan[begin_index][1] != 0:
             raise ValueError(f"begin_index {begin_index} is not the start of a step of this scheduler's plan")
-        self._begin_index = begin_index
+        self._run().begin_index = begin_index
 
     def scale_model_input(self, sample: Tensor, timestep=None) -> Tensor:
         """The identity: the latents already are the network's input ``alpha x``."""
@@ -323,31 +372,33 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
     def index_for_timestep(self, timestep) -> int:
         """The first evaluation that starts a step at ``timestep``."""
         t = float(torch.as_tensor(timestep).reshape(-1)[0])
-        for j, (_, k, _) in enumerate(self._plan):
-            if k == 0 and math.isclose(float(self.timesteps[j]), t, rel_tol=1e-5, abs_tol=1e-4):
+        run = self._need_run()
+        for j, (_, k, _) in enumerate(run.plan):
+            if k == 0 and math.isclose(float(run.timesteps[j]), t, rel_tol=1e-5, abs_tol=1e-4):
                 return j
         raise ValueError(f"timestep {t} does not start a step of this scheduler's plan")
 
     def _position(self):
         """(step, stage, σ) of the evaluation in progress, or None outside a run."""
-        if self._plan is None:
+        run = self._run()
+        if run is None:
             return None
-        j = self._step_index if self._step_index is not None else (self._begin_index or 0)
-        return self._plan[j] if j < len(self._plan) else None
+        j = run.step_index if run.step_index is not None else (run.begin_index or 0)
+        return run.plan[j] if j < len(run.plan) else None
 
-    def _ve(self, sample: Tensor, sigma: float, stored: Tensor | None) -> Tensor:
+    def _ve(self, run: _Run, sample: Tensor, sigma: float, stored: Tensor | None) -> Tensor:
         """The VE-form state behind ``sample``: the one this scheduler emitted when the pipeline
         passed it back unchanged, else ``sample / alpha(σ)``."""
-        if stored is not None and sample is self._emitted:
+        if stored is not None and sample is run.emitted:
             return stored
         x = sample.float() if sample.dtype in (torch.float16, torch.bfloat16) else sample
         return x / model_input(self.param, x, sigma)[2][0]
 
-    def _latents(self, x: Tensor, sigma: float, like: Tensor) -> Tensor:
+    def _latents(self, run: _Run, x: Tensor, sigma: float, like: Tensor) -> Tensor:
         """What the pipeline holds and the model is fed: ``alpha(σ) x`` (x itself at σ = 0)."""
         out = x if sigma == 0 else model_input(self.param, x, sigma)[0]
-        self._emitted = out.to(like.dtype)
-        return self._emitted
+        run.emitted = out.to(like.dtype)
+        return run.emitted
 
     def _noise_source(self, x: Tensor, generator):
         if self.config.seed is not None:
@@ -360,54 +411,53 @@ class EffdiffScheduler(SchedulerMixin, ConfigMixin):
     def step(self, model_output: Tensor, timestep, sample: Tensor, generator=None, return_dict: bool = True):
         """Feed one model evaluation; ``prev_sample`` is where to evaluate next (the end of the
         step when the step is complete), ``pred_original_sample`` this evaluation's x0."""
-        if self._plan is None:
-            raise ValueError("call set_timesteps before step")
-        if self._step_index is None:
-            self._step_index = self._begin_index if self._begin_index is not None else self.index_for_timestep(timestep)
-        j = self._step_index
-        if j >= len(self._plan):
-            raise ValueError(f"all {len(self._plan)} evaluations of this plan are done; call set_timesteps again")
-        i, k, sigma = self._plan[j]
+        run = self._need_run()
+        if run.step_index is None:
+            run.step_index = run.begin_index if run.begin_index is not None else self.index_for_timestep(timestep)
+        j = run.step_index
+        if j >= len(run.plan):
+            raise ValueError(f"all {len(run.plan)} evaluations of this plan are done; call set_timesteps again")
+        i, k, sigma = run.plan[j]
         if k == 0:
-            self._x = self._ve(sample, sigma, self._x)
-            if self._source is None:     # one noise stream per generation, as in ed.sample
-                self._source = self._noise_source(self._x, generator)
-            self._outs, self._noise = [], _Noise(self._source)
-        x_eval = self._x if k == 0 else self._ve(sample, sigma, self._pending)
+            run.x = self._ve(run, sample, sigma, run.x)
+            if run.source is None:     # one noise stream per generation, as in ed.sample
+                run.source = self._noise_source(run.x, generator)
+            run.outs, run.noise = [], _Noise(run.source)
+        x_eval = run.x if k == 0 else self._ve(run, sample, sigma, run.pending)
         xn, _, coefs = model_input(self.param, x_eval, sigma)
         x0 = to_x0(self.param, model_output.to(x_eval.dtype), x_eval, xn, coefs)
-        self._outs.append(x0)
-        prev = self._advance(i, j, sample)
-        self._step_index = j + 1
-        if self._step_index == len(self._plan):
-            self._generation.close()
+        run.outs.append(x0)
+        prev = self._advance(run, i, j, sample)
+        run.step_index = j + 1
+        if run.step_index == len(run.plan):
+            run.generation.close()
         x0 = x0.to(sample.dtype)
         return EffdiffSchedulerOutput(prev_sample=prev, pred_original_sample=x0) if return_dict else (prev, x0)
 
-    def _advance(self, i: int, j: int, like: Tensor) -> Tensor:
+    def _advance(self, run: _Run, i: int, j: int, like: Tensor) -> Tensor:
         """Replay step i on the outputs so far: the next evaluation point, or the step's end."""
-        replay, sig = _Replay(self._outs), self.grid.tolist()
-        self._noise.k = 0
+        replay, sig = _Replay(run.outs), run.grid.tolist()
+        run.noise.k = 0
         try:
-            x_next, state = _run_step(self.solver, replay, self._x, i, self.grid, sig, self._state,
-                                      self._noise, self.options)
+            x_next, state = _run_step(self.solver, replay, run.x, i, run.grid, sig, run.state, run.noise, self.options)
         except _NeedEval as need:
-            want = self._plan[j + 1] if j + 1 < len(self._plan) else None
+            want = run.plan[j + 1] if j + 1 < len(run.plan) else None
             if want is None or want[0] != i or not math.isclose(want[2], need.sigma, rel_tol=1e-9, abs_tol=1e-12):
                 raise RuntimeError(f"solver {self.solver.name!r} asked for σ={need.sigma:.6g} in step {i}, "
                                    "off the plan made by set_timesteps (its σ's depend on the data)") from None
-            self._pending = need.x
-            return self._latents(need.x, need.sigma, like)
-        if replay.k != len(self._outs):
-            raise RuntimeError(f"step {i} used {replay.k} of {len(self._outs)} evaluations")
-        self._x, self._state = x_next, state
-        return self._latents(x_next, sig[i + 1], like)
+            run.pending = need.x
+            return self._latents(run, need.x, need.sigma, like)
+        if replay.k != len(run.outs):
+            raise RuntimeError(f"step {i} used {replay.k} of {len(run.outs)} evaluations")
+        run.x, run.state = x_next, state
+        return self._latents(run, x_next, sig[i + 1], like)
 
     def add_noise(self, original_samples: Tensor, noise: Tensor, timesteps) -> Tensor:
         """``alpha(σ) (x0 + σ noise)`` at the σ of each timestep of this plan (img2img)."""
         ts = torch.as_tensor(timesteps).reshape(-1)
         idx = [self.index_for_timestep(t) for t in ts.tolist()]
-        sig = torch.tensor([self._plan[j][2] for j in idx], dtype=torch.float64)
+        plan = self._need_run().plan
+        sig = torch.tensor([plan[j][2] for j in idx], dtype=torch.float64)
         if len(sig) == 1:
             sig = sig.expand(original_samples.shape[0])
         x = original_samples.float()
