@@ -96,7 +96,7 @@ def test_consistency_solver_is_registered_and_counts_one_call_per_step():
         res = st.generate(4, cond=torch.arange(4), seed=1, return_info=True)
         again = st.generate(2, cond=torch.arange(2), seed=1)
     assert res.nfe == 3 and res.steps == 3 and torch.isfinite(res.x).all()
-    assert torch.allclose(res.x[:2], again, rtol=1e-5, atol=1e-6)  # same seed, same sample at any batch size (float32 at |x|~500)
+    assert (res.x[:2] - again).abs().max() <= 1e-6 * again.abs().max()  # same seed, same sample at any batch size (float32, |x| up to ~500)
 
 
 def cfg_for(method, teacher, args, **kw):

@@ -256,10 +256,11 @@ def test_ptqd_variance_is_taken_out_of_the_ancestral_noise_only(unet):
     out = {}
     for name, cfg in (("on", on), ("off", off)):
         with t.apply(unet, cfg):
-            out[name] = {s: ed.sample(unet, run.x, run.sigmas, s, run.cond, seed=0) for s in ("ddim", "ddpm")}
+            out[name] = {s: ed.sample(unet, run.x, run.sigmas, s, run.cond, seed=0, stop=1) for s in ("ddim", "ddpm")}
     assert torch.equal(out["on"]["ddim"], out["off"]["ddim"])
     assert not torch.equal(out["on"]["ddpm"], out["off"]["ddpm"])
-    # less noise injected: the samples move less from the deterministic run
+    # less noise injected: one DDPM step lands closer to the deterministic step from the same x
+    # (over a whole 4-step run the trajectories decorrelate and the end points need not be closer)
     assert (out["on"]["ddpm"] - out["on"]["ddim"]).std() < (out["off"]["ddpm"] - out["off"]["ddim"]).std()
 
 
