@@ -11,7 +11,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as st_bytes
 
-from .io import atomic_write
+from .io import atomic_write, parse_json
 
 _META_KEY, _ID_KEY, _SHA_KEY = "effdiff_meta", "effdiff_write_id", "effdiff_sha256"
 SHA_FIELD = "sha256"          # in the JSON: {"tensors": hex, "config": hex}
@@ -20,6 +20,26 @@ UNPINNED = ("card",)          # free-form provenance (metrics, wall time) that m
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
+
+
+SUFFIXES = (".safetensors", ".json")
+
+
+def files(path) -> tuple[Path, Path]:
+    """The (tensors, JSON) file pair that a checkpoint path names, for every reader and writer: a
+    path ending in ``.safetensors`` or ``.json`` names that pair; any other path is the stem, its
+    name kept whole (``d/model.v2`` -> ``d/model.v2.safetensors``, never ``d/model.safetensors``)."""
+    p = Path(path)
+    name = p.name[:-len(p.suffix)] if p.suffix in SUFFIXES else p.name
+    if name in ("", ".", ".."):
+        raise ValueError(f"{str(path)!r} is not a checkpoint file name")
+    return p.with_name(name + SUFFIXES[0]), p.with_name(name + SUFFIXES[1])
+
+
+def stem(path) -> Path:
+    """The path without a checkpoint suffix: ``files(stem(p)) == files(p)``."""
+    st = files(path)[0]
+    return st.with_name(st.name[:-len(SUFFIXES[0])])
 
 
 def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
@@ -58,8 +78,7 @@ def save(path, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     JSON file present means its tensors are complete). Both carry one write id, the SHA-256
     (returned) and the tensor header a copy of ``meta``, so a kill between the two renames (new
     tensors, old JSON) or a lost JSON is resolved to the metadata written with the tensors."""
-    path = Path(path)
-    st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    st, js = files(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     write_id, sha = uuid.uuid4().hex, integrity(tensors, meta)
     header = {_META_KEY: json.dumps(meta, sort_keys=True), _ID_KEY: write_id, _SHA_KEY: json.dumps(sha)}
@@ -68,13 +87,10 @@ def save(path, tensors: dict[str, torch.Tensor], meta: dict) -> dict:
     return sha
 
 
-def _read_json(text: str | None, where) -> dict | None:
+def _read_json(text: str | bytes | None, where) -> dict | None:
     if text is None:
         return None
-    try:
-        out = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"corrupt checkpoint metadata {where}: {e}") from None
+    out = parse_json(text, f"corrupt checkpoint metadata {where}", "JSON object", error=CheckpointError)
     if not isinstance(out, dict):
         raise CheckpointError(f"corrupt checkpoint metadata {where}: not a JSON object")
     return out
@@ -119,11 +135,10 @@ def _resolve(st: Path, js: Path, json_meta: dict | None, header: dict) -> tuple[
 def load(path, require_sha256: bool = False) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint written by ``save``, verifying its SHA-256; a clear ``CheckpointError``
     naming the file when it is missing, damaged, edited or (with ``require_sha256``) unverifiable."""
-    path = Path(path)
-    st, js = path.with_suffix(".safetensors"), path.with_suffix(".json")
+    st, js = files(path)
     if not st.exists():
         raise CheckpointError(f"checkpoint file missing: {st}")
-    json_meta = _read_json(js.read_text() if js.exists() else None, js)
+    json_meta = _read_json(js.read_bytes() if js.exists() else None, js)
     tensors, header = _read_tensors(st)
     meta, records = _resolve(st, js, json_meta, header)
     if require_sha256 and not records:

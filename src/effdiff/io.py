@@ -9,12 +9,19 @@ from __future__ import annotations
 
 import errno
 import glob
+import json
 import os
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "check_writable", "clean_stale"]
+__all__ = ["atomic_write", "check_writable", "clean_stale", "parse_json", "read_json", "FileFormatError"]
+
+MAX_JSON_BYTES = 64 << 20     # no JSON file effdiff reads is near this: a bigger one is not ours
+
+
+class FileFormatError(ValueError):
+    """A file handed to effdiff cannot be read as what it should be (the message names the file)."""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -104,3 +111,31 @@ def _probe(directory: Path, path: Path) -> None:
     except OSError as e:
         raise type(e)(e.errno, f"cannot write into {directory}: {e.strerror}", str(path)) from None
     os.unlink(probe)
+
+
+def parse_json(text: str | bytes, where, what: str = "JSON", error: type = FileFormatError):
+    """``json.loads`` of UTF-8 ``text``, any failure one ``error`` naming ``where``: not UTF-8, invalid
+    JSON, a number past Python's int-str digit limit, nesting deeper than the parser's recursion."""
+    try:
+        return json.loads(text.decode("utf-8-sig") if isinstance(text, bytes) else text)
+    except UnicodeDecodeError as e:
+        reason = f"not UTF-8 text (byte {e.start})"
+    except RecursionError:
+        reason = "nested too deeply"
+    except ValueError as e:             # JSONDecodeError, and "Exceeds the limit (4300 digits)"
+        reason = " ".join(str(e).split())[:200]
+    raise error(f"{where}: not a valid {what}: {reason}") from None
+
+
+def read_json(path, what: str = "JSON file", kind: type | tuple | None = dict, error: type = FileFormatError):
+    """The JSON value in the file ``path`` (a ``kind``, default an object), read for every JSON file a
+    user hands effdiff; anything else is one ``error`` naming the file and ``what`` it should be."""
+    path = Path(path)
+    if path.is_file() and path.stat().st_size > MAX_JSON_BYTES:
+        raise error(f"{path}: not a valid {what}: larger than {MAX_JSON_BYTES >> 20} MiB")
+    value = parse_json(path.read_bytes(), path, what, error)
+    if kind is not None and not isinstance(value, kind):
+        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        want = {"dict": "a JSON object", "list": "a JSON array"}.get(names, names)
+        raise error(f"{path}: not a valid {what}: expected {want}, got {type(value).__name__}")
+    return value
