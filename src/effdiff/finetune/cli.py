@@ -5,29 +5,38 @@
 """
 from __future__ import annotations
 
+import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import checkpoint as ckpt
 from .conditions import condition
 from .control import Controlled, controlled_denoiser
 from .files import load_lora
 from .trainer import load
 
 
+MAX_LORA_WEIGHT = 1_000.0     # the bound on guidance scales: beyond it the samples are noise
+MAX_IMAGE_PIXELS = 4096 * 4096   # a control image is resized to the model's few dozen pixels
+
+
 def parse_lora(spec: str) -> tuple[Path, float]:
-    """``FILE[:weight]`` -> (path stem, weight); the weight defaults to 1."""
+    """``FILE[:weight]`` -> (path stem, weight); the weight defaults to 1 and must be finite."""
     path, sep, w = spec.rpartition(":") if ":" in spec else (spec, "", "")
     try:
         weight = float(w) if sep else 1.0
     except ValueError:
         raise ValueError(f"--lora {spec!r}: the weight after ':' must be a number") from None
-    stem = Path(path if sep else spec)
-    stem = stem.with_suffix("") if stem.suffix in (".safetensors", ".json") else stem
-    if not stem.with_suffix(".safetensors").exists():
-        raise FileNotFoundError(f"--lora {spec!r}: no {stem.with_suffix('.safetensors')}")
-    return stem, weight
+    if not (math.isfinite(weight) and abs(weight) <= MAX_LORA_WEIGHT):
+        raise ValueError(f"--lora {spec!r}: the weight must be finite and in [-{MAX_LORA_WEIGHT:g}, "
+                         f"{MAX_LORA_WEIGHT:g}], got {w}")
+    st, _ = ckpt.files(path if sep else spec)
+    if not st.exists():
+        raise FileNotFoundError(f"--lora {spec!r}: no {st}")
+    return ckpt.stem(st), weight
 
 
 def read_image(path, size: int, channels: int = 1) -> torch.Tensor:
@@ -36,7 +45,15 @@ def read_image(path, size: int, channels: int = 1) -> torch.Tensor:
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"--control {path!r}: no such image")
-    img = Image.open(p).convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(p) as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise ValueError(f"{img.width}x{img.height} pixels, more than {MAX_IMAGE_PIXELS} allowed")
+                img = img.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning, Image.DecompressionBombError) as e:
+        raise ValueError(f"--control {str(path)!r}: not a usable image ({type(e).__name__}: {e})") from None
     a = np.asarray(img, dtype=np.float32) / 127.5 - 1.0
     t = torch.from_numpy(a)
     return (t[None] if channels == 1 else t.permute(2, 0, 1))[None]
@@ -48,14 +65,14 @@ def sample_denoiser(den, loras=(), control: str | None = None, control_model: st
     model ``control_model`` on ``condition_name`` of the image (the same map for all n samples)."""
     for spec in loras or ():
         stem, w = parse_lora(spec)
-        load_lora(den, stem, name=stem.name, weight=w)
+        load_lora(den, stem, weight=w)
     if control is None:
         if control_model is not None:
             raise ValueError("--control-model needs --control IMAGE")
         return den
     if control_model is None:
         raise ValueError("--control IMAGE needs --control-model FILE (a trained control module)")
-    ctl = load(den, Path(control_model).with_suffix(""))
+    ctl = load(den, ckpt.stem(control_model))
     if not isinstance(ctl, Controlled):
         raise ValueError(f"{control_model} is not a control module")
     m = den.meta["model"]

@@ -9,6 +9,7 @@ was trained on; loading onto other base weights raises unless ``check_base=False
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import torch
@@ -51,29 +52,83 @@ def save_lora(model, path, name: str = "default", config: L.LoRAConfig | None = 
 
 
 def read_lora(path) -> tuple[dict[str, torch.Tensor], dict]:
-    """(tensors, metadata) of a LoRA file, verified."""
+    """(tensors, metadata) of a LoRA file, verified: its format, its LoRA config and base fingerprint."""
     tensors, meta = ckpt.load(path)
     if meta.get("format") != LORA_FORMAT:
         raise ckpt.CheckpointError(f"{path}: not an effdiff LoRA file (format {meta.get('format')!r})")
+    if not isinstance(meta.get("base_sha256"), str):
+        raise ckpt.CheckpointError(f"{path}: malformed LoRA file (no base_sha256 fingerprint)")
+    lora_config(meta, path)
     return tensors, meta
+
+
+def lora_config(meta: dict, path) -> L.LoRAConfig:
+    """The ``LoRAConfig`` a LoRA file declares (a ``CheckpointError`` naming the file if it is malformed)."""
+    try:
+        if not isinstance(meta.get("lora"), dict):
+            raise TypeError("no 'lora' object")
+        return L.LoRAConfig(**meta["lora"])
+    except (TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{path}: malformed LoRA config: {e}") from None
+
+
+def adapter_name(path) -> str:
+    """The adapter name a LoRA file gets by default: its stem, with what peft cannot take as a module
+    key (dots, spaces, ...) replaced by ``_`` (``thick.v2.safetensors`` -> ``thick_v2``)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", ckpt.stem(path).name) or "lora"
+
+
+def check_fit(net, name: str, tensors: dict[str, torch.Tensor], path) -> None:
+    """The file's tensors are exactly adapter ``name``'s as attached (keys, shapes), all finite."""
+    own = {k: tuple(v.shape) for k, v in lora_tensors(net, name).items()}
+    got = {k: tuple(v.shape) for k, v in tensors.items()}
+    missing, extra = sorted(set(own) - set(got)), sorted(set(got) - set(own))
+    bad = [f"{k}: {got[k]} vs {own[k]}" for k in sorted(set(own) & set(got)) if got[k] != own[k]]
+    if missing or extra or bad:
+        raise ckpt.CheckpointError(f"{path} does not fit this network or its declared rank: missing {missing[:3]}, "
+                                   f"unexpected {extra[:3]}, shape mismatch {bad[:3]}")
+    nonfinite = sorted(k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all())
+    if nonfinite:
+        raise ckpt.CheckpointError(f"{path} holds NaN/inf in {nonfinite[:3]}")
+
+
+def _detach(net, name: str, before: list[str]) -> None:
+    """Take adapter ``name`` out again (all LoRA layers out when none was attached ``before``)."""
+    if not before:
+        L.remove_lora(net)
+        return
+    for m in L.layers(net).values():
+        if name in m.lora_A:
+            m.delete_adapter(name)
+    getattr(net, "peft_config", {}).pop(name, None)
 
 
 def load_lora(model, path, name: str | None = None, weight: float = 1.0, check_base: bool = True) -> str:
     """Attach the adapter stored at ``path`` as ``name`` (default: the file's stem) with ``weight``,
-    beside any adapters already active; returns its name."""
+    beside any adapters already active; returns its name. A file that does not fit leaves the model as
+    it was."""
     from peft import set_peft_model_state_dict
     tensors, meta = read_lora(path)
     net = L.module_of(model)
     if check_base and meta["base_sha256"] != base_fingerprint(net):
         raise ckpt.CheckpointError(f"{path} was trained on other base weights (fingerprint "
                                    f"{meta['base_sha256'][:12]}...); pass check_base=False to load it anyway")
-    name = name or Path(path).name
-    active = L.weights_of(net)
-    L.add_lora(net, L.LoRAConfig(**meta["lora"]), name=name)
-    got = set_peft_model_state_dict(net, tensors, adapter_name=name)
-    bad = [k for k in getattr(got, "unexpected_keys", []) if ".lora_" in k]
-    if bad or set(lora_tensors(net, name)) != set(tensors):
-        raise ckpt.CheckpointError(f"{path} does not fit this network: unexpected {bad[:3]}")
+    name = name or adapter_name(path)
+    before, active = L.adapter_names(net), L.weights_of(net)
+    try:
+        L.add_lora(net, lora_config(meta, path), name=name)
+    except ValueError as e:
+        if name in before:
+            raise
+        raise ckpt.CheckpointError(f"{path} does not fit this network: {e}") from None
+    try:
+        check_fit(net, name, tensors, path)
+        set_peft_model_state_dict(net, tensors, adapter_name=name)
+    except BaseException:
+        _detach(net, name, before)
+        if active:
+            L.set_weights(net, active)
+        raise
     net.requires_grad_(False)
     L.set_weights(net, {**active, name: weight})
     return name
