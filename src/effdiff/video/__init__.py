@@ -1,0 +1,11 @@
+"""Video and streaming generation on moving digits (docs/video.md): data, a latent video DiT,
+Block-Diffusion streaming with a KV cache, sparse attention, the video evaluator.
+
+Video tensors are ``[B, C, T, H, W]``; the denoiser contract ``D(x, sigma, cond) -> x0`` holds as is.
+"""
+from ..models import ARCHS
+from .model import VideoDiT, VideoDiTConfig
+
+ARCHS.setdefault("video-dit", (VideoDiT, VideoDiTConfig))     # registering: zoo / build know the kind
+
+__all__ = ["VideoDiT", "VideoDiTConfig"]

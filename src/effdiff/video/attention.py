@@ -1,0 +1,105 @@
+"""Space-time self-attention for the video DiT, with a swappable attention processor.
+
+Tokens are frame-major (all patches of frame 0, then frame 1, ...). Queries and keys carry their
+frame index; the temporal position enters as rotary embeddings (RoPE, Su et al. 2021) on the
+frame index, so attention depends only on frame *offsets* — which is what lets cached keys of
+earlier blocks be reused unchanged and a model trained on 16 frames stream 128.
+
+The processor (``attn.processor``, diffusers' pattern) computes ``softmax(q k^T / sqrt(d)) v`` for
+one ``AttentionCall``; the dense one here, block-sparse ones in ``video/sparse.py``. Each
+processor adds the multiply-accumulates it performed to ``MACS`` so benches count attention cost.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Tensor = torch.Tensor
+
+
+class MacCounter:
+    """Attention multiply-accumulates (q k^T and p v) performed since ``reset()``."""
+
+    def __init__(self):
+        self.macs = 0
+
+    def reset(self) -> None:
+        self.macs = 0
+
+    def add(self, n: int) -> None:
+        self.macs += int(n)
+
+
+MACS = MacCounter()
+
+
+@dataclass
+class AttentionCall:
+    """One attention evaluation. ``q_frames`` [Fq] / ``k_frames`` [Fk]: frame index of each query /
+    key frame (``tokens`` tokens per frame); ``mask`` [Fq, Fk] bool frame-level (True: attend) or None
+    (all); ``layer``: the block index."""
+    q_frames: Tensor
+    k_frames: Tensor
+    tokens: int
+    mask: Tensor | None
+    layer: int
+
+
+def token_mask(mask: Tensor | None, tokens: int) -> Tensor | None:
+    """A frame-level mask [Fq, Fk] expanded to tokens [Fq*P, Fk*P]."""
+    if mask is None:
+        return None
+    return mask.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
+
+
+def dense_attention(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Tensor:
+    """Exact attention [B, H, Nq, d]; counts q k^T and p v MACs of the pairs the mask allows."""
+    B, H, Nq, d = q.shape
+    pairs = Nq * k.shape[2] if call.mask is None else int(call.mask.sum()) * call.tokens ** 2
+    MACS.add(2 * B * H * pairs * d)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=token_mask(call.mask, call.tokens))
+
+
+def rope(x: Tensor, frames: Tensor, tokens: int, base: float = 10000.0) -> Tensor:
+    """Rotate channel pairs of x [B, H, F*P, d] by angle frame * base^(-2i/d) (RoPE on time)."""
+    d = x.shape[-1]
+    inv = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=x.device) / d)        # [d/2]
+    ang = (frames.to(torch.float64).repeat_interleave(tokens)[:, None] * inv[None]).to(x.dtype)  # [N, d/2]
+    cos, sin = ang.cos(), ang.sin()
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+class VideoAttention(nn.Module):
+    """Multi-head self-attention over space-time tokens with RoPE on the frame index; optional
+    extra keys/values (a KV cache of earlier frames) prepended to the keys."""
+
+    def __init__(self, dim: int, num_heads: int):
+        super().__init__()
+        if dim % num_heads or (dim // num_heads) % 2:
+            raise ValueError(f"dim {dim} must split into {num_heads} heads of even width")
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.processor = dense_attention
+
+    def project(self, x: Tensor, frames: Tensor, tokens: int) -> tuple[Tensor, Tensor, Tensor]:
+        """x [B, N, D] -> q, k, v [B, H, N, D/H] with RoPE applied to q and k."""
+        B, N, D = x.shape
+        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        return rope(q, frames, tokens), rope(k, frames, tokens), v
+
+    def forward(self, x: Tensor, frames: Tensor, tokens: int, mask: Tensor | None = None, layer: int = 0,
+                past: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+        """x [B, N, D] -> (out [B, N, D], (k, v) of x). ``past`` = (k, v, frames) of cached frames,
+        attended before x's own keys (a mask then covers [past frames | own frames])."""
+        B, N, D = x.shape
+        q, k, v = self.project(x, frames, tokens)
+        kf, kk, vv = frames, k, v
+        if past is not None:
+            kk, vv, kf = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2), torch.cat([past[2], frames])
+        out = self.processor(q, kk, vv, AttentionCall(frames, kf, tokens, mask, layer))
+        return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)

@@ -1,0 +1,79 @@
+"""Block-causal streaming generation with a KV cache (Block Diffusion, Arriola et al. 2025,
+"Block Diffusion: Interpolating Between Autoregressive and Diffusion Language Models", in video:
+frame blocks).
+
+A clip is cut into blocks of ``block_frames`` frames. Block b is denoised by any effdiff solver
+while its tokens attend to themselves and to the *clean* frames of the ``window_blocks`` blocks
+before it; when it is finished, one more forward pass at σ = 0 computes its keys/values, which are
+stored in the cache and read (never recomputed) by the later blocks. Frames stream out a block at
+a time; with a bounded window the cost per block is constant, so the total grows linearly.
+
+Training sees the same conditionals at once: ``bd_mask`` over the sequence ``[x_t | x_0]`` (2T
+frames) lets noisy block b attend to noisy block b and clean blocks b-W..b-1, and clean block b
+attend to clean blocks b-W..b — the mask under which ``VideoDiT.block_diffusion`` equals
+``stream_step`` on a cache built by ``commit`` (tests/test_video_model.py checks it in float64).
+"""
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+
+
+def bd_mask(frames: int, block_frames: int, window_blocks: int = 0, device=None) -> Tensor:
+    """Frame-level mask [2T, 2T] (True: attend) of Block Diffusion's training sequence [x_t | x_0]."""
+    b = torch.arange(frames, device=device) // block_frames
+    qi, kj = b[:, None], b[None, :]
+    near = (kj >= qi - window_blocks) if window_blocks > 0 else torch.ones_like(qi == kj)
+    noisy_noisy = qi == kj
+    noisy_clean = (kj < qi) & near
+    clean_clean = (kj <= qi) & near
+    none = torch.zeros_like(noisy_noisy)
+    return torch.cat([torch.cat([noisy_noisy, noisy_clean], 1), torch.cat([none, clean_clean], 1)], 0)
+
+
+class KVCache:
+    """Per-layer keys/values [B, H, N, d] of committed clean frames and their frame indices."""
+
+    def __init__(self, depth: int, block_frames: int, window_blocks: int = 0):
+        self.block_frames, self.window_blocks = block_frames, window_blocks
+        self.k: list[Tensor | None] = [None] * depth
+        self.v: list[Tensor | None] = [None] * depth
+        self.frames: Tensor | None = None
+        self.writes = 0
+
+    def __len__(self) -> int:
+        return 0 if self.frames is None else len(self.frames)
+
+    def keep(self, start: int) -> Tensor | None:
+        """Token selector of the cached frames a block starting at frame ``start`` may attend to."""
+        if self.frames is None:
+            return None
+        b = start // self.block_frames
+        lo = (b - self.window_blocks) * self.block_frames if self.window_blocks > 0 else -1
+        return (self.frames >= lo) & (self.frames < start)
+
+    def past(self, start: int):
+        """Per layer (k, v, frames) of the visible cached frames, or None when there are none."""
+        sel = self.keep(start)
+        if sel is None or not bool(sel.any()):
+            return None
+        P = self.k[0].shape[2] // len(self.frames)
+        tok = sel.repeat_interleave(P)
+        return [(k[:, :, tok], v[:, :, tok], self.frames[sel]) for k, v in zip(self.k, self.v)]
+
+    def append(self, kvs, frames: Tensor) -> None:
+        """Store a committed block's per-layer (k, v) and evict frames no later block can see."""
+        for i, (k, v) in enumerate(kvs):
+            self.k[i] = k if self.k[i] is None else torch.cat([self.k[i], k], 2)
+            self.v[i] = v if self.v[i] is None else torch.cat([self.v[i], v], 2)
+        self.frames = frames.clone() if self.frames is None else torch.cat([self.frames, frames])
+        self.writes += 1
+        nxt = int(frames[-1]) + 1
+        if self.window_blocks > 0:
+            sel = self.keep(nxt)
+            P = self.k[0].shape[2] // len(self.frames)
+            tok = sel.repeat_interleave(P)
+            self.k = [k[:, :, tok] for k in self.k]
+            self.v = [v[:, :, tok] for v in self.v]
+            self.frames = self.frames[sel]

@@ -1,0 +1,127 @@
+"""Training the latent video DiT on moving digits: ``python -m effdiff.video.train --preset video-dit``.
+
+Rectified flow with velocity prediction (Liu et al. 2023; Lipman et al. 2023), logit-normal t
+(Esser et al. 2024), one objective of two forms per step (``block_fraction`` picks, from the run's
+generator): the full-sequence form (all T frames at one noise level, bidirectional attention) and
+Block Diffusion's vectorized form (Arriola et al. 2025: one noise level per block, ``[x_t | x_0]``
+under ``bd_mask``). One network therefore runs both as a full-sequence and as a streaming
+generator, which is what the ``video`` bench compares. Batches are random ``frames``-long windows of
+pre-encoded 20-frame clips (``latents.latent_clips``), played forwards or backwards (bouncing is
+time-reversible).
+"""
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+import torch
+
+from .. import checkpoint as ckpt
+from ..process import from_config
+from ..training.trainer import Trainer
+
+DATA = "moving-digits-latent"
+
+
+@dataclass
+class VideoLoss:
+    """``TrainConfig.loss`` of a video run."""
+    p_mean: float = 0.0           # logit-normal t: sigmoid(N(p_mean, p_std))
+    p_std: float = 1.0
+    block_fraction: float = 0.5   # share of steps in Block Diffusion's form (the rest: full sequence)
+    frames: int = 16              # clip length trained on
+    clips: int = 4000             # encoded training clips (one per training digit on average)
+    clip_frames: int = 20         # frames per encoded clip (windows of `frames` are drawn from it)
+
+    def __post_init__(self):
+        if not 0 <= self.block_fraction <= 1 or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames:
+            raise ValueError("need 0 <= block_fraction <= 1, p_std > 0 and 1 <= frames <= clip_frames")
+
+
+class VideoTrainer(Trainer):
+    """Trainer for ``task="video"`` (``arch="video-dit"``, ``data="moving-digits-latent"``)."""
+    TASKS = ("video",)
+
+    def __init__(self, config, run_dir, progress: bool = True):
+        if config.task != "video":
+            raise ValueError(f"VideoTrainer trains task 'video', got {config.task!r}")
+        self.vloss = VideoLoss(**config.loss)
+        super().__init__(config, run_dir, progress)
+        self.process = from_config(config.process)
+        if self.process.name != "flow" or config.prediction != "velocity":
+            raise ValueError("the video trainer trains flow matching with velocity prediction")
+
+    def _load_data(self):
+        from .latents import latent_clips
+        if self.cfg.data != DATA:
+            raise ValueError(f"video training data must be {DATA!r}, got {self.cfg.data!r}")
+        self.toy = None
+        self.x, self.y = latent_clips("train", self.vloss.clips, self.vloss.clip_frames, seed=0)
+
+    def batch(self):
+        b, T, L = self.cfg.batch_size, self.vloss.frames, self.x.shape[2]
+        idx = torch.randint(0, len(self.x), (b,), generator=self.gen)
+        start = torch.randint(0, L - T + 1, (b,), generator=self.gen)
+        flip = torch.rand(b, generator=self.gen) < 0.5
+        clips = [self.x[i, :, s:s + T] for i, s in zip(idx.tolist(), start.tolist())]
+        x = torch.stack([c.flip(1) if f else c for c, f in zip(clips, flip.tolist())])
+        return x, self.y[idx]
+
+    def draw_t(self, n: int) -> torch.Tensor:
+        p = self.process
+        t = torch.sigmoid(self.vloss.p_mean + self.vloss.p_std * torch.randn(n, generator=self.gen))
+        return t.clamp(p.t_min, p.t_max)
+
+    def loss_on(self, x, y) -> torch.Tensor:
+        """Velocity MSE of one batch in the form the generator picks (x: clean latents [B, C, T, h, w])."""
+        B, T = x.shape[0], x.shape[2]
+        if self.num_classes > 0 and self.cfg.p_uncond > 0:
+            drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
+            y = torch.where(drop, torch.full_like(y, self.num_classes), y)
+        block = bool(torch.rand((), generator=self.gen) < self.vloss.block_fraction)
+        bf = self.net.config.block_frames
+        if block:
+            nb = -(-T // bf)
+            t = self.draw_t(B * nb).reshape(B, nb).repeat_interleave(bf, 1)[:, :T]       # [B, T]
+        else:
+            t = self.draw_t(B)[:, None].expand(B, T)
+        eps = torch.randn(x.shape, generator=self.gen)
+        tt = t[:, None, :, None, None]
+        xt = (1 - tt) * x + tt * eps
+        c_noise = self.process.c_noise(t.double()).float()
+        if block:
+            clean = float(self.process.c_noise(torch.zeros((), dtype=torch.float64)))
+            out = self.net.block_diffusion(xt, x, c_noise, clean, y)
+        else:
+            out = self.net(xt, c_noise[:, 0], y)
+        return (out - (eps - x)).pow(2).mean()
+
+    def export(self, metrics: dict | None = None):
+        from .latents import FrameCodec
+        path = super().export(metrics)
+        tensors, meta = ckpt.load(path)
+        codec = FrameCodec.zoo()
+        meta["video"] = {"autoencoder": codec.name, "scale": codec.scale, "canvas": 32, "layout": "B C T H W",
+                         "frames": self.vloss.frames, "data": "effdiff.video.data.moving_digits('train')"}
+        meta["card"]["command"] = f"python -m effdiff.video.train --preset {self.cfg.name} --out DIR"
+        ckpt.save(path, tensors, meta)
+        return path
+
+
+def main(argv=None) -> None:
+    from .presets import preset
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="video-dit")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=1)
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    cfg = preset(a.preset, **({"steps": a.steps} if a.steps else {}))
+    tr = VideoTrainer(cfg, a.out, progress=True).run(resume=a.resume)
+    print("exported", tr.export())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,75 @@
+"""The video DiT: Block Diffusion's training form equals KV-cached streaming (float64), shapes."""
+import pytest
+import torch
+
+from effdiff.video.block_causal import KVCache, bd_mask
+from effdiff.video.model import VideoDiT, VideoDiTConfig
+
+
+def tiny(window=0, **kw):
+    torch.manual_seed(0)
+    net = VideoDiT(VideoDiTConfig(hidden_size=32, depth=2, num_heads=2, block_frames=2, window_blocks=window, **kw))
+    for p in net.parameters():          # adaLN-Zero starts as the identity: give every weight a value
+        torch.nn.init.normal_(p, std=0.2)
+    return net.double().eval()
+
+
+@pytest.mark.parametrize("window", [0, 1, 2])
+def test_kv_cache_streaming_equals_masked_recompute(window):
+    net = tiny(window)
+    B, T = 2, 8
+    g = torch.Generator().manual_seed(1)
+    x0 = torch.randn(B, 4, T, 8, 8, generator=g, dtype=torch.float64)
+    xt = torch.randn(B, 4, T, 8, 8, generator=g, dtype=torch.float64)
+    block_labels = torch.rand(B, T // 2, generator=g, dtype=torch.float64) * 1000
+    frame_labels = block_labels.repeat_interleave(2, 1)
+    y = torch.tensor([3, 7])
+    with torch.no_grad():
+        full = net.block_diffusion(xt, x0, frame_labels, 0.0, y)
+        cache = KVCache(2, 2, window)
+        for b in range(T // 2):
+            s = slice(2 * b, 2 * b + 2)
+            out = net.stream_step(xt[:, :, s], block_labels[:, b], y, cache, 2 * b)
+            assert torch.allclose(out, full[:, :, s], atol=1e-10, rtol=0), b
+            net.commit(x0[:, :, s], 0.0, y, cache, 2 * b)
+    assert cache.writes == T // 2
+    if window:
+        assert len(cache) == window * 2          # frames kept: only what a next block could see
+
+
+def test_block_causal_output_ignores_the_future():
+    """Changing later blocks leaves a block's output unchanged; a block outside the window still
+    reaches it through the keys of the blocks in between (the receptive field grows with depth)."""
+    net = tiny(1)
+    g = torch.Generator().manual_seed(2)
+    x0 = torch.randn(1, 4, 8, 8, 8, generator=g, dtype=torch.float64)
+    xt = torch.randn(1, 4, 8, 8, 8, generator=g, dtype=torch.float64)
+    lab = torch.full((1, 8), 500.0, dtype=torch.float64)
+    with torch.no_grad():
+        a = net.block_diffusion(xt, x0, lab, 0.0)
+        x0b, xtb = x0.clone(), xt.clone()
+        x0b[:, :, 6:] += 1.0                  # the future (clean and noisy) of block 2
+        xtb[:, :, 6:] += 1.0
+        b = net.block_diffusion(xtb, x0b, lab, 0.0)
+        x0c = x0.clone()
+        x0c[:, :, 0:2] += 1.0                 # block 0: outside block 2's window of 1
+        c = net.block_diffusion(xt, x0c, lab, 0.0)
+    assert torch.allclose(a[:, :, :6], b[:, :, :6], atol=1e-12)
+    assert not torch.allclose(a[:, :, 6:], b[:, :, 6:])
+    assert torch.allclose(a[:, :, 0:2], c[:, :, 0:2], atol=1e-12)   # the noisy block 0 never sees clean block 0
+    assert not torch.allclose(a[:, :, 4:6], c[:, :, 4:6])           # through clean block 1's keys
+
+
+def test_mask_shape_and_rows():
+    m = bd_mask(4, 2, 0)
+    assert m.shape == (8, 8)
+    assert m[:4, 4:].tolist() == [[False] * 4] * 2 + [[True, True, False, False]] * 2
+    assert not m[4:, :4].any()
+
+
+def test_full_sequence_shapes_and_errors():
+    net = tiny()
+    x = torch.randn(3, 4, 5, 8, 8, dtype=torch.float64)
+    assert net(x, torch.ones(3) * 10, torch.tensor([1, 2, 10])).shape == x.shape
+    with pytest.raises(ValueError, match="video DiT needs"):
+        net(torch.randn(3, 4, 8, 8, dtype=torch.float64), 1.0)
