@@ -33,6 +33,7 @@ from . import checkpoint as ckpt
 from .context import current_context
 from .hooks import ExitStats, Handle, ModelHook, attach
 from .sampling import randn, sample
+from .seeds import ROUTERS     # exit-head trajectories off the bench's noise (issue 24)
 from .sites import dit_blocks, kind, network
 from .techniques import Run, Technique, register
 
@@ -241,8 +242,8 @@ def exit_features(den, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def train_exit_heads(den, steps: int = 20, solver: str = "ddim", *, sigmas=None, num_samples: int = 64,
-                     iters: int = 400, batch_size: int = 128, lr: float = 3e-3, hidden: int = 64, seed: int = 0,
-                     log=None) -> ExitHeads:
+                     iters: int = 400, batch_size: int = 128, lr: float = 3e-3, hidden: int = 64,
+                     seed: int = ROUTERS.start + 2, log=None) -> ExitHeads:
     """Train the UEM heads on a frozen DiT denoiser: data are the network's inputs along
     ``num_samples`` full-compute ``ed.sample`` runs (random labels), loss Σ_i MSE(u_i, tanh(mean
     |y_i - y_full|)) over ``iters`` Adam steps. ``log(it, loss)`` every 100 iterations."""

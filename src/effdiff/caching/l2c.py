@@ -33,6 +33,7 @@ from ..sites import dit_blocks, kind, network, sublayer
 from ..context import current_context
 from ..hooks import CacheStats, CacheStore, Handle, ModelHook, SiteCache, attach
 from ..sampling import randn, sample
+from ..seeds import ROUTERS     # router trajectories off the bench's noise (issue 24)
 from ..techniques import Run, Technique, register
 from .block_caching import block_sites
 from .policies import SiteSteps
@@ -240,7 +241,7 @@ class _Student:
 
 
 def l2c_loss(den, router: Router, threshold: float | None = None, *, sigmas=None, num_samples: int = 32,
-             seed: int = 1) -> float:
+             seed: int = ROUTERS.start + 1) -> float:
     """The paper's matching objective, relative to all-reuse (1 = reuse every layer at every cache
     step, 0 = exact), for ``router`` thresholded at ``threshold`` (soft β if None), on fresh
     teacher trajectories (``seed``)."""
@@ -258,7 +259,8 @@ def l2c_loss(den, router: Router, threshold: float | None = None, *, sigmas=None
 
 def train_l2c_router(den, steps: int = 20, solver: str = "ddim", *, sigmas=None, granularity: str = "block",
                      num_samples: int = 64, iters: int = 300, batch_size: int = 32, lr: float = 0.1,
-                     sparsity: float = 0.05, init: float = 2.0, seed: int = 0, log=None) -> Router:
+                     sparsity: float = 0.05, init: float = 2.0, seed: int = ROUTERS.start,
+                     log=None) -> Router:
     """Learn a router for ``solver`` over ``sigmas`` (default ``uniform_t(steps)``) on a frozen DiT
     denoiser ``den``: ``iters`` Adam steps on random (sample, cache step s) pairs of
     ``num_samples`` teacher trajectories (random labels). Loss: the mean of ``w_s² ||D_β(x_s) -

@@ -27,6 +27,7 @@ import torch
 
 from ..denoisers import _bc
 from ..objectives import DENSITIES, DiffusionLoss, LossConfig
+from ..seeds import pairs_seed      # pairs off the bench's noise (issue 24)
 from . import pairs as P
 from . import student as S
 from .loop import Method, method
@@ -97,7 +98,8 @@ class DMD(Method):
         self.z = self.x_pairs = self.y_pairs = None
         if self.c.regression > 0:
             if self.c.pairs_n > 0:
-                P.generate(teacher, self.c.pairs, P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=cfg.seed + 1))
+                pc = P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=pairs_seed(cfg.seed))
+                P.generate(teacher, self.c.pairs, pc)
             self.z, self.x_pairs, self.y_pairs = P.load(self.c.pairs)
 
     def spec(self) -> S.StudentSpec:

@@ -17,6 +17,7 @@ import torch
 from ..denoisers import _bc
 from ..objectives import DENSITIES
 from ..sampling import check_sigmas, sample
+from ..seeds import pairs_seed      # pairs off the bench's noise (issue 24)
 from . import pairs as P
 from . import student as S
 from .loop import Method, method
@@ -46,7 +47,7 @@ class Reflow(Method):
     def __init__(self, args, teacher, cfg):
         super().__init__(args, teacher, cfg)
         if self.c.pairs_n > 0:
-            P.generate(teacher, self.c.pairs, P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=cfg.seed + 1))
+            P.generate(teacher, self.c.pairs, P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=pairs_seed(cfg.seed)))
         self.z, self.x, self.y = P.load(self.c.pairs)
 
     def spec(self) -> S.StudentSpec:

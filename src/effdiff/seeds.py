@@ -1,0 +1,170 @@
+"""Every seed range effdiff uses, named in one registry, so that no two purposes share noise.
+
+How a seed becomes noise (``sampling.seeds_for`` / ``sampling.randn``): a run seed ``s`` gives
+sample ``i`` its own generator ``torch.Generator().manual_seed(s * 1_000_003 + i)``, whose first
+float64 draw is that sample's initial noise x_T; a stochastic solver's noise for the same sample
+comes from the run seed ``s + 7919`` (``sampling.NOISE_STREAM``). So run seed ``s`` owns the
+per-sample generator seeds ``[s * 1_000_003, s * 1_000_003 + n)`` and, through its solver stream,
+those of ``s + 7919``; two run seeds never share a per-sample seed while n < 1_000_003. The bench's
+seed 1 at n = 360 is generator seeds 1,000,003-1,000,362; reflow/DMD teacher pairs drawn with run
+seed 1 and n = 2048 were 1,000,003-1,002,050: the same noise (issue 24, finding 8).
+
+A range lives in one *space*: ``"noise"`` (run seeds passed to ``seeds_for`` / ``randn(seed=)``;
+each ``expand``s to its per-sample generator seeds and solver stream) or ``"trainer"`` (seeds
+given to ``torch.manual_seed`` / a trainer's own ``Generator``, which draws batches of noise, times
+and data order, never a per-sample x_T). Ranges of one space must be pairwise disjoint
+(``check()``; tests/test_seeds.py). Other modules register their ranges with ``register``.
+
+    import effdiff.seeds as S
+    S.get("teacher-pairs").start          # the run seed distill.reflow / distill.dmd draw pairs from
+    S.check()                             # raises SeedOverlap naming the two ranges that collide
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MULT = 1_000_003          # sampling.seeds_for: sample i of run seed s draws from Generator(s * MULT + i)
+NOISE_STREAM = 7919       # sampling.NOISE_STREAM: the solver-noise stream of run seed s is run seed s + 7919
+MAX_N = MULT - 1          # samples per run seed below which run seeds never share a generator seed
+
+
+class SeedOverlap(ValueError):
+    """Two registered seed ranges share seeds."""
+
+
+@dataclass(frozen=True)
+class SeedRange:
+    """A named, half-open range of run seeds [start, stop) in one space, with what it is for."""
+    name: str
+    start: int
+    stop: int
+    purpose: str
+    space: str = "noise"
+    n_max: int = 10_000            # samples drawn per run seed (per-sample generator seeds it owns)
+    solver_noise: bool = True      # also owns each run seed's solver-noise stream (s + NOISE_STREAM)
+
+    def __post_init__(self):
+        if not 0 <= self.start < self.stop:
+            raise ValueError(f"seed range {self.name!r}: need 0 <= start < stop, got [{self.start}, {self.stop})")
+        if self.space not in SPACES:
+            raise ValueError(f"seed range {self.name!r}: unknown space {self.space!r}; known: {', '.join(SPACES)}")
+        if self.space == "noise" and not 1 <= self.n_max <= MAX_N:
+            raise ValueError(f"seed range {self.name!r}: n_max must be in [1, {MAX_N}] so run seeds stay disjoint")
+
+    def __contains__(self, seed: int) -> bool:
+        return self.start <= seed < self.stop
+
+    def seeds(self, k: int, offset: int = 0) -> list[int]:
+        """The k run seeds start + offset, ...; raises if they leave the range."""
+        if offset < 0 or self.start + offset + k > self.stop:
+            raise ValueError(f"{k} seeds at offset {offset} leave {self.name!r} [{self.start}, {self.stop})")
+        return list(range(self.start + offset, self.start + offset + k))
+
+    def blocks(self) -> list[tuple[int, int]]:
+        """The run-seed intervals this range owns in its space: its own, and its solver-noise stream."""
+        own = [(self.start, self.stop)]
+        if self.space == "noise" and self.solver_noise:
+            own.append((self.start + NOISE_STREAM, self.stop + NOISE_STREAM))
+        return own
+
+    def expand(self, seed: int) -> range:
+        """The per-sample generator seeds of run seed ``seed`` (noise space): [seed * MULT, seed * MULT + n_max)."""
+        if seed not in self:
+            raise ValueError(f"run seed {seed} is not in {self.name!r} [{self.start}, {self.stop})")
+        return range(seed * MULT, seed * MULT + self.n_max)
+
+
+SPACES = ("noise", "trainer")
+REGISTRY: dict[str, SeedRange] = {}
+
+
+def register(r: SeedRange, check_now: bool = True) -> SeedRange:
+    """Add a range; with ``check_now`` an overlap with a registered range of its space raises."""
+    if r.name in REGISTRY and REGISTRY[r.name] != r:
+        raise ValueError(f"seed range {r.name!r} is already registered as {REGISTRY[r.name]}")
+    if check_now:
+        for other in REGISTRY.values():
+            if other.name != r.name:
+                _check_pair(r, other)
+    REGISTRY[r.name] = r
+    return r
+
+
+def pairs_seed(training_seed: int) -> int:
+    """The run seed teacher pairs of a student trained with ``training_seed`` are drawn from."""
+    return TEACHER_PAIRS.seeds(1, offset=training_seed)[0]
+
+
+def get(name: str) -> SeedRange:
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"no seed range {name!r}; known: {', '.join(REGISTRY)}") from None
+
+
+def owner(seed: int, space: str = "noise") -> str | None:
+    """The name of the range whose blocks hold run seed ``seed`` (solver streams included), or None."""
+    for r in REGISTRY.values():
+        if r.space == space and any(a <= seed < b for a, b in r.blocks()):
+            return r.name
+    return None
+
+
+def _check_pair(a: SeedRange, b: SeedRange) -> None:
+    if a.space != b.space:
+        return
+    for lo1, hi1 in a.blocks():
+        for lo2, hi2 in b.blocks():
+            if lo1 < hi2 and lo2 < hi1:
+                s = max(lo1, lo2)
+                raise SeedOverlap(f"seed ranges {a.name!r} [{a.start}, {a.stop}) and {b.name!r} [{b.start}, {b.stop}) "
+                                  f"share run seed {s} in the {a.space!r} space (solver streams counted)")
+
+
+def check(ranges=None) -> None:
+    """Raise SeedOverlap if any two ranges (default: the registry) of one space overlap."""
+    rs = list((ranges if ranges is not None else REGISTRY.values()))
+    for i, a in enumerate(rs):
+        for b in rs[i + 1:]:
+            _check_pair(a, b)
+
+
+def table() -> str:
+    """The registry as a Markdown table (docs/evaluation.md quotes it)."""
+    lines = ["| name | space | run seeds | per-sample generator seeds (noise space) | purpose |", "|---|---|---|---|---|"]
+    for r in sorted(REGISTRY.values(), key=lambda r: (r.space, r.start)):
+        gen = (f"{r.start * MULT:,} .. {(r.stop - 1) * MULT + r.n_max - 1:,}" if r.space == "noise" else "-")
+        lines.append(f"| {r.name} | {r.space} | {r.start}-{r.stop - 1} | {gen} | {r.purpose} |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# the ranges (noise space: run seeds passed to sampling.seeds_for / randn(seed=); a range's solver
+# stream is its run seeds + 7919, so noise ranges stay below 7919 or above 7919 + their stop)
+# ---------------------------------------------------------------------------------------------
+BENCH = register(SeedRange(
+    "bench", 0, 99, "evaluation noise of `effdiff bench --seed S` (seeds S, S+1, ...): default suites 0-2, "
+    "compress 0-9, distillation fresh seeds 3-35, the compress re-run 40-49 (docs/bench/PREREG-*.md)", n_max=10_000))
+TIMING = register(SeedRange("timing", 99, 100, "noise of timing-only batches (bench/compress/prune_depth.py), never scored"))
+SELECTION = register(SeedRange(
+    "selection", 100, 200, "choosing recipes and rows before a bench run: PTQ recipes 100-101, depth pruning + kd "
+    "100-102 (bench/compress/*.py)"))
+PLAN_SCREENING = register(SeedRange("plan-screening", 200, 300, "plan search: screening candidates (effdiff.plan)"))
+PLAN_SELECTION = register(SeedRange("plan-selection", 300, 400, "plan search: picking among screened candidates"))
+PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan search: certifying the picked plan, "
+                                        "never used to pick"))
+FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
+                           "(bench/solvers.py: seed + 1000)"))
+KNOWLEDGE_BASE = register(SeedRange("knowledge-base", 10_000, 10_001, "retrieval knowledge bases: the stored "
+                                    "trajectories (bench/retrieval.py, KnowledgeBase.build seed 10000)"))
+KB_QUERIES = register(SeedRange("knowledge-base-init", 20_000, 20_001, "retrieval: the stored samples' start noise "
+                                "for retrieval-guided initialization (bench/retrieval.py)"))
+CALIBRATION = register(SeedRange("calibration", 12_345, 12_346, "calibration / importance / pruning-selection "
+                                 "batches of compress and caching rows (32 samples, seed 12345)"))
+TEACHER_PAIRS = register(SeedRange("teacher-pairs", 30_000, 30_100, "teacher (noise, sample) pairs for reflow and "
+                                   "DMD's regression loss: run seed 30000 + the student's training seed", n_max=100_000))
+ROUTERS = register(SeedRange("learned-routers", 40_000, 40_100, "teacher trajectories that train Learning-to-Cache "
+                             "routers (40000; router evaluation 40001) and DeeDiff exit heads (40002); they drew "
+                             "the bench's run seeds 0/1 before issue 24"))
+TRAINING = register(SeedRange("training", 0, 1000, "training seeds: torch.manual_seed and the trainer's Generator "
+                              "(batches of noise, times, data order; never a per-sample x_T)", space="trainer"))
