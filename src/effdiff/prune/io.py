@@ -29,16 +29,37 @@ def save_pruned(denoiser, path, card: dict | None = None) -> None:
     ckpt.save(path, net.state_dict(), meta)
 
 
+def apply_plan(net, plan, path) -> None:
+    """Shrink a fresh ``net`` by a stored pruning plan; a plan that does not fit the architecture (unknown
+    blocks, widths or heads out of range, wrong types) is a ``CheckpointError`` naming the file, whether
+    or not hashes vouch for it."""
+    try:
+        if not isinstance(plan, dict) or not isinstance(plan.get("widths"), dict):
+            raise TypeError("'widths' must map blocks to widths")
+        spec = {"dropped": (plan.get("dropped", []), list), "heads": (plan.get("heads", {}), dict)}
+        for key, (value, kind) in spec.items():
+            if not isinstance(value, kind):
+                raise TypeError(f"{key!r} must be a JSON {'array' if kind is list else 'object'}")
+        if any(isinstance(w, bool) or not isinstance(w, int) or w < 1 for w in plan["widths"].values()):
+            raise ValueError(f"widths must be positive integers, got {plan['widths']}")
+        drop(net, spec["dropped"][0])
+        resize_heads(net, spec["heads"][0])
+        resize(net, plan["widths"])
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as e:
+        raise ckpt.CheckpointError(f"{path}: its pruning plan does not fit the {type(net).__name__} in its "
+                                   f"config ({type(e).__name__}: {e})") from None
+
+
 def load_pruned(path):
     """The pruned denoiser saved by ``save_pruned`` (built from its config, resized, weights loaded)."""
     tensors, meta = ckpt.load(path)
     if "pruning" not in meta:
         raise ckpt.CheckpointError(f"{path}: no pruning plan in its metadata; load it with effdiff.zoo")
-    net = build(meta["arch"], meta["model"])
-    plan = meta["pruning"]
-    drop(net, plan.get("dropped", []))
-    resize_heads(net, plan.get("heads", {}))
-    resize(net, plan["widths"])
+    try:
+        net = build(meta["arch"], meta["model"])
+    except (KeyError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{path}: its architecture config cannot be built ({type(e).__name__}: {e})") from None
+    apply_plan(net, meta["pruning"], path)
     ckpt.load_state(net, tensors, where=str(path))
     net.eval().requires_grad_(False)
     if meta.get("prediction") == "edm":
