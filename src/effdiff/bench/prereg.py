@@ -14,7 +14,7 @@ The file (JSON, format ``effdiff-prereg-1``)::
      "rows": ["ddim-10", "ddim-10+depth-40%+kd"],       # config names as results.json writes them;
                                                           # the suite's reference row must be among them
      "seeds": [40, 41, 42, 43, 44, 45, 46, 47, 48, 49],  # consecutive run seeds (effdiff.seeds names them)
-     "n_samples": 360, "threads": 1,
+     "n_samples": 360, "threads": 1,                   # optional: "guidance", "follow_up": false
      "decision_rule": "what will be concluded from which interval, written before the run"}
 """
 from __future__ import annotations
@@ -100,10 +100,15 @@ def run_file(path, out, verbose: bool = True) -> dict:
     """Check ``path``, run what it registers into ``out``, and write the registration into results.json."""
     spec, reg = read(path), committed(path)
     start = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    from .runner import run
-    res = run(models=spec["models"], suite_name=spec["suite"], out=out, configs=configs_for(spec),
-              n_samples=spec.get("n_samples"), seed=spec["seeds"][0], n_seeds=len(spec["seeds"]),
-              threads=spec.get("threads"), guidance=spec.get("guidance", 1.0), verbose=verbose)
+    from .runner import FOLLOW_UPS, run
+    follow = FOLLOW_UPS.pop(spec["suite"], None) if spec.get("follow_up") is False else None
+    try:
+        res = run(models=spec["models"], suite_name=spec["suite"], out=out, configs=configs_for(spec),
+                  n_samples=spec.get("n_samples"), seed=spec["seeds"][0], n_seeds=len(spec["seeds"]),
+                  threads=spec.get("threads"), guidance=spec.get("guidance", 1.0), verbose=verbose)
+    finally:                                              # "follow_up": false runs the rows alone
+        if follow is not None:
+            FOLLOW_UPS[spec["suite"]] = follow
     after = committed(path)                               # still the same file at the end of the run
     if after["blob"] != reg["blob"]:
         raise PreregError(f"{path} changed during the run; results kept in {out} but not registered")

@@ -11,7 +11,7 @@ import torch
 
 from ..sampling import sample
 from .config import FOLLOW_UPS, REPORTS, SUITES, BenchConfig, save_table
-from .scoring import pm
+from .scoring import paired_change, pm
 
 BUDGETS = (3, 5, 8, 10, 15, 20, 50)
 SOLVERS = ("ddim", "heun", "dpmpp-2m", "dpmpp-3m", "dpm-solver-3", "unipc", "deis", "ipndm")
@@ -107,7 +107,9 @@ def rescore_best(results: dict, configs: list[BenchConfig], measure) -> None:
         r, ref = again[(b["model"], b["config"])], next(v for k, v in again.items() if k[0] == b["model"]
                                                           and v["reference"])
         b.update(fresh_seeds=fresh, fd_fresh=r["fd"], fd_fresh_sd=r.get("fd_sd"), fd_vs_ref_fresh=r["fd"] / ref["fd"] - 1,
-                 class_acc_fresh=r.get("class_acc"))
+                 class_acc_fresh=r.get("class_acc"), fd_fresh_per_seed=r["fd_per_seed"],      # per seed: the paired CI
+                 ref_fd_fresh_per_seed=ref["fd_per_seed"])
+        b["fd_vs_ref_fresh_paired"], b["fd_vs_ref_fresh_ci"] = paired_change(r["fd_per_seed"], ref["fd_per_seed"])
     results["best_per_budget"] = best
 
 
