@@ -100,6 +100,7 @@ def run_file(path, out, verbose: bool = True) -> dict:
     """Check ``path``, run what it registers into ``out``, and write the registration into results.json."""
     spec, reg = read(path), committed(path)
     start = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    prov = provenance()                                   # the code as it was when the run started
     from .runner import FOLLOW_UPS, run
     follow = FOLLOW_UPS.pop(spec["suite"], None) if spec.get("follow_up") is False else None
     try:
@@ -113,7 +114,8 @@ def run_file(path, out, verbose: bool = True) -> dict:
     if after["blob"] != reg["blob"]:
         raise PreregError(f"{path} changed during the run; results kept in {out} but not registered")
     res = json.loads((Path(out) / "results.json").read_text())
-    res.setdefault("provenance", provenance())
+    res["provenance"] = prov
+    res["provenance"]["code_at_end"] = provenance()["code"]   # equal to "code" unless the checkout moved
     res["prereg"] = {**reg, "id": spec["id"], "decision_rule": spec["decision_rule"], "run_start_utc": start,
                      "seeds": spec["seeds"], "rows": spec["rows"]}
     atomic_write(Path(out) / "results.json", json.dumps(res, indent=1, default=str))
