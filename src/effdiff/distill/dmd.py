@@ -27,7 +27,6 @@ import torch
 
 from ..denoisers import _bc
 from ..objectives import DENSITIES, DiffusionLoss, LossConfig
-from ..seeds import pairs_seed      # pairs off the bench's noise (issue 24)
 from . import pairs as P
 from . import student as S
 from .loop import Method, method
@@ -48,7 +47,7 @@ class DMDConfig:
     density_args: dict | None = None
     prediction: str | None = None     # generator output parameterization (None: the teacher's)
     regression: float = 0.0           # λ_reg of DMD's regression loss (0: off, as DMD2)
-    pairs: str = ""                   # a distill.pairs directory (needed when regression > 0)
+    pairs: str = ""                   # a distill.pairs directory ("": the run's own run_dir/pairs)
     pairs_n: int = 0                  # > 0: generate missing pairs first (resumable)
 
     def __post_init__(self):
@@ -61,8 +60,8 @@ class DMDConfig:
         self.t_range, self.fake_betas = (lo, hi), tuple(float(b) for b in self.fake_betas)
         if self.density not in DENSITIES:
             raise ValueError(f"unknown density {self.density!r}; known: {', '.join(DENSITIES)}")
-        if self.regression > 0 and not self.pairs:
-            raise ValueError("dmd: regression > 0 needs pairs=DIR (teacher pairs, distill.pairs)")
+        if self.regression > 0 and not self.pairs and self.pairs_n <= 0:
+            raise ValueError("dmd: regression > 0 needs pairs=DIR (teacher pairs, distill.pairs) or pairs_n > 0")
 
 
 def dm_grad(x: Tensor, real, fake, sigma: Tensor, eps: Tensor, cond=None, w=None) -> Tensor:
@@ -96,11 +95,12 @@ class DMD(Method):
         super().__init__(args, teacher, cfg)
         self.fake_loss = DiffusionLoss(LossConfig(self.c.density, self.c.density_args))
         self.z = self.x_pairs = self.y_pairs = None
+
+    def start(self, trainer) -> None:
+        """The regression pairs, generated (inside the run folder unless ``pairs`` names one) and loaded."""
         if self.c.regression > 0:
-            if self.c.pairs_n > 0:
-                pc = P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=pairs_seed(cfg.seed))
-                P.generate(teacher, self.c.pairs, pc)
-            self.z, self.x_pairs, self.y_pairs = P.load(self.c.pairs)
+            self.z, self.x_pairs, self.y_pairs = P.for_run(self.teacher.denoiser, self.c.pairs, self.c.pairs_n,
+                                                           self.cfg.seed, self.cfg.teacher, trainer.dir, trainer.progress)
 
     def spec(self) -> S.StudentSpec:
         return S.StudentSpec("dmd", "ddim" if self.c.steps == 1 else "consistency", self.c.steps)

@@ -17,10 +17,12 @@ import torch
 from .. import checkpoint as ckpt
 from .. import timesteps
 from ..denoisers import guided
-from ..io import atomic_write
+from ..io import atomic_write, read_json
 from ..sampling import randn, sample, seeds_for
+from ..seeds import pairs_seed
 
 FORMAT = "effdiff-pairs-1"
+MAX_SHARDS = 100_000
 
 
 @dataclass
@@ -45,7 +47,7 @@ def _shard(out: Path, k: int) -> Path:
 
 def _done(stem: Path, cfg: dict) -> bool:
     """A finished shard of this config (verified); a corrupt or foreign one raises."""
-    if not stem.with_suffix(".json").exists():
+    if not ckpt.files(stem)[1].exists():
         return False
     _, meta = ckpt.load(stem)
     if meta.get("config") != cfg:
@@ -92,13 +94,46 @@ def generate(teacher, out_dir, config: PairsConfig | None = None, progress: bool
     return out
 
 
+def manifest(out_dir) -> dict:
+    """The manifest of a finished pairs directory, checked (format, shard count): anything else is one
+    ``CheckpointError`` naming the file."""
+    man = Path(out_dir) / "manifest.json"
+    if not man.exists():
+        raise FileNotFoundError(f"{out_dir} holds no finished pairs (no manifest.json); run distill.pairs.generate")
+    info = read_json(man, "pairs manifest", error=ckpt.CheckpointError)
+    shards = info.get("shards")
+    if info.get("format") != FORMAT or isinstance(shards, bool) or not isinstance(shards, int) or not 1 <= shards <= MAX_SHARDS:
+        raise ckpt.CheckpointError(f"{man}: not a finished pairs manifest (format {info.get('format')!r}, expected "
+                                   f"{FORMAT!r}; shards {str(shards)[:20]!r}, expected an integer in [1, {MAX_SHARDS}])")
+    return info
+
+
+def _part(stem: Path) -> dict:
+    """One shard's tensors, verified, with z and x of one shape (and y of their length)."""
+    t = ckpt.load(stem)[0]
+    z, x, y = t.get("z"), t.get("x"), t.get("y")
+    if z is None or x is None or z.shape != x.shape or z.ndim < 2 or (y is not None and y.shape != z.shape[:1]):
+        raise ckpt.CheckpointError(f"{ckpt.files(stem)[0]}: not a pairs shard (needs z and x of one shape, y per pair)")
+    return t
+
+
 def load(out_dir) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(z, x, y) of a finished pairs directory, shards verified."""
     out = Path(out_dir)
-    man = out / "manifest.json"
-    if not man.exists():
-        raise FileNotFoundError(f"{out} holds no finished pairs (no manifest.json); run distill.pairs.generate")
-    info = json.loads(man.read_text())
-    parts = [ckpt.load(_shard(out, k))[0] for k in range(info["shards"])]
+    parts = [_part(_shard(out, k)) for k in range(manifest(out)["shards"])]
+    if len({p["z"].shape[1:] for p in parts}) > 1 or len({"y" in p for p in parts}) > 1:
+        raise ckpt.CheckpointError(f"{out}: its shards do not hold pairs of one shape")
     y = torch.cat([p["y"] for p in parts]) if "y" in parts[0] else None
     return torch.cat([p["z"] for p in parts]), torch.cat([p["x"] for p in parts]), y
+
+
+RUN_PAIRS = "pairs"       # where a reflow / DMD run keeps the pairs it generates: inside its own folder
+
+
+def for_run(teacher, where: str, n: int, config_seed: int, teacher_name: str, run_dir, progress: bool = True):
+    """(z, x, y) a reflow / DMD run trains on: the pairs in ``where``, or with ``where=""`` the run's own
+    ``run_dir/pairs``; with ``n > 0`` missing pairs are generated there first (resumable)."""
+    out = Path(where) if where else Path(run_dir) / RUN_PAIRS
+    if n > 0:
+        generate(teacher, out, PairsConfig(teacher_name, n=n, seed=pairs_seed(config_seed)), progress=progress)
+    return load(out)

@@ -44,13 +44,13 @@ _both("gd", "guidance", {"w_min": 1.0, "w_max": 4.0, "default_w": 2.0},
       steps=600, batch_size=32)
 _both("lcm", "consistency", {"n_start": 20, "n_end": 40, "order": 1, "skip": 2, "guidance": (1.0, 3.0)},
       "LCM-style guided consistency distillation, w in [1, 3], DDIM skipping step 2", steps=600, batch_size=32)
-_both("reflow", "reflow", {"pairs": "runs/pairs-{teacher}", "pairs_n": 2048},
-      "2-rectified flow on 2048 teacher pairs (generated first, resumable)", {"digits-dit": DIT_DENSITY},
+_both("reflow", "reflow", {"pairs_n": 2048},
+      "2-rectified flow on 2048 teacher pairs (generated first into OUT/pairs, resumable)", {"digits-dit": DIT_DENSITY},
       steps=600, batch_size=32)
 _both("dmd", "dmd", {"fake_updates": 5},
       "DMD: one-step generator, fake score trained online (5 updates per generator step), no CFG",
       {"digits-dit": DIT_DENSITY,
-       "digits-unet": {"prediction": "v", "regression": 0.25, "pairs": "runs/pairs-{teacher}", "pairs_n": 2048}},
+       "digits-unet": {"prediction": "v", "regression": 0.25, "pairs_n": 2048}},
       steps=1600, batch_size=32, lr=2e-4, warmup=20, ema_decay=0.99, p_uncond=0.0, ckpt_every=50)
 
 PRESETS["digits-dit-dmd-4step"] = lambda: config(

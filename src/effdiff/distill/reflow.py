@@ -17,7 +17,6 @@ import torch
 from ..denoisers import _bc
 from ..objectives import DENSITIES
 from ..sampling import check_sigmas, sample
-from ..seeds import pairs_seed      # pairs off the bench's noise (issue 24)
 from . import pairs as P
 from . import student as S
 from .loop import Method, method
@@ -28,7 +27,7 @@ Tensor = torch.Tensor
 
 @dataclass
 class ReflowConfig:
-    pairs: str = ""                   # a distill.pairs directory
+    pairs: str = ""                   # a distill.pairs directory ("": the run's own run_dir/pairs)
     one_step: bool = False            # InstaFlow's 1-step distillation instead of 2-RF
     density: str = "uniform"
     density_args: dict | None = None
@@ -36,8 +35,8 @@ class ReflowConfig:
     pairs_n: int = 0                  # > 0: generate missing pairs first (dpmpp-2m, 10 steps; resumable)
 
     def __post_init__(self):
-        if not self.pairs:
-            raise ValueError("reflow needs pairs=DIR (make them with distill.pairs.generate)")
+        if not self.pairs and self.pairs_n <= 0:
+            raise ValueError("reflow needs pairs=DIR (make them with distill.pairs.generate) or pairs_n > 0")
 
 
 @method("reflow")
@@ -46,9 +45,12 @@ class Reflow(Method):
 
     def __init__(self, args, teacher, cfg):
         super().__init__(args, teacher, cfg)
-        if self.c.pairs_n > 0:
-            P.generate(teacher, self.c.pairs, P.PairsConfig(cfg.teacher, n=self.c.pairs_n, seed=pairs_seed(cfg.seed)))
-        self.z, self.x, self.y = P.load(self.c.pairs)
+        self.z = self.x = self.y = None
+
+    def start(self, trainer) -> None:
+        """The pairs, generated (inside the run folder unless ``pairs`` names one) and loaded."""
+        self.z, self.x, self.y = P.for_run(self.teacher.denoiser, self.c.pairs, self.c.pairs_n, self.cfg.seed,
+                                           self.cfg.teacher, trainer.dir, trainer.progress)
 
     def spec(self) -> S.StudentSpec:
         return S.StudentSpec("instaflow" if self.c.one_step else "reflow", "ddim",
