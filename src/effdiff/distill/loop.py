@@ -11,6 +11,7 @@ the student's weights, so a killed run resumes bit-identically::
 """
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..training.trainer import Trainer, TrainConfig, load_optimizer, machine, optimizer_tensors
+from . import pairs as P
 from . import student as S
 
 METHODS: dict[str, type] = {}
@@ -129,6 +131,9 @@ class Method:
     def setup(self, trainer: "DistillTrainer") -> None:
         """Create ``extras`` once the trainer's student exists."""
 
+    def start(self, trainer: "DistillTrainer") -> None:
+        """Work in the run folder before the first step, once it is checked and locked (teacher pairs)."""
+
     def before_step(self, trainer: "DistillTrainer") -> None:
         pass
 
@@ -158,6 +163,14 @@ class DistillTrainer(Trainer):
         self.ema.requires_grad_(False)
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.method.setup(self)
+
+    def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
+        """The run folder checked and locked (``Trainer.prepare``; ``overwrite`` also drops pairs the run
+        generated), then the method's own preparation (``Method.start``)."""
+        super().prepare(resume, overwrite)
+        if overwrite:
+            shutil.rmtree(self.dir / P.RUN_PAIRS, ignore_errors=True)
+        self.method.start(self)
 
     # ---- one step: the method's loss on the trainer's batch ---------------------------------
     def lr_at(self, step: int) -> float:
