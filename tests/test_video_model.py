@@ -73,3 +73,36 @@ def test_full_sequence_shapes_and_errors():
     assert net(x, torch.ones(3) * 10, torch.tensor([1, 2, 10])).shape == x.shape
     with pytest.raises(ValueError, match="video DiT needs"):
         net(torch.randn(3, 4, 8, 8, dtype=torch.float64), 1.0)
+
+
+def test_stream_generation_equals_blockwise_recompute():
+    """generate_stream (KV cache) gives the clip that denoising each block against the recomputed
+    clean prefix under the training mask gives (float64, Euler, 3 steps)."""
+    from effdiff.denoisers import Denoiser
+    from effdiff.process import Flow
+    from effdiff.sampling import sample
+    from effdiff.video.sampling import clip_noise, generate_full, generate_stream
+    net = tiny(1)
+    den = Denoiser(net, Flow(), "velocity", 10)
+    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
+    noise = clip_noise(2, (4, 6, 8, 8), seed=0).double()
+    y = torch.tensor([1, 2])
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y)
+        ref = []
+        for b in range(3):
+            s = slice(2 * b, 2 * b + 2)
+
+            def D(x, sigma, cond=None, b=b):
+                xt = torch.zeros_like(noise)
+                xt[:, :, 2 * b:2 * b + 2] = x
+                x0 = torch.cat(ref + [torch.zeros_like(noise[:, :, 2 * b:])], 2)
+                sig_b = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1, 1)
+                a, t = 1 / (1 + sig_b), sig_b / (1 + sig_b)          # flow: x_n = a x = (1-t) x0 + t eps
+                lab = (1000 * t).reshape(-1, 1).expand(2, 6)
+                v = net.block_diffusion(xt * a, x0, lab, 0.0, cond)[:, :, s]
+                return a * x - t * v                                   # x0 = x_n - t v
+            ref.append(sample(D, noise[:, :, s] * sig[0], sig, "euler", cond=y))
+        assert torch.allclose(z, torch.cat(ref, 2), atol=1e-9)
+        full = generate_full(den, noise, sig, "euler", y)
+    assert full.shape == z.shape and not torch.allclose(full, z)

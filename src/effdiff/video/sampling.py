@@ -1,0 +1,109 @@
+"""Generating clips: full-sequence (every frame denoised together) or streamed block by block
+through a KV cache (``block_causal``), with any effdiff solver and schedule.
+
+    vm = VideoModel.load()                               # the shipped video-dit + its autoencoder
+    z = vm.generate(noise, sigmas, "euler", labels, mode="stream", on_block=show)
+    x = vm.decode(z)                                     # [N, 1, T, 32, 32]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..denoisers import Denoiser
+from ..process import from_config
+from ..sampling import sample
+from .block_causal import KVCache
+
+WEIGHTS = Path(__file__).parent / "weights"
+
+
+def clip_noise(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
+    """Unit Gaussian noise [n, *shape]; clip i draws from seed (seed, i): same clip at any batch size."""
+    return torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed * 1_000_003 + i))
+                        for i in range(n)])
+
+
+class BlockNet(nn.Module):
+    """The network a ``Denoiser`` sees while one block streams: ``net.stream_step`` on a cache."""
+
+    def __init__(self, net, cache: KVCache, start: int):
+        super().__init__()
+        self.net, self.cache, self.start = net, cache, start
+
+    def forward(self, x, noise_labels, class_labels=None):
+        return self.net.stream_step(x, noise_labels, class_labels, self.cache, self.start)
+
+
+def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None, **kw) -> torch.Tensor:
+    """All frames at once: ``ed.sample`` on the clip [N, C, T, h, w] (noise of unit scale)."""
+    return sample(den, noise * sigmas[0], sigmas, solver, cond=cond, **kw)
+
+
+def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
+                    on_block: Callable | None = None, **kw) -> torch.Tensor:
+    """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
+    the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees
+    each block as it finishes."""
+    net = den.net
+    cfg = net.config
+    B, T = noise.shape[0], noise.shape[2]
+    cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
+    clean = float(den.process.c_noise(den.process.sigma_to_t(torch.zeros((), dtype=torch.float64))))
+    out = []
+    for start in range(0, T, cfg.block_frames):
+        bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
+        zb = sample(bden, noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver, cond=cond, **kw)
+        net.commit(zb.to(next(net.parameters()).dtype), clean, bden.labels(cond, B, zb.device), cache, start)
+        if on_block is not None:
+            on_block(start, zb)
+        out.append(zb)
+    return torch.cat(out, 2)
+
+
+MODES = {"full": generate_full, "stream": generate_stream}
+
+
+class VideoModel:
+    """A trained video DiT as a latent denoiser plus its frame codec."""
+
+    def __init__(self, den: Denoiser, codec, meta: dict):
+        self.den, self.codec, self.meta = den, codec, meta
+
+    @classmethod
+    def load(cls, path=None) -> "VideoModel":
+        """From ``model.{safetensors,json}`` (default: the shipped ``weights/video-dit``)."""
+        from .. import checkpoint as ckpt
+        from .latents import FrameCodec
+        from .model import VideoDiT, VideoDiTConfig
+        stem = Path(path) if path is not None else WEIGHTS / "video-dit"
+        tensors, meta = ckpt.load(stem)
+        net = VideoDiT(VideoDiTConfig(**meta["model"]))
+        ckpt.load_state(net, tensors, "", where=str(stem))
+        den = Denoiser(net.eval(), from_config(meta["process"]), meta["prediction"], meta["num_classes"])
+        return cls(den, FrameCodec.zoo(meta["video"]["autoencoder"]), meta)
+
+    @property
+    def latent_shape(self) -> tuple[int, int, int]:
+        c = self.den.net.config
+        return c.in_channels, c.frame_size, c.frame_size
+
+    def noise(self, n: int, frames: int, seed: int) -> torch.Tensor:
+        C, h, w = self.latent_shape
+        return clip_noise(n, (C, frames, h, w), seed)
+
+    @torch.no_grad()
+    def generate(self, noise, sigmas, solver="euler", cond=None, mode: str = "stream", **kw) -> torch.Tensor:
+        if mode not in MODES:
+            raise ValueError(f"unknown generation mode {mode!r}; known: {', '.join(MODES)}")
+        return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return self.codec.decode(z).clamp(-1, 1)
+
+    def card(self) -> dict:
+        return json.loads(json.dumps(self.meta.get("card", {})))

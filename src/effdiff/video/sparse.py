@@ -1,0 +1,181 @@
+"""Sparse attention for the video DiT as registered techniques: key frames chosen per query frame,
+computed as gathered block-sparse attention (a frame's P tokens form one block).
+
+* ``sliding-tile`` — Sliding Tile Attention (Zhang et al. 2025, "Fast Video Generation with Sliding
+  Tile Attention"): a fixed 3-D window of tiles; our frames are only 4x4 tokens, so a tile is a
+  whole frame and the window is ``window`` frames either side in time.
+* ``adaspa`` — AdaSpa (Xia et al. 2025, "Training-free and Adaptive Sparse Attention for Efficient
+  Long Video Generation"): a blockified pattern searched online — at the sampling step
+  ``search_step`` of each generation the exact attention map is computed, summed per (query frame,
+  key frame) block, and each query frame keeps its ``density`` share of key frames with the most
+  mass, per head and per sample; the later steps of that generation reuse the pattern (AdaSpa's
+  observation: the pattern is stable across denoising steps). Streaming blocks search their own.
+
+At full density both equal dense attention (tests/test_video_sparse.py). Each counts the q k^T and
+p v multiply-accumulates it performs in ``attention.MACS`` and in its handle's ``stats``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ..context import current_context
+from ..hooks import Handle
+from ..hooks.stats import Stats
+from .attention import MACS, AttentionCall, VideoAttention, dense_attention
+
+Tensor = torch.Tensor
+
+
+@dataclass
+class AttentionStats(Stats):
+    """Attention work: MACs performed, MACs dense attention would have performed, searches run."""
+    macs: int = 0
+    dense_macs: int = 0
+    searches: int = 0
+    calls: int = 0
+
+
+def frame_mask(call: AttentionCall) -> Tensor:
+    """[Fq, Fk] bool: the call's mask or all True."""
+    if call.mask is not None:
+        return call.mask
+    return torch.ones(len(call.q_frames), len(call.k_frames), dtype=torch.bool, device=call.q_frames.device)
+
+
+def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P: int) -> Tensor:
+    """Attention of each query frame to its K key frames ``idx`` [B, H, Fq, K] (``valid`` same shape):
+    q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d]."""
+    B, H, Nq, d = q.shape
+    Fq, K = idx.shape[2], idx.shape[3]
+    kb, vb = (t.reshape(B, H, -1, P, d) for t in (k, v))
+    bi = torch.arange(B, device=q.device)[:, None, None, None]
+    hi = torch.arange(H, device=q.device)[None, :, None, None]
+    ks = kb[bi, hi, idx].reshape(B, H, Fq, K * P, d)                     # [B, H, Fq, K*P, d]
+    vs = vb[bi, hi, idx].reshape(B, H, Fq, K * P, d)
+    s = q.reshape(B, H, Fq, P, d) @ ks.transpose(-1, -2) / math.sqrt(d)  # [B, H, Fq, P, K*P]
+    s = s.masked_fill(~valid.repeat_interleave(P, -1)[:, :, :, None, :], float("-inf"))
+    MACS.add(2 * B * H * Fq * P * K * P * d)
+    return (s.softmax(-1) @ vs).reshape(B, H, Nq, d)
+
+
+def dense_macs(q: Tensor, call: AttentionCall) -> int:
+    B, H, _, d = q.shape
+    return 2 * B * H * int(frame_mask(call).sum()) * call.tokens ** 2 * d
+
+
+@dataclass
+class SlidingTileConfig:
+    window: int = 2              # key frames within this many frames of the query frame (in time)
+
+
+@dataclass
+class AdaSpaConfig:
+    density: float = 0.25        # share of key frames each query frame keeps
+    search_step: int = 0         # sampling step whose exact attention map picks the pattern
+
+
+class SlidingTile:
+    """Processor: each query frame attends to the key frames within ``window`` frames of it."""
+
+    def __init__(self, config: SlidingTileConfig, stats: AttentionStats):
+        self.config, self.stats = config, stats
+
+    def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
+        dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()       # [Fq, Fk]
+        K = min(2 * self.config.window + 1, len(call.k_frames))
+        near = dist.float() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6   # ties: earliest
+        idx = near.topk(K, dim=1, largest=False).indices                    # [Fq, K]
+        valid = (dist.gather(1, idx) <= self.config.window) & frame_mask(call).gather(1, idx)
+        B, H = q.shape[:2]
+        self.stats.add(macs=2 * B * H * idx.numel() * call.tokens ** 2 * q.shape[-1], dense_macs=dense_macs(q, call),
+                       calls=1)
+        return block_sparse(q, k, v, idx.expand(B, H, -1, -1), valid.expand(B, H, -1, -1), call.tokens)
+
+
+class AdaSpa:
+    """Processor: online search of a blockified pattern at one step, reused at the others."""
+
+    def __init__(self, config: AdaSpaConfig, stats: AttentionStats):
+        self.config, self.stats, self.patterns = config, stats, {}
+
+    def key(self, call: AttentionCall):
+        ctx = current_context()
+        gen = ctx.generation if ctx is not None else 0
+        return gen, call.layer, int(call.q_frames[0]), len(call.q_frames), len(call.k_frames)
+
+    def search(self, q, k, call: AttentionCall) -> tuple[Tensor, Tensor]:
+        """Exact block attention mass [B, H, Fq, Fk] -> the top ``density`` key frames per query frame."""
+        B, H, Nq, d = q.shape
+        P, Fq, Fk = call.tokens, len(call.q_frames), len(call.k_frames)
+        allowed = frame_mask(call)
+        s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        s = s.masked_fill(~allowed.repeat_interleave(P, 0).repeat_interleave(P, 1), float("-inf"))
+        mass = s.softmax(-1).reshape(B, H, Fq, P, Fk, P).sum((3, 5))
+        mass = mass.masked_fill(~allowed, -1.0)
+        K = max(1, min(Fk, math.ceil(self.config.density * Fk)))
+        idx = mass.topk(K, dim=-1).indices                                   # [B, H, Fq, K]
+        valid = allowed[torch.arange(Fq, device=q.device)[:, None], idx]
+        self.stats.add(searches=1)
+        return idx, valid
+
+    def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
+        ctx = current_context()
+        step = ctx.step if ctx is not None else 0
+        key = self.key(call)
+        self.stats.add(dense_macs=dense_macs(q, call), calls=1)
+        if key not in self.patterns or step == self.config.search_step:     # a first call searches too
+            self.patterns[key] = self.search(q, k, call)
+            self.stats.add(macs=dense_macs(q, call))
+            return dense_attention(q, k, v, call)
+        idx, valid = self.patterns[key]
+        B, H = q.shape[:2]
+        self.stats.add(macs=2 * B * H * idx.shape[2] * idx.shape[3] * call.tokens ** 2 * q.shape[-1])
+        return block_sparse(q, k, v, idx, valid, call.tokens)
+
+
+def attention_modules(denoiser) -> list[VideoAttention]:
+    mods = denoiser.modules() if hasattr(denoiser, "modules") else []
+    return [m for m in mods if isinstance(m, VideoAttention)]
+
+
+def _check(denoiser) -> str | None:
+    return None if attention_modules(denoiser) else "needs a video DiT (VideoAttention layers)"
+
+
+def _apply(name: str, processor_cls):
+    def apply(denoiser, config) -> Handle:
+        mods = attention_modules(denoiser)
+        if not mods:
+            raise ValueError(f"{name}: {_check(denoiser)}")
+        stats = AttentionStats()
+        proc = processor_cls(config, stats)
+        old = [m.processor for m in mods]
+        for m in mods:
+            m.processor = proc
+
+        def restore():
+            for m, p in zip(mods, old):
+                m.processor = p
+        return Handle(name, [], None, stats, on_remove=restore)
+    return apply
+
+
+apply_sliding_tile = _apply("sliding-tile", SlidingTile)
+apply_adaspa = _apply("adaspa", AdaSpa)
+
+
+def register() -> None:
+    from ..techniques import Technique, register as reg
+    family = "attention" if "attention" in __import__("effdiff.techniques", fromlist=["FAMILIES"]).FAMILIES else "systems"
+    reg(Technique("sliding-tile", family, SlidingTileConfig, apply_sliding_tile, _check,
+                  exact=lambda n: SlidingTileConfig(window=10 ** 6), eager=lambda n: SlidingTileConfig(window=0),
+                  paper="Zhang et al. 2025, Fast Video Generation with Sliding Tile Attention"))
+    reg(Technique("adaspa", family, AdaSpaConfig, apply_adaspa, _check,
+                  exact=lambda n: AdaSpaConfig(density=1.0), eager=lambda n: AdaSpaConfig(density=0.01),
+                  paper="Xia et al. 2025, Training-free and Adaptive Sparse Attention for Efficient Long Video Generation"))
+
+
+register()
