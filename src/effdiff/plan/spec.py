@@ -199,12 +199,15 @@ class Spec:
         """The callable sampled: the model with this spec's guidance scale."""
         return guided(self.denoiser(denoiser), self.guidance)
 
-    def noise(self, denoiser, n: int, seed: int = 0) -> torch.Tensor:
-        """Unit noise [n, C, H, W] drawn per sample from ``seed`` (``sampling.randn``)."""
-        m = getattr(self.denoiser(denoiser), "meta", {}).get("model")
-        if m is None:
-            raise ValueError("cannot tell the sample shape of this denoiser; pass x (unit noise) instead of n")
-        return randn((n, m.get("in_channels", 1), m["image_size"], m["image_size"]), seed=seed)
+    def noise(self, denoiser, n: int, seed: int = 0, shape=None) -> torch.Tensor:
+        """Unit noise [n, *shape] drawn per sample from ``seed`` (``sampling.randn``); ``shape``
+        defaults to the model's (``meta["model"]``: in_channels, image_size)."""
+        if shape is None:
+            m = (getattr(self.denoiser(denoiser), "meta", None) or {}).get("model")
+            if m is None:
+                raise ValueError("cannot tell the sample shape of this denoiser; pass x (unit noise) or shape")
+            shape = (m.get("in_channels", 1), m["image_size"], m["image_size"])
+        return randn((n, *shape), seed=seed)
 
     def run(self, denoiser, handle, x, cond=None, seed: int | None = 0, return_info: bool = False, **kw):
         """Sample from unit noise ``x`` with the techniques already attached (``handle``)."""
@@ -214,14 +217,15 @@ class Spec:
         return handle.sample(self.guided(denoiser), x_T, sig, self.solver, cond, seed=seed,
                              return_info=return_info, **self.solver_options, **kw)
 
-    def sample(self, denoiser, x=None, cond=None, seed: int | None = 0, *, n: int | None = None,
+    def sample(self, denoiser, x=None, cond=None, seed: int | None = 0, *, n: int | None = None, shape=None,
                return_info: bool = False, **kw):
-        """Samples of this spec from unit noise ``x`` (or ``n`` samples of seeded noise): apply,
-        ``ed.sample``, remove. Returns x, or a ``SampleResult`` with ``return_info=True``."""
+        """Samples of this spec from unit noise ``x`` (or ``n`` samples of seeded noise of the
+        model's ``shape``): apply, ``ed.sample``, remove. Returns x, or a ``SampleResult`` with
+        ``return_info=True``."""
         if x is None:
             if n is None:
                 raise ValueError("pass x (unit noise [B, ...]) or n")
-            x = self.noise(denoiser, n, 0 if seed is None else seed)
+            x = self.noise(denoiser, n, 0 if seed is None else seed, shape)
         with self.apply(denoiser) as h:
             return self.run(denoiser, h, x, cond, seed, return_info, **kw)
 
@@ -309,6 +313,15 @@ def parse_value(annotation: str, text: str):
     raise ValueError(f"{text!r} is not a {annotation}")
 
 
+def _type_name(t) -> str:
+    """A field's annotation as text ('int | None'), whether or not the module defers annotations."""
+    if isinstance(t, str):
+        return t
+    if isinstance(t, type):
+        return t.__name__
+    return str(t).replace("typing.", "").replace("NoneType", "None")
+
+
 def parse_use(text: str) -> tuple[str, dict]:
     """``"name:key=value,key=value"`` -> (name, {key: typed value}); values are typed by the
     technique's config dataclass fields (tuples as ``a/b/c``); a bad key names the valid ones."""
@@ -316,7 +329,7 @@ def parse_use(text: str) -> tuple[str, dict]:
         raise ValueError(f"a technique is 'name' or 'name:key=value,...', got {text!r}")
     name, _, rest = text.strip().partition(":")
     tech = T.get(name.strip())
-    fields = {f.name: str(f.type) for f in dataclasses.fields(tech.config)}
+    fields = {f.name: _type_name(f.type) for f in dataclasses.fields(tech.config)}
     cfg = {}
     for item in filter(None, (s.strip() for s in rest.split(","))):
         key, eq, value = item.partition("=")

@@ -1,0 +1,592 @@
+"""``ed.plan(denoiser, budget=...)``: find the cheapest composition inside a quality budget and
+certify it on seeds the search never saw.
+
+1. Screen (one screening seed, a small batch, the reference-free proxy: the pixel-space
+   distribution change against an independent reference batch): every solver x schedule at a
+   probe NFE, then down the NFE grid while it passes; techniques, their pairs and the students
+   on top of the cheapest passing bases. Candidates far outside (proxy > ``SCREEN_LIMIT``) go.
+2. Successive halving on selection seeds with the target measure (FD in the evaluation network
+   where one exists): each rung adds seeds; a candidate whose 95% interval lies entirely above the
+   budget is rejected with its numbers; of the rest the cheapest 1/ETA stay (plus the cheapest
+   that already holds, as a fallback).
+3. The cheapest finalist that holds on all selection seeds is re-certified on fresh seeds (never
+   used in the search); if it fails there, the next one (every attempt is recorded).
+4. Systems switches are tried on the winner (kept when measured faster and numerically the same).
+5. Speed: the winner, the reference and the best single solver configuration timed side by side
+   in interleaved rounds (``bench.timing``) on the certification batch.
+
+Seeds: ``effdiff.seeds`` ranges ``plan-screening`` (200-299), ``plan-selection`` (300-399),
+``plan-certification`` (400-499), ``plan-verification`` (500-599, ``plan verify``), calibration
+batches from ``calibration`` (12345). A seed s's independent reference batch is s + 50.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import techniques as T
+from ..bench.scoring import labels_for
+from ..bench.timing import ms_stats, rounds
+from ..sampling import randn
+from . import space as S
+from .quality import Batch, DistributionChange, Quality, check_budget, for_model
+from .spec import Spec
+
+SCREEN_LIMIT = 0.5        # screening proxy above +50% of the reference's own sampling spread: out
+ETA = 2                   # successive halving keeps the cheapest 1/ETA per rung
+OTHER = 50                # seed s's independent reference batch is seed s + OTHER (same range)
+PROBE_NFE = 10
+
+
+def _seed_ranges():
+    try:
+        from .. import seeds as SR
+        r = {k: SR.get(f"plan-{k}").start for k in ("screening", "selection", "certification")}
+        if "plan-verification" not in SR.REGISTRY:
+            SR.register(SR.SeedRange("plan-verification", 500, 600, "plan verify: re-measuring a saved plan on "
+                                     "seeds its search and certification never used (effdiff.plan)"))
+        r["verification"] = SR.get("plan-verification").start
+        r["calibration"] = SR.get("calibration").start
+        return r
+    except (ImportError, KeyError):     # no seed registry: the same numbers, defined here
+        return {"screening": 200, "selection": 300, "certification": 400, "verification": 500, "calibration": 12345}
+
+
+SEEDS = _seed_ranges()
+
+
+@dataclass
+class Settings:
+    """Sample counts and seeds per stage (``quick``: about a fifth of the work)."""
+    n_screen: int = 64
+    n: int = 200
+    rungs: tuple = (2, 4)              # selection seeds per halving rung
+    select_seeds: int = 6              # finalists: this many selection seeds
+    fresh_seeds: int = 6               # certification
+    max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
+    timing_repeats: int = 5
+    attempts: int = 3                  # certification attempts (each recorded)
+
+    @classmethod
+    def quick(cls) -> "Settings":
+        return cls(n_screen=48, n=100, rungs=(2,), select_seeds=3, fresh_seeds=4, max_bases=3, timing_repeats=3,
+                   attempts=2)
+
+
+def default_reference(den, model: str | None, quick: bool = False) -> Spec:
+    """The model card's ``plan_reference`` spec if it has one, else Heun on a Karras schedule at
+    ~80 NFE (~50 in quick mode): a high-accuracy deterministic solve of the model's own ODE."""
+    card = (getattr(den, "meta", None) or {}).get("card", {})
+    if "plan_reference" in card:
+        return Spec.from_dict(card["plan_reference"])
+    return Spec("heun", 25 if quick else 40, "karras")
+
+
+class External:
+    """A reference sampler you bring (e.g. a model author's own loop): ``fn(n, seed) -> samples``.
+    It draws its own noise, so pairing with candidates is by seed, not by initial noise."""
+
+    def __init__(self, fn, name: str):
+        if not callable(fn) and fn is not None:
+            raise TypeError(f"an external reference is a callable fn(n, seed) -> samples, got {type(fn).__name__}")
+        self.fn, self.name = fn, name
+
+    def label(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        return {"external": self.name}
+
+
+class Sampler:
+    """Samples specs on (seed, n) from the same per-sample noise and labels; caches samples and
+    per-run timing; prepares calibrated techniques once per (base, technique config)."""
+
+    def __init__(self, den, cond, shape=None):
+        self.den, self.cond, self.shape = den, cond, shape
+        self.cache: dict = {}
+        self.prepared: dict = {}
+        self.sample_nfe = 0          # denoiser evaluations x samples spent, the search's own cost
+
+    def labels(self, n: int):
+        if callable(self.cond):
+            return self.cond(n)
+        if self.cond is None:
+            return labels_for(n, getattr(self.den, "cond_classes", 0) or 0)
+        c = torch.as_tensor(self.cond)
+        return c.repeat(math.ceil(n / len(c)))[:n] if c.ndim else c
+
+    def unit_noise(self, spec: Spec, n: int, seed: int):
+        return spec.noise(self.den, n, seed, self.shape)
+
+    def prepare(self, spec: Spec) -> Spec:
+        """``spec`` with calibrated parts (``needs``) filled, once per base and config."""
+        entries, changed = [], False
+        for name, cfg in spec.techniques:
+            tech = T.get(name)
+            missing = [k for k in tech.needs if cfg.get(k) is None]
+            if missing:
+                base = spec.replace(techniques=[])
+                key = (base.label(), name, repr(sorted(cfg.items())))
+                if key not in self.prepared:
+                    n = 32
+                    sig = base.sigmas(self.den)
+                    x = randn(self.unit_noise(base, n, 0).shape, seed=SEEDS["calibration"]) * float(sig[0])
+                    run = T.Run(x, sig, base.solver, self.labels(n))
+                    c = tech.prepare(base.denoiser(self.den), tech.make_config(dict(cfg)), run)
+                    self.prepared[key] = {k: getattr(c, k) for k in tech.needs}
+                cfg = {**cfg, **self.prepared[key]}
+                changed = True
+            entries.append((name, cfg))
+        return spec.replace(techniques=entries) if changed else spec
+
+    def images(self, spec: Spec, seed: int, n: int):
+        """(images [n, ...], seconds, nfe) of ``spec`` at ``seed``."""
+        key = (spec.label(), seed, n)
+        if key not in self.cache and isinstance(spec, External):
+            if spec.fn is None:
+                raise ValueError(f"the external reference {spec.name!r} is not available here: pass reference=")
+            t0 = time.perf_counter()
+            x = spec.fn(n, seed)
+            self.cache[key] = (x, time.perf_counter() - t0, None)
+        if key not in self.cache:
+            from ..latent.denoiser import images
+            spec = self.prepare(spec)
+            labels = self.labels(n)
+            z = self.unit_noise(spec, n, seed)
+            t0 = time.perf_counter()
+            res = spec.sample(self.den, z, labels, seed, return_info=True)
+            x = images(spec.denoiser(self.den), res.x)
+            dt = time.perf_counter() - t0
+            self.sample_nfe += res.nfe * n
+            self.cache[key] = (x, dt, res.nfe)
+        return self.cache[key]
+
+
+@dataclass
+class Record:
+    """What the search knows of one candidate."""
+    label: str
+    spec: Spec
+    nfe: int
+    families: tuple
+    stage: str = "screen"
+    screen: float | None = None
+    quality: Quality | None = None
+    ms: list = field(default_factory=list)
+    rejected: str | None = None
+    certified: Quality | None = None
+
+    @property
+    def ms_per_sample(self) -> float:
+        return sorted(self.ms)[len(self.ms) // 2] if self.ms else float("inf")
+
+    def as_dict(self) -> dict:
+        return {"label": self.label, "spec": _spec_dict(self.spec), "nfe": self.nfe, "families": list(self.families),
+                "stage": self.stage, "screen_proxy": _finite(self.screen), "ms_per_sample": _finite(self.ms_per_sample), "quality": self.quality.as_dict() if self.quality else None,
+                "certified": self.certified.as_dict() if self.certified else None, "rejected": self.rejected}
+
+
+def _finite(v):
+    return v if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _spec_dict(spec: Spec) -> dict:
+    try:
+        return spec.to_dict()
+    except TypeError:
+        return spec.replace(techniques=[(n, {k: v for k, v in c.items() if k not in T.get(n).needs})
+                                        for n, c in spec.techniques]).to_dict()
+
+
+class Search:
+    """One plan search (see the module docstring); ``run()`` returns the ``Plan``."""
+
+    def __init__(self, den, budget, *, reference=None, metric=None, objective="time", cond=None, space=None,
+                 quick=False, settings=None, model=None, progress=True, log=None, shape=None):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
+        if not callable(den):
+            raise TypeError(f"the denoiser must be callable D(x, sigma, cond), got {type(den).__name__}")
+        self.den, self.budget, self.objective = den, check_budget(budget), objective
+        self.model = model or (getattr(den, "meta", None) or {}).get("name") or _zoo_name(den)
+        self.measure = for_model(den, metric)
+        self.proxy = DistributionChange()
+        self.space = space or S.Space(quick=quick)
+        self.set = settings or (Settings.quick() if quick else Settings())
+        self.reference = reference if isinstance(reference, (Spec, External)) else (
+            Spec.from_dict(reference) if isinstance(reference, dict) else default_reference(den, self.model, quick))
+        self.sampler = Sampler(den, cond, shape)
+        self.records: dict[str, Record] = {}
+        self.progress, self.log_fn = progress, log
+        self.bar = None
+        self.best: Record | None = None
+
+    # -- bookkeeping ------------------------------------------------------------------------
+    def log(self, msg: str):
+        if self.log_fn is not None:
+            self.log_fn(msg)
+
+    def _tick(self, rec: Record):
+        if self.bar is not None:
+            self.bar.update(1)
+            if self.best is not None:
+                self.bar.set_postfix_str(f"best {self.best.label} {self.best.ms_per_sample:.2f} ms/sample")
+
+    def record(self, cand: S.Candidate) -> Record:
+        if cand.label not in self.records:
+            self.records[cand.label] = Record(cand.label, cand.spec, cand.nfe, cand.families)
+        return self.records[cand.label]
+
+    def batch(self, rec_spec: Spec, seed: int, n: int, measure) -> tuple[float, float]:
+        """(measure value, seconds) of one seed."""
+        x, dt, _ = self.sampler.images(rec_spec, seed, n)
+        ref = self.sampler.images(self.reference, seed, n)[0]
+        other = self.sampler.images(self.reference, seed + OTHER, n)[0] if measure.needs_other else None
+        return measure(Batch(x, ref, other, self.sampler.labels(n), seed)), dt
+
+    # -- stage 1: screening -----------------------------------------------------------------
+    def screen(self, cand: S.Candidate) -> Record:
+        rec = self.record(cand)
+        if rec.screen is None and rec.rejected is None:
+            seed = SEEDS["screening"]
+            try:
+                v, dt = self.batch(cand.spec, seed, self.set.n_screen, self.proxy)
+            except (FloatingPointError, RuntimeError, ValueError, TypeError) as e:
+                rec.rejected = f"{rec.label}: failed on the screening batch ({type(e).__name__}: {e})"
+                self._tick(rec)
+                return rec
+            rec.screen = v
+            rec.ms.append(1000 * dt / self.set.n_screen)
+            if not math.isfinite(v) or v > SCREEN_LIMIT:
+                rec.rejected = (f"{rec.label}: screening proxy {100 * v:+.0f}% (pixel distribution distance vs the "
+                                f"reference's own spread) > +{100 * SCREEN_LIMIT:.0f}%")
+            self._tick(rec)
+        return rec
+
+    def screen_bases(self) -> list[Record]:
+        """Every solver x schedule at the probe NFE (and the top NFE if it fails there), then down
+        the NFE grid while it passes. Returns the passing records."""
+        bases = S.base_specs(self.space, self.den, self.model)
+        by_pair: dict = {}
+        for c in bases:
+            by_pair.setdefault((c.spec.solver, c.spec.schedule, c.spec.guidance), []).append(c)
+        passing = []
+        for pair, cands in by_pair.items():
+            cands.sort(key=lambda c: c.nfe)
+            probe = min(cands, key=lambda c: abs(c.nfe - PROBE_NFE))
+            rec = self.screen(probe)
+            start = probe
+            if rec.rejected:
+                top = cands[-1]
+                if top is probe or self.screen(top).rejected:
+                    continue
+                start = top
+            lower = [c for c in cands if c.nfe < start.nfe]
+            ok = [start]
+            for c in reversed(lower):
+                if self.screen(c).rejected:
+                    break
+                ok.append(c)
+            passing += [self.records[c.label] for c in ok]
+        return passing
+
+    def screen_compositions(self, bases: list[Record]) -> list[Record]:
+        """Techniques (singles, then pairs that passed alone) on the cheapest bases; students, and
+        students with each technique."""
+        singles = self.space.techniques_for(self.den, self.objective)
+        chosen = sorted(bases, key=lambda r: (r.nfe, r.ms_per_sample))[: self.set.max_bases]
+        # also the base one notch above each chosen one (a technique may pay off more on more steps)
+        more = []
+        for r in chosen:
+            above = [b for b in bases if b.spec.solver == r.spec.solver and b.spec.schedule == r.spec.schedule
+                     and b.nfe > r.nfe]
+            if above:
+                more.append(min(above, key=lambda b: b.nfe))
+        chosen = list({r.label: r for r in chosen + more}.values())
+        out = []
+        for r in chosen:
+            base = S.Candidate(r.spec, r.nfe, r.families)
+            ok = []
+            for entry in singles:
+                c = S.compose(base, [entry], (S.family_of(entry[0]),))
+                if isinstance(c, str):
+                    self.space.pruned.append((f"{r.label} + {entry[0]}", c))
+                    continue
+                rec = self.screen(c)
+                if not rec.rejected:
+                    ok.append(entry)
+                    out.append(rec)
+            for i, a in enumerate(ok):          # pairs of different families, both passing alone
+                for b in ok[i + 1:]:
+                    if S.family_of(a[0]) == S.family_of(b[0]):
+                        continue
+                    c = S.compose(base, [a, b], (S.family_of(a[0]), S.family_of(b[0])))
+                    if not isinstance(c, str):
+                        rec = self.screen(c)
+                        if not rec.rejected:
+                            out.append(rec)
+        if self.space.students:
+            for name, steps, solver in S.students_of(self.model):
+                st = S.Candidate(Spec(solver, steps, "student", model=name), steps, ("student",))
+                rec = self.screen(st)
+                if rec.rejected:
+                    continue
+                out.append(rec)
+                student = st.spec.denoiser(self.den)
+                for entry in singles:
+                    if T.get(entry[0]).why_not(student) is not None:
+                        continue
+                    c = S.compose(st, [entry], (S.family_of(entry[0]),))
+                    if not isinstance(c, str):
+                        r2 = self.screen(c)
+                        if not r2.rejected:
+                            out.append(r2)
+        return out
+
+    # -- stage 2: successive halving on selection seeds ---------------------------------------
+    def evaluate(self, rec: Record, k: int) -> Quality:
+        seeds = [SEEDS["selection"] + i for i in range(k)]
+        q = rec.quality or Quality(self.measure.name, relative=self.measure.relative)
+        for s in seeds[len(q.values):]:
+            v, dt = self.batch(rec.spec, s, self.set.n, self.measure)
+            q.values.append(v)
+            q.seeds.append(s)
+            rec.ms.append(1000 * dt / self.set.n)
+        rec.quality = q
+        self._tick(rec)
+        return q
+
+    def cost(self, rec: Record) -> float:
+        return OBJECTIVES[self.objective](self, rec)
+
+    def halving(self, alive: list[Record]) -> list[Record]:
+        for k in (*self.set.rungs, self.set.select_seeds):
+            for rec in alive:
+                rec.stage = f"selection ({k} seeds)"
+                q = self.evaluate(rec, k)
+                if q.lower > self.budget:
+                    rec.rejected = f"{rec.label}: {q.text()} {self._unit()} (over the +{100 * self.budget:g}% budget)"
+            alive = [r for r in alive if not r.rejected]
+            holding = [r for r in alive if r.quality.holds(self.budget)]
+            if holding:
+                self.best = min(holding, key=self.cost)
+            if k == self.set.select_seeds:
+                break
+            alive.sort(key=self.cost)
+            keep = alive[: max(1, math.ceil(len(alive) / ETA))]
+            if self.best is not None and self.best not in keep:
+                keep.append(self.best)
+            for r in alive:
+                if r not in keep:
+                    r.rejected = (f"{r.label}: {r.quality.text()} {self._unit()}; slower than the {len(keep)} kept "
+                                  f"at {k} seeds ({self._cost_text(r)})")
+            alive = keep
+        return alive
+
+    def _unit(self) -> str:
+        return "FD" if "FD" in self.measure.name else "change"
+
+    def _cost_text(self, r: Record) -> str:
+        c = self.cost(r)
+        return f"{c:.3g} {OBJECTIVE_UNITS[self.objective]}"
+
+    # -- stage 3: certification on fresh seeds -------------------------------------------------
+    def certify(self, rec: Record) -> Quality:
+        q = Quality(self.measure.name, relative=self.measure.relative)
+        for i in range(self.set.fresh_seeds):
+            s = SEEDS["certification"] + i
+            v, _ = self.batch(rec.spec, s, self.set.n, self.measure)
+            q.values.append(v)
+            q.seeds.append(s)
+        rec.certified = q
+        return q
+
+    def run(self):
+        from tqdm.auto import tqdm
+        from .file import Plan
+        t0 = time.perf_counter()
+        self.bar = tqdm(desc="plan", unit="run", disable=not self.progress, leave=False)
+        try:
+            bases = self.screen_bases()
+            self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
+            comps = self.screen_compositions(bases)
+            alive = [r for r in bases + comps if not r.rejected]
+            alive = list({r.label: r for r in alive}.values())
+            self.log(f"screen: {len(alive)} candidates go to selection")
+            finalists = self.halving(alive)
+            order = sorted([r for r in finalists if r.quality.holds(self.budget)], key=self.cost)
+            winner, attempts = None, []
+            for rec in order[: self.set.attempts]:
+                rec.stage = "certification"
+                q = self.certify(rec)
+                attempts.append(rec.label)
+                if q.holds(self.budget):
+                    winner = rec
+                    break
+                rec.rejected = (f"{rec.label}: held on selection seeds ({rec.quality.text()}) but not on fresh seeds "
+                                f"({q.text()})")
+            for r in finalists:
+                if r is not winner and not r.rejected:
+                    r.rejected = f"{r.label}: a cheaper finalist was certified" if winner else None
+            systems = self.systems_pass(winner) if winner is not None else []
+            timing = self.time_side_by_side(winner)
+        finally:
+            self.bar.close()
+        return Plan.from_search(self, winner, attempts, systems, timing, time.perf_counter() - t0)
+
+    # -- stage 4: systems switches on the winner -------------------------------------------------
+    def systems_pass(self, winner: Record) -> list[dict]:
+        """Each applicable switch on the winner: kept when the samples are numerically the same
+        (max relative deviation < 1e-3) and it is measured faster in interleaved rounds."""
+        out = []
+        for name in self.space.systems:
+            tech = T.get(name)
+            cfg = {"num_threads": max(1, torch.get_num_threads())} if name == "threads" else {}
+            if tech.why_not(winner.spec.denoiser(self.den)) is not None:
+                continue
+            spec = winner.spec.use((name, cfg))
+            n, seed = self.set.n_screen, SEEDS["screening"]
+            a = self.sampler.images(winner.spec, seed, n)[0]
+            b = self.sampler.images(spec, seed, n)[0]
+            dev = float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
+            t = self._interleaved([winner.spec, spec], n, seed, self.set.timing_repeats)
+            faster = t[1]["ms_per_sample"] < 0.95 * t[0]["ms_per_sample"]
+            keep = dev < 1e-3 and faster
+            out.append({"switch": name, "config": cfg, "max_rel_deviation": dev, "ms_without": t[0]["ms_per_sample"],
+                        "ms_with": t[1]["ms_per_sample"], "kept": keep})
+            if keep:
+                winner.spec = spec
+                winner.label = spec.label()
+        return out
+
+    # -- stage 5: timing ------------------------------------------------------------------------
+    def _interleaved(self, specs: list[Spec], n: int, seed: int, repeats: int) -> list[dict]:
+        """ms per sample of each spec, timed in interleaved rounds after a warm-up (bench.timing)."""
+        from ..latent.denoiser import images
+        specs = [self.sampler.prepare(s) if isinstance(s, Spec) else s for s in specs]
+        times = [[] for _ in specs]
+        labels = self.sampler.labels(n)
+        handles = [s.apply(self.den) if isinstance(s, Spec) else None for s in specs]
+
+        def go(s, h, r):
+            if h is None:
+                return s.fn(n, r)
+            return images(s.denoiser(self.den), s.run(self.den, h, self.sampler.unit_noise(s, n, r), labels, r))
+        try:
+            for s, h in zip(specs, handles):
+                go(s, h, seed)
+            for r in rounds([seed], repeats):
+                for i, (s, h) in enumerate(zip(specs, handles)):
+                    t0 = time.perf_counter()
+                    go(s, h, r)
+                    times[i].append(time.perf_counter() - t0)
+        finally:
+            for h in handles:
+                if h is not None:
+                    h.remove()
+        return [ms_stats(t, n) for t in times]
+
+    def best_single(self) -> Record | None:
+        """The cheapest plain solver configuration that held on the selection seeds."""
+        ok = [r for r in self.records.values() if r.families == ("solver",) and r.quality is not None
+              and r.quality.holds(self.budget)]
+        return min(ok, key=lambda r: r.nfe) if ok else None
+
+    def time_side_by_side(self, winner: Record | None) -> dict:
+        specs = {"reference": self.reference}
+        if winner is not None:
+            specs["plan"] = winner.spec
+        single = self.best_single()
+        if single is not None:
+            specs["best_single"] = single.spec
+        t = self._interleaved(list(specs.values()), self.set.n_screen, SEEDS["certification"], self.set.timing_repeats)
+        out = {k: {**v, "label": s.label()} for (k, s), v in zip(specs.items(), t)}
+        if "plan" in out:
+            out["speedup_vs_reference"] = out["reference"]["ms_per_sample"] / out["plan"]["ms_per_sample"]
+            if "best_single" in out:
+                out["speedup_vs_best_single"] = out["best_single"]["ms_per_sample"] / out["plan"]["ms_per_sample"]
+        out["note"] = ("wall clock on this machine, interleaved rounds; under shared load only indicative: "
+                       "re-run `effdiff bench --suite plan` on an idle core")
+        return out
+
+
+def _zoo_name(den) -> str | None:
+    """The zoo name of a zoo model (its card's preset is the name for the base models)."""
+    meta = getattr(den, "meta", None) or {}
+    card = meta.get("card", {})
+    from .. import zoo
+    for key in ("name", "preset"):
+        v = card.get(key)
+        if v and v in zoo.names():
+            return v
+    return meta.get("zoo_name")
+
+
+def _time(s: Search, r: Record) -> float:
+    return r.ms_per_sample
+
+
+def _macs(s: Search, r: Record) -> float:
+    return float(r.nfe)       # MACs per sample scale with NFE for one network; techniques lower it further
+
+
+OBJECTIVES = {"time": _time, "nfe": _macs, "macs": _macs}
+OBJECTIVE_UNITS = {"time": "ms/sample", "nfe": "NFE", "macs": "NFE"}
+
+
+def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str = "time", cond=None, space=None,
+         quick: bool = False, settings: Settings | None = None, model: str | None = None, max_nfe: int | None = None,
+         progress: bool = True, log=None, shape=None):
+    """The fastest composition of ``denoiser`` whose quality change against ``reference`` stays
+    within ``budget`` (upper end of the paired 95% CI), certified on fresh seeds. Returns a ``Plan``.
+
+    budget: 0.05 or "5%"; reference: a ``Spec`` (default: the card's, else Heun/Karras ~80 NFE);
+    metric: a ``quality.Measure`` or a callable ``score(x, labels)`` (default: FD in the evaluation
+    network for digits / MNIST, else the pixel distribution change); objective: "time" (measured
+    wall clock) or "nfe"; cond: labels (cycled) or ``n -> labels``; space: a ``space.Space``;
+    shape: one sample's shape when the denoiser has no ``meta["model"]`` (a user's own model)."""
+    if space is None:
+        space = S.Space(quick=quick, max_nfe=max_nfe)
+    elif max_nfe is not None:
+        space.max_nfe = max_nfe
+    return Search(denoiser, budget, reference=reference, metric=metric, objective=objective, cond=cond, space=space,
+                  quick=quick, settings=settings, model=model, progress=progress, log=log, shape=shape).run()
+
+
+@dataclass
+class Certification:
+    """``certify``'s answer for one spec: holds (upper 95% CI end within the budget), the quality
+    over the seeds, and the reason string the planner records when it does not hold."""
+    holds: bool
+    quality: Quality
+    budget: float
+    reason: str
+
+
+def certify(denoiser, spec: Spec, budget, *, reference=None, metric=None, seeds=None, n: int = 200, cond=None,
+            shape=None) -> Certification:
+    """Measure one (hand-written) ``spec`` against ``reference`` on ``seeds`` (default: the first
+    six of ``plan-certification``) the way the planner certifies its winner."""
+    budget = check_budget(budget)
+    measure = for_model(denoiser, metric)
+    if reference is None:
+        reference = default_reference(denoiser, None)
+    seeds = list(seeds) if seeds is not None else [SEEDS["certification"] + i for i in range(6)]
+    if len(seeds) < 2:
+        raise ValueError("certification needs at least 2 seeds for a confidence interval")
+    sm = Sampler(denoiser, cond, shape)
+    q = Quality(measure.name, relative=measure.relative)
+    for s in seeds:
+        x = sm.images(spec, s, n)[0]
+        ref = sm.images(reference, s, n)[0]
+        other = sm.images(reference, s + OTHER, n)[0] if measure.needs_other else None
+        q.values.append(measure(Batch(x, ref, other, sm.labels(n), s)))
+        q.seeds.append(s)
+    holds = q.holds(budget)
+    unit = "FD" if "FD" in measure.name else "change"
+    reason = f"{spec.label()}: {q.text()} {unit} ({'within' if holds else 'over'} the +{100 * budget:g}% budget)"
+    return Certification(holds, q, budget, reason)

@@ -1,0 +1,210 @@
+"""Acceleration plans (issue 22): the composition spec, budgets, the plan file, weights checks,
+certification and verify, on an analytic Gaussian denoiser (exact D, so everything is fast) and
+the digits UNet for the technique path."""
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import effdiff as ed
+from effdiff import techniques as T
+from effdiff.hooks import ModelHook, attach
+from effdiff.plan import Spec, parse_use
+from effdiff.plan import file as F, quality as Q, search as PS, space as S
+from effdiff.process import EDM
+
+
+class Gaussian(nn.Module):
+    """Data N(mu, s^2 I) on 1x4x4; D(x, σ) = mu + s² / (s² + σ²) (x - mu), exactly."""
+
+    def __init__(self, mu: float = 0.5, s: float = 0.5):
+        super().__init__()
+        self.mu = nn.Parameter(torch.full((1, 4, 4), mu), requires_grad=False)
+        self.s = s
+        self.process = EDM()
+        self.meta = {"model": {"in_channels": 1, "image_size": 4}}
+
+    def forward(self, x, sigma, cond=None):
+        sig = torch.as_tensor(sigma, dtype=x.dtype).reshape(-1, 1, 1, 1)
+        return self.mu + self.s ** 2 / (self.s ** 2 + sig ** 2) * (x - self.mu)
+
+
+def test_parse_use_types_values_by_the_config_fields():
+    assert parse_use("deepcache:interval=3,branch=1") == ("deepcache", {"interval": 3, "branch": 1})
+    assert parse_use("fora:blocks=0/1/2,attn=false") == ("fora", {"blocks": (0, 1, 2), "attn": False})
+    assert parse_use("ptq:w_bits=4,group_size=none") == ("ptq", {"w_bits": 4, "group_size": None})
+    assert parse_use("adaptive:threshold=0.15") == ("adaptive", {"threshold": 0.15})
+    assert parse_use("int8") == ("int8", {})
+
+
+@pytest.mark.parametrize("text, match", [
+    ("deepcache:intervl=3", "no option 'intervl'; its options: interval, branch"),
+    ("deepcache:interval=x", "interval='x' is not a int"),
+    ("deepcache:interval", "is not key=value"),
+    ("deep-cache:interval=3", "unknown technique 'deep-cache'"),
+    ("", "name:key=value"),
+])
+def test_parse_use_errors_name_the_problem(text, match):
+    with pytest.raises((ValueError, KeyError), match=match):
+        parse_use(text)
+
+
+def test_spec_json_round_trip():
+    spec = Spec("dpmpp-2m", 7, "karras", 1.5, techniques=["deepcache:interval=3", ("fora", {"blocks": (0, 1)})],
+                model="digits-unet-pd-4step", solver_options={}, schedule_options={"rho": 5.0})
+    d = json.loads(json.dumps(spec.to_dict()))
+    assert Spec.from_dict(d) == spec and Spec.from_json(spec.to_json()) == spec
+    assert spec.techniques == [("deepcache", {"interval": 3}), ("fora", {"blocks": [0, 1]})]
+    assert spec.label() == "digits-unet-pd-4step:dpmpp-2m/karras/7+g1.5 + deepcache(interval=3) + fora(blocks=0/1)"
+    # a config dataclass becomes the dict of its non-default fields
+    from effdiff.caching import DeepCacheConfig
+    assert Spec(techniques=[("deepcache", DeepCacheConfig(interval=4))]).techniques == [("deepcache", {"interval": 4})]
+
+
+@pytest.mark.parametrize("kw, err, match", [
+    ({"solver": "dpm++"}, KeyError, "unknown solver 'dpm\\+\\+'"),
+    ({"steps": 0}, ValueError, "steps must be a positive integer"),
+    ({"guidance": -1.0}, ValueError, "guidance must be a finite scale"),
+    ({"guidance": float("nan")}, ValueError, "guidance must be a finite scale"),
+    ({"schedule": "karas"}, KeyError, "unknown schedule 'karas'"),
+    ({"techniques": [("deepcache", {"every": 2})]}, TypeError, "no option 'every'"),
+    ({"techniques": "deepcache"}, TypeError, "list of"),
+    ({"solver_options": {"etta": 1}}, TypeError, "has no option 'etta'"),
+])
+def test_bad_specs_are_clear_errors(kw, err, match):
+    with pytest.raises(err, match=match):
+        Spec(**kw)
+
+
+def test_spec_from_dict_refuses_unknown_keys_and_formats():
+    with pytest.raises(ValueError, match="unknown spec key 'stepz'"):
+        Spec.from_dict({"solver": "ddim", "stepz": 3})
+    with pytest.raises(ValueError, match="not an effdiff spec"):
+        Spec.from_dict({"format": "something-else"})
+
+
+@pytest.mark.parametrize("budget, want", [(0.05, 0.05), ("5%", 0.05), ("+10%", 0.1), (0, 0.0)])
+def test_budgets(budget, want):
+    assert Q.check_budget(budget) == pytest.approx(want)
+
+
+@pytest.mark.parametrize("budget, err", [(-0.1, ValueError), ("five", ValueError), (float("inf"), ValueError),
+                                         (None, TypeError), (True, TypeError), (50, ValueError)])
+def test_bad_budgets_are_clear_errors(budget, err):
+    with pytest.raises(err, match="budget"):
+        Q.check_budget(budget)
+
+
+def test_techniques_apply_takes_plain_dicts_and_spec_entries():
+    den = ed.zoo.load("digits-unet")
+    spec = Spec("ddim", 4, "uniform").use("deepcache:interval=2")
+    with T.apply(["deepcache"], den, {"deepcache": {"interval": 2}}) as h:
+        assert h.name == "deepcache"
+    with T.get("deepcache").apply(den, {"interval": 2}) as h:
+        pass
+    with pytest.raises(TypeError, match="no option 'intervall'"):
+        T.get("deepcache").apply(den, {"intervall": 2})
+    labels = torch.arange(4)
+    a = spec.sample(den, n=4, cond=labels, seed=3)
+    z = spec.noise(den, 4, 3)
+    with T.apply(spec.techniques, den) as h:
+        sig = spec.sigmas(den)
+        b = h.sample(den, z * float(sig[0]), sig, "ddim", labels, seed=3)
+        assert h.stats.reused > 0
+    assert torch.equal(a, b)
+
+
+# --------------------------------------------------------------------------------------------
+# planning on the exact Gaussian denoiser
+# --------------------------------------------------------------------------------------------
+
+TINY = PS.Settings(n_screen=32, n=64, rungs=(2,), select_seeds=4, fresh_seeds=4, max_bases=2, timing_repeats=1)
+SPACE = dict(solvers=["euler", "heun", "dpmpp-2m", "ddim"], schedules=["karras"], nfe=(2, 3, 4, 6, 8, 12))
+
+
+@pytest.fixture(scope="module")
+def gauss_plan():
+    den = Gaussian()
+    p = PS.plan(den, "10%", space=S.Space(**SPACE), settings=TINY, progress=False,
+                            reference=Spec("heun", 20, "karras"))
+    return den, p
+
+
+def test_plan_finds_and_certifies_a_cheaper_sampler(gauss_plan):
+    den, p = gauss_plan
+    assert p.search["found"] and p.holds
+    assert p.certified["ci"][1] <= 0.10 and len(p.certified["seeds"]) == 4
+    assert set(p.certified["seeds"]).isdisjoint(p.selection["seeds"])            # fresh seeds, never used to pick
+    assert set(p.certified["seeds"]).isdisjoint(p.seeds["screening"])
+    assert p.spec.steps * 2 <= 39                                                  # fewer NFE than the reference
+    assert any("over the +10% budget" in r or "screening proxy" in r for r in p.rejected)
+    assert p.pareto and p.measure.startswith("sliced Wasserstein")
+
+
+def test_plan_file_round_trip_and_weights_check(gauss_plan, tmp_path):
+    den, p = gauss_plan
+    path = p.save(tmp_path / "plan.json")
+    q = F.Plan.load(path)
+    assert q.spec == p.spec and q.reference == p.reference and q.budget == p.budget
+    assert q.certified == json.loads(json.dumps(p.certified)) and q.weights_sha256 == F.weights_sha256(den)
+    assert torch.equal(q.sample(den, n=8, seed=1), p.spec.sample(den, n=8, seed=1))
+    other = Gaussian(mu=0.4)
+    with pytest.raises(F.WeightsMismatch, match="made for weights sha256"):
+        q.apply(other)
+    with pytest.raises(F.WeightsMismatch):
+        F.verify(q, other)
+    (tmp_path / "bad.json").write_text('{"format": "nope"}')
+    with pytest.raises(ValueError, match="not an effdiff plan"):
+        F.Plan.load(tmp_path / "bad.json")
+
+
+def test_a_plan_made_on_one_seed_set_holds_on_another(gauss_plan):
+    den, p = gauss_plan
+    v = F.verify(p, den, n=64)
+    assert set(v.seeds).isdisjoint(p.certified["seeds"] + p.selection["seeds"])
+    assert v.holds, v.text()
+
+
+class Shift(ModelHook):
+    def __init__(self, delta):
+        self.delta = delta
+
+    def __call__(self, module, call_next, *args, **kwargs):
+        return call_next(*args, **kwargs) + self.delta
+
+
+@pytest.fixture
+def shift_techniques():
+    """Two made-up techniques that each shift D's output by a small constant: alone each is
+    inside the budget; stacked, the shift doubles and the distance grows past it (the kind of
+    interference W8A8 + DeepCache shows on the digits models)."""
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class ShiftConfig:
+        delta: float = 0.03
+
+    made = []
+    for name in ("test-shift-a", "test-shift-b"):
+        made.append(T.register(T.Technique(
+            name, "systems", ShiftConfig, lambda den, c, name=name: attach(name, [(den, Shift(c.delta))]),
+            lambda den: None if isinstance(den, Gaussian) else "test only")))
+    yield made
+    for t in made:
+        T._REGISTRY.pop(t.name, None)
+
+
+def test_an_interfering_composition_is_rejected_at_certification(shift_techniques):
+    den = Gaussian()
+    ref = Spec("heun", 20, "karras")
+    seeds = [PS.SEEDS["certification"] + i for i in range(4)]
+
+    def check(*uses):
+        return PS.certify(den, ref.use(*uses), "25%", reference=ref, seeds=seeds, n=128)
+    alone_a, alone_b = check("test-shift-a:delta=0.006"), check("test-shift-b:delta=0.006")
+    both = check("test-shift-a:delta=0.006", "test-shift-b:delta=0.006")
+    assert alone_a.holds and alone_b.holds, (alone_a.reason, alone_b.reason)
+    assert not both.holds and both.quality.lower > 0.25          # measurably over, not just unsure
+    assert "test-shift-a(delta=0.006) + test-shift-b(delta=0.006)" in both.reason
+    assert "over the +25% budget" in both.reason
