@@ -11,14 +11,16 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save as st_bytes
 
+from .errors import EffdiffError
 from .io import atomic_write, parse_json
 
 _META_KEY, _ID_KEY, _SHA_KEY = "effdiff_meta", "effdiff_write_id", "effdiff_sha256"
 SHA_FIELD = "sha256"          # in the JSON: {"tensors": hex, "config": hex}
 UNPINNED = ("card",)          # free-form provenance (metrics, wall time) that may be edited
+MODEL_FORMAT = "effdiff-model-1"   # a model export: its "kind" names what the pinned keys build
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(EffdiffError, RuntimeError):
     """A checkpoint is missing, corrupt or does not match the model it is loaded into."""
 
 
@@ -53,8 +55,11 @@ def tensors_sha256(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def pinned(meta: dict) -> dict:
-    """The part of the metadata that defines the model (everything but the card)."""
-    return {k: v for k, v in meta.items() if k not in UNPINNED and k not in (_ID_KEY, SHA_FIELD)}
+    """The part of the metadata that defines the model: everything but the card (and a model export's
+    ``kind``, which names what the rest builds and is checked by ``kinds``, so files written before
+    kinds were recorded gain one without new hashes)."""
+    skip = (*UNPINNED, _ID_KEY, SHA_FIELD, *(("kind",) if meta.get("format") == MODEL_FORMAT else ()))
+    return {k: v for k, v in meta.items() if k not in skip}
 
 
 def config_sha256(meta: dict) -> str:

@@ -11,6 +11,7 @@ denoising loss).
 from __future__ import annotations
 
 import gzip
+import importlib
 import importlib.util
 import math
 import os
@@ -32,6 +33,8 @@ __all__ = [
     "LATENT_DATASETS",
     "latent",
     "dataset",
+    "register_dataset",
+    "dataset_names",
     "GaussianMixture",
     "Checkerboard",
     "gmm8",
@@ -187,43 +190,41 @@ def digits_style(x: torch.Tensor, ink: float = -0.5) -> torch.Tensor:
 #: latent datasets: name -> the zoo autoencoder and the image dataset it encodes
 LATENT_DATASETS = {"mnist-latent": {"autoencoder": "mnist-ae", "data": "mnist"}}
 
-
-@lru_cache(maxsize=4)
-def _latent_arrays(name: str, split: str, ae_sha: str | None) -> tuple[torch.Tensor, torch.Tensor]:
-    from .latent.encode import encode
-    from .latent.zoo import autoencoder
-    spec = LATENT_DATASETS[name]
-    ae, scale, _ = autoencoder(spec["autoencoder"], f"dataset {name!r}")
-    with torch.inference_mode():
-        x, y = dataset(spec["data"], split)
-        return encode(ae, x, scale).contiguous(), y
+#: name -> loader(split) of every registered image dataset (``register_dataset`` adds one)
+DATASETS: dict = {"digits": digits, "mnist": mnist}
+#: datasets registered by modules of higher layers, imported the first time a dataset is asked for
+PLUGINS = {name: "effdiff.latent.dataset" for name in LATENT_DATASETS}
 
 
-def latent(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
-    """A latent dataset (`LATENT_DATASETS`): the zoo autoencoder's scaled posterior means
-    ``scale * E[z|x]`` of the image dataset (x [N, c, h, w] float32, y [N]); encoded once per
-    process and split (the cache is keyed by the autoencoder's SHA-256). Latent diffusion
-    (Rombach et al. 2022) trains on these: ``TrainConfig(data="mnist-latent")``."""
-    if name not in LATENT_DATASETS:
-        raise ValueError(f"unknown latent dataset {name!r}; known: {', '.join(sorted(LATENT_DATASETS))}")
-    from . import zoo
-    try:
-        sha = zoo.card(LATENT_DATASETS[name]["autoencoder"]).get("sha256", {}).get("tensors")
-    except KeyError:
-        sha = None                       # autoencoder() raises the clear error
-    x, y = _latent_arrays(name, split, sha)
-    return x.clone(), y.clone()
+def register_dataset(name: str, loader=None):
+    """Register ``loader(split="train") -> (x, y)`` as dataset ``name`` (usable as a decorator)."""
+    def deco(fn):
+        DATASETS[name] = fn
+        return fn
+    return deco(loader) if loader is not None else deco
 
 
-DATASETS = {"digits": digits, "mnist": mnist,
-            **{name: (lambda split="train", _n=name: latent(_n, split)) for name in LATENT_DATASETS}}
+def dataset_names() -> list[str]:
+    """Every image dataset name, registered or to be registered on first use."""
+    return sorted(set(DATASETS) | set(PLUGINS))
 
 
 def dataset(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """An embedded image dataset by name (`DATASETS`): ``dataset("mnist", "test")``."""
+    if name not in DATASETS and name in PLUGINS:
+        importlib.import_module(PLUGINS[name])
     if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
     return DATASETS[name](split)
+
+
+def latent(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
+    """A latent dataset (`LATENT_DATASETS`): the zoo autoencoder's scaled posterior means
+    ``scale * E[z|x]`` of the image dataset (registered by ``effdiff.latent.dataset``). Latent
+    diffusion (Rombach et al. 2022) trains on these: ``TrainConfig(data="mnist-latent")``."""
+    if name not in LATENT_DATASETS:
+        raise ValueError(f"unknown latent dataset {name!r}; known: {', '.join(sorted(LATENT_DATASETS))}")
+    return dataset(name, split)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import json
 import os
+import platform
 import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "check_writable", "clean_stale", "parse_json", "read_json", "FileFormatError"]
+__all__ = ["atomic_write", "check_writable", "clean_stale", "parse_json", "read_json", "FileFormatError", "sha256_of", "machine", "cpu_name"]
 
 MAX_JSON_BYTES = 64 << 20     # no JSON file effdiff reads is near this: a bigger one is not ours
 
@@ -139,3 +141,28 @@ def read_json(path, what: str = "JSON file", kind: type | tuple | None = dict, e
         want = {"dict": "a JSON object", "list": "a JSON array"}.get(names, names)
         raise error(f"{path}: not a valid {what}: expected {want}, got {type(value).__name__}")
     return value
+
+
+def sha256_of(x) -> str:
+    """Content hash of a tensor (float32 bytes): provenance of what a network or statistic came from."""
+    return hashlib.sha256(x.detach().float().contiguous().numpy().tobytes()).hexdigest()
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what `platform` knows."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """Platform, CPU model, cores, torch threads, Python, torch and CUDA device of this process."""
+    import torch
+    return {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -23,8 +23,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .. import checkpoint as ckpt
-from ..denoisers import Denoiser, _bc, as_batch_sigma
+from .. import assets, checkpoint as ckpt
+from ..denoisers import Denoiser, append_dims, as_batch_sigma
+from ..kinds import register
 from ..models import build
 from ..models.layers import timestep_embedding, zero_module
 from ..process import from_config
@@ -118,7 +119,7 @@ class Student(nn.Module):
             self._w = None
         if not self.spec.boundary:
             return x0
-        c = _bc(self.c_skip(sigma).to(x.dtype), x)
+        c = append_dims(self.c_skip(sigma).to(x.dtype), x)
         return c * x + (1 - c) * x0
 
     def grid(self, steps: int | None = None) -> Tensor:
@@ -175,12 +176,13 @@ def student_tensors(student: Student) -> dict[str, Tensor]:
 def save(student: Student, path, arch: str, card: dict) -> None:
     """Write ``path.safetensors`` + ``path.json`` (atomic, SHA-256) in the zoo's model format."""
     den = student.denoiser
-    meta = {"format": "effdiff-model-1", "arch": arch, "model": dataclasses.asdict(den.net.config),
+    meta = {"format": "effdiff-model-1", "kind": "student", "arch": arch, "model": dataclasses.asdict(den.net.config),
             "task": "diffusion", "process": den.process.config(), "prediction": den.prediction,
             "num_classes": den.cond_classes, "student": dataclasses.asdict(student.spec), "card": card}
     ckpt.save(path, student_tensors(student), meta)
 
 
+@register("student")
 def from_meta(tensors: dict, meta: dict, where: str = "student") -> Student:
     """Rebuild a student from its stored tensors and metadata."""
     if "student" not in meta:
@@ -197,11 +199,10 @@ def from_meta(tensors: dict, meta: dict, where: str = "student") -> Student:
 
 def load(path_or_name) -> Student:
     """A student from a path stem (``run/student-4step``) or a zoo name."""
-    from .. import zoo
     from pathlib import Path
     name = str(path_or_name)
-    if name in zoo.names():
-        tensors, meta = ckpt.load(zoo.WEIGHTS / name, require_sha256=True)
+    if name in assets.names():
+        tensors, meta = ckpt.load(assets.path(name), require_sha256=True)
     else:
         tensors, meta = ckpt.load(Path(name))
     return from_meta(tensors, meta, where=name)

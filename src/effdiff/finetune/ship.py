@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..io import atomic_write
-from ..zoo import WEIGHTS
+from .. import assets
 
 TASKS = {"effdiff-lora-1": "lora", "effdiff-control-1": "control"}
 
@@ -22,14 +22,14 @@ def install(path, name: str, base_arch: str, metrics: dict) -> Path:
     if meta.get("format") not in TASKS:
         raise ValueError(f"{path}: not an adapter or control file (format {meta.get('format')!r})")
     prefix = name.split("-lora-")[0].split("-controlnet")[0].split("-t2i-")[0]
-    if not (WEIGHTS / f"{prefix}.json").exists():
+    if not (assets.WEIGHTS / f"{prefix}.json").exists():
         raise ValueError(f"{name!r} must start with a zoo backbone name (got prefix {prefix!r})")
     meta = {**meta, "arch": base_arch, "task": TASKS[meta["format"]]}
     meta["card"] = {**meta["card"], "metrics": {**meta["card"].get("metrics", {}), **metrics}}
-    ckpt.save(WEIGHTS / name, tensors, meta)           # header and JSON carry the same metadata
-    size = (WEIGHTS / f"{name}.safetensors").stat().st_size
-    atomic_write(WEIGHTS / f"{name}.md", card_markdown(name, meta, size))
-    return WEIGHTS / name
+    ckpt.save(assets.WEIGHTS / name, tensors, meta)           # header and JSON carry the same metadata
+    size = (assets.WEIGHTS / f"{name}.safetensors").stat().st_size
+    atomic_write(assets.WEIGHTS / f"{name}.md", card_markdown(name, meta, size))
+    return assets.WEIGHTS / name
 
 
 def card_markdown(name: str, meta: dict, size: int) -> str:

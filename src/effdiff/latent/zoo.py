@@ -1,26 +1,23 @@
-"""Loading latent diffusion models: the ``latent`` block of a model's metadata names the zoo
-autoencoder, its scale and the image dataset; ``wrap`` turns the loaded latent denoiser into a
-``LatentDenoiser`` and refuses an autoencoder whose scale differs from the one trained on."""
+"""The latent model kind: the ``latent`` block of a model's metadata names the zoo autoencoder, its
+scale and the image dataset; ``wrap`` turns the loaded latent denoiser into a ``LatentDenoiser`` and
+refuses an autoencoder whose scale differs from the one trained on. Registers kind ``"latent"``."""
 from __future__ import annotations
 
 import math
 
-from .. import checkpoint as ckpt
+from .. import assets, checkpoint as ckpt
+from ..data import LATENT_DATASETS
+from ..kinds import plain, register
 
 SCALE_RTOL = 1e-6
 
 
 def latent_block(meta: dict) -> dict | None:
     """``meta["latent"]`` of a diffusion model, else the one its training data implies
-    (``meta["data"]`` or its preset's ``data`` being one of ``data.LATENT_DATASETS``), else None."""
+    (``meta["data"]`` being one of ``data.LATENT_DATASETS``), else None."""
     if meta.get("latent") is not None:
         return dict(meta["latent"])
-    from ..data import LATENT_DATASETS
     data = meta.get("data")
-    if data is None:
-        from ..training.presets import PRESETS
-        preset = PRESETS.get(meta.get("card", {}).get("preset", ""))
-        data = preset.data if preset is not None else None
     if data not in LATENT_DATASETS:
         return None
     spec = LATENT_DATASETS[data]
@@ -29,15 +26,14 @@ def latent_block(meta: dict) -> dict | None:
 
 def autoencoder(name: str, where: str = "latent model"):
     """(network, scale, tensors SHA-256) of the zoo autoencoder ``name``."""
-    from .. import zoo
     try:
-        meta = zoo.card(name)
+        meta = assets.card(name)
     except KeyError:
         raise ckpt.CheckpointError(f"{where}: its autoencoder {name!r} is not in the zoo "
-                                   f"({', '.join(zoo.names())})") from None
+                                   f"({', '.join(assets.names())})") from None
     if meta.get("task") != "autoencoder" or "scale" not in meta.get("latent_space", {}):
         raise ckpt.CheckpointError(f"{where}: zoo model {name!r} is not an autoencoder with a latent scale")
-    return zoo.load(name), float(meta["latent_space"]["scale"]), meta.get("sha256", {}).get("tensors")
+    return assets.load_network(name), float(meta["latent_space"]["scale"]), meta.get("sha256", {}).get("tensors")
 
 
 def resolve(meta: dict, where: str, with_autoencoder: bool = False):
@@ -74,3 +70,14 @@ def wrap(den, meta: dict, where: str):
     meta = {**meta, "latent": block}
     den.meta = meta
     return LatentDenoiser(den, ae, block["scale"], meta).eval()
+
+
+def _install(meta: dict, where: str) -> dict:
+    latent = resolve(meta, where) if meta.get("task") == "diffusion" else None
+    return {"latent": latent} if latent is not None else {}
+
+
+@register("latent", install=_install)
+def build(tensors: dict, meta: dict, where: str):
+    """A denoiser trained on autoencoder latents, as a ``LatentDenoiser`` that decodes its samples."""
+    return wrap(plain(tensors, meta, where), meta, where)

@@ -1,4 +1,7 @@
 """Quality and cost metrics: every speed-up is reported beside the quality it costs."""
+import importlib
+import sys
+import types
 
 from .cost import latency, macs_per_sample, param_bytes, peak_memory, pinned_threads
 from .quality import (
@@ -14,8 +17,6 @@ from .quality import (
     trajectory_error,
 )
 from .memorization import copy_ratio, memorization, nn_distances
-from .evaluation import Evaluation, evaluation, score
-from .reference import EVAL_NETS, reference_stats
 from .toy import exact_nll, sliced_wasserstein
 from .convergence import convergence_order, reference_solve, solve_to
 
@@ -49,3 +50,26 @@ __all__ = [
     "reference_solve",
     "solve_to",
 ]
+
+_LAZY = {"score": "evaluation", "Evaluation": "evaluation", "evaluation": "evaluation",
+         "EVAL_NETS": "reference", "reference_stats": "reference"}
+
+
+def __getattr__(name):      # the evaluation against shipped data loads on first use (PEP 562)
+    if name in _LAZY:
+        mod = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(mod, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _Metrics(types.ModuleType):
+    """``metrics.evaluation`` stays the function: the import system binds the submodule of the same
+    name on the package when it is first imported, and this keeps the function in its place."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and name in _LAZY and hasattr(value, name):
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Metrics

@@ -51,10 +51,10 @@ class Evaluation:
     """
 
     def __init__(self, dataset: str = "digits", net=None, reference=None, train=None, k: int = 3):
-        from .. import data, zoo
+        from .. import assets, data
         from .reference import eval_net_name, reference_stats
         self.dataset, self.k = dataset, k
-        self.net = net if net is not None else zoo.load(eval_net_name(dataset))
+        self.net = net if net is not None else assets.load_network(eval_net_name(dataset))
         self.ref_x, self.ref_y = reference if reference is not None else data.dataset(dataset, "test")
         self.train_x, self.train_y = train if train is not None else data.dataset(dataset, "train")
         self.ref_feats, _ = class_features(self.net, self.ref_x)

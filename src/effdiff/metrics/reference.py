@@ -24,19 +24,19 @@ def eval_net_name(dataset: str) -> str:
 
 
 def stats_path(dataset: str) -> Path:
-    from ..zoo import WEIGHTS
-    return WEIGHTS / f"{eval_net_name(dataset)}.heldout.safetensors"
+    from .. import assets
+    return assets.WEIGHTS / f"{eval_net_name(dataset)}.heldout.safetensors"
 
 
 def compute_reference_stats(dataset: str) -> tuple[torch.Tensor, torch.Tensor, dict]:
     """(mu [F], cov [F, F], provenance) of the held-out split in the evaluation network's features."""
-    from .. import data, zoo
-    from ..training.evalnet import sha256_of
+    from .. import assets, data
+    from ..io import sha256_of
     from .quality import class_features, gaussian_stats
     x, _ = data.dataset(dataset, REFERENCE_SPLIT)
-    feats, _ = class_features(zoo.load(eval_net_name(dataset)), x)
+    feats, _ = class_features(assets.load_network(eval_net_name(dataset)), x)
     mu, cov = gaussian_stats(feats)
-    net_file = zoo.WEIGHTS / f"{eval_net_name(dataset)}.safetensors"
+    net_file = assets.WEIGHTS / f"{eval_net_name(dataset)}.safetensors"
     meta = {"dataset": dataset, "split": REFERENCE_SPLIT, "n": len(x), "images_sha256": sha256_of(x),
             "eval_net": eval_net_name(dataset), "eval_net_sha256": sha256(net_file.read_bytes()).hexdigest()}
     return mu, cov, meta

@@ -12,7 +12,6 @@ Accuracy is reported on data the network did not train on: sklearn digits (all 1
 from __future__ import annotations
 
 import argparse
-import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
 from .. import data
+from ..io import sha256_of  # noqa: F401  (public here too)
 from ..models import Classifier, ClassifierConfig
 
 
@@ -70,11 +70,6 @@ def shift(x: torch.Tensor, gen: torch.Generator, p: int) -> torch.Tensor:
     return padded.gather(2, rows).gather(3, cols)
 
 
-def sha256_of(x: torch.Tensor) -> str:
-    """Content hash of a tensor (float32 bytes): provenance of what a network or statistic came from."""
-    return hashlib.sha256(x.detach().float().contiguous().numpy().tobytes()).hexdigest()
-
-
 @torch.no_grad()
 def accuracy(net: Classifier, x: torch.Tensor, y: torch.Tensor) -> float:
     net.eval()
@@ -109,7 +104,7 @@ def train(recipe: EvalNetRecipe, progress: bool = True) -> tuple[Classifier, dic
 
 def export(recipe: EvalNetRecipe, net: Classifier, metrics: dict, out) -> Path:
     """Write ``out/model.safetensors`` + ``.json`` in the zoo's format (``zoo.install`` takes it from there)."""
-    from ..bench.machine import machine
+    from ..io import machine
     card = {"preset": recipe.name, "seed": recipe.seed, "steps": recipe.steps, "batch_size": recipe.batch_size,
             "wall_time_s": metrics.pop("wall_time_s"), "machine": machine(), "recipe": asdict(recipe),
             "trained_on": "MNIST test set t10k (10,000 digits, ../shared/data/mnist)"

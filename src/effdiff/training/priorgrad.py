@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..kinds import register
 from ..sampling import from_prior
 
 PRIORS = ("standard", "priorgrad")
@@ -143,6 +144,7 @@ def export_tensors(whitening: Whitening) -> dict[str, torch.Tensor]:
     return {"prior.mean": whitening.mean.detach().clone(), "prior.std": whitening.std.detach().clone()}
 
 
+@register("prior")
 def from_meta(tensors: dict, meta: dict, where: str = "model"):
     """Rebuild an exported PriorGrad model: ``prior.*`` tensors -> the wrapper, the rest -> the
     network as ``zoo.from_checkpoint`` builds it."""

@@ -211,11 +211,11 @@ class Trainer:
         from .. import data
         if self.cfg.data.startswith("toy:"):
             self.toy, self.x, self.y = data.toy(self.cfg.data[4:]), None, None
-        elif self.cfg.data in data.DATASETS:
+        elif self.cfg.data in data.dataset_names():
             self.x, self.y = data.dataset(self.cfg.data, "train")
             self.toy = None
         else:
-            raise ValueError(f"unknown data {self.cfg.data!r}; known: {', '.join(sorted(data.DATASETS))}, toy:<name>")
+            raise ValueError(f"unknown data {self.cfg.data!r}; known: {', '.join(data.dataset_names())}, toy:<name>")
 
     def batch(self):
         b = self.cfg.batch_size
@@ -347,7 +347,7 @@ class Trainer:
     def export(self, metrics: dict | None = None) -> Path:
         """Write the EMA weights as ``model.safetensors`` + ``model.json`` (what the zoo ships)."""
         c = self.cfg
-        meta = {"format": "effdiff-model-1", "arch": c.arch, "model": dataclasses.asdict(self.ema.config),
+        meta = {"format": "effdiff-model-1", "kind": export_kind(self), "arch": c.arch, "model": dataclasses.asdict(self.ema.config),
                 "task": c.task, "data": c.data, "process": c.process, "prediction": c.prediction if c.task == "diffusion" else None,
                 "num_classes": self.num_classes,
                 "card": {"preset": c.name, "seed": c.seed, "steps": self.step, "batch_size": c.batch_size,
@@ -432,7 +432,15 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
     return tr.export(metrics)
 
 
+def export_kind(tr) -> str:
+    """The model kind an export names (``effdiff.kinds``): PriorGrad, a latent model, or plain."""
+    from ..kinds import is_latent_data
+    if getattr(tr, "whitening", None) is not None:
+        return "prior"
+    return "latent" if tr.cfg.task == "diffusion" and is_latent_data(tr.cfg.data) else "plain"
+
+
 def machine() -> dict:
-    """The machine description the bench records (one definition, in ``bench/machine.py``)."""
-    from ..bench.machine import machine
+    """The machine description the bench records (one definition, in ``io.machine``)."""
+    from ..io import machine
     return machine()
