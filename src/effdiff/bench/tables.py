@@ -1,0 +1,416 @@
+"""Tables generated, not typed: every marked block in README.md, docs/*.md and the zoo cards is
+rebuilt from the results files it cites, so a published number is always its results.json's.
+
+    <!-- table: docs/bench/caching/results.json cols=model,run,guidance,macs,speedup_b,fd,change where=-50\\+ -->
+    (generated table)
+    <!-- /table -->
+    ... all <!-- value: docs/bench/caching/results.json kind=count has=fd_change -->84<!-- /value --> comparisons ...
+
+A block's arguments: the results files (paths from the repository root; several for ``kind=compress``),
+then ``key=value`` options: ``kind`` (a renderer of ``KINDS``; default ``rows``), ``cols`` (columns of
+``COLUMNS``), ``where`` (regex on the config name), ``model`` (``a|b``), ``has`` (a key the row must
+have), ``list`` (the JSON list holding the rows; default ``rows``). Inline ``value`` blocks render one
+number or phrase (``kind=count``, ``kind=change``, ``kind=verdicts``).
+
+    python -m effdiff.bench.tables --check      # exit 1 naming every block that differs (tests/test_tables.py)
+    python -m effdiff.bench.tables --write      # rewrite every block from its results files
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import re
+import shlex
+from pathlib import Path
+from typing import Callable
+
+from .scoring import mean_sd, pct_ci, pm, t_interval
+
+ROOT = Path(__file__).resolve().parents[3]
+DOC_GLOBS = ("README.md", "docs/*.md", "docs/bench/*.md", "src/effdiff/zoo/weights/*.md")
+BLOCK = re.compile(r"(?P<open><!-- (?P<tag>table|value): (?P<args>.*?) -->)(?P<body>.*?)(?P<close><!-- /(?P=tag) -->)",
+                   re.S)
+
+
+# ---- rows and their columns -----------------------------------------------------------------
+def _acc(r):
+    return "" if r.get("class_acc") is None else f"{100 * r['class_acc']:.1f}%"
+
+
+def served(r: dict) -> bool:
+    """A request answered from a cross-request cache (NIRVANA): its samples do not change with the seed."""
+    return bool((r.get("info") or {}).get("hit")) and len(set(r.get("fd_per_seed") or [])) == 1
+
+
+def macs_ratio(r: dict, rows: list[dict]) -> str:
+    """Baseline MACs / row MACs. A cache-served request evaluates the same network on fewer steps, so
+    its ratio is the baseline's NFE over the served request's NFE (the stored macs_ratio is of a missed
+    request: the bench measures MACs on fresh noise, a miss). int8 rows: the MAC counter does not see
+    integer kernels, so no ratio."""
+    if "int8" in r["config"]:
+        return "same MACs"
+    if served(r):
+        base = next(b for b in rows if b["model"] == r["model"] and b["config"] == r["baseline"])
+        return f"{base['nfe'] / r['nfe']:.2f}x served (a miss: {r['macs_ratio']:.2f}x)"
+    return f"{r['macs_ratio']:.2f}x" if "macs_ratio" in r else ""
+
+
+def change(r: dict, key: str = "fd_change") -> str:
+    """The paired change with its interval; none for rows with identical samples on every seed."""
+    if key not in r:
+        return ""
+    if len(set(r.get("fd_per_seed") or [])) == 1 and len(r["fd_per_seed"]) > 1:
+        return f"{100 * r[key]:+.0f}% (same samples on every seed: served from the cache; no CI)"
+    return pct_ci(r[key], r.get(key + "_ci"))
+
+
+def verdict(r: dict, key: str = "fd_change") -> str:
+    """What the interval says: a cost, a gain, or no measurable difference (0 inside the interval)."""
+    ci = r.get(key + "_ci")
+    if not ci or ci[0] is None:
+        return "no interval"
+    if ci[0] > 0:
+        return "costs measurably"
+    if ci[1] < 0:
+        return "lowers FD measurably"
+    return "no measurable difference"
+
+
+def _int8_fraction(r: dict) -> str:
+    """Layers that ran integer kernels (int_mm, fbgemm) of all converted-or-kept layers; the rest ran
+    float32 compute (weight-only int8 ``dequant``, or float32 kept by ``auto``)."""
+    c = (r.get("info") or {}).get("compress") or {}
+    if "fbgemm" not in c:
+        return ""
+    integer, total = c["int_mm"] + c["fbgemm"], c["int_mm"] + c["fbgemm"] + c["dequant"] + c["fp32"]
+    macs = f", {100 * c['int8_macs_fraction']:.0f}% of MACs" if "int8_macs_fraction" in c else ""
+    return f"{integer} of {total}{macs}"
+
+
+def _compress(name: str, r: dict) -> str:
+    from . import compress
+    return getattr(compress, name)(r)
+
+
+def _peak(r: dict) -> str:
+    peak = (r.get("info") or {}).get("peak_bytes")
+    return "" if peak is None else f"{peak / 1e6:.1f} MB"
+
+
+COLUMNS: dict[str, tuple[str, Callable]] = {
+    "model": ("model", lambda r, ctx: r["model"]),
+    "config": ("config", lambda r, ctx: r["config"]),
+    "run": ("run", lambda r, ctx: r["config"]),
+    "nfe": ("NFE", lambda r, ctx: str(r["nfe"])),
+    "guidance": ("guidance", lambda r, ctx: f"{r.get('guidance', 1.0):g}"),
+    "ms": ("ms/sample", lambda r, ctx: pm(r["ms_per_sample"], r.get("ms_sd"))),
+    "speedup": ("speed-up", lambda r, ctx: f"{r['speedup']:.1f}x"),
+    "speedup_b": ("wall-clock speed-up", lambda r, ctx: f"{r['speedup_vs_baseline']:.2f}x" if "speedup_vs_baseline" in r else ""),
+    "macs": ("MACs ratio", lambda r, ctx: macs_ratio(r, ctx["rows"])),
+    "fd": ("FD", lambda r, ctx: pm(r["fd"], r.get("fd_sd"))),
+    "fd_k": ("FD (held-out, {k} seeds)", lambda r, ctx: pm(r["fd"], r.get("fd_sd"))),
+    "vs_ref": ("FD vs reference (paired, 95% CI)",
+               lambda r, ctx: "reference" if r.get("reference") else change(r, "fd_vs_ref")),
+    "change": ("FD change (95% CI)", lambda r, ctx: change(r)),
+    "verdict": ("what the interval says", lambda r, ctx: verdict(r)),
+    "fd_pixel": ("FD pixel", lambda r, ctx: pm(r["fd_pixel"], r.get("fd_pixel_sd"))),
+    "acc": ("class acc", lambda r, ctx: _acc(r)),
+    "mem": ("memorization (NN train/held-out)", lambda r, ctx: f"{r['mem_asymmetry']:.2f}"),
+    "seeds": ("seeds", lambda r, ctx: _seed_span(r.get("seeds") or ctx["results"].get("seeds"))),
+    "int8": ("layers in integer kernels", lambda r, ctx: _int8_fraction(r)),
+    "bytes": ("bytes", lambda r, ctx: _compress("_bytes", r)),
+    "peak": ("peak activations", lambda r, ctx: _peak(r)),
+    "fd3": ("FD", lambda r, ctx: f"{r['fd']:.3f}"),
+    "iters": ("parallel iterations", lambda r, ctx: str((r.get("info") or {}).get("iters", r["nfe"]))),
+    "evals": ("per-sample evaluations", lambda r, ctx: str((r.get("info") or {}).get("nfe", r["nfe"]))),
+    "steps": ("steps", lambda r, ctx: str(r["steps"])),
+    "traj": ("trajectory error vs sequential", lambda r, ctx: f"{r['traj_err']:.4f}" if r.get("traj_err") else "0"),
+    "saved": ("NFE saved", lambda r, ctx: str(_ref(r, ctx["rows"])["nfe"] - r["nfe"])),
+    "slower": ("ms vs sequential", lambda r, ctx: f"{r['ms_per_sample'] / _ref(r, ctx['rows'])['ms_per_sample']:.1f}x"),
+}
+RIGHT = {"peak", "fd3", "int8", "iters", "evals", "steps", "traj", "saved", "slower", "nfe", "guidance", "ms", "speedup", "speedup_b", "macs", "fd", "fd_k", "vs_ref", "change", "fd_pixel",
+         "acc", "mem"}
+
+
+def _ref(r: dict, rows: list[dict]) -> dict:
+    """The model's reference row (its baseline when it names one)."""
+    name = r.get("baseline")
+    return next(b for b in rows if b["model"] == r["model"] and (b["config"] == name if name else b.get("reference")))
+
+
+def _seed_span(seeds) -> str:
+    if not seeds:
+        return ""
+    s = sorted(seeds)
+    return f"{s[0]}-{s[-1]}" if s == list(range(s[0], s[-1] + 1)) and len(s) > 2 else ", ".join(map(str, s))
+
+
+def select(rows: list[dict], opts: dict) -> list[dict]:
+    """Rows whose config matches ``where``, whose model is in ``model``, that have ``has``."""
+    out = rows
+    if "where" in opts:
+        out = [r for r in out if re.search(opts["where"], r["config"])]
+    if "model" in opts:
+        out = [r for r in out if r["model"] in opts["model"].split("|")]
+    if "has" in opts:
+        out = [r for r in out if opts["has"] in r]
+    return out
+
+
+def _table(head: list[str], right: list[bool], body: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(c) + " |" for c in body])
+
+
+def render_rows(sources: list[dict], opts: dict) -> str:
+    res = sources[0]
+    rows = [r for s in sources for r in s[opts.get("list", "rows")]]       # several files: their rows in order
+    cols = opts.get("cols", "model,config,nfe,ms,speedup,fd_k,vs_ref,fd_pixel,acc,mem").split(",")
+    unknown = [c for c in cols if c not in COLUMNS]
+    if unknown:
+        raise KeyError(f"unknown column(s) {unknown}; known: {', '.join(COLUMNS)}")
+    ctx = {"rows": rows, "results": res}
+    k = len(res.get("seeds") or [])
+    head = [COLUMNS[c][0].format(k=k) for c in cols]
+    body = [[COLUMNS[c][1](r, ctx) for c in cols] for r in select(rows, opts)]
+    return _table(head, [c in RIGHT for c in cols], body)
+
+
+# ---- special tables -------------------------------------------------------------------------
+def render_compress(sources: list[dict], opts: dict) -> str:
+    """Rows x models: bytes, FD change and wall clock of each compress row, from the first source
+    (in the order given) that holds the row for that model; ``rows`` lists them, ``seeds`` says whose."""
+    models = opts.get("models", "digits-unet,digits-dit").split(",")
+    labels = opts["rows"].split(",")
+    from .compress import model_bytes
+    head, right = ["row"], [False]
+    for m in models:
+        head += [f"{m}: bytes", "FD change (95% CI)", "wall clock vs fp32"]
+        right += [True, True, True]
+    body = []
+    for label in labels:
+        line = [label]
+        for m in models:
+            r = next((r for s in sources for r in s["rows"] if r["model"] == m and r["config"] == f"ddim-10+{label}"),
+                     None)
+            if r is None:
+                line += ["", "", ""]
+                continue
+            b = model_bytes(r)
+            fake = "packed_bytes" in ((r.get("info") or {}).get("compress") or {})
+            line += ["" if b is None else f"{b / 1e6:.2f} MB", change(r),
+                     "(simulated)" if fake else f"{r['speedup_vs_baseline']:.2f}x"]
+        body.append(line)
+    return _table(head, right, body)
+
+
+def per_seed_speedups(curves: dict, trick: str) -> list[tuple[float | None, bool]]:
+    """Per training seed: baseline steps / trick steps to that seed's own baseline final FD (paired by
+    seed; linear between checkpoints), and whether the trick was there at its first checkpoint (a bound)."""
+    from .training import steps_to_target
+    base = {r["config"]["seed"]: r["points"] for r in curves["baseline"]}
+    out = []
+    for run in curves[trick]:
+        bp, tp = base[run["config"]["seed"]], run["points"]
+        target = bp[-1]["fd"]
+        b = steps_to_target([p["step"] for p in bp], [p["fd"] for p in bp], target)
+        t = steps_to_target([p["step"] for p in tp], [p["fd"] for p in tp], target)
+        out.append((None if t is None else b / t, t == tp[0]["step"]))
+    return out
+
+
+def speedup_cell(per_seed) -> tuple[str, str]:
+    """('a / b / c', '95% t-interval of the geometric mean') of per-seed speed-ups."""
+    vals = " / ".join("not reached" if v is None else (f"≥ {v:.2f}" if bound else f"{v:.2f}") for v, bound in per_seed)
+    if any(v is None for v, _ in per_seed):
+        return vals, f"not reached on {sum(v is None for v, _ in per_seed)} of {len(per_seed)} seeds"
+    if any(bound for _, bound in per_seed):
+        return vals, "a bound (target met at the first checkpoint)"
+    logs = [math.log(v) for v, _ in per_seed]
+    lo, hi = t_interval(logs)
+    return vals, f"{math.exp(mean_sd(logs)[0]):.2f}x [{math.exp(lo):.2f}, {math.exp(hi):.2f}]"
+
+
+def render_training(sources: list[dict], opts: dict) -> str:
+    """The training ablation: final FD and its paired change (t-interval), and the steps-to-target
+    speed-up per training seed with the t-interval of its geometric mean (exact for 3 seeds: t with 2 df
+    on log speed-ups; no bootstrap)."""
+    abl = sources[0]
+    head = ["trick", "FD at end (mean ± sd)", "FD change vs baseline (paired, 95% CI)",
+            "speed-up (steps) per training seed", "geometric mean [95% t-interval, 2 df]",
+            "speed-up (steps), seed-mean curves", "train s"]
+    base = next(r for r in abl["rows"] if r["trick"] == "baseline")
+    from .scoring import paired_change
+    body = []
+    for r in abl["rows"]:
+        per = speedup_cell(per_seed_speedups(abl["curves"], r["trick"]))
+        if r["trick"] == "baseline":
+            ch = "(baseline)"
+        else:
+            c, ci = paired_change(r["fd_final_per_seed"], base["fd_final_per_seed"])
+            ch = pct_ci(c, ci)
+        mean_curve = ("--" if r.get("steps_to_target") is None else
+                      ("≥ " if r.get("at_first") == "True" else "") + f"{r['speedup']:.2f}x")
+        body.append([r["trick"], pm(r["fd_final"], r.get("fd_final_sd")), ch, per[0], per[1], mean_curve,
+                     f"{r['train_s']:.0f}"])
+    return _table(head, [False] + [True] * 6, body)
+
+
+def render_solvers(sources: list[dict], opts: dict) -> str:
+    """Best per NFE budget: picked on the selection seeds; the fresh-seed FD and its paired change
+    against the reference with a 95% t-interval from the per-seed re-measurement (second source)."""
+    res, fresh = sources[0], (sources[1] if len(sources) > 1 else None)
+    head = ["model", "NFE budget", "best config", "NFE", "candidates", "FD (selection seeds)", "FD (fresh seeds)",
+            "FD vs reference (fresh, paired, 95% CI)", "trajectory error"]
+    body = []
+    for b in res["best_per_budget"]:
+        cell = f"{100 * b['fd_vs_ref_fresh']:+.0f}% (no interval stored)"
+        if "fd_vs_ref_fresh_ci" in b:
+            cell = pct_ci(b["fd_vs_ref_fresh_paired"], b["fd_vs_ref_fresh_ci"])
+        elif fresh is not None:
+            r = next(x for x in fresh["rows"] if x["model"] == b["model"] and x["config"] == b["config"])
+            cell = change(r, "fd_vs_ref")
+        body.append([b["model"], str(b["budget"]), b["config"], str(b["nfe"]), str(b["candidates"]),
+                     pm(b["fd"], b.get("fd_sd")), pm(b["fd_fresh"], b.get("fd_fresh_sd")), cell,
+                     f"{b['traj_err']:.4f}"])
+    return _table(head, [False, True, False] + [True] * 6, body)
+
+
+# ---- inline values --------------------------------------------------------------------------
+def value_count(sources, opts) -> str:
+    return str(len(select(sources[0][opts.get("list", "rows")], opts)))
+
+
+def value_change(sources, opts) -> str:
+    rows = select(sources[0]["rows"], opts)
+    if len(rows) != 1:
+        raise ValueError(f"kind=change needs exactly one row, {len(rows)} match {opts}")
+    return change(rows[0], opts.get("key", "fd_change"))
+
+
+def value_verdicts(sources, opts) -> str:
+    """'config: +x% [lo, hi] (verdict); ...' for the selected rows."""
+    key = opts.get("key", "fd_change")
+    rows = select(sources[0]["rows"], opts)
+    return "; ".join(f"{r['model'].replace('digits-', '')} {r['config']} {change(r, key)} ({verdict(r, key)})"
+                     for r in rows)
+
+
+def value_range(sources, opts) -> str:
+    """'lo to hi' of a key over the selected rows (e.g. speedups), formatted by ``fmt``."""
+    rows = select(sources[0][opts.get("list", "rows")], opts)
+    vals = [_get(r, opts["key"]) for r in rows]
+    if "over" in opts:
+        vals = [v / _get(r, opts["over"]) for v, r in zip(vals, rows)]
+    fmt = opts.get("fmt", "{:.1f}")
+    return f"{fmt.format(min(vals))}-{fmt.format(max(vals))}"
+
+
+def value_ratio(sources, opts) -> str:
+    """'lo-hix' of key(row) / refkey(model's reference row) over the selected rows (``key`` may be a
+    dotted path with a fallback after '|', e.g. ``info.nfe|nfe``)."""
+    rows = sources[0]["rows"]
+    sel = select([r for r in rows if not r.get("reference")], opts)
+    ratios = [_get(r, opts["key"]) / _get(_ref(r, rows), opts.get("refkey", opts["key"])) for r in sel]
+    fmt = opts.get("fmt", "{:.1f}")
+    return f"{fmt.format(min(ratios))}-{fmt.format(max(ratios))}x"
+
+
+def _get(r: dict, key: str):
+    if "|" in key:
+        for k in key.split("|"):
+            try:
+                return _get(r, k)
+            except (KeyError, TypeError):
+                continue
+        raise KeyError(key)
+    for part in key.split("."):
+        r = r[part]
+    return r
+
+
+KINDS: dict[str, Callable] = {"rows": render_rows, "compress": render_compress, "training": render_training,
+                              "solvers": render_solvers, "count": value_count, "change": value_change,
+                              "verdicts": value_verdicts, "range": value_range,
+                              "ratio": value_ratio}
+
+
+# ---- blocks in files ------------------------------------------------------------------------
+def parse(args: str) -> tuple[list[str], dict]:
+    parts = shlex.split(args)
+    return [p for p in parts if "=" not in p], dict(p.split("=", 1) for p in parts if "=" in p)
+
+
+def render(args: str, root: Path = ROOT, cache: dict | None = None) -> str:
+    files, opts = parse(args)
+    cache = {} if cache is None else cache
+    sources = []
+    for f in files:
+        if f not in cache:
+            path = root / f
+            if not path.exists():
+                raise FileNotFoundError(f"table source {f} does not exist (cited by <!-- ... {args} -->)")
+            cache[f] = json.loads(path.read_text())
+        sources.append(cache[f])
+    return KINDS[opts.get("kind", "rows")](sources, opts)
+
+
+def regenerate(text: str, root: Path = ROOT, cache: dict | None = None) -> str:
+    """``text`` with every block's body replaced by what its arguments render."""
+    def one(m):
+        body = render(m.group("args"), root, cache)
+        body = f"\n{body}\n" if m.group("tag") == "table" else body
+        return m.group("open") + body + m.group("close")
+    return BLOCK.sub(one, text)
+
+
+def files(root: Path = ROOT) -> list[Path]:
+    return sorted({p for g in DOC_GLOBS for p in root.glob(g)})
+
+
+def stale(root: Path = ROOT) -> list[tuple[Path, str]]:
+    """(file, first differing block's arguments) for every file whose blocks differ from their render."""
+    out, cache = [], {}
+    for f in files(root):
+        text = f.read_text()
+        if "<!-- table:" not in text and "<!-- value:" not in text:
+            continue
+        new = regenerate(text, root, cache)
+        if new != text:
+            old_blocks, new_blocks = BLOCK.findall(text), BLOCK.findall(new)
+            diff = next((a[2] for a, b in zip(old_blocks, new_blocks) if a != b), "?")
+            out.append((f, diff))
+    return out
+
+
+def write(root: Path = ROOT) -> list[Path]:
+    from ..io import atomic_write
+    changed, cache = [], {}
+    for f in files(root):
+        text = f.read_text()
+        new = regenerate(text, root, cache)
+        if new != text:
+            atomic_write(f, new)
+            changed.append(f)
+    return changed
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m effdiff.bench.tables", description=__doc__.splitlines()[0])
+    g = ap.add_mutually_exclusive_group(required=True)
+    g.add_argument("--check", action="store_true", help="exit 1 naming every file whose tables differ")
+    g.add_argument("--write", action="store_true", help="regenerate every marked table in place")
+    a = ap.parse_args(argv)
+    if a.write:
+        for f in write():
+            print("rewrote", f.relative_to(ROOT))
+        return
+    bad = stale()
+    for f, args in bad:
+        print(f"{f.relative_to(ROOT)}: table differs from its results ({args})")
+    raise SystemExit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""Tables generated, not typed (effdiff.bench.tables): every marked table in README.md, docs/ and the
+zoo cards equals what its results files render, and a planted change is caught."""
+import json
+import shutil
+
+import pytest
+
+from effdiff.bench import tables as T
+
+
+def test_committed_tables_match_their_results():
+    bad = T.stale()
+    assert not bad, "tables differ from their results.json (run python -m effdiff.bench.tables --write): " + \
+        "; ".join(f"{f.name}: {a}" for f, a in bad)
+
+
+def test_every_block_names_an_existing_results_file():
+    n = 0
+    for f in T.files():
+        for m in T.BLOCK.finditer(f.read_text()):
+            sources, opts = T.parse(m.group("args"))
+            assert sources and all((T.ROOT / s).is_file() for s in sources), (f.name, m.group("args"))
+            assert opts.get("kind", "rows") in T.KINDS
+            n += 1
+    assert n >= 5
+
+
+def _tree(tmp_path):
+    """A tiny repository: one results file and one doc with a table and an inline value."""
+    src = T.ROOT / "docs/bench/retrieval/results.json"
+    (tmp_path / "docs/bench/r").mkdir(parents=True)
+    shutil.copy(src, tmp_path / "docs/bench/r/results.json")
+    args = "docs/bench/r/results.json cols=model,run,fd,change has=fd_change"
+    doc = (f"# x\n\n<!-- table: {args} -->\n<!-- /table -->\n\n"
+           "There are <!-- value: docs/bench/r/results.json kind=count has=fd_change --><!-- /value --> comparisons; "
+           "DiT redi-4to12-k4: <!-- value: docs/bench/r/results.json kind=verdicts model=digits-dit where=k4 -->"
+           "<!-- /value -->.\n")
+    (tmp_path / "docs/x.md").write_text(doc)
+    (tmp_path / "docs/x.md").write_text(T.regenerate(doc, tmp_path))
+    return tmp_path
+
+
+def test_planted_changes_are_caught(tmp_path):
+    root = _tree(tmp_path)
+    text = (root / "docs/x.md").read_text()
+    assert T.stale(root) == []
+    assert "kind=count has=fd_change -->8<!-- /value --> comparisons" in text
+    assert "redi-4to12-k4 +202% [-7, +411] (no measurable difference)" in text   # the issue's ReDi row
+    # a hand edit of one number in the table
+    (root / "docs/x.md").write_text(text.replace("+219% [+27, +412]", "+119% [+27, +412]"))
+    assert [f.name for f, _ in T.stale(root)] == ["x.md"]
+    (root / "docs/x.md").write_text(text)
+    # a results file that changed under a committed table
+    res = json.loads((root / "docs/bench/r/results.json").read_text())
+    res["rows"][1]["fd_change"] += 0.5
+    (root / "docs/bench/r/results.json").write_text(json.dumps(res))
+    assert [f.name for f, _ in T.stale(root)] == ["x.md"]
+    T.write(root)
+    assert T.stale(root) == [] and "+269%" in (root / "docs/x.md").read_text()
+
+
+def test_unknown_columns_and_missing_files_raise(tmp_path):
+    with pytest.raises(KeyError, match="unknown column"):
+        T.render("docs/bench/retrieval/results.json cols=model,nonsense")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        T.render("docs/bench/none/results.json", root=tmp_path)
+
+
+def test_verdict_follows_the_interval():
+    assert T.verdict({"fd_change": 0.2, "fd_change_ci": [0.1, 0.3]}) == "costs measurably"
+    assert T.verdict({"fd_change": 0.2, "fd_change_ci": [-0.1, 0.5]}) == "no measurable difference"
+    assert T.verdict({"fd_change": -0.2, "fd_change_ci": [-0.3, -0.1]}) == "lowers FD measurably"
+
+
+def test_training_speedups_are_t_intervals_over_seeds():
+    """The training ablation's speed-up interval is a t-interval over per-seed speed-ups (2 df for 3
+    seeds), not a bootstrap with 10 distinct resamples: it is wider than the old [1.26, 1.46]."""
+    abl = json.loads((T.ROOT / "docs/bench/training/training_ablation.json").read_text())
+    per = T.per_seed_speedups(abl["curves"], "lognormal")
+    assert len(per) == 3 and all(v is not None and not bound for v, bound in per)
+    vals, ci = T.speedup_cell(per)
+    lo, hi = (float(x) for x in ci.split("[")[1].rstrip("]").split(", "))
+    assert lo < 1.26 and hi > 1.46
+    assert "bound" in T.speedup_cell(T.per_seed_speedups(abl["curves"], "priorgrad"))[1]
