@@ -17,7 +17,8 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-__all__ = ["atomic_write", "check_writable", "clean_stale", "parse_json", "read_json", "FileFormatError", "sha256_of", "machine", "cpu_name"]
+__all__ = ["atomic_write", "check_writable", "clean_stale", "parse_json", "read_json", "FileFormatError", "sha256_of", "machine", "cpu_name",
+           "RunLock", "run_lock", "LOCK_NAME"]
 
 MAX_JSON_BYTES = 64 << 20     # no JSON file effdiff reads is near this: a bigger one is not ours
 
@@ -166,3 +167,89 @@ def machine() -> dict:
     return {"platform": platform.platform(), "processor": cpu_name(), "cores": os.cpu_count(),
             "python": platform.python_version(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+LOCK_NAME = ".effdiff.lock"
+
+
+class RunLock:
+    """The one lock on a run folder, held by every writer of one (training, fine-tuning, distillation):
+    ``LOCK_NAME`` inside it, locked with ``flock`` (exclusive, non-blocking), so a second run into the
+    folder fails at once with ``OSError(EBUSY)`` naming the holder's pid, and a run killed with
+    SIGKILL leaves no stale lock (the kernel drops it with the process). The folder is created if
+    missing, and removed again on release if the lock made it and nothing else was written."""
+
+    def __init__(self, directory):
+        self.dir, self.fd, self.made = Path(directory), None, False
+
+    @property
+    def held(self) -> bool:
+        return self.fd is not None
+
+    def acquire(self) -> "RunLock":
+        import fcntl
+        if self.fd is not None:
+            return self
+        if self.dir.exists() and not self.dir.is_dir():
+            raise NotADirectoryError(errno.ENOTDIR, "run folder is an existing file", str(self.dir))
+        self.made = not self.dir.exists()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / LOCK_NAME
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                self._forget()
+                raise OSError(errno.EBUSY, f"run folder is in use by another run (process {holder}); wait for "
+                              "it to finish or choose another output folder", str(self.dir)) from None
+            try:                                 # a releasing holder may have unlinked the file meanwhile
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is None:
+            return
+        try:
+            os.unlink(self.dir / LOCK_NAME)
+        except FileNotFoundError:
+            pass
+        os.close(self.fd)                        # drops the flock
+        self.fd = None
+        self._forget()
+
+    def _forget(self) -> None:
+        """Remove the folder again if this lock created it and it is still empty."""
+        if self.made:
+            try:
+                self.dir.rmdir()
+            except OSError:
+                pass
+        self.made = False
+
+    def __del__(self):                           # a holder dropped without release (prepare() alone)
+        try:
+            self.release()
+        except Exception:                        # noqa: BLE001 - interpreter shutdown
+            pass
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def run_lock(directory) -> RunLock:
+    """``RunLock(directory)``: ``with run_lock(out): ...`` holds the run folder ``out``."""
+    return RunLock(directory)

@@ -233,4 +233,6 @@ class DistillTrainer(Trainer):
 def distill(config: DistillConfig, run_dir, resume: bool = False, progress: bool = True,
             overwrite: bool = False) -> Path:
     """Train (or resume) a student and export it; returns the path stem of ``model.*``."""
-    return DistillTrainer(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite).export()
+    tr = DistillTrainer(config, run_dir, progress=progress)
+    with tr.locked():                            # one hold of the run folder: run and export
+        return tr.run(resume=resume, overwrite=overwrite).export()

@@ -157,8 +157,9 @@ def _encoded(lat, domain_name: str, n_per_class, condition_name: str | None):
 def finetune(config: FinetuneConfig, run_dir, resume: bool = False, overwrite: bool = False,
              progress: bool = True) -> Path:
     """Train (or resume) and export; returns the path stem of ``model.*``."""
-    tr = FinetuneTrainer(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)
-    return tr.export()
+    tr = FinetuneTrainer(config, run_dir, progress=progress)
+    with tr.locked():                            # one hold of the run folder: run and export
+        return tr.run(resume=resume, overwrite=overwrite).export()
 
 
 def load(base, path):

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import checkpoint as ckpt
-from ..io import clean_stale
+from ..io import LOCK_NAME, RunLock, clean_stale
 from ..models import build
 from ..process import from_config
 from ..denoisers import Denoiser
@@ -372,6 +372,10 @@ class Trainer:
         empty directory (a non-empty one only with ``overwrite``, which deletes the old run files)."""
         if resume and overwrite:
             raise ValueError("resume and overwrite exclude each other")
+        if resume and not self.dir.is_dir():
+            raise ckpt.CheckpointError(f"nothing to resume in {self.dir}: no such directory "
+                                       "(check the path, or start a new run without --resume)")
+        self.lock.acquire()                      # a second run into this folder fails here, at once
         clean_stale(self.dir)
         if resume:
             if not self.restore():
@@ -380,7 +384,7 @@ class Trainer:
             if self.progress:
                 print(f"resumed {self.dir} at step {self.step}")
             return
-        held = sorted(p.name for p in self.dir.iterdir()) if self.dir.is_dir() else []
+        held = sorted(p.name for p in self.dir.iterdir() if p.name != LOCK_NAME) if self.dir.is_dir() else []
         if held and not overwrite:
             raise FileExistsError(errno.EEXIST, f"run directory is not empty ({', '.join(held[:4])}); pass "
                                   "--resume to continue its run or --overwrite to start over", str(self.dir))
@@ -389,7 +393,27 @@ class Trainer:
 
     # ---- the loop ------------------------------------------------------------------
     def run(self, resume: bool = False, stop_after: int | None = None, overwrite: bool = False):
-        """Train to ``config.steps``; ``stop_after`` ends early (after a checkpoint), as a kill would."""
+        """Train to ``config.steps``; ``stop_after`` ends early (after a checkpoint), as a kill would. The
+        run folder is locked for the run (``io.RunLock``); a lock taken by ``locked()`` is kept."""
+        mine = not self.lock.held
+        try:
+            return self._run(resume, stop_after, overwrite)
+        finally:
+            if mine:
+                self.lock.release()
+
+    @property
+    def lock(self) -> RunLock:
+        """The run folder's lock, held from ``prepare()`` to the end of ``run()`` (or of ``locked()``)."""
+        if "_lock" not in self.__dict__:
+            self.__dict__["_lock"] = RunLock(self.dir)
+        return self.__dict__["_lock"]
+
+    def locked(self) -> RunLock:
+        """``with trainer.locked(): trainer.run(); trainer.export()``: one hold of the run folder."""
+        return self.lock
+
+    def _run(self, resume: bool, stop_after: int | None, overwrite: bool):
         self.prepare(resume, overwrite)
         bar = None
         if self.progress:
@@ -425,11 +449,13 @@ def evaluate_classifier(net, split: str = "test") -> float:
 
 def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = True, overwrite: bool = False) -> Path:
     """Train (or resume) and export the EMA model; returns the path stem of ``model.*``."""
-    tr = trainer_class(config)(config, run_dir, progress=progress).run(resume=resume, overwrite=overwrite)
-    metrics = {}
-    if config.task == "classifier":
-        metrics["test_accuracy"] = evaluate_classifier(tr.ema)
-    return tr.export(metrics)
+    tr = trainer_class(config)(config, run_dir, progress=progress)
+    with tr.locked():
+        tr.run(resume=resume, overwrite=overwrite)
+        metrics = {}
+        if config.task == "classifier":
+            metrics["test_accuracy"] = evaluate_classifier(tr.ema)
+        return tr.export(metrics)
 
 
 def export_kind(tr) -> str:
