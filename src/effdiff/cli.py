@@ -64,32 +64,11 @@ def class_list(text: str) -> list[int]:
 
 
 def _train(a):
-    from .io import check_writable
-    from .training import preset, train
-    from .distill import presets as distill_presets
-    overrides = {k: v for k, v in (("steps", a.steps), ("seed", a.seed), ("batch_size", a.batch_size)) if v is not None}
-    out = Path(a.out or f"runs/{a.preset}")
-    from .finetune import presets as finetune_presets
-    if a.preset in finetune_presets.PRESETS:      # LoRA / full / control fine-tune of a zoo model
-        from .finetune.cli import train_preset
-        check_writable(out, directory=True)
-        path = train_preset(a.preset, out, resume=a.resume, overwrite=a.overwrite, progress=not a.quiet, **overrides)
-    elif a.preset in distill_presets.PRESETS:     # a few-step student of a zoo teacher
-        from .distill import distill
-        cfg = distill_presets.get(a.preset, **overrides)
-        check_writable(out, directory=True)
-        path = distill(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
-    else:
-        cfg = preset(a.preset, **overrides)
-        check_writable(out, directory=True)
-        from .distributed.launch import init_from_env, is_writer
-        if init_from_env(backend="gloo"):         # under torchrun: data-parallel (the trainer runs on the CPU)
-            from .training import ddp
-            path = ddp.train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
-            if not is_writer():
-                return
-        else:
-            path = train(cfg, out, resume=a.resume, progress=not a.quiet, overwrite=a.overwrite)
+    from .recipes import train_preset
+    path = train_preset(a.preset, a.out or f"runs/{a.preset}", resume=a.resume, overwrite=a.overwrite,
+                        progress=not a.quiet, steps=a.steps, seed=a.seed, batch_size=a.batch_size)
+    if path is None:                          # a data-parallel rank that does not write
+        return
     meta = json.loads(path.with_suffix(".json").read_text())
     print(f"wrote {path}.safetensors ({meta['card']['steps']} steps, {meta['card']['wall_time_s']} s)")
     if meta["card"]["metrics"]:
@@ -108,21 +87,14 @@ def _diffusion_card(name: str) -> dict:
 
 
 def _labels(classes: list[int] | None, n: int, num_classes: int, model: str):
-    import torch
-    if classes is None:
-        return torch.arange(n) % num_classes if num_classes else None
-    if not num_classes:
-        raise ValueError(f"{model!r} is unconditional; --classes does not apply")
-    if max(classes) > num_classes:
-        raise ValueError(f"class labels must lie in [0, {num_classes}] for {model!r} ({num_classes} = null), "
-                         f"got {max(classes)}")
-    labels = torch.tensor(classes)
-    return labels.repeat((n + len(labels) - 1) // len(labels))[:n]
+    from .recipes import labels
+    return labels(n, num_classes, classes, model)
 
 
 def _sample(a):
     import effdiff as ed
     from .io import check_writable
+    from .recipes import sample_model
     from .viz import image_format, save_grid
     card = _diffusion_card(a.model)
     image_format(a.out)
@@ -130,25 +102,16 @@ def _sample(a):
     ed.solvers.get(a.solver)                 # an unknown name: a KeyError naming the known solvers
     cond = _labels(a.classes, a.n, card.get("num_classes", 0), a.model)
     den = ed.zoo.load(a.model)
-    base = den
+    wrap = None
     if a.lora or a.control or a.control_model:
         from .finetune.cli import sample_denoiser
-        den = sample_denoiser(den, a.lora, a.control, a.control_model, a.condition, a.n)
-    from .distill.student import Student
-    solver, schedule = a.solver, a.schedule
-    if isinstance(base, Student):            # a distilled student samples on its own grid with its own solver
-        sig, solver, schedule = base.grid(), base.spec.solver, f"its {base.spec.steps}-step student grid"
-    elif a.schedule == "full":
-        sig = ed.timesteps.full(base.process)
-    else:
-        sig = ed.timesteps.get(a.schedule, a.steps, base.process)
-    x = ed.sampling.initial(base, a.n, sig, seed=a.seed, cond=cond)
-    res = ed.sample(ed.guided(den, a.guidance), x, sig, solver=solver, cond=cond, seed=a.seed,
-                    return_info=True, progress=not a.quiet)
-    from .latent.denoiser import images
-    res = images(base, res)                  # a latent model's samples decoded to images
-    path = save_grid(res.x, a.out, nrow=10)
-    print(f"wrote {path}: {a.n} samples, {a.model}, {solver} on {schedule}, {res.nfe} NFE, guidance {a.guidance}")
+        def wrap(d):
+            return sample_denoiser(d, a.lora, a.control, a.control_model, a.condition, a.n)
+    out = sample_model(den, a.n, a.solver, a.schedule, a.steps, a.guidance, a.seed, cond, wrap, progress=not a.quiet,
+                       guide=ed.guided)
+    path = save_grid(out.result.x, a.out, nrow=10)
+    print(f"wrote {path}: {a.n} samples, {a.model}, {out.solver} on {out.schedule}, {out.result.nfe} NFE, "
+          f"guidance {a.guidance}")
 
 
 def _bench(a):
@@ -194,12 +157,10 @@ def _report(a):
 
 
 def _schedules_fit(a):
-    from . import schedule_opt
-    from .io import check_writable
-    check_writable(a.out)
-    opts = {} if a.samples is None else {"num_samples": a.samples}
-    path = schedule_opt.fit(a.model, a.out, a.method, a.steps, a.seed, **opts)
-    sig, meta = schedule_opt.load_schedule(path, with_meta=True)
+    from .recipes import fit_schedule
+    from .timesteps import load_schedule
+    path = fit_schedule(a.model, a.out, a.method, a.steps, a.seed, a.samples)
+    sig, meta = load_schedule(path, with_meta=True)
     print(f"wrote {path}\n sigmas: {[round(float(s), 5) for s in sig]}\n info: {meta['info']}")
     print(f"use it as: ed.timesteps.get({str(path)!r}, n, process)")
 
@@ -286,10 +247,10 @@ def _raised_by_effdiff(exc: BaseException) -> bool:
 
 def user_error(exc: BaseException) -> str | None:
     """The one-line message of an error effdiff raised on purpose, or None for a bug."""
-    from .checkpoint import CheckpointError
+    from .errors import EffdiffError
     if isinstance(exc, OSError):
         return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
-    if isinstance(exc, (CheckpointError, FloatingPointError)) or (
+    if isinstance(exc, (EffdiffError, FloatingPointError)) or (
             isinstance(exc, (ValueError, KeyError, TypeError, RuntimeError)) and _raised_by_effdiff(exc)):
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         return " ".join(str(msg).split("\n"))

@@ -29,9 +29,12 @@ def as_batch_sigma(sigma, x: Tensor) -> Tensor:
     return sigma.to(x.dtype)
 
 
-def _bc(v: Tensor, x: Tensor) -> Tensor:
-    """Broadcast a [B] tensor against x: [B, 1, 1, ...]."""
+def append_dims(v: Tensor, x: Tensor) -> Tensor:
+    """Broadcast a [B] tensor against x: [B, 1, 1, ...] (k-diffusion's ``append_dims``)."""
     return v.reshape(-1, *([1] * (x.ndim - 1)))
+
+
+_bc = append_dims          # the old private name, kept for modules that imported it
 
 
 # x0 from the network output, per parameterization. Arguments (all broadcast to x):

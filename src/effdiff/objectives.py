@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .denoisers import Denoiser, EDMDenoiser, prediction_target, _bc
+from .denoisers import Denoiser, EDMDenoiser, prediction_target, append_dims
 from .process import Process, VP
 
 Tensor = torch.Tensor
@@ -159,7 +159,7 @@ class DiffusionLoss:
         denoising loss ("dsm") with weighting "none": ``(net(*args) - target)² `` is this loss's
         integrand. Distillation losses feed the same ``args`` to a teacher network."""
         t, a, b, da, db = denoiser.coefficients(sigma)
-        a_, b_, da_, db_ = (_bc(v.to(x0.dtype), x0) for v in (a, b, da, db))
+        a_, b_, da_, db_ = (append_dims(v.to(x0.dtype), x0) for v in (a, b, da, db))
         args = (a_ * x0 + b_ * eps, denoiser.process.c_noise(t).to(x0.dtype), denoiser.labels(cond, x0.shape[0], x0.device))
         return args, prediction_target(denoiser.prediction, x0, eps, a_, b_, da_, db_)
 
@@ -176,15 +176,15 @@ class DiffusionLoss:
             if self.config.kind == "ssm":
                 raise ValueError("sliced score matching needs a score-prediction Denoiser, not an EDMDenoiser")
             c_skip, c_out, c_in, c_noise = denoiser.preconditioning(sigma)
-            x = x0 + _bc(sigma.to(x0.dtype), x0) * eps
-            f = denoiser.net(_bc(c_in.to(x0.dtype), x0) * x, c_noise.to(x0.dtype),
+            x = x0 + append_dims(sigma.to(x0.dtype), x0) * eps
+            f = denoiser.net(append_dims(c_in.to(x0.dtype), x0) * x, c_noise.to(x0.dtype),
                              denoiser.labels(cond, x0.shape[0], x0.device))
-            target = (x0 - _bc(c_skip.to(x0.dtype), x0) * x) / _bc(c_out.to(x0.dtype), x0)
+            target = (x0 - append_dims(c_skip.to(x0.dtype), x0) * x) / append_dims(c_out.to(x0.dtype), x0)
             return ((f - target) ** 2).mean(dims)
         if not isinstance(denoiser, Denoiser):
             raise TypeError("DiffusionLoss needs an effdiff Denoiser or EDMDenoiser")
         t, a, b, da, db = denoiser.coefficients(sigma)
-        a_, b_, da_, db_ = (_bc(v.to(x0.dtype), x0) for v in (a, b, da, db))
+        a_, b_, da_, db_ = (append_dims(v.to(x0.dtype), x0) for v in (a, b, da, db))
         xn = a_ * x0 + b_ * eps
         if self.config.kind == "ssm":
             if denoiser.prediction != "score":

@@ -21,6 +21,7 @@ import torch
 
 from .context import LoopContext, current_context, loop_context
 from .denoisers import as_batch_sigma, cond_leaves, map_cond
+from .timesteps import check_sigmas  # noqa: F401  (public here too)
 
 Tensor = torch.Tensor
 
@@ -208,23 +209,6 @@ class SampleResult:
     @property
     def info(self) -> dict:  # the earlier name of ``stats``
         return self.stats
-
-
-def check_sigmas(sigmas) -> Tensor:
-    """A σ schedule as a 1-D float64 tensor: finite, non-negative, decreasing, ending in 0."""
-    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
-    if sigmas.ndim != 1 or len(sigmas) < 2:
-        raise ValueError(f"sigmas must be a 1-D array with at least 2 entries, got shape {tuple(sigmas.shape)}")
-    if not torch.isfinite(sigmas).all():
-        raise ValueError("sigmas contain NaN or inf")
-    if sigmas[-1] != 0:
-        raise ValueError(f"sigmas must end in exactly 0 (the clean sample), last entry is {float(sigmas[-1])!r}; "
-                         "append 0, e.g. torch.cat([sigmas, sigmas.new_zeros(1)])")
-    if (sigmas < 0).any():
-        raise ValueError("sigmas must be non-negative")
-    if not (sigmas[:-1] > sigmas[1:]).all():
-        raise ValueError("sigmas must be strictly decreasing")
-    return sigmas
 
 
 def check_x(x) -> Tensor:

@@ -20,66 +20,19 @@ import numpy as np
 import torch
 
 from . import timesteps
-from .io import atomic_write, check_writable
-from .sampling import check_sigmas
+from .io import check_writable
+from .aliases import alias
+from .timesteps import FORMAT, check_sigmas, interpolate, load_schedule, save_schedule  # noqa: F401
+from .timesteps import fitted_names as names  # noqa: F401  (the fitted-schedule files live in timesteps)
 
 Tensor = torch.Tensor
 
-SCHEDULE_DIR = Path(__file__).parent / "zoo" / "schedules"
-FORMAT = "effdiff-schedule-1"
 METHODS = ("ays", "dp")
 
 
 # ---------------------------------------------------------------------------------------
 # storage and interpolation
 # ---------------------------------------------------------------------------------------
-
-def names() -> list[str]:
-    """Every shipped fitted schedule (``METHOD-MODEL``)."""
-    return sorted(p.stem for p in SCHEDULE_DIR.glob("*.json"))
-
-
-def interpolate(sigmas, n: int) -> Tensor:
-    """A fitted schedule re-spaced to n steps by log-linear interpolation: log σ linear in the
-    normalised step index (Sabour et al. 2024, how they carry a fitted schedule to other step counts). Ends kept."""
-    pos = check_sigmas(sigmas)[:-1]
-    n = timesteps._n(n)
-    if n == len(pos):
-        return timesteps.append_zero(pos.clone())
-    if len(pos) == 1:
-        raise ValueError("cannot interpolate a one-step schedule to more steps")
-    xs, ys = np.linspace(0, 1, len(pos)), np.log(pos.numpy())
-    new = np.exp(np.interp(np.linspace(0, 1, n), xs, ys)) if n > 1 else np.exp(ys[:1])
-    return timesteps.append_zero(torch.from_numpy(new))
-
-
-def save_schedule(path, sigmas, meta: dict | None = None) -> Path:
-    """Write a schedule as JSON (``{"format", "sigmas", "meta"}``), atomically."""
-    sigmas = check_sigmas(sigmas)
-    path = Path(path)
-    text = json.dumps({"format": FORMAT, "sigmas": sigmas.tolist(), "meta": meta or {}}, indent=1, sort_keys=True)
-    atomic_write(path, text + "\n")
-    return path
-
-
-def load_schedule(name_or_path, with_meta: bool = False):
-    """A schedule from a JSON file path or a shipped name (``zoo/schedules/NAME.json``).
-    Returns the σ tensor, or ``(sigmas, meta)`` with ``with_meta=True``."""
-    p = Path(name_or_path)
-    if not (str(name_or_path).endswith(".json") or p.exists()):
-        p = SCHEDULE_DIR / f"{name_or_path}.json"
-        if not p.exists():
-            raise KeyError(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(names()) or '(none)'} "
-                           f"(fit one with: effdiff schedules fit --model MODEL --method ays --steps 10 --out FILE.json)")
-    try:
-        obj = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read schedule {str(p)!r}: {e}") from None
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT or "sigmas" not in obj:
-        raise ValueError(f"{str(p)!r} is not an effdiff schedule (format {FORMAT!r})")
-    sigmas = check_sigmas(obj["sigmas"])
-    return (sigmas, obj.get("meta", {})) if with_meta else sigmas
-
 
 # ---------------------------------------------------------------------------------------
 # shared helpers
@@ -378,11 +331,12 @@ def dp(denoiser, data: Tensor, n: int = 10, sigma_min: float | None = None, sigm
 # fitting a zoo model's schedule (``effdiff schedules fit``)
 # ---------------------------------------------------------------------------------------
 
-def fit(model: str, out, method: str = "ays", steps: int = 10, seed: int = 0, **opts) -> Path:
-    """Fit a schedule for a zoo model on digits("train") and write it to ``out`` (a JSON path the
-    caller chooses; nothing is written inside the installed package)."""
-    from . import zoo
-    from .data import digits
+def fit(model, out, method: str = "ays", steps: int = 10, seed: int = 0, data: Tensor | None = None,
+        cond: Tensor | None = None, **opts) -> Path:
+    """Fit a schedule for a denoiser on training images ``data`` (class labels ``cond`` for a conditional
+    model) and write it to ``out`` (a JSON path the caller chooses; nothing is written inside the
+    installed package). ``model`` may be a shipped model's name: then it is loaded and ``data`` defaults
+    to its own training split (``meta["data"]``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     if out is None:
@@ -392,19 +346,46 @@ def fit(model: str, out, method: str = "ays", steps: int = 10, seed: int = 0, **
         raise ValueError(f"out must be a .json path, got {str(out)!r}")
     check_writable(path)
     torch.manual_seed(seed)
-    den = zoo.load(model)
-    x, y = digits("train")
-    cond = y if getattr(den, "cond_classes", 0) else None
+    den, name, card = _model(model)
+    if data is None:
+        data, cond = _training_split(den, card, name)
     fn = ays if method == "ays" else dp
-    sig, info = fn(den, x, steps, cond=cond, seed=seed, return_info=True, **opts)
-    card = zoo.card(model)
-    meta = {"method": method, "model": model, "steps": steps, "seed": seed, "options": opts,
+    sig, info = fn(den, data, steps, cond=cond, seed=seed, return_info=True, **opts)
+    meta = {"method": method, "model": name, "steps": steps, "seed": seed, "options": opts,
             "model_train_steps": card.get("card", {}).get("steps"), "process": card.get("process"),
-            "data": "digits('train')", "info": {k: v for k, v in info.items() if k != "history"},
-            "command": f"effdiff schedules fit --model {model} --method {method} --steps {steps} --seed {seed}"
+            "data": f"{_data_name(card)}('train')" if card else "given", "info": {k: v for k, v in info.items() if k != "history"},
+            "command": f"effdiff schedules fit --model {name} --method {method} --steps {steps} --seed {seed}"
                        f" --out {path.name}"}
     if method == "ays":
         karras = timesteps.karras(steps, float(sig[-2]), float(sig[0]))
-        meta["info"]["klub_karras"] = KLUB(den, x, cond, opts.get("num_samples", 32), seed + 1).total(karras)
-        meta["info"]["klub_heldout"] = KLUB(den, x, cond, opts.get("num_samples", 32), seed + 1).total(sig)
+        meta["info"]["klub_karras"] = KLUB(den, data, cond, opts.get("num_samples", 32), seed + 1).total(karras)
+        meta["info"]["klub_heldout"] = KLUB(den, data, cond, opts.get("num_samples", 32), seed + 1).total(sig)
     return save_schedule(path, sig, meta)
+
+
+def _model(model) -> tuple:
+    """(denoiser, name, metadata) of a shipped model's name or of a denoiser (its ``meta`` if it has one)."""
+    if isinstance(model, str):
+        from . import assets, kinds
+        return kinds.load(model), model, assets.card(model)
+    meta = getattr(model, "meta", None) or {}
+    return model, meta.get("card", {}).get("preset", type(model).__name__), meta
+
+
+def _training_split(den, card: dict, name: str) -> tuple[Tensor, Tensor | None]:
+    """The training images (and labels for a conditional model) the model's metadata names."""
+    from . import data
+    if not card:
+        raise ValueError(f"fit: {name} has no metadata naming its training data; pass data=")
+    x, y = data.dataset(_data_name(card), "train")
+    return x, (y if getattr(den, "cond_classes", 0) else None)
+
+
+_DATA_BY_SIZE = {8: "digits", 28: "mnist"}     # exports written before the trainer recorded their data
+
+
+def _data_name(card: dict) -> str:
+    return card.get("data") or _DATA_BY_SIZE.get(card.get("model", {}).get("image_size"), "digits")
+
+
+alias(__name__, timesteps, "SCHEDULE_DIR")     # the shipped fitted schedules: timesteps.SCHEDULE_DIR

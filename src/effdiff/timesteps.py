@@ -7,10 +7,14 @@ by name: ``get("ays:digits-unet", n, process)``.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from .io import atomic_write
 from .process import Process
 
 Tensor = torch.Tensor
@@ -230,13 +234,12 @@ def get(name: str, n: int, process: Process, **kw) -> Tensor:
 
     ``"METHOD:MODEL"`` (e.g. ``"ays:digits-unet"``) is a fitted schedule shipped in
     ``effdiff/zoo/schedules/METHOD-MODEL.json``, log-linearly interpolated to n steps
-    (``schedule_opt.interpolate``); a path ending in ``.json`` loads that file the same way."""
+    (``interpolate``); a path ending in ``.json`` loads that file the same way."""
     if ":" in name or name.endswith(".json"):
-        from . import schedule_opt
         if kw:
             raise ValueError(f"a fitted schedule ({name!r}) takes no options, got {sorted(kw)}")
         key = name if name.endswith(".json") else "-".join(name.split(":", 1))
-        return schedule_opt.interpolate(schedule_opt.load_schedule(key), _n(n))
+        return interpolate(load_schedule(key), _n(n))
     if name not in SCHEDULES:
         raise KeyError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)} "
                        "(or 'METHOD:MODEL' for a fitted one, e.g. 'ays:digits-unet')")
@@ -245,3 +248,75 @@ def get(name: str, n: int, process: Process, **kw) -> Tensor:
     kw.setdefault("sigma_min", process.sigma_min)
     kw.setdefault("sigma_max", process.sigma_max)
     return SCHEDULES[name](n, **kw)
+
+
+# ---------------------------------------------------------------------------------------
+# fitted schedules: files written by ``schedule_opt`` (``effdiff schedules fit``)
+# ---------------------------------------------------------------------------------------
+
+SCHEDULE_DIR = Path(__file__).parent / "zoo" / "schedules"
+FORMAT = "effdiff-schedule-1"
+
+
+def check_sigmas(sigmas) -> Tensor:
+    """A σ schedule as a 1-D float64 tensor: finite, non-negative, decreasing, ending in 0."""
+    sigmas = torch.as_tensor(sigmas, dtype=torch.float64)
+    if sigmas.ndim != 1 or len(sigmas) < 2:
+        raise ValueError(f"sigmas must be a 1-D array with at least 2 entries, got shape {tuple(sigmas.shape)}")
+    if not torch.isfinite(sigmas).all():
+        raise ValueError("sigmas contain NaN or inf")
+    if sigmas[-1] != 0:
+        raise ValueError(f"sigmas must end in exactly 0 (the clean sample), last entry is {float(sigmas[-1])!r}; "
+                         "append 0, e.g. torch.cat([sigmas, sigmas.new_zeros(1)])")
+    if (sigmas < 0).any():
+        raise ValueError("sigmas must be non-negative")
+    if not (sigmas[:-1] > sigmas[1:]).all():
+        raise ValueError("sigmas must be strictly decreasing")
+    return sigmas
+
+
+def fitted_names() -> list[str]:
+    """Every shipped fitted schedule (``METHOD-MODEL``)."""
+    return sorted(p.stem for p in SCHEDULE_DIR.glob("*.json"))
+
+
+def interpolate(sigmas, n: int) -> Tensor:
+    """A fitted schedule re-spaced to n steps by log-linear interpolation: log σ linear in the
+    normalised step index (Sabour et al. 2024, how they carry a fitted schedule to other step counts). Ends kept."""
+    pos = check_sigmas(sigmas)[:-1]
+    n = _n(n)
+    if n == len(pos):
+        return append_zero(pos.clone())
+    if len(pos) == 1:
+        raise ValueError("cannot interpolate a one-step schedule to more steps")
+    xs, ys = np.linspace(0, 1, len(pos)), np.log(pos.numpy())
+    new = np.exp(np.interp(np.linspace(0, 1, n), xs, ys)) if n > 1 else np.exp(ys[:1])
+    return append_zero(torch.from_numpy(new))
+
+
+def save_schedule(path, sigmas, meta: dict | None = None) -> Path:
+    """Write a schedule as JSON (``{"format", "sigmas", "meta"}``), atomically."""
+    sigmas = check_sigmas(sigmas)
+    path = Path(path)
+    text = json.dumps({"format": FORMAT, "sigmas": sigmas.tolist(), "meta": meta or {}}, indent=1, sort_keys=True)
+    atomic_write(path, text + "\n")
+    return path
+
+
+def load_schedule(name_or_path, with_meta: bool = False):
+    """A schedule from a JSON file path or a shipped name (``zoo/schedules/NAME.json``).
+    Returns the σ tensor, or ``(sigmas, meta)`` with ``with_meta=True``."""
+    p = Path(name_or_path)
+    if not (str(name_or_path).endswith(".json") or p.exists()):
+        p = SCHEDULE_DIR / f"{name_or_path}.json"
+        if not p.exists():
+            raise KeyError(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(fitted_names()) or '(none)'} "
+                           f"(fit one with: effdiff schedules fit --model MODEL --method ays --steps 10 --out FILE.json)")
+    try:
+        obj = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"cannot read schedule {str(p)!r}: {e}") from None
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT or "sigmas" not in obj:
+        raise ValueError(f"{str(p)!r} is not an effdiff schedule (format {FORMAT!r})")
+    sigmas = check_sigmas(obj["sigmas"])
+    return (sigmas, obj.get("meta", {})) if with_meta else sigmas

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from .. import timesteps
-from ..denoisers import _bc
+from ..denoisers import append_dims
 from . import student as S
 from .loop import Method, method
 from .losses import pseudo_huber
@@ -107,12 +107,12 @@ class Consistency(Method):
             lo, hi = c.guidance
             w = lo + (hi - lo) * torch.rand(B, generator=gen, dtype=torch.float64)
         z = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        x_next = x0 + _bc(s_next.to(x0.dtype), x0) * z
+        x_next = x0 + append_dims(s_next.to(x0.dtype), x0) * z
         with torch.no_grad():
             if c.teacher_ode:
                 x_hat = ode_step(self.teacher, x_next, s_next, s, y, None if w is None else w.float(), c.order)
             else:
-                x_hat = x0 + _bc(s.to(x0.dtype), x0) * z
+                x_hat = x0 + append_dims(s.to(x0.dtype), x0) * z
             target_net = self.extras.get("target", student)
             target = target_net(x_hat, s, y, w=w) if w is not None else target_net(x_hat, s, y)
         pred = student(x_next, s_next, y, w=w) if w is not None else student(x_next, s_next, y)

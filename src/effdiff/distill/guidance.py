@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..denoisers import _bc
+from ..denoisers import append_dims
 from ..objectives import DENSITIES
 from . import student as S
 from .loop import Method, method
@@ -49,7 +49,7 @@ class GuidanceDistillation(Method):
             raise ValueError("guidance distillation needs a class-conditional teacher")
         sigma = DENSITIES[c.density](self.teacher.process, B, gen, **(c.density_args or {}))
         w = c.w_min + (c.w_max - c.w_min) * torch.rand(B, generator=gen, dtype=torch.float64)
-        x = x0 + _bc(sigma.to(x0.dtype), x0) * torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+        x = x0 + append_dims(sigma.to(x0.dtype), x0) * torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
         with torch.no_grad():
             target = guided_x0(self.teacher, x, sigma.to(x0.dtype), y, w.to(x0.dtype))
         return snr_trunc_mse(student(x, sigma.to(x0.dtype), y, w=w), target, sigma)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from ..denoisers import _bc
+from ..denoisers import append_dims
 
 Tensor = torch.Tensor
 
@@ -22,12 +22,12 @@ def guided_x0(teacher, x: Tensor, sigma: Tensor, cond, w: Tensor | float | None 
     w = torch.as_tensor(w, dtype=x.dtype, device=x.device).expand(x.shape[0])
     null = torch.full_like(cond, teacher.null_class)
     d_c, d_u = teacher(torch.cat([x, x]), torch.cat([sigma, sigma]), torch.cat([cond, null])).chunk(2)
-    return d_u + _bc(w, x) * (d_c - d_u)
+    return d_u + append_dims(w, x) * (d_c - d_u)
 
 
 def ddim_to(x: Tensor, x0: Tensor, sigma: Tensor, sigma_next: Tensor) -> Tensor:
     """DDIM (eta = 0) from σ to σ' given the x0 estimate: x' = x0 + (σ'/σ)(x - x0) (VE form)."""
-    return torch.lerp(x0, x, _bc(sigma_next / sigma, x).to(x.dtype))
+    return torch.lerp(x0, x, append_dims(sigma_next / sigma, x).to(x.dtype))
 
 
 def ode_step(teacher, x: Tensor, sigma: Tensor, sigma_next: Tensor, cond=None, w=None,
@@ -43,8 +43,8 @@ def ode_step(teacher, x: Tensor, sigma: Tensor, sigma_next: Tensor, cond=None, w
     live = sigma_next > 0
     s2 = torch.where(live, sigma_next, sigma)          # avoid σ' = 0 in the corrector's call
     d1 = guided_x0(teacher, x1, s2, cond, w)
-    dt = _bc((sigma_next - sigma).to(x.dtype), x)
-    slope0 = (x - d0) / _bc(sigma.to(x.dtype), x)
-    slope1 = (x1 - d1) / _bc(s2.to(x.dtype), x)
+    dt = append_dims((sigma_next - sigma).to(x.dtype), x)
+    slope0 = (x - d0) / append_dims(sigma.to(x.dtype), x)
+    slope1 = (x1 - d1) / append_dims(s2.to(x.dtype), x)
     heun = x + (slope0 + slope1) / 2 * dt
-    return torch.where(_bc(live, x), heun, x1)
+    return torch.where(append_dims(live, x), heun, x1)

@@ -19,7 +19,7 @@ import torch
 from . import student as S
 from .loop import Method, method
 from .losses import snr_trunc_mse
-from ..denoisers import _bc
+from ..denoisers import append_dims
 from .ode import ode_step
 
 Tensor = torch.Tensor
@@ -107,7 +107,7 @@ class Progressive(Method):
         i = torch.randint(0, n, (x0.shape[0],), generator=gen)
         sigma, mid, nxt = fine[2 * i], fine[2 * i + 1], fine[2 * i + 2]
         eps = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        x = x0 + _bc(sigma.to(x0.dtype), x0) * eps
+        x = x0 + append_dims(sigma.to(x0.dtype), x0) * eps
         with torch.no_grad():
             target = pd_target(self.teacher, x, sigma, mid, nxt, y, self.c.order)
         return snr_trunc_mse(student(x, sigma, y), target, sigma)

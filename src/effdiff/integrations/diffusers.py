@@ -22,7 +22,7 @@ from types import SimpleNamespace
 
 import torch
 
-from ..denoisers import PREDICTIONS, Denoiser, _bc, as_batch_sigma
+from ..denoisers import PREDICTIONS, Denoiser, append_dims, as_batch_sigma
 from ..process import VP, Flow, Process
 
 Tensor = torch.Tensor
@@ -141,7 +141,7 @@ def model_input(p, x: Tensor, sigma):
     coefficients) for VE-form ``x`` at ``sigma``; ``p`` has ``process`` / ``prediction``."""
     sigma = as_batch_sigma(sigma, x)
     t, a, b, da, db = p.coefficients(sigma)
-    coefs = tuple(_bc(v.to(x.dtype), x) for v in (a, b, da, db, sigma.double()))
+    coefs = tuple(append_dims(v.to(x.dtype), x) for v in (a, b, da, db, sigma.double()))
     return coefs[0] * x, p.process.c_noise(t), coefs
 
 

@@ -1,0 +1,104 @@
+"""Recipes: the sequences the command line, the bench and the zoo cards share, written once.
+
+- ``train_preset``: a preset of any registry (training, distillation, fine-tuning), data-parallel
+  under ``torchrun``;
+- ``sample_model``: samples of a zoo model of any kind (a student on its own grid with its own solver,
+  PriorGrad from its prior, a latent model decoded to images);
+- ``fit_schedule``: a fitted schedule (AYS, DP) for a zoo model on its own training data.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+
+def labels(n: int, num_classes: int, classes: list[int] | None = None, model: str = "model"):
+    """Class labels for n samples: ``classes`` cycled, or class-balanced 0, 1, ..., K-1, 0, ...
+    (None for an unconditional model)."""
+    if classes is None:
+        return torch.arange(n) % num_classes if num_classes else None
+    if not num_classes:
+        raise ValueError(f"{model!r} is unconditional; --classes does not apply")
+    if max(classes) > num_classes:
+        raise ValueError(f"class labels must lie in [0, {num_classes}] for {model!r} ({num_classes} = null), "
+                         f"got {max(classes)}")
+    lab = torch.tensor(classes)
+    return lab.repeat((n + len(lab) - 1) // len(lab))[:n]
+
+
+def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, progress: bool = True,
+                 **overrides) -> Path | None:
+    """Train preset ``name`` into ``out``: a fine-tuning preset, a distillation preset, or a training
+    preset (data-parallel when launched by ``torchrun``; ranks other than the writer return None)."""
+    from .distill import presets as distill_presets
+    from .finetune import presets as finetune_presets
+    from .io import check_writable
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    out = Path(out)
+    if name in finetune_presets.PRESETS:          # LoRA / full / control fine-tune of a zoo model
+        from .finetune.cli import train_preset as finetune_preset
+        check_writable(out, directory=True)
+        return finetune_preset(name, out, resume=resume, overwrite=overwrite, progress=progress, **overrides)
+    if name in distill_presets.PRESETS:           # a few-step student of a zoo teacher
+        from .distill import distill
+        cfg = distill_presets.get(name, **overrides)
+        check_writable(out, directory=True)
+        return distill(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
+    from .training import preset, train
+    cfg = preset(name, **overrides)
+    check_writable(out, directory=True)
+    from .distributed.launch import init_from_env, is_writer
+    if init_from_env(backend="gloo"):             # under torchrun: data-parallel (the trainer runs on the CPU)
+        from .training import ddp
+        path = ddp.train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
+        return path if is_writer() else None
+    return train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
+
+
+@dataclass
+class Sampled:
+    """Images of ``sample_model`` and how they were made."""
+
+    result: object            # SampleResult with images in .x
+    solver: str
+    schedule: str
+
+
+def grid_for(den, solver: str, schedule: str, steps: int):
+    """(σ grid, solver, schedule description) a zoo model samples on: a distilled student's own grid
+    and solver, the full discrete grid for ``"full"``, else the named schedule over its process."""
+    from . import timesteps
+    from .distill.student import Student
+    if isinstance(den, Student):
+        return den.grid(), den.spec.solver, f"its {den.spec.steps}-step student grid"
+    if schedule == "full":
+        return timesteps.full(den.process), solver, schedule
+    return timesteps.get(schedule, steps, den.process), solver, schedule
+
+
+def sample_model(den, n: int, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps: int = 10,
+                 guidance: float = 1.0, seed: int = 0, cond=None, wrap=None, progress: bool = False,
+                 guide=None) -> Sampled:
+    """``n`` images of a loaded zoo model of any kind; ``wrap(den)`` may attach adapters or control first;
+    ``guide(den, scale)`` applies the guidance (default ``denoisers.guided``)."""
+    from .denoisers import guided
+    from .latent.denoiser import images
+    from .sampling import initial, sample
+    sig, solver, schedule = grid_for(den, solver, schedule, steps)
+    used = wrap(den) if wrap is not None else den
+    x = initial(den, n, sig, seed=seed, cond=cond)
+    res = sample((guide or guided)(used, guidance), x, sig, solver=solver, cond=cond, seed=seed, return_info=True,
+                 progress=progress)
+    return Sampled(images(den, res), solver, schedule)
+
+
+def fit_schedule(model: str, out, method: str = "ays", steps: int = 10, seed: int = 0,
+                 samples: int | None = None) -> Path:
+    """Fit a schedule for zoo model ``model`` on its own training split and write it to ``out``."""
+    from . import schedule_opt
+    from .io import check_writable
+    check_writable(out)
+    opts = {} if samples is None else {"num_samples": samples}
+    return schedule_opt.fit(model, out, method, steps, seed, **opts)
