@@ -82,3 +82,33 @@ def test_training_speedups_are_t_intervals_over_seeds():
     lo, hi = (float(x) for x in ci.split("[")[1].rstrip("]").split(", "))
     assert lo < 1.26 and hi > 1.46
     assert "bound" in T.speedup_cell(T.per_seed_speedups(abl["curves"], "priorgrad"))[1]
+
+
+# ---- the sentence checker (effdiff.bench.sentences) ----------------------------------------------
+from effdiff.bench import sentences as S  # noqa: E402
+
+
+def test_docs_measurable_sentences_are_generated_or_listed_and_hold():
+    bad = S.problems(files=("docs/*.md",))
+    assert not bad, "\n".join(bad)
+
+
+def test_planted_sentences_are_caught(tmp_path, monkeypatch):
+    (tmp_path / "docs").mkdir()
+    doc = tmp_path / "docs" / "x.md"
+    doc.write_text("Block caching costs measurably on every row. DeepCache N=2 is fine.\n")
+    monkeypatch.setattr(S, "CLAIMS", [])
+    assert any("unlisted sentence: Block caching costs measurably" in p for p in S.problems(tmp_path))
+    # listed, but the rows say otherwise: DPM-Solver++(2M) block caching on the DiT contains 0 (issue 24, item 3)
+    monkeypatch.setattr(S, "CLAIMS", [S.Claim("docs/x.md", "Block caching costs measurably", (
+        S.Rows("docs/bench/caching/results.json", "model=digits-dit where=block-caching-0.2$", S.COST),))])
+    bad = S.problems(tmp_path)
+    assert len(bad) == 1 and "dpmpp-2m-50+block-caching-0.2: no measurable difference" in bad[0]
+    # a generated value block is not prose: its words come from the interval
+    doc.write_text("Rows: <!-- value: docs/bench/caching/results.json kind=verdicts where=x -->a costs measurably"
+                   "<!-- /value -->.\n")
+    monkeypatch.setattr(S, "CLAIMS", [])
+    assert S.problems(tmp_path) == []
+    # a listed sentence that was edited away is reported, so the list cannot go stale
+    monkeypatch.setattr(S, "CLAIMS", [S.Claim("docs/x.md", "gone sentence")])
+    assert "no longer in the file" in S.problems(tmp_path)[0]

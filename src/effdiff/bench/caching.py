@@ -21,8 +21,8 @@ from ..caching import (AdaptiveCacheConfig, BlockCachingConfig, DeepCacheConfig,
                        NirvanaConfig, TGATEConfig)
 from ..early_exit import ASEConfig, DeeDiffConfig
 from ..sampling import randn
-from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
-from .config import save_table
+from .runner import SUITE_MODELS, BenchConfig
+from .config import register_suite, save_table
 from .scoring import pct_ci, pm
 
 PRIMARY = ("digits-unet", "digits-dit")
@@ -123,10 +123,12 @@ def report(results: dict, out: Path) -> str:
              "containing 0 is no measurable difference):", ""]
     if rvr:
         lines += [f"Comparison point: real-vs-real FD {pm(rvr['fd'], rvr['fd_sd'])} (n = {rvr['n']}).", ""]
-    lines += ["| model | run | MACs ratio | wall-clock speed-up | FD | FD change (95% CI) |", "|---|---|---:|---:|---:|---:|"]
+    lines += ["| model | run | guidance | MACs ratio | wall-clock speed-up | FD | FD change (95% CI) |",
+              "|---|---|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
-        if "macs_ratio" in r:
-            lines.append(f"| {r['model']} | {r['config']} | {r['macs_ratio']:.2f}x | {r['speedup_vs_baseline']:.2f}x | "
+        if "macs_ratio" in r:      # guidance: TGATE's rows and their baselines run guided (issue 24)
+            lines.append(f"| {r['model']} | {r['config']} | {r['guidance']:g} | {r['macs_ratio']:.2f}x | "
+                         f"{r['speedup_vs_baseline']:.2f}x | "
                          f"{pm(r['fd'], r.get('fd_sd'))} | {_change(r)} |")
     return save_table(out, "caching.md", lines)
 
@@ -139,6 +141,4 @@ def _change(r: dict) -> str:
     return pct_ci(r["fd_change"], r.get("fd_change_ci"))
 
 
-SUITES["caching"] = _caching
-SUITE_MODELS["caching"] = ["digits-unet", "digits-dit", "digits-dit-xattn"]
-REPORTS["caching"] = report
+register_suite("caching", _caching, models=["digits-unet", "digits-dit", "digits-dit-xattn"], report=report)

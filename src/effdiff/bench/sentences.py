@@ -1,0 +1,178 @@
+"""The words around the tables, checked: every sentence in README.md and docs/*.md that says
+"measurable(ly)" either sits in a generated block (``effdiff.bench.tables``: its verdict words come
+from the interval) or is listed in ``CLAIMS`` with the rows it rests on, whose 95% intervals must say
+what the sentence says (a cost, a drop, or no measurable difference: 0 inside the interval).
+
+    python -m effdiff.bench.sentences      # exit 1 naming each unlisted sentence and each claim that no longer holds
+"""
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from .tables import BLOCK, ROOT, parse, select, verdict
+
+PHRASE = re.compile(r"measurabl", re.I)
+FILES = ("README.md", "docs/*.md")
+COST, DROP, NONE = "costs measurably", "lowers FD measurably", "no measurable difference"
+
+
+@dataclass(frozen=True)
+class Rows:
+    """Rows of a results file (``tables`` selection options) whose interval must give ``expect``."""
+    source: str
+    opts: str
+    expect: str
+    key: str = "fd_change"
+
+    def check(self) -> str | None:
+        rows = select(json.loads((ROOT / self.source).read_text())[parse(self.opts)[1].get("list", "rows")],
+                      parse(self.opts)[1])
+        if not rows:
+            return f"{self.source} [{self.opts}] selects no row"
+        bad = [f"{r['model']} {r['config']}: {verdict(r, self.key)}" for r in rows if verdict(r, self.key) != self.expect]
+        return f"{self.source}: expected {self.expect!r}, got " + "; ".join(bad) if bad else None
+
+
+@dataclass(frozen=True)
+class Interval:
+    """An interval at a JSON path of a results file (e.g. a paired difference stored by a script)."""
+    source: str
+    path: str
+    expect: str
+
+    def check(self) -> str | None:
+        v = json.loads((ROOT / self.source).read_text())
+        for part in self.path.split("."):
+            v = v[part]
+        got = verdict({"fd_change": 0.0, "fd_change_ci": v})
+        return None if got == self.expect else f"{self.source}:{self.path} {v}: {got}, not {self.expect!r}"
+
+
+@dataclass(frozen=True)
+class Quoted:
+    """An interval typed in the doc itself (its results file is not in the repository: ``why``); the
+    sentence's file must still contain it, and it must say ``expect``."""
+    text: str
+    expect: str
+    why: str
+
+    def check(self, doc: str = "") -> str | None:
+        lo, hi = (float(x.replace("−", "-").rstrip("%")) for x in re.findall(r"\[(.*?)\]", self.text)[0].split(", "))
+        got = verdict({"fd_change": 0.0, "fd_change_ci": [lo, hi]})
+        if self.text not in doc:
+            return f"quoted interval {self.text!r} no longer in the file"
+        return None if got == self.expect else f"{self.text}: {got}, not {self.expect!r}"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A hand-written sentence (``snippet`` identifies it in ``file``) and what backs it; no checks
+    means a definition of the words, not a result."""
+    file: str
+    snippet: str
+    checks: tuple = field(default_factory=tuple)
+
+
+D = "docs/bench/"
+CLAIMS: list[Claim] = [
+    # definitions of the words, not results
+    Claim("docs/evaluation.md", "An interval that contains 0 means no measurable change"),
+    Claim("README.md", "A change whose interval contains 0 is **no measurable difference**"),
+    Claim("README.md", "an interval containing 0 is *no measurable difference*"),
+    Claim("README.md", "an interval containing 0 is no measurable difference"),
+    # docs/caching.md
+    Claim("docs/caching.md", "only the DiT's DDIM rows are measurable costs", (
+        Rows(D + "caching/results.json", r"model=digits-dit where='ddim-50\+(block-caching-0.2|fora-N5)$'", COST),
+        Rows(D + "caching/results.json", r"where='dpmpp-2m-50\+(block-caching-0.2|fora-N5)$'", NONE),
+        Rows(D + "caching/results.json", r"model=digits-unet where='50\+block-caching-0.2$'", NONE))),
+    # docs/compression.md
+    Claim("docs/compression.md", "no FD change here is measurable with 3 seeds at n = 200", tuple(
+        Quoted(t, NONE, "bench/compress/quant_extra.py's output (bench-out/quant) was not committed")
+        for t in ("+13% [−14, +39]", "+0% [−8, +9]", "−3% [−13, +7]", "+5% [−22, +32]", "−1% [−13, +11]",
+                  "+2% [−9, +13]"))),
+    Claim("docs/compression.md", "is measurably worse (+1.5% [+0.4, +2.7])",
+          (Rows(D + "compress/unet/results.json", "where=ptq-W8A8$", COST),)),
+    Claim("docs/compression.md", "the method buys\n  nothing measurable there",
+          (Rows(D + "compress/dit/results.json", "where=W4A8", NONE),)),
+    Claim("docs/compression.md", "scores *measurably lower* FD than fp32",
+          (Rows(D + "compress/svdquant-qat-unet/results.json", "where=qat", DROP),
+           Rows(D + "compress/svdquant-qat-dit/results.json", "where=qat", DROP))),
+    Claim("docs/compression.md", "the auto choice has no measurable\n  FD change",
+          (Rows(D + "compress/unet/results.json", "where=int8-auto", NONE),
+           Rows(D + "compress/dit/results.json", "where=int8-auto", NONE))),
+    # docs/distillation.md
+    Claim("docs/distillation.md", "On fresh seeds every student shows no measurable difference from the 10-step reference",
+          (Rows(D + "distill/bench-unet-pd-fresh/results.json", "has=fd_vs_ref", NONE, "fd_vs_ref"),)),
+    Claim("docs/distillation.md", "sit\nmeasurably above the reference",
+          (Rows(D + "distill/bench-dit-fresh6/results.json", "where=progressive-[24]$", COST, "fd_vs_ref"),)),
+    Claim("docs/distillation.md", "no measurable difference from the 10-step reference on\nevery seed set",
+          tuple(Rows(D + f"distill/{d}/results.json", "where=^dmd-1$", NONE, "fd_vs_ref")
+                for d in ("bench-dit-dmd", "bench-dit-dmd-fresh", "bench-dit-fresh6", "bench-dit-pd4-fresh12",
+                          "bench-dit-cd-fresh12"))),
+    Claim("docs/distillation.md", "The one-step DMD student shows no measurable difference from the teacher's 10-step reference",
+          tuple(Rows(D + f"distill/{d}/results.json", "where=^dmd-1$", NONE, "fd_vs_ref")
+                for d in ("bench-dit-dmd", "bench-dit-dmd-fresh", "bench-dit-fresh6", "bench-dit-pd4-fresh12",
+                          "bench-dit-cd-fresh12"))),
+    # docs/distributed.md
+    Claim("docs/distributed.md", "They change no FD measurably",
+          (Rows(D + "systems/results.json", "where=autocast has=fd_change", NONE),)),
+    # docs/finetuning.md
+    Claim("docs/finetuning.md", "LoRA reaches the full fine-tune, and is measurably\n  better than it",
+          (Quoted("**−0.51\n  [−0.89, −0.14]**", DROP, "bench/finetune/lora_long.py prints the paired difference; "
+                  "docs/bench/finetune-lora-long/results.json holds the per-seed FDs, not the difference"),)),
+    # docs/latent.md
+    Claim("docs/latent.md", "the FD difference is -0.93 [-2.2, +0.38], no measurable difference",
+          (Interval(D + "latent/latent_compare.json", "fd_difference.ci95", NONE),)),
+]
+
+
+def _text(path) -> str:
+    """The file with generated blocks emptied (their words come from the intervals)."""
+    return BLOCK.sub(lambda m: m.group("open") + m.group("close"), path.read_text())
+
+
+def _norm(s: str) -> str:
+    return " ".join(s.split())
+
+
+def sentences(text: str) -> list[str]:
+    """Sentences of prose (whitespace normalized); table rows and code are left out."""
+    prose = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("|", "    ")))
+    return [s for s in re.split(r"(?<=[.!?:;])\s+(?=[A-Z*(\[`-])", _norm(prose)) if s]
+
+
+def problems(root=ROOT, files=FILES) -> list[str]:
+    """Unlisted "measurable" sentences, claims whose snippet is gone, and claims that no longer hold."""
+    out = []
+    by_file: dict[str, list[Claim]] = {}
+    for c in CLAIMS:
+        by_file.setdefault(c.file, []).append(c)
+    for f in sorted({p for g in files for p in root.glob(g)}):
+        rel = f.relative_to(root).as_posix()
+        text = _text(f)
+        mine = by_file.get(rel, [])
+        for s in sentences(text):
+            if PHRASE.search(s) and not any(_norm(c.snippet) in s for c in mine):
+                out.append(f"{rel}: unlisted sentence: {s[:160]}")
+        for c in mine:
+            if _norm(c.snippet) not in _norm(text):
+                out.append(f"{rel}: listed claim no longer in the file: {c.snippet[:80]!r}")
+                continue
+            for chk in c.checks:
+                msg = chk.check(f.read_text()) if isinstance(chk, Quoted) else chk.check()
+                if msg:
+                    out.append(f"{rel}: {c.snippet[:60]!r}: {msg}")
+    return out
+
+
+def main() -> None:
+    bad = problems()
+    for line in bad:
+        print(line)
+    raise SystemExit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()
