@@ -21,8 +21,8 @@ from ..caching import (AdaptiveCacheConfig, BlockCachingConfig, DeepCacheConfig,
                        NirvanaConfig, TGATEConfig)
 from ..early_exit import ASEConfig, DeeDiffConfig
 from ..sampling import randn
-from .runner import SUITE_MODELS, BenchConfig
-from .config import register_suite, save_table
+from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import save_table
 from .scoring import pct_ci, pm
 
 PRIMARY = ("digits-unet", "digits-dit")
@@ -141,4 +141,6 @@ def _change(r: dict) -> str:
     return pct_ci(r["fd_change"], r.get("fd_change_ci"))
 
 
-register_suite("caching", _caching, models=["digits-unet", "digits-dit", "digits-dit-xattn"], report=report)
+SUITES["caching"] = _caching
+SUITE_MODELS["caching"] = ["digits-unet", "digits-dit", "digits-dit-xattn"]
+REPORTS["caching"] = report
