@@ -93,13 +93,16 @@ class VideoAttention(nn.Module):
         return rope(q, frames, tokens), rope(k, frames, tokens), v
 
     def forward(self, x: Tensor, frames: Tensor, tokens: int, mask: Tensor | None = None, layer: int = 0,
-                past: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
-        """x [B, N, D] -> (out [B, N, D], (k, v) of x). ``past`` = (k, v, frames) of cached frames,
-        attended before x's own keys (a mask then covers [past frames | own frames])."""
+                past: tuple[Tensor, Tensor, Tensor] | None = None, sink: list | None = None) -> Tensor:
+        """x [B, N, D] -> [B, N, D]. ``past`` = (k, v, frames) of cached frames, attended before x's own
+        keys (a mask then covers [past frames | own frames]); ``sink``: x's (k, v) are appended to it
+        (the output stays a tensor, so feature-caching hooks see an ordinary attention module)."""
         B, N, D = x.shape
         q, k, v = self.project(x, frames, tokens)
+        if sink is not None:
+            sink.append((k, v))
         kf, kk, vv = frames, k, v
         if past is not None:
             kk, vv, kf = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2), torch.cat([past[2], frames])
         out = self.processor(q, kk, vv, AttentionCall(frames, kf, tokens, mask, layer))
-        return self.proj(out.transpose(1, 2).reshape(B, N, D)), (k, v)
+        return self.proj(out.transpose(1, 2).reshape(B, N, D))

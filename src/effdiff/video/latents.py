@@ -25,14 +25,14 @@ BATCH = 512
 class FrameCodec:
     """Encode/decode video frame by frame with a KL autoencoder's convolutional encoder/decoder."""
 
-    def __init__(self, ae, scale: float, name: str = AUTOENCODER):
-        self.ae, self.scale, self.name = ae.eval(), float(scale), name
+    def __init__(self, ae, scale: float, name: str = AUTOENCODER, sha256: str | None = None):
+        self.ae, self.scale, self.name, self.sha256 = ae.eval(), float(scale), name, sha256
 
     @classmethod
     def zoo(cls, name: str = AUTOENCODER) -> "FrameCodec":
         from ..latent.zoo import autoencoder
-        ae, scale, _ = autoencoder(name, "video latents")
-        return cls(ae, scale, name)
+        ae, scale, sha = autoencoder(name, "video latents")
+        return cls(ae, scale, name, sha)
 
     @property
     def channels(self) -> int:
@@ -66,10 +66,8 @@ def latent_clips(split: str = "train", n: int = 4000, frames: int = 20, seed: in
     """Encoded moving-digit clips (z [n, c, frames, 8, 8], labels [n]), cached on disk by their recipe
     and the autoencoder's weights (safetensors; encoding 80k frames takes minutes on one thread)."""
     from safetensors.torch import load_file, save_file
-    from .. import zoo
     codec = codec or FrameCodec.zoo()
-    sha = zoo.card(codec.name).get("sha256", {}).get("tensors", "")
-    key = hashlib.sha256(f"{split}-{n}-{frames}-{seed}-{codec.name}-{sha}-{codec.scale}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{split}-{n}-{frames}-{seed}-{codec.name}-{codec.sha256}-{codec.scale}".encode()).hexdigest()[:16]
     path = cache_dir() / f"moving-digits-{split}-{key}.safetensors"
     if path.is_file():
         t = load_file(path)

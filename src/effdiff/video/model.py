@@ -63,12 +63,10 @@ class VideoDiTBlock(nn.Module):
         self.mlp = Mlp(dim, int(dim * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, h, c, frames, tokens, mask=None, layer=0, past=None):
+    def forward(self, h, c, frames, tokens, mask=None, layer=0, past=None, sink=None):
         shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = per_token(self.adaLN_modulation(c), tokens).chunk(6, -1)
-        a, kv = self.attn(self.norm1(h) * (1 + scale_a) + shift_a, frames, tokens, mask, layer, past)
-        h = h + gate_a * a
-        h = h + gate_m * self.mlp(self.norm2(h) * (1 + scale_m) + shift_m)
-        return h, kv
+        h = h + gate_a * self.attn(self.norm1(h) * (1 + scale_a) + shift_a, frames, tokens, mask, layer, past, sink)
+        return h + gate_m * self.mlp(self.norm2(h) * (1 + scale_m) + shift_m)
 
 
 class VideoDiT(nn.Module):
@@ -133,14 +131,13 @@ class VideoDiT(nn.Module):
             class_labels = class_labels.long().repeat_interleave(F)
         return self.cond_embed(frame_labels.reshape(-1).float(), class_labels).reshape(B, F, -1)
 
-    def run(self, h: Tensor, c: Tensor, frames: Tensor, mask: Tensor | None = None, past=None):
-        """All blocks and the output layer: (out [B, F*P, p*p*C], per-layer (k, v) of h's tokens)."""
-        P, kvs = self.tokens_per_frame, []
+    def run(self, h: Tensor, c: Tensor, frames: Tensor, mask: Tensor | None = None, past=None, sink=None):
+        """All blocks and the output layer -> [B, F*P, p*p*C]; ``sink`` collects each layer's (k, v)."""
+        P = self.tokens_per_frame
         for i, block in enumerate(self.blocks):
-            h, kv = block(h, c, frames, P, mask, i, None if past is None else past[i])
-            kvs.append(kv)
+            h = block(h, c, frames, P, mask, i, None if past is None else past[i], sink)
         shift, scale = per_token(self.final_modulation(c), P).chunk(2, -1)
-        return self.final_linear(self.norm_final(h) * (1 + scale) + shift), kvs
+        return self.final_linear(self.norm_final(h) * (1 + scale) + shift)
 
     @staticmethod
     def labels_of(noise_labels, B: int, F: int, like: Tensor) -> Tensor:
@@ -155,7 +152,7 @@ class VideoDiT(nn.Module):
         B, F = x.shape[0], x.shape[2]
         c = self.frame_cond(self.labels_of(noise_labels, B, F, x), class_labels)
         frames = torch.arange(F, device=x.device)
-        return self.untokens(self.run(self.tokens(x), c, frames)[0], F)
+        return self.untokens(self.run(self.tokens(x), c, frames), F)
 
     def block_diffusion(self, xt: Tensor, x0: Tensor, frame_labels: Tensor, clean_label: float,
                         class_labels: Tensor | None = None) -> Tensor:
@@ -171,7 +168,7 @@ class VideoDiT(nn.Module):
         frames = torch.arange(F, device=xt.device).repeat(2)
         h = torch.cat([self.tokens(xt), self.tokens(x0)], 1)
         mask = bd_mask(F, cfg.block_frames, cfg.window_blocks, xt.device)
-        out = self.run(h, c, frames, mask)[0]
+        out = self.run(h, c, frames, mask)
         return self.untokens(out[:, :F * self.tokens_per_frame], F)
 
     def stream_step(self, x: Tensor, noise_labels, class_labels, cache, start: int) -> Tensor:
@@ -180,7 +177,7 @@ class VideoDiT(nn.Module):
         B, F = x.shape[0], x.shape[2]
         c = self.frame_cond(self.labels_of(noise_labels, B, F, x), class_labels)
         frames = torch.arange(start, start + F, device=x.device)
-        return self.untokens(self.run(self.tokens(x), c, frames, past=cache.past(start))[0], F)
+        return self.untokens(self.run(self.tokens(x), c, frames, past=cache.past(start)), F)
 
     @torch.no_grad()
     def commit(self, x0: Tensor, clean_label: float, class_labels, cache, start: int) -> None:
@@ -188,5 +185,9 @@ class VideoDiT(nn.Module):
         B, F = x0.shape[0], x0.shape[2]
         c = self.frame_cond(self.labels_of(clean_label, B, F, x0), class_labels)
         frames = torch.arange(start, start + F, device=x0.device)
-        _, kvs = self.run(self.tokens(x0), c, frames, past=cache.past(start))
+        kvs: list = []
+        self.run(self.tokens(x0), c, frames, past=cache.past(start), sink=kvs)
+        if len(kvs) != len(self.blocks):
+            raise RuntimeError("commit: an attention layer did not run (a feature cache reused it); "
+                               "streaming needs every layer's keys")
         cache.append(kvs, frames)

@@ -15,7 +15,7 @@ PRESETS: dict[str, TrainConfig] = {
                "mlp_ratio": 2.0, "num_classes": 10, "frames": 16, "block_frames": 4, "window_blocks": 3},
         process={"name": "flow"}, prediction="velocity",
         loss={"p_mean": 0.0, "p_std": 1.0, "block_fraction": 0.5, "frames": 16},
-        steps=1800, batch_size=16, lr=1e-3, warmup=100, ema_decay=0.995, p_uncond=0.1, seed=0, ckpt_every=100),
+        steps=1100, batch_size=16, lr=1e-3, warmup=50, ema_decay=0.995, p_uncond=0.1, seed=0, ckpt_every=100),
 }
 
 
