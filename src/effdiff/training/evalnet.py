@@ -109,7 +109,8 @@ def export(recipe: EvalNetRecipe, net: Classifier, metrics: dict, out) -> Path:
             "wall_time_s": metrics.pop("wall_time_s"), "machine": machine(), "recipe": asdict(recipe),
             "trained_on": "MNIST test set t10k (10,000 digits, ../shared/data/mnist)"
                           + (", optdigits-style 8x8 (data.digits_style)" if recipe.dataset == "digits" else ""),
-            "command": f"python -m effdiff.training.evalnet {recipe.name} --out DIR", "metrics": metrics}
+            "command": f"python -m effdiff.training.evalnet {recipe.name} --out DIR", "metrics": metrics,
+            "weights": "final weights (no EMA)"}          # the zoo card's file line (issue 24)
     meta = {"format": "effdiff-model-1", "arch": "classifier", "model": asdict(net.config), "task": "classifier",
             "process": None, "prediction": None, "num_classes": net.config.num_classes, "card": card}
     ckpt.save(Path(out) / "model", net.state_dict(), meta)
