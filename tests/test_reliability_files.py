@@ -303,9 +303,15 @@ def test_reflow_preset_pairs_live_in_the_run_folder(tmp_path, monkeypatch, capsy
 
 # ---- 5. schedule JSON that is not UTF-8, holds a huge number or nests deeply -------------------
 
-@pytest.mark.parametrize("data", [b"\xff\xfe[1, 0]", b'{"sigmas": [1' + b"0" * 5000 + b', 0]}', b"[" * 100000,
-                                  b"{", b"null", b'{"sigmas": "x"}', b'{"sigmas": [[1], [0]]}'],
-                         ids=["utf16", "huge", "deep", "invalid", "null", "str", "nested"])
+SCHED = b'{"format": "effdiff-schedule-1", "sigmas": %s}'
+
+
+@pytest.mark.parametrize("data", [b"\xff\xfe[1, 0]", SCHED % (b"[1" + b"0" * 5000 + b", 0]"), b"[" * 100000,
+                                  b"{", b"null", SCHED % b'"x"', SCHED % b"[[1], [0]]", SCHED % b'["a", 0]',
+                                  SCHED % (b"[1" + b"0" * 400 + b", 0]"), SCHED % b"[1e999, 0]", SCHED % b"{}",
+                                  b'{"format": "effdiff-schedule-1", "sigmas": [1, 0], "meta": 3}'],
+                         ids=["utf16", "huge", "deep", "invalid", "null", "str", "nested", "str-item", "big-int",
+                              "inf", "object", "meta"])
 def test_bad_schedule_json_is_one_clear_error(tmp_path, data):
     from effdiff import schedule_opt
     path = tmp_path / "sched.json"

@@ -13,6 +13,7 @@ import sys
 
 import torch
 
+from ..cli import MAX_SAMPLES, MAX_STEPS, _ranged_int, guidance_type, model_list, positive, seed_type
 from .agree import agree
 from .launch import init_from_env, is_writer, serve, world_size
 from .methods import METHODS, parallel
@@ -23,8 +24,8 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parallel", default="none", choices=sorted(METHODS),
                    help="split each evaluation over the torchrun ranks (see docs/distributed.md)")
     p.add_argument("--parallel-mode", choices=("sync", "stale"), help="patch/sequence/ring/pipefusion: exact or stale")
-    p.add_argument("--warmup", type=int, help="synchronous steps before stale mode")
-    p.add_argument("--patches", type=int, help="pipefusion: patches in flight")
+    p.add_argument("--warmup", type=_ranged_int(0, MAX_STEPS), help="synchronous steps before stale mode")
+    p.add_argument("--patches", type=_ranged_int(1, 1024), help="pipefusion: patches in flight")
 
 
 def _options(a) -> dict:
@@ -49,12 +50,15 @@ def parallel_denoiser(den, a):
 
 
 def _sample(a) -> None:
+    """Everything checked before any compute (the checks of ``effdiff sample``, ``cli.check_sample``),
+    then every rank samples and rank 0 writes the grid (and the tensor)."""
     import effdiff as ed
+    from ..cli import check_sample
     from ..viz import save_grid
+    _, cond = check_sample(a.model, a.out, a.solver, a.samples, also=[a.save_tensor] if a.save_tensor else [])
     den = ed.zoo.load(a.model)
-    D = parallel_denoiser(den, a)
     sig = ed.timesteps.get(a.schedule, a.steps, den.process)
-    cond = torch.arange(a.samples) % den.cond_classes if den.cond_classes else None
+    D = parallel_denoiser(den, a)
     x = ed.sampling.initial(den, a.samples, sig, seed=a.seed, cond=cond)
     res = ed.sample(D, x, sig, solver=a.solver, cond=cond, seed=a.seed, return_info=True)
     if is_writer():
@@ -67,6 +71,14 @@ def _sample(a) -> None:
 
 
 def _bench(a) -> None:
+    from ..bench.runner import suite
+    from ..cli import _diffusion_card
+    from ..io import check_writable
+    for m in a.models or []:                  # the checks of `effdiff bench`, before any rank works
+        _diffusion_card(m)
+    suite("distributed", a.models or [])
+    if a.out:
+        check_writable(a.out, directory=True)
     init_from_env()
     agree({k: v for k, v in vars(a).items() if k != "fn"})
     if not is_writer():
@@ -78,7 +90,7 @@ def _bench(a) -> None:
     from ..bench import distributed as bench_dist
     with Pool(world_size()) as pool:
         bench_dist.use_pool(pool)
-        res = run(models=a.models.split(",") if a.models else None, suite_name="distributed", quick=a.quick,
+        res = run(models=a.models, suite_name="distributed", quick=a.quick,
                   out=a.out, n_samples=a.samples, seed=a.seed, repeats=a.repeats)
         bench_dist.use_pool(None)
     print(table(res))
@@ -92,31 +104,41 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", default="digits-unet")
     s.add_argument("--solver", default="ddim")
     s.add_argument("--schedule", default="uniform")
-    s.add_argument("--steps", type=int, default=10)
-    s.add_argument("--guidance", type=float, default=1.0)
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--samples", type=int, default=20, help="number of samples (torchrun takes --n for itself)")
+    s.add_argument("--steps", type=_ranged_int(1, MAX_STEPS), default=10)
+    s.add_argument("--guidance", type=guidance_type, default=1.0)
+    s.add_argument("--seed", type=seed_type, default=0)
+    s.add_argument("--samples", type=_ranged_int(1, MAX_SAMPLES), default=20,
+                   help="number of samples (torchrun takes --n for itself)")
     s.add_argument("--out", default="samples.png")
     s.add_argument("--save-tensor", help="also write the samples as a safetensors file (rank 0)")
     add_parallel_arguments(s)
     s.set_defaults(fn=_sample)
     b = sub.add_parser("bench", help="the distributed bench suite on the torchrun ranks")
-    b.add_argument("--models")
+    b.add_argument("--models", type=model_list)
     b.add_argument("--quick", action="store_true")
     b.add_argument("--out")
-    b.add_argument("--samples", type=int)
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--repeats", type=int)
+    b.add_argument("--samples", type=_ranged_int(1, MAX_SAMPLES))
+    b.add_argument("--seed", type=seed_type, default=0)
+    b.add_argument("--repeats", type=positive)
     b.set_defaults(fn=_bench)
     return p
 
 
 def main(argv=None) -> int:
-    a = build_parser().parse_args(argv)
+    """Exit 0, or 2 with one ``effdiff.distributed CMD: error: ...`` line for every error effdiff raises
+    on purpose (``cli.user_error``); anything else is a bug and keeps its traceback."""
+    from ..cli import user_error
+    try:
+        a = build_parser().parse_args(argv)
+    except SystemExit as e:                   # argparse printed usage and its error line (or --help)
+        return e.code if isinstance(e.code, int) else 2
     try:
         a.fn(a)
-    except (ValueError, KeyError, TypeError) as e:
-        print(f"effdiff.distributed {a.cmd}: error: {e}", file=sys.stderr)
+    except Exception as e:
+        msg = user_error(e)
+        if msg is None:
+            raise
+        print(f"effdiff.distributed {a.cmd}: error: {msg}", file=sys.stderr)
         return 2
     finally:
         import torch.distributed as dist
