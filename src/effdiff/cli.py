@@ -52,6 +52,15 @@ def guidance_type(text: str) -> float:
     return v
 
 
+def model_list(text: str) -> list[str]:
+    """An argparse type: comma-separated model names, at least one (an empty shell variable is an error,
+    never the default models)."""
+    names = [m.strip() for m in text.split(",") if m.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"names no model, got {text!r} (leave --models out for the defaults)")
+    return names
+
+
 def class_list(text: str) -> list[int]:
     """An argparse type: comma-separated non-negative class labels."""
     try:
@@ -69,7 +78,8 @@ def _train(a):
                         progress=not a.quiet, steps=a.steps, seed=a.seed, batch_size=a.batch_size)
     if path is None:                          # a data-parallel rank that does not write
         return
-    meta = json.loads(path.with_suffix(".json").read_text())
+    from .checkpoint import files
+    meta = json.loads(files(path)[1].read_text())
     print(f"wrote {path}.safetensors ({meta['card']['steps']} steps, {meta['card']['wall_time_s']} s)")
     if meta["card"]["metrics"]:
         print("metrics:", json.dumps(meta["card"]["metrics"]))
@@ -91,16 +101,28 @@ def _labels(classes: list[int] | None, n: int, num_classes: int, model: str):
     return labels(n, num_classes, classes, model)
 
 
-def _sample(a):
+def check_sample(model: str, out, solver: str, n: int, classes: list[int] | None = None, also=()):
+    """What every sampling command checks before any compute (``effdiff sample`` and ``python -m
+    effdiff.distributed sample``): a diffusion model, an image file name ``out`` and the other outputs
+    ``also`` writable (and distinct), a known solver, class labels that exist. Returns (card, labels)."""
     import effdiff as ed
     from .io import check_writable
+    from .viz import image_format
+    card = _diffusion_card(model)
+    image_format(out)
+    for path in (out, *also):
+        check_writable(path)
+    if any(Path(p).resolve() == Path(out).resolve() for p in also):
+        raise ValueError(f"every output needs its own file; {out} is given twice")
+    ed.solvers.get(solver)                   # an unknown name: a KeyError naming the known solvers
+    return card, _labels(classes, n, card.get("num_classes", 0), model)
+
+
+def _sample(a):
+    import effdiff as ed
     from .recipes import sample_model
-    from .viz import image_format, save_grid
-    card = _diffusion_card(a.model)
-    image_format(a.out)
-    check_writable(a.out)
-    ed.solvers.get(a.solver)                 # an unknown name: a KeyError naming the known solvers
-    cond = _labels(a.classes, a.n, card.get("num_classes", 0), a.model)
+    from .viz import save_grid
+    _, cond = check_sample(a.model, a.out, a.solver, a.n, a.classes)
     den = ed.zoo.load(a.model)
     wrap = None
     if a.lora or a.control or a.control_model:
@@ -118,7 +140,7 @@ def _bench(a):
     from .bench import run
     from .bench.runner import suite, table
     from .io import check_writable
-    models = a.models.split(",") if a.models else None
+    models = a.models
     for m in models or []:
         _diffusion_card(m)
     suite(a.suite, models or [])             # an unknown suite fails here, before any work
@@ -201,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     b = sub.add_parser("bench", help="benchmark sampling configurations on the zoo models")
     b.add_argument("--suite", default="default")
-    b.add_argument("--models", help="comma-separated zoo models (default digits-unet,digits-dit)")
+    b.add_argument("--models", type=model_list, help="comma-separated zoo models (default digits-unet,digits-dit)")
     b.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
     b.add_argument("--out", help="write results.json, pareto.png and sample grids here")
     b.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), help="samples per configuration (default 360, quick 100)")

@@ -47,6 +47,12 @@ def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, 
         check_writable(out, directory=True)
         return distill(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     from .training import preset, train
+    from .training.presets import PRESETS as training_presets
+    if name not in training_presets:
+        families = {"training": training_presets, "fine-tuning": finetune_presets.PRESETS,
+                    "distillation": distill_presets.PRESETS}
+        raise KeyError(f"unknown preset {name!r}; known presets: "
+                       + "; ".join(f"{k}: {', '.join(v)}" for k, v in families.items()))
     cfg = preset(name, **overrides)
     check_writable(out, directory=True)
     from .distributed.launch import init_from_env, is_writer

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .io import atomic_write
+from .io import atomic_write, read_json
 from .process import Process
 
 Tensor = torch.Tensor
@@ -312,11 +312,14 @@ def load_schedule(name_or_path, with_meta: bool = False):
         if not p.exists():
             raise KeyError(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(fitted_names()) or '(none)'} "
                            f"(fit one with: effdiff schedules fit --model MODEL --method ays --steps 10 --out FILE.json)")
-    try:
-        obj = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"cannot read schedule {str(p)!r}: {e}") from None
+    obj = read_json(p, "effdiff schedule", kind=None)   # not UTF-8, invalid, huge ints, deep nesting: one error
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "sigmas" not in obj:
         raise ValueError(f"{str(p)!r} is not an effdiff schedule (format {FORMAT!r})")
-    sigmas = check_sigmas(obj["sigmas"])
-    return (sigmas, obj.get("meta", {})) if with_meta else sigmas
+    try:
+        sigmas = check_sigmas(obj["sigmas"])
+    except (ValueError, TypeError, OverflowError, RuntimeError) as e:
+        raise ValueError(f"{str(p)!r}: bad sigmas in the schedule: {e}") from None
+    meta = obj.get("meta", {})
+    if not isinstance(meta, dict):
+        raise ValueError(f"{str(p)!r}: the schedule's meta must be a JSON object")
+    return (sigmas, meta) if with_meta else sigmas
