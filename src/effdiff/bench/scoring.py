@@ -2,36 +2,13 @@
 t-interval over seeds, and rounding to what the spread supports."""
 from __future__ import annotations
 
-import math
-
-import torch
+from ..plan.quality import dataset_of  # noqa: F401  (the plan's certification needs it too)
+from ..metrics.stats import decimals, labels_for, mean_sd, paired_change, pct_ci, pm, t_interval  # noqa: F401
 
 # the per-seed numbers of metrics.score a row reports (mean, and sd as NAME_sd)
 ROW_METRICS = ("fd", "fd_pixel", "fd_per_class", "class_acc", "precision", "recall", "mem_asymmetry",
                "mem_asymmetry_real", "mem_copy_fraction", "mem_copy_fraction_real", "mem_closer_than_p5")
 REAL_METRICS = ("fd", "fd_pixel", "fd_per_class", "class_acc", "precision", "recall")
-
-
-def dataset_of(den) -> str:
-    """The dataset a zoo model was trained on (its preset's ``data``; by image size for others)."""
-    from ..training.presets import PRESETS
-    if den.meta.get("latent"):                 # a latent model is scored on its decoded images
-        return den.meta["latent"]["data"]
-    preset = PRESETS.get(den.meta.get("card", {}).get("preset", ""))
-    if preset is not None and preset.data in ("digits", "mnist"):
-        return preset.data
-    size = den.meta["model"].get("image_size")
-    by_size = {8: "digits", 28: "mnist"}
-    if size not in by_size:
-        raise ValueError(f"cannot tell which dataset scores a {size}x{size} model; known: digits (8), mnist (28)")
-    return by_size[size]
-
-
-def mean_sd(values) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for one value)."""
-    v = [float(x) for x in values]
-    m = sum(v) / len(v)
-    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
 
 
 def summarize(per_seed: list[dict], keys=ROW_METRICS) -> dict:
@@ -42,47 +19,3 @@ def summarize(per_seed: list[dict], keys=ROW_METRICS) -> dict:
         if len(vals) == len(per_seed):
             out[k], out[f"{k}_sd"] = mean_sd(vals)
     return out
-
-
-def t_interval(values, level: float = 0.95) -> list[float | None]:
-    """Two-sided t confidence interval of the mean of ``values`` ([None, None] for one value)."""
-    from scipy.stats import t
-    m, sd = mean_sd(values)
-    if len(values) < 2:
-        return [None, None]
-    half = t.ppf(0.5 + level / 2, len(values) - 1) * sd / math.sqrt(len(values))
-    return [m - half, m + half]
-
-
-def paired_change(fd: list[float], base: list[float]) -> tuple[float, list]:
-    """Relative change (fd_s - base_s) / base_s paired by seed: mean and 95% t-interval over seeds."""
-    rel = [(a - b) / b for a, b in zip(fd, base)]
-    return mean_sd(rel)[0], t_interval(rel)
-
-
-def decimals(sd: float | None, floor: int = 0, cap: int = 4) -> int:
-    """Decimal places that keep the sd's first significant digit (two if it is a 1)."""
-    if not sd or not math.isfinite(sd) or sd <= 0:
-        return cap
-    d = -math.floor(math.log10(sd))
-    lead = sd * 10 ** d
-    return max(floor, min(cap, d + (1 if math.floor(lead) == 1 else 0)))
-
-
-def pm(mean: float, sd: float | None, cap: int = 4) -> str:
-    """'mean ± sd' rounded to the spread."""
-    d = decimals(sd, cap=cap)
-    return f"{mean:.{d}f}" if not sd else f"{mean:.{d}f} ± {sd:.{d}f}"
-
-
-def pct_ci(change: float, ci) -> str:
-    """'+x% [lo, hi]' with the interval's precision."""
-    if ci is None or ci[0] is None:
-        return f"{100 * change:+.1f}%"
-    d = decimals((ci[1] - ci[0]) / 4 * 100, cap=1)
-    return f"{100 * change:+.{d}f}% [{100 * ci[0]:+.{d}f}, {100 * ci[1]:+.{d}f}]"
-
-
-def labels_for(n: int, num_classes: int) -> torch.Tensor | None:
-    """Class-balanced labels 0, 1, ..., K-1, 0, ... (None for an unconditional model)."""
-    return torch.arange(n) % num_classes if num_classes else None

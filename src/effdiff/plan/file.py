@@ -25,7 +25,7 @@ import torch
 
 from .. import techniques as T
 from ..io import atomic_write
-from .quality import Batch, DistributionChange, EvalFD, Quality, for_model
+from .quality import DistributionChange, EvalFD, Quality, for_model
 from .spec import Spec
 
 FORMAT = "effdiff-plan-1"
@@ -122,7 +122,7 @@ def _join(spec_d: dict, calibrated: list, tensors: dict) -> Spec:
 @dataclass
 class Plan:
     """A certified composition and everything that backs it (see the module docstring)."""
-    spec: Spec
+    spec: Spec | None                      # None: the search certified nothing inside the budget
     reference: Spec
     budget: float
     measure: str
@@ -149,6 +149,9 @@ class Plan:
         return bool(self.certified) and self.certified["ci"][1] is not None and self.certified["ci"][1] <= self.budget
 
     def summary(self) -> str:
+        if self.spec is None:
+            return (f"no composition certified within +{100 * self.budget:g}% {self.measure} of "
+                    f"{self.reference.label()} ({self.search.get('candidates')} candidates tried; see rejected)")
         q = self.certified["text"] if self.certified else "not certified"
         sp = self.speed.get("speedup_vs_reference")
         return (f"{self.spec.label()}: {q} {self.measure} vs {self.reference.label()} on fresh seeds "
@@ -162,17 +165,22 @@ class Plan:
                                   f"these are {('sha256 ' + have[:16] + '...') if have else 'not a torch module'}; "
                                   "a plan is certified for one set of weights: run ed.plan on these")
 
-    def apply(self, den):
+    def _usable(self, den) -> None:
+        if self.spec is None:
+            raise ValueError("this plan holds no certified composition (its search found none within the budget)")
         self.check_weights(den)
+
+    def apply(self, den):
+        self._usable(den)
         return self.spec.apply(den)
 
     def sample(self, den, x=None, cond=None, seed=0, **kw):
-        self.check_weights(den)
+        self._usable(den)
         return self.spec.sample(den, x, cond, seed, **kw)
 
     # -- files --------------------------------------------------------------------------------
     def to_dict(self) -> tuple[dict, dict]:
-        spec_d, calibrated, tensors = _split(self.spec)
+        spec_d, calibrated, tensors = _split(self.spec) if self.spec is not None else (None, [], {})
         d = {"format": FORMAT, "spec": spec_d, "calibrated": calibrated, "reference": self.reference.to_dict(),
              "budget": self.budget, "measure": self.measure, "measure_key": self.measure_key, "objective": self.objective,
              "model": self.model, "weights_sha256": self.weights_sha256, "certified": self.certified,
@@ -213,7 +221,7 @@ class Plan:
             if hashlib.sha256(data).hexdigest() != d.get("tensors_sha256"):
                 raise ValueError(f"{tp} does not match the SHA-256 its plan records (a different or corrupt file)")
             tensors = st_load(data)
-        spec = _join(d["spec"], d.get("calibrated", []), tensors)
+        spec = _join(d["spec"], d.get("calibrated", []), tensors) if d.get("spec") is not None else None
         keys = {f for f in cls.__dataclass_fields__} - {"spec", "reference"}
         return cls(spec=spec, reference=_reference_from(d["reference"]), **{k: d[k] for k in keys if k in d})
 
@@ -222,10 +230,9 @@ class Plan:
     def from_search(cls, s, winner, attempts, systems, timing, wall_s: float) -> "Plan":
         from ..io import machine
         recs = list(s.records.values())
-        spec = winner.spec if winner is not None else s.reference
         speed = dict(timing)
         return cls(
-            spec=s.sampler.prepare(spec), reference=s.reference, budget=s.budget, measure=s.measure.name,
+            spec=s.sampler.prepare(winner.spec) if winner is not None else None, reference=s.reference, budget=s.budget, measure=s.measure.name,
             weights_sha256=weights_sha256(s.den), model=s.model, objective=s.objective,
             certified=winner.certified.as_dict() if winner is not None else None,
             selection=winner.quality.as_dict() if winner is not None and winner.quality else None,
@@ -241,7 +248,7 @@ class Plan:
 
 def _reference_from(d: dict):
     if isinstance(d, dict) and "external" in d:
-        from .search import External
+        from .runs import External
         return External(None, d["external"])
     return Spec.from_dict(d)
 
@@ -257,7 +264,7 @@ def _json_default(v):
 def _seeds_used(s) -> dict:
     sel = sorted({x for r in s.records.values() if r.quality for x in r.quality.seeds})
     cert = sorted({x for r in s.records.values() if r.certified for x in r.certified.seeds})
-    from .search import OTHER, SEEDS
+    from .runs import OTHER, SEEDS
     return {"screening": [SEEDS["screening"], SEEDS["screening"] + OTHER], "selection": sel,
             "certification": cert, "independent_reference_batch_offset": OTHER, "calibration": SEEDS["calibration"]}
 
@@ -306,21 +313,13 @@ def verify(plan: Plan, den, seeds=None, n: int | None = None, metric=None, cond=
     """Re-measure ``plan`` against its reference on ``seeds`` (default: the ``plan-verification``
     range, never used by a search) and say whether the upper CI end is still within its budget.
     ``reference``: the callable of an external reference (``search.External``) the file names."""
-    from .search import OTHER, SEEDS, Sampler
+    from .runs import SEEDS, measure_on
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
-    plan.check_weights(den)
+    plan._usable(den)
     measure = _measure_from(plan, den, metric)
     seeds = list(seeds) if seeds is not None else [SEEDS["verification"] + i for i in range(6)]
-    if len(seeds) < 2:
-        raise ValueError("verify needs at least 2 seeds for a confidence interval")
     n = n or plan.settings.get("n", 200)
-    sm = Sampler(den, cond, shape or plan.settings.get("shape"))
-    q = Quality(measure.name, relative=measure.relative)
-    for s in seeds:
-        x = sm.images(plan.spec, s, n)[0]
-        ref = sm.images(reference or plan.reference, s, n)[0]
-        other = sm.images(reference or plan.reference, s + OTHER, n)[0] if measure.needs_other else None
-        q.values.append(measure(Batch(x, ref, other, sm.labels(n), s)))
-        q.seeds.append(s)
+    q = measure_on(den, plan.spec, reference or plan.reference, measure, seeds, n, cond,
+                   shape or plan.settings.get("shape"))
     return Verification(q.holds(plan.budget), q, plan.budget, seeds)

@@ -30,10 +30,10 @@ from typing import Callable
 
 import torch
 
-from ..bench.scoring import mean_sd, pct_ci, t_interval
+from ..metrics.stats import mean_sd, pct_ci, t_interval
 from ..metrics import class_features, frechet_distance, frechet_from_stats, gaussian_stats, sliced_wasserstein
 
-__all__ = ["Measure", "EvalFD", "DistributionChange", "PairedDistance", "Relative", "Quality", "for_model",
+__all__ = ["dataset_of", "Measure", "EvalFD", "DistributionChange", "PairedDistance", "Relative", "Quality", "for_model",
            "check_budget"]
 
 
@@ -140,10 +140,25 @@ def for_model(den, metric=None) -> Measure:
     if metric is not None:
         raise TypeError(f"metric must be a Measure or a callable score(x, labels), got {type(metric).__name__}")
     try:
-        from ..bench.scoring import dataset_of
         return EvalFD(dataset_of(den))
     except (AttributeError, KeyError, ValueError, TypeError):
         return DistributionChange()
+
+
+def dataset_of(den) -> str:
+    """The dataset whose evaluation network scores a zoo model (its preset's ``data``; a latent
+    model's decoded images; by image size for others)."""
+    from ..training.presets import PRESETS
+    if den.meta.get("latent"):                 # a latent model is scored on its decoded images
+        return den.meta["latent"]["data"]
+    preset = PRESETS.get(den.meta.get("card", {}).get("preset", ""))
+    if preset is not None and preset.data in ("digits", "mnist"):
+        return preset.data
+    size = den.meta["model"].get("image_size")
+    by_size = {8: "digits", 28: "mnist"}
+    if size not in by_size:
+        raise ValueError(f"cannot tell which dataset scores a {size}x{size} model; known: digits (8), mnist (28)")
+    return by_size[size]
 
 
 def check_budget(budget) -> float:

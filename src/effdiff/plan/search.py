@@ -28,34 +28,15 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import techniques as T
-from ..bench.scoring import labels_for
-from ..bench.timing import ms_stats, rounds
-from ..sampling import randn
+from ..metrics.timing import ms_stats, rounds
 from . import space as S
 from .quality import Batch, DistributionChange, Quality, check_budget, for_model
+from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on  # noqa: F401
 from .spec import Spec
 
 SCREEN_LIMIT = 0.5        # screening proxy above +50% of the reference's own sampling spread: out
 ETA = 2                   # successive halving keeps the cheapest 1/ETA per rung
-OTHER = 50                # seed s's independent reference batch is seed s + OTHER (same range)
 PROBE_NFE = 10
-
-
-def _seed_ranges():
-    try:
-        from .. import seeds as SR
-        r = {k: SR.get(f"plan-{k}").start for k in ("screening", "selection", "certification")}
-        if "plan-verification" not in SR.REGISTRY:
-            SR.register(SR.SeedRange("plan-verification", 500, 600, "plan verify: re-measuring a saved plan on "
-                                     "seeds its search and certification never used (effdiff.plan)"))
-        r["verification"] = SR.get("plan-verification").start
-        r["calibration"] = SR.get("calibration").start
-        return r
-    except (ImportError, KeyError):     # no seed registry: the same numbers, defined here
-        return {"screening": 200, "selection": 300, "certification": 400, "verification": 500, "calibration": 12345}
-
-
-SEEDS = _seed_ranges()
 
 
 @dataclass
@@ -74,96 +55,6 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(n_screen=48, n=100, rungs=(2,), select_seeds=3, fresh_seeds=4, max_bases=3, timing_repeats=3,
                    attempts=2)
-
-
-def default_reference(den, model: str | None, quick: bool = False) -> Spec:
-    """The model card's ``plan_reference`` spec if it has one, else Heun on a Karras schedule at
-    ~80 NFE (~50 in quick mode): a high-accuracy deterministic solve of the model's own ODE."""
-    card = (getattr(den, "meta", None) or {}).get("card", {})
-    if "plan_reference" in card:
-        return Spec.from_dict(card["plan_reference"])
-    return Spec("heun", 25 if quick else 40, "karras")
-
-
-class External:
-    """A reference sampler you bring (e.g. a model author's own loop): ``fn(n, seed) -> samples``.
-    It draws its own noise, so pairing with candidates is by seed, not by initial noise."""
-
-    def __init__(self, fn, name: str):
-        if not callable(fn) and fn is not None:
-            raise TypeError(f"an external reference is a callable fn(n, seed) -> samples, got {type(fn).__name__}")
-        self.fn, self.name = fn, name
-
-    def label(self) -> str:
-        return self.name
-
-    def to_dict(self) -> dict:
-        return {"external": self.name}
-
-
-class Sampler:
-    """Samples specs on (seed, n) from the same per-sample noise and labels; caches samples and
-    per-run timing; prepares calibrated techniques once per (base, technique config)."""
-
-    def __init__(self, den, cond, shape=None):
-        self.den, self.cond, self.shape = den, cond, shape
-        self.cache: dict = {}
-        self.prepared: dict = {}
-        self.sample_nfe = 0          # denoiser evaluations x samples spent, the search's own cost
-
-    def labels(self, n: int):
-        if callable(self.cond):
-            return self.cond(n)
-        if self.cond is None:
-            return labels_for(n, getattr(self.den, "cond_classes", 0) or 0)
-        c = torch.as_tensor(self.cond)
-        return c.repeat(math.ceil(n / len(c)))[:n] if c.ndim else c
-
-    def unit_noise(self, spec: Spec, n: int, seed: int):
-        return spec.noise(self.den, n, seed, self.shape)
-
-    def prepare(self, spec: Spec) -> Spec:
-        """``spec`` with calibrated parts (``needs``) filled, once per base and config."""
-        entries, changed = [], False
-        for name, cfg in spec.techniques:
-            tech = T.get(name)
-            missing = [k for k in tech.needs if cfg.get(k) is None]
-            if missing:
-                base = spec.replace(techniques=[])
-                key = (base.label(), name, repr(sorted(cfg.items())))
-                if key not in self.prepared:
-                    n = 32
-                    sig = base.sigmas(self.den)
-                    x = randn(self.unit_noise(base, n, 0).shape, seed=SEEDS["calibration"]) * float(sig[0])
-                    run = T.Run(x, sig, base.solver, self.labels(n))
-                    c = tech.prepare(base.denoiser(self.den), tech.make_config(dict(cfg)), run)
-                    self.prepared[key] = {k: getattr(c, k) for k in tech.needs}
-                cfg = {**cfg, **self.prepared[key]}
-                changed = True
-            entries.append((name, cfg))
-        return spec.replace(techniques=entries) if changed else spec
-
-    def images(self, spec: Spec, seed: int, n: int):
-        """(images [n, ...], seconds, nfe) of ``spec`` at ``seed``."""
-        key = (spec.label(), seed, n)
-        if key not in self.cache and isinstance(spec, External):
-            if spec.fn is None:
-                raise ValueError(f"the external reference {spec.name!r} is not available here: pass reference=")
-            t0 = time.perf_counter()
-            x = spec.fn(n, seed)
-            self.cache[key] = (x, time.perf_counter() - t0, None)
-        if key not in self.cache:
-            from ..latent.denoiser import images
-            spec = self.prepare(spec)
-            labels = self.labels(n)
-            z = self.unit_noise(spec, n, seed)
-            t0 = time.perf_counter()
-            res = spec.sample(self.den, z, labels, seed, return_info=True)
-            x = images(spec.denoiser(self.den), res.x)
-            dt = time.perf_counter() - t0
-            self.sample_nfe += res.nfe * n
-            self.cache[key] = (x, dt, res.nfe)
-        return self.cache[key]
 
 
 @dataclass
@@ -261,6 +152,7 @@ class Search:
                 return rec
             rec.screen = v
             rec.ms.append(1000 * dt / self.set.n_screen)
+            self.log(f"  screen {rec.label}: proxy {100 * v:+.0f}%, {rec.ms[-1]:.2f} ms/sample")
             if not math.isfinite(v) or v > SCREEN_LIMIT:
                 rec.rejected = (f"{rec.label}: screening proxy {100 * v:+.0f}% (pixel distribution distance vs the "
                                 f"reference's own spread) > +{100 * SCREEN_LIMIT:.0f}%")
@@ -478,7 +370,8 @@ class Search:
             return images(s.denoiser(self.den), s.run(self.den, h, self.sampler.unit_noise(s, n, r), labels, r))
         try:
             for s, h in zip(specs, handles):
-                go(s, h, seed)
+                if h is not None:          # an external reference brings its own warm state
+                    go(s, h, seed)
             for r in rounds([seed], repeats):
                 for i, (s, h) in enumerate(zip(specs, handles)):
                     t0 = time.perf_counter()
@@ -576,16 +469,7 @@ def certify(denoiser, spec: Spec, budget, *, reference=None, metric=None, seeds=
     if reference is None:
         reference = default_reference(denoiser, None)
     seeds = list(seeds) if seeds is not None else [SEEDS["certification"] + i for i in range(6)]
-    if len(seeds) < 2:
-        raise ValueError("certification needs at least 2 seeds for a confidence interval")
-    sm = Sampler(denoiser, cond, shape)
-    q = Quality(measure.name, relative=measure.relative)
-    for s in seeds:
-        x = sm.images(spec, s, n)[0]
-        ref = sm.images(reference, s, n)[0]
-        other = sm.images(reference, s + OTHER, n)[0] if measure.needs_other else None
-        q.values.append(measure(Batch(x, ref, other, sm.labels(n), s)))
-        q.seeds.append(s)
+    q = measure_on(denoiser, spec, reference, measure, seeds, n, cond, shape)
     holds = q.holds(budget)
     unit = "FD" if "FD" in measure.name else "change"
     reason = f"{spec.label()}: {q.text()} {unit} ({'within' if holds else 'over'} the +{100 * budget:g}% budget)"

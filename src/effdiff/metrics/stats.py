@@ -1,0 +1,61 @@
+"""Per-seed numbers to row statistics: mean and sd over seeds, paired relative changes with a 95%
+t-interval over seeds, rounding to what the spread supports, class-balanced labels. The library
+(plan certification) and the bench (rows, tables) share them."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["mean_sd", "t_interval", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
+
+
+def mean_sd(values) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    v = [float(x) for x in values]
+    m = sum(v) / len(v)
+    return m, (math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0)
+
+
+def t_interval(values, level: float = 0.95) -> list[float | None]:
+    """Two-sided t confidence interval of the mean of ``values`` ([None, None] for one value)."""
+    from scipy.stats import t
+    m, sd = mean_sd(values)
+    if len(values) < 2:
+        return [None, None]
+    half = t.ppf(0.5 + level / 2, len(values) - 1) * sd / math.sqrt(len(values))
+    return [m - half, m + half]
+
+
+def paired_change(fd: list[float], base: list[float]) -> tuple[float, list]:
+    """Relative change (fd_s - base_s) / base_s paired by seed: mean and 95% t-interval over seeds."""
+    rel = [(a - b) / b for a, b in zip(fd, base)]
+    return mean_sd(rel)[0], t_interval(rel)
+
+
+def decimals(sd: float | None, floor: int = 0, cap: int = 4) -> int:
+    """Decimal places that keep the sd's first significant digit (two if it is a 1)."""
+    if not sd or not math.isfinite(sd) or sd <= 0:
+        return cap
+    d = -math.floor(math.log10(sd))
+    lead = sd * 10 ** d
+    return max(floor, min(cap, d + (1 if math.floor(lead) == 1 else 0)))
+
+
+def pm(mean: float, sd: float | None, cap: int = 4) -> str:
+    """'mean ± sd' rounded to the spread."""
+    d = decimals(sd, cap=cap)
+    return f"{mean:.{d}f}" if not sd else f"{mean:.{d}f} ± {sd:.{d}f}"
+
+
+def pct_ci(change: float, ci) -> str:
+    """'+x% [lo, hi]' with the interval's precision."""
+    if ci is None or ci[0] is None:
+        return f"{100 * change:+.1f}%"
+    d = decimals((ci[1] - ci[0]) / 4 * 100, cap=1)
+    return f"{100 * change:+.{d}f}% [{100 * ci[0]:+.{d}f}, {100 * ci[1]:+.{d}f}]"
+
+
+def labels_for(n: int, num_classes: int) -> torch.Tensor | None:
+    """Class-balanced labels 0, 1, ..., K-1, 0, ... (None for an unconditional model)."""
+    return torch.arange(n) % num_classes if num_classes else None
