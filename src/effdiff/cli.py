@@ -97,8 +97,8 @@ def _diffusion_card(name: str) -> dict:
 
 
 def _labels(classes: list[int] | None, n: int, num_classes: int, model: str):
-    from .recipes import labels
-    return labels(n, num_classes, classes, model)
+    from .data import class_labels
+    return class_labels(n, num_classes, classes, model)
 
 
 def check_sample(model: str, out, solver: str, n: int, classes: list[int] | None = None, also=()):
@@ -140,6 +140,8 @@ def _bench(a):
     from .bench import run
     from .bench.runner import suite, table
     from .io import check_writable
+    if a.prereg:
+        return _bench_prereg(a)
     models = a.models
     for m in models or []:
         _diffusion_card(m)
@@ -152,6 +154,19 @@ def _bench(a):
     print(table(res))
     if a.out:
         print(f"\nwrote {a.out}/results.json, {a.out}/pareto.png and sample grids in {a.out}/grids/")
+
+
+def _bench_prereg(a):
+    """``bench --prereg FILE``: the committed file names suite, models, rows and seeds (issue 24)."""
+    from .bench.prereg import PreregError, run_file
+    from .bench.runner import table
+    if not a.out:
+        raise PreregError("--prereg needs --out (the results.json that records the registration)")
+    given = [f"--{k}" for k in ("models", "n", "seeds", "quick") if getattr(a, k)] + \
+        [f"--{k}" for k, d in (("suite", "default"), ("seed", 0)) if getattr(a, k) != d]
+    if given:
+        raise PreregError(f"--prereg: the file decides suite, models, rows, n and seeds; drop {', '.join(given)}")
+    print(table(run_file(a.prereg, a.out)))
 
 
 def _zoo(a):
@@ -231,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--seeds", type=_ranged_int(2, 100), help="noise seeds --seed, --seed+1, ... (default 3, quick 1): "
                    "more seeds narrow the paired confidence intervals")
     b.add_argument("--guidance", type=guidance_type, default=1.0)
+    b.add_argument("--prereg", metavar="FILE", help="run what a pre-registration FILE names; refused unless FILE is "
+                   "committed to git and unchanged (effdiff.bench.prereg); its commit goes into results.json")
     b.add_argument("--repeats", type=positive, help="timed repeats per configuration (default 3, quick 1)")
     b.add_argument("--threads", type=positive, help="torch threads (default: all cores)")
     b.set_defaults(fn=_bench)

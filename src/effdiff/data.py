@@ -35,6 +35,7 @@ __all__ = [
     "dataset",
     "register_dataset",
     "dataset_names",
+    "class_labels",
     "GaussianMixture",
     "Checkerboard",
     "gmm8",
@@ -202,6 +203,20 @@ def register_dataset(name: str, loader=None):
         DATASETS[name] = fn
         return fn
     return deco(loader) if loader is not None else deco
+
+
+def class_labels(n: int, num_classes: int, classes: list[int] | None = None, model: str = "model"):
+    """Class labels for n samples: ``classes`` cycled, or class-balanced 0, 1, ..., K-1, 0, ... (None for
+    an unconditional model, ``num_classes`` 0); what the command line and the bench sample with."""
+    if classes is None:
+        return torch.arange(n) % num_classes if num_classes else None
+    if not num_classes:
+        raise ValueError(f"{model!r} is unconditional; --classes does not apply")
+    if max(classes) > num_classes:
+        raise ValueError(f"class labels must lie in [0, {num_classes}] for {model!r} ({num_classes} = null), "
+                         f"got {max(classes)}")
+    lab = torch.tensor(classes)
+    return lab.repeat((n + len(lab) - 1) // len(lab))[:n]
 
 
 def dataset_names() -> list[str]:

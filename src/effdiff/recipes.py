@@ -11,23 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-
-
-def labels(n: int, num_classes: int, classes: list[int] | None = None, model: str = "model"):
-    """Class labels for n samples: ``classes`` cycled, or class-balanced 0, 1, ..., K-1, 0, ...
-    (None for an unconditional model)."""
-    if classes is None:
-        return torch.arange(n) % num_classes if num_classes else None
-    if not num_classes:
-        raise ValueError(f"{model!r} is unconditional; --classes does not apply")
-    if max(classes) > num_classes:
-        raise ValueError(f"class labels must lie in [0, {num_classes}] for {model!r} ({num_classes} = null), "
-                         f"got {max(classes)}")
-    lab = torch.tensor(classes)
-    return lab.repeat((n + len(lab) - 1) // len(lab))[:n]
-
-
 def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, progress: bool = True,
                  **overrides) -> Path | None:
     """Train preset ``name`` into ``out``: a fine-tuning preset, a distillation preset, or a training

@@ -21,8 +21,7 @@ from ..caching import (AdaptiveCacheConfig, BlockCachingConfig, DeepCacheConfig,
                        NirvanaConfig, TGATEConfig)
 from ..early_exit import ASEConfig, DeeDiffConfig
 from ..sampling import randn
-from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
-from .config import save_table
+from .config import SUITE_MODELS, BenchConfig, register_suite, save_table
 from .scoring import pct_ci, pm
 
 PRIMARY = ("digits-unet", "digits-dit")
@@ -141,6 +140,4 @@ def _change(r: dict) -> str:
     return pct_ci(r["fd_change"], r.get("fd_change_ci"))
 
 
-SUITES["caching"] = _caching
-SUITE_MODELS["caching"] = ["digits-unet", "digits-dit", "digits-dit-xattn"]
-REPORTS["caching"] = report
+register_suite("caching", _caching, models=["digits-unet", "digits-dit", "digits-dit-xattn"], report=report)

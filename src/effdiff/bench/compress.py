@@ -19,8 +19,7 @@ from ..metrics import peak_memory
 from ..prune import DepthPruningConfig, DiffPruningConfig, HeadPruningConfig, finetune
 from ..quant import Int8Config, NaivePTQConfig, PTQConfig, QATConfig, SVDQuantConfig
 from ..sampling import randn
-from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
-from .config import save_table
+from .config import BenchConfig, register_suite, save_table
 from .scoring import pct_ci
 
 PRUNE_RATIO = {"digits-unet": 0.6, "digits-dit": 0.65}
@@ -210,6 +209,5 @@ def report(results: dict, out: Path) -> str:
     return save_table(out, "compress.md", lines)
 
 
-SUITES["compress"] = lambda model, quick: configs(model, quick=quick)
-SUITE_MODELS["compress"] = ["digits-unet", "digits-dit"]
-REPORTS["compress"] = report
+register_suite("compress", lambda model, quick: configs(model, quick=quick),
+               models=["digits-unet", "digits-dit"], report=report)

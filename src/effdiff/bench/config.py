@@ -69,6 +69,20 @@ FOLLOW_UPS: dict[str, Callable] = {}
 DEFAULT_MODELS = ["digits-unet", "digits-dit"]
 
 
+def register_suite(name: str, configs: Callable | None = None, *, models: list[str] | None = None,
+                   report: Callable | None = None, follow_up: Callable | None = None):
+    """Register bench suite ``name``: ``configs(model, quick) -> [BenchConfig]``, its default ``models``
+    (else ``DEFAULT_MODELS``), its ``report(results, out) -> str`` and its ``follow_up(results, configs,
+    measure)``. Without ``configs``, a decorator: ``@register_suite("mine", report=report)``."""
+    def deco(fn: Callable) -> Callable:
+        SUITES[name] = fn
+        for table, value in ((SUITE_MODELS, models), (REPORTS, report), (FOLLOW_UPS, follow_up)):
+            if value is not None:
+                table[name] = list(value) if table is SUITE_MODELS else value
+        return fn
+    return deco(configs) if configs is not None else deco
+
+
 # the module that registers each suite, imported on first use (a suite's optional dependencies,
 # e.g. peft for "finetune", are needed only when it runs)
 SUITE_MODULES = {"solvers": "solvers", "solvers-compact": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from .. import zoo
 from ..sampling import sample
-from .config import BenchConfig
-from .runner import REPORTS, SUITES
+from .config import BenchConfig, register_suite
 from .scoring import pct_ci, pm
 
 TEACHERS = ("digits-unet", "digits-dit")
@@ -116,5 +115,4 @@ def report(results: dict, out: Path) -> str:
     return text
 
 
-SUITES["distill"] = _distill
-REPORTS["distill"] = report
+register_suite("distill", _distill, report=report)

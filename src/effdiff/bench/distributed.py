@@ -21,8 +21,7 @@ from ..distributed import Comm, Pool, parallel
 from ..distributed.launch import default_threads
 from ..metrics import pinned_threads
 from ..sampling import sample
-from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
-from .config import save_table
+from .config import BenchConfig, register_suite, save_table
 from .scoring import pct_ci
 from .systems import deviation, plain, remember
 
@@ -131,6 +130,4 @@ def report(results: dict, out: Path) -> str:
     return save_table(out, "distributed.md", lines)
 
 
-SUITES["distributed"] = _distributed
-SUITE_MODELS["distributed"] = ["digits-unet", "digits-dit"]
-REPORTS["distributed"] = report
+register_suite("distributed", _distributed, models=["digits-unet", "digits-dit"], report=report)

@@ -23,8 +23,7 @@ from ..finetune import PRESETS, adherence, condition, domain, finetune, load, me
 from ..finetune.control import Controlled, controlled_denoiser
 from ..metrics import Evaluation
 from ..sampling import sample
-from .config import save_table
-from .runner import FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import SUITES, BenchConfig, register_suite, save_table  # noqa: F401  (fb.SUITES, as before)
 from .scoring import mean_sd, pm, t_interval
 
 STEPS, SOLVER = 20, "ddim"
@@ -225,7 +224,4 @@ def report(results: dict, out: Path) -> str:
     return save_table(out, "finetune.md", lines)
 
 
-SUITES["finetune"] = _finetune
-SUITE_MODELS["finetune"] = ["digits-unet", "digits-dit"]
-REPORTS["finetune"] = report
-FOLLOW_UPS["finetune"] = follow_up
+register_suite("finetune", _finetune, models=["digits-unet", "digits-dit"], report=report, follow_up=follow_up)

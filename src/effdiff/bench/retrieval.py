@@ -7,7 +7,7 @@ from pathlib import Path
 
 from .. import retrieval as R
 from ..sampling import randn, sample
-from .config import REPORTS, SUITES, BenchConfig, save_table
+from .config import BenchConfig, register_suite, save_table
 from .scoring import pct_ci, pm
 
 STEPS, KB_SIZE = 20, 2000
@@ -67,5 +67,4 @@ def report(results: dict, out: Path) -> str:
     return save_table(out, "retrieval.md", lines)
 
 
-SUITES["retrieval"] = _retrieval
-REPORTS["retrieval"] = report
+register_suite("retrieval", _retrieval, report=report)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..sampling import sample
-from .config import FOLLOW_UPS, REPORTS, SUITES, BenchConfig, save_table
+from .config import BenchConfig, register_suite, save_table
 from .scoring import paired_change, pm
 
 BUDGETS = (3, 5, 8, 10, 15, 20, 50)
@@ -221,11 +221,7 @@ def parallel_report(results: dict, out: Path) -> str:
     return save_table(out, "parallel.md", lines)
 
 
-SUITES["solvers"] = _solvers
-REPORTS["solvers"] = report
-FOLLOW_UPS["solvers"] = rescore_best
-SUITES["solvers-compact"] = lambda model, quick: _solvers(model, quick, compact=True)
-REPORTS["solvers-compact"] = report
-FOLLOW_UPS["solvers-compact"] = rescore_best
-SUITES["parallel"] = _parallel
-REPORTS["parallel"] = parallel_report
+register_suite("solvers", _solvers, report=report, follow_up=rescore_best)
+register_suite("solvers-compact", lambda model, quick: _solvers(model, quick, compact=True),
+               report=report, follow_up=rescore_best)
+register_suite("parallel", _parallel, report=parallel_report)

@@ -15,8 +15,7 @@ import torch
 from .. import systems as S  # noqa: F401  (registers the switches)
 from .. import techniques as T
 from ..sampling import sample
-from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
-from .config import save_table
+from .config import BenchConfig, register_suite, save_table
 
 # row label -> (technique, config fields)
 VARIANTS = {
@@ -97,6 +96,4 @@ def report(results: dict, out: Path) -> str:
     return save_table(out, "systems.md", lines)
 
 
-SUITES["systems"] = _systems
-SUITE_MODELS["systems"] = ["digits-unet", "digits-dit"]
-REPORTS["systems"] = report
+register_suite("systems", _systems, models=["digits-unet", "digits-dit"], report=report)

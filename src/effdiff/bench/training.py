@@ -39,7 +39,7 @@ from ..io import atomic_write
 from ..training.priorgrad import start
 from ..training.tricks import TRICKS as NAMED
 from ..training.trainer import TrainConfig, trainer_class
-from .config import FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, save_table
+from .config import BenchConfig, register_suite, save_table
 from .scoring import labels_for, mean_sd, paired_change, pct_ci, pm
 
 BUDGET, EVALS, SEEDS, N_EVAL = 1000, 5, (0, 1, 2), 360
@@ -483,10 +483,7 @@ def report(results: dict, out: Path) -> str:
     return write_report(st, out)
 
 
-SUITES["training"] = _training
-SUITE_MODELS["training"] = ["digits-dit"]
-REPORTS["training"] = report
-FOLLOW_UPS["training"] = _follow_up
+register_suite("training", _training, models=["digits-dit"], report=report, follow_up=_follow_up)
 
 
 def main(argv=None) -> int:

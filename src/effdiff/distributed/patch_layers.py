@@ -114,8 +114,11 @@ def _heads(attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return qkv.unbind(2)
 
 
-class PatchAttention(nn.Module):
-    """Self-attention of this slab's tokens (queries) over all slabs' keys and values."""
+class SlabAttention(nn.Module):
+    """A ``SelfAttention`` over this rank's slab of tokens x [B, n, D] whose keys and values span every
+    rank's slab: the wrapper the patch, Ulysses and ring paths share. A subclass's ``attend(q, k, v)``
+    takes this slab's q, k, v [B, n, H, d] and returns the attended values [B, n, H, d] (any layout
+    that reshapes to [B, n, D]); the output projection is the wrapped layer's own."""
 
     def __init__(self, attn: nn.Module, rt: Runtime):
         super().__init__()
@@ -123,29 +126,37 @@ class PatchAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, n, D = x.shape
-        q, k, v = _heads(self.attn, x)
+        return self.attn.proj(self.attend(*_heads(self.attn, x)).reshape(B, n, D))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        raise NotImplementedError
+
+
+class PatchAttention(SlabAttention):
+    """Self-attention of this slab's tokens (queries) over all slabs' keys and values."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         kv = torch.cat(self.rt.exchange.gather(id(self), torch.stack([k, v]), self.rt.stale), dim=2)  # [2, B, N, H, d]
         out = F.scaled_dot_product_attention(q.transpose(1, 2), kv[0].transpose(1, 2), kv[1].transpose(1, 2))
-        return self.attn.proj(out.transpose(1, 2).reshape(B, n, D))
+        return out.transpose(1, 2)
 
 
-class UlyssesAttention(nn.Module):
+class UlyssesAttention(SlabAttention):
     """Self-attention by all-to-all over heads (exact; needs heads divisible by the ranks)."""
 
     def __init__(self, attn: nn.Module, rt: Runtime):
-        super().__init__()
         if attn.num_heads % rt.size:
             raise ValueError(f"Ulysses needs the {attn.num_heads} heads divisible by {rt.size} ranks")
-        self.attn, self.rt = attn, rt
+        super().__init__(attn, rt)
 
-    def forward(self, x: Tensor) -> Tensor:
-        B, n, D = x.shape
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        B, n = q.shape[:2]
         R, H = self.rt.size, self.attn.num_heads
-        qkv = torch.stack(_heads(self.attn, x))                                   # [3, B, n, H, d]
+        qkv = torch.stack([q, k, v])                                              # [3, B, n, H, d]
         qkv = qkv.reshape(3, B, n, R, H // R, -1).permute(3, 0, 1, 2, 4, 5)       # [R(head group), 3, B, n, H/R, d]
         qkv = self.rt.comm.all_to_all(qkv)                                        # [R(token slab), 3, B, n, H/R, d]
         q, k, v = qkv.permute(1, 2, 4, 0, 3, 5).flatten(3, 4)                     # each [B, H/R, N, d]
         out = F.scaled_dot_product_attention(q, k, v)                             # [B, H/R, N, d]
         out = out.reshape(B, H // R, R, n, -1).permute(2, 0, 3, 1, 4)             # [R(token slab), B, n, H/R, d]
         out = self.rt.comm.all_to_all(out)                                        # [R(head group), B, n, H/R, d]
-        return self.attn.proj(out.permute(1, 2, 0, 3, 4).reshape(B, n, D))
+        return out.permute(1, 2, 0, 3, 4)                                         # [B, n, R, H/R, d]

@@ -19,10 +19,9 @@ from __future__ import annotations
 import math
 
 import torch
-from torch import nn
 
 from .comm import Comm
-from .patch_layers import Runtime, _heads
+from .patch_layers import SlabAttention
 
 Tensor = torch.Tensor
 Partial = tuple[Tensor, Tensor]      # (softmax(s) @ v normalised within the block [..., n, d], lse [..., n])
@@ -73,15 +72,9 @@ def ring_attention(q: Tensor, k: Tensor, v: Tensor, comm: Comm) -> Tensor:
     return acc[0]
 
 
-class RingAttention(nn.Module):
+class RingAttention(SlabAttention):
     """Self-attention of this slab's tokens over all slabs by ring attention (exact, any head count)."""
 
-    def __init__(self, attn: nn.Module, rt: Runtime):
-        super().__init__()
-        self.attn, self.rt = attn, rt
-
-    def forward(self, x: Tensor) -> Tensor:
-        B, n, D = x.shape
-        q, k, v = (t.transpose(1, 2) for t in _heads(self.attn, x))       # each [B, H, n, d]
-        out = ring_attention(q, k, v, self.rt.comm)                       # [B, H, n, d]
-        return self.attn.proj(out.transpose(1, 2).reshape(B, n, D))
+    def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        out = ring_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), self.rt.comm)  # [B, H, n, d]
+        return out.transpose(1, 2)

@@ -6,11 +6,11 @@ zoo listings show it; ``zoo.load`` refuses it (it is not a full model) with a cl
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from .. import checkpoint as ckpt
 from ..io import atomic_write
+from ..zoo import card_markdown
 from .. import assets
 
 TASKS = {"effdiff-lora-1": "lora", "effdiff-control-1": "control"}
@@ -30,19 +30,3 @@ def install(path, name: str, base_arch: str, metrics: dict) -> Path:
     size = (assets.WEIGHTS / f"{name}.safetensors").stat().st_size
     atomic_write(assets.WEIGHTS / f"{name}.md", card_markdown(name, meta, size))
     return assets.WEIGHTS / name
-
-
-def card_markdown(name: str, meta: dict, size: int) -> str:
-    c = meta["card"]
-    lines = [f"# {name}", "",
-             f"- {meta['task']} on `{c['base']}` ({c['method']} {json.dumps(c['method_args'])}), target domain "
-             f"`{c['domain']}`, condition `{c['condition']}`",
-             f"- {c['trainable_params']:,} trainable parameters; file {size / 1e3:.0f} KB (safetensors, float32)",
-             f"- preset `{c['preset']}`, seed {c['seed']}, {c['steps']} steps, batch {c['batch_size']}, lr {c['lr']}",
-             f"- wall time: {c['wall_time_s']} s on {c['machine']['processor']} ({c['machine']['threads']} thread, "
-             f"torch {c['machine']['torch']}; a shared, loaded machine)",
-             f"- reproduce: `python -c \"from effdiff.finetune import preset, finetune; "
-             f"finetune(preset('{c['preset']}', seed={c['seed']}), 'DIR')\"` (or `{c['command']}`)",
-             "", "## Metrics", ""]
-    lines += [f"- {k}: {v}" for k, v in sorted(c["metrics"].items())] or ["- (none recorded)"]
-    return "\n".join(lines) + "\n"
