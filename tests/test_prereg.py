@@ -110,3 +110,24 @@ def test_code_state_flags_a_dirty_tree(repo):
     dirty = code_state(repo)
     assert dirty["dirty"] is True and dirty["dirty_paths"] == ["src/code.py"] and dirty["diff_sha256"]
     assert provenance(repo)["code"]["commit"] == clean["commit"]
+
+
+def test_cli_refuses_an_uncommitted_prereg(repo, capsys):
+    """`effdiff bench --prereg FILE` on an uncommitted file exits 2 naming the problem, before any work."""
+    from effdiff.cli import main
+    f = write(repo)
+    assert main(["bench", "--prereg", str(f), "--out", str(repo / "out")]) == 2
+    assert "not committed" in capsys.readouterr().err
+    sh(repo, "add", f.name)
+    sh(repo, "commit", "-q", "-m", "prereg")
+    # the file decides the seeds, not the command line
+    assert main(["bench", "--prereg", str(f), "--out", str(repo / "out"), "--seeds", "5"]) == 2
+    assert "drop --seeds" in capsys.readouterr().err
+    assert not (repo / "out").exists()
+
+
+def test_runner_writes_provenance(monkeypatch):
+    """The runner's results.json carries the code's commit and dirty flag (taken when the run starts)."""
+    import effdiff.bench.runner as R
+    src = open(R.__file__).read()
+    assert '"provenance": prov' in src and "prov = provenance()" in src

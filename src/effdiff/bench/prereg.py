@@ -25,6 +25,7 @@ import hashlib
 import json
 from pathlib import Path
 
+from ..errors import EffdiffError
 from ..io import atomic_write
 from .provenance import git, provenance, repo_root
 
@@ -32,7 +33,7 @@ FORMAT = "effdiff-prereg-1"
 REQUIRED = ("id", "suite", "models", "rows", "seeds", "decision_rule")
 
 
-class PreregError(RuntimeError):
+class PreregError(EffdiffError, RuntimeError):
     """A pre-registration file that is not committed, edited since, or malformed."""
 
 

@@ -25,6 +25,7 @@ from ..sampling import initial, sample
 from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
                      sigmas_for, suite)
 from .machine import machine
+from .provenance import provenance
 from .scoring import REAL_METRICS, dataset_of, labels_for, mean_sd, paired_change, pct_ci, pm, summarize
 from .timing import ms_stats, rounds, timed
 
@@ -215,6 +216,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
 
     rows, by_name, traj, labels_by = [], {}, {}, {}
     t_start = time.perf_counter()
+    prov = provenance()          # the code's commit and dirty flag when the run starts (issue 24)
     with pinned_threads(threads):
         for model in dict.fromkeys(c.model for c in _order(configs)):
             mine = [c for c in _order(configs) if c.model == model]
@@ -236,7 +238,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
         r["real_vs_real_fd"] = real[r["dataset"]]["fd"]
     compare_to_reference(rows)
     first = real[next(iter(real))]
-    results = {**results, "machine": {**machine(), "bench_threads": threads}, "real_vs_real": real,
+    results = {**results, "provenance": prov, "machine": {**machine(), "bench_threads": threads}, "real_vs_real": real,
                "real_vs_real_fd": first["fd"], "floor_fd": first["fd"],   # floor_fd: the old name, kept for readers
                "n_samples": n, "seed": seed, "seeds": seeds, "repeats": repeats, "max_repeat_s": None,
                "quick": quick, "suite": suite_name, "rows": rows}
