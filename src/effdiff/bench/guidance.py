@@ -1,0 +1,251 @@
+"""``effdiff bench --suite guidance``: guidance without its double cost, against CFG at equal settings.
+
+Per model, at the guidance scale where CFG is best (``SCALES``: chosen by ``--suite guidance-scales``,
+docs/guidance.md) and at a higher one: CFG, the guidance interval, adaptive guidance and the CFG cache
+(training-free, ``effdiff.guidance``), guidance distillation (a w-input student, when one is given) and
+Model Guidance (a model trained with the MG objective, sampled with one evaluation per step). Every row
+samples the same noise and labels per seed with DPM-Solver++(2M), 20 logSNR steps, and records the
+network evaluations per sample that actually ran (``guidance.count.Evaluations``: CFG counts two per
+step, a step with one evaluation one). The report gives FD and class accuracy with paired 95%
+t-intervals against CFG at the same scale (Model Guidance and the distilled student: against CFG at
+each scale), and memorization.
+
+    effdiff bench --suite guidance --out bench-guidance          # or: python -m effdiff.bench.guidance --out DIR
+    effdiff bench --suite guidance-scales                        # FD / class accuracy vs CFG scale
+
+Technique configurations were fixed on a development seed (100), not on the reported seeds.
+"""
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import torch
+
+from .. import techniques as T
+from .. import zoo
+from ..denoisers import CFG
+from ..guidance.adaptive import AdaptiveGuidanceConfig
+from ..guidance.cfg_cache import CFGCacheConfig
+from ..guidance.count import Evaluations
+from ..guidance.interval import IntervalConfig
+from ..sampling import sample
+from .config import save_table
+from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .scoring import mean_sd, paired_change, pct_ci, pm, t_interval
+
+SOLVER, SCHEDULE, STEPS = "dpmpp-2m", "logsnr", 20
+SWEEP = (1.0, 1.25, 1.5, 2.0, 3.0)
+# (CFG's best scale, a higher one) per model, from `--suite guidance-scales` (docs/guidance.md): the scale
+# with the highest class accuracy whose FD is not measurably worse than the lowest FD of the sweep
+SCALES = {"digits-dit": (1.5, 3.0), "mnist-ldm-dit": (2.0, 3.0)}
+MG_MODELS = {"digits-dit": "digits-dit-mg", "mnist-ldm-dit": "mnist-ldm-dit-mg"}
+# guidance-distilled students (a w input, Meng et al. 2023): a path per model, from the environment
+GD_ENV = "EFFDIFF_GD_{}"
+# row label -> (technique, config); σ intervals: Kynkäänniemi et al.'s EDM2 interval, and a wider one
+TECHNIQUES = {
+    "interval-edm2": ("guidance-interval", IntervalConfig(0.28, 5.42)),
+    "interval-wide": ("guidance-interval", IntervalConfig(0.1, 15.0)),
+    "adaptive-0.99": ("adaptive-guidance", AdaptiveGuidanceConfig(0.99)),
+    "adaptive-0.999": ("adaptive-guidance", AdaptiveGuidanceConfig(0.999)),
+    "cfg-cache-N3": ("cfg-cache", CFGCacheConfig(interval=3, first_steps=2)),
+}
+
+_SAMPLES: dict = {}      # (model, config, seed) -> samples as scored (for per-seed class accuracy)
+
+
+def _fmt(w: float) -> str:
+    return f"{w:g}"
+
+
+class _Row:
+    """One row of ``model``: ``den_fn(den) -> denoiser to sample`` (``technique`` attached to ``den`` in setup)."""
+
+    def __init__(self, model: str, label: str, den_fn, technique=None):
+        self.model, self.label, self.den_fn, self.technique, self.handle = model, label, den_fn, technique, None
+
+    def setup(self, den, sigmas, x, labels):
+        if self.technique is not None:
+            name, config = self.technique
+            self.handle = T.get(name).apply(den, config)
+            return self.handle
+        return _NoHandle()
+
+    def generate(self, den, D, x, sigmas, labels, seed):
+        model = self.den_fn(den)
+        with Evaluations(model) as ev:
+            res = sample(model, x, sigmas, SOLVER, labels, seed=seed, return_info=True)
+        res.stats["evaluations_per_sample"] = ev.per_sample(len(x))
+        if self.handle is not None and self.handle.stats is not None:
+            res.stats["guidance"] = self.handle.stats.as_dict()
+        _SAMPLES[(self.model, self.label, seed)] = (den, res.x, labels)
+        return res
+
+
+class _NoHandle:
+    routes_requests, stats = False, None
+
+    def remove(self):
+        pass
+
+
+def _cfg(w):
+    return lambda den: CFG(den, w) if w != 1.0 else den
+
+
+def _other(name: str, w: float | None = None):
+    """Sample another model (MG, a student) in place of the row's own; loaded once."""
+    cache = {}
+
+    def fn(den):
+        if "m" not in cache:
+            if name in zoo.names():
+                cache["m"] = zoo.load(name)
+            else:
+                from ..distill.student import load
+                cache["m"] = load(name).at(w) if w is not None else load(name)
+        return cache["m"]
+    return fn
+
+
+def _config(model, label, den_fn, technique=None, baseline=None, reference=False) -> BenchConfig:
+    row = _Row(model, label, den_fn, technique)
+    return BenchConfig(model, label, SOLVER, SCHEDULE, STEPS, reference=reference, baseline=baseline,
+                       guidance=1.0, setup=row.setup, generate=row.generate)
+
+
+def _guidance(model: str, quick: bool) -> list[BenchConfig]:
+    best, high = SCALES.get(model, (2.0, 3.0))
+    out = [_config(model, f"cfg-{_fmt(best)}", _cfg(best), reference=True)]
+    for w in ((best,) if quick else (best, high)):
+        base = f"cfg-{_fmt(w)}"
+        if w != best:
+            out.append(_config(model, base, _cfg(w), baseline=f"cfg-{_fmt(best)}"))
+        for label, tech in TECHNIQUES.items():
+            out.append(_config(model, f"{label}-{_fmt(w)}", _cfg(w), tech, baseline=base))
+        gd = os.environ.get(GD_ENV.format(model.upper().replace("-", "_")))
+        if gd:
+            out.append(_config(model, f"guidance-distill-{_fmt(w)}", _other(gd, w), baseline=base))
+    out.append(_config(model, "cond (w=1)", _cfg(1.0), baseline=f"cfg-{_fmt(best)}"))
+    mg = MG_MODELS.get(model)
+    if mg in zoo.names():
+        out.append(_config(model, f"model-guidance ({mg})", _other(mg), baseline=f"cfg-{_fmt(best)}"))
+    return out
+
+
+def _scales(model: str, quick: bool) -> list[BenchConfig]:
+    """CFG at every scale of the sweep (reference: w = 1, no guidance)."""
+    return [_config(model, f"cfg-{_fmt(w)}", _cfg(w), reference=w == 1.0, baseline=None if w == 1.0 else "cfg-1")
+            for w in SWEEP]
+
+
+# ---- per-seed class accuracy (the runner keeps FD per seed; accuracy is recomputed from the samples) --------
+
+def _class_acc_per_seed(results: dict) -> None:
+    from ..latent.denoiser import images
+    from ..metrics import class_features, evaluation
+    from ..metrics.quality import class_accuracy
+    from .scoring import dataset_of
+    for r in results["rows"]:
+        accs = []
+        for seed in r["seeds"]:
+            hit = _SAMPLES.get((r["model"], r["config"], seed))
+            if hit is None:
+                break
+            den, x, labels = hit
+            _, logits = class_features(evaluation(dataset_of(den)).net, images(den, x))
+            accs.append(class_accuracy(logits, labels))
+        if len(accs) == len(r["seeds"]):
+            r["class_acc_per_seed"] = accs
+
+
+def _paired(r: dict, base: dict, key: str):
+    a, b = r.get(key), base.get(key)
+    if not a or not b or len(a) != len(b):
+        return None
+    diff = [x - y for x, y in zip(a, b)]
+    return mean_sd(diff)[0], t_interval(diff)
+
+
+def _acc_change(r, base) -> str:
+    p = _paired(r, base, "class_acc_per_seed")
+    if p is None:
+        return ""
+    m, ci = p
+    if ci[0] is None:
+        return f"{100 * m:+.1f} pt"
+    return f"{100 * m:+.1f} pt [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"
+
+
+def rows_table(results: dict) -> list[str]:
+    """The Markdown table of a guidance run (docs/guidance.md is generated from it)."""
+    by = {(r["model"], r["config"]): r for r in results["rows"]}
+    lines = ["| model | row | evaluations / sample | vs CFG | ms/sample (noisy) | FD | FD change vs CFG (95% CI) | "
+             "class acc | class-acc change (95% CI) | memorization |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results["rows"]:
+        bases = _bases(r, by)
+        ev = (r.get("info") or {}).get("evaluations_per_sample")
+        for i, base in enumerate(bases or [None]):
+            bev = (base.get("info") or {}).get("evaluations_per_sample") if base else None
+            name = r["config"] + (f" vs {base['config']}" if base is not None and len(bases) > 1 else "")
+            fd_change = pct_ci(*paired_change(r["fd_per_seed"], base["fd_per_seed"])) if base else "reference"
+            acc = r.get("class_acc")
+            lines.append(f"| {r['model']} | {name} | {ev if ev is None else round(ev, 2)} | "
+                         f"{'' if not (ev and bev) else f'{100 * (ev / bev - 1):+.0f}%'} | "
+                         f"{pm(r['ms_per_sample'], r.get('ms_sd'))} | {pm(r['fd'], r.get('fd_sd'))} | {fd_change} | "
+                         f"{'' if acc is None else pm(100 * acc, 100 * r.get('class_acc_sd', 0), cap=1)} | "
+                         f"{_acc_change(r, base) if base else ''} | {r['mem_asymmetry']:.2f} |")
+    return lines
+
+
+def _bases(r: dict, by: dict) -> list[dict]:
+    """What a row is compared with: its baseline; Model Guidance and students: CFG at each scale."""
+    if r["config"].startswith(("model-guidance", "cond")):
+        best, high = SCALES.get(r["model"], (2.0, 3.0))
+        return [by[k] for k in ((r["model"], f"cfg-{_fmt(best)}"), (r["model"], f"cfg-{_fmt(high)}")) if k in by]
+    return [by[(r["model"], r["baseline"])]] if r.get("baseline") and (r["model"], r["baseline"]) in by else []
+
+
+def report(results: dict, out: Path) -> str:
+    _class_acc_per_seed(results)
+    rvr = results.get("real_vs_real", {})
+    lines = [f"Guidance (solver {SOLVER}, {STEPS} {SCHEDULE} steps; seeds {results.get('seeds')}; n = "
+             f"{results.get('n_samples')} per seed; FD mean ± sd over seeds, changes paired by seed with 95% "
+             "t-intervals: an interval containing 0 is no measurable difference). Wall-clock ms/sample was "
+             "measured on a shared, busy machine: noisy, not a speed claim.", ""]
+    lines += [f"Comparison point {ds}: real-vs-real FD {pm(v['fd'], v.get('fd_sd'))}." for ds, v in rvr.items()]
+    lines += [""] + rows_table(results)
+    return save_table(out, "guidance.md", lines)
+
+
+def scales_report(results: dict, out: Path) -> str:
+    _class_acc_per_seed(results)
+    return save_table(out, "guidance-scales.md", ["CFG scale sweep (reference: w = 1):", ""] + rows_table(results))
+
+
+SUITES["guidance"] = _guidance
+SUITE_MODELS["guidance"] = ["digits-dit", "mnist-ldm-dit"]
+REPORTS["guidance"] = report
+SUITES["guidance-scales"] = _scales
+SUITE_MODELS["guidance-scales"] = ["digits-dit", "mnist-ldm-dit"]
+REPORTS["guidance-scales"] = scales_report
+
+
+def main(argv=None) -> None:
+    import argparse
+    from .runner import run, table
+    p = argparse.ArgumentParser(prog="python -m effdiff.bench.guidance")
+    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-scales"])
+    p.add_argument("--models", nargs="*")
+    p.add_argument("--out", default="bench-guidance")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--quick", action="store_true")
+    a = p.parse_args(argv)
+    res = run(models=a.models, suite_name=a.suite, out=a.out, threads=a.threads, quick=a.quick, repeats=1)
+    print(table(res))
+
+
+if __name__ == "__main__":
+    main()
