@@ -208,3 +208,37 @@ def test_an_interfering_composition_is_rejected_at_certification(shift_technique
     assert not both.holds and both.quality.lower > 0.25          # measurably over, not just unsure
     assert "test-shift-a(delta=0.006) + test-shift-b(delta=0.006)" in both.reason
     assert "over the +25% budget" in both.reason
+
+
+def test_the_same_plan_through_sample_techniques_apply_and_the_file_gives_identical_samples(gauss_plan, tmp_path):
+    den = ed.zoo.load("digits-unet")
+    spec = Spec("dpmpp-2m", 5, "logsnr").use("deepcache:interval=2")
+    labels = torch.arange(6) % 10
+    z = spec.noise(den, 6, 11)
+    a = ed.sample(den, z, plan=spec, cond=labels, seed=11)
+    (tmp_path / "spec.json").write_text(spec.to_json())
+    b = ed.sample(den, z, plan=tmp_path / "spec.json", cond=labels, seed=11)
+    sig = spec.sigmas(den)
+    with ed.techniques.apply(spec.techniques, den) as h:
+        c = ed.sample(den, z * float(sig[0]), sig, "dpmpp-2m", labels, seed=11)
+        assert h.stats.reused > 0
+    assert torch.equal(a, b) and torch.equal(a, c)
+    g, p = gauss_plan                                                  # a saved plan: same samples, checked weights
+    path = p.save(tmp_path / "p.json")
+    zg = p.spec.noise(g, 5, 2)
+    assert torch.equal(ed.sample(g, zg, plan=path, seed=2), p.spec.sample(g, zg, seed=2))
+    with pytest.raises(F.WeightsMismatch):
+        ed.sample(Gaussian(mu=0.3), zg, plan=path, seed=2)
+    with pytest.raises(TypeError, match="takes its schedule, solver and options from the plan"):
+        ed.sample(den, z, sig, plan=spec)
+    with pytest.raises(TypeError, match="needs sigmas"):
+        ed.sample(den, z)
+
+
+def test_ed_plan_is_the_planner_and_the_package():
+    import effdiff.plan as P
+    assert callable(ed.plan) and ed.plan is P and ed.plan.Spec is Spec
+    with pytest.raises(ValueError, match="budget"):
+        ed.plan(Gaussian(), budget=-0.05)
+    with pytest.raises(ValueError, match="unknown objective"):
+        ed.plan(Gaussian(), budget="5%", objective="joules")

@@ -436,11 +436,21 @@ class Session:
         return x
 
 
-def sample(denoiser: Callable, x: Tensor, sigmas, solver="euler", cond=None, *, start: int = 0,
+_PLAN_RUNNER: list = []     # effdiff.plan registers how a plan samples (the driver does not import it)
+
+
+def register_plan_runner(fn: Callable) -> None:
+    """Set what ``sample(..., plan=...)`` calls: ``fn(plan, denoiser, x, cond, seed=, return_info=, **kw)``."""
+    _PLAN_RUNNER[:] = [fn]
+
+
+def sample(denoiser: Callable, x: Tensor, sigmas=None, solver=None, cond=None, *, start: int = 0,
            stop: int | None = None, seed: int | None = None, seeds: Sequence[int] | None = None,
            noise: Callable | None = None, callback: Callable | None = None, return_info: bool = False,
-           progress: bool = False, check_finite: bool = True, **options):
-    """Integrate from ``x`` (noise at ``sigmas[start]``) down the σ schedule with ``solver``.
+           progress: bool = False, check_finite: bool = True, plan=None, **options):
+    """Integrate from ``x`` (noise at ``sigmas[start]``) down the σ schedule with ``solver``
+    (default euler); or, with ``plan`` (a ``Spec``, ``Plan`` or plan/spec file), from unit noise
+    ``x`` with the plan's schedule, solver, guidance and techniques.
 
     denoiser: any ``D(x, sigma, cond=None) -> x0``; cond: passed through (class labels...).
     start / stop: run only steps start..stop-1 (hooks see the true step indices).
@@ -449,7 +459,17 @@ def sample(denoiser: Callable, x: Tensor, sigmas, solver="euler", cond=None, *, 
     x, i, sigma, sigma_hat, denoised. options go to the solver (eta, s_churn, order...).
     Returns x, or a ``SampleResult`` (x, nfe, steps, stats) with ``return_info=True``.
     """
-    sol = get(solver)
+    if plan is not None:
+        if sigmas is not None or solver is not None or options or start or stop is not None or seeds or noise:
+            raise TypeError("sample(plan=...) takes its schedule, solver and options from the plan; "
+                            "pass only denoiser, x (unit noise), cond, seed, callback, progress, return_info")
+        if not _PLAN_RUNNER:
+            raise RuntimeError("sample(plan=...) needs effdiff.plan: import effdiff (or effdiff.plan) first")
+        return _PLAN_RUNNER[0](plan, denoiser, x, cond, seed=seed, return_info=return_info, callback=callback,
+                               progress=progress, check_finite=check_finite)
+    if sigmas is None:
+        raise TypeError("sample() needs sigmas (a σ schedule ending in 0), or plan=")
+    sol = get("euler" if solver is None else solver)
     with Session(denoiser, sigmas, cond, seed=seed, seeds=seeds, noise=noise, callback=callback,
                  progress=progress, check_finite=check_finite, desc=sol.name) as s:
         out = s.run(x, sol, start=start, stop=stop, **options)
