@@ -84,3 +84,11 @@ def test_range_seeds_stay_inside():
     with pytest.raises(ValueError):
         S.SeedRange("bad", 5, 5, "empty")
     assert "| teacher-pairs | noise | 30000-30099 |" in S.table()
+
+
+def test_docs_quote_the_registry():
+    """docs/evaluation.md prints the registry as it is (regenerate with effdiff.seeds.table())."""
+    doc = (Path(S.__file__).parents[2] / "docs" / "evaluation.md").read_text()
+    for line in S.table().splitlines():
+        if line.startswith("| ") and line.split(" | ")[0][2:] in S.BUILTIN:
+            assert line in doc, line

@@ -168,3 +168,4 @@ ROUTERS = register(SeedRange("learned-routers", 40_000, 40_100, "teacher traject
                              "the bench's run seeds 0/1 before issue 24"))
 TRAINING = register(SeedRange("training", 0, 1000, "training seeds: torch.manual_seed and the trainer's Generator "
                               "(batches of noise, times, data order; never a per-sample x_T)", space="trainer"))
+BUILTIN = tuple(REGISTRY)      # the ranges above; other modules' register() calls come after

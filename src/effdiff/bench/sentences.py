@@ -79,6 +79,7 @@ D = "docs/bench/"
 CLAIMS: list[Claim] = [
     # definitions of the words, not results
     Claim("docs/evaluation.md", "An interval that contains 0 means no measurable change"),
+    Claim("docs/evaluation.md", 'Every "measurable(ly)" sentence is either generated the same way'),
     Claim("README.md", "A change whose interval contains 0 is **no measurable difference**"),
     Claim("README.md", "an interval containing 0 is *no measurable difference*"),
     Claim("README.md", "an interval containing 0 is no measurable difference"),
