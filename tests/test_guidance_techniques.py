@@ -14,7 +14,7 @@ from effdiff.guidance.adaptive import AdaptiveGuidanceConfig
 from effdiff.guidance.cfg_cache import CFGCacheConfig
 from effdiff.sampling import randn
 
-NAMES = ("guidance-interval", "adaptive-guidance", "cfg-cache")
+NAMES = ("guidance-interval", "guidance-adaptive", "cfg-cache")
 N = 8
 
 
@@ -81,7 +81,7 @@ def test_interval_counts_guided_steps_twice(den):
 
 
 def test_adaptive_eager_guides_the_first_step_only(den):
-    got, ev = run(den, "adaptive-guidance", AdaptiveGuidanceConfig(threshold=-2.0))
+    got, ev = run(den, "guidance-adaptive", AdaptiveGuidanceConfig(threshold=-2.0))
     assert ev == N + 1
 
 
@@ -98,7 +98,7 @@ def test_cfg_cache_reuse_is_close_to_cfg(den):
     assert (got.x - ref.x).abs().mean() < 0.5 * (cond.x - ref.x).abs().mean()
 
 
-@pytest.mark.parametrize("name,config", [("adaptive-guidance", AdaptiveGuidanceConfig(threshold=0.9)),
+@pytest.mark.parametrize("name,config", [("guidance-adaptive", AdaptiveGuidanceConfig(threshold=0.9)),
                                          ("cfg-cache", CFGCacheConfig(interval=2, first_steps=1))])
 def test_same_sample_whatever_the_batch(den, name, config):
     big, _ = run(den, name, config, batch=6)

@@ -29,11 +29,16 @@ def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, 
         cfg = distill_presets.get(name, **overrides)
         check_writable(out, directory=True)
         return distill(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
+    from .guidance import mg_train
+    if name in mg_train.PRESETS:                  # Model Guidance (fine-tunes a zoo model with the MG objective)
+        cfg = mg_train.preset(name, **overrides)
+        check_writable(out, directory=True)
+        return mg_train.train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
     from .training import preset, train
     from .training.presets import PRESETS as training_presets
     if name not in training_presets:
         families = {"training": training_presets, "fine-tuning": finetune_presets.PRESETS,
-                    "distillation": distill_presets.PRESETS}
+                    "distillation": distill_presets.PRESETS, "model guidance": mg_train.PRESETS}
         raise KeyError(f"unknown preset {name!r}; known presets: "
                        + "; ".join(f"{k}: {', '.join(v)}" for k, v in families.items()))
     cfg = preset(name, **overrides)

@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from .hooks import CacheStats, ExitStats, Handle, Stats
 
-FAMILIES = ("caching", "early-exit", "quant", "prune", "distill", "systems")
+FAMILIES = ("caching", "early-exit", "quant", "prune", "distill", "systems", "guidance")
 STATS: dict[str, type[Stats]] = {"caching": CacheStats, "early-exit": ExitStats}
 
 _REGISTRY: dict[str, "Technique"] = {}
@@ -117,7 +117,7 @@ def register(t: Technique) -> Technique:
     return t
 
 
-MODULES = ("caching", "early_exit", "systems", "quant", "prune")   # the modules whose techniques register on import
+MODULES = ("caching", "early_exit", "systems", "quant", "prune", "guidance")   # the modules whose techniques register on import
 
 
 def _load() -> None:

@@ -87,7 +87,8 @@ def register_suite(name: str, configs: Callable | None = None, *, models: list[s
 # e.g. peft for "finetune", are needed only when it runs)
 SUITE_MODULES = {"solvers": "solvers", "solvers-compact": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",
                  "compress": "compress", "distill": "distill", "distributed": "distributed",
-                 "finetune": "finetune", "systems": "systems", "training": "training"}
+                 "finetune": "finetune", "systems": "systems", "training": "training",
+                 "guidance": "guidance", "guidance-scales": "guidance"}
 
 
 def load_suite(name: str) -> None:

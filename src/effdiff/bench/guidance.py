@@ -31,8 +31,7 @@ from ..guidance.cfg_cache import CFGCacheConfig
 from ..guidance.count import Evaluations
 from ..guidance.interval import IntervalConfig
 from ..sampling import sample
-from .config import save_table
-from .runner import REPORTS, SUITE_MODELS, SUITES, BenchConfig
+from .config import BenchConfig, register_suite, save_table
 from .scoring import mean_sd, paired_change, pct_ci, pm, t_interval
 
 SOLVER, SCHEDULE, STEPS = "dpmpp-2m", "logsnr", 20
@@ -47,8 +46,8 @@ GD_ENV = "EFFDIFF_GD_{}"
 TECHNIQUES = {
     "interval-edm2": ("guidance-interval", IntervalConfig(0.28, 5.42)),
     "interval-wide": ("guidance-interval", IntervalConfig(0.1, 15.0)),
-    "adaptive-0.99": ("adaptive-guidance", AdaptiveGuidanceConfig(0.99)),
-    "adaptive-0.999": ("adaptive-guidance", AdaptiveGuidanceConfig(0.999)),
+    "adaptive-0.99": ("guidance-adaptive", AdaptiveGuidanceConfig(0.99)),
+    "adaptive-0.999": ("guidance-adaptive", AdaptiveGuidanceConfig(0.999)),
     "cfg-cache-N3": ("cfg-cache", CFGCacheConfig(interval=3, first_steps=2)),
 }
 
@@ -225,12 +224,8 @@ def scales_report(results: dict, out: Path) -> str:
     return save_table(out, "guidance-scales.md", ["CFG scale sweep (reference: w = 1):", ""] + rows_table(results))
 
 
-SUITES["guidance"] = _guidance
-SUITE_MODELS["guidance"] = ["digits-dit", "mnist-ldm-dit"]
-REPORTS["guidance"] = report
-SUITES["guidance-scales"] = _scales
-SUITE_MODELS["guidance-scales"] = ["digits-dit", "mnist-ldm-dit"]
-REPORTS["guidance-scales"] = scales_report
+register_suite("guidance", _guidance, models=["digits-dit", "mnist-ldm-dit"], report=report)
+register_suite("guidance-scales", _scales, models=["digits-dit", "mnist-ldm-dit"], report=scales_report)
 
 
 def main(argv=None) -> None:

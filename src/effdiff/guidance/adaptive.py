@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from ..hooks import Handle
-from ..techniques import Technique
-from .pair import GuidanceStats, PairHook, apply_pair_hook, check_guidable, register_guidance, eps_of
+from ..techniques import Technique, register
+from .pair import GuidanceStats, PairHook, apply_pair_hook, check_guidable, eps_of
 
 
 @dataclass
@@ -58,9 +58,9 @@ class _Adaptive(PairHook):
 
 def apply_adaptive(denoiser, config: AdaptiveGuidanceConfig | None = None) -> Handle:
     """Adaptive guidance on ``denoiser`` (the one ``ed.CFG`` wraps)."""
-    return apply_pair_hook("adaptive-guidance", denoiser, _Adaptive(config or AdaptiveGuidanceConfig(), GuidanceStats()))
+    return apply_pair_hook("guidance-adaptive", denoiser, _Adaptive(config or AdaptiveGuidanceConfig(), GuidanceStats()))
 
 
-register_guidance(Technique("adaptive-guidance", "guidance", AdaptiveGuidanceConfig, apply_adaptive, check_guidable,
+register(Technique("guidance-adaptive", "guidance", AdaptiveGuidanceConfig, apply_adaptive, check_guidable,
                    exact=lambda n: AdaptiveGuidanceConfig(threshold=2.0), eager=lambda n: AdaptiveGuidanceConfig(-2.0),
                    paper="Castillo et al. 2023, Adaptive Guidance"))

@@ -11,8 +11,8 @@ import torch
 
 from ..denoisers import _bc
 from ..hooks import Handle
-from ..techniques import Technique
-from .pair import GuidanceStats, PairHook, apply_pair_hook, check_guidable, register_guidance, eps_of
+from ..techniques import Technique, register
+from .pair import GuidanceStats, PairHook, apply_pair_hook, check_guidable, eps_of
 
 
 @dataclass
@@ -58,6 +58,6 @@ def apply_cfg_cache(denoiser, config: CFGCacheConfig | None = None) -> Handle:
     return apply_pair_hook("cfg-cache", denoiser, _CFGCache(config or CFGCacheConfig(), GuidanceStats()))
 
 
-register_guidance(Technique("cfg-cache", "guidance", CFGCacheConfig, apply_cfg_cache, check_guidable,
+register(Technique("cfg-cache", "guidance", CFGCacheConfig, apply_cfg_cache, check_guidable,
                    exact=lambda n: CFGCacheConfig(interval=1), eager=lambda n: CFGCacheConfig(interval=n + 1, first_steps=1),
                    paper="Lv et al. 2024, FasterCache (CFG-Cache)"))

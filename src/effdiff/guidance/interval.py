@@ -7,8 +7,8 @@ import math
 from dataclasses import dataclass
 
 from ..hooks import Handle
-from ..techniques import Technique
-from .pair import GuidanceStats, PairHook, apply_pair_hook, check_guidable, register_guidance
+from ..techniques import Technique, register
+from .pair import GuidanceStats, PairHook, apply_pair_hook, check_guidable
 
 
 @dataclass
@@ -36,6 +36,6 @@ def apply_interval(denoiser, config: IntervalConfig | None = None) -> Handle:
     return apply_pair_hook("guidance-interval", denoiser, _Interval(config or IntervalConfig(), GuidanceStats()))
 
 
-register_guidance(Technique("guidance-interval", "guidance", IntervalConfig, apply_interval, check_guidable,
+register(Technique("guidance-interval", "guidance", IntervalConfig, apply_interval, check_guidable,
                    exact=lambda n: IntervalConfig(), eager=lambda n: IntervalConfig(math.inf, math.inf),
                    paper="Kynkäänniemi et al. 2024, guidance interval"))

@@ -135,11 +135,3 @@ def check_guidable(denoiser) -> str | None:
         return "needs a class-conditional denoiser with a null class (classifier-free guidance)"
     return None
 
-
-def register_guidance(t):
-    """Register a technique of the "guidance" family (the family is added to ``techniques.FAMILIES``
-    when that tuple does not list it yet)."""
-    from .. import techniques as T
-    if t.family not in T.FAMILIES:
-        T.FAMILIES = (*T.FAMILIES, t.family)
-    return T.register(t)
