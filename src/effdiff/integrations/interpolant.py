@@ -61,10 +61,5 @@ class Interpolant(Process):
             a, b = torch.where(below, m, a), torch.where(below, b, m)
         return (a + b) / 2
 
-    def convention(self):
-        """The ``own.TimeConvention`` telling the network its own t (velocity sign by direction)."""
-        from .own import TimeConvention
-        return TimeConvention(lambda u, s: self.model_time(u), lambda: self, self.sign)
-
     def config(self) -> dict:
         return {"name": self.name, "t_range": (self.lo, self.hi), "reversed": self.reversed}

@@ -62,6 +62,11 @@ TIMES = {
 }
 
 
+def _interpolant_time(p: Interpolant) -> TimeConvention:
+    """The network is told its own t (velocity sign by the interpolant's direction)."""
+    return TimeConvention(lambda u, s: p.model_time(u), lambda: p, p.sign)
+
+
 def _default_call(net, x, time, cond):
     return net(x, time) if cond is None else net(x, time, cond)
 
@@ -82,7 +87,7 @@ class OwnModel(nn.Module):
         if time == "ddpm" and process is not None and not getattr(process, "discrete", False):
             raise ValueError("time='ddpm' needs a discrete VP process (a DDPM table)")
         self.net, self.time, self.prediction = net, time, prediction
-        self.convention = process.convention() if time == "interpolant" else TIMES[time]
+        self.convention = _interpolant_time(process) if time == "interpolant" else TIMES[time]
         self.process = process if process is not None else self.convention.default_process()
         self.scale, self.integer, self.call = float(scale), bool(integer), call or _default_call
         # the check's probes: tell the network the mirrored time, or the time of σ * told
