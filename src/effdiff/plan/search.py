@@ -34,7 +34,8 @@ from .quality import Batch, DistributionChange, Quality, check_budget, for_model
 from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on  # noqa: F401
 from .spec import Spec
 
-SCREEN_LIMIT = 0.5        # screening proxy above +50% of the reference's own sampling spread: out
+SCREEN_LIMIT = 0.5        # screening proxy limit: min(SCREEN_LIMIT, 2 x budget + SCREEN_SLACK) of the
+SCREEN_SLACK = 0.15       # reference's own sampling spread (pixel distribution distance); lenient on purpose
 ETA = 2                   # successive halving keeps the cheapest 1/ETA per rung
 PROBE_NFE = 10
 
@@ -48,13 +49,14 @@ class Settings:
     select_seeds: int = 6              # finalists: this many selection seeds
     fresh_seeds: int = 6               # certification
     max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
+    max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
     timing_repeats: int = 5
     attempts: int = 3                  # certification attempts (each recorded)
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(n_screen=48, n=100, rungs=(2,), select_seeds=3, fresh_seeds=4, max_bases=3, timing_repeats=3,
-                   attempts=2)
+        return cls(n_screen=48, n=100, rungs=(2,), select_seeds=3, fresh_seeds=4, max_bases=3, max_select=8,
+                   timing_repeats=3, attempts=2)
 
 
 @dataclass
@@ -73,7 +75,8 @@ class Record:
 
     @property
     def ms_per_sample(self) -> float:
-        return sorted(self.ms)[len(self.ms) // 2] if self.ms else float("inf")
+        """The fastest of its timed runs (the least disturbed by other load on the machine)."""
+        return min(self.ms) if self.ms else float("inf")
 
     def as_dict(self) -> dict:
         return {"label": self.label, "spec": _spec_dict(self.spec), "nfe": self.nfe, "families": list(self.families),
@@ -140,6 +143,10 @@ class Search:
         return measure(Batch(x, ref, other, self.sampler.labels(n), seed)), dt
 
     # -- stage 1: screening -----------------------------------------------------------------
+    @property
+    def screen_limit(self) -> float:
+        return min(SCREEN_LIMIT, 2 * self.budget + SCREEN_SLACK)
+
     def screen(self, cand: S.Candidate) -> Record:
         rec = self.record(cand)
         if rec.screen is None and rec.rejected is None:
@@ -153,9 +160,10 @@ class Search:
             rec.screen = v
             rec.ms.append(1000 * dt / self.set.n_screen)
             self.log(f"  screen {rec.label}: proxy {100 * v:+.0f}%, {rec.ms[-1]:.2f} ms/sample")
-            if not math.isfinite(v) or v > SCREEN_LIMIT:
+            limit = self.screen_limit
+            if not math.isfinite(v) or v > limit:
                 rec.rejected = (f"{rec.label}: screening proxy {100 * v:+.0f}% (pixel distribution distance vs the "
-                                f"reference's own spread) > +{100 * SCREEN_LIMIT:.0f}%")
+                                f"reference's own spread) > +{100 * limit:.0f}%")
             self._tick(rec)
         return rec
 
@@ -239,6 +247,24 @@ class Search:
                             out.append(r2)
         return out
 
+    def preselect(self, recs: list[Record]) -> list[Record]:
+        """The candidates that enter selection: the cheapest half of ``max_select`` and, among the
+        cheaper half of all, the best-screened half (a safer fallback)."""
+        k = self.set.max_select
+        if len(recs) <= k:
+            return recs
+        cheap = sorted(recs, key=lambda r: (self.cost(r), r.screen))
+        chosen = {r.label: r for r in cheap[: k // 2]}
+        for r in sorted(cheap[: max(k, len(cheap) // 2)], key=lambda r: r.screen):
+            if len(chosen) >= k:
+                break
+            chosen.setdefault(r.label, r)
+        for r in recs:
+            if r.label not in chosen:
+                r.rejected = (f"{r.label}: screening proxy {100 * r.screen:+.0f}% at {self._cost_text(r)}: neither "
+                              f"among the {k // 2} cheapest nor the best-screened of the cheaper half")
+        return list(chosen.values())
+
     # -- stage 2: successive halving on selection seeds ---------------------------------------
     def evaluate(self, rec: Record, k: int) -> Quality:
         seeds = [SEEDS["selection"] + i for i in range(k)]
@@ -307,7 +333,7 @@ class Search:
             self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
             comps = self.screen_compositions(bases)
             alive = [r for r in bases + comps if not r.rejected]
-            alive = list({r.label: r for r in alive}.values())
+            alive = self.preselect(list({r.label: r for r in alive}.values()))
             self.log(f"screen: {len(alive)} candidates go to selection")
             finalists = self.halving(alive)
             order = sorted([r for r in finalists if r.quality.holds(self.budget)], key=self.cost)
