@@ -58,10 +58,11 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
         zb = sample(bden, noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver, cond=cond, **kw)
-        net.commit(zb.to(next(net.parameters()).dtype), clean, bden.labels(cond, B, zb.device), cache, start)
-        if on_block is not None:
+        if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
         out.append(zb)
+        if start + cfg.block_frames < T:
+            net.commit(zb.to(next(net.parameters()).dtype), clean, bden.labels(cond, B, zb.device), cache, start)
     return torch.cat(out, 2)
 
 

@@ -1,0 +1,257 @@
+"""The ``video`` bench suite: Block-Diffusion streaming against full-sequence generation as the clip
+grows, sparse attention at the longest length, and quality with paired 95% CIs.
+
+    python -m effdiff.bench.video --out bench-video                 # the lead's command (idle core)
+    python -m effdiff.bench.video --quick --out /tmp/video/bench     # small n, for development
+
+Rows:
+* cost, per length (16, 32, 64, 128 frames) and mode (full / stream): MACs of the denoiser per clip
+  and up to the first frame (FlopCounterMode: deterministic), attention MACs, and wall clock (total,
+  time to first frame, frames per second: median of ``repeats`` interleaved runs, 1 thread — noisy
+  on a shared machine: it says so in the table).
+* quality at equal length (16 frames): full vs stream on the same noise and labels per seed; per-seed
+  scores of the video evaluator (frame FD, clip FD, identity, label accuracy, motion), the paired
+  difference with a 95% t-interval; real clips (held-out digits) as the comparison point, with
+  frame-shuffled and frozen real clips beside them.
+* sparse attention at the longest length (streamed): dense vs ``adaspa`` and ``sliding-tile``:
+  attention MACs, wall clock, and the quality change with its paired CI.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from ..metrics.cost import pinned_threads
+from ..timesteps import karras
+from .scoring import mean_sd, pm, t_interval
+
+KEYS = ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")
+SPARSE = {"adaspa": {"density": 0.25}, "sliding-tile": {"window": 3}}
+
+
+def sigmas(steps: int):
+    return karras(steps, sigma_min=0.002, sigma_max=80.0)
+
+
+def labels_for(n: int) -> torch.Tensor:
+    return torch.arange(n) % 10
+
+
+def generate(vm, frames: int, mode: str, n: int, seed: int, steps: int, solver: str, on_block=None):
+    """Pixels [n, 1, frames, 32, 32] of ``n`` clips (noise seed ``seed``, labels 0..9 cycling)."""
+    z = vm.generate(vm.noise(n, frames, seed), sigmas(steps), solver, labels_for(n), mode=mode,
+                    **({"on_block": on_block} if on_block is not None and mode == "stream" else {}))
+    return vm.decode(z)
+
+
+def with_technique(vm, name: str | None, config: dict | None, fn):
+    """Run ``fn()`` with technique ``name`` applied to the model's denoiser (None: as is)."""
+    if name is None:
+        return fn()
+    from .. import techniques as T
+    from ..video import sparse  # noqa: F401  (registers the attention techniques)
+    with T.get(name).apply(vm.den, config or {}):
+        return fn()
+
+
+@torch.no_grad()
+def cost(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None) -> dict:
+    """Deterministic MACs of one clip: total, up to the first frame, attention; decode separately."""
+    from ..video.attention import MACS
+    first: dict = {}
+
+    def mark(start, zb):
+        if not first:
+            first["macs"] = fc.get_total_flops() / 2
+    MACS.reset()
+    with FlopCounterMode(display=False) as fc:
+        z = with_technique(vm, technique, config, lambda: vm.generate(
+            vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode,
+            **({"on_block": mark} if mode == "stream" else {})))
+    total = fc.get_total_flops() / 2
+    attention = MACS.macs
+    with FlopCounterMode(display=False) as fd:
+        vm.decode(z[:, :, :1])
+    return {"macs": total, "first_frame_macs": first.get("macs", total), "attention_macs": attention,
+            "decode_macs_per_frame": fd.get_total_flops() / 2}
+
+
+@torch.no_grad()
+def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None) -> dict:
+    """Seconds for one clip (decoding included) and to its first decoded frame."""
+    t0 = time.perf_counter()
+    first: dict = {}
+
+    def emit(start, zb):
+        if not first:
+            vm.decode(zb[:, :, :1])
+            first["s"] = time.perf_counter() - t0
+    z = with_technique(vm, technique, config, lambda: vm.generate(
+        vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode,
+        **({"on_block": emit} if mode == "stream" else {})))
+    if not first:
+        vm.decode(z[:, :, :1])
+        first["s"] = time.perf_counter() - t0
+    vm.decode(z)
+    return {"s": time.perf_counter() - t0, "first_frame_s": first["s"]}
+
+
+def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int) -> dict:
+    """Median wall clock of each (frames, mode, technique, config as JSON), interleaved rounds after a warm-up."""
+    runs: dict = {c: [] for c in configs}
+    wall(vm, 16, "stream", steps, solver)
+    for _ in range(repeats):
+        for c in configs:
+            runs[c].append(wall(vm, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None))
+    out = {}
+    for c, rs in runs.items():
+        s = sorted(r["s"] for r in rs)[len(rs) // 2]
+        f = sorted(r["first_frame_s"] for r in rs)[len(rs) // 2]
+        out[c] = {"s": s, "first_frame_s": f, "fps": c[0] / s, "s_all": [r["s"] for r in rs]}
+    return out
+
+
+def quality(vm, ev, frames: int, mode: str, n: int, seeds, steps: int, solver: str, technique=None,
+            config=None) -> list[dict]:
+    """Per-seed evaluator scores of ``n`` generated clips."""
+    out = []
+    for s in seeds:
+        x = with_technique(vm, technique, config, lambda: generate(vm, frames, mode, n, s, steps, solver))
+        out.append(ev.score(x, labels_for(n)))
+    return out
+
+
+def real_rows(ev, n: int, seeds) -> dict:
+    """Held-out real clips (a fresh seed per row seed), and the same clips frame-shuffled and frozen."""
+    from ..video.data import moving_digits
+    rows: dict = {"real": [], "real frame-shuffled": [], "real frozen": []}
+    for s in seeds:
+        x, y = moving_digits("test", n, 16, seed=100 + s)
+        perm = torch.randperm(16, generator=torch.Generator().manual_seed(s))
+        rows["real"].append(ev.score(x, y))
+        rows["real frame-shuffled"].append(ev.score(x[:, :, perm], y))
+        rows["real frozen"].append(ev.score(x[:, :, :1].expand_as(x).contiguous(), y))
+    return rows
+
+
+def summary(per_seed: list[dict]) -> dict:
+    out = {}
+    for k in KEYS:
+        vals = [q[k] for q in per_seed if k in q]
+        if vals:
+            out[k], out[f"{k}_sd"] = mean_sd(vals)
+    return out
+
+
+def paired(a: list[dict], b: list[dict], key: str) -> dict:
+    d = [y[key] - x[key] for x, y in zip(a, b)]
+    return {"mean": mean_sd(d)[0], "ci95": t_interval(d), "per_seed": d}
+
+
+def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
+        solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None) -> dict:
+    from ..video.evaluator import VideoEvaluator
+    from ..video.sampling import VideoModel
+    vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
+    long = max(lengths)
+    res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
+                 "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats,
+                 "model": vm.card()}
+    with pinned_threads(threads):
+        res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver)} for T in lengths for m in ("full", "stream")]
+        res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c)}
+                              for t, c in [(None, None)] + list(SPARSE.items())]
+        configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")]
+        configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()]
+        timing = timed_rows(vm, configs, steps, solver, repeats) if repeats > 0 else {}
+        res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
+        q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver) for m in ("full", "stream")}
+        res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
+        res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
+        real = real_rows(ev, n, seeds)
+        res["real"] = {k: {"summary": summary(v), "per_seed": v} for k, v in real.items()}
+        dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver)
+        res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
+        for t, c in SPARSE.items():
+            sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c)
+            res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
+                                        "paired": {k: paired(dense, sq, k) for k in KEYS}}
+    res["table"] = table(res)
+    if out is not None:
+        from ..io import atomic_write
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "video.json", json.dumps(res, indent=1, default=str))
+        atomic_write(out / "video.md", res["table"] + "\n")
+    return res
+
+
+def _ci(p: dict) -> str:
+    lo, hi = p["ci95"]
+    return f"{p['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{p['mean']:+.3f}"
+
+
+def table(res: dict) -> str:
+    k = len(res["seeds"])
+    tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
+    L = [f"Cost per clip ({res['solver']}, {res['steps']} steps; MACs from FlopCounterMode, deterministic; wall "
+         f"clock median of {res['repeats']} runs at {res['threads']} thread(s), decode included — NOISY on a "
+         "shared machine):", "",
+         "| frames | mode | GMACs | GMACs to 1st frame | attention GMACs | s | s to 1st frame | frames/s |",
+         "|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in res["cost"]:
+        t = tim.get((r["frames"], r["mode"], None), {})
+        L.append(f"| {r['frames']} | {r['mode']} | {r['macs'] / 1e9:.2f} | {r['first_frame_macs'] / 1e9:.2f} | "
+                 f"{r['attention_macs'] / 1e9:.2f} | {t.get('s', float('nan')):.2f} | "
+                 f"{t.get('first_frame_s', float('nan')):.2f} | {t.get('fps', float('nan')):.1f} |")
+    L += ["", f"Quality at 16 frames (n={res['n']} clips, {k} seeds, mean ± sd; difference stream − full per seed, "
+          "95% t-interval):", "",
+          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [(f"generated, {m}", res["quality"][m]["summary"]) for m in ("full", "stream")]
+    rows += [(name, v["summary"]) for name, v in res["real"].items()]
+    for name, s in rows:
+        L.append(f"| {name} | " + " | ".join(pm(s[x], s[f'{x}_sd']) if x in s else "–" for x in KEYS) + " |")
+    L.append("| stream − full | " + " | ".join(_ci(res["quality_paired"][x]) for x in KEYS) + " |")
+    long = max(res["lengths"])
+    L += ["", f"Sparse attention, streamed {long}-frame clips (quality: n={res['n_long']} clips, {k} seeds, "
+          "scored in 16-frame windows; change vs dense, 95% t-interval):", "",
+          "| attention | config | attention GMACs | vs dense | s (noisy) | Δ frame FD | Δ clip FD | Δ identity |",
+          "|---|---|---:|---:|---:|---:|---:|---:|"]
+    dense_attn = res["sparse_cost"][0]["attention_macs"]
+    for r in res["sparse_cost"]:
+        name = r["technique"] or "dense"
+        t = tim.get((long, "stream", r["technique"]), {})
+        p = res["sparse_quality"].get(name, {}).get("paired")
+        d = [(_ci(p[x]) if p else "–") for x in ("frame_fd", "clip_fd", "identity")]
+        L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
+                 f"{r['attention_macs'] / dense_attn:.2f}x | {t.get('s', float('nan')):.2f} | " + " | ".join(d) + " |")
+    return "\n".join(L)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description="effdiff video bench: streaming vs full, sparse attention")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--model", default=None, help="model stem (default: the shipped video-dit)")
+    ap.add_argument("--n", type=int, default=200)
+    ap.add_argument("--n-long", type=int, default=24)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--solver", default="dpmpp-2m")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128])
+    ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
+    a = ap.parse_args(argv)
+    if a.quick:
+        a.n, a.n_long, a.repeats = 40, 6, 1
+    res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model)
+    print(res["table"])
+
+
+if __name__ == "__main__":
+    main()
