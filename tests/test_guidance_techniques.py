@@ -126,3 +126,14 @@ def test_no_guidance_no_effect(den):
     ref, ev_ref = run(den, scale=1.0)
     got, ev = run(den, "cfg-cache", CFGCacheConfig(interval=4), scale=1.0)
     assert torch.equal(got.x, ref.x) and ev == ev_ref == N
+
+
+def test_two_guidance_techniques_compose(den):
+    ref, ev_ref = run(den)
+    sig = ed.timesteps.get("uniform", N, den.process).tolist()
+    labels = torch.arange(6) % 10
+    x = randn((6, 1, 8, 8), seed=0) * torch.tensor(sig[0]).float()
+    configs = {"guidance-interval": IntervalConfig(sig[5], sig[0]), "guidance-adaptive": AdaptiveGuidanceConfig(0.9)}
+    with Evaluations(den) as ev, T.apply(["guidance-interval", "guidance-adaptive"], den, configs):
+        out = ed.sample(CFG(den, 2.0), x, torch.tensor(sig), "euler", labels)
+    assert torch.isfinite(out).all() and N < ev.per_sample(6) <= N + 6

@@ -237,10 +237,79 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="bench-guidance")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--quick", action="store_true")
+    p.add_argument("--docs", nargs="+", metavar="TITLE=RESULTS_JSON",
+                   help="regenerate docs/guidance.md's tables from these runs instead of running")
     a = p.parse_args(argv)
+    if a.docs:
+        write_docs(Path(__file__).resolve().parents[3] / "docs" / "guidance.md", dict(x.split("=", 1) for x in a.docs))
+        return
     res = run(models=a.models, suite_name=a.suite, out=a.out, threads=a.threads, quick=a.quick, repeats=1)
     print(table(res))
 
 
 if __name__ == "__main__":
     main()
+
+
+# ---- docs/guidance.md: tables and the issue's checks, generated from results.json ------------------------
+
+START, END = "<!-- generated: guidance tables -->", "<!-- end generated -->"
+
+
+def _ci_has_zero(ci) -> bool:
+    return ci is not None and ci[0] is not None and ci[0] <= 0 <= ci[1]
+
+
+def verdicts(results: dict) -> list[str]:
+    """The issue's two quality checks, per model, read off a guidance run."""
+    by = {(r["model"], r["config"]): r for r in results["rows"]}
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in results["rows"]):
+        best = SCALES.get(model, (2.0, 3.0))[0]
+        cfg = by.get((model, f"cfg-{_fmt(best)}"))
+        if cfg is None:
+            continue
+        ev_cfg = cfg["info"]["evaluations_per_sample"]
+        mg = next((r for (m, c), r in by.items() if m == model and c.startswith("model-guidance")), None)
+        if mg is None:
+            lines.append(f"- {model}: no Model Guidance model in the zoo for this run.")
+        else:
+            ch, ci = paired_change(mg["fd_per_seed"], cfg["fd_per_seed"])
+            ok = (_ci_has_zero(ci) or ci[1] < 0) and mg["info"]["evaluations_per_sample"] <= ev_cfg / 2
+            lines.append(f"- {model}: Model Guidance, {mg['info']['evaluations_per_sample']:g} evaluations per sample vs "
+                         f"CFG {best:g}'s {ev_cfg:g}: FD change {pct_ci(ch, ci)} -> "
+                         f"{'met' if ok else 'NOT met'} (within CI of CFG's FD or better, with half the evaluations).")
+        free = []
+        for (m, c), r in by.items():
+            if m != model or not c.endswith(f"-{_fmt(best)}") or not c.startswith(tuple(TECHNIQUES)):
+                continue
+            save = 1 - r["info"]["evaluations_per_sample"] / ev_cfg
+            fd_ci = r.get("fd_change_ci")
+            acc = _paired(r, cfg, "class_acc_per_seed")
+            if save >= 0.3 and _ci_has_zero(fd_ci) and acc is not None and _ci_has_zero(acc[1]):
+                free.append(f"{c} (saves {100 * save:.0f}%, FD {pct_ci(r['fd_change'], fd_ci)}, "
+                            f"class acc {_acc_change(r, cfg)})")
+        lines.append(f"- {model}: training-free methods saving >= 30% of CFG {best:g}'s evaluations with no measurable "
+                     f"FD or class-accuracy difference: {'; '.join(free) if free else 'none'}.")
+    return lines
+
+
+def write_docs(doc, runs: dict) -> None:
+    """Replace the generated part of ``doc`` with the tables of ``runs`` ({title: results.json path})."""
+    import json
+    from ..io import atomic_write
+    parts = []
+    for title, path in runs.items():
+        res = json.loads(Path(path).read_text())
+        parts += [f"### {title}", "", f"`{path}`: {res.get('suite')} suite, seeds {res.get('seeds')}, "
+                  f"n = {res.get('n_samples')} per seed, machine {res.get('machine', {}).get('processor')} "
+                  f"({res.get('machine', {}).get('bench_threads')} thread).", ""]
+        parts += [f"Real-vs-real FD ({ds}, n = {v['n']}): {pm(v['fd'], v.get('fd_sd'))}." for ds, v in
+                  res.get("real_vs_real", {}).items()]
+        parts += [""] + rows_table(res) + [""]
+        if res.get("suite") == "guidance":
+            parts += ["Checks (issue 26's Done means):", ""] + verdicts(res) + [""]
+    text = Path(doc).read_text()
+    head, rest = text.split(START, 1)
+    tail = rest.split(END, 1)[1]
+    atomic_write(Path(doc), head + START + "\n" + "\n".join(parts) + "\n" + END + tail)

@@ -6,7 +6,7 @@
 - none: only the conditional half runs (branch "cond", batch B) and the unconditional output is
   ``substitute``d: the conditional output itself (CFG then returns exactly ``D_c``: ``D_c + w·0``) or,
   for the CFG cache, ``D_c`` shifted by a cached difference;
-- some (per-sample policies): one call of batch B + k.
+- some (per-sample policies): one call of batch B + k (branch "cfg-partial").
 
 Decisions are per sample, so a sample's trajectory does not depend on the batch it runs in. Every
 network row is counted in ``GuidanceStats`` (a step with one evaluation counts one, a guided step two).
@@ -102,7 +102,8 @@ class PairHook(ModelHook):
                 d_c = call_next(xc, sc, cc)
             d_u = None
         else:
-            both = call_next(torch.cat([xc, xc[run]]), torch.cat([sc, sc[run]]), cat(cc, take(nulls, run)))
+            with ctx.branch_scope("cfg-partial"):      # B + k rows: not a [cond; null] pair for other hooks
+                both = call_next(torch.cat([xc, xc[run]]), torch.cat([sc, sc[run]]), cat(cc, take(nulls, run)))
             d_c, d_u = both[:B], both[B:]
         self.stats.add(cond_rows=B, uncond_rows=k, skipped_rows=B - k)
         out_u = torch.empty_like(d_c)
