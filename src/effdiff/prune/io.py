@@ -10,9 +10,8 @@ from __future__ import annotations
 import dataclasses
 
 from .. import checkpoint as ckpt
-from ..denoisers import Denoiser, EDMDenoiser
+from ..kinds import denoiser
 from ..models import build
-from ..process import from_config
 from ..sites import network
 from .channels import resize, widths
 from .depth import drop, dropped
@@ -27,6 +26,21 @@ def save_pruned(denoiser, path, card: dict | None = None) -> None:
             "pruning": {"widths": widths(net), "dropped": dropped(net), "heads": heads(net)}}
     meta["card"] = {**meta.get("card", {}), **(card or {})}
     ckpt.save(path, net.state_dict(), meta)
+
+
+def build_net(meta: dict, path):
+    """The fresh network a checkpoint's ``arch`` and ``model`` config describe; a config that cannot
+    build one is a ``CheckpointError`` naming the file."""
+    arch, cfg = meta.get("arch"), meta.get("model")
+    if not isinstance(arch, str) or not isinstance(cfg, dict):
+        raise ckpt.CheckpointError(f"{path}: 'arch' must name an architecture and 'model' be a JSON object")
+    try:
+        return build(arch, cfg)
+    except (KeyError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{path}: its {arch} config cannot be built: {e}") from None
+    except (TypeError, IndexError, ZeroDivisionError, OverflowError, RuntimeError) as e:
+        raise ckpt.CheckpointError(f"{path}: its {arch} config cannot be built: a field has a wrong type or "
+                                   f"value ({type(e).__name__})") from None
 
 
 def apply_plan(net, plan, path) -> None:
@@ -46,8 +60,9 @@ def apply_plan(net, plan, path) -> None:
         resize_heads(net, spec["heads"][0])
         resize(net, plan["widths"])
     except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as e:
+        why = e if isinstance(e, (KeyError, ValueError)) and "NoneType" not in str(e) else "an entry of the wrong type or out of range"
         raise ckpt.CheckpointError(f"{path}: its pruning plan does not fit the {type(net).__name__} in its "
-                                   f"config ({type(e).__name__}: {e})") from None
+                                   f"config ({type(e).__name__}: {why})") from None
 
 
 def load_pruned(path):
@@ -55,16 +70,10 @@ def load_pruned(path):
     tensors, meta = ckpt.load(path)
     if "pruning" not in meta:
         raise ckpt.CheckpointError(f"{path}: no pruning plan in its metadata; load it with effdiff.zoo")
-    try:
-        net = build(meta["arch"], meta["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ckpt.CheckpointError(f"{path}: its architecture config cannot be built ({type(e).__name__}: {e})") from None
+    net = build_net(meta, path)
     apply_plan(net, meta["pruning"], path)
     ckpt.load_state(net, tensors, where=str(path))
     net.eval().requires_grad_(False)
-    if meta.get("prediction") == "edm":
-        den = EDMDenoiser(net, num_classes=meta.get("num_classes", 0))
-    else:
-        den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
+    den = denoiser(net, meta, str(path))                  # a bad process/prediction: CheckpointError
     den.meta = meta
     return den.eval()
