@@ -26,7 +26,6 @@ from torch import nn
 from .. import assets, checkpoint as ckpt
 from ..denoisers import Denoiser, append_dims, as_batch_sigma
 from ..kinds import register
-from ..models import build
 from ..models.layers import timestep_embedding, zero_module
 from ..process import from_config
 from ..sampling import randn, sample
@@ -46,6 +45,16 @@ class StudentSpec:
     boundary_scale: float = 10.0    # LCM's s: c_skip falls off s times faster than in CM
     w_embed: bool = False           # takes the guidance scale w as an input
     guidance: float = 1.0           # w used when none is passed
+
+    def __post_init__(self):
+        import math
+        if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
+            raise ValueError(f"a student's steps must be a positive integer, got {self.steps!r}")
+        reals = {"sigma_data": self.sigma_data, "boundary_scale": self.boundary_scale, "guidance": self.guidance}
+        bad = [k for k, v in reals.items() if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)]
+        if bad or not (self.sigma_data > 0 and self.boundary_scale > 0):
+            raise ValueError(f"a student's {', '.join(bad) or 'sigma_data and boundary_scale'} must be finite "
+                             f"(and positive), got {reals}")
 
 
 def grid(process, n: int) -> Tensor:
@@ -185,12 +194,15 @@ def save(student: Student, path, arch: str, card: dict) -> None:
 @register("student")
 def from_meta(tensors: dict, meta: dict, where: str = "student") -> Student:
     """Rebuild a student from its stored tensors and metadata."""
-    if "student" not in meta:
+    if not isinstance(meta.get("student"), dict):
         raise ckpt.CheckpointError(f"{where}: not a distilled student (no 'student' metadata)")
-    net = build(meta["arch"], meta["model"])
-    ckpt.load_state(net, {k: v for k, v in tensors.items() if not k.startswith("w_embed.")}, where=where)
-    den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
-    st = Student(den, StudentSpec(**meta["student"]))
+    net = assets.network(tensors, meta, where, prefix_skip=("w_embed.",))   # CheckpointError naming the file
+    try:
+        den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
+        st = Student(den, StudentSpec(**meta["student"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise ckpt.CheckpointError(f"{where}: invalid student metadata (process, prediction, num_classes or "
+                                   f"'student'): {type(e).__name__}: {e}") from None
     if st.w_embed is not None:
         ckpt.load_state(st.w_embed, tensors, "w_embed.", where=where)
     st.meta = meta
