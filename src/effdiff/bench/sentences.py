@@ -83,6 +83,10 @@ CLAIMS: list[Claim] = [
     Claim("README.md", "A change whose interval contains 0 is **no measurable difference**"),
     Claim("README.md", "an interval containing 0 is *no measurable difference*"),
     Claim("README.md", "an interval containing 0 is no measurable difference"),
+    Claim("docs/planning.md", "with no measurable loss, and with which combination?"),
+    Claim("docs/planning.md", 'A change inside its CI is "no measurable difference", never a gain'),
+    Claim("docs/planning.md", "together measurably over it"),                     # a test's planted case
+    Claim("docs/guidance.md", "FD is not measurably worse than the lowest FD of the sweep"),   # the pick rule
     # docs/caching.md
     Claim("docs/caching.md", "only the DiT's DDIM rows are measurable costs", (
         Rows(D + "caching/results.json", r"model=digits-dit where='ddim-50\+(block-caching-0.2|fora-N5)$'", COST),
@@ -141,7 +145,7 @@ def _norm(s: str) -> str:
 def sentences(text: str) -> list[str]:
     """Sentences of prose (whitespace normalized); table rows and code are left out."""
     prose = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith(("|", "    ")))
-    return [s for s in re.split(r"(?<=[.!?:;])\s+(?=[A-Z*(\[`-])", _norm(prose)) if s]
+    return [s for s in re.split(r"(?<=[.!?:;])\s+(?=[A-Z*(\[`\"-])", _norm(prose)) if s]
 
 
 def problems(root=ROOT, files=FILES) -> list[str]:

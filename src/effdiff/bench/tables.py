@@ -184,24 +184,26 @@ def render_compress(sources: list[dict], opts: dict) -> str:
     models = opts.get("models", "digits-unet,digits-dit").split(",")
     labels = opts["rows"].split(",")
     from .compress import model_bytes
-    head, right = ["row"], [False]
+    head, right = ["row", "seeds"], [False, False]
     for m in models:
         head += [f"{m}: bytes", "FD change (95% CI)", "wall clock vs fp32"]
         right += [True, True, True]
     body = []
     for label in labels:
-        line = [label]
+        line, seeds = [label], ""
         for m in models:
-            r = next((r for s in sources for r in s["rows"] if r["model"] == m and r["config"] == f"ddim-10+{label}"),
-                     None)
+            r, src = next(((r, s) for s in sources for r in s["rows"] if r["model"] == m
+                           and r["config"] == f"ddim-10+{label}"), (None, None))
             if r is None:
                 line += ["", "", ""]
                 continue
+            seeds = seeds or _seed_span(r["seeds"])
             b = model_bytes(r)
             fake = "packed_bytes" in ((r.get("info") or {}).get("compress") or {})
-            line += ["" if b is None else f"{b / 1e6:.2f} MB", change(r),
-                     "(simulated)" if fake else f"{r['speedup_vs_baseline']:.2f}x"]
-        body.append(line)
+            wall = f"{r['speedup_vs_baseline']:.2f}x"
+            wall = "(simulated)" if fake else (f"({wall}, shared CPU)" if "prereg" in src else wall)
+            line += ["" if b is None else f"{b / 1e6:.2f} MB", change(r), wall]
+        body.append([line[0], seeds, *line[1:]])
     return _table(head, right, body)
 
 
@@ -317,6 +319,25 @@ def value_ratio(sources, opts) -> str:
     return f"{fmt.format(min(ratios))}-{fmt.format(max(ratios))}x"
 
 
+def value_halfwidth(sources, opts) -> str:
+    """'lo-hi%' of the 95% intervals' half-widths (percentage points) over the selected rows."""
+    key = opts.get("key", "fd_change")
+    hw = [100 * (r[key + "_ci"][1] - r[key + "_ci"][0]) / 2 for r in select(sources[0]["rows"], opts)
+          if r.get(key + "_ci") and r[key + "_ci"][0] is not None]
+    return f"{min(hw):.0f}-{max(hw):.0f}%"
+
+
+def value_pair(sources, opts) -> str:
+    """Row ``a`` against row ``b`` of the same run, paired by seed: '+x% [lo, hi] (verdict)'."""
+    from .scoring import paired_change
+    rows = {r["config"]: r for r in select(sources[0]["rows"], opts)}
+    a, b = rows[opts["a"]], rows[opts["b"]]
+    if a["seeds"] != b["seeds"]:
+        raise ValueError(f"rows {opts['a']} and {opts['b']} ran on different seeds")
+    c, ci = paired_change(a["fd_per_seed"], b["fd_per_seed"])
+    return f"{pct_ci(c, ci)} ({verdict({'fd_change': c, 'fd_change_ci': ci})})"
+
+
 def _get(r: dict, key: str):
     if "|" in key:
         for k in key.split("|"):
@@ -333,7 +354,8 @@ def _get(r: dict, key: str):
 KINDS: dict[str, Callable] = {"rows": render_rows, "compress": render_compress, "training": render_training,
                               "solvers": render_solvers, "count": value_count, "change": value_change,
                               "verdicts": value_verdicts, "range": value_range,
-                              "ratio": value_ratio}
+                              "ratio": value_ratio, "pair": value_pair,
+                              "halfwidth": value_halfwidth}
 
 
 # ---- blocks in files ------------------------------------------------------------------------
