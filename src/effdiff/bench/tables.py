@@ -259,6 +259,14 @@ def render_training(sources: list[dict], opts: dict) -> str:
     return _table(head, [False] + [True] * 6, body)
 
 
+def render_curves(sources: list[dict], opts: dict) -> str:
+    """The training ablation's seed-mean FD at every checkpoint, one row per trick."""
+    rows = sources[0]["rows"]
+    steps = rows[0]["steps"]
+    body = [[r["trick"], *(f"{v:.1f}" for v in r["fd_curve"])] for r in rows]
+    return _table(["trick", *map(str, steps)], [False] + [True] * len(steps), body)
+
+
 def render_solvers(sources: list[dict], opts: dict) -> str:
     """Best per NFE budget: picked on the selection seeds; the fresh-seed FD and its paired change
     against the reference with a 95% t-interval from the per-seed re-measurement (second source)."""
@@ -351,7 +359,7 @@ def _get(r: dict, key: str):
     return r
 
 
-KINDS: dict[str, Callable] = {"rows": render_rows, "compress": render_compress, "training": render_training,
+KINDS: dict[str, Callable] = {"curves": render_curves, "rows": render_rows, "compress": render_compress, "training": render_training,
                               "solvers": render_solvers, "count": value_count, "change": value_change,
                               "verdicts": value_verdicts, "range": value_range,
                               "ratio": value_ratio, "pair": value_pair,
