@@ -5,6 +5,8 @@ pair costs more than its parts). docs/planning.md's table is generated from the 
 
     python -m effdiff.bench.interactions --out docs/bench/plan/interactions.json   # measure (nice, 1 thread)
     python -m effdiff.bench.interactions --table docs/bench/plan/interactions.json # the Markdown table
+    python -m effdiff.bench.interactions --table docs/bench/plan/interactions.json --doc docs/planning.md
+        # rewrites the block between <!-- interactions: FILE --> and <!-- /interactions --> (--check: exit 1 if stale)
 
 Seeds: the ``plan-interactions`` range (600-699), never used by a plan search.
 """
@@ -119,16 +121,36 @@ def table(results: dict, source: str) -> str:
     return "\n".join(lines)
 
 
+def write_block(doc: str, source: str, text: str) -> str:
+    """``doc`` with the block ``<!-- interactions: SOURCE -->...<!-- /interactions -->`` replaced by ``text``."""
+    import re
+    pat = re.compile(r"(<!-- interactions: " + re.escape(source) + r" -->\n)(.*?)(<!-- /interactions -->)", re.S)
+    if not pat.search(doc):
+        raise ValueError(f"no <!-- interactions: {source} --> ... <!-- /interactions --> block")
+    return pat.sub(lambda m: m.group(1) + text + "\n" + m.group(3), doc)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m effdiff.bench.interactions")
     ap.add_argument("--out", help="write the results JSON here")
     ap.add_argument("--table", metavar="RESULTS", help="print the Markdown table of a results file")
+    ap.add_argument("--doc", help="with --table: rewrite the generated block of this Markdown file")
+    ap.add_argument("--check", action="store_true", help="with --doc: exit 1 if the block differs instead of writing")
     ap.add_argument("--pairs", help="comma-separated pair names (default all)")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--n", type=int, default=200)
     a = ap.parse_args(argv)
     if a.table:
-        print(table(json.loads(Path(a.table).read_text()), a.table))
+        text = table(json.loads(Path(a.table).read_text()), a.table)
+        if not a.doc:
+            print(text)
+            return
+        doc = Path(a.doc).read_text()
+        new = write_block(doc, a.table, text)
+        if a.check:
+            raise SystemExit(0 if new == doc else f"{a.doc}: the interactions block differs from {a.table}")
+        atomic_write(a.doc, new)
+        print(f"rewrote the interactions block of {a.doc}")
         return
     torch.set_num_threads(1)
     names = a.pairs.split(",") if a.pairs else None
