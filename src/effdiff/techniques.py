@@ -28,7 +28,7 @@ from typing import Any, Callable
 
 from .hooks import CacheStats, ExitStats, Handle, Stats
 
-FAMILIES = ("caching", "early-exit", "quant", "prune", "distill", "systems", "guidance")
+FAMILIES = ("caching", "early-exit", "quant", "prune", "distill", "systems", "guidance", "attention")
 STATS: dict[str, type[Stats]] = {"caching": CacheStats, "early-exit": ExitStats}
 
 _REGISTRY: dict[str, "Technique"] = {}

@@ -121,7 +121,8 @@ def _shift_augment(x: torch.Tensor, gen: torch.Generator, max_shift: int = 1) ->
 
 
 # tasks trained by a Trainer subclass elsewhere: task -> (module, class), imported when used
-TASK_TRAINERS: dict[str, tuple[str, str]] = {"autoencoder": ("effdiff.latent.train", "AutoencoderTrainer")}
+TASK_TRAINERS: dict[str, tuple[str, str]] = {"autoencoder": ("effdiff.latent.train", "AutoencoderTrainer"),
+                                              "video": ("effdiff.video.train", "VideoTrainer")}
 TASK_NAMES = ("diffusion", "classifier", *TASK_TRAINERS)
 
 
@@ -326,7 +327,7 @@ class Trainer:
         """Load the run directory's checkpoint (False when it holds none); a corrupt, edited or
         foreign checkpoint raises ``CheckpointError`` and is never trained on."""
         stem = self.dir / "checkpoint"
-        if not any(stem.with_suffix(e).exists() for e in (".json", ".safetensors")):
+        if not any(p.exists() for p in ckpt.files(stem)):
             return False
         t, meta = ckpt.load(stem)    # verifies the SHA-256; recovers the JSON from the header if lost
         if meta.get("format") != "effdiff-train-1":

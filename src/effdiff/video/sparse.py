@@ -169,7 +169,7 @@ apply_adaspa = _apply("adaspa", AdaSpa)
 
 def register() -> None:
     from ..techniques import Technique, register as reg
-    family = "attention" if "attention" in __import__("effdiff.techniques", fromlist=["FAMILIES"]).FAMILIES else "systems"
+    family = "attention"
     reg(Technique("sliding-tile", family, SlidingTileConfig, apply_sliding_tile, _check,
                   exact=lambda n: SlidingTileConfig(window=10 ** 6), eager=lambda n: SlidingTileConfig(window=0),
                   paper="Zhang et al. 2025, Fast Video Generation with Sliding Tile Attention"))

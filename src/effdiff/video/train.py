@@ -103,7 +103,7 @@ class VideoTrainer(Trainer):
         codec = FrameCodec.zoo()
         meta["video"] = {"autoencoder": codec.name, "scale": codec.scale, "canvas": 32, "layout": "B C T H W",
                          "frames": self.vloss.frames, "data": "effdiff.video.data.moving_digits('train')"}
-        meta["card"]["command"] = f"python -m effdiff.video.train --preset {self.cfg.name} --out DIR"
+        meta["card"]["command"] = f"effdiff train --preset {self.cfg.name} --out DIR  (or python -m effdiff.video.train)"
         ckpt.save(path, tensors, meta)
         return path
 
