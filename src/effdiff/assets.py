@@ -29,7 +29,7 @@ def path(name: str) -> Path:
 
 def card(name: str) -> dict:
     """The model's JSON metadata: architecture, process, and its card (preset, seed, steps, metrics)."""
-    return json.loads(path(name).with_suffix(".json").read_text())
+    return json.loads(ckpt.files(path(name))[1].read_text())
 
 
 def check_export(meta: dict, where: str) -> None:

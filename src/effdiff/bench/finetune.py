@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from .. import zoo
+from ..checkpoint import files as ckpt_files
 from ..finetune import PRESETS, adherence, condition, domain, finetune, load, merge, preset
 from ..finetune.control import Controlled, controlled_denoiser
 from ..metrics import Evaluation
@@ -140,7 +141,7 @@ def step_costs(names: list[str], batch_size: int, rounds: int = 3, steps: int = 
 
 def _card(path: Path) -> dict:
     import json
-    return json.loads(path.with_suffix(".json").read_text())["card"]
+    return json.loads(ckpt_files(path)[1].read_text())["card"]
 
 
 def _stats(values: list[float], key: str) -> dict:
@@ -172,7 +173,7 @@ def follow_up(results: dict, configs, _measure) -> None:
         if row.paths:
             cards = [_card(p) for p in row.paths]
             r["trainable_params"] = cards[0]["trainable_params"]
-            r["file_bytes"] = row.paths[0].with_suffix(".safetensors").stat().st_size
+            r["file_bytes"] = ckpt_files(row.paths[0])[0].stat().st_size
             r["train_wall_s"], r["train_wall_s_sd"] = mean_sd([c["wall_time_s"] for c in cards])
             r["train_steps"], r["train_seeds"] = cards[0]["steps"], [c["seed"] for c in cards]
         else:

@@ -189,7 +189,7 @@ def train_curve(cfg: TrainConfig, run_dir, n: int = N_EVAL, log=None) -> dict:
     """Train ``cfg`` in ``run_dir`` (resuming), evaluating the EMA export at every checkpoint;
     the curve (``run_dir`` + ``.json``) is written after each point, so a kill loses one segment."""
     run_dir = Path(run_dir)
-    curve_path = run_dir.with_suffix(".json")
+    curve_path = run_dir.with_name(run_dir.name + ".json")     # a dotted run name keeps its dots
     curve = {"config": cfg.to_json(), "n": n, "points": []}
     if curve_path.exists():
         old = json.loads(curve_path.read_text())

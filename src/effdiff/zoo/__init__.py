@@ -36,7 +36,7 @@ def install(model_path, name: str, extra_metrics: dict | None = None) -> Path:
         meta = {**meta, **extra}
         ckpt.save(assets.WEIGHTS / name, tensors, meta)
     else:
-        atomic_write(assets.WEIGHTS / f"{name}.safetensors", src.with_suffix(".safetensors").read_bytes())
+        atomic_write(assets.WEIGHTS / f"{name}.safetensors", ckpt.files(src)[0].read_bytes())
         atomic_write(assets.WEIGHTS / f"{name}.json", ckpt.meta_json(meta, ckpt.integrity(tensors, meta)))
     atomic_write(assets.WEIGHTS / f"{name}.md", card_markdown(name, meta))
     return assets.WEIGHTS / name
