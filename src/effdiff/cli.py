@@ -118,17 +118,19 @@ def check_sample(model: str, out, solver: str, n: int, classes: list[int] | None
     return card, _labels(classes, n, card.get("num_classes", 0), model)
 
 
+def _adapters(a):
+    """LoRA files and a control model attached to the loaded model (``--lora``, ``--control``)."""
+    from .finetune.cli import sample_denoiser
+    return lambda den: sample_denoiser(den, a.lora, a.control, a.control_model, a.condition, a.n)
+
+
 def _sample(a):
     import effdiff as ed
     from .recipes import sample_model
     from .viz import save_grid
     _, cond = check_sample(a.model, a.out, a.solver, a.n, a.classes)
     den = ed.zoo.load(a.model)
-    wrap = None
-    if a.lora or a.control or a.control_model:
-        from .finetune.cli import sample_denoiser
-        def wrap(d):
-            return sample_denoiser(d, a.lora, a.control, a.control_model, a.condition, a.n)
+    wrap = _adapters(a) if a.lora or a.control or a.control_model else None
     out = sample_model(den, a.n, a.solver, a.schedule, a.steps, a.guidance, a.seed, cond, wrap, progress=not a.quiet,
                        guide=ed.guided)
     path = save_grid(out.result.x, a.out, nrow=10)
@@ -142,6 +144,8 @@ def _bench(a):
     from .io import check_writable
     if a.prereg:
         return _bench_prereg(a)
+    if a.study is not None:
+        return _study(a.study)
     models = a.models
     for m in models or []:
         _diffusion_card(m)
@@ -154,6 +158,15 @@ def _bench(a):
     print(table(res))
     if a.out:
         print(f"\nwrote {a.out}/results.json, {a.out}/pareto.png and sample grids in {a.out}/grids/")
+
+
+def _study(argv: list[str]):
+    """``bench --study NAME [ARGS]``: a registered bench study (``python -m effdiff.bench.studies`` lists them)."""
+    from .bench import studies
+    if not argv:
+        studies.main([])
+        return
+    studies.get(argv[0])(argv[1:])           # an unknown study: a KeyError naming the known ones
 
 
 def _bench_prereg(a):
@@ -250,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "committed to git and unchanged (effdiff.bench.prereg); its commit goes into results.json")
     b.add_argument("--repeats", type=positive, help="timed repeats per configuration (default 3, quick 1)")
     b.add_argument("--threads", type=positive, help="torch threads (default: all cores)")
+    b.add_argument("--study", nargs=argparse.REMAINDER, metavar="NAME [ARGS]",
+                   help="run a bench study instead of a suite (last option; no NAME: list them)")
     b.set_defaults(fn=_bench)
 
     sv = sub.add_parser("solvers", help="list the registered solvers")

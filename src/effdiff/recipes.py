@@ -60,12 +60,13 @@ class Sampled:
     schedule: str
 
 
-def grid_for(den, solver: str, schedule: str, steps: int):
+def grid_for(den, solver: str, schedule: str, steps: int, own_grid: bool = True):
     """(σ grid, solver, schedule description) a zoo model samples on: a distilled student's own grid
-    and solver, the full discrete grid for ``"full"``, else the named schedule over its process."""
+    and solver (unless ``own_grid`` is False), the full discrete grid for ``"full"``, else the named
+    schedule over its process."""
     from . import timesteps
     from .distill.student import Student
-    if isinstance(den, Student):
+    if own_grid and isinstance(den, Student):
         return den.grid(), den.spec.solver, f"its {den.spec.steps}-step student grid"
     if schedule == "full":
         return timesteps.full(den.process), solver, schedule
@@ -74,13 +75,15 @@ def grid_for(den, solver: str, schedule: str, steps: int):
 
 def sample_model(den, n: int, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps: int = 10,
                  guidance: float = 1.0, seed: int = 0, cond=None, wrap=None, progress: bool = False,
-                 guide=None) -> Sampled:
-    """``n`` images of a loaded zoo model of any kind; ``wrap(den)`` may attach adapters or control first;
-    ``guide(den, scale)`` applies the guidance (default ``denoisers.guided``)."""
+                 guide=None, own_grid: bool = True) -> Sampled:
+    """``n`` images of a loaded zoo model of any kind (seeded per-sample noise in its own shape, from its own
+    prior, decoded when it is a latent model); ``wrap(den)`` may attach adapters or control first;
+    ``guide(den, scale)`` applies the guidance (default ``denoisers.guided``); ``own_grid=False`` samples a
+    student on the named schedule instead of its own grid."""
     from .denoisers import guided
     from .latent.denoiser import images
     from .sampling import initial, sample
-    sig, solver, schedule = grid_for(den, solver, schedule, steps)
+    sig, solver, schedule = grid_for(den, solver, schedule, steps, own_grid)
     used = wrap(den) if wrap is not None else den
     x = initial(den, n, sig, seed=seed, cond=cond)
     res = sample((guide or guided)(used, guidance), x, sig, solver=solver, cond=cond, seed=seed, return_info=True,

@@ -145,10 +145,10 @@ def table() -> str:
 BENCH = register(SeedRange(
     "bench", 0, 99, "evaluation noise of `effdiff bench --seed S` (seeds S, S+1, ...): default suites 0-2, "
     "compress 0-9, distillation fresh seeds 3-35, the compress re-run 40-49 (docs/bench/PREREG-*.md)", n_max=10_000))
-TIMING = register(SeedRange("timing", 99, 100, "noise of timing-only batches (bench/compress/prune_depth.py), never scored"))
+TIMING = register(SeedRange("timing", 99, 100, "noise of timing-only batches (python -m effdiff.bench.studies prune-depth), never scored"))
 SELECTION = register(SeedRange(
     "selection", 100, 200, "choosing recipes and rows before a bench run: PTQ recipes 100-101, depth pruning + kd "
-    "100-102 (bench/compress/*.py)"))
+    "100-102 (bench studies depth-kd, select-ptq)"))
 PLAN_SCREENING = register(SeedRange("plan-screening", 200, 300, "plan search: screening candidates (effdiff.plan)"))
 PLAN_SELECTION = register(SeedRange("plan-selection", 300, 400, "plan search: picking among screened candidates"))
 PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan search: certifying the picked plan, "

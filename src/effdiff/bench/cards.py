@@ -12,10 +12,9 @@ import json
 
 import torch
 
-from .. import timesteps, zoo
-from ..latent.denoiser import images
+from .. import zoo
 from ..metrics import evaluation
-from ..sampling import initial, sample
+from ..recipes import sample_model
 from .scoring import REAL_METRICS, ROW_METRICS, dataset_of, labels_for, pm, summarize
 
 
@@ -26,11 +25,10 @@ def card_metrics(den, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps:
     ev = evaluation(ds)
     n = n or len(ev.ref_x)
     labels = labels_for(n, den.cond_classes)
-    sig = timesteps.get(schedule, steps, den.process)
     qs, real = [], []
     for s in seeds:
-        x = initial(den, n, sig, seed=s, cond=labels)
-        q = ev.score(images(den, sample(den, x, sig, solver=solver, cond=labels, seed=s)), labels, seed=s)
+        x = sample_model(den, n, solver, schedule, steps, seed=s, cond=labels, own_grid=False).result.x
+        q = ev.score(x, labels, seed=s)
         qs.append(q)
         real.append({k[len("real_vs_real_"):]: v for k, v in q.items() if k.startswith("real_vs_real_")})
     stats = summarize(qs, ROW_METRICS)

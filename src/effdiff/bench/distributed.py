@@ -5,15 +5,13 @@ and the FD change with its paired CI.
 
 The suite launches its own ranks (a ``Pool``: this process is rank 0, the others are spawned
 with gloo on CPU / NCCL on CUDA) on first use, or uses torchrun's ranks
-(``torchrun --nproc-per-node 2 -m effdiff.distributed bench``). The single-rank rows run with all
+(``torchrun --nproc-per-node 2 -m effdiff.bench.distributed``). The single-rank rows run with all
 of the bench's threads, each of the R ranks with threads / R, so both use the same cores.
 """
 from __future__ import annotations
 
 import atexit
 from pathlib import Path
-
-import torch
 
 from .. import zoo
 from ..denoisers import CFG
@@ -131,3 +129,41 @@ def report(results: dict, out: Path) -> str:
 
 
 register_suite("distributed", _distributed, models=["digits-unet", "digits-dit"], report=report)
+
+
+def main(argv=None) -> int:
+    """``torchrun --nproc-per-node N -m effdiff.bench.distributed [--models ...]``: the suite on torchrun's ranks
+    (rank 0 runs the bench, the others follow its pool calls); without torchrun the suite spawns its own."""
+    import argparse
+    from ..distributed import agree
+    from ..distributed.launch import init_from_env, is_writer, serve, world_size
+    from .runner import run, table
+    p = argparse.ArgumentParser(prog="python -m effdiff.bench.distributed", description=main.__doc__)
+    p.add_argument("--models")
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--out")
+    p.add_argument("--samples", type=int)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--repeats", type=int)
+    a = p.parse_args(argv)
+    import torch.distributed as dist
+    try:
+        init_from_env()
+        agree(vars(a))
+        if not is_writer():
+            serve()                    # rank > 0: follow rank 0's pool calls
+            return 0
+        with Pool(world_size()) as pool:
+            use_pool(pool)
+            res = run(models=a.models.split(",") if a.models else None, suite_name="distributed", quick=a.quick,
+                      out=a.out, n_samples=a.samples, seed=a.seed, repeats=a.repeats)
+            use_pool(None)
+        print(table(res))
+        return 0
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

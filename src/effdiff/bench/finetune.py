@@ -30,7 +30,8 @@ from .scoring import mean_sd, pm, t_interval
 STEPS, SOLVER = 20, "ddim"
 TRAIN_SEEDS = {False: (0, 1, 2), True: (0,)}
 QUICK_TRAINING = dict(steps=40, batch_size=16, warmup=5, ckpt_every=20)
-_ROWS: dict[tuple[str, str], "_Row"] = {}       # (model, row label) -> the row's state for the follow-up
+ROWS: dict[tuple[str, str], "Row"] = {}       # (model, row label) -> the row's state for the follow-up
+STEP_COSTS = True      # the follow-up times every trained row's training step (a study may skip it)
 
 
 def runs_root(quick: bool) -> Path:
@@ -55,7 +56,7 @@ def hints_for(labels: torch.Tensor, name: str = "edges") -> torch.Tensor:
     return condition(name, x[idx])
 
 
-class _Row:
+class Row:
     """One method on one backbone: trained models per seed, their samples per sampling seed."""
 
     def __init__(self, model: str, label: str, preset_name: str | None, quick: bool, merged: bool = False):
@@ -110,8 +111,8 @@ def _finetune(model: str, quick: bool) -> list[BenchConfig]:
         if name is not None and name not in PRESETS:
             continue
         for merged in ((False, True) if label == "lora" else (False,)):
-            row = _Row(model, label + ("-merged" if merged else ""), name, quick, merged)
-            _ROWS[(model, row.label)] = row
+            row = Row(model, label + ("-merged" if merged else ""), name, quick, merged)
+            ROWS[(model, row.label)] = row
             out.append(BenchConfig(model, row.label, SOLVER, "uniform", STEPS, reference=name is None,
                                    baseline=None if name is None else "base", setup=row.setup, generate=row.generate))
     return out
@@ -149,7 +150,7 @@ def _stats(values: list[float], key: str) -> dict:
     return {key: m, f"{key}_sd": sd, f"{key}_ci": t_interval(values), f"{key}_per_seed": values}
 
 
-def _evaluations() -> dict:
+def evaluations() -> dict:
     """Target-domain evaluation (held-out target split as reference, in the digits evaluation network)."""
     return {"thick": Evaluation("digits", net=zoo.load("digits-eval"), reference=domain("thick", "test"),
                                 train=domain("thick", "train"))}
@@ -157,9 +158,9 @@ def _evaluations() -> dict:
 
 def follow_up(results: dict, configs, _measure) -> None:
     """Add target FD, adherence, trainable parameters, file size and train time to each row."""
-    ev = _evaluations()["thick"]
+    ev = evaluations()["thick"]
     for r in results["rows"]:
-        row = _ROWS.get((r["model"], r["config"]))
+        row = ROWS.get((r["model"], r["config"]))
         if row is None or not row.samples:
             continue
         seeds = sorted(row.samples)
@@ -179,14 +180,15 @@ def follow_up(results: dict, configs, _measure) -> None:
         else:
             r["trainable_params"] = r["file_bytes"] = 0
         r["base_params"] = sum(p.numel() for p in zoo.load(r["model"]).net.parameters())
-    _add_step_costs(results)
+    if STEP_COSTS:
+        add_step_costs(results)
 
 
-def _add_step_costs(results: dict) -> None:
+def add_step_costs(results: dict) -> None:
     """Training cost per step of every trained row, measured side by side (see ``step_costs``)."""
     by_model: dict[str, list] = {}
     for r in results["rows"]:
-        row = _ROWS.get((r["model"], r["config"]))
+        row = ROWS.get((r["model"], r["config"]))
         if row is not None and row.preset and not row.merged:
             by_model.setdefault(r["model"], []).append((r, row))
     for model, pairs in by_model.items():
@@ -226,3 +228,6 @@ def report(results: dict, out: Path) -> str:
 
 
 register_suite("finetune", _finetune, models=["digits-unet", "digits-dit"], report=report, follow_up=follow_up)
+
+
+_ROWS, _Row, _evaluations, _add_step_costs = ROWS, Row, evaluations, add_step_costs    # the old private names

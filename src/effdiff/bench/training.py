@@ -172,15 +172,12 @@ def _ckpt_step(run_dir: Path) -> int | None:
 
 def evaluate(model_stem: Path, seed: int, n: int) -> dict:
     """FD vs held-out (and friends) of ``n`` class-balanced samples of an exported model."""
-    from .. import timesteps
     from ..metrics import score
-    from ..sampling import initial, sample
+    from ..recipes import sample_model
     den = zoo.from_checkpoint(model_stem)
-    sig = timesteps.get(SCHEDULE, SOLVER_STEPS, den.process)
     labels = labels_for(n, den.meta.get("num_classes", 0))
-    x = initial(den, n, sig, seed=seed, cond=labels)
     with torch.no_grad():
-        out = sample(den, x, sig, solver=SOLVER, cond=labels, seed=seed)
+        out = sample_model(den, n, SOLVER, SCHEDULE, SOLVER_STEPS, seed=seed, cond=labels, own_grid=False).result.x
     q = score(out, labels, dataset="digits", seed=seed, real_vs_real=False)
     return {k: q[k] for k in ("fd", "fd_pixel", "class_acc") if q.get(k) is not None}
 

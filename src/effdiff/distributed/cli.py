@@ -1,4 +1,5 @@
-"""Command line under torchrun: ``torchrun --nproc-per-node N -m effdiff.distributed sample|bench``.
+"""Command line under torchrun: ``torchrun --nproc-per-node N -m effdiff.distributed sample`` (the bench's
+distributed suite on torchrun's ranks: ``torchrun --nproc-per-node N -m effdiff.bench.distributed``).
 
 Every rank joins the process group from torchrun's environment (gloo on CPU, NCCL on CUDA),
 checks that all ranks got the same arguments (``agree``), and runs the same sampling loop with
@@ -11,11 +12,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-import torch
-
-from ..cli import MAX_SAMPLES, MAX_STEPS, _ranged_int, guidance_type, model_list, positive, seed_type
+from ..cli import MAX_SAMPLES, MAX_STEPS, _ranged_int, guidance_type, seed_type
 from .agree import agree
-from .launch import init_from_env, is_writer, serve, world_size
+from .launch import init_from_env, is_writer, world_size
 from .methods import METHODS, parallel
 
 
@@ -70,32 +69,6 @@ def _sample(a) -> None:
         print(f"wrote {path}: {a.samples} samples, {a.model}, {a.parallel} on {world_size()} rank(s), {res.nfe} NFE")
 
 
-def _bench(a) -> None:
-    from ..bench.runner import suite
-    from ..cli import _diffusion_card
-    from ..io import check_writable
-    for m in a.models or []:                  # the checks of `effdiff bench`, before any rank works
-        _diffusion_card(m)
-    suite("distributed", a.models or [])
-    if a.out:
-        check_writable(a.out, directory=True)
-    init_from_env()
-    agree({k: v for k, v in vars(a).items() if k != "fn"})
-    if not is_writer():
-        serve()                        # rank > 0: follow rank 0's pool calls
-        return
-    from ..bench import run
-    from ..bench.runner import table
-    from .launch import Pool
-    from ..bench import distributed as bench_dist
-    with Pool(world_size()) as pool:
-        bench_dist.use_pool(pool)
-        res = run(models=a.models, suite_name="distributed", quick=a.quick,
-                  out=a.out, n_samples=a.samples, seed=a.seed, repeats=a.repeats)
-        bench_dist.use_pool(None)
-    print(table(res))
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m effdiff.distributed",
                                 description="parallel inference on torch.distributed (run under torchrun)")
@@ -113,14 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-tensor", help="also write the samples as a safetensors file (rank 0)")
     add_parallel_arguments(s)
     s.set_defaults(fn=_sample)
-    b = sub.add_parser("bench", help="the distributed bench suite on the torchrun ranks")
-    b.add_argument("--models", type=model_list)
-    b.add_argument("--quick", action="store_true")
-    b.add_argument("--out")
-    b.add_argument("--samples", type=_ranged_int(1, MAX_SAMPLES))
-    b.add_argument("--seed", type=seed_type, default=0)
-    b.add_argument("--repeats", type=positive)
-    b.set_defaults(fn=_bench)
     return p
 
 

@@ -40,7 +40,7 @@ PRESETS: dict[str, TrainConfig] = {
     # latent diffusion, second stage: digits-dit's recipe (flow matching, velocity, logit-normal t) on the
     # mnist-ae latents (7x7x4, scaled to unit std); patch size 1 -> 49 tokens; 8.2M MACs per evaluation
     # vs 72M for mnist-unet's, the decoder (18M) once per sample. 2 heads and MLP ratio 2 cut the work
-    # that does not shrink with MACs on a CPU (bench/latent/candidates.py); 6000 steps to pass
+    # that does not shrink with MACs on a CPU (python -m effdiff.bench.studies latent-candidates); 6000 steps to pass
     # mnist-unet's FD (3000 steps: 3.69). Needs mnist-ae in the zoo. See docs/latent.md.
     "mnist-ldm-dit": TrainConfig(
         name="mnist-ldm-dit", task="diffusion", arch="dit", data="mnist-latent",

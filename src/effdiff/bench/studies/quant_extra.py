@@ -1,7 +1,7 @@
 """W4A8 beyond PTQ: SVDQuant and EfficientDM-style LoRA QAT against timestep-aware PTQ and fp32, with
 the same noise (issue 11, items 3 and 4).
 
-    taskset -c 1 python bench/compress/quant_extra.py --out bench-out/quant
+    taskset -c 1 python -m effdiff.bench.studies quant-extra --out bench-out/quant
 
 Per model (digits-unet, digits-dit): DDIM 10 steps (uniform schedule), n samples per seed, noise seeds
 0, 1, 2, labels i % 10; FD against held-out digits (``ed.metrics.score``), paired change vs fp32
@@ -22,13 +22,18 @@ from pathlib import Path
 
 import torch
 
-import effdiff as ed
-from effdiff import techniques as T
-from effdiff.bench.scoring import mean_sd, paired_change, pct_ci, pm
-from effdiff.io import atomic_write
-from effdiff.quant.ptq import PTQConfig
-from effdiff.quant.qat import QATConfig
-from effdiff.quant.svdquant import SVDQuantConfig
+from ... import techniques as T
+from ... import timesteps, zoo
+from ...data import class_labels
+from ...io import atomic_write
+from ...metrics import score
+from ...quant.ptq import PTQConfig
+from ...quant.qat import QATConfig
+from ...quant.svdquant import SVDQuantConfig
+from ...sampling import initial, sample
+from ..scoring import dataset_of, mean_sd, paired_change, pct_ci, pm
+from . import register
+from .compress import calibration
 
 
 def rows(qat_steps: int) -> dict:
@@ -38,9 +43,9 @@ def rows(qat_steps: int) -> dict:
 
 
 def generate(den, sig, n: int, seed: int):
-    labels = torch.arange(n) % 10
+    labels = class_labels(n, den.cond_classes)
     with torch.no_grad():
-        return ed.sample(den, ed.sampling.randn((n, 1, 8, 8), seed=seed) * sig[0].float(), sig, "ddim", cond=labels), labels
+        return sample(den, initial(den, n, sig, seed=seed, cond=labels), sig, "ddim", cond=labels), labels
 
 
 def evaluate(den, sig, n: int, seeds: list[int], ref: dict | None) -> tuple[dict, dict]:
@@ -49,7 +54,7 @@ def evaluate(den, sig, n: int, seeds: list[int], ref: dict | None) -> tuple[dict
     for s in seeds:
         x, labels = generate(den, sig, n, s)
         samples[s] = x
-        out["fd"].append(float(ed.metrics.score(x, labels, dataset="digits", seed=s)["fd"]))
+        out["fd"].append(float(score(x, labels, dataset=dataset_of(den), seed=s)["fd"]))
         if ref is not None:
             out["mse_to_fp32"].append(float((x - ref[s]).pow(2).mean()))
     out["seconds"] = time.perf_counter() - t0
@@ -60,14 +65,16 @@ def describe(cfg) -> dict:
     return {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name not in ("state", "ptq")}
 
 
-def main():
-    ap = argparse.ArgumentParser()
+@register("quant-extra")
+def main(argv=None):
+    """W4A8 beyond PTQ: SVDQuant and LoRA QAT against timestep-aware PTQ and fp32, with the same noise."""
+    ap = argparse.ArgumentParser(prog="quant-extra", description=__doc__)
     ap.add_argument("--models", nargs="+", default=["digits-unet", "digits-dit"])
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--qat-steps", type=int, default=200)
     ap.add_argument("--out", default="bench-out/quant")
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -77,9 +84,9 @@ def main():
         res.update({"model": model, "solver": "ddim", "steps": 10, "n": a.n, "seeds": a.seeds, "threads": 1,
                     "machine": "2-core AMD EPYC, torch " + torch.__version__ + ", core 1 shared with other jobs"})
         res.setdefault("rows", {})
-        den = ed.zoo.load(model)
-        sig = ed.timesteps.get("uniform", 10, den.process)
-        run = T.Run(ed.sampling.randn((32, 1, 8, 8), seed=12345) * sig[0].float(), sig, "ddim", torch.arange(32) % 10)
+        den = zoo.load(model)
+        sig = timesteps.get("uniform", 10, den.process)
+        run = calibration(den, sig, class_labels(32, den.cond_classes))
         fp, ref = evaluate(den, sig, a.n, a.seeds, None)
         res["rows"]["fp32"] = fp
         for label, (name, cfg) in rows(a.qat_steps).items():
@@ -118,6 +125,3 @@ def main():
                   f"{mean_sd(row['mse_to_fp32'])[0]:.4f} | {st['packed_bytes']} / {st['fp32_bytes']} "
                   f"({st['compression']:.1f}x) | {row['prepare_seconds']:.0f} |", flush=True)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Depth / head pruning of a zoo model, a short fine-tune, and its quality and speed against the
 unpruned model with the same noise (issue 11).
 
-    taskset -c 1 python bench/compress/prune_depth.py --model digits-dit --drop 0.4 --steps 800 --out bench-out/prune
+    taskset -c 1 python -m effdiff.bench.studies prune-depth --model digits-dit --drop 0.4 --steps 800 --out bench-out/prune
 
 Depth: ``--drop`` (a MAC share, or an int: blocks) chosen by ``--criterion`` on a 32-sample DDIM-10 run
 (noise seed 12345, not an evaluation seed); heads: ``--heads`` (share of each layer's heads, Taylor
@@ -19,26 +19,31 @@ from pathlib import Path
 
 import torch
 
-import effdiff as ed
-from effdiff import techniques as T
-from effdiff.bench.scoring import mean_sd, paired_change, pct_ci
-from effdiff.prune.depth import DepthPruningConfig, net_macs
-from effdiff.prune.diff_pruning import finetune
-from effdiff.prune.heads import HeadPruningConfig
-from effdiff.prune.io import load_pruned, save_pruned
+from ... import techniques as T
+from ... import timesteps, zoo
+from ...data import class_labels
+from ...metrics import score
+from ...prune.depth import DepthPruningConfig, net_macs
+from ...prune.diff_pruning import finetune
+from ...prune.heads import HeadPruningConfig
+from ...prune.io import load_pruned, save_pruned
+from ...sampling import initial, sample
+from ..scoring import dataset_of, mean_sd, paired_change, pct_ci
+from . import register
+from .compress import calibration
 
 
 def generate(den, sig, n: int, seed: int, solver: str):
-    labels = torch.arange(n) % 10
+    labels = class_labels(n, den.cond_classes)
     with torch.no_grad():
-        return ed.sample(den, ed.sampling.randn((n, 1, 8, 8), seed=seed) * sig[0].float(), sig, solver, cond=labels), labels
+        return sample(den, initial(den, n, sig, seed=seed, cond=labels), sig, solver, cond=labels), labels
 
 
 def fds(den, sig, n, seeds, solver):
     out = []
     for s in seeds:
         x, labels = generate(den, sig, n, s, solver)
-        out.append(float(ed.metrics.score(x, labels, dataset="digits", seed=s)["fd"]))
+        out.append(float(score(x, labels, dataset=dataset_of(den), seed=s)["fd"]))
     return out
 
 
@@ -55,8 +60,10 @@ def interleaved_ms(dens: dict, sig, solver: str, batch: int = 50, repeats: int =
     return {k: {"median": statistics.median(v), "all": v} for k, v in times.items()}
 
 
-def main():
-    ap = argparse.ArgumentParser()
+@register("prune-depth")
+def main(argv=None):
+    """Depth / head pruning of a zoo model, a short fine-tune, quality and speed against the unpruned model."""
+    ap = argparse.ArgumentParser(prog="prune-depth", description=__doc__)
     ap.add_argument("--model", default="digits-dit")
     ap.add_argument("--drop", default="0.4", help="float: MAC share removed by depth pruning; int: blocks; 0: none")
     ap.add_argument("--criterion", default="greedy")
@@ -68,15 +75,15 @@ def main():
     ap.add_argument("--solver", default="ddim")
     ap.add_argument("--out", default="bench-out/prune")
     ap.add_argument("--tag", default=None)
-    a = ap.parse_args()
+    a = ap.parse_args(argv)
     torch.set_num_threads(1)
     drop = float(a.drop) if "." in a.drop else int(a.drop)
     tag = a.tag or f"{a.model}-drop{a.drop}-heads{a.heads}-{a.criterion}-ft{a.steps}"
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    base, den = ed.zoo.load(a.model), ed.zoo.load(a.model)
-    sig = ed.timesteps.get("uniform", 10, base.process)
-    run = T.Run(ed.sampling.randn((32, 1, 8, 8), seed=12345) * sig[0].float(), sig, a.solver, torch.arange(32) % 10)
+    base, den = zoo.load(a.model), zoo.load(a.model)
+    sig = timesteps.get("uniform", 10, base.process)
+    run = calibration(den, sig, class_labels(32, den.cond_classes), a.solver)
     res = {"model": a.model, "args": vars(a), "solver": a.solver, "steps": 10, "n": a.n, "seeds": a.seeds,
            "macs_before": net_macs(base.net), "params_before": sum(p.numel() for p in base.net.parameters())}
     t0 = time.time()
@@ -105,14 +112,11 @@ def main():
         res[k + "_change"] = {"mean": c, "ci": ci, "text": pct_ci(c, ci)}
     res["ms_per_sample"] = interleaved_ms({"base": base, "pruned": den}, sig, a.solver)
     res["speedup"] = res["ms_per_sample"]["base"]["median"] / res["ms_per_sample"]["pruned"]["median"]
-    save_pruned(den, out / f"{tag}-model", card={"pruned_by": f"bench/compress/prune_depth.py {tag}", "finetune_steps": a.steps})
-    x = torch.randn(4, 1, 8, 8)
-    res["reload_identical"] = bool(torch.equal(load_pruned(out / f"{tag}-model")(x, torch.ones(4), torch.arange(4)),
-                                               den(x, torch.ones(4), torch.arange(4))))
+    save_pruned(den, out / f"{tag}-model", card={"pruned_by": f"effdiff.bench.studies prune-depth {tag}", "finetune_steps": a.steps})
+    x, lab = initial(den, 4, sig, seed=0), class_labels(4, den.cond_classes)
+    res["reload_identical"] = bool(torch.equal(load_pruned(out / f"{tag}-model")(x, torch.ones(4), lab),
+                                               den(x, torch.ones(4), lab)))
     (out / f"{tag}.json").write_text(json.dumps(res, indent=1))
     print(tag, "FD base", res["fd_base"], "no-ft", res["fd_pruned_no_ft_change"]["text"], "ft",
           res["fd_pruned"], res["fd_pruned_change"]["text"], f"speedup {res['speedup']:.2f}x", flush=True)
 
-
-if __name__ == "__main__":
-    main()

@@ -1,7 +1,7 @@
 """Latent vs pixel diffusion on MNIST: training cost per step, sampling MACs and ms per sample (the
 latent model's decode included, once per sample) and FD against held-out data, same solver and steps.
 
-    taskset -c 0 python -m effdiff.latent.compare --out bench-latent       # the timed comparison
+    taskset -c 0 python -m effdiff.bench.studies latent-compare --out bench-latent    # the timed comparison
 
 Sampling rows come from ``effdiff.bench.run`` (warm-up, interleaved timed rounds, FD ± sd over seeds
 through ``metrics.score``, real-vs-real at the same n); the FD difference is per seed (same seed and
@@ -15,16 +15,19 @@ import argparse
 import json
 import statistics
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-from ..bench.config import BenchConfig
-from ..bench.scoring import mean_sd, pm, t_interval
-from ..bench.timing import timed
-from ..metrics import pinned_threads
 from torch.utils.flop_counter import FlopCounterMode
-from .denoiser import decode_macs
+
+from ...latent.denoiser import decode_macs
+from ...metrics import pinned_threads
+from ..config import BenchConfig
+from ..scoring import mean_sd, pm, t_interval
+from ..timing import timed
+from . import register
 
 PAIR = ("mnist-unet", "mnist-ldm-dit")
 
@@ -32,8 +35,8 @@ PAIR = ("mnist-unet", "mnist-ldm-dit")
 def train_cost(preset_name: str, steps: int = 10, warmup: int = 3) -> dict:
     """Median seconds per optimizer step of ``preset_name``'s Trainer (its batch size), and MACs per
     training sample (forward + backward of the loss)."""
-    from ..training import preset
-    from ..training.trainer import trainer_class
+    from ...training import preset
+    from ...training.trainer import trainer_class
     cfg = preset(preset_name, steps=warmup + steps + 1, ckpt_every=10 ** 6)
     with tempfile.TemporaryDirectory() as d:
         tr = trainer_class(cfg)(cfg, d, progress=False)
@@ -52,7 +55,7 @@ def train_cost(preset_name: str, steps: int = 10, warmup: int = 3) -> dict:
 
 def sampling_rows(models, solver: str, schedule: str, steps: int, n: int, seeds: int, threads: int,
                   repeats: int, out=None) -> dict:
-    from ..bench.runner import run
+    from ..runner import run
     configs = [BenchConfig(m, f"{solver}-{steps}", solver, schedule, steps, reference=True) for m in models]
     return run(models=list(models), configs=configs, n_samples=n, n_seeds=seeds, repeats=repeats, threads=threads,
                out=out, verbose=True)
@@ -60,7 +63,7 @@ def sampling_rows(models, solver: str, schedule: str, steps: int, n: int, seeds:
 
 def compare(models=PAIR, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps: int = 20, n: int = 360,
             seeds: int = 3, threads: int = 1, repeats: int = 3, train_steps: int = 10, out=None) -> dict:
-    from .. import zoo
+    from ... import zoo
     out = Path(out) if out else None
     with pinned_threads(threads):
         train = {m: train_cost(zoo.card(m)["card"]["preset"], train_steps) for m in models}
@@ -94,7 +97,7 @@ def compare(models=PAIR, solver: str = "dpmpp-2m", schedule: str = "logsnr", ste
                          "train_ms_per_sample": a["ms_per_train_sample"] / b["ms_per_train_sample"]}}
     result["table"] = table(result)
     if out is not None:
-        from ..io import atomic_write
+        from ...io import atomic_write
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "latent_compare.json", json.dumps(result, indent=1, default=str))
         atomic_write(out / "latent_compare.md", result["table"] + "\n")
@@ -107,14 +110,14 @@ def autoencoder_metrics(ae, dataset: str = "mnist", n: int = 1000, seeds=(0, 1, 
     their reconstructions ``decode(E[z|x])`` scored by ``metrics`` against held-out data on each seed
     (FD ± sd), beside the held-out reconstruction MSE. A latent model's samples cannot beat the
     reconstructions' FD by much: they are decoded by the same decoder."""
-    from ..bench.scoring import labels_for, summarize
-    from ..data import dataset as load
-    from ..metrics import evaluation
-    from .encode import reconstruction_error
+    from ...data import class_labels, dataset as load
+    from ...latent.encode import reconstruction_error
+    from ...metrics import evaluation
+    from ..scoring import summarize
     ev = evaluation(dataset)
     rec, real = [], []
     for s in seeds:
-        rx, ry = ev.real_sample(labels_for(n, ev.num_classes), n, torch.Generator().manual_seed(s))
+        rx, ry = ev.real_sample(class_labels(n, ev.num_classes), n, torch.Generator().manual_seed(s))
         real.append(ev.quality(rx, ry))
         rec.append(ev.quality(ae.decode(ae.encode(rx)[0]), ry))
     r, q = summarize(rec, ("fd", "fd_pixel", "class_acc")), summarize(real, ("fd", "fd_pixel", "class_acc"))
@@ -125,7 +128,7 @@ def autoencoder_metrics(ae, dataset: str = "mnist", n: int = 1000, seeds=(0, 1, 
     out["reconstruction_summary"] = (f"{n} training images reconstructed: FD {pm(r['fd'], r['fd_sd'])} vs the same "
                                      f"images unreconstructed {pm(q['fd'], q['fd_sd'])} (held-out, seeds "
                                      f"{list(seeds)}); held-out MSE {err['mse']:.4f} ([-1, 1] scale), PSNR "
-                                     f"{err['psnr_db']:.1f} dB; `python -m effdiff.latent.compare --autoencoder-card NAME`")
+                                     f"{err['psnr_db']:.1f} dB; `python -m effdiff.bench.studies latent-compare --autoencoder-card NAME`")
     return out
 
 
@@ -155,8 +158,10 @@ def table(res: dict) -> str:
     return "\n".join(lines)
 
 
+@register("latent-compare")
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(prog="python -m effdiff.latent.compare", description=__doc__.split("\n\n")[0])
+    """Latent vs pixel diffusion on MNIST: training cost, sampling MACs and time, FD (docs/latent.md)."""
+    p = argparse.ArgumentParser(prog="latent-compare", description=__doc__.split("\n\n")[0])
     p.add_argument("--models", nargs=2, default=list(PAIR), metavar=("PIXEL", "LATENT"))
     p.add_argument("--solver", default="dpmpp-2m")
     p.add_argument("--schedule", default="logsnr")
@@ -171,11 +176,11 @@ def main(argv=None) -> None:
                    help="only score zoo autoencoder NAME's reconstructions and write them into its card")
     a = p.parse_args(argv)
     if a.autoencoder_card:
-        from .. import zoo
-        from ..bench.cards import update_card
+        from ... import zoo
+        from ...training.presets import PRESETS
+        from ..cards import update_card
         torch.set_num_threads(a.threads)
         ds = zoo.card(a.autoencoder_card)["card"]["preset"]
-        from ..training.presets import PRESETS
         m = autoencoder_metrics(zoo.load(a.autoencoder_card), PRESETS[ds].data if ds in PRESETS else "mnist")
         print(json.dumps(m, indent=1))
         update_card(a.autoencoder_card, m)
@@ -186,5 +191,77 @@ def main(argv=None) -> None:
     print(res["table"])
 
 
-if __name__ == "__main__":
-    main()
+# ---- which latent network (docs/latent.md, "Choosing the latent network") --------------------
+# Which latent DiT meets "≥ 4x cheaper than mnist-unet in measured time"? Times one training step
+# (each preset's own Trainer, batch 64) and one batch-360 forward of the pixel `mnist-unet` and of
+# DiT variants on the 7x7x4 latents, interleaved in rounds (median of 7 after 3 warm-up steps).
+#
+#     taskset -c 0 python -m effdiff.bench.studies latent-candidates      # alone on its core, 1 thread (~3 min)
+#
+# Ratios are pixel time / candidate time; the sampling ratio excludes the decoder (18.3M MACs once
+# per sample, ~6% of a 20-step latent run). Results: docs/latent.md, "Choosing the latent network".
+
+BASE = dict(patch_size=1, hidden_size=64, depth=6, num_heads=4, num_classes=10, in_channels=4, image_size=7)
+CANDIDATES = {"depth 6, 4 heads, mlp 4 (first shipped)": {}, "depth 4": dict(depth=4),
+              "depth 4, mlp 2": dict(depth=4, mlp_ratio=2.0), "depth 4, 2 heads": dict(depth=4, num_heads=2),
+              "depth 6, 2 heads": dict(num_heads=2), "depth 5, 2 heads, mlp 2": dict(depth=5, num_heads=2, mlp_ratio=2.0),
+              "depth 4, 2 heads, mlp 2": dict(depth=4, num_heads=2, mlp_ratio=2.0),
+              "depth 6, 2 heads, mlp 2": dict(num_heads=2, mlp_ratio=2.0), "depth 5, 2 heads": dict(depth=5, num_heads=2)}
+
+
+def _macs(net, x) -> float:
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(x, torch.rand(len(x)), torch.randint(0, 10, (len(x),)))
+    return fc.get_total_flops() / 2 / len(x)
+
+
+def _batch(model: dict, n: int = 360):
+    """A random batch in a network config's input shape."""
+    return torch.randn(n, model.get("in_channels", 1), model["image_size"], model["image_size"])
+
+
+@register("latent-candidates")
+def candidates(argv=None) -> None:
+    """Which latent DiT is >= 4x cheaper than the pixel model in measured time (train step, batch-360 forward)?"""
+    p = argparse.ArgumentParser(prog="latent-candidates", description=candidates.__doc__)
+    p.add_argument("--rounds", type=int, default=7)
+    rounds = p.parse_args(argv).rounds
+    torch.set_num_threads(1)
+    from ... import zoo
+    from ...models.dit import DiT, DiTConfig
+    from ...training import preset
+    from ...training.trainer import trainer_class
+    tmp = tempfile.mkdtemp()
+    trainers, nets = {}, {}
+    cfg = preset("mnist-unet", steps=100, ckpt_every=10 ** 6)
+    trainers["mnist-unet"] = trainer_class(cfg)(cfg, f"{tmp}/pixel", progress=False)
+    nets["mnist-unet"] = (zoo.load("mnist-unet").net, _batch(zoo.card("mnist-unet")["model"]))
+    for i, (name, kw) in enumerate(CANDIDATES.items()):
+        cfg = preset("mnist-ldm-dit", steps=100, ckpt_every=10 ** 6, model={**BASE, **kw})
+        trainers[name] = trainer_class(cfg)(cfg, f"{tmp}/{i}", progress=False)
+        nets[name] = (DiT(DiTConfig(**{**BASE, **kw})).eval(), _batch({**BASE, **kw}))
+    for tr in trainers.values():
+        for _ in range(3):
+            tr.train_step()
+    train = {k: [] for k in trainers}
+    fwd = {k: [] for k in nets}
+    for _ in range(rounds):
+        for k, tr in trainers.items():
+            t = time.perf_counter()
+            tr.train_step()
+            train[k].append(time.perf_counter() - t)
+        for k, (net, x) in nets.items():
+            with torch.no_grad():
+                t_, y = torch.rand(len(x)), torch.randint(0, 10, (len(x),))
+                t = time.perf_counter()
+                net(x, t_, y)
+                fwd[k].append(time.perf_counter() - t)
+    tr_ms = {k: 1000 * statistics.median(v) for k, v in train.items()}
+    fw_ms = {k: 1000 * statistics.median(v) for k, v in fwd.items()}
+    print("| network | params | MACs/evaluation | train step (batch 64) | pixel / this | forward (batch 360) | pixel / this |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for k, (net, x) in nets.items():
+        p = sum(q.numel() for q in net.parameters()) / 1e6
+        print(f"| {k} | {p:.2f}M | {_macs(net, x[:8]) / 1e6:.1f}M | {tr_ms[k]:.0f} ms | {tr_ms['mnist-unet'] / tr_ms[k]:.2f}x | "
+              f"{fw_ms[k]:.0f} ms | {fw_ms['mnist-unet'] / fw_ms[k]:.2f}x |")
+
