@@ -75,12 +75,11 @@ TABLE: dict[str, tuple[tuple[str, str], ...]] = {
     "app": (
         ("effdiff", "the package's front door (lazy re-exports)"),
         ("effdiff.cli", "`effdiff ...`"),
-        ("effdiff.bench", "the bench harness, suites and studies"),
+        ("effdiff.bench", "the bench harness, suites and studies (`effdiff.bench.studies`)"),
         ("effdiff.report", "the HTML report"),
         ("effdiff.viz", "sample grids and plots"),
         ("effdiff.distributed.cli", "`python -m effdiff.distributed`"),
         ("effdiff.distributed.__main__", "`python -m effdiff.distributed`"),
-        ("effdiff.latent.compare", "a bench study of latent vs pixel models"),
     ),
 }
 

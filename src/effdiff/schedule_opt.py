@@ -12,11 +12,9 @@ a JSON file wherever you write it, reached as ``timesteps.get("path/to/file.json
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import timesteps

@@ -13,13 +13,9 @@ from ..aliases import alias
 from ..assets import card, names
 from ..io import atomic_write
 from .cards import card_markdown
-from ..kinds import check_config as _check_config, denoiser as _denoiser, from_checkpoint, install_meta, kind_of, load
+from ..kinds import from_checkpoint, install_meta, kind_of, load
 
 __all__ = ["WEIGHTS", "names", "card", "load", "from_checkpoint", "install", "card_markdown"]
-
-
-def _path(name: str):
-    return assets.path(name)
 
 
 def install(model_path, name: str, extra_metrics: dict | None = None) -> Path:
