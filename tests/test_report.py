@@ -47,35 +47,111 @@ def _png(path: Path, shade: int):
     Image.new("L", (4, 3), shade).save(path)
 
 
-def test_every_row_and_image_is_in_the_page(tmp_path):
-    rows = [{"config": f"c{i}", "nfe": 10 * i, "fd": 1.5 / (i + 1), "fd_ci": [0.1, 0.2], "seeds": [0, 1, 2]}
-            for i in range(5)]
-    (tmp_path / "results.json").write_text(json.dumps({"seed": 7, "n_samples": 64, "machine": {"cpu": "X<1>"},
-                                                       "rows": rows, "best": rows[:2]}))
+def _folder(tmp_path, results) -> Path:
+    (tmp_path / "results.json").write_text(json.dumps(results))
+    return tmp_path
+
+
+def test_key_columns_first_one_table_per_model_grids_beside_rows(tmp_path):
+    rows = [{"model": m, "config": f"c{i}", "nfe": 10 * i, "ms_per_sample": 2.0 * i, "ms_sd": 0.1,
+             "speedup": 1.0 + i, "fd": 1.5 / (i + 1), "fd_sd": 0.2, "reference": i == 0, "ms_runs": [1, 2],
+             "fd_vs_ref": None if i == 0 else 0.05 * i, "fd_vs_ref_ci": None if i == 0 else [-0.01, 0.2 * i],
+             "mem_asymmetry": 0.93, "seeds": [0, 1, 2]} for m in ("m1", "m2") for i in range(3)]
+    _folder(tmp_path, {"seeds": [0, 1, 2], "n_samples": 64, "machine": {"cpu": "X<1>"}, "rows": rows,
+                       "best": [{"budget": 5, "config": "c1"}]})
     _png(tmp_path / "pareto.png", 10)
     (tmp_path / "grids").mkdir()
-    _png(tmp_path / "grids" / "samples.png", 200)
+    _png(tmp_path / "grids" / "m1__c1.png", 200)
+    _png(tmp_path / "grids" / "other.png", 100)
     page = Page()
     page.feed(Path(write_report(tmp_path)).read_text())
-    body = page.tables["rows"][1:]
-    assert [r[0] for r in body] == [r["config"] for r in rows] and page.tables["rows"][0][:3] == ["config", "nfe", "fd"]
-    assert body[1][3] == "[0.1,0.2]" and len(page.tables["best"]) == 3
+    key = page.tables["rows:m1"]
+    assert key[0] == ["config", "NFE", "ms/sample", "speed-up", "FD ± sd", "FD vs reference (paired, 95% CI)",
+                      "memorization (NN train/held-out)", "samples"]
+    assert key[1][:6] == ["c0", "0", "0 ± 0.1", "1.0x", "1.5 ± 0.2", "reference"]
+    assert key[2][5] == "+5.0% [-1.0%, +20%] (no measurable difference)" and key[3][5] == "+10% [-1.0%, +40%] (no measurable difference)"
+    assert len(page.tables["rows:m2"]) == 4 and "rows:m1:all" in page.tables      # every field behind the toggle
+    assert "ms_runs" in page.tables["rows:m1:all"][0] and "ms_runs" not in key[0]
+    assert page.tables["best"][1][0] == "c1"
     settings = dict(page.tables["settings"][1:])
-    assert settings["seed"] == "7" and settings["machine.cpu"] == "X<1>"      # escaped, then parsed back
+    assert settings["n_samples"] == "64" and settings["machine.cpu"] == "X<1>"      # escaped, then parsed back
     files = {f: base64.b64decode(src.split(",", 1)[1]) for f, src in page.images}
-    assert set(files) == {"pareto.png", "grids/samples.png"}
-    assert all(src.startswith("data:image/png;base64,") for _, src in page.images)
+    assert set(files) == {"pareto.png", "grids/m1__c1.png", "grids/other.png"}    # the grid beside its row, once
+    assert [f for f, _ in page.images].count("grids/m1__c1.png") == 1
     assert files["pareto.png"] == (tmp_path / "pareto.png").read_bytes()
 
 
-def test_real_bench_outputs_and_errors(tmp_path):
-    bench = Path(__file__).resolve().parents[1] / "docs" / "bench" / "solvers"
-    if (bench / "results.json").is_file():
+def test_real_bench_outputs(tmp_path):
+    for suite in ("solvers", "default", "external"):
+        bench = Path(__file__).resolve().parents[1] / "docs" / "bench" / suite
+        if not (bench / "results.json").is_file():
+            continue
         page = Page()
         page.feed(render(bench))
-        assert len(page.tables["rows"]) == len(json.loads((bench / "results.json").read_text())["rows"]) + 1
+        rows = json.loads((bench / "results.json").read_text())["rows"]
+        models = list(dict.fromkeys(r.get("model") for r in rows))
+        assert sum(len(page.tables[f"rows:{m}"]) - 1 for m in models) == len(rows)
         assert len(page.images) == len(list(bench.rglob("*.png")))
+
+
+# ---- issue 25: bad files are one-line errors, and nothing outside the folder is read ------------
+
+BAD_JSON = [b"{not json", b"7", b"null", b"[" * 100_000 + b"]" * 100_000,
+            b'{"rows": [{"fd": 1' + b"0" * 5000 + b"}]}", b'{"x": "\xff\xfe"}', '{"rows": "\u00e9"}'.encode("latin-1")]
+
+
+@pytest.mark.parametrize("content", BAD_JSON, ids=["invalid", "scalar", "null", "deep", "huge-number", "bytes", "latin-1"])
+def test_a_malformed_results_json_is_one_line_exit_2(tmp_path, capsys, content):
+    from effdiff.cli import main
+    (tmp_path / "results.json").write_bytes(content)
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "results.json" in err[0], err
+    assert not (tmp_path / "report.html").exists()
+
+
+def test_no_results_json_is_an_error(tmp_path, capsys):
+    from effdiff.cli import main
+    _png(tmp_path / "grid.png", 3)
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no results.json" in capsys.readouterr().err
     with pytest.raises(FileNotFoundError):
         render(tmp_path / "missing")
-    with pytest.raises(ValueError, match="nothing|no results"):
-        render(tmp_path)
+
+
+def test_a_non_utf8_md_is_one_line_exit_2(tmp_path, capsys):
+    from effdiff.cli import main
+    _folder(tmp_path, {"rows": [{"config": "a", "fd": 1.0}]})
+    (tmp_path / "notes.md").write_bytes(b"caf\xe9")
+    assert main(["report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "notes.md" in err[0] and "UTF-8" in err[0]
+
+
+def test_symlinks_are_never_followed(tmp_path):
+    """Issue 25 defect 7: a *.png or *.md link in the folder must not pull a file from elsewhere into the page."""
+    secret = tmp_path / "outside"
+    secret.mkdir()
+    _png(secret / "secret.png", 77)
+    (secret / "secret.md").write_text("SECRET TEXT")
+    bench = tmp_path / "bench"
+    bench.mkdir()
+    _folder(bench, {"rows": [{"model": "m", "config": "c", "fd": 1.0}]})
+    (bench / "link.png").symlink_to(secret / "secret.png")
+    (bench / "link.md").symlink_to(secret / "secret.md")
+    (bench / "linkdir").symlink_to(secret, target_is_directory=True)
+    (bench / "grids").mkdir()
+    (bench / "grids" / "m__c.png").symlink_to(secret / "secret.png")
+    page_text = render(bench)
+    page = Page()
+    page.feed(page_text)
+    assert page.images == [] and "SECRET" not in page_text
+    (bench / "results.json").rename(bench / "real.json")
+    (bench / "results.json").symlink_to(bench / "real.json")
+    with pytest.raises(ValueError, match="no results.json"):
+        render(bench)
+
+
+def test_a_results_json_without_tables_says_so(tmp_path):
+    _folder(tmp_path, {"seeds": [0, 1, 2]})
+    assert "holds no table of rows" in render(tmp_path)

@@ -46,27 +46,78 @@ def _save(fig, path) -> Path:
         plt.close(fig)
 
 
+# label offsets tried in order (points): beside the point first, then further out with a leader line
+_OFFSETS = [(4, 3), (4, -3), (-4, 3), (-4, -3), (0, 9), (0, -9)] + \
+    [(dx * k, dy * k) for k in (3, 5, 8) for dx, dy in ((4, 4), (4, -4), (-4, 4), (-4, -4), (6, 0), (-6, 0))]
+
+
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7) -> list:
+    """Annotate each point with its label where the label overlaps no other label, no point and stays
+    inside the axes (greedy over ``_OFFSETS``; the least-overlapping spot when none is free)."""
+    from matplotlib.text import Text
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    dots = [ax.transData.transform(p) for p in points]
+    taken, out = [], []
+    for (px, py), text in zip(points, labels):
+        best = None
+        for dx, dy in _OFFSETS:
+            far = abs(dx) + abs(dy) > 10
+            t = ax.annotate(text, (px, py), xytext=(dx, dy), textcoords="offset points", fontsize=fontsize,
+                            ha="left" if dx >= 0 else "right", va="bottom" if dy >= 0 else "top",
+                            arrowprops=dict(arrowstyle="-", lw=0.4, color="0.55") if far else None)
+            t.update_positions(renderer)
+            box = Text.get_window_extent(t, renderer).expanded(1.04, 1.08)
+            bad = sum(box.overlaps(o) for o in taken)
+            bad += sum(box.x0 - 3 < x < box.x1 + 3 and box.y0 - 3 < y < box.y1 + 3 for x, y in dots)
+            bad += 0 if (frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1) else 5
+            if best is None or bad < best[0]:
+                if best is not None:
+                    best[1].remove()
+                best = (bad, t, box)
+            else:
+                t.remove()
+            if bad == 0:
+                break
+        taken.append(best[2])
+        out.append(best[1])
+    return out
+
+
 def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd", floor: float | None = None,
                 title: str = "quality vs cost") -> Path:
-    """Scatter of y against x per model with each point labelled by its config, log-x."""
+    """One panel per model: y against x (log-x), each point labelled by its config where the label
+    overlaps nothing (``place_labels``), the reference dashed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    for model in dict.fromkeys(r["model"] for r in rows):
-        rs = [r for r in rows if r["model"] == model]
-        ax.scatter([r[x] for r in rs], [r[y] for r in rs], label=model, s=24)
-        for r in rs:
-            ax.annotate(r["config"], (r[x], r[y]), fontsize=6, xytext=(3, 2), textcoords="offset points")
-    if floor is not None:
-        ax.axhline(floor, color="gray", ls="--", lw=1, label="real-vs-real floor")
-    ax.set_xscale("log")
-    ax.set_xlabel(x.replace("_", " "))
-    ax.set_ylabel(y.upper() if len(y) <= 3 else y)
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    return _save(fig, path)
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.6), dpi=120, squeeze=False, sharey=True)
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (ax, model) in enumerate(zip(axes[0], models)):
+        rs = [r for r in rows if r["model"] == model and r.get(x) is not None and r.get(y) is not None]
+        ax.scatter([r[x] for r in rs], [r[y] for r in rs], s=22, color=colors[i % len(colors)], zorder=3)
+        if floor is not None:
+            ax.axhline(floor, color="gray", ls="--", lw=1, label="real vs real")
+        ax.set_xscale("log")
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_title(model, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.margins(x=0.25, y=0.12)
+        if floor is not None:
+            ax.legend(fontsize=7, loc="upper right")
+    axes[0][0].set_ylabel(y.upper() if len(y) <= 3 else y)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    for ax, model in zip(axes[0], models):
+        rs = [r for r in rows if r["model"] == model and r.get(x) is not None and r.get(y) is not None]
+        place_labels(ax, [(r[x], r[y]) for r in rs], [str(r["config"]) for r in rs])
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png"))
+    finally:
+        plt.close(fig)
 
 
 def quality_vs_nfe_plot(rows: list[dict], path, metric: str = "fd") -> Path:
