@@ -23,26 +23,46 @@ SETTINGS = Settings(n_screen=16, n=32, rungs=(2,), select_seeds=3, fresh_seeds=3
                     timing_repeats=1, attempts=2)
 
 
-def plan_pulfer(budget="10%", settings: Settings = SETTINGS, steps: int = 1000, root=EXTERNAL, log=None):
-    """The plan for pulfer's MNIST DDPM vs the author's ``steps``-step ancestral sampler (quick space)."""
+def cached(fn, directory):
+    """``fn(n, seed)`` with its samples kept as safetensors in ``directory`` (a resumed run reuses them)."""
+    from pathlib import Path
+    from safetensors.torch import load_file, save
+    if directory is None:
+        return fn
+
+    def run(n, seed):
+        path = Path(directory) / f"{n}-{seed}.safetensors"
+        if path.is_file():
+            return load_file(str(path))["x"]
+        x = fn(n, seed)
+        atomic_write(path, save({"x": x.contiguous()}))
+        return x
+    return run
+
+
+def plan_pulfer(budget="10%", settings: Settings = SETTINGS, steps: int = 1000, root=EXTERNAL, log=None,
+                cache_dir=None):
+    """The plan for pulfer's MNIST DDPM vs the author's ``steps``-step ancestral sampler (quick space;
+    the screening proxy sees the same min-max scaled images the metric scores)."""
     net, den = load_mnist_unet(root)
     fd = EvalFD("mnist")
     metric = Relative(lambda x, labels: fd._fd(minmax(x)), "FD (mnist-eval features, held-out MNIST test set; "
                       "samples min-max scaled as the author displays them)")
-    author = External(lambda n, seed: ddpm_ancestral(net, n, seed, steps=steps),
+    author = External(cached(lambda n, seed: ddpm_ancestral(net, n, seed, steps=steps), cache_dir),
                       f"author: DDPM ancestral {steps} (Ho et al. 2020, sigma_t^2 = beta_t)")
     return den, plan(den, budget, reference=author, metric=metric, quick=True, settings=settings, shape=(1, 28, 28),
-                     model="pulfer-ddpm-mnist", log=log, progress=False)
+                     model="pulfer-ddpm-mnist", log=log, progress=False, screen_features=minmax)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m effdiff.bench.plan_external")
     ap.add_argument("--out", required=True, help="the plan file (.json)")
     ap.add_argument("--budget", default="10%")
+    ap.add_argument("--cache", help="keep the author's reference samples here (safetensors; reused when resumed)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
-    _, p = plan_pulfer(a.budget, log=lambda m: print(m, flush=True))
+    _, p = plan_pulfer(a.budget, log=lambda m: print(m, flush=True), cache_dir=a.cache)
     p.save(a.out)
     print(p.summary())
     print(json.dumps({"wall_s": round(time.time() - t0), "rejected": p.rejected[:50]}, indent=1))

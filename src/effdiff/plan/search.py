@@ -100,7 +100,7 @@ class Search:
     """One plan search (see the module docstring); ``run()`` returns the ``Plan``."""
 
     def __init__(self, den, budget, *, reference=None, metric=None, objective="time", cond=None, space=None,
-                 quick=False, settings=None, model=None, progress=True, log=None, shape=None):
+                 quick=False, settings=None, model=None, progress=True, log=None, shape=None, screen_features=None):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}; known: {', '.join(OBJECTIVES)}")
         if not callable(den):
@@ -108,7 +108,7 @@ class Search:
         self.den, self.budget, self.objective = den, check_budget(budget), objective
         self.model = model or (getattr(den, "meta", None) or {}).get("name") or _zoo_name(den)
         self.measure = for_model(den, metric)
-        self.proxy = DistributionChange()
+        self.proxy = DistributionChange(screen_features)
         self.space = space or S.Space(quick=quick)
         self.set = settings or (Settings.quick() if quick else Settings())
         self.reference = reference if isinstance(reference, (Spec, External)) else (
@@ -459,7 +459,7 @@ OBJECTIVE_UNITS = {"time": "ms/sample", "nfe": "NFE", "macs": "NFE"}
 
 def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str = "time", cond=None, space=None,
          quick: bool = False, settings: Settings | None = None, model: str | None = None, max_nfe: int | None = None,
-         progress: bool = True, log=None, shape=None):
+         progress: bool = True, log=None, shape=None, screen_features=None):
     """The fastest composition of ``denoiser`` whose quality change against ``reference`` stays
     within ``budget`` (upper end of the paired 95% CI), certified on fresh seeds. Returns a ``Plan``.
 
@@ -467,13 +467,16 @@ def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str =
     metric: a ``quality.Measure`` or a callable ``score(x, labels)`` (default: FD in the evaluation
     network for digits / MNIST, else the pixel distribution change); objective: "time" (measured
     wall clock) or "nfe"; cond: labels (cycled) or ``n -> labels``; space: a ``space.Space``;
-    shape: one sample's shape when the denoiser has no ``meta["model"]`` (a user's own model)."""
+    shape: one sample's shape when the denoiser has no ``meta["model"]`` (a user's own model);
+    screen_features: what the screening proxy compares (default pixels; e.g. the same preprocessing
+    your metric applies)."""
     if space is None:
         space = S.Space(quick=quick, max_nfe=max_nfe)
     elif max_nfe is not None:
         space.max_nfe = max_nfe
     return Search(denoiser, budget, reference=reference, metric=metric, objective=objective, cond=cond, space=space,
-                  quick=quick, settings=settings, model=model, progress=progress, log=log, shape=shape).run()
+                  quick=quick, settings=settings, model=model, progress=progress, log=log, shape=shape,
+                  screen_features=screen_features).run()
 
 
 @dataclass

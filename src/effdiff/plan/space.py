@@ -149,10 +149,13 @@ class Space:
         grid = self.nfe if self.nfe is not None else (QUICK_NFE if self.quick else NFE_GRID)
         return sorted(n for n in grid if self.max_nfe is None or n <= self.max_nfe)
 
-    def schedule_list(self, model: str | None) -> list[str]:
+    def schedule_list(self, model: str | None, process=None) -> list[str]:
+        """The schedules tried: logsnr, karras (+ uniform), "trailing" for a discrete (DDPM-table)
+        process, and the model's fitted AYS / DP schedules when the zoo ships them."""
         if self.schedules is not None:
             return list(self.schedules)
-        return ["logsnr", "karras"] + ([] if self.quick else ["uniform"]) + fitted_schedules(model)
+        discrete = ["trailing"] if getattr(process, "discrete", False) else []
+        return ["logsnr", "karras"] + ([] if self.quick else ["uniform"]) + discrete + fitted_schedules(model)
 
     def techniques_for(self, den, objective: str) -> list[tuple[str, dict]]:
         """(name, config) singles that apply to ``den`` under ``objective``; pruned ones recorded."""
@@ -183,7 +186,7 @@ def base_specs(space: Space, den, model: str | None) -> list[Candidate]:
     """Every solver x NFE x schedule x guidance as a candidate (steps from NFE per solver)."""
     out, seen = [], set()
     for solver in space.solver_list():
-        for sched in space.schedule_list(model):
+        for sched in space.schedule_list(model, getattr(den, "process", None)):
             for nfe in space.nfe_list():
                 steps = steps_for(solver, nfe)
                 if steps is None or (steps < 2 and get_solver(solver).final == "step"):
