@@ -99,20 +99,35 @@ def get(name: str, **overrides) -> DistillConfig:
     return dataclasses.replace(PRESETS[name](), **overrides)
 
 
-def main(argv=None) -> None:
-    """Train a preset (what ``effdiff train --preset`` runs for a distillation preset)."""
+def _threads(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise argparse.ArgumentTypeError(f"must be an integer in [1, 256], got {text!r}")
+    return int(text)
+
+
+def main(argv=None) -> int:
+    """Train a preset (what ``effdiff train --preset`` runs for a distillation preset); an error effdiff
+    raises on purpose (a busy or non-empty --out, a bad checkpoint) is one line and exit status 2."""
+    import sys
     import torch
+    from ..errors import EffdiffError
     from .loop import distill
     p = argparse.ArgumentParser(prog="python -m effdiff.distill.presets")
     p.add_argument("preset", choices=sorted(PRESETS))
     p.add_argument("--out", required=True)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--threads", type=int, default=1)
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true")
+    mode.add_argument("--overwrite", action="store_true")
+    p.add_argument("--threads", type=_threads, default=1, help="torch threads, 1 to 256")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    print(distill(get(a.preset), a.out, resume=a.resume, overwrite=a.overwrite))
+    try:
+        print(distill(get(a.preset), a.out, resume=a.resume, overwrite=a.overwrite))
+    except (EffdiffError, OSError) as e:
+        print(f"{p.prog}: error: {' '.join(str(e).split())}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())
