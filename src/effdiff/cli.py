@@ -288,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=seed_type, default=0)
     f.add_argument("--samples", type=positive, help="Monte-Carlo / reference samples")
     f.set_defaults(fn=_schedules_fit)
+
+    from .plan.cli import add_parser as add_plan_parser     # effdiff plan / effdiff plan verify
+    add_plan_parser(sub)
     return p
 
 
@@ -300,7 +303,10 @@ def _raised_by_effdiff(exc: BaseException) -> bool:
 
 
 def user_error(exc: BaseException) -> str | None:
-    """The one-line message of an error effdiff raised on purpose, or None for a bug."""
+    """The one-line message of an error effdiff raised on purpose, or None for a bug: an ``EffdiffError``
+    (CheckpointError, UnknownName, ...), an OS error naming a file, a non-finite result, or a plain
+    ValueError / KeyError / TypeError / RuntimeError whose innermost frame is effdiff's own check (the
+    checks that do not raise an ``EffdiffError`` yet)."""
     from .errors import EffdiffError
     if isinstance(exc, OSError):
         return f"{exc.strerror}: {exc.filename}" if exc.strerror and exc.filename else str(exc)
