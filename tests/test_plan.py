@@ -242,3 +242,16 @@ def test_ed_plan_is_the_planner_and_the_package():
         ed.plan(Gaussian(), budget=-0.05)
     with pytest.raises(ValueError, match="unknown objective"):
         ed.plan(Gaussian(), budget="5%", objective="joules")
+
+
+def test_alternative_cost_objectives_are_measured():
+    den = ed.zoo.load("digits-unet")
+    s = PS.Search(den, "5%", objective="bytes", model="digits-unet", progress=False)
+    base = Spec("ddim", 4)
+    cost = {k: {lab: PS._measure_cost(s, sp, k) for lab, sp in (("base", base), ("w4", base.use("ptq:w_bits=4,a_bits=8")),
+                                                                  ("cache", base.use("deepcache:interval=2")))}
+            for k in ("bytes", "macs")}
+    assert cost["bytes"]["w4"] < 0.25 * cost["bytes"]["base"] and cost["bytes"]["cache"] == cost["bytes"]["base"]
+    assert cost["macs"]["cache"] < 0.7 * cost["macs"]["base"] and cost["macs"]["w4"] == cost["macs"]["base"]
+    assert "ptq" not in [n for n, _ in S.Space().techniques_for(den, "time")]
+    assert "ptq" in [n for n, _ in S.Space().techniques_for(den, "bytes")]

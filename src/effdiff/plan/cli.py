@@ -71,7 +71,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--out", help="the plan file to write (.json; calibrated tensors go beside it)")
     p.add_argument("--quick", action="store_true", help="a smaller space and fewer seeds (about a fifth of the work)")
     p.add_argument("--no-students", action="store_true", help="leave distilled students out of the space")
-    p.add_argument("--objective", default="time", choices=("time", "nfe"), help="cost to minimize")
+    p.add_argument("--objective", default="time", choices=("time", "nfe", "macs", "bytes", "memory"), help="cost to minimize")
     p.add_argument("--max-nfe", type=int, help="constraint: at most this many network evaluations")
     p.add_argument("--n", type=int, help="samples per seed in selection and certification")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")

@@ -72,6 +72,7 @@ class Record:
     ms: list = field(default_factory=list)
     rejected: str | None = None
     certified: Quality | None = None
+    costs: dict = field(default_factory=dict)
 
     @property
     def ms_per_sample(self) -> float:
@@ -81,7 +82,8 @@ class Record:
     def as_dict(self) -> dict:
         return {"label": self.label, "spec": _spec_dict(self.spec), "nfe": self.nfe, "families": list(self.families),
                 "stage": self.stage, "screen_proxy": _finite(self.screen), "ms_per_sample": _finite(self.ms_per_sample), "quality": self.quality.as_dict() if self.quality else None,
-                "certified": self.certified.as_dict() if self.certified else None, "rejected": self.rejected}
+                "certified": self.certified.as_dict() if self.certified else None, "rejected": self.rejected,
+                "costs": dict(self.costs)}
 
 
 def _finite(v):
@@ -449,12 +451,45 @@ def _time(s: Search, r: Record) -> float:
     return r.ms_per_sample
 
 
-def _macs(s: Search, r: Record) -> float:
-    return float(r.nfe)       # MACs per sample scale with NFE for one network; techniques lower it further
+def _nfe(s: Search, r: Record) -> float:
+    return float(r.nfe)
 
 
-OBJECTIVES = {"time": _time, "nfe": _macs, "macs": _macs}
-OBJECTIVE_UNITS = {"time": "ms/sample", "nfe": "NFE", "macs": "NFE"}
+def _measured(kind: str):
+    """A cost measured once per candidate on two samples of the screening noise (``metrics``):
+    MACs per sample of the whole run (caches and early exits lower it), weight bytes of the network
+    that runs (quantized techniques: their packed bytes), or peak tensor memory of the run."""
+    def cost(s: Search, r: Record) -> float:
+        if kind not in r.costs:
+            r.costs[kind] = _measure_cost(s, r.spec, kind)
+        return r.costs[kind]
+    return cost
+
+
+def _measure_cost(s: Search, spec: Spec, kind: str) -> float:
+    from ..metrics import macs_per_sample, param_bytes, peak_memory
+    from ..sites import network
+    spec = s.sampler.prepare(spec)
+    z = s.sampler.unit_noise(spec, 2, SEEDS["screening"])
+    labels = s.sampler.labels(2)
+    with spec.apply(s.den) as h:
+        if kind == "macs":
+            return macs_per_sample(lambda x: spec.run(s.den, h, x, labels, 0), z)
+        if kind == "memory":
+            return float(peak_memory(lambda: spec.run(s.den, h, z, labels, 0)))
+        stats = h.stats if isinstance(h.stats, dict) else {h.name: h.stats}
+        packed = [getattr(v, "packed_bytes", 0) for v in stats.values() if v is not None]
+        if any(packed):
+            den = spec.denoiser(s.den)
+            return float(param_bytes(network(den)) - sum(getattr(v, "fp32_bytes", 0) for v in stats.values()
+                                                          if v is not None) + sum(packed))
+        return float(param_bytes(network(spec.denoiser(s.den))))
+
+
+OBJECTIVES = {"time": _time, "nfe": _nfe, "macs": _measured("macs"), "bytes": _measured("bytes"),
+              "memory": _measured("memory")}
+OBJECTIVE_UNITS = {"time": "ms/sample", "nfe": "NFE", "macs": "MACs/sample", "bytes": "weight bytes",
+                   "memory": "peak bytes"}
 
 
 def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str = "time", cond=None, space=None,
@@ -466,7 +501,8 @@ def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str =
     budget: 0.05 or "5%"; reference: a ``Spec`` (default: the card's, else Heun/Karras ~80 NFE);
     metric: a ``quality.Measure`` or a callable ``score(x, labels)`` (default: FD in the evaluation
     network for digits / MNIST, else the pixel distribution change); objective: "time" (measured
-    wall clock) or "nfe"; cond: labels (cycled) or ``n -> labels``; space: a ``space.Space``;
+    wall clock), "nfe", "macs" (per sample, measured), "bytes" (weights) or "memory" (peak); cond:
+    labels (cycled) or ``n -> labels``; space: a ``space.Space``;
     shape: one sample's shape when the denoiser has no ``meta["model"]`` (a user's own model);
     screen_features: what the screening proxy compares (default pixels; e.g. the same preprocessing
     your metric applies)."""

@@ -170,8 +170,9 @@ class Space:
                 why = "request-level cache (across requests), not one sampling run"
             if why is None and name in TRAINED and not self.trained:
                 why = "trains a part (router, exit heads, fine-tune); pass trained=True to include"
-            if why is None and name in SIMULATED and objective == "time":
-                why = "simulated quantization computes in fp32: never faster in wall clock (use objective='bytes')"
+            if why is None and name in SIMULATED and objective in ("time", "nfe", "macs"):
+                why = (f"simulated quantization computes in fp32: it saves bytes, not {objective} "
+                       "(use objective='bytes')")
             grid = self.techniques[name] if self.techniques is not None else technique_grid(tech)
             if why is None and not grid:
                 why = "no parameter grid declared"
