@@ -35,6 +35,8 @@ def _model_lines(name: str, meta: dict, size: int) -> list[str]:
             f"torch {c['machine']['torch']}, {c['machine']['platform']})",
             f"- file: {size / 1e6:.2f} MB safetensors ({c.get('weights', 'EMA weights')}, float32)",
             *(_student_lines(meta) if "student" in meta else []),
+            *([f"- training: {c['training']['note']}"] if isinstance(c.get("training"), dict) and c["training"].get("note")
+              else []),
             f"- reproduce: `{c['command']}` then `python -c \"import effdiff as ed; ed.zoo.install('"
             f"{c.get('export', 'DIR/model')}', '{name}')\"`"]
 
