@@ -166,6 +166,9 @@ class Search:
             if not math.isfinite(v) or v > limit:
                 rec.rejected = (f"{rec.label}: screening proxy {100 * v:+.0f}% (pixel distribution distance vs the "
                                 f"reference's own spread) > +{100 * limit:.0f}%")
+            elif self.space.max_memory is not None and OBJECTIVES["memory"](self, rec) > self.space.max_memory:
+                rec.rejected = (f"{rec.label}: peak memory {rec.costs['memory'] / 1e6:.1f} MB (2 samples) > "
+                                f"max_memory {self.space.max_memory / 1e6:.1f} MB")
             self._tick(rec)
         return rec
 
@@ -494,7 +497,7 @@ OBJECTIVE_UNITS = {"time": "ms/sample", "nfe": "NFE", "macs": "MACs/sample", "by
 
 def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str = "time", cond=None, space=None,
          quick: bool = False, settings: Settings | None = None, model: str | None = None, max_nfe: int | None = None,
-         progress: bool = True, log=None, shape=None, screen_features=None):
+         max_memory: int | None = None, progress: bool = True, log=None, shape=None, screen_features=None):
     """The fastest composition of ``denoiser`` whose quality change against ``reference`` stays
     within ``budget`` (upper end of the paired 95% CI), certified on fresh seeds. Returns a ``Plan``.
 
@@ -503,13 +506,15 @@ def plan(denoiser, budget="5%", *, reference=None, metric=None, objective: str =
     network for digits / MNIST, else the pixel distribution change); objective: "time" (measured
     wall clock), "nfe", "macs" (per sample, measured), "bytes" (weights) or "memory" (peak); cond:
     labels (cycled) or ``n -> labels``; space: a ``space.Space``;
+    max_nfe / max_memory: constraints (network evaluations; peak tensor bytes of a 2-sample run);
     shape: one sample's shape when the denoiser has no ``meta["model"]`` (a user's own model);
     screen_features: what the screening proxy compares (default pixels; e.g. the same preprocessing
     your metric applies)."""
     if space is None:
-        space = S.Space(quick=quick, max_nfe=max_nfe)
-    elif max_nfe is not None:
-        space.max_nfe = max_nfe
+        space = S.Space(quick=quick, max_nfe=max_nfe, max_memory=max_memory)
+    else:
+        space.max_nfe = space.max_nfe if max_nfe is None else max_nfe
+        space.max_memory = space.max_memory if max_memory is None else max_memory
     return Search(denoiser, budget, reference=reference, metric=metric, objective=objective, cond=cond, space=space,
                   quick=quick, settings=settings, model=model, progress=progress, log=log, shape=shape,
                   screen_features=screen_features).run()

@@ -134,6 +134,7 @@ class Space:
     guidance: tuple = (1.0,)
     systems: tuple = SYSTEMS
     max_nfe: int | None = None
+    max_memory: int | None = None           # peak tensor bytes of a 2-sample run (measured at screening)
     trained: bool = False                   # allow techniques that train (L2C routers, exit heads, pruning)
     quick: bool = False
     pruned: list = field(default_factory=list)      # (label, reason) of what never ran
