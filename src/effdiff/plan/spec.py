@@ -123,8 +123,10 @@ class Spec:
         head = (f"{self.model}:" if self.model else "") + f"{self.solver}/{self.schedule}/{self.steps}"
         if self.guidance != 1.0:
             head += f"+g{self.guidance:g}"
-        parts = [n + ("(" + ",".join(f"{k}={_short(v)}" for k, v in sorted(c.items())) + ")" if c else "")
-                 for n, c in self.techniques]
+        parts = []
+        for n, c in self.techniques:
+            shown = {k: v for k, v in c.items() if k not in T.get(n).needs}     # calibrated parts are not a setting
+            parts.append(n + ("(" + ",".join(f"{k}={_short(v)}" for k, v in sorted(shown.items())) + ")" if shown else ""))
         return " + ".join([head, *parts])
 
     # -- JSON -------------------------------------------------------------------------------
