@@ -74,8 +74,17 @@ def steps_for(solver: str, nfe: int) -> int | None:
 
 def fixed_grid_solvers() -> list[str]:
     """Registered solvers that run a fixed grid (loop-form adaptive / parallel ones and the
-    consistency students' sampler excluded)."""
-    return [s for s in solver_names() if not get_solver(s).loop and s != "consistency"]
+    consistency students' sampler excluded), one name per distinct (function, defaults) pair:
+    aliases such as ``dpmpp`` / ``dpmpp-2m`` are one solver."""
+    seen, out = set(), []
+    for s in solver_names():
+        sol = get_solver(s)
+        key = (sol.fn, tuple(sorted(sol.defaults.items())), sol.final)
+        if sol.loop or s == "consistency" or key in seen:
+            continue
+        seen.add(key)
+        out.append(s)
+    return out
 
 
 def fitted_schedules(model: str | None) -> list[str]:
