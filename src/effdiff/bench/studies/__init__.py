@@ -20,7 +20,7 @@ MODULES = {"assign-time": "training", "ot-toy": "training", "priorgrad-check": "
            "lora-on-student": "finetune", "compress-rows": "compress", "compress-peaks": "compress",
            "compress-inject": "compress", "depth-kd": "compress", "select-ptq": "compress",
            "prune-depth": "prune_depth", "quant-extra": "quant_extra", "distill-fresh-seeds": "distill",
-           "latent-candidates": "latent", "latent-compare": "latent"}
+           "latent-candidates": "latent", "latent-compare": "latent", "video": "video"}
 
 
 def register(name: str):
