@@ -42,10 +42,9 @@ def labels_for(n: int) -> torch.Tensor:
     return torch.arange(n) % 10
 
 
-def generate(vm, frames: int, mode: str, n: int, seed: int, steps: int, solver: str, on_block=None):
+def generate(vm, frames: int, mode: str, n: int, seed: int, steps: int, solver: str, scale: float = 1.0):
     """Pixels [n, 1, frames, 32, 32] of ``n`` clips (noise seed ``seed``, labels 0..9 cycling)."""
-    z = vm.generate(vm.noise(n, frames, seed), sigmas(steps), solver, labels_for(n), mode=mode,
-                    **({"on_block": on_block} if on_block is not None and mode == "stream" else {}))
+    z = vm.generate(vm.noise(n, frames, seed), sigmas(steps), solver, labels_for(n), mode=mode, scale=scale)
     return vm.decode(z)
 
 
@@ -60,7 +59,7 @@ def with_technique(vm, name: str | None, config: dict | None, fn):
 
 
 @torch.no_grad()
-def cost(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None) -> dict:
+def cost(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None, scale: float = 1.0) -> dict:
     """Deterministic MACs of one clip: total, up to the first frame, attention; decode separately."""
     from ..video.attention import MACS
     first: dict = {}
@@ -71,7 +70,7 @@ def cost(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
     MACS.reset()
     with FlopCounterMode(display=False) as fc:
         z = with_technique(vm, technique, config, lambda: vm.generate(
-            vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode,
+            vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode, scale=scale,
             **({"on_block": mark} if mode == "stream" else {})))
     total = fc.get_total_flops() / 2
     attention = MACS.macs
@@ -82,7 +81,7 @@ def cost(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
 
 
 @torch.no_grad()
-def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None) -> dict:
+def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None, scale: float = 1.0) -> dict:
     """Seconds for one clip (decoding included) and to its first decoded frame."""
     t0 = time.perf_counter()
     first: dict = {}
@@ -92,7 +91,7 @@ def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
             vm.decode(zb[:, :, :1])
             first["s"] = time.perf_counter() - t0
     z = with_technique(vm, technique, config, lambda: vm.generate(
-        vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode,
+        vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode, scale=scale,
         **({"on_block": emit} if mode == "stream" else {})))
     if not first:
         vm.decode(z[:, :, :1])
@@ -101,13 +100,13 @@ def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
     return {"s": time.perf_counter() - t0, "first_frame_s": first["s"]}
 
 
-def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int) -> dict:
+def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int, scale: float = 1.0) -> dict:
     """Median wall clock of each (frames, mode, technique, config as JSON), interleaved rounds after a warm-up."""
     runs: dict = {c: [] for c in configs}
-    wall(vm, 16, "stream", steps, solver)
+    wall(vm, 16, "stream", steps, solver, scale=scale)
     for _ in range(repeats):
         for c in configs:
-            runs[c].append(wall(vm, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None))
+            runs[c].append(wall(vm, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None, scale))
     out = {}
     for c, rs in runs.items():
         s = sorted(r["s"] for r in rs)[len(rs) // 2]
@@ -117,11 +116,11 @@ def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int) 
 
 
 def quality(vm, ev, frames: int, mode: str, n: int, seeds, steps: int, solver: str, technique=None,
-            config=None) -> list[dict]:
+            config=None, scale: float = 1.0) -> list[dict]:
     """Per-seed evaluator scores of ``n`` generated clips."""
     out = []
     for s in seeds:
-        x = with_technique(vm, technique, config, lambda: generate(vm, frames, mode, n, s, steps, solver))
+        x = with_technique(vm, technique, config, lambda: generate(vm, frames, mode, n, s, steps, solver, scale))
         out.append(ev.score(x, labels_for(n)))
     return out
 
@@ -154,31 +153,32 @@ def paired(a: list[dict], b: list[dict], key: str) -> dict:
 
 
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
-        solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None) -> dict:
+        solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0) -> dict:
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
-                 "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats,
+                 "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
                  "model": vm.card()}
     with pinned_threads(threads):
-        res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver)} for T in lengths for m in ("full", "stream")]
-        res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c)}
+        res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver, scale=scale)}
+                       for T in lengths for m in ("full", "stream")]
+        res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c, scale)}
                               for t, c in [(None, None)] + list(SPARSE.items())]
         configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")]
         configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()]
-        timing = timed_rows(vm, configs, steps, solver, repeats) if repeats > 0 else {}
+        timing = timed_rows(vm, configs, steps, solver, repeats, scale) if repeats > 0 else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
-        q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver) for m in ("full", "stream")}
+        q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale) for m in ("full", "stream")}
         res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
         res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
         real = real_rows(ev, n, seeds)
         res["real"] = {k: {"summary": summary(v), "per_seed": v} for k, v in real.items()}
-        dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver)
+        dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, scale=scale)
         res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
         for t, c in SPARSE.items():
-            sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c)
+            sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
             res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
                                         "paired": {k: paired(dense, sq, k) for k in KEYS}}
     res["table"] = table(res)
@@ -199,7 +199,8 @@ def _ci(p: dict) -> str:
 def table(res: dict) -> str:
     k = len(res["seeds"])
     tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
-    L = [f"Cost per clip ({res['solver']}, {res['steps']} steps; MACs from FlopCounterMode, deterministic; wall "
+    L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}; MACs from "
+         f"FlopCounterMode, deterministic; wall "
          f"clock median of {res['repeats']} runs at {res['threads']} thread(s), decode included — NOISY on a "
          "shared machine):", "",
          "| frames | mode | GMACs | GMACs to 1st frame | attention GMACs | s | s to 1st frame | frames/s |",
@@ -245,11 +246,13 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128])
+    ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.n_long, a.repeats = 40, 6, 1
-    res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model)
+    res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
+              a.guidance)
     print(res["table"])
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..denoisers import Denoiser
+from ..denoisers import Denoiser, guided
 from ..process import from_config
 from ..sampling import sample
 from .block_causal import KVCache
@@ -39,16 +39,18 @@ class BlockNet(nn.Module):
         return self.net.stream_step(x, noise_labels, class_labels, self.cache, self.start)
 
 
-def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None, **kw) -> torch.Tensor:
-    """All frames at once: ``ed.sample`` on the clip [N, C, T, h, w] (noise of unit scale)."""
-    return sample(den, noise * sigmas[0], sigmas, solver, cond=cond, **kw)
+def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None, scale: float = 1.0,
+                  **kw) -> torch.Tensor:
+    """All frames at once: ``ed.sample`` on the clip [N, C, T, h, w] (noise of unit scale); ``scale``:
+    classifier-free guidance."""
+    return sample(guided(den, scale), noise * sigmas[0], sigmas, solver, cond=cond, **kw)
 
 
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
-                    on_block: Callable | None = None, **kw) -> torch.Tensor:
+                    scale: float = 1.0, on_block: Callable | None = None, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
-    the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees
-    each block as it finishes."""
+    the cached clean blocks, then committed to the cache once (its keys computed with its label, not
+    guided); ``on_block(start, z_block)`` sees each block as it finishes."""
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -57,7 +59,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     out = []
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
-        zb = sample(bden, noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver, cond=cond, **kw)
+        zb = sample(guided(bden, scale), noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver,
+                    cond=cond, **kw)
         if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
         out.append(zb)
