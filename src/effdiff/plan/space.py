@@ -41,6 +41,7 @@ SYSTEMS = ("channels-last",)       # tried on the winner (systems pass); "thread
 STOCHASTIC = ("ddpm", "euler-ancestral", "dpmpp-2m-sde", "dpmpp-3m-sde", "euler-maruyama", "sa-solver")
 NFE_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20)
 QUICK_NFE = (2, 3, 4, 5, 6, 8, 10, 15)
+PREFERRED_NAMES = ("ddpm", "dpmpp-2m", "dpm-solver-3", "unipc")     # the name kept for a group of aliases
 QUICK_SOLVERS = ("ddim", "heun", "dpmpp-2m", "dpmpp-3m", "unipc", "ipndm", "ddpm", "dpmpp-2m-sde")
 
 
@@ -76,15 +77,12 @@ def fixed_grid_solvers() -> list[str]:
     """Registered solvers that run a fixed grid (loop-form adaptive / parallel ones and the
     consistency students' sampler excluded), one name per distinct (function, defaults) pair:
     aliases such as ``dpmpp`` / ``dpmpp-2m`` are one solver."""
-    seen, out = set(), []
+    groups: dict = {}
     for s in solver_names():
         sol = get_solver(s)
-        key = (sol.fn, tuple(sorted(sol.defaults.items())), sol.final)
-        if sol.loop or s == "consistency" or key in seen:
-            continue
-        seen.add(key)
-        out.append(s)
-    return out
+        if not sol.loop and s != "consistency":
+            groups.setdefault((sol.fn, tuple(sorted(sol.defaults.items())), sol.final), []).append(s)
+    return sorted(min(names, key=lambda n: (n not in PREFERRED_NAMES, -len(n))) for names in groups.values())
 
 
 def fitted_schedules(model: str | None) -> list[str]:
