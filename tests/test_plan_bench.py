@@ -93,3 +93,21 @@ def test_interactions_table_is_generated_from_its_results_file(tmp_path):
     with pytest.raises(ValueError, match="no <!-- interactions"):
         I.write_block("nothing", str(src), text)
     assert I.verdict([-0.1, 0.1]) == "no measurable interaction" and I.verdict([-0.3, -0.1]).startswith("helps")
+
+
+def test_calibrated_parts_travel_in_the_plan_file(tmp_path):
+    """PTQ's calibration (quantized weights, scale tables) is prepared once and stored beside the
+    JSON as safetensors; the loaded plan samples exactly as the one that was saved."""
+    from effdiff.plan.runs import Sampler
+    den = ed.zoo.load("digits-unet")
+    spec = Sampler(den, None).prepare(Spec("ddim", 3, "logsnr").use("ptq:w_bits=8,a_bits=8"))
+    assert spec.techniques[0][1]["state"] is not None
+    p = F.Plan(spec, Spec("heun", 5, "karras"), 0.05, "FD", F.weights_sha256(den), model="digits-unet")
+    path = p.save(tmp_path / "q.json")
+    assert (tmp_path / "q.safetensors").is_file() and "state" not in json.loads(path.read_text())["spec"]["techniques"][0][1]
+    q = F.Plan.load(path)
+    labels = torch.arange(4)
+    assert torch.equal(q.sample(den, n=4, cond=labels, seed=5), p.sample(den, n=4, cond=labels, seed=5))
+    (tmp_path / "q.safetensors").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="does not match the SHA-256"):
+        F.Plan.load(path)

@@ -15,6 +15,7 @@ unpickled. Applying a plan to other weights raises ``WeightsMismatch``.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -68,7 +69,27 @@ def _encode(v, prefix: str, tensors: dict):
                 [_encode(u, f"{prefix}.{i}", tensors) for i, u in enumerate(v)]}
     if isinstance(v, (int, float, str, bool)) or v is None:
         return v
+    if isinstance(v, torch.dtype):
+        return {"__dtype__": str(v).removeprefix("torch.")}
+    if dataclasses.is_dataclass(v) and type(v).__module__.startswith("effdiff."):
+        return {"__dataclass__": f"{type(v).__module__}:{type(v).__qualname__}",
+                "fields": {f.name: _encode(getattr(v, f.name), f"{prefix}.{f.name}", tensors)
+                           for f in dataclasses.fields(v) if f.init}}
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:        # a numpy scalar
+        return v.item()
     raise TypeError(f"a calibrated part of type {type(v).__name__} at {prefix!r} cannot be stored in a plan file")
+
+
+def _dataclass(path: str):
+    """An effdiff dataclass by 'module:QualName' (nothing outside effdiff is ever constructed)."""
+    import importlib
+    module, _, name = path.partition(":")
+    if not module.startswith("effdiff.") or "." in name:
+        raise ValueError(f"a plan file may only name effdiff dataclasses, got {path!r}")
+    cls = getattr(importlib.import_module(module), name, None)
+    if cls is None or not dataclasses.is_dataclass(cls):
+        raise ValueError(f"{path!r} is not an effdiff dataclass")
+    return cls
 
 
 def _decode(v, tensors: dict):
@@ -85,6 +106,13 @@ def _decode(v, tensors: dict):
             return tuple(_decode(u, tensors) for u in v["__tuple__"])
         if "__list__" in v:
             return [_decode(u, tensors) for u in v["__list__"]]
+        if "__dtype__" in v:
+            dt = getattr(torch, v["__dtype__"], None)
+            if not isinstance(dt, torch.dtype):
+                raise ValueError(f"unknown dtype {v['__dtype__']!r} in a plan file")
+            return dt
+        if "__dataclass__" in v:
+            return _dataclass(v["__dataclass__"])(**{k: _decode(u, tensors) for k, u in v["fields"].items()})
         raise ValueError(f"unknown calibrated-part node {sorted(v)}")
     return v
 
