@@ -87,6 +87,22 @@ CLAIMS: list[Claim] = [
     Claim("docs/planning.md", 'A change inside its CI is "no measurable difference", never a gain'),
     Claim("docs/planning.md", "together measurably over it"),                     # a test's planted case
     Claim("docs/guidance.md", "FD is not measurably worse than the lowest FD of the sweep"),   # the pick rule
+    # README.md (its tables and verdict lists are generated blocks)
+    Claim("README.md", "only the DiT's DDIM rows are measurable costs", (
+        Rows(D + "caching/results.json", r"model=digits-dit where='ddim-50\+(block-caching-0.2|fora-N5)$'", COST),
+        Rows(D + "caching/results.json", r"where='dpmpp-2m-50\+(block-caching-0.2|fora-N5)$'", NONE),
+        Rows(D + "caching/results.json", r"model=digits-unet where='50\+block-caching-0.2$'", NONE))),
+    Claim("README.md", "On digits-unet both ReDi rows are measurable costs, on digits-dit only k1 is", (
+        Rows(D + "retrieval/results.json", "model=digits-unet where=redi", COST),
+        Rows(D + "retrieval/results.json", "model=digits-dit where=redi-4to12-k1", COST),
+        Rows(D + "retrieval/results.json", "model=digits-dit where=redi-4to12-k4", NONE))),
+    Claim("README.md", "saves 5 or 10 of 20 evaluations with **no measurable difference** in FD on either model",
+          (Rows(D + "retrieval/results.json", "where=retrieval-init", NONE),)),
+    Claim("README.md", "Min-SNR shows no measurable difference",
+          (Rows(D + "training/results.json", "where=train-min-snr$", NONE, "fd_vs_ref"),)),
+    Claim("README.md", "FD (no\nmeasurable difference)", (
+        Rows(D + "compress/unet/results.json", "where=diff-pruning", NONE),
+        Rows(D + "compress/dit/results.json", "where=diff-pruning", NONE))),
     # docs/caching.md
     Claim("docs/caching.md", "only the DiT's DDIM rows are measurable costs", (
         Rows(D + "caching/results.json", r"model=digits-dit where='ddim-50\+(block-caching-0.2|fora-N5)$'", COST),
