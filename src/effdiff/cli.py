@@ -209,6 +209,7 @@ def _report(a):
 def _schedules_fit(a):
     from .recipes import fit_schedule
     from .timesteps import load_schedule
+    _diffusion_card(a.model)                 # a classifier or autoencoder has no schedule to fit
     path = fit_schedule(a.model, a.out, a.method, a.steps, a.seed, a.samples)
     sig, meta = load_schedule(path, with_meta=True)
     print(f"wrote {path}\n sigmas: {[round(float(s), 5) for s in sig]}\n info: {meta['info']}")
