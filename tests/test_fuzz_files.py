@@ -366,6 +366,13 @@ BENCH = st.tuples(
 ).map(lambda parts: ["bench", "--quick"] + [a for p in parts for a in p])
 
 
+FIT = st.tuples(
+    st.sampled_from([["--out", "blocker/s.json"], ["--out", "."], ["--model", "nope"], ["--model", "digits-classifier"],
+                     ["--steps", "0"], ["--samples", "0"], ["--seed", "-1"], ["--method", "nope"]]),
+    _flag("--steps", INTS), _flag("--model", st.sampled_from(["digits-unet", "nope", ""])),
+).map(lambda parts: ["schedules", "fit"] + [a for p in parts for a in p])
+
+
 def _blocker(root: Path):
     _fresh(root)
     (root / "blocker").write_text("a file where a directory would be needed")
@@ -391,3 +398,14 @@ def test_fuzz_bench_flags(argv, workdir, capsys, monkeypatch):
     monkeypatch.setattr(effdiff.bench, "run", lambda *a, **k: pytest.fail("bench ran with invalid arguments"))
     _blocker(workdir)
     assert check_command(cli.main, "effdiff bench", argv, workdir, capsys, names=["blocker", "nope", "suite"]) == 2
+
+
+@settings(FUZZ, max_examples=15)
+@given(argv=FIT)
+def test_fuzz_schedules_fit_flags(argv, workdir, capsys, monkeypatch):
+    from effdiff import schedule_opt
+    for fn in ("ays", "dp"):
+        monkeypatch.setattr(schedule_opt, fn, lambda *a, **k: pytest.fail("fitted with invalid arguments"))
+    _blocker(workdir)
+    argv = argv + ([] if "--model" in argv else ["--model", "digits-unet"]) + ([] if "--out" in argv else ["--out", "s.json"])
+    assert check_command(cli.main, "effdiff schedules", argv, workdir, capsys, names=["blocker", "nope", "model", "output"]) == 2
