@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from . import checkpoint as ckpt
+from .errors import UnknownName
 from .models import build
 
 WEIGHTS = Path(__file__).parent / "zoo" / "weights"
@@ -23,7 +24,7 @@ def names() -> list[str]:
 def path(name: str) -> Path:
     """The path stem of a shipped model (``KeyError`` naming the shipped ones for an unknown name)."""
     if name not in names():
-        raise KeyError(f"unknown zoo model {name!r}; shipped models: {', '.join(names()) or '(none)'}")
+        raise UnknownName(f"unknown zoo model {name!r}; shipped models: {', '.join(names()) or '(none)'}")
     return WEIGHTS / name
 
 

@@ -6,3 +6,8 @@ from __future__ import annotations
 
 class EffdiffError(Exception):
     """A user error: the input is wrong, and the message names the problem."""
+
+
+class UnknownName(EffdiffError, KeyError):
+    """A name that no registry knows (a solver, schedule, technique, zoo model, suite, study); the message
+    lists the known ones."""

@@ -21,6 +21,7 @@ import torch
 
 from .context import LoopContext, current_context, loop_context
 from .denoisers import as_batch_sigma, cond_leaves, map_cond
+from .errors import UnknownName
 from .timesteps import check_sigmas  # noqa: F401  (public here too)
 
 Tensor = torch.Tensor
@@ -110,7 +111,7 @@ def get(name) -> Solver:
     try:
         return _REGISTRY[name]
     except (KeyError, TypeError):
-        raise KeyError(f"unknown solver {name!r}; known solvers: {', '.join(names())}") from None
+        raise UnknownName(f"unknown solver {name!r}; known solvers: {', '.join(names())}") from None
 
 
 def names() -> list[str]:

@@ -26,6 +26,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .errors import UnknownName
 from .hooks import CacheStats, ExitStats, Handle, Stats
 
 FAMILIES = ("caching", "early-exit", "quant", "prune", "distill", "systems", "guidance", "attention")
@@ -130,7 +131,7 @@ def _load() -> None:
 def get(name: str) -> Technique:
     _load()
     if name not in _REGISTRY:
-        raise KeyError(f"unknown technique {name!r}; known: {', '.join(sorted(_REGISTRY))}")
+        raise UnknownName(f"unknown technique {name!r}; known: {', '.join(sorted(_REGISTRY))}")
     return _REGISTRY[name]
 
 

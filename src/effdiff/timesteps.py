@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import UnknownName
 from .io import atomic_write, read_json
 from .process import Process
 
@@ -241,8 +242,8 @@ def get(name: str, n: int, process: Process, **kw) -> Tensor:
         key = name if name.endswith(".json") else "-".join(name.split(":", 1))
         return interpolate(load_schedule(key), _n(n))
     if name not in SCHEDULES:
-        raise KeyError(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)} "
-                       "(or 'METHOD:MODEL' for a fitted one, e.g. 'ays:digits-unet')")
+        raise UnknownName(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)} "
+                          "(or 'METHOD:MODEL' for a fitted one, e.g. 'ays:digits-unet')")
     if name in _TAKES_PROCESS:
         return SCHEDULES[name](n, process, **kw)
     kw.setdefault("sigma_min", process.sigma_min)
@@ -310,8 +311,8 @@ def load_schedule(name_or_path, with_meta: bool = False):
     if not (str(name_or_path).endswith(".json") or p.exists()):
         p = SCHEDULE_DIR / f"{name_or_path}.json"
         if not p.exists():
-            raise KeyError(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(fitted_names()) or '(none)'} "
-                           f"(fit one with: effdiff schedules fit --model MODEL --method ays --steps 10 --out FILE.json)")
+            raise UnknownName(f"unknown fitted schedule {str(name_or_path)!r}; shipped: {', '.join(fitted_names()) or '(none)'} "
+                              f"(fit one with: effdiff schedules fit --model MODEL --method ays --steps 10 --out FILE.json)")
     obj = read_json(p, "effdiff schedule", kind=None)   # not UTF-8, invalid, huge ints, deep nesting: one error
     if not isinstance(obj, dict) or obj.get("format") != FORMAT or "sigmas" not in obj:
         raise ValueError(f"{str(p)!r} is not an effdiff schedule (format {FORMAT!r})")

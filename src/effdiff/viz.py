@@ -37,7 +37,7 @@ def image_format(path) -> str:
     return fmt
 
 
-def _save(fig, path) -> Path:
+def save_figure(fig, path) -> Path:
     import matplotlib.pyplot as plt
     fig.tight_layout()
     try:
@@ -146,4 +146,7 @@ def quality_vs_nfe_plot(rows: list[dict], path, metric: str = "fd") -> Path:
         ax.set_title(model)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=6, ncol=2)
-    return _save(fig, path)
+    return save_figure(fig, path)
+
+
+_save = save_figure    # the old private name

@@ -19,6 +19,7 @@ from ..metrics import peak_memory
 from ..prune import DepthPruningConfig, DiffPruningConfig, HeadPruningConfig, finetune
 from ..quant import Int8Config, NaivePTQConfig, PTQConfig, QATConfig, SVDQuantConfig
 from ..sampling import randn
+from ..errors import UnknownName
 from .config import BenchConfig, register_suite, save_table
 from .scoring import pct_ci
 
@@ -94,7 +95,7 @@ def configs(model: str, labels=None, quick: bool = False) -> list[BenchConfig]:
     wanted = labels if labels is not None else (QUICK if quick else list(ROWS))
     unknown = [w for w in wanted if w not in ROWS]
     if unknown:
-        raise KeyError(f"unknown compress row {unknown[0]!r}; known: {', '.join(ROWS)}")
+        raise UnknownName(f"unknown compress row {unknown[0]!r}; known: {', '.join(ROWS)}")
     for label in wanted:
         parts = ROWS[label]
         if all(T.get(n).applies_to(_probe(model)) for n, _ in parts):
@@ -158,7 +159,7 @@ def pareto(results: dict, out: Path) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..viz import _save
+    from ..viz import save_figure
     rows = results["rows"]
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(len(models), 2, figsize=(11, 4.2 * len(models)), dpi=110, squeeze=False)
@@ -178,7 +179,7 @@ def pareto(results: dict, out: Path) -> Path:
             ax.set_ylabel("FD vs held-out (mean ± sd)")
             ax.set_title(f"{model}: FD vs {label} (lower-left is better)")
             ax.grid(alpha=0.3)
-    return _save(fig, out / "pareto_compress.png")
+    return save_figure(fig, out / "pareto_compress.png")
 
 
 def report(results: dict, out: Path) -> str:

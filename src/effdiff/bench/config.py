@@ -11,6 +11,7 @@ from typing import Callable
 import torch
 
 from .. import timesteps
+from ..errors import UnknownName
 
 
 @dataclass
@@ -97,7 +98,8 @@ def load_suite(name: str) -> None:
     if name in SUITES:
         return
     if name not in SUITE_MODULES:
-        raise KeyError(f"unknown bench suite {name!r}; known suites: {', '.join(sorted({*SUITES, *SUITE_MODULES}))}")
+        raise UnknownName(f"unknown bench suite {name!r}; "
+                          f"known suites: {', '.join(sorted({*SUITES, *SUITE_MODULES}))}")
     import importlib
     importlib.import_module(f"{__package__}.{SUITE_MODULES[name]}")
 

@@ -366,7 +366,7 @@ def curves_plot(rows: list[dict], path, target: float | None = None) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from ..viz import _save
+    from ..viz import save_figure
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), dpi=110)
     for r in rows:
         m, sd = np.array(r["fd_curve"]), np.array(r["fd_curve_sd"])
@@ -385,7 +385,7 @@ def curves_plot(rows: list[dict], path, target: float | None = None) -> Path:
     axes[0].legend(fontsize=7, ncol=2)
     axes[0].set_title("learning curves (mean ± sd over seeds)")
     axes[1].set_title("the same vs wall time")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def prior_only_fd(n: int = N_EVAL, seeds=SEEDS) -> list[float]:

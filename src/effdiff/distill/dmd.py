@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..denoisers import _bc
+from ..denoisers import append_dims
 from ..objectives import DENSITIES, DiffusionLoss, LossConfig
 from . import pairs as P
 from . import student as S
@@ -68,12 +68,12 @@ def dm_grad(x: Tensor, real, fake, sigma: Tensor, eps: Tensor, cond=None, w=None
     """DMD's generator gradient at G's samples ``x`` [B, ...]: (D_fake - D_real) / mean|x - D_real|
     at x_t = x + σ ε (σ [B]); zero where the fake score equals the real one."""
     with torch.no_grad():
-        x_t = x + _bc(sigma.to(x.dtype), x) * eps
+        x_t = x + append_dims(sigma.to(x.dtype), x) * eps
         s = sigma.to(x.dtype)
         d_real = guided_x0(real, x_t, s, cond, w)
         d_fake = fake(x_t, s, cond)
         norm = (x - d_real).abs().flatten(1).mean(1).clamp_min(1e-12)
-        return torch.nan_to_num((d_fake - d_real) / _bc(norm, x))
+        return torch.nan_to_num((d_fake - d_real) / append_dims(norm, x))
 
 
 def dm_loss(x: Tensor, grad: Tensor) -> Tensor:

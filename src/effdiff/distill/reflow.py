@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..denoisers import _bc
+from ..denoisers import append_dims
 from ..objectives import DENSITIES
 from ..sampling import check_sigmas, sample
 from . import pairs as P
@@ -64,7 +64,7 @@ class Reflow(Method):
             sigma = S.grid(self.teacher.process, 1)[:1].expand(B)
         else:
             sigma = DENSITIES[self.c.density](self.teacher.process, B, gen, **(self.c.density_args or {}))
-        xs = x + _bc(sigma.to(x.dtype), x) * z
+        xs = x + append_dims(sigma.to(x.dtype), x) * z
         return snr_trunc_mse(student(xs, sigma.to(x.dtype), y), x, sigma)
 
 

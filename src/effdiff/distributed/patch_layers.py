@@ -107,7 +107,7 @@ class PatchGroupNorm(nn.Module):
         return y
 
 
-def _heads(attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def split_heads(attn: nn.Module, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """q, k, v of a ``SelfAttention`` for tokens x [B, n, D]: each [B, n, H, D/H]."""
     B, n, D = x.shape
     qkv = attn.qkv(x).reshape(B, n, 3, attn.num_heads, D // attn.num_heads)
@@ -126,7 +126,7 @@ class SlabAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, n, D = x.shape
-        return self.attn.proj(self.attend(*_heads(self.attn, x)).reshape(B, n, D))
+        return self.attn.proj(self.attend(*split_heads(self.attn, x)).reshape(B, n, D))
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         raise NotImplementedError
@@ -160,3 +160,6 @@ class UlyssesAttention(SlabAttention):
         out = out.reshape(B, H // R, R, n, -1).permute(2, 0, 3, 1, 4)             # [R(token slab), B, n, H/R, d]
         out = self.rt.comm.all_to_all(out)                                        # [R(head group), B, n, H/R, d]
         return out.permute(1, 2, 0, 3, 4)                                         # [B, n, R, H/R, d]
+
+
+_heads = split_heads    # the old private name

@@ -20,7 +20,7 @@ from ..models.dit import DiT
 from ..models.layers import SelfAttention
 from .comm import Comm
 from .net import ParallelNet, shared_copy, with_net
-from .patch_layers import _heads
+from .patch_layers import split_heads
 
 Tensor = torch.Tensor
 
@@ -51,7 +51,7 @@ class KVAttention(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         B, n, D = x.shape
-        q, k, v = _heads(self.attn, x)                              # [B, n, H, d]
+        q, k, v = split_heads(self.attn, x)                              # [B, n, H, d]
         kv = torch.stack([k, v])                                    # [2, B, n, H, d]
         if self.span is None:
             self.kv = kv

@@ -57,5 +57,6 @@ def pct_ci(change: float, ci) -> str:
 
 
 def labels_for(n: int, num_classes: int) -> torch.Tensor | None:
-    """Class-balanced labels 0, 1, ..., K-1, 0, ... (None for an unconditional model)."""
-    return torch.arange(n) % num_classes if num_classes else None
+    """Class-balanced labels 0, 1, ..., K-1, 0, ... (None for an unconditional model): ``data.class_labels``."""
+    from ..data import class_labels
+    return class_labels(n, num_classes)

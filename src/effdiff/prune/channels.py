@@ -63,7 +63,7 @@ def choose(group: Group, ratio: float) -> torch.Tensor:
     return (units[:, None] * group.unit + torch.arange(group.unit)).reshape(-1)
 
 
-def _linear(l: nn.Linear, rows=None, cols=None) -> nn.Linear:
+def slice_linear(l: nn.Linear, rows=None, cols=None) -> nn.Linear:
     w = l.weight.detach()
     w = w[rows] if rows is not None else w
     w = w[:, cols] if cols is not None else w
@@ -110,12 +110,12 @@ def restore(m: nn.Module, saved: dict) -> None:
 def shrink(m: nn.Module, keep: torch.Tensor) -> None:
     """Shrink one block's private width to ``keep`` (in place)."""
     if isinstance(m, Mlp):
-        m.fc1, m.fc2 = _linear(m.fc1, rows=keep), _linear(m.fc2, cols=keep)
+        m.fc1, m.fc2 = slice_linear(m.fc1, rows=keep), slice_linear(m.fc2, cols=keep)
         return
     w = m.out_norm.num_channels
     unit = w // m.out_norm.num_groups
     m.in_layers[2] = _conv(m.in_layers[2], rows=keep)
-    m.emb_layers[1] = _linear(m.emb_layers[1], rows=torch.cat([keep, keep + w]))
+    m.emb_layers[1] = slice_linear(m.emb_layers[1], rows=torch.cat([keep, keep + w]))
     norm = nn.GroupNorm(len(keep) // unit, len(keep), eps=m.out_norm.eps)
     norm.weight.data.copy_(m.out_norm.weight.detach()[keep])
     norm.bias.data.copy_(m.out_norm.bias.detach()[keep])
@@ -135,3 +135,6 @@ def resize(net: nn.Module, plan: dict[str, int]) -> None:
         if name not in mods:
             raise KeyError(f"pruning plan names {name!r}, which this network does not have")
         shrink(mods[name], torch.arange(width))
+
+
+_linear = slice_linear    # the old private name

@@ -25,7 +25,7 @@ from ..hooks import Handle
 from ..models.layers import SelfAttention
 from ..sites import network, replace
 from ..techniques import Run, Technique, register
-from .channels import _linear
+from .channels import slice_linear
 from .depth import DepthStats, dropped, net_macs
 from .diff_pruning import DiffPruningConfig, training_batch
 from .importance import taylor, taylor_gradients
@@ -78,7 +78,7 @@ def shrunk(m: SelfAttention, keep: torch.Tensor) -> PrunedAttention:
     cols = (keep[:, None] * d + torch.arange(d)).reshape(-1)                 # the heads' channels
     rows = (torch.arange(3)[:, None] * H * d + cols[None]).reshape(-1)        # in q, k and v
     new = PrunedAttention(m.proj.out_features, len(keep), d, qkv_bias=m.qkv.bias is not None)
-    new.qkv, new.proj = _linear(m.qkv, rows=rows), _linear(m.proj, cols=cols)
+    new.qkv, new.proj = slice_linear(m.qkv, rows=rows), slice_linear(m.proj, cols=cols)
     return new
 
 

@@ -250,14 +250,17 @@ def apply_ptq(denoiser, config: PTQConfig):
     return _attach(denoiser, config.state, QuantStats.of(denoiser, config.state))
 
 
-def _check(denoiser) -> str | None:
+def check_quantizable(denoiser) -> str | None:
     return None if quant_layers(denoiser) else "it has no Linear/Conv2d layers to quantize"
 
 
 PAPER = "Q-Diffusion (Li et al. 2023), PTQ4DM (Shang et al. 2023), TDQ (So et al. 2023), PTQD (He et al. 2023)"
-register(Technique("ptq", "quant", PTQConfig, apply_ptq, _check, needs=("state",),
+register(Technique("ptq", "quant", PTQConfig, apply_ptq, check_quantizable, needs=("state",),
                    prepare_fn=lambda d, c, r, **kw: prepare_ptq(d, c, r, **kw),
                    eager=lambda n: PTQConfig(w_bits=4, a_bits=8), paper=PAPER))
-register(Technique("ptq-naive", "quant", NaivePTQConfig, apply_ptq, _check, needs=("state",),
+register(Technique("ptq-naive", "quant", NaivePTQConfig, apply_ptq, check_quantizable, needs=("state",),
                    prepare_fn=lambda d, c, r, **kw: prepare_ptq(d, c, r, **kw),
                    eager=lambda n: NaivePTQConfig(w_bits=4, a_bits=8), paper="round-to-nearest min-max PTQ"))
+
+
+_check = check_quantizable    # the old private name

@@ -38,7 +38,7 @@ from ..sites import network
 from ..techniques import Run, Technique, register
 from .calibration import SCHEMES, calibrate
 from .layers import ActQuant, _direct, attach_quant, quant_layers, quantize_weight, run_with
-from .ptq import _check
+from .ptq import check_quantizable
 from .quantizer import QuantSpec, qparams
 from .stats import QuantStats
 
@@ -222,7 +222,7 @@ def apply_svdquant(denoiser, config: SVDQuantConfig):
     return attach_quant(denoiser, hooks, stats=SVDQuantStats.of(denoiser, config.state))
 
 
-register(Technique("svdquant", "quant", SVDQuantConfig, apply_svdquant, _check, needs=("state",),
+register(Technique("svdquant", "quant", SVDQuantConfig, apply_svdquant, check_quantizable, needs=("state",),
                    prepare_fn=lambda d, c, r, **kw: prepare_svdquant(d, c, r),
                    eager=lambda n: SVDQuantConfig(w_bits=4, a_bits=8),
                    paper="SVDQuant (Li et al. 2024)"))

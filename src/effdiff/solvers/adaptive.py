@@ -19,7 +19,7 @@ import math
 import torch
 
 from . import register
-from .dpm_solver import _sub_sigma, check_options, exp_step, model_output, singlestep_update
+from .dpm_solver import sub_sigma, check_options, exp_step, model_output, singlestep_update
 
 
 def error_norm(x_hi, x_lo, x_prev, atol: float, rtol: float) -> float:
@@ -104,7 +104,7 @@ def _dpm_pair(denoiser, order: int, prediction: str):
             lower = exp_step(x, sigma, sigma_next, [m0], prediction)
             return lower, singlestep_update(denoiser, x, sigma, sigma_next, m0, 2, prediction), d_s
         r1, r2 = 1 / 3, 2 / 3
-        s1, s2 = _sub_sigma(sigma, sigma_next, r1), _sub_sigma(sigma, sigma_next, r2)
+        s1, s2 = sub_sigma(sigma, sigma_next, r1), sub_sigma(sigma, sigma_next, r2)
         u1 = exp_step(x, sigma, s1, [m0], prediction)
         d1 = model_output(u1, denoiser(u1, s1), s1, prediction) - m0
         lower = exp_step(x, sigma, sigma_next, [m0 + d1 / (2 * r1)], prediction)       # DPM-Solver-2

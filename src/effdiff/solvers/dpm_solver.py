@@ -85,7 +85,7 @@ def model_output(x, denoised, sigma: float, prediction: str):
     return denoised if prediction == "data" else (x - denoised) / sigma
 
 
-def _sub_sigma(sigma: float, sigma_next: float, r: float) -> float:
+def sub_sigma(sigma: float, sigma_next: float, r: float) -> float:
     """σ at λ + r h, the intermediate point of a singlestep solver."""
     return math.exp((1 - r) * math.log(sigma) + r * math.log(sigma_next))
 
@@ -97,12 +97,12 @@ def singlestep_update(denoiser, x, sigma: float, sigma_next: float, m0, order: i
         return exp_step(x, sigma, sigma_next, [m0], prediction)
     if order == 2:
         r1 = 0.5
-        s1 = _sub_sigma(sigma, sigma_next, r1)
+        s1 = sub_sigma(sigma, sigma_next, r1)
         u1 = exp_step(x, sigma, s1, [m0], prediction)
         m1 = model_output(u1, denoiser(u1, s1), s1, prediction)
         return exp_step(x, sigma, sigma_next, [m0 + (m1 - m0) / (2 * r1)], prediction)
     r1, r2 = 1 / 3, 2 / 3
-    s1, s2 = _sub_sigma(sigma, sigma_next, r1), _sub_sigma(sigma, sigma_next, r2)
+    s1, s2 = sub_sigma(sigma, sigma_next, r1), sub_sigma(sigma, sigma_next, r2)
     u1 = exp_step(x, sigma, s1, [m0], prediction)
     d1 = model_output(u1, denoiser(u1, s1), s1, prediction) - m0
     u2 = exp_step(x, sigma, s2, [m0, d1 * (r2 / r1)], prediction)
@@ -193,3 +193,6 @@ def dpm_solver(denoiser, x, step, state=None, *, order: int = 3, method: str = "
     denoised = denoiser(x, step.sigma)
     m0 = model_output(x, denoised, step.sigma, prediction)
     return singlestep_update(denoiser, x, step.sigma, step.sigma_next, m0, order, prediction), denoised, None
+
+
+_sub_sigma = sub_sigma    # the old private name

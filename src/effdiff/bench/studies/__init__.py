@@ -13,6 +13,8 @@ from __future__ import annotations
 import importlib
 from typing import Callable
 
+from ...errors import UnknownName
+
 STUDIES: dict[str, Callable] = {}
 #: study -> the module of this package that registers it
 MODULES = {"assign-time": "training", "ot-toy": "training", "priorgrad-check": "training", "step-cost": "training",
@@ -40,7 +42,7 @@ def get(name: str) -> Callable:
     if name not in STUDIES and name in MODULES:
         importlib.import_module(f"{__name__}.{MODULES[name]}")
     if name not in STUDIES:
-        raise KeyError(f"unknown bench study {name!r}; known studies: {', '.join(names())}")
+        raise UnknownName(f"unknown bench study {name!r}; known studies: {', '.join(names())}")
     return STUDIES[name]
 
 
