@@ -15,6 +15,7 @@ TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("effdiff.layers", "this table"),
         ("effdiff.aliases", "module attributes that moved to a lower module"),
         ("effdiff.errors", "`EffdiffError`, the base of every user error"),
+        ("effdiff.device", "`resolve(device)`: a device this machine has, or a clear error"),
         ("effdiff.context", "the loop context (step, stage, branch)"),
         ("effdiff.io", "atomic writes, writable checks, hashing (`sha256_of`), `machine()`"),
         ("effdiff.checkpoint", "safetensors + JSON checkpoints, integrity"),
