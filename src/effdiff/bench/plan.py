@@ -20,7 +20,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .. import techniques as T
 from ..plan.file import Plan
 from ..plan.spec import Spec
 from .config import BenchConfig, register_suite, save_table
@@ -164,7 +163,3 @@ def report(results: dict, out: Path) -> str:
 
 
 register_suite("plan", configs, models=MODELS, report=report)
-
-
-def _families(spec: Spec) -> list[str]:
-    return [T.get(n).family for n, _ in spec.techniques]

@@ -233,14 +233,13 @@ class Plan:
 
     @classmethod
     def load(cls, path) -> "Plan":
+        from ..io import read_json
         path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise ValueError(f"cannot read plan {path}: {e}") from None
-        if not isinstance(d, dict) or d.get("format") != FORMAT:
-            raise ValueError(f"{path} is not an effdiff plan (format {d.get('format') if isinstance(d, dict) else None!r}, "
-                             f"expected {FORMAT!r})")
+        if not path.is_file():
+            raise ValueError(f"cannot read plan {path}: no such file")
+        d = read_json(path, "effdiff plan")
+        if d.get("format") != FORMAT:
+            raise ValueError(f"{path} is not an effdiff plan (format {d.get('format')!r}, expected {FORMAT!r})")
         tensors = {}
         if d.get("tensors_file"):
             from safetensors.torch import load as st_load

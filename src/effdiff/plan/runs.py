@@ -16,7 +16,7 @@ import torch
 from .. import techniques as T
 from ..metrics.stats import labels_for
 from ..sampling import randn
-from .quality import Batch, Quality, for_model
+from .quality import Batch, Quality
 from .spec import Spec
 
 OTHER = 50                # seed s's independent reference batch is seed s + OTHER (same range)

@@ -33,7 +33,7 @@ import torch
 from .. import techniques as T
 from .. import timesteps
 from ..denoisers import guided
-from ..sampling import from_prior, get as get_solver, randn, sample as run_sample
+from ..sampling import from_prior, get as get_solver, randn
 
 FORMAT = "effdiff-spec-1"
 SPECIAL_SCHEDULES = ("full", "student")       # every step of a discrete table; a student's own grid

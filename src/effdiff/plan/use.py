@@ -44,14 +44,12 @@ def as_spec(plan, denoiser=None, base: Spec | None = None) -> Spec:
         text = str(plan).strip()
         if text.startswith("{"):
             return _from_dict(json.loads(text), denoiser)
+        from ..io import read_json
         path = Path(plan)
         if not path.is_file():
             raise FileNotFoundError(f"no plan or spec file {str(path)!r}")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path} is not JSON: {e}") from None
-        if isinstance(d, dict) and d.get("format") == PLAN_FORMAT:
+        d = read_json(path, "plan or spec file")
+        if d.get("format") == PLAN_FORMAT:
             return as_spec(Plan.load(path), denoiser)
         return _from_dict(d, denoiser)
     raise TypeError(f"a plan is a Spec, a Plan, a dict, a path or a list of 'name:key=value' strings; "
