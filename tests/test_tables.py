@@ -112,3 +112,34 @@ def test_planted_sentences_are_caught(tmp_path, monkeypatch):
     # a listed sentence that was edited away is reported, so the list cannot go stale
     monkeypatch.setattr(S, "CLAIMS", [S.Claim("docs/x.md", "gone sentence")])
     assert "no longer in the file" in S.problems(tmp_path)[0]
+
+
+# ---- card metrics backed by results files (effdiff.bench.card_results) ----------------------------
+from effdiff.bench import card_results as CR  # noqa: E402
+
+
+def test_card_metrics_equal_their_hashed_results_files():
+    """Every zoo card with FD numbers is backed by a results file scored on the same tensors (SHA-256),
+    by the distill runs it cites, or is listed as unbacked (docs/evaluation.md says which)."""
+    import glob
+    from pathlib import Path
+    names = [Path(p).stem for p in glob.glob(str(T.ROOT / "src/effdiff/zoo/weights/*.json"))]
+    backed = 0
+    for n in names:
+        m = CR.card(n)["card"]["metrics"]
+        if not any(k.startswith("fd") and isinstance(v, (int, float)) for k, v in m.items()):
+            continue
+        if n in CR.ELSEWHERE or n in CR.UNBACKED:
+            continue
+        assert CR.check(n) == [], CR.check(n)
+        backed += 1
+    assert backed >= 3
+
+
+def test_a_hand_edited_card_metric_is_caught(monkeypatch):
+    meta = CR.card("digits-dit")
+    meta["card"]["metrics"]["fd_dpmpp-2m_logsnr_10"] += 0.1
+    monkeypatch.setattr(CR, "card", lambda name: meta)
+    assert any("card fd_dpmpp-2m_logsnr_10" in p for p in CR.check("digits-dit"))
+    meta["sha256"]["tensors"] = "0" * 64                     # other weights than the file was scored on
+    assert any("other weights" in p for p in CR.check("digits-dit"))
