@@ -63,9 +63,9 @@ PAIRS = {
 }
 
 
-def measure(names=None, seeds: int = 4, n: int = 200, log=print) -> dict:
+def measure(names=None, seeds: int = 4, n: int = 200, log=print, save=None) -> dict:
     """Every pair of ``PAIRS`` (or ``names``): per-seed FD changes of base, A, B, A+B vs the model's
-    default plan reference, and the interaction."""
+    default plan reference, and the interaction. ``save(results)`` is called after each pair."""
     from .. import zoo
     _register_seeds()
     seed_list = [SEED0 + i for i in range(seeds)]
@@ -88,7 +88,13 @@ def measure(names=None, seeds: int = 4, n: int = 200, log=print) -> dict:
         log(f"{name}: base {pct_ci(out[name]['fd_change']['base']['mean'], out[name]['fd_change']['base']['ci'])}, "
             f"A {pct_ci(mean_sd(per['a'])[0], t_interval(per['a']))}, B {pct_ci(mean_sd(per['b'])[0], t_interval(per['b']))}, "
             f"A+B {pct_ci(mean_sd(per['ab'])[0], t_interval(per['ab']))}, interaction {pct_ci(mean_sd(inter)[0], t_interval(inter))}")
-    return {"pairs": out, "seeds": seed_list, "n": n, "measure": "FD change vs the reference (digits-eval features, "
+        if save is not None:
+            save(_results(out, seed_list, n))
+    return _results(out, seed_list, n)
+
+
+def _results(out: dict, seed_list: list, n: int) -> dict:
+    return {"pairs": dict(out), "seeds": seed_list, "n": n, "measure": "FD change vs the reference (digits-eval features, "
             "held-out data), paired by seed, 95% t-interval", "machine": machine(), "torch": torch.__version__,
             "command": "python -m effdiff.bench.interactions --out FILE"}
 
@@ -137,6 +143,7 @@ def main(argv=None) -> None:
     ap.add_argument("--doc", help="with --table: rewrite the generated block of this Markdown file")
     ap.add_argument("--check", action="store_true", help="with --doc: exit 1 if the block differs instead of writing")
     ap.add_argument("--pairs", help="comma-separated pair names (default all)")
+    ap.add_argument("--merge", nargs="+", metavar="RESULTS", help="combine results files (same seeds and n) into --out")
     ap.add_argument("--seeds", type=int, default=4)
     ap.add_argument("--n", type=int, default=200)
     a = ap.parse_args(argv)
@@ -153,13 +160,17 @@ def main(argv=None) -> None:
         print(f"rewrote the interactions block of {a.doc}")
         return
     torch.set_num_threads(1)
-    names = a.pairs.split(",") if a.pairs else None
-    res = measure(names, a.seeds, a.n)
-    if a.out:
-        old = json.loads(Path(a.out).read_text()) if Path(a.out).is_file() and names else None
-        if old and old.get("seeds") == res["seeds"] and old.get("n") == res["n"]:
-            res["pairs"] = {**old["pairs"], **res["pairs"]}
+    if a.merge:
+        parts = [json.loads(Path(f).read_text()) for f in a.merge]
+        if len({(tuple(r["seeds"]), r["n"]) for r in parts}) != 1:
+            raise SystemExit("--merge: the files differ in seeds or n")
+        res = {**parts[0], "pairs": {k: v for r in parts for k, v in r["pairs"].items()}}
         atomic_write(a.out, json.dumps(res, indent=1))
+        print(f"wrote {a.out} ({len(res['pairs'])} pairs)")
+        return
+    names = a.pairs.split(",") if a.pairs else None
+    res = measure(names, a.seeds, a.n, save=(lambda r: atomic_write(a.out, json.dumps(r, indent=1))) if a.out else None)
+    if a.out:
         print(f"wrote {a.out}")
 
 
