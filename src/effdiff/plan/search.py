@@ -7,8 +7,9 @@ certify it on seeds the search never saw.
    on top of the cheapest passing bases. Candidates far outside (proxy > ``SCREEN_LIMIT``) go.
 2. Successive halving on selection seeds with the target measure (FD in the evaluation network
    where one exists): each rung adds seeds; a candidate whose 95% interval lies entirely above the
-   budget is rejected with its numbers; of the rest the cheapest 1/ETA stay (plus the cheapest
-   that already holds, as a fallback).
+   budget is rejected with its numbers; of the rest the cheapest 1/ETA of those whose mean is
+   within the budget (then the others) stay, plus the cheapest that already holds and the one with
+   the lowest upper CI end, as fallbacks.
 3. The cheapest finalist that holds on all selection seeds is re-certified on fresh seeds (never
    used in the search); if it fails there, the next one (every attempt is recorded).
 4. Systems switches are tried on the winner (kept when measured faster and numerically the same).
@@ -299,10 +300,12 @@ class Search:
                 self.best = min(holding, key=self.cost)
             if k == self.set.select_seeds:
                 break
-            alive.sort(key=self.cost)
+            alive.sort(key=lambda r: (r.quality.mean > self.budget, self.cost(r)))   # plausible first, then cheap
             keep = alive[: max(1, math.ceil(len(alive) / ETA))]
-            if self.best is not None and self.best not in keep:
-                keep.append(self.best)
+            safest = min(alive, key=lambda r: r.quality.upper) if alive else None
+            for extra in (self.best, safest):      # the cheapest that holds and the safest stay as fallbacks
+                if extra is not None and extra not in keep:
+                    keep.append(extra)
             for r in alive:
                 if r not in keep:
                     r.rejected = (f"{r.label}: {r.quality.text()} {self._unit()}; slower than the {len(keep)} kept "
