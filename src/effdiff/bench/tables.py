@@ -84,8 +84,19 @@ def _int8_fraction(r: dict) -> str:
     if "fbgemm" not in c:
         return ""
     integer, total = c["int_mm"] + c["fbgemm"], c["int_mm"] + c["fbgemm"] + c["dequant"] + c["fp32"]
-    macs = f", {100 * c['int8_macs_fraction']:.0f}% of MACs" if "int8_macs_fraction" in c else ""
-    return f"{integer} of {total}{macs}"
+    share = _INT8_SHARE.get(r["model"]) if _INT8_SHARE else None
+    if share and c["fp32"] == 0 and c["int_mm"] + c["fbgemm"] == share["linear_layers"] \
+            and c["dequant"] == share["conv_layers"]:       # every Linear integer, every conv weight-only
+        return f"{integer} of {total}, {100 * share['linear_share']:.1f}% of MACs"
+    return f"{integer} of {total}" + (", MAC share not recorded" if c["fp32"] else "")
+
+
+def _int8_share() -> dict:
+    p = ROOT / "docs/bench/compress/int8-share/results.json"      # python -m effdiff.bench.int8_share
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+_INT8_SHARE = _int8_share()
 
 
 def _compress(name: str, r: dict) -> str:
