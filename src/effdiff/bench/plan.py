@@ -1,6 +1,7 @@
 """``effdiff bench --suite plan``: acceleration plans (``ed.plan``) on the zoo models at two quality
-budgets (upper 95% CI end of the FD change vs the reference <= +5% and <= +10%), without and with
-distilled students in the search space, timed and scored by the runner beside
+budgets (upper 95% CI end of the FD change vs the reference <= +5% and <= +10%; ``SEARCHES``: +5%
+without and with distilled students in the search space, +10% with them), timed and scored by the
+runner beside
 
 - the reference sampler the plan was certified against,
 - the best single configuration meeting the same budget (the cheapest plain solver x schedule x
@@ -103,27 +104,29 @@ def _row(model: str, label: str, spec: Spec, **kw) -> BenchConfig:
     return BenchConfig(model, label, spec.solver, sched, spec.steps, generate=_SpecRow(spec).generate, **kw)
 
 
+# the searches per model: (budget, students in the space); quick: the first two
+SEARCHES = ((0.05, False), (0.05, True), (0.10, True))
+
+
 def configs(model: str, quick: bool = False) -> list[BenchConfig]:
-    budgets = BUDGETS[:1] if quick else BUDGETS
     rows: list[BenchConfig] = []
     ref = None
-    for budget in budgets:
-        for students in (False, True):
-            p = get_plan(model, budget, students, quick)
-            if ref is None:
-                ref = p.reference
-                rows.append(_row(model, f"reference {ref.label()}", ref, reference=True))
-            tag = f"{100 * budget:g}%"
-            if p.spec is not None:
-                rows.append(_row(model, f"plan@{tag}{'+students' if students else ''}: {p.spec.label()}", p.spec))
-            if students:
-                continue
-            single = _spec_of(p, p.search.get("best_single"))
-            if single is not None:
-                rows.append(_row(model, f"best single@{tag}: {single.label()}", single))
-            stack = naive_stack(p)
-            if stack is not None:
-                rows.append(_row(model, f"naive stack@{tag}: {stack.label()}", stack))
+    for budget, students in (SEARCHES[:2] if quick else SEARCHES):
+        p = get_plan(model, budget, students, quick)
+        if ref is None:
+            ref = p.reference
+            rows.append(_row(model, f"reference {ref.label()}", ref, reference=True))
+        tag = f"{100 * budget:g}%"
+        if p.spec is not None:
+            rows.append(_row(model, f"plan@{tag}{'+students' if students else ''}: {p.spec.label()}", p.spec))
+        if students and (budget, False) in SEARCHES:
+            continue
+        single = _spec_of(p, p.search.get("best_single"))
+        if single is not None:
+            rows.append(_row(model, f"best single@{tag}: {single.label()}", single))
+        stack = naive_stack(p)
+        if stack is not None:
+            rows.append(_row(model, f"naive stack@{tag}: {stack.label()}", stack))
     return rows
 
 
