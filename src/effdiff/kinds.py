@@ -36,7 +36,7 @@ def register(name: str, install: Callable[[dict, str], dict] | None = None):
 
 def install_meta(meta: dict, where: str) -> dict:
     """The keys a zoo install adds to ``meta`` for its kind (``{}`` for most kinds)."""
-    kind = kind_of(meta)
+    kind = kind_of(meta, where)
     get(kind, where)
     return INSTALL[kind](meta, where) if kind in INSTALL else {}
 
@@ -46,10 +46,21 @@ def names() -> list[str]:
     return sorted(set(KINDS) | set(BUILTIN))
 
 
-def kind_of(meta: dict) -> str:
-    """``meta["kind"]``, or for files written before kinds were recorded, the kind their keys imply."""
-    if meta.get("kind") is not None and meta.get("format", ckpt.MODEL_FORMAT) == ckpt.MODEL_FORMAT:
-        return meta["kind"]
+def kind_of(meta: dict, where: str = "model") -> str:
+    """``meta["kind"]``, or for files written before kinds were recorded, the kind their keys imply. The
+    kind is not part of the pinned config (old files gain it without new hashes), so a recorded kind that
+    contradicts what the keys imply (``plain`` on a student's file) is refused."""
+    implied = implied_kind(meta)
+    recorded = meta.get("kind") if meta.get("format", ckpt.MODEL_FORMAT) == ckpt.MODEL_FORMAT else None
+    if recorded is None:
+        return implied
+    if implied != "plain" and recorded != implied:
+        raise ckpt.CheckpointError(f"{where}: names model kind {recorded!r}, but its metadata is a {implied!r} export")
+    return recorded
+
+
+def implied_kind(meta: dict) -> str:
+    """The kind a model export's keys imply: a student, a PriorGrad model, a latent model, else plain."""
     if "student" in meta:
         return "student"
     if "prior" in meta:
@@ -116,4 +127,4 @@ def from_checkpoint(path, where: str | None = None, require_sha256: bool = False
     where = where or str(path)
     assets.check_export(meta, where)
     check_config(meta, where)
-    return get(kind_of(meta), where)(tensors, meta, where)
+    return get(kind_of(meta, where), where)(tensors, meta, where)
