@@ -90,6 +90,7 @@ def dm_sigma(process, n: int, gen: torch.Generator, t_range=(0.02, 0.98)) -> Ten
 @method("dmd")
 class DMD(Method):
     Config = DMDConfig
+    run_entries = (P.RUN_PAIRS,)
 
     def __init__(self, args, teacher, cfg):
         super().__init__(args, teacher, cfg)

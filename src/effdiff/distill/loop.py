@@ -20,7 +20,6 @@ from torch import nn
 
 from .. import checkpoint as ckpt
 from ..training.trainer import Trainer, TrainConfig, load_optimizer, machine, optimizer_tensors
-from . import pairs as P
 from . import student as S
 
 METHODS: dict[str, type] = {}
@@ -101,6 +100,7 @@ class Method:
     are checkpointed; hooks run before and after every step."""
     name = "method"
     Config: type = dataclass(type("Empty", (), {}))
+    run_entries: tuple[str, ...] = ()      # what it writes into the run folder (--overwrite removes them)
 
     def __init__(self, args: dict, teacher, cfg: DistillConfig):
         try:
@@ -165,11 +165,12 @@ class DistillTrainer(Trainer):
         self.method.setup(self)
 
     def prepare(self, resume: bool = False, overwrite: bool = False) -> None:
-        """The run folder checked and locked (``Trainer.prepare``; ``overwrite`` also drops pairs the run
-        generated), then the method's own preparation (``Method.start``)."""
+        """The run folder checked and locked (``Trainer.prepare``; ``overwrite`` also drops what the method
+        wrote there, e.g. teacher pairs), then the method's own preparation (``Method.start``)."""
         super().prepare(resume, overwrite)
         if overwrite:
-            shutil.rmtree(self.dir / P.RUN_PAIRS, ignore_errors=True)
+            for name in self.method.run_entries:
+                shutil.rmtree(self.dir / name, ignore_errors=True)
         self.method.start(self)
 
     # ---- one step: the method's loss on the trainer's batch ---------------------------------

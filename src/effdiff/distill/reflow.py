@@ -42,6 +42,7 @@ class ReflowConfig:
 @method("reflow")
 class Reflow(Method):
     Config = ReflowConfig
+    run_entries = (P.RUN_PAIRS,)
 
     def __init__(self, args, teacher, cfg):
         super().__init__(args, teacher, cfg)
