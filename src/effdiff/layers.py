@@ -110,3 +110,18 @@ def markdown() -> str:
     for layer in LAYERS:
         rows += [f"| {layer} | `{mod}` | {what} |" for mod, what in TABLE[layer]]
     return "\n".join(rows) + "\n"
+
+
+def write_doc(path: str = "docs/architecture.md") -> None:
+    """Replace the layer table in ``path`` by ``markdown()`` (``python -m effdiff.layers`` in a checkout)."""
+    from pathlib import Path
+    doc = Path(path)
+    text = doc.read_text()
+    start = text.index("| layer | module | owns |")
+    end = text.index("\n\n", start)
+    doc.write_text(text[:start] + markdown().rstrip("\n") + text[end:])
+
+
+if __name__ == "__main__":
+    import sys
+    write_doc(*sys.argv[1:2])
