@@ -16,11 +16,18 @@ def _run_plan(*args, **kwargs):       # sample(..., plan=...) loads effdiff.plan
 sampling.register_plan_runner(_run_plan)
 
 
+_LAZY = ("zoo", "models", "metrics", "data", "objectives", "training", "bench", "techniques", "sites",
+         "caching", "early_exit", "retrieval", "hooks", "schedule_opt", "report", "integrations",
+         "systems", "distributed", "quant", "prune", "distill", "finetune", "latent", "plan", "guidance", "video")
+
+
+def __dir__():  # tab completion sees the lazy entry points too
+    return sorted({*globals(), *_LAZY, "accelerate"})
+
+
 def __getattr__(name):  # heavy or optional submodules load on first use
     import importlib
-    if name in ("zoo", "models", "metrics", "data", "objectives", "training", "bench", "techniques", "sites",
-                "caching", "early_exit", "retrieval", "hooks", "schedule_opt", "report", "integrations",
-                "systems", "distributed", "quant", "prune", "distill", "finetune", "latent", "plan"):
+    if name in _LAZY:
         return importlib.import_module(f".{name}", __name__)
     if name == "accelerate":
         from .integrations.accelerate import accelerate

@@ -72,8 +72,17 @@ def class_list(text: str) -> list[int]:
     return labels
 
 
+def _device(a):
+    """``--device``: checked before any work (CUDA asked for and absent: one-line error)."""
+    from .device import resolve
+    return resolve(getattr(a, "device", None) or "cpu")
+
+
 def _train(a):
     from .recipes import train_preset
+    if _device(a).type != "cpu":
+        raise ValueError(f"effdiff train runs on the CPU (data-parallel under torchrun); --device {a.device} is "
+                         "not supported for training yet")
     path = train_preset(a.preset, a.out or f"runs/{a.preset}", resume=a.resume, overwrite=a.overwrite,
                         progress=not a.quiet, steps=a.steps, seed=a.seed, batch_size=a.batch_size)
     if path is None:                          # a data-parallel rank that does not write
@@ -118,24 +127,76 @@ def check_sample(model: str, out, solver: str, n: int, classes: list[int] | None
     return card, _labels(classes, n, card.get("num_classes", 0), model)
 
 
+def _zoo_file(spec: str | None, weighted: bool = False) -> str | None:
+    """A zoo name where a file is expected (``--lora NAME[:W]``, ``--control-model NAME``) -> its shipped
+    file stem; anything else unchanged (an existing file of that name wins)."""
+    if spec is None:
+        return None
+    from . import assets
+    name, sep, w = spec.rpartition(":") if weighted and ":" in spec else (spec, "", "")
+    if name in assets.names() and not Path(name).exists() and not Path(f"{name}.safetensors").exists():
+        return f"{assets.path(name)}{sep}{w}"
+    return spec
+
+
 def _adapters(a):
     """LoRA files and a control model attached to the loaded model (``--lora``, ``--control``)."""
     from .finetune.cli import sample_denoiser
-    return lambda den: sample_denoiser(den, a.lora, a.control, a.control_model, a.condition, a.n)
+    loras = [_zoo_file(x, weighted=True) for x in a.lora]
+    return lambda den: sample_denoiser(den, loras, a.control, _zoo_file(a.control_model), a.condition, a.n)
+
+
+SAMPLE_DEFAULTS = {"solver": "dpmpp-2m", "schedule": "logsnr", "steps": 10, "guidance": 1.0}
+
+
+def _sample_spec(a, den):
+    """The composition to sample: ``--plan FILE``, else solver/schedule/steps/guidance plus ``--use``."""
+    from .plan.spec import Spec
+    from .plan.use import as_spec
+    given = {k: getattr(a, k) for k in SAMPLE_DEFAULTS if getattr(a, k) is not None}
+    if a.plan:
+        if given or a.use:
+            raise ValueError(f"--plan decides solver, schedule, steps, guidance and techniques; drop "
+                             f"{', '.join(f'--{k}' for k in [*given, *(['use'] if a.use else [])])}")
+        return as_spec(a.plan, den)
+    return Spec(**{**SAMPLE_DEFAULTS, **given}).use(*a.use)
+
+
+def _student_note(a, den, spec) -> str | None:
+    """What a distilled student does instead of a different solver / step count asked for."""
+    from .distill.student import Student
+    if not isinstance(den, Student):
+        return None
+    asked = [f"--{k} {getattr(a, k)}" for k in ("solver", "steps", "schedule") if getattr(a, k) is not None]
+    if not asked:
+        return None
+    return (f"note: {a.model} is a {den.spec.steps}-step distilled student: it samples on its own grid with "
+            f"{den.spec.solver} ({den.spec.steps} steps); {' '.join(asked)} ignored")
 
 
 def _sample(a):
     import effdiff as ed
     from .recipes import sample_model
     from .viz import save_grid
-    _, cond = check_sample(a.model, a.out, a.solver, a.n, a.classes)
-    den = ed.zoo.load(a.model)
+    device = _device(a)
+    _, cond = check_sample(a.model, a.out, a.solver or SAMPLE_DEFAULTS["solver"], a.n, a.classes)
+    den = ed.zoo.load(a.model, device=device)
+    spec = _sample_spec(a, den)
+    note = _student_note(a, den, spec)
+    if note and not a.quiet:
+        print(note)
     wrap = _adapters(a) if a.lora or a.control or a.control_model else None
-    out = sample_model(den, a.n, a.solver, a.schedule, a.steps, a.guidance, a.seed, cond, wrap, progress=not a.quiet,
-                       guide=ed.guided)
+    with spec.apply(den) as handle:
+        out = sample_model(den, a.n, spec.solver, spec.schedule, spec.steps, spec.guidance, a.seed, cond, wrap,
+                           progress=not a.quiet, guide=ed.guided, device=device)
     path = save_grid(out.result.x, a.out, nrow=10)
-    print(f"wrote {path}: {a.n} samples, {a.model}, {out.solver} on {out.schedule}, {out.result.nfe} NFE, "
-          f"guidance {a.guidance}")
+    used = "".join(f" + {name}" for name, _ in spec.techniques)
+    print(f"wrote {path}: {a.n} samples, {a.model}, {out.solver} on {out.schedule}{used}, {out.result.nfe} NFE, "
+          f"guidance {spec.guidance}")
+    if spec.techniques and not a.quiet:
+        stats = handle.stats if isinstance(handle.stats, dict) else {spec.techniques[0][0]: handle.stats}
+        for name, st in stats.items():
+            print(f"  {name}: {st.as_dict() if hasattr(st, 'as_dict') else st}")
 
 
 def _bench(a):
@@ -147,17 +208,27 @@ def _bench(a):
     if a.study is not None:
         return _study(a.study)
     models = a.models
+    if _device(a).type != "cpu":
+        raise ValueError(f"effdiff bench times the CPU; --device {a.device} is not supported by the bench yet "
+                         "(bench/gpu.sh runs the CUDA benchmark)")
     for m in models or []:
         _diffusion_card(m)
     suite(a.suite, models or [])             # an unknown suite fails here, before any work
     if a.out:
         check_writable(a.out, directory=True)
+    if a.seeds == 1 and not a.quiet:
+        print("note: --seeds 1: one seed gives no confidence interval; FD changes are single-seed differences")
     res = run(models=models, suite_name=a.suite, quick=a.quick, out=a.out, n_samples=a.n, seed=a.seed,
-              guidance=a.guidance, repeats=a.repeats, threads=a.threads, n_seeds=a.seeds)
-    print()
-    print(table(res))
+              guidance=a.guidance, repeats=a.repeats, threads=a.threads, n_seeds=a.seeds, verbose=not a.quiet,
+              use_cache=not a.no_cache)
+    if not a.quiet:
+        print()
+        print(table(res))
+    for note in res.get("cache", []):
+        print(f"cache: {note}")
     if a.out:
-        print(f"\nwrote {a.out}/results.json, {a.out}/pareto.png and sample grids in {a.out}/grids/")
+        print(f"wrote {a.out}/results.json, {a.out}/report.html, {a.out}/pareto.png and sample grids in "
+              f"{a.out}/grids/ ({res['wall_time_s']:.0f} s)")
 
 
 def _study(argv: list[str]):
@@ -183,12 +254,8 @@ def _bench_prereg(a):
 
 
 def _zoo(a):
-    from . import zoo
-    for name in zoo.names():
-        c = zoo.card(name)
-        card = c["card"]
-        print(f"{name:20s} {c['arch']:10s} {c.get('prediction') or c['task']:10s} steps={card['steps']} "
-              f"metrics={json.dumps(card['metrics'])}")
+    from .zoo.table import show, table
+    print(show(a.name) if a.name else table())
 
 
 def _solvers(a):
@@ -216,77 +283,135 @@ def _schedules_fit(a):
     print(f"use it as: ed.timesteps.get({str(path)!r}, n, process)")
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows every default (flags and options without a fixed default say theirs in words)."""
+
+    def _get_help_string(self, action):
+        d = action.default
+        said = any(t in (action.help or "") for t in ("(default", "[default"))
+        if d is None or d is False or d == [] or d == argparse.SUPPRESS or said:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def _schedules_help() -> str:
+    from .timesteps import SCHEDULES
+    return (f"{', '.join(SCHEDULES)}, full (every step of a discrete table), ays:MODEL / dp:MODEL (a fitted "
+            "schedule shipped for a zoo model) or a schedule .json file")
+
+
+def _presets_help() -> str:
+    from .training.presets import PRESETS
+    return (f"training presets: {', '.join(PRESETS)}; fine-tuning, distillation and model-guidance presets too "
+            "(an unknown name lists them all)")
+
+
+def _suites() -> list[str]:
+    from .bench.config import SUITE_MODULES, SUITES
+    return sorted({*SUITES, *SUITE_MODULES})
+
+
+def _quiet(p):
+    p.add_argument("--quiet", action="store_true", help="no progress bars or notes; the result lines only")
+
+
+def _device_arg(p):
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or mps (checked before any work)")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="effdiff", description="Efficient diffusion models, measured.")
+    from . import __version__
+    p = argparse.ArgumentParser(prog="effdiff", description="Efficient diffusion models, measured.",
+                                formatter_class=_Help)
+    p.add_argument("--version", action="version", version=f"effdiff {__version__}")
     sub = p.add_subparsers(dest="cmd", required=True)
 
-    t = sub.add_parser("train", help="train a preset (digits-unet, digits-dit, digits-classifier, toy2d)")
-    t.add_argument("--preset", required=True)
+    t = sub.add_parser("train", help="train a preset", formatter_class=_Help)
+    t.add_argument("--preset", required=True, help=_presets_help())
     t.add_argument("--out", help="run directory (default runs/PRESET); must be empty unless --resume/--overwrite")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true", help="continue the run directory's run from its last checkpoint")
     mode.add_argument("--overwrite", action="store_true", help="delete the run directory's run and start over")
-    t.add_argument("--steps", type=_ranged_int(1, MAX_TRAIN_STEPS))
-    t.add_argument("--seed", type=seed_type)
-    t.add_argument("--batch-size", type=_ranged_int(1, MAX_BATCH))
-    t.add_argument("--quiet", action="store_true")
+    t.add_argument("--steps", type=_ranged_int(1, MAX_TRAIN_STEPS), help="training steps (default: the preset's)")
+    t.add_argument("--seed", type=seed_type, help="training seed (default: the preset's)")
+    t.add_argument("--batch-size", type=_ranged_int(1, MAX_BATCH), help="batch size (default: the preset's)")
+    _device_arg(t)
+    _quiet(t)
     t.set_defaults(fn=_train)
 
-    s = sub.add_parser("sample", help="sample a zoo model into a PNG grid")
-    s.add_argument("--model", default="digits-unet")
-    s.add_argument("--solver", default="dpmpp-2m")
-    s.add_argument("--schedule", default="logsnr", help="karras, exponential, logsnr, uniform, quadratic or full")
-    s.add_argument("--steps", type=_ranged_int(1, MAX_STEPS), default=10)
-    s.add_argument("--guidance", type=guidance_type, default=1.0)
-    s.add_argument("--seed", type=seed_type, default=0)
+    s = sub.add_parser("sample", help="sample a zoo model into a PNG grid", formatter_class=_Help)
+    s.add_argument("--model", default="digits-unet", help="a zoo diffusion model (effdiff zoo lists them)")
+    s.add_argument("--solver", help=f"a registered solver (effdiff solvers) [default: {SAMPLE_DEFAULTS['solver']}]")
+    s.add_argument("--schedule", help=f"{_schedules_help()} [default: {SAMPLE_DEFAULTS['schedule']}]")
+    s.add_argument("--steps", type=_ranged_int(1, MAX_STEPS), help=f"sampling steps [default: {SAMPLE_DEFAULTS['steps']}]")
+    s.add_argument("--guidance", type=guidance_type, help=f"classifier-free guidance scale [default: {SAMPLE_DEFAULTS['guidance']}]")
+    s.add_argument("--use", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                   help="apply a registered technique (repeatable, in order), e.g. deepcache:interval=3, int8, "
+                        "fora:interval=2; effdiff.techniques.names() lists them")
+    s.add_argument("--plan", metavar="FILE", help="a plan or spec file (effdiff plan writes one): its solver, "
+                   "schedule, steps, guidance and techniques")
+    s.add_argument("--seed", type=seed_type, default=0, help="noise seed (same seed, same samples)")
     s.add_argument("--classes", type=class_list, help="comma-separated class labels, cycled (default 0..9)")
-    s.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), default=100)
-    s.add_argument("--out", default="samples.png")
+    s.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), default=100, help="number of samples")
+    s.add_argument("--out", default="samples.png", help="the PNG grid to write")
     s.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
-                   help="attach a LoRA adapter file (repeatable; weight defaults to 1)")
+                   help="attach a LoRA adapter file or zoo name, e.g. digits-unet-lora-thick (repeatable; weight 1)")
     s.add_argument("--control", metavar="IMAGE", help="condition image; its --condition map drives --control-model")
-    s.add_argument("--control-model", metavar="FILE", help="a trained ControlNet / ControlNet-XS / T2I-Adapter file")
-    s.add_argument("--condition", default="edges", choices=["edges", "mask", "sketch"])
-    s.add_argument("--quiet", action="store_true")
+    s.add_argument("--control-model", metavar="FILE",
+                   help="a ControlNet / ControlNet-XS / T2I-Adapter file or zoo name")
+    s.add_argument("--condition", default="edges", choices=["edges", "mask", "sketch"], help="the control map")
+    _device_arg(s)
+    _quiet(s)
     s.set_defaults(fn=_sample)
 
-    b = sub.add_parser("bench", help="benchmark sampling configurations on the zoo models")
-    b.add_argument("--suite", default="default")
-    b.add_argument("--models", type=model_list, help="comma-separated zoo models (default digits-unet,digits-dit)")
-    b.add_argument("--quick", action="store_true", help="a smoke run in under a minute")
-    b.add_argument("--out", help="write results.json, pareto.png and sample grids here")
-    b.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), help="samples per configuration (default 360, quick 100)")
-    b.add_argument("--seed", type=seed_type, default=0)
-    b.add_argument("--seeds", type=_ranged_int(2, 100), help="noise seeds --seed, --seed+1, ... (default 3, quick 1): "
-                   "more seeds narrow the paired confidence intervals")
-    b.add_argument("--guidance", type=guidance_type, default=1.0)
+    b = sub.add_parser("bench", help="benchmark sampling configurations on the zoo models", formatter_class=_Help)
+    b.add_argument("--suite", default="default", choices=_suites(), metavar="SUITE",
+                   help=f"one of: {', '.join(_suites())}")
+    b.add_argument("--models", type=model_list, help="comma-separated zoo models (default: the suite's; "
+                   "digits-unet,digits-dit for the default suite)")
+    b.add_argument("--quick", action="store_true", help="a smoke run in under a minute (1 seed, 100 samples)")
+    b.add_argument("--out", help="write results.json (as rows finish), report.html, pareto.png and sample grids here")
+    b.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), help="samples per configuration and seed (default 360, quick 100)")
+    b.add_argument("--seed", type=seed_type, default=0, help="the first noise seed")
+    b.add_argument("--seeds", type=_ranged_int(1, 100), help="noise seeds --seed, --seed+1, ... (default 3, quick 1): "
+                   "more seeds narrow the paired confidence intervals; 1 gives no interval")
+    b.add_argument("--guidance", type=guidance_type, default=1.0, help="classifier-free guidance scale")
     b.add_argument("--prereg", metavar="FILE", help="run what a pre-registration FILE names; refused unless FILE is "
                    "committed to git and unchanged (effdiff.bench.prereg); its commit goes into results.json")
     b.add_argument("--repeats", type=positive, help="timed repeats per configuration (default 3, quick 1)")
     b.add_argument("--threads", type=positive, help="torch threads (default: all cores)")
+    b.add_argument("--no-cache", action="store_true", help="recompute reference rows instead of reading their "
+                   "scores from the cache (~/.cache/effdiff/bench-ref, $EFFDIFF_CACHE)")
     b.add_argument("--study", nargs=argparse.REMAINDER, metavar="NAME [ARGS]",
                    help="run a bench study instead of a suite (last option; no NAME: list them)")
+    _device_arg(b)
+    _quiet(b)
     b.set_defaults(fn=_bench)
 
-    sv = sub.add_parser("solvers", help="list the registered solvers")
+    sv = sub.add_parser("solvers", help="list the registered solvers", formatter_class=_Help)
     sv.set_defaults(fn=_solvers)
 
-    z = sub.add_parser("zoo", help="list the shipped models")
-    z.set_defaults(fn=_zoo)
+    z = sub.add_parser("zoo", help="the shipped models as a table; effdiff zoo show NAME for one card",
+                       formatter_class=_Help)
+    zs = z.add_subparsers(dest="zoo_cmd")
+    zshow = zs.add_parser("show", help="one model's card", formatter_class=_Help)
+    zshow.add_argument("name", help="a zoo model name")
+    z.set_defaults(fn=_zoo, name=None)
 
-    r = sub.add_parser("report", help="one self-contained HTML page from a bench output folder")
-    r.add_argument("bench_dir")
+    r = sub.add_parser("report", help="one self-contained HTML page from a bench output folder", formatter_class=_Help)
+    r.add_argument("bench_dir", help="a folder written by effdiff bench --out (it must hold results.json)")
     r.add_argument("--out", default=None, help="the HTML file (default BENCH_DIR/report.html)")
     r.set_defaults(fn=_report)
 
-    sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP) for a zoo model")
+    sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP) for a zoo model",
+                        formatter_class=_Help)
     scs = sc.add_subparsers(dest="schedules_cmd", required=True)
-    f = scs.add_parser("fit", help="fit a schedule and write it as JSON where --out says")
-    f.add_argument("--model", required=True)
-    f.add_argument("--method", choices=("ays", "dp"), default="ays")
-    f.add_argument("--steps", type=_ranged_int(1, 1000), default=10)
+    f = scs.add_parser("fit", help="fit a schedule and write it as JSON where --out says", formatter_class=_Help)
+    f.add_argument("--model", required=True, help="a zoo diffusion model")
+    f.add_argument("--method", choices=("ays", "dp"), default="ays", help="Align Your Steps or dynamic programming")
+    f.add_argument("--steps", type=_ranged_int(1, 1000), default=10, help="steps of the fitted schedule")
     f.add_argument("--out", required=True, help="the .json file to write")
-    f.add_argument("--seed", type=seed_type, default=0)
+    f.add_argument("--seed", type=seed_type, default=0, help="seed of the fit")
     f.add_argument("--samples", type=positive, help="Monte-Carlo / reference samples")
     f.set_defaults(fn=_schedules_fit)
 

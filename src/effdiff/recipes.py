@@ -75,17 +75,19 @@ def grid_for(den, solver: str, schedule: str, steps: int, own_grid: bool = True)
 
 def sample_model(den, n: int, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps: int = 10,
                  guidance: float = 1.0, seed: int = 0, cond=None, wrap=None, progress: bool = False,
-                 guide=None, own_grid: bool = True) -> Sampled:
+                 guide=None, own_grid: bool = True, device=None) -> Sampled:
     """``n`` images of a loaded zoo model of any kind (seeded per-sample noise in its own shape, from its own
     prior, decoded when it is a latent model); ``wrap(den)`` may attach adapters or control first;
     ``guide(den, scale)`` applies the guidance (default ``denoisers.guided``); ``own_grid=False`` samples a
-    student on the named schedule instead of its own grid."""
+    student on the named schedule instead of its own grid; ``device``: where the model already is."""
     from .denoisers import guided
     from .latent.denoiser import images
     from .sampling import initial, sample
     sig, solver, schedule = grid_for(den, solver, schedule, steps, own_grid)
     used = wrap(den) if wrap is not None else den
-    x = initial(den, n, sig, seed=seed, cond=cond)
+    x = initial(den, n, sig, seed=seed, cond=cond)        # seeded on the CPU: same samples on every device
+    if device is not None:
+        x, cond = x.to(device), (cond.to(device) if hasattr(cond, "to") else cond)
     res = sample((guide or guided)(used, guidance), x, sig, solver=solver, cond=cond, seed=seed, return_info=True,
                  progress=progress)
     return Sampled(images(den, res), solver, schedule)

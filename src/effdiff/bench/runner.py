@@ -6,13 +6,19 @@ and scored by `metrics.score` against held-out data (docs/evaluation.md); a row 
 gets the paired relative FD change with a 95% t-interval over seeds. Timing: a warm-up on the full
 batch, then rounds that run every configuration of the model once in turn (bench/timing.py).
 Suites, reports and follow-ups are registered in bench/config.py.
+
+Reference rows are scored once and cached on disk (bench/refcache.py; the run says which); every
+row shows a progress bar with its name; ``results.json`` is rewritten (atomically, ``complete:
+false``) after each model's rows, so a killed run keeps what finished.
 """
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 
@@ -25,6 +31,7 @@ from ..sampling import initial, sample
 from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
                      sigmas_for, suite)
 from .machine import machine
+from . import refcache
 from .provenance import provenance
 from .scoring import REAL_METRICS, dataset_of, labels_for, mean_sd, paired_change, pct_ci, pm, summarize
 from .timing import ms_stats, rounds, timed
@@ -67,15 +74,18 @@ class Prepared:
     times: list = field(default_factory=list)
     per_seed: dict = field(default_factory=dict)     # seed -> score dict
     first: object = None                             # the first seed's SampleResult
+    cache_key: dict | None = None                    # a cacheable reference's key
+    cached: Path | None = None                       # the cache entry its scores came from
+    grid_png: bytes | None = None
 
     def noise(self, n: int, seed: int, labels=None) -> torch.Tensor:
         return initial(self.den, n, self.sig, seed=seed, cond=labels)
 
-    def go(self, x, labels, seed, stop: int | None = None):
+    def go(self, x, labels, seed, stop: int | None = None, bar=None):
         if self.cfg.generate is not None:
             return images(self.den, self.cfg.generate(self.den, self.D, x, self.sig, labels, seed))
         res = sample(self.D, x, self.sig, solver=self.cfg.solver, cond=labels, seed=seed, return_info=True,
-                     stop=stop, **self.cfg.options)
+                     stop=stop, callback=None if bar is None else (lambda _: bar.update()), **self.cfg.options)
         return res if stop is not None else images(self.den, res)     # latent models: decode (timed, counted)
 
     def warm_up(self, n: int, labels, seed: int):
@@ -105,12 +115,38 @@ def _macs(p: Prepared, labels, cache: dict, nfe: int) -> float:
     return cache[key] * nfe + decode_macs(p.den)          # a latent model's decode, once per sample
 
 
+def _bar(p: Prepared, seed: int, verbose: bool, steps: int | None = None):
+    """A progress bar over one run of row ``p`` (its steps), named by the row, gone when done."""
+    if not verbose or p.cfg.generate is not None:
+        return None
+    from tqdm.auto import tqdm
+    total = steps or len(p.sig) - 1
+    what = f"{p.cfg.model} {p.cfg.config} seed {seed}" + (" (timing only: scores cached)" if p.cached else "")
+    return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True)
+
+
+def _timed_run(p: Prepared, x, labels, seed: int, verbose: bool):
+    """(result, seconds for the whole run): a cached reference runs its first TIMED_STEPS steps and
+    is scaled to all its evaluations."""
+    stop = min(refcache.TIMED_STEPS, len(p.sig) - 1) if p.cached else None
+    bar = _bar(p, seed, verbose, stop)
+    try:
+        res, dt = timed(p.go, x, labels, seed, stop, bar)
+    finally:
+        if bar is not None:
+            bar.close()
+    if p.cached:
+        dt *= p.first.nfe / max(res.nfe, 1)
+    return res, dt
+
+
 class Measure:
     """Samples and scores configurations of one run; suites' follow-ups call it for more seeds."""
 
-    def __init__(self, n: int, guidance: float, verbose: bool):
-        self.n, self.guidance, self.verbose = n, guidance, verbose
+    def __init__(self, n: int, guidance: float, verbose: bool, use_cache: bool = True):
+        self.n, self.guidance, self.verbose, self.use_cache = n, guidance, verbose, use_cache
         self.macs_cache: dict = {}
+        self.cache_notes: list[str] = []
 
     def model_run(self, configs: list[BenchConfig], seeds: list[int], repeats: int, traj: dict) -> list[Prepared]:
         """Warm up every config of one model on the full batch, then timed rounds over the seeds."""
@@ -118,23 +154,58 @@ class Measure:
         labels = labels_for(self.n, den0.cond_classes)
         ev = evaluation(dataset_of(den0))
         prepared = [_prepare(c, self.guidance, self.n, seeds[0], labels) for c in configs]
+        for p in prepared:
+            self._from_cache(p, ev, seeds)
         try:
             for p in prepared:
                 p.warm_up(self.n, labels, seeds[0])
             for seed in rounds(seeds, repeats):
                 for p in prepared:
-                    res, dt = timed(p.go, p.noise(self.n, seed, labels), labels, seed)
+                    res, dt = _timed_run(p, p.noise(self.n, seed, labels), labels, seed, self.verbose)
                     p.times.append(dt)
                     if seed not in p.per_seed:
                         p.per_seed[seed] = self._score(p, res, labels, seed, ev, traj)
                         p.first = p.first or res
             for p in prepared:
                 p.macs = _macs(p, labels, self.macs_cache, p.first.nfe)
+                self._to_cache(p)
         finally:
             for p in prepared:
                 if p.handle is not None:
                     p.handle.remove()
         return prepared
+
+    def _from_cache(self, p: Prepared, ev, seeds: list[int]) -> None:
+        """A cacheable reference gets its key; with a cache entry, its scores, NFE and grid from it."""
+        if not refcache.cacheable(p.cfg):
+            return
+        p.cache_key = refcache.key(p.cfg, p.den, ev, p.scale, self.n, seeds)
+        entry, path = refcache.lookup(p.cache_key) if self.use_cache else (None, None)
+        if entry is None:
+            return
+        p.cached, p.per_seed, p.grid_png = path, refcache.per_seed(entry), refcache.grid_png(entry)
+        p.first = SimpleNamespace(nfe=int(entry["nfe"]), x=None, info=None)
+        self.cache_notes.append(f"{p.cfg.model} {p.cfg.config}: scores read from the cache {path} (seeds {seeds}, "
+                                f"n={self.n}); its time measured now on {refcache.TIMED_STEPS} steps, scaled")
+        _log(f"cached: {self.cache_notes[-1]}", self.verbose)
+
+    def _to_cache(self, p: Prepared) -> None:
+        if p.cache_key is None or p.cached is not None:
+            return
+        grid = None
+        if p.first.x is not None:
+            import tempfile
+            from ..viz import save_grid
+            with tempfile.TemporaryDirectory() as tmp:
+                grid = Path(save_grid(p.first.x[:100], Path(tmp) / "grid.png")).read_bytes()
+        folder = os.environ.get("EFFDIFF_CACHE_STORE")
+        try:
+            path = refcache.store(p.cache_key, p.per_seed, p.first.nfe, grid, Path(folder) if folder else None)
+        except OSError as e:                   # an unwritable cache costs time next run, never this run
+            _log(f"could not cache {p.cfg.config}: {e}", self.verbose)
+            return
+        self.cache_notes.append(f"{p.cfg.model} {p.cfg.config}: computed and cached in {path}")
+        _log(f"cached for next time: {path}", self.verbose)
 
     def _score(self, p: Prepared, res, labels, seed: int, ev, traj: dict) -> dict:
         q = ev.score(res.x, labels, seed=seed, real_vs_real=False)
@@ -197,7 +268,8 @@ def _real_vs_real(datasets: list[str], n: int, seeds: list[int], labels_by: dict
 def run(models: list[str] | None = None, suite_name: str = "default", quick: bool = False, out=None,
         n_samples: int | None = None, seed: int = 0, guidance: float = 1.0, repeats: int | None = None,
         threads: int | None = None, configs: list[BenchConfig] | None = None, verbose: bool = True,
-        grids: bool = True, max_repeat_s: float | None = None, n_seeds: int | None = None) -> dict:
+        grids: bool = True, max_repeat_s: float | None = None, n_seeds: int | None = None,
+        use_cache: bool = True) -> dict:
     """Run a suite (or explicit ``configs``) and return the ``results.json`` dict.
 
     Seeds ``seed, seed+1, ...`` (``n_seeds``: 3 by default, 1 in quick mode); each row is timed
@@ -212,7 +284,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
     repeats = repeats or (1 if quick else 3)
     threads = threads or torch.get_num_threads()
     out = Path(out) if out else None
-    measure = Measure(n, guidance, verbose)
+    measure = Measure(n, guidance, verbose, use_cache)
 
     rows, by_name, traj, labels_by = [], {}, {}, {}
     t_start = time.perf_counter()
@@ -224,12 +296,17 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
             labels_by[dataset_of(den)] = labels_for(n, den.cond_classes)
             for p in measure.model_run(mine, seeds, repeats, traj):
                 row = _row(p, n, rows, by_name)
+                if p.cached is not None:
+                    row["cached"] = str(p.cached)
                 by_name[(model, p.cfg.config)] = row
                 rows.append(row)
                 _log(_line(row), verbose)
                 if out is not None and grids:
-                    from ..viz import save_grid
-                    save_grid(p.first.x[:100], out / "grids" / f"{model}__{p.cfg.config}.png")
+                    _grid(p, out / "grids" / f"{model}__{p.cfg.config}.png")
+            if out is not None:                   # a killed run keeps every finished model's rows
+                compare_to_reference(rows)
+                _write(out, {"rows": rows, "seeds": seeds, "n_samples": n, "quick": quick, "suite": suite_name,
+                             "provenance": prov, "cache": measure.cache_notes, "complete": False})
         real = _real_vs_real(list(labels_by), n, seeds, labels_by)
         results = {"rows": rows, "seeds": seeds}
         if suite_name in FOLLOW_UPS:
@@ -241,7 +318,7 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
     results = {**results, "provenance": prov, "machine": {**machine(), "bench_threads": threads}, "real_vs_real": real,
                "real_vs_real_fd": first["fd"], "floor_fd": first["fd"],   # floor_fd: the old name, kept for readers
                "n_samples": n, "seed": seed, "seeds": seeds, "repeats": repeats, "max_repeat_s": None,
-               "quick": quick, "suite": suite_name, "rows": rows}
+               "quick": quick, "suite": suite_name, "rows": rows, "cache": measure.cache_notes, "complete": True}
     results["wall_time_s"] = round(time.perf_counter() - t_start, 1)
     if out is not None:
         from ..viz import pareto_plot
@@ -254,6 +331,19 @@ def run(models: list[str] | None = None, suite_name: str = "default", quick: boo
         from ..report import write_report
         write_report(out)                    # report.html: the whole run on one self-contained page
     return results
+
+
+def _write(out: Path, results: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / "results.json", json.dumps(results, indent=1, default=str))
+
+
+def _grid(p: Prepared, path: Path) -> None:
+    if p.first.x is not None:
+        from ..viz import save_grid
+        save_grid(p.first.x[:100], path)
+    elif p.grid_png:
+        atomic_write(path, p.grid_png)
 
 
 def _follow_up(measure: Measure, configs: list[BenchConfig], seeds: list[int]) -> list[dict]:

@@ -13,9 +13,19 @@ from ..aliases import alias
 from ..assets import card, names
 from ..io import atomic_write
 from .cards import card_markdown
-from ..kinds import from_checkpoint, install_meta, kind_of, load
+from ..kinds import from_checkpoint, install_meta, kind_of, load as _load
 
 __all__ = ["WEIGHTS", "names", "card", "load", "from_checkpoint", "install", "card_markdown"]
+
+
+def load(name: str, device=None):
+    """A shipped model by name (``names()``), SHA-256 verified, on ``device`` ("cpu", "cuda", ...;
+    default the CPU; CUDA asked for and absent is a ``DeviceError``)."""
+    if device is None:
+        return _load(name)
+    from ..device import resolve
+    d = resolve(device)
+    return _load(name).to(d)
 
 
 def install(model_path, name: str, extra_metrics: dict | None = None) -> Path:
