@@ -44,7 +44,7 @@ def test_registered_in_the_guidance_family(den):
     assert T.get("cfg-cache").why_not(lambda x, s, c=None: x) is not None
 
 
-@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp-2m", "ddim"])
+@pytest.mark.parametrize("solver", ["euler", "heun", "dpmpp-2m", "ddim", "dpmpp-2m-sde", "deis-3"])
 @pytest.mark.parametrize("name", NAMES)
 def test_exact_setting_is_cfg_bit_for_bit(den, name, solver):
     ref, ev_ref = run(den, solver=solver)

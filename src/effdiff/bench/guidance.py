@@ -185,14 +185,14 @@ def _acc_change(r, base) -> str:
 def rows_table(results: dict) -> list[str]:
     """The Markdown table of a guidance run (docs/guidance.md is generated from it)."""
     by = {(r["model"], r["config"]): r for r in results["rows"]}
-    lines = ["| model | row | evaluations / sample | vs CFG | ms/sample (noisy) | FD | FD change vs CFG (95% CI) | "
-             "class acc | class-acc change (95% CI) | memorization |",
+    lines = ["| model | row | evaluations / sample | vs baseline | ms/sample (noisy) | FD | FD change vs baseline (95% CI) | "
+             "class acc (%) | class-acc change vs baseline (95% CI) | memorization |",
              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results["rows"]:
         bases = _bases(r, by)
-        ev = (r.get("info") or {}).get("evaluations_per_sample")
+        ev = _evaluations(r)
         for i, base in enumerate(bases or [None]):
-            bev = (base.get("info") or {}).get("evaluations_per_sample") if base else None
+            bev = _evaluations(base) if base else None
             name = r["config"] + (f" vs {base['config']}" if base is not None and len(bases) > 1 else "")
             fd_change = pct_ci(*paired_change(r["fd_per_seed"], base["fd_per_seed"])) if base else "reference"
             acc = r.get("class_acc")
@@ -204,12 +204,24 @@ def rows_table(results: dict) -> list[str]:
     return lines
 
 
+def _evaluations(r: dict) -> float | None:
+    """Network evaluations per sample: counted by the row (``Evaluations``), or for a plain CFG row of the
+    runner's own path (no counter) its driver calls x 2 when guided (w != 1), x 1 otherwise."""
+    ev = (r.get("info") or {}).get("evaluations_per_sample")
+    if ev is None and r.get("setup") is None and isinstance(r.get("guidance"), (int, float)):
+        ev = r["nfe"] * (2 if r["guidance"] != 1.0 else 1)
+    return ev
+
+
 def _bases(r: dict, by: dict) -> list[dict]:
     """What a row is compared with: its baseline; Model Guidance and students: CFG at each scale."""
     if r["config"].startswith(("model-guidance", "cond")):
         best, high = SCALES.get(r["model"], (2.0, 3.0))
         return [by[k] for k in ((r["model"], f"cfg-{_fmt(best)}"), (r["model"], f"cfg-{_fmt(high)}")) if k in by]
-    return [by[(r["model"], r["baseline"])]] if r.get("baseline") and (r["model"], r["baseline"]) in by else []
+    if r.get("baseline") and (r["model"], r["baseline"]) in by:
+        return [by[(r["model"], r["baseline"])]]
+    ref = next((x for x in by.values() if x["model"] == r["model"] and x.get("reference")), None)
+    return [ref] if ref is not None and ref is not r else []
 
 
 def report(results: dict, out: Path) -> str:
