@@ -137,3 +137,18 @@ def test_an_accelerated_pipeline_is_safe_from_two_threads(pipe, cache):
         [t.join() for t in threads]
     assert not errors, errors
     assert all((out[n] == alone[n]).all() for n in (4, 7))
+
+
+def test_a_plan_decides_solver_steps_and_techniques(pipe):
+    from effdiff.plan.spec import Spec
+    spec = Spec("dpmpp-2m", 6, "karras").use("deepcache:interval=3")
+    with accelerate(pipe, solver="dpmpp-2m", steps=6, schedule="karras", cache=("deepcache", {"interval": 3})) as h:
+        direct = _run(pipe, steps=6)
+    with accelerate(pipe, plan=spec) as h:
+        planned = _run(pipe, steps=6)
+        assert h.stats["deepcache"].computed == 2 * 3 and h.scheduler.config.steps == 6
+    assert (planned == direct).all()
+    with accelerate(pipe, plan=["deepcache:interval=2"]) as h:       # a --use list on the default Spec
+        assert h.scheduler.config.solver == "dpmpp-2m" and "deepcache" in h.handles
+    with pytest.raises(TypeError, match="the plan decides"):
+        accelerate(pipe, plan=spec, steps=4)

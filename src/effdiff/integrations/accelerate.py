@@ -137,19 +137,38 @@ class Accelerated:
         return False
 
 
+def _from_plan(pipe, model, plan, solver, steps, schedule, techniques):
+    """(solver, steps, schedule, solver_options, schedule_options, techniques) from ``plan`` (a Spec,
+    plan file, spec file or list of 'name:k=v'); it decides alone, so other arguments are an error."""
+    from ..plan.use import as_spec
+    if solver != "dpmpp-2m" or steps is not None or schedule is not None or techniques:
+        raise TypeError("accelerate(pipe, plan=...): the plan decides solver, steps, schedule and techniques; "
+                        "pass either plan= or those arguments")
+    spec = as_spec(plan, DiffusersDenoiser(model, pipe.scheduler))
+    if spec.model is not None:
+        raise ValueError(f"this plan samples another model ({spec.model!r}); accelerate() keeps the pipeline's")
+    return (spec.solver, spec.steps, spec.schedule, spec.solver_options, spec.schedule_options,
+            {"techniques": list(spec.techniques)})
+
+
 def accelerate(pipe, solver: str = "dpmpp-2m", steps: int | None = None, schedule: str | None = None, *,
                solver_options: dict | None = None, schedule_options: dict | None = None, seed: int | None = None,
-               **techniques) -> Accelerated:
+               plan=None, **techniques) -> Accelerated:
     """Put ``EffdiffScheduler(solver, schedule, steps)`` into ``pipe`` and apply the named
     techniques (keywords: cache, quant, prune, early_exit, systems, distill, techniques) to its
     network; all-or-nothing. ``steps``: None follows each call's ``num_inference_steps``; a number
-    pins it (calls asking for another count are warned). Returns the ``Accelerated`` handle."""
+    pins it (calls asking for another count are warned). ``plan``: a ``Spec``, a plan or spec file,
+    or a list of 'name:key=value' strings (effdiff.plan) deciding all of these (its steps pinned).
+    Returns the ``Accelerated`` handle."""
     unknown = sorted(set(techniques) - set(FAMILY_OF))
     if unknown:
         raise TypeError(f"accelerate() got an unexpected keyword {unknown[0]!r}; technique keywords: "
                         f"{', '.join(FAMILY_OF)}")
-    chosen = [_resolve(k, e) for k, v in techniques.items() for e in _entries(v)]
     _, model = pipeline_model(pipe)
+    if plan is not None:
+        solver, steps, schedule, solver_options, schedule_options, techniques = _from_plan(
+            pipe, model, plan, solver, steps, schedule, techniques)
+    chosen = [_resolve(k, e) for k, v in techniques.items() for e in _entries(v)]
     scheduler = EffdiffScheduler.from_config(pipe.scheduler.config, solver=solver, schedule=schedule, steps=steps,
                                              solver_options=solver_options, schedule_options=schedule_options,
                                              seed=seed)
