@@ -131,3 +131,24 @@ def test_runner_writes_provenance(monkeypatch):
     import effdiff.bench.runner as R
     src = open(R.__file__).read()
     assert '"provenance": prov' in src and "prov = provenance()" in src
+
+
+def test_follow_up_false_really_drops_the_follow_up(repo, monkeypatch, tmp_path):
+    """"follow_up": false removes the suite's follow-up for the run (it once ran anyway: the suite's module
+    registered it only while the rows were looked up) and restores it afterwards."""
+    import effdiff.bench.runner as R
+    spec = {**SPEC, "suite": "solvers-compact", "rows": ["heun-karras-250"], "models": ["digits-dit"],
+            "follow_up": False}
+    f = write(repo, spec)
+    sh(repo, "add", f.name)
+    sh(repo, "commit", "-q", "-m", "prereg")
+    out, seen = tmp_path / "o", {}
+
+    def fake_run(**kw):
+        seen["during"] = kw["suite_name"] in R.FOLLOW_UPS
+        out.mkdir()
+        (out / "results.json").write_text(json.dumps({"rows": []}))
+        return {}
+    monkeypatch.setattr(R, "run", fake_run)
+    P.run_file(f, out, verbose=False)
+    assert seen["during"] is False and "solvers-compact" in R.FOLLOW_UPS

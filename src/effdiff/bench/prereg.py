@@ -102,10 +102,12 @@ def run_file(path, out, verbose: bool = True) -> dict:
     spec, reg = read(path), committed(path)
     start = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     prov = provenance()                                   # the code as it was when the run started
-    from .runner import FOLLOW_UPS, run
+    from .runner import FOLLOW_UPS, load_suite, run
+    configs = configs_for(spec)          # imports the suite's module first, so its follow-up is registered
+    load_suite(spec["suite"])
     follow = FOLLOW_UPS.pop(spec["suite"], None) if spec.get("follow_up") is False else None
     try:
-        res = run(models=spec["models"], suite_name=spec["suite"], out=out, configs=configs_for(spec),
+        res = run(models=spec["models"], suite_name=spec["suite"], out=out, configs=configs,
                   n_samples=spec.get("n_samples"), seed=spec["seeds"][0], n_seeds=len(spec["seeds"]),
                   threads=spec.get("threads"), guidance=spec.get("guidance", 1.0), verbose=verbose)
     finally:                                              # "follow_up": false runs the rows alone
