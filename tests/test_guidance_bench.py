@@ -33,3 +33,31 @@ def test_guidance_suite_quick(tmp_path):
     assert "evaluations / sample" in text and "interval-edm2" in text
     saved = json.loads((tmp_path / "results.json").read_text())
     assert "class_acc_per_seed" in saved["rows"][0]
+
+
+def _row(config, fd, acc, ev, baseline=None, reference=False):
+    return {"model": "digits-dit", "config": config, "fd_per_seed": fd, "class_acc_per_seed": acc,
+            "info": {"evaluations_per_sample": ev}, "baseline": baseline, "reference": reference, "seeds": [0, 1, 2],
+            "fd": sum(fd) / 3, "fd_sd": 0.1, "class_acc": sum(acc) / 3, "class_acc_sd": 0.01, "ms_per_sample": 1.0,
+            "ms_sd": 0.1, "mem_asymmetry": 0.9, "nfe": 20}
+
+
+def test_verdicts_read_the_checks_off_a_run(tmp_path):
+    from effdiff.bench.scoring import paired_change
+    best = G.SCALES["digits-dit"][0]
+    cfg = _row(f"cfg-{best:g}", [2.0, 2.2, 1.9], [0.96, 0.95, 0.97], 40, reference=True)
+    same = _row(f"interval-edm2-{best:g}", [2.1, 2.1, 2.0], [0.95, 0.96, 0.97], 23, baseline=cfg["config"])
+    worse = _row(f"cfg-cache-N4-{best:g}", [3.0, 3.3, 2.9], [0.90, 0.91, 0.92], 27, baseline=cfg["config"])
+    for r in (same, worse):
+        r["fd_change"], r["fd_change_ci"] = paired_change(r["fd_per_seed"], cfg["fd_per_seed"])
+    mg = _row("model-guidance (digits-dit-mg)", [2.05, 2.15, 1.95], [0.95, 0.96, 0.96], 20, baseline=cfg["config"])
+    lines = G.verdicts({"rows": [cfg, same, worse, mg]})
+    assert "-> met" in lines[0] and "interval-edm2" in lines[1] and "cfg-cache" not in lines[1]
+    mg["fd_per_seed"] = [3.0, 3.2, 3.1]
+    assert "NOT met" in G.verdicts({"rows": [cfg, same, worse, mg]})[0]
+    doc = tmp_path / "g.md"
+    doc.write_text(f"intro\n{G.START}\nold\n{G.END}\ntail\n")
+    (tmp_path / "r.json").write_text(json.dumps({"rows": [cfg, same, worse, mg], "suite": "guidance", "seeds": [0, 1, 2]}))
+    G.write_docs(doc, {"run": tmp_path / "r.json"})
+    text = doc.read_text()
+    assert text.startswith("intro") and text.endswith("tail\n") and "old" not in text and "| digits-dit |" in text
