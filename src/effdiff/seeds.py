@@ -155,6 +155,9 @@ PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan se
                                         "never used to pick"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
+FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "
+                             "seeds (seed + 1000 twice: the solvers fresh-CI rerun, 2000-2002), and the seed-spread "
+                             "check of docs/evaluation.md; stops at 2010 (run seed 2081's solver stream is 10000)"))
 KNOWLEDGE_BASE = register(SeedRange("knowledge-base", 10_000, 10_001, "retrieval knowledge bases: the stored "
                                     "trajectories (bench/retrieval.py, KnowledgeBase.build seed 10000)"))
 KB_QUERIES = register(SeedRange("knowledge-base-init", 20_000, 20_001, "retrieval: the stored samples' start noise "
