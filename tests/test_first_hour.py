@@ -157,3 +157,26 @@ def test_seeds_1_is_allowed_with_a_note(tmp_path, capsys, monkeypatch):
     assert "no confidence interval" in text and calls[0]["n_seeds"] == 1
     rc, text, _ = run_cli(["bench", "--quick", "--quiet"], capsys)
     assert rc == 0 and calls[1]["verbose"] is False and text == ""
+
+
+def test_the_readme_example_runs_and_saves_a_grid(tmp_path, monkeypatch):
+    """The README's first Python block, verbatim, in an empty folder: it writes digits.png."""
+    from PIL import Image
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text[text.index("```python") + len("```python"):].split("```")[0]
+    assert len([ln for ln in block.strip().splitlines() if ln.strip()]) <= 6
+    monkeypatch.chdir(tmp_path)
+    exec(compile(block, "README.md", "exec"), {})
+    img = Image.open(tmp_path / "digits.png")
+    assert img.size[0] > img.size[1] > 0
+
+
+def test_readme_solver_counts_say_unique_and_aliases():
+    import re
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    m = re.search(r"(\d+) unique solvers and (\d+) aliases", text)
+    groups = {}
+    for name in ed.solvers.names():
+        s = ed.solvers.get(name)
+        groups.setdefault((s.fn, tuple(sorted((k, str(v)) for k, v in s.defaults.items()))), []).append(name)
+    assert m and (int(m.group(1)), int(m.group(2))) == (len(groups), len(ed.solvers.names()) - len(groups))

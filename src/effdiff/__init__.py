@@ -18,7 +18,8 @@ sampling.register_plan_runner(_run_plan)
 
 _LAZY = ("zoo", "models", "metrics", "data", "objectives", "training", "bench", "techniques", "sites",
          "caching", "early_exit", "retrieval", "hooks", "schedule_opt", "report", "integrations",
-         "systems", "distributed", "quant", "prune", "distill", "finetune", "latent", "plan", "guidance", "video")
+         "systems", "distributed", "quant", "prune", "distill", "finetune", "latent", "plan", "guidance", "video",
+         "viz", "recipes")
 
 
 def __dir__():  # tab completion sees the lazy entry points too
