@@ -143,3 +143,8 @@ def test_a_hand_edited_card_metric_is_caught(monkeypatch):
     assert any("card fd_dpmpp-2m_logsnr_10" in p for p in CR.check("digits-dit"))
     meta["sha256"]["tensors"] = "0" * 64                     # other weights than the file was scored on
     assert any("other weights" in p for p in CR.check("digits-dit"))
+
+
+def test_student_cards_equal_the_runs_they_cite():
+    for n in CR.ELSEWHERE:
+        assert CR.check_cited(n) == [], CR.check_cited(n)

@@ -87,6 +87,25 @@ def check(name: str) -> list[str]:
     return out
 
 
+def check_cited(name: str) -> list[str]:
+    """A student card's per-seed-set FDs (``fd_seeds_TAG``) against the distill run each cites
+    (``source_seeds_TAG``: 'docs/bench/distill/RUN, row CONFIG')."""
+    m, out = card(name)["card"]["metrics"], []
+    for k, v in m.items():
+        if not k.startswith("fd_seeds_"):
+            continue
+        src = m.get("source_seeds_" + k[len("fd_seeds_"):], "")
+        hit = re.match(r"(\S+), row (\S+)", src)
+        if not hit:
+            out.append(f"{name}: {k} cites no results row (source_seeds_...)")
+            continue
+        rows = json.loads((ROOT / hit[1] / "results.json").read_text())["rows"]
+        row = next((r for r in rows if r["config"] == hit[2]), None)
+        if row is None or abs(row["fd"] - v) > TOL:
+            out.append(f"{name}: {k} = {v}, {hit[1]} row {hit[2]}: {None if row is None else row['fd']}")
+    return out
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m effdiff.bench.card_results")
     ap.add_argument("names", nargs="+")
