@@ -12,21 +12,15 @@ from __future__ import annotations
 from torch import nn
 
 from ..hooks import ModelHook, attach
+from ..sites import network
 
 
 def network_of(den) -> nn.Module:
-    """The network inside a denoiser (through ``ed.CFG``, latent and technique wrappers' ``.denoiser``)."""
-    seen = set()
-    while id(den) not in seen:
-        seen.add(id(den))
-        net = getattr(den, "net", None)
-        if isinstance(net, nn.Module):
-            return net
-        nxt = getattr(den, "denoiser", None)
-        if nxt is None:
-            break
-        den = nxt
-    raise TypeError(f"no network (.net) found inside {type(den).__name__}")
+    """The network inside a denoiser (``sites.network``: through ``ed.CFG``, latent and technique wrappers)."""
+    net = network(den)
+    if not isinstance(net, nn.Module):
+        raise TypeError(f"no network (nn.Module) found inside {type(den).__name__}")
+    return net
 
 
 class _Rows(ModelHook):
