@@ -121,6 +121,7 @@ class Search:
         self.progress, self.log_fn = progress, log
         self.bar = None
         self.best: Record | None = None
+        self.screen_best: Record | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
     def log(self, msg: str):
@@ -128,10 +129,15 @@ class Search:
             self.log_fn(msg)
 
     def _tick(self, rec: Record):
-        if self.bar is not None:
-            self.bar.update(1)
-            if self.best is not None:
-                self.bar.set_postfix_str(f"best {self.best.label} {self.best.ms_per_sample:.2f} ms/sample")
+        if self.bar is None:
+            return
+        self.bar.update(1)
+        if self.best is not None:
+            self.bar.set_postfix_str(f"best (holds on selection seeds) {self.best.label} {self._cost_text(self.best)}")
+        elif rec.screen is not None and not rec.rejected and (self.screen_best is None or
+                                                                rec.ms_per_sample < self.screen_best.ms_per_sample):
+            self.screen_best = rec
+            self.bar.set_postfix_str(f"cheapest screened {rec.label} {rec.ms_per_sample:.2f} ms/sample")
 
     def record(self, cand: S.Candidate) -> Record:
         if cand.label not in self.records:
