@@ -279,6 +279,9 @@ def _schedules_fit(a):
     _diffusion_card(a.model)                 # a classifier or autoencoder has no schedule to fit
     path = fit_schedule(a.model, a.out, a.method, a.steps, a.seed, a.samples)
     sig, meta = load_schedule(path, with_meta=True)
+    if a.quiet:
+        print(f"wrote {path}")
+        return
     print(f"wrote {path}\n sigmas: {[round(float(s), 5) for s in sig]}\n info: {meta['info']}")
     print(f"use it as: ed.timesteps.get({str(path)!r}, n, process)")
 
@@ -401,6 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="one self-contained HTML page from a bench output folder", formatter_class=_Help)
     r.add_argument("bench_dir", help="a folder written by effdiff bench --out (it must hold results.json)")
     r.add_argument("--out", default=None, help="the HTML file (default BENCH_DIR/report.html)")
+    _quiet(r)
     r.set_defaults(fn=_report)
 
     sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP) for a zoo model",
@@ -413,6 +417,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="the .json file to write")
     f.add_argument("--seed", type=seed_type, default=0, help="seed of the fit")
     f.add_argument("--samples", type=positive, help="Monte-Carlo / reference samples")
+    _quiet(f)
     f.set_defaults(fn=_schedules_fit)
 
     from .plan.cli import add_parser as add_plan_parser     # effdiff plan / effdiff plan verify

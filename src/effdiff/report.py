@@ -293,5 +293,7 @@ def write_report(bench_dir, out=None) -> Path:
 
 
 def report_main(args) -> None:
-    """``effdiff report BENCH_DIR [--out FILE]``."""
-    print(write_report(args.bench_dir, getattr(args, "out", None)))
+    """``effdiff report BENCH_DIR [--out FILE] [--quiet]``."""
+    path = write_report(args.bench_dir, getattr(args, "out", None))
+    if not getattr(args, "quiet", False):
+        print(path)
