@@ -51,7 +51,11 @@ def as_spec(plan, denoiser=None, base: Spec | None = None) -> Spec:
         d = read_json(path, "plan or spec file")
         if d.get("format") == PLAN_FORMAT:
             return as_spec(Plan.load(path), denoiser)
-        return _from_dict(d, denoiser)
+        try:
+            return _from_dict(d, denoiser)
+        except (ValueError, TypeError, KeyError) as e:      # name the file the user handed over
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ValueError(f"{path}: {msg}") from None
     raise TypeError(f"a plan is a Spec, a Plan, a dict, a path or a list of 'name:key=value' strings; "
                     f"got {type(plan).__name__}")
 
