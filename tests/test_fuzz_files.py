@@ -67,6 +67,8 @@ def originals(tmp_path_factory):
     (root / "bench" / "results.json").write_text(json.dumps(
         {"suite": "default", "n": 4, "seeds": [0, 1], "rows": [{"config": "euler-10", "fd": 1.5, "nfe": 10}]}))
     _png(root / "c.png")
+    from effdiff.plan.spec import Spec
+    (root / "spec.json").write_text(Spec("dpmpp-2m", 2).use("deepcache:interval=2").to_json())
     return root
 
 
@@ -409,3 +411,16 @@ def test_fuzz_schedules_fit_flags(argv, workdir, capsys, monkeypatch):
     _blocker(workdir)
     argv = argv + ([] if "--model" in argv else ["--model", "digits-unet"]) + ([] if "--out" in argv else ["--out", "s.json"])
     assert check_command(cli.main, "effdiff schedules", argv, workdir, capsys, names=["blocker", "nope", "model", "output"]) == 2
+
+
+@FEW
+@given(m=json_mutation(), use=st.sampled_from([[], ["deepcache:interval=2"], ["nope"], ["deepcache:interval=x"],
+                                              ["deepcache:interval=0"], ["deepcache:nope=1"], [":"], ["int8:"]]))
+def test_fuzz_plan_file_and_use_strings(m, use, originals, workdir, capsys):
+    path = _fresh(workdir) / "spec.v2.json"
+    damage_json(originals / "spec.json", path, m)
+    argv = ["sample", "--model", "digits-unet", "--n", "2", "--quiet", "--out", "g.png", "--plan", path]  # --plan: its steps
+    argv += [a for u in use for a in ("--use", u)]
+    rc = check_command(cli.main, "effdiff sample", argv, workdir, capsys, names=[path.name, "--plan", "--use", "nope"])
+    if m[0] == "ok" and use in ([], ["deepcache:interval=2"]):
+        assert rc == 0
