@@ -68,6 +68,7 @@ TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("effdiff.finetune", "fine-tuning (LoRA, control)"),
         ("effdiff.latent.train", "the autoencoder trainer"),
         ("effdiff.recipes", "train a preset, sample a zoo model, fit a schedule"),
+        ("effdiff.integrations.accelerate", "`accelerate(pipe, ...)`: techniques or a plan on a diffusers pipeline"),
         ("effdiff.guidance.mg_train", "model-guidance training"),
         ("effdiff.video.train", "video training"),
         ("effdiff.video.presets", "video training presets"),
