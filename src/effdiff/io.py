@@ -17,13 +17,15 @@ import uuid
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from .errors import EffdiffError
+
 __all__ = ["atomic_write", "check_writable", "clean_stale", "parse_json", "read_json", "FileFormatError", "sha256_of", "machine", "cpu_name",
            "RunLock", "run_lock", "LOCK_NAME"]
 
 MAX_JSON_BYTES = 64 << 20     # no JSON file effdiff reads is near this: a bigger one is not ours
 
 
-class FileFormatError(ValueError):
+class FileFormatError(EffdiffError, ValueError):
     """A file handed to effdiff cannot be read as what it should be (the message names the file)."""
 
 
