@@ -39,7 +39,7 @@ TABLE: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "methods": (
         ("effdiff.hooks", "named, reversible model hooks"),
-        ("effdiff.techniques", "`Technique`, `Handle` and the technique registry"),
+        ("effdiff.techniques", "`Technique` and the technique registry (handles: `hooks.Handle`)"),
         ("effdiff.sites", "UNet/DiT/diffusers block sites"),
         ("effdiff.caching", "feature caching techniques"),
         ("effdiff.early_exit", "early exit"),
