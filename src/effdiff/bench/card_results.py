@@ -23,7 +23,7 @@ ELSEWHERE = {n: "the distill bench runs the card cites (docs/bench/distill/bench
              for n in ("digits-dit-dmd-1step", "digits-dit-cd-4step", "digits-unet-pd-1step", "digits-unet-pd-2step",
                        "digits-unet-pd-4step")}
 # cards whose numbers have no results file in the repository yet (docs/evaluation.md lists them)
-UNBACKED = {n: "scored by bench/finetune/eval_dit.py / eval_mnist.py, whose output was not committed"
+UNBACKED = {n: "scored by the studies finetune-eval / finetune-eval-mnist, whose output was not committed"
             for n in ("digits-dit-lora-thick", "digits-dit-controlnet-edges", "digits-unet-lora-thick",
                       "digits-unet-controlnet-xs-edges", "mnist-unet-lora-thick", "mnist-unet-controlnet-xs-edges",
                       "mnist-ldm-dit-lora-thick", "mnist-ldm-dit-controlnet-edges")}
