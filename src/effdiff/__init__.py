@@ -19,7 +19,7 @@ sampling.register_plan_runner(_run_plan)
 _LAZY = ("zoo", "models", "metrics", "data", "objectives", "training", "bench", "techniques", "sites",
          "caching", "early_exit", "retrieval", "hooks", "schedule_opt", "report", "integrations",
          "systems", "distributed", "quant", "prune", "distill", "finetune", "latent", "plan", "guidance", "video",
-         "viz", "recipes")
+         "viz", "recipes", "kinds", "assets", "errors", "layers")
 
 
 def __dir__():  # tab completion sees the lazy entry points too
