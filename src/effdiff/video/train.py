@@ -101,6 +101,7 @@ class VideoTrainer(Trainer):
         path = super().export(metrics)
         tensors, meta = ckpt.load(path)
         codec = FrameCodec.zoo()
+        meta["prediction"] = self.cfg.prediction           # Trainer.export records it for task "diffusion" only
         meta["video"] = {"autoencoder": codec.name, "scale": codec.scale, "canvas": 32, "layout": "B C T H W",
                          "frames": self.vloss.frames, "data": "effdiff.video.data.moving_digits('train')"}
         meta["card"]["command"] = f"effdiff train --preset {self.cfg.name} --out DIR  (or python -m effdiff.video.train)"
@@ -116,11 +117,26 @@ def main(argv=None) -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--init", default=None, help="start from an exported video model's weights (a continuation)")
+    ap.add_argument("--lr", type=float, default=None)
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    cfg = preset(a.preset, **({"steps": a.steps} if a.steps else {}))
-    tr = VideoTrainer(cfg, a.out, progress=True).run(resume=a.resume)
-    print("exported", tr.export())
+    over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr)) if v}
+    cfg = preset(a.preset, **over)
+    tr = VideoTrainer(cfg, a.out, progress=True)
+    if a.init and not a.resume:
+        init_from(tr, a.init)
+    tr.run(resume=a.resume)
+    print("exported", tr.export({"initialised_from": str(a.init)} if a.init else None))
+
+
+def init_from(tr: VideoTrainer, path) -> None:
+    """Load an exported model's weights into the network and its EMA (a continuation run)."""
+    tensors, meta = ckpt.load(path)
+    if meta.get("model") != tr.cfg.model and dict(meta.get("model", {})) != {**meta.get("model", {}), **tr.cfg.model}:
+        raise ckpt.CheckpointError(f"{path}: a different video DiT config than preset {tr.cfg.name!r}")
+    ckpt.load_state(tr.net, tensors, "", where=str(path))
+    ckpt.load_state(tr.ema, tensors, "", where=str(path))
 
 
 if __name__ == "__main__":
