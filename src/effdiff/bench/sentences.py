@@ -95,6 +95,8 @@ CLAIMS: list[Claim] = [
         Rows(D + "caching/results.json", r"model=digits-dit where='ddim-50\+(block-caching-0.2|fora-N5)$'", COST),
         Rows(D + "caching/results.json", r"where='dpmpp-2m-50\+(block-caching-0.2|fora-N5)$'", NONE),
         Rows(D + "caching/results.json", r"model=digits-unet where='50\+block-caching-0.2$'", NONE))),
+    Claim("docs/bench/README.md", "on the fresh seeds no pick differs measurably from the 250-step reference",
+          (Rows(D + "solvers/fresh-ci/results.json", "has=fd_vs_ref", NONE, "fd_vs_ref"),)),
     Claim("docs/bench/README.md", "On digits-unet both ReDi rows are measurable costs, on digits-dit only k1 is", (
         Rows(D + "retrieval/results.json", "model=digits-unet where=redi", COST),
         Rows(D + "retrieval/results.json", "model=digits-dit where=redi-4to12-k1", COST),
