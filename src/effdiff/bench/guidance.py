@@ -11,7 +11,7 @@ t-intervals against CFG at the same scale (Model Guidance and the distilled stud
 each scale), and memorization.
 
     effdiff bench --suite guidance --out bench-guidance          # or: python -m effdiff.bench.guidance --out DIR
-    effdiff bench --suite guidance-best                          # the techniques at CFG's best scale only
+    effdiff bench --suite guidance-best                          # one config per technique, at the best scale only
     effdiff bench --suite guidance-scales                        # FD / class accuracy vs CFG scale
 
 Technique configurations were fixed on a development seed (100), not on the reported seeds.
@@ -117,7 +117,10 @@ def _config(model, label, den_fn, technique=None, baseline=None, reference=False
                        guidance=1.0, setup=row.setup, generate=row.generate)
 
 
-def _guidance(model: str, quick: bool, techniques_at_high: bool = True) -> list[BenchConfig]:
+LEAN = ("interval-edm2", "adaptive-0.9", "cfg-cache-N4")     # guidance-best: one configuration per technique
+
+
+def _guidance(model: str, quick: bool, techniques_at_high: bool = True, only=None) -> list[BenchConfig]:
     best, high = SCALES.get(model, (2.0, 3.0))
     out = [_config(model, f"cfg-{_fmt(best)}", _cfg(best), reference=True)]
     for w in ((best,) if quick else (best, high)):
@@ -127,6 +130,8 @@ def _guidance(model: str, quick: bool, techniques_at_high: bool = True) -> list[
             if not techniques_at_high:
                 continue
         for label, tech in TECHNIQUES.items():
+            if only is not None and label not in only:
+                continue
             out.append(_config(model, f"{label}-{_fmt(w)}", _cfg(w), tech, baseline=base))
         gd = os.environ.get(GD_ENV.format(model.upper().replace("-", "_")))
         if gd:
@@ -242,7 +247,7 @@ def scales_report(results: dict, out: Path) -> str:
 
 
 register_suite("guidance", _guidance, models=["digits-dit", "mnist-ldm-dit"], report=report)
-register_suite("guidance-best", lambda model, quick: _guidance(model, quick, techniques_at_high=False),
+register_suite("guidance-best", lambda model, quick: _guidance(model, quick, techniques_at_high=False, only=LEAN),
                models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-scales", _scales, models=["digits-dit", "mnist-ldm-dit"], report=scales_report)
 
