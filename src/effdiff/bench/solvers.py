@@ -11,7 +11,7 @@ import torch
 
 from ..sampling import sample
 from .config import BenchConfig, register_suite, save_table
-from .scoring import paired_change, pm
+from .scoring import paired_change, pct_ci, pm
 
 BUDGETS = (3, 5, 8, 10, 15, 20, 50)
 SOLVERS = ("ddim", "heun", "dpmpp-2m", "dpmpp-3m", "dpm-solver-3", "unipc", "deis", "ipndm")
@@ -179,11 +179,13 @@ def report(results: dict, out: Path) -> str:
              f"candidates of that budget, then re-scored on fresh seeds {fresh} (reference = Heun, 250 Karras "
              "steps, same noise). The fresh-seed columns are the unbiased estimate.", "",
              "| model | NFE budget | best config | NFE | candidates | FD (selection seeds) | FD (fresh seeds) | "
-             "FD vs reference (fresh) | trajectory error |",
+             "FD vs reference (fresh, paired, 95% CI) | trajectory error |",
              "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
     for b in best:
         fresh_fd = pm(b["fd_fresh"], b.get("fd_fresh_sd")) if "fd_fresh" in b else "-"
         vs = f"{100 * b['fd_vs_ref_fresh']:+.0f}%" if "fd_vs_ref_fresh" in b else "-"
+        if "fd_vs_ref_fresh_ci" in b:            # paired by fresh seed, 95% t-interval (issue 24)
+            vs = pct_ci(b["fd_vs_ref_fresh_paired"], b["fd_vs_ref_fresh_ci"])
         traj = "-" if b.get("traj_err") is None else f"{b['traj_err']:.4f}"
         lines.append(f"| {b['model']} | {b['budget']} | {b['config']} | {b['nfe']} | {b['candidates']} | "
                      f"{pm(b['fd'], b.get('fd_sd'))} | {fresh_fd} | {vs} | {traj} |")
