@@ -155,3 +155,26 @@ def test_symlinks_are_never_followed(tmp_path):
 def test_a_results_json_without_tables_says_so(tmp_path):
     _folder(tmp_path, {"seeds": [0, 1, 2]})
     assert "holds no table of rows" in render(tmp_path)
+
+
+def test_plot_labels_never_overlap_and_the_front_is_labelled_first():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+    from matplotlib.text import Text
+    from effdiff.viz import pareto_front, place_labels
+    g = torch.Generator().manual_seed(0)
+    pts = [(float(10 ** (1 + torch.rand(1, generator=g))), float(2 + torch.rand(1, generator=g))) for _ in range(60)]
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.scatter(*zip(*pts))
+    ax.set_xscale("log")
+    front = pareto_front(pts)
+    done = place_labels(ax, pts, [f"config-{i}" for i in range(len(pts))], first=front)
+    r = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(t, r) for t in ax.texts]
+    assert len(boxes) == len(done) and 0 < len(done) < len(pts)
+    assert not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert set(front) <= set(done) or len(done) >= len(front)
+    assert all(not any(u <= x and v <= y and (u, v) != (x, y) for u, v in pts) for x, y in (pts[i] for i in front))
+    plt.close(fig)

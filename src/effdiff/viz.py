@@ -51,17 +51,27 @@ _OFFSETS = [(4, 3), (4, -3), (-4, 3), (-4, -3), (0, 9), (0, -9)] + \
     [(dx * k, dy * k) for k in (3, 5, 8) for dx, dy in ((4, 4), (4, -4), (-4, 4), (-4, -4), (6, 0), (-6, 0))]
 
 
-def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7) -> list:
-    """Annotate each point with its label where the label overlaps no other label, no point and stays
-    inside the axes (greedy over ``_OFFSETS``; the least-overlapping spot when none is free)."""
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats in both coordinates (lower is better)."""
+    return [i for i, (x, y) in enumerate(points)
+            if not any((u <= x and v <= y) and (u < x or v < y) for u, v in points)]
+
+
+def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fontsize: float = 7,
+                 first: list[int] | None = None) -> list:
+    """Annotate points with their labels where a label overlaps no other label, no point and stays
+    inside the axes (greedy over ``_OFFSETS``, the indices in ``first`` first); a label with no free
+    spot is left out, so labels never overlap. Returns the indices labelled."""
     from matplotlib.text import Text
     fig = ax.figure
     fig.canvas.draw()
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     dots = [ax.transData.transform(p) for p in points]
+    order = list(dict.fromkeys([*(first or []), *range(len(points))]))
     taken, out = [], []
-    for (px, py), text in zip(points, labels):
+    for i in order:
+        (px, py), text = points[i], labels[i]
         best = None
         for dx, dy in _OFFSETS:
             far = abs(dx) + abs(dy) > 10
@@ -81,18 +91,22 @@ def place_labels(ax, points: list[tuple[float, float]], labels: list[str], fonts
                 t.remove()
             if bad == 0:
                 break
+        if best[0] > 0:
+            best[1].remove()
+            continue
         taken.append(best[2])
-        out.append(best[1])
+        out.append(i)
     return out
 
 
 def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd", floor: float | None = None,
                 title: str = "quality vs cost") -> Path:
-    """One panel per model: y against x (log-x), each point labelled by its config where the label
-    overlaps nothing (``place_labels``), the reference dashed."""
+    """One panel per model: y against x (log-x); points labelled by their config where a label overlaps
+    nothing (``place_labels``: the reference and the Pareto front first; the tables name the rest)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
     models = list(dict.fromkeys(r["model"] for r in rows))
     fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4.6), dpi=120, squeeze=False, sharey=True)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -102,6 +116,9 @@ def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd",
         if floor is not None:
             ax.axhline(floor, color="gray", ls="--", lw=1, label="real vs real")
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x.replace("_", " "))
         ax.set_title(model, fontsize=10)
         ax.grid(alpha=0.3)
@@ -113,7 +130,9 @@ def pareto_plot(rows: list[dict], path, x: str = "ms_per_sample", y: str = "fd",
     fig.tight_layout()
     for ax, model in zip(axes[0], models):
         rs = [r for r in rows if r["model"] == model and r.get(x) is not None and r.get(y) is not None]
-        place_labels(ax, [(r[x], r[y]) for r in rs], [str(r["config"]) for r in rs])
+        pts = [(r[x], r[y]) for r in rs]
+        ref = [i for i, r in enumerate(rs) if r.get("reference")]
+        place_labels(ax, pts, [str(r["config"]) for r in rs], first=ref + pareto_front(pts))
     try:
         return atomic_write(path, lambda f: fig.savefig(f, format=Path(path).suffix.lstrip(".") or "png"))
     finally:

@@ -122,7 +122,9 @@ def _bar(p: Prepared, seed: int, verbose: bool, steps: int | None = None):
     from tqdm.auto import tqdm
     total = steps or len(p.sig) - 1
     what = f"{p.cfg.model} {p.cfg.config} seed {seed}" + (" (timing only: scores cached)" if p.cached else "")
-    return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True)
+    import sys
+    return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True,
+                mininterval=0.1 if sys.stderr.isatty() else 10.0)      # a log file gets a line per 10 s
 
 
 def _timed_run(p: Prepared, x, labels, seed: int, verbose: bool):
