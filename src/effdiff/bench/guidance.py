@@ -271,9 +271,6 @@ def main(argv=None) -> None:
     print(table(res))
 
 
-if __name__ == "__main__":
-    main()
-
 
 # ---- docs/guidance.md: tables and the issue's checks, generated from results.json ------------------------
 
@@ -318,6 +315,25 @@ def verdicts(results: dict) -> list[str]:
     return lines
 
 
+def choose_scale(results: dict) -> list[str]:
+    """The rule that set ``SCALES`` from a scale sweep: the scale with the highest class accuracy among those
+    whose FD is not measurably worse (paired 95% CI) than the sweep's lowest FD."""
+    lines = []
+    for model in dict.fromkeys(r["model"] for r in results["rows"]):
+        rows = [r for r in results["rows"] if r["model"] == model and r.get("guidance") is not None]
+        low = min(rows, key=lambda r: r["fd"])
+        ok = []
+        for r in rows:
+            ch, ci = paired_change(r["fd_per_seed"], low["fd_per_seed"]) if r is not low else (0.0, [0.0, 0.0])
+            if ci[0] is None or ci[0] <= 0:
+                ok.append(r)
+            lines.append(f"- {model}, w = {r['guidance']:g}: FD vs the lowest (w = {low['guidance']:g}) "
+                         f"{'lowest' if r is low else pct_ci(ch, ci)}, class acc {100 * r['class_acc']:.1f}%")
+        best = max(ok, key=lambda r: r["class_acc"])
+        lines.append(f"- {model}: chosen w = {best['guidance']:g} (bench.guidance.SCALES: {SCALES.get(model)})")
+    return lines
+
+
 def write_docs(doc, runs: dict) -> None:
     """Replace the generated part of ``doc`` with the tables of ``runs`` ({title: results.json path})."""
     import json
@@ -331,9 +347,15 @@ def write_docs(doc, runs: dict) -> None:
         parts += [f"Real-vs-real FD ({ds}, n = {v['n']}): {pm(v['fd'], v.get('fd_sd'))}." for ds, v in
                   res.get("real_vs_real", {}).items()]
         parts += [""] + rows_table(res) + [""]
+        if all(r.get("setup") is None and r.get("guidance") is not None for r in res["rows"]):
+            parts += ["CFG's best scale (the rule in `bench.guidance.choose_scale`):", ""] + choose_scale(res) + [""]
         if res.get("suite") in ("guidance", "guidance-best"):
             parts += ["Checks (issue 26's Done means):", ""] + verdicts(res) + [""]
     text = Path(doc).read_text()
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
     atomic_write(Path(doc), head + START + "\n" + "\n".join(parts) + "\n" + END + tail)
+
+
+if __name__ == "__main__":
+    main()
