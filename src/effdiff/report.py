@@ -109,6 +109,15 @@ def _change(r: dict) -> str:
     return _pct(v) + " (no CI)"
 
 
+def _vs_baseline(r: dict) -> str:
+    v, ci = r.get("fd_change"), r.get("fd_change_ci")
+    if not isinstance(v, (int, float)):
+        return ""
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(isinstance(c, (int, float)) for c in ci):
+        return f"{_pct(v)} [{_pct(ci[0])}, {_pct(ci[1])}]" + (" (no measurable difference)" if ci[0] <= 0 <= ci[1] else "")
+    return _pct(v) + " (no CI)"
+
+
 def _speedup(r: dict) -> str:
     v = r.get("speedup")
     return f"{v:.1f}x" if isinstance(v, (int, float)) else ""
@@ -128,6 +137,11 @@ KEY_COLUMNS = [
     ("speed-up", ("speedup",), _speedup),
     ("FD ± sd", ("fd",), lambda r: _pm(r, "fd")),
     ("FD vs reference (paired, 95% CI)", ("fd_vs_ref", "reference"), _change),
+    ("baseline", ("baseline",), lambda r: str(r.get("baseline") or "")),
+    ("speed-up vs baseline", ("speedup_vs_baseline",),
+     lambda r: f"{r['speedup_vs_baseline']:.2f}x" if isinstance(r.get("speedup_vs_baseline"), (int, float)) else ""),
+    ("MACs ratio", ("macs_ratio",), lambda r: f"{r['macs_ratio']:.2f}x" if isinstance(r.get("macs_ratio"), (int, float)) else ""),
+    ("FD vs baseline (paired, 95% CI)", ("fd_change",), _vs_baseline),
     ("memorization (NN train/held-out)", ("mem_asymmetry",), _memo),
     ("metric", ("metric",), lambda r: str(r.get("metric", ""))),
     ("mean ± sd", ("mean",), lambda r: _num(r.get("mean")) + _sd(r.get("sd"))),
