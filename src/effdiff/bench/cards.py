@@ -45,7 +45,8 @@ def card_metrics(den, solver: str = "dpmpp-2m", schedule: str = "logsnr", steps:
     return out
 
 
-STALE = ("fd_floor", "fd_ddpm", "fd_dpmpp", "class_acc_ddpm", "class_acc_dpmpp")   # the old protocol's keys
+STALE = ("fd_floor", "fd_ddpm", "fd_dpmpp", "class_acc_ddpm", "class_acc_dpmpp",   # the old protocol's keys
+         "fd_euler", "class_acc_euler")
 
 
 def update_card(name: str, metrics: dict) -> None:
