@@ -90,6 +90,9 @@ CLAIMS: list[Claim] = [
     Claim("docs/planning.md", 'A change inside its CI is "no measurable difference", never a gain'),
     Claim("docs/planning.md", "together measurably over it"),                     # a test's planted case
     Claim("docs/guidance.md", "FD is not measurably worse than the lowest FD of the sweep"),   # the pick rule
+    Claim("docs/guidance.md", "1.25 and 1.5 are not\nmeasurably worse, 2 and 3 are", (
+        Rows(D + "guidance/scales-digits-dit/results.json", r"where='^cfg-1\.(25|5)$'", NONE, "fd_vs_ref"),
+        Rows(D + "guidance/scales-digits-dit/results.json", "where='^cfg-[23]$'", COST, "fd_vs_ref"))),
     # README.md (its tables and verdict lists are generated blocks)
     Claim("docs/bench/README.md", "only the DiT's DDIM rows are measurable costs", (
         Rows(D + "caching/results.json", r"model=digits-dit where='ddim-50\+(block-caching-0.2|fora-N5)$'", COST),
