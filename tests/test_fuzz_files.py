@@ -21,7 +21,7 @@ import torch
 
 hypothesis = pytest.importorskip("hypothesis")
 pytest.importorskip("peft")
-from hypothesis import event, given, settings, strategies as st  # noqa: E402
+from hypothesis import event, example, given, settings, strategies as st  # noqa: E402
 from test_fuzz import CLEAR, FUZZ, TORCH, snapshot  # noqa: E402
 
 from effdiff import checkpoint, cli, zoo  # noqa: E402
@@ -219,6 +219,10 @@ def test_fuzz_lora_file(m, weight, originals, workdir, capsys):
 
 @FEW
 @given(m=pair_mutation(), image=st.sampled_from(["c.png", "missing.png", "text", "bomb"]))
+@example(m=("meta", 0.0, 0, "bom-list", 1750, 0, "slice"), image="c.png")   # found by the fuzz: a config field None
+@example(m=("meta", 0.0, 0, "bom-list", 1749, 5, "slice"), image="c.png")   # ... 2**70
+@example(m=("meta", 0.0, 0, "bom-list", 1749, 3, "slice"), image="c.png")   # ... -1
+@example(m=("meta", 0.0, 0, "bom-list", 875, 1, "slice"), image="c.png")    # card.method "x" picked the loader
 def test_fuzz_control_model_file(m, image, originals, workdir, capsys):
     case = _fresh(workdir)
     stem = damage(originals / "control", case / "ctl", m)

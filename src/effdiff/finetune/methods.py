@@ -90,9 +90,16 @@ def load_control(den, path, check_base: bool = True) -> Controlled:
     tensors, meta = ckpt.load(path)
     if meta.get("format") != CONTROL_FORMAT:
         raise ckpt.CheckpointError(f"{path}: not an effdiff control file (format {meta.get('format')!r})")
-    if check_base and meta["base_sha256"] != files.base_fingerprint(den.net):
+    if check_base and meta.get("base_sha256") != files.base_fingerprint(den.net):
         raise ckpt.CheckpointError(f"{path} was trained on other base weights; pass check_base=False to load it anyway")
-    control = make_control(meta["kind"], den.net, **meta["config"])
+    if not isinstance(meta.get("config"), dict):
+        raise ckpt.CheckpointError(f"{path}: malformed control file (its 'config' is not a JSON object)")
+    try:                                         # the file's kind and config build the module: its errors are the file's
+        control = make_control(meta.get("kind"), den.net, **meta["config"])
+    except (KeyError, TypeError, ValueError, IndexError, OverflowError, ZeroDivisionError, RuntimeError) as e:
+        why = e.args[0] if isinstance(e, KeyError) and e.args else e
+        raise ckpt.CheckpointError(f"{path}: its control kind/config do not build a control module for this "
+                                   f"network ({type(e).__name__}: {why})") from None
     ckpt.load_state(control, tensors, where=str(path))
     return Controlled(den.net, control.eval().requires_grad_(False))
 

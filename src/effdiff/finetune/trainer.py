@@ -168,6 +168,6 @@ def load(base, path):
     from .. import checkpoint as ckpt
     _, meta = ckpt.load(path)
     den = zoo.load(base) if isinstance(base, str) else base
-    name = meta.get("card", {}).get("method") or {"effdiff-lora-1": "lora", "effdiff-control-1": "controlnet"}.get(
-        meta.get("format"), "full")
+    # the pinned format picks the loader (the card is free text: editing it must not redirect the file)
+    name = {"effdiff-lora-1": "lora", "effdiff-control-1": "controlnet"}.get(meta.get("format"), "full")
     return method(name).load(den, path)
