@@ -56,7 +56,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(n_screen=48, n=100, rungs=(2,), select_seeds=3, fresh_seeds=4, max_bases=3, max_select=8,
+        return cls(n_screen=32, n=160, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
                    timing_repeats=3, attempts=2)
 
 
@@ -168,6 +168,13 @@ class Search:
                 return rec
             rec.screen = v
             rec.ms.append(1000 * dt / self.set.n_screen)
+            parent = self.records.get(cand.parent) if cand.parent else None
+            if parent is not None and parent.screen == v and torch.equal(
+                    self.sampler.images(cand.spec, seed, self.set.n_screen)[0],
+                    self.sampler.images(parent.spec, seed, self.set.n_screen)[0]):
+                rec.rejected = f"{rec.label}: the same samples as {parent.label} (the technique never acts here)"
+                self._tick(rec)
+                return rec
             self.log(f"  screen {rec.label}: proxy {100 * v:+.0f}%, {rec.ms[-1]:.2f} ms/sample")
             limit = self.screen_limit
             if not math.isfinite(v) or v > limit:

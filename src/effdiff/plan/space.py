@@ -220,6 +220,8 @@ def no_effect(name: str, cfg: dict, steps: int) -> str | None:
     interval = cfg.get("interval")
     if interval is not None and interval >= steps:
         return f"interval {interval} >= {steps} steps: nothing is reused"
+    if steps < 2 and T.get(name).family in ("caching", "early-exit"):
+        return "one step: there is no earlier step to reuse"
     return None
 
 
