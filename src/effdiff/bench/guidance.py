@@ -81,7 +81,9 @@ class _Row:
         res.stats["evaluations_per_sample"] = ev.per_sample(len(x))
         if self.handle is not None and self.handle.stats is not None:
             res.stats["guidance"] = self.handle.stats.as_dict()
-        _SAMPLES[(self.model, self.label, seed)] = (den, res.x, labels)
+        # the first generation of a seed is the scored one (warm-up and rounds are identical); later calls (the
+        # runner's MACs count on 2 samples) must not replace it
+        _SAMPLES.setdefault((self.model, self.label, seed), (den, res.x, labels))
         return res
 
 
@@ -169,8 +171,18 @@ def _class_acc_per_seed(results: dict) -> None:
             r["class_acc_per_seed"] = accs
 
 
+def acc_per_seed(r: dict) -> list[float] | None:
+    """Per-seed class accuracy of a row: the recomputed values for seeds 2..k, and the first seed's from the
+    runner's own mean over seeds (k·mean − the rest), which is exact and also repairs runs whose first-seed
+    value was recomputed on the runner's 2-sample MACs call (fixed since: the first generation is kept)."""
+    accs = r.get("class_acc_per_seed")
+    if not accs or r.get("class_acc") is None:
+        return accs
+    return [len(accs) * r["class_acc"] - sum(accs[1:])] + list(accs[1:])
+
+
 def _paired(r: dict, base: dict, key: str):
-    a, b = r.get(key), base.get(key)
+    a, b = (acc_per_seed(r), acc_per_seed(base)) if key == "class_acc_per_seed" else (r.get(key), base.get(key))
     if not a or not b or len(a) != len(b):
         return None
     diff = [x - y for x, y in zip(a, b)]
