@@ -223,6 +223,7 @@ def test_fuzz_lora_file(m, weight, originals, workdir, capsys):
 @example(m=("meta", 0.0, 0, "bom-list", 1749, 5, "slice"), image="c.png")   # ... 2**70
 @example(m=("meta", 0.0, 0, "bom-list", 1749, 3, "slice"), image="c.png")   # ... -1
 @example(m=("meta", 0.0, 0, "bom-list", 875, 1, "slice"), image="c.png")    # card.method "x" picked the loader
+@example(m=("meta", 0.0, 0, "bom-list", 270, 9, "slice"), image="c.png")    # format [] (unhashable)
 def test_fuzz_control_model_file(m, image, originals, workdir, capsys):
     case = _fresh(workdir)
     stem = damage(originals / "control", case / "ctl", m)

@@ -169,5 +169,6 @@ def load(base, path):
     _, meta = ckpt.load(path)
     den = zoo.load(base) if isinstance(base, str) else base
     # the pinned format picks the loader (the card is free text: editing it must not redirect the file)
-    name = {"effdiff-lora-1": "lora", "effdiff-control-1": "controlnet"}.get(meta.get("format"), "full")
+    fmt = meta.get("format") if isinstance(meta.get("format"), str) else ""
+    name = {"effdiff-lora-1": "lora", "effdiff-control-1": "controlnet"}.get(fmt, "full")
     return method(name).load(den, path)
