@@ -56,7 +56,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(n_screen=32, n=160, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
+        return cls(n_screen=48, n=160, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
                    timing_repeats=3, attempts=2)
 
 
@@ -69,6 +69,7 @@ class Record:
     families: tuple
     stage: str = "screen"
     screen: float | None = None
+    screen_target: float | None = None     # the target measure on the screening batch (one seed)
     quality: Quality | None = None
     ms: list = field(default_factory=list)
     rejected: str | None = None
@@ -82,7 +83,7 @@ class Record:
 
     def as_dict(self) -> dict:
         return {"label": self.label, "spec": _spec_dict(self.spec), "nfe": self.nfe, "families": list(self.families),
-                "stage": self.stage, "screen_proxy": _finite(self.screen), "ms_per_sample": _finite(self.ms_per_sample), "quality": self.quality.as_dict() if self.quality else None,
+                "stage": self.stage, "screen_proxy": _finite(self.screen), "screen_target": _finite(self.screen_target), "ms_per_sample": _finite(self.ms_per_sample), "quality": self.quality.as_dict() if self.quality else None,
                 "certified": self.certified.as_dict() if self.certified else None, "rejected": self.rejected,
                 "costs": dict(self.costs)}
 
@@ -175,11 +176,17 @@ class Search:
                 rec.rejected = f"{rec.label}: the same samples as {parent.label} (the technique never acts here)"
                 self._tick(rec)
                 return rec
-            self.log(f"  screen {rec.label}: proxy {100 * v:+.0f}%, {rec.ms[-1]:.2f} ms/sample")
             limit = self.screen_limit
+            if self.measure is not self.proxy and self.measure.relative:     # the target too, on the same batch
+                rec.screen_target, _ = self.batch(cand.spec, seed, self.set.n_screen, self.measure)
+            self.log(f"  screen {rec.label}: proxy {100 * v:+.0f}%" + (
+                f", target {100 * rec.screen_target:+.0f}%" if rec.screen_target is not None else "")
+                + f", {rec.ms[-1]:.2f} ms/sample")
             if not math.isfinite(v) or v > limit:
                 rec.rejected = (f"{rec.label}: screening proxy {100 * v:+.0f}% (pixel distribution distance vs the "
                                 f"reference's own spread) > +{100 * limit:.0f}%")
+            elif rec.screen_target is not None and not rec.screen_target <= limit:
+                rec.rejected = f"{rec.label}: {100 * rec.screen_target:+.0f}% {self._unit()} on the screening batch > +{100 * limit:.0f}%"
             elif self.space.max_memory is not None and OBJECTIVES["memory"](self, rec) > self.space.max_memory:
                 rec.rejected = (f"{rec.label}: peak memory {rec.costs['memory'] / 1e6:.1f} MB (2 samples) > "
                                 f"max_memory {self.space.max_memory / 1e6:.1f} MB")
@@ -267,21 +274,25 @@ class Search:
         return out
 
     def preselect(self, recs: list[Record]) -> list[Record]:
-        """The candidates that enter selection: the cheapest half of ``max_select`` and, among the
-        cheaper half of all, the best-screened half (a safer fallback)."""
+        """The candidates that enter selection: the cheapest half of ``max_select`` among those whose
+        screening result is within the budget, and the best-screened (a safer fallback)."""
         k = self.set.max_select
         if len(recs) <= k:
             return recs
-        cheap = sorted(recs, key=lambda r: (self.cost(r), r.screen))
+
+        def score(r):       # the target measure on the screening batch where there is one, else the proxy
+            return r.screen_target if r.screen_target is not None else r.screen
+        plausible = [r for r in recs if score(r) <= self.budget] or recs
+        cheap = sorted(plausible, key=lambda r: (self.cost(r), score(r)))
         chosen = {r.label: r for r in cheap[: k // 2]}
-        for r in sorted(cheap[: max(k, len(cheap) // 2)], key=lambda r: r.screen):
+        for r in sorted(recs, key=score):
             if len(chosen) >= k:
                 break
             chosen.setdefault(r.label, r)
         for r in recs:
             if r.label not in chosen:
-                r.rejected = (f"{r.label}: screening proxy {100 * r.screen:+.0f}% at {self._cost_text(r)}: neither "
-                              f"among the {k // 2} cheapest nor the best-screened of the cheaper half")
+                r.rejected = (f"{r.label}: screening {100 * score(r):+.0f}% at {self._cost_text(r)}: neither among "
+                              f"the {k // 2} cheapest within the budget nor the best-screened")
         return list(chosen.values())
 
     # -- stage 2: successive halving on selection seeds ---------------------------------------
