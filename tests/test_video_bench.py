@@ -26,7 +26,12 @@ def test_bench_rows_and_table(tmp_path):
     f16 = bench.cost(vm, 16, "full", 2, "euler")
     c32 = bench.cost(vm, 32, "stream", 2, "euler")
     assert c16["first_frame_macs"] < c16["macs"] / 3 and f16["first_frame_macs"] == f16["macs"]
-    assert c32["macs"] < 2.2 * c16["macs"]                       # a bounded window: linear in frames
+    c48 = bench.cost(vm, 48, "stream", 2, "euler")
+    assert c48["macs"] - c32["macs"] == c32["macs"] - c16["macs"]   # a bounded window: each later block costs the same
+    f32 = bench.cost(vm, 32, "full", 2, "euler")
+    assert f32["attention_macs"] > 3.5 * f16["attention_macs"]   # full attention: quadratic in frames
+    ada = bench.cost(vm, 16, "stream", 2, "euler", "adaspa", {"density": 1.0})
+    assert ada["macs"] == c16["macs"] and ada["attention_macs"] == c16["attention_macs"]   # one accounting
     res = bench.run(tmp_path / "out", lengths=(16, 32), n=8, n_long=2, seeds=(0, 1), steps=2, solver="euler",
                     repeats=1, model=stem)
     assert {r["mode"] for r in res["cost"]} == {"full", "stream"} and len(res["timing"]) == 6
