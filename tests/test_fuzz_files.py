@@ -373,10 +373,11 @@ BENCH = st.tuples(
 ).map(lambda parts: ["bench", "--quick"] + [a for p in parts for a in p])
 
 
-FIT = st.tuples(
+FIT = st.tuples(       # one invalid flag, and valid others that cannot override it
     st.sampled_from([["--out", "blocker/s.json"], ["--out", "."], ["--model", "nope"], ["--model", "digits-classifier"],
-                     ["--steps", "0"], ["--samples", "0"], ["--seed", "-1"], ["--method", "nope"]]),
-    _flag("--steps", INTS), _flag("--model", st.sampled_from(["digits-unet", "nope", ""])),
+                     ["--model", ""], ["--steps", "0"], ["--steps", "x"], ["--samples", "0"], ["--seed", "-1"],
+                     ["--method", "nope"]]),
+    _flag("--method", st.sampled_from(["ays", "dp"])),
 ).map(lambda parts: ["schedules", "fit"] + [a for p in parts for a in p])
 
 
@@ -387,6 +388,7 @@ def _blocker(root: Path):
 
 @settings(FUZZ, max_examples=40)
 @given(argv=st.one_of(DIST_SAMPLE, DIST_BENCH))
+@example(argv=["sample", "--warmup", "0"])          # found by the fuzz: the error did not name the flag
 def test_fuzz_distributed_entry_point(argv, workdir, capsys, monkeypatch):
     import effdiff.bench
     monkeypatch.setattr(effdiff.bench, "run", lambda *a, **k: pytest.fail("bench ran with invalid arguments"))
@@ -427,5 +429,5 @@ def test_fuzz_plan_file_and_use_strings(m, use, originals, workdir, capsys):
     argv = ["sample", "--model", "digits-unet", "--n", "2", "--quiet", "--out", "g.png", "--plan", path]  # --plan: its steps
     argv += [a for u in use for a in ("--use", u)]
     rc = check_command(cli.main, "effdiff sample", argv, workdir, capsys, names=[path.name, "--plan", "--use", "nope"])
-    if m[0] == "ok" and use in ([], ["deepcache:interval=2"]):
+    if m[0] == "ok" and use == []:
         assert rc == 0

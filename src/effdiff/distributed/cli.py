@@ -27,7 +27,11 @@ def add_parallel_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--patches", type=_ranged_int(1, 1024), help="pipefusion: patches in flight")
 
 
+FLAGS = {"mode": "--parallel-mode", "warmup": "--warmup", "num_patches": "--patches"}
+
+
 def _options(a) -> dict:
+    """The parallel method's options from their flags (checked: ``--parallel none``/``cfg`` take none)."""
     opts = {}
     if a.parallel_mode is not None:
         opts["mode"] = a.parallel_mode
@@ -37,6 +41,8 @@ def _options(a) -> dict:
         if a.parallel != "pipefusion":
             raise ValueError("--patches is a pipefusion option")
         opts["num_patches"] = a.patches
+    if opts and a.parallel in ("none", "cfg"):
+        raise ValueError(f"--parallel {a.parallel} takes none of {', '.join(FLAGS[k] for k in opts)}")
     return opts
 
 
@@ -45,7 +51,10 @@ def parallel_denoiser(den, a):
     the guided denoiser of ``--parallel`` (``a.guidance`` as the scale)."""
     init_from_env()
     agree({k: v for k, v in vars(a).items() if k != "fn"})
-    return parallel(den, a.parallel, a.guidance, **_options(a))
+    try:
+        return parallel(den, a.parallel, a.guidance, **_options(a))
+    except (TypeError, ValueError) as e:         # a method's config refusing an option: name the flag
+        raise ValueError(f"--parallel {a.parallel}: {e}") from None
 
 
 def _sample(a) -> None:
@@ -55,6 +64,7 @@ def _sample(a) -> None:
     from ..cli import check_sample
     from ..viz import save_grid
     _, cond = check_sample(a.model, a.out, a.solver, a.samples, also=[a.save_tensor] if a.save_tensor else [])
+    _options(a)
     den = ed.zoo.load(a.model)
     sig = ed.timesteps.get(a.schedule, a.steps, den.process)
     D = parallel_denoiser(den, a)
