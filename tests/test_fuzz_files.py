@@ -246,6 +246,7 @@ def test_fuzz_control_model_file(m, image, originals, workdir, capsys):
 
 @FEW
 @given(m=pair_mutation())
+@example(m=("meta", 0.0, 0, "bom-list", 5386, 5, "slice"))     # found by the fuzz: a width of 2**70
 def test_fuzz_pruned_file(m, originals, workdir):
     from effdiff.prune.io import load_pruned
     stem = damage(originals / "pruned", _fresh(workdir) / "model", m)
@@ -254,6 +255,7 @@ def test_fuzz_pruned_file(m, originals, workdir):
 
 @FEW
 @given(m=pair_mutation())
+@example(m=("meta", 0.0, 0, "bom-list", 260, 5, "slice"))      # found by the fuzz: beta_end 2**70
 def test_fuzz_student_file(m, originals, workdir):
     from effdiff.distill import load
     stem = damage(originals / "student", _fresh(workdir) / "student", m)
@@ -396,7 +398,8 @@ def test_fuzz_distributed_entry_point(argv, workdir, capsys, monkeypatch):
     if argv[0] == "sample":
         argv += [] if "--samples" in argv else ["--samples", "2"]
         argv += [] if "--steps" in argv else ["--steps", "2"]
-    rc = check_command(dcli.main, "effdiff.distributed", argv, workdir, capsys, names=["blocker", "g.xyz", "nope"])
+    rc = check_command(dcli.main, "effdiff.distributed", argv, workdir, capsys,
+                       names=["blocker", "g.xyz", "nope", "model", "solver", "schedule"])
     assert rc == 2 or argv[0] == "sample"
 
 

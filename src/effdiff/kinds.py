@@ -99,7 +99,7 @@ def denoiser(net, meta: dict, where: str):
         if meta.get("prediction") == "edm":
             return EDMDenoiser(net, num_classes=meta.get("num_classes", 0))
         return Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ckpt.CheckpointError(f"{where}: invalid process/prediction in its metadata: {e}") from None
 
 

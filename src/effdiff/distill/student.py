@@ -200,7 +200,7 @@ def from_meta(tensors: dict, meta: dict, where: str = "student") -> Student:
     try:
         den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta.get("num_classes", 0))
         st = Student(den, StudentSpec(**meta["student"]))
-    except (KeyError, TypeError, ValueError) as e:
+    except (KeyError, TypeError, ValueError, OverflowError) as e:
         raise ckpt.CheckpointError(f"{where}: invalid student metadata (process, prediction, num_classes or "
                                    f"'student'): {type(e).__name__}: {e}") from None
     if st.w_embed is not None:

@@ -59,7 +59,7 @@ def apply_plan(net, plan, path) -> None:
         drop(net, spec["dropped"][0])
         resize_heads(net, spec["heads"][0])
         resize(net, plan["widths"])
-    except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError) as e:
+    except (KeyError, IndexError, AttributeError, TypeError, ValueError, RuntimeError, OverflowError) as e:
         why = e if isinstance(e, (KeyError, ValueError)) and "NoneType" not in str(e) else "an entry of the wrong type or out of range"
         raise ckpt.CheckpointError(f"{path}: its pruning plan does not fit the {type(net).__name__} in its "
                                    f"config ({type(e).__name__}: {why})") from None
