@@ -106,9 +106,10 @@ def _other(name: str, w: float | None = None):
         if "m" not in cache:
             if name in zoo.names():
                 cache["m"] = zoo.load(name)
-            else:
-                from ..distill.student import load
-                cache["m"] = load(name).at(w) if w is not None else load(name)
+            else:                              # an exported model or student (a path): its kind builds it
+                from .. import kinds
+                m = kinds.from_checkpoint(name)
+                cache["m"] = m.at(w) if w is not None else m
         return cache["m"]
     return fn
 
