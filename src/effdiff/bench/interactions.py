@@ -128,12 +128,12 @@ def table(results: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-def write_block(doc: str, source: str, text: str) -> str:
-    """``doc`` with the block ``<!-- interactions: SOURCE -->...<!-- /interactions -->`` replaced by ``text``."""
+def write_block(doc: str, source: str, text: str, tag: str = "interactions") -> str:
+    """``doc`` with the block ``<!-- TAG: SOURCE -->...<!-- /TAG -->`` replaced by ``text``."""
     import re
-    pat = re.compile(r"(<!-- interactions: " + re.escape(source) + r" -->\n)(.*?)(<!-- /interactions -->)", re.S)
+    pat = re.compile(rf"(<!-- {tag}: " + re.escape(source) + rf" -->\n)(.*?)(<!-- /{tag} -->)", re.S)
     if not pat.search(doc):
-        raise ValueError(f"no <!-- interactions: {source} --> ... <!-- /interactions --> block")
+        raise ValueError(f"no <!-- {tag}: {source} --> ... <!-- /{tag} --> block")
     return pat.sub(lambda m: m.group(1) + text + "\n" + m.group(3), doc)
 
 
