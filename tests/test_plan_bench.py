@@ -78,7 +78,7 @@ def test_plan_verify_cli(unet_plan, tmp_path, capsys):
 
 def test_interactions_table_is_generated_from_its_results_file(tmp_path):
     r = {"seeds": [600, 601, 602], "n": 10, "pairs": {"caching x students": {
-        "model": "digits-unet", "a": "DeepCache N=2", "b": "PD student",
+        "model": "digits-unet", "a": "DeepCache N=2", "b": "PD student", "reference": "heun/karras/40",
         "specs": {"base": "dpmpp-2m/logsnr/10", "a": "x", "b": "y", "ab": "z"},
         "fd_change": {k: {"mean": m, "ci": [m - 0.01, m + 0.01]} for k, m in
                       (("base", 0.0), ("a", 0.02), ("b", 0.05), ("ab", 0.2))},
