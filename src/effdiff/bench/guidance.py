@@ -324,6 +324,8 @@ def _free_verdicts(by: dict, model: str, w: float) -> list[str]:
     if cfg is None:
         return []
     ev_cfg = cfg["info"]["evaluations_per_sample"]
+    if not any(m == model and c.startswith(tuple(TECHNIQUES)) and c.endswith(f"-{_fmt(w)}") for m, c in by):
+        return []
     same, not_worse = [], []
     for (m, c), r in by.items():
         if m != model or not c.endswith(f"-{_fmt(w)}") or not c.startswith(tuple(TECHNIQUES)):
