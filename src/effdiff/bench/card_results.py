@@ -27,6 +27,9 @@ UNBACKED = {n: "scored by the studies finetune-eval / finetune-eval-mnist, whose
             for n in ("digits-dit-lora-thick", "digits-dit-controlnet-edges", "digits-unet-lora-thick",
                       "digits-unet-controlnet-xs-edges", "mnist-unet-lora-thick", "mnist-unet-controlnet-xs-edges",
                       "mnist-ldm-dit-lora-thick", "mnist-ldm-dit-controlnet-edges")}
+UNBACKED.update({n: "Model Guidance fine-tunes shipped this session, scored by the guidance study's mg_rows "
+                    "(docs/guidance.md); no results file with their weights' hash yet"
+                 for n in ("digits-dit-mg", "mnist-ldm-dit-mg")})
 
 
 def card(name: str) -> dict:
