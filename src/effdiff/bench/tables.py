@@ -133,7 +133,8 @@ COLUMNS: dict[str, tuple[str, Callable]] = {
     "bytes": ("bytes", lambda r, ctx: _compress("_bytes", r)),
     "peak": ("peak activations", lambda r, ctx: _peak(r)),
     "fd3": ("FD", lambda r, ctx: f"{r['fd']:.3f}"),
-    "maxdev": ("max abs deviation", lambda r, ctx: f"{(r.get('info') or {}).get('max_dev_vs_baseline', 0):.2g}"),
+    "maxdev": ("max abs deviation", lambda r, ctx: f"{_info(r, 'max_dev_vs_baseline', 'max_dev_vs_single'):.2g}"),
+    "comm": ("comm bytes/step (per rank)", lambda r, ctx: f"{_info(r, 'comm_bytes_per_step') / 1e3:.1f} kB"),
     "iters": ("parallel iterations", lambda r, ctx: str((r.get("info") or {}).get("iters", r["nfe"]))),
     "evals": ("per-sample evaluations", lambda r, ctx: str((r.get("info") or {}).get("nfe", r["nfe"]))),
     "steps": ("steps", lambda r, ctx: str(r["steps"])),
@@ -141,8 +142,15 @@ COLUMNS: dict[str, tuple[str, Callable]] = {
     "saved": ("NFE saved", lambda r, ctx: str(_ref(r, ctx["rows"])["nfe"] - r["nfe"])),
     "slower": ("ms vs sequential", lambda r, ctx: f"{r['ms_per_sample'] / _ref(r, ctx['rows'])['ms_per_sample']:.1f}x"),
 }
-RIGHT = {"maxdev", "peak", "fd3", "int8", "iters", "evals", "steps", "traj", "saved", "slower", "nfe", "guidance", "ms", "speedup", "speedup_b", "macs", "fd", "fd_k", "vs_ref", "change", "fd_pixel",
-         "acc", "mem"}
+RIGHT = {"comm", "maxdev", "peak", "fd3", "int8", "iters", "evals", "steps", "traj", "saved", "slower", "nfe",
+         "guidance", "ms", "speedup", "speedup_b", "macs", "fd", "fd_k", "vs_ref", "change", "fd_pixel", "acc",
+         "mem"}
+
+
+def _info(r: dict, *keys: str) -> float:
+    """The first of ``keys`` in the row's solver/technique info (0 when none is there)."""
+    info = r.get("info") or {}
+    return next((info[k] for k in keys if k in info), 0)
 
 
 def _ref(r: dict, rows: list[dict]) -> dict:
