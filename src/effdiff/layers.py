@@ -21,7 +21,7 @@ TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("effdiff.checkpoint", "safetensors + JSON checkpoints, integrity"),
         ("effdiff.models", "reference networks (UNet, DiT, autoencoder, classifier, MLP)"),
         ("effdiff.assets", "the shipped files: names, cards, `load_network(name)`"),
-        ("effdiff.seeds", "seed lists and pre-registration"),
+        ("effdiff.seeds", "named seed ranges and their disjointness check"),
     ),
     "contract": (
         ("effdiff.process", "forward processes, sigma <-> t"),
