@@ -1,10 +1,19 @@
 """The video bench runs end to end on a tiny untrained video DiT: rows, paired CIs, the table."""
+import pytest
 import torch
 
 from effdiff import checkpoint as ckpt
 from effdiff.bench import video as bench
 from effdiff.video.model import VideoDiT, VideoDiTConfig
+from effdiff.video import sparse
 from effdiff.video.sampling import VideoModel
+
+
+@pytest.fixture(scope="module", autouse=True)
+def restore_registry():
+    """The bench registers the attention techniques; leave the registry as this module found it."""
+    yield
+    sparse.unregister()
 
 
 def tiny_model(path):

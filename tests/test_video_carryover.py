@@ -9,10 +9,18 @@ import effdiff as ed
 from effdiff import techniques as T
 from effdiff.denoisers import Denoiser
 from effdiff.process import Flow
-from effdiff.video import sparse  # noqa: F401  (registers the video attention techniques)
+from effdiff.video import sparse
 from effdiff.video.model import VideoDiT, VideoDiTConfig
 
 KNOWN_GAPS = {"diff-pruning": "calibrates on image-shaped inputs", "l2c": "reads config.image_size"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def attention_techniques():
+    """Register the video attention techniques for this module only, then restore the registry."""
+    sparse.register()
+    yield
+    sparse.unregister()
 
 
 @pytest.fixture(scope="module")

@@ -5,11 +5,19 @@ import torch
 from effdiff import techniques as T
 from effdiff.denoisers import Denoiser
 from effdiff.process import Flow
-from effdiff.video import sparse  # noqa: F401  (registers the techniques)
+from effdiff.video import sparse
 from effdiff.video.attention import MACS
 from effdiff.video.block_causal import KVCache
 from effdiff.video.model import VideoDiT, VideoDiTConfig
 from effdiff.video.sampling import clip_noise, generate_full, generate_stream
+
+
+@pytest.fixture(scope="module", autouse=True)
+def attention_techniques():
+    """Register the video attention techniques for this module only, then restore the registry."""
+    sparse.register()
+    yield
+    sparse.unregister()
 
 
 def tiny_den():

@@ -53,7 +53,8 @@ def with_technique(vm, name: str | None, config: dict | None, fn):
     if name is None:
         return fn()
     from .. import techniques as T
-    from ..video import sparse  # noqa: F401  (registers the attention techniques)
+    from ..video import sparse
+    sparse.register()
     with T.get(name).apply(vm.den, config or {}):
         return fn()
 

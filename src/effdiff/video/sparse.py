@@ -11,7 +11,8 @@ computed as gathered block-sparse attention (a frame's P tokens form one block).
   mass, per head and per sample; the later steps of that generation reuse the pattern (AdaSpa's
   observation: the pattern is stable across denoising steps). Streaming blocks search their own.
 
-At full density both equal dense attention (tests/test_video_sparse.py). Each counts the q k^T and
+At full density both equal dense attention (tests/test_video_sparse.py). ``register()`` adds them to
+``effdiff.techniques`` (family ``attention``). Each counts the q k^T and
 p v multiply-accumulates it performs in ``attention.MACS`` and in its handle's ``stats``.
 """
 from __future__ import annotations
@@ -167,7 +168,13 @@ apply_sliding_tile = _apply("sliding-tile", SlidingTile)
 apply_adaspa = _apply("adaspa", AdaSpa)
 
 
+NAMES = ("sliding-tile", "adaspa")
+
+
 def register() -> None:
+    """Add the two techniques to ``effdiff.techniques`` (family ``attention``; idempotent). Not done on
+    import: the registry's enumerations (README counts, plan search spaces) stay image-only until a
+    caller — the video bench, a user — asks for them."""
     from ..techniques import Technique, register as reg
     family = "attention"
     reg(Technique("sliding-tile", family, SlidingTileConfig, apply_sliding_tile, _check,
@@ -178,4 +185,9 @@ def register() -> None:
                   paper="Xia et al. 2025, Training-free and Adaptive Sparse Attention for Efficient Long Video Generation"))
 
 
-register()
+
+def unregister() -> None:
+    """Remove them again (tests restore the registry they found)."""
+    from .. import techniques
+    for n in NAMES:
+        techniques._REGISTRY.pop(n, None)
