@@ -111,3 +111,12 @@ def test_calibrated_parts_travel_in_the_plan_file(tmp_path):
     (tmp_path / "q.safetensors").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="does not match the SHA-256"):
         F.Plan.load(path)
+
+
+def test_plan_summary_table_is_generated_from_plan_files(unet_plan, tmp_path):
+    _, p = unet_plan
+    path = p.save(tmp_path / "s.json")
+    text = BP.summary_table([str(path)])
+    row = text.splitlines()[-1]
+    assert row.startswith("| digits-unet | +5% | 8 | dpmpp-2m/logsnr/5 + deepcache(interval=2) | +1% [-1, +4] |")
+    assert "12 s |" in row
