@@ -94,11 +94,12 @@ class _NoHandle:
         pass
 
 
-def _cfg(w):
+def cfg_at(w):
+    """A row's denoiser transform: CFG at scale ``w`` (the model itself at 1)."""
     return lambda den: CFG(den, w) if w != 1.0 else den
 
 
-def _other(name: str, w: float | None = None):
+def other_model(name: str, w: float | None = None):
     """Sample another model (MG, a student) in place of the row's own; loaded once."""
     cache = {}
 
@@ -114,7 +115,8 @@ def _other(name: str, w: float | None = None):
     return fn
 
 
-def _config(model, label, den_fn, technique=None, baseline=None, reference=False) -> BenchConfig:
+def row_config(model, label, den_fn, technique=None, baseline=None, reference=False) -> BenchConfig:
+    """One guidance-protocol row (solver, schedule, steps fixed by the suite) sampling ``den_fn(den)``."""
     row = _Row(model, label, den_fn, technique)
     return BenchConfig(model, label, SOLVER, SCHEDULE, STEPS, reference=reference, baseline=baseline,
                        guidance=1.0, setup=row.setup, generate=row.generate)
@@ -125,30 +127,30 @@ LEAN = ("interval-edm2", "adaptive-0.9", "cfg-cache-N4")     # guidance-best: on
 
 def _guidance(model: str, quick: bool, techniques_at_high: bool = True, only=None) -> list[BenchConfig]:
     best, high = SCALES.get(model, (2.0, 3.0))
-    out = [_config(model, f"cfg-{_fmt(best)}", _cfg(best), reference=True)]
+    out = [row_config(model, f"cfg-{_fmt(best)}", cfg_at(best), reference=True)]
     for w in ((best,) if quick else (best, high)):
         base = f"cfg-{_fmt(w)}"
         if w != best:
-            out.append(_config(model, base, _cfg(w), baseline=f"cfg-{_fmt(best)}"))
+            out.append(row_config(model, base, cfg_at(w), baseline=f"cfg-{_fmt(best)}"))
             if not techniques_at_high:
                 continue
         for label, tech in TECHNIQUES.items():
             if only is not None and label not in only:
                 continue
-            out.append(_config(model, f"{label}-{_fmt(w)}", _cfg(w), tech, baseline=base))
+            out.append(row_config(model, f"{label}-{_fmt(w)}", cfg_at(w), tech, baseline=base))
         gd = os.environ.get(GD_ENV.format(model.upper().replace("-", "_")))
         if gd:
-            out.append(_config(model, f"guidance-distill-{_fmt(w)}", _other(gd, w), baseline=base))
-    out.append(_config(model, "cond (w=1)", _cfg(1.0), baseline=f"cfg-{_fmt(best)}"))
+            out.append(row_config(model, f"guidance-distill-{_fmt(w)}", other_model(gd, w), baseline=base))
+    out.append(row_config(model, "cond (w=1)", cfg_at(1.0), baseline=f"cfg-{_fmt(best)}"))
     mg = MG_MODELS.get(model)
     if mg in zoo.names():
-        out.append(_config(model, f"model-guidance ({mg})", _other(mg), baseline=f"cfg-{_fmt(best)}"))
+        out.append(row_config(model, f"model-guidance ({mg})", other_model(mg), baseline=f"cfg-{_fmt(best)}"))
     return out
 
 
 def _scales(model: str, quick: bool) -> list[BenchConfig]:
     """CFG at every scale of the sweep (reference: w = 1, no guidance)."""
-    return [_config(model, f"cfg-{_fmt(w)}", _cfg(w), reference=w == 1.0, baseline=None if w == 1.0 else "cfg-1")
+    return [row_config(model, f"cfg-{_fmt(w)}", cfg_at(w), reference=w == 1.0, baseline=None if w == 1.0 else "cfg-1")
             for w in SWEEP]
 
 

@@ -22,7 +22,8 @@ MODULES = {"assign-time": "training", "ot-toy": "training", "priorgrad-check": "
            "lora-on-student": "finetune", "compress-rows": "compress", "compress-peaks": "compress",
            "compress-inject": "compress", "depth-kd": "compress", "select-ptq": "compress",
            "prune-depth": "prune_depth", "quant-extra": "quant_extra", "distill-fresh-seeds": "distill",
-           "latent-candidates": "latent", "latent-compare": "latent", "video": "video"}
+           "latent-candidates": "latent", "latent-compare": "latent", "video": "video",
+           "guidance-scale-sweep": "guidance", "guidance-mg-rows": "guidance", "guidance-distill-rows": "guidance"}
 
 
 def register(name: str):
