@@ -121,6 +121,22 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
+
+def init_dit_base(model: nn.Module) -> None:
+    """DiT's init before adaLN-Zero (Peebles & Xie 2023): xavier linears with zero bias, the patch embedding as
+    a linear, N(0, 0.02) label table and noise-MLP weights. ``model`` has ``x_embedder`` and ``cond_embed``."""
+    for m in model.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    w = model.x_embedder.weight
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+    nn.init.zeros_(model.x_embedder.bias)
+    if model.cond_embed.label is not None:
+        nn.init.normal_(model.cond_embed.label.table.weight, std=0.02)
+    for lin in (model.cond_embed.noise.mlp[0], model.cond_embed.noise.mlp[2]):
+        nn.init.normal_(lin.weight, std=0.02)
+
 class DiT(nn.Module):
     """net(x [B,C,H,W], noise_labels [B], class_labels [B] | None, context [B,L,Dc] | None) -> [B,C',H,W].
     With ``context_from_labels`` the class labels become the cross-attention context."""
@@ -146,17 +162,7 @@ class DiT(nn.Module):
 
     def initialize_weights(self):
         """DiT init: xavier linears, N(0, 0.02) embeddings, adaLN and output zeroed (adaLN-Zero)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        w = self.x_embedder.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.bias)
-        if self.cond_embed.label is not None:
-            nn.init.normal_(self.cond_embed.label.table.weight, std=0.02)
-        for lin in (self.cond_embed.noise.mlp[0], self.cond_embed.noise.mlp[2]):
-            nn.init.normal_(lin.weight, std=0.02)
+        init_dit_base(self)
         if hasattr(self, "null_context"):
             nn.init.normal_(self.null_context, std=0.02)
         if hasattr(self, "context_table"):  # unit-scale tokens, like a text encoder's features

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..models.dit import FREQ_DIM, Mlp, sincos_pos_embed_2d
+from ..models.dit import FREQ_DIM, Mlp, init_dit_base, sincos_pos_embed_2d
 from ..models.layers import ConditionEmbedding
 from .attention import VideoAttention
 
@@ -89,17 +89,7 @@ class VideoDiT(nn.Module):
 
     def initialize_weights(self):
         """DiT's init: xavier linears, adaLN modulations and the output layer zeroed (adaLN-Zero)."""
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
-        w = self.x_embedder.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
-        nn.init.zeros_(self.x_embedder.bias)
-        if self.cond_embed.label is not None:
-            nn.init.normal_(self.cond_embed.label.table.weight, std=0.02)
-        for lin in (self.cond_embed.noise.mlp[0], self.cond_embed.noise.mlp[2]):
-            nn.init.normal_(lin.weight, std=0.02)
+        init_dit_base(self)
         for lin in [b.adaLN_modulation[-1] for b in self.blocks] + [self.final_modulation[-1], self.final_linear]:
             nn.init.zeros_(lin.weight)
             nn.init.zeros_(lin.bias)
