@@ -342,3 +342,15 @@ def test_unknown_train_preset_lists_every_family(capsys):
     assert rc == 2
     for name in list(PRESETS) + list(fp.PRESETS) + list(dp.PRESETS):
         assert name in line, name
+
+
+def test_a_bench_into_a_folder_in_use_refuses_and_leaves_it_alone(tmp_path, capsys):
+    """Issue 25: two runs never share an output folder; the bench takes the same run lock as training."""
+    from effdiff.io import LOCK_NAME, RunLock
+    out = tmp_path / "bench"
+    with RunLock(out):                                   # another run holds the folder
+        rc = cli.main(["bench", "--quick", "--models", "digits-dit", "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "in use" in one_line(err), err
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]   # nothing written
+    assert not out.exists()                              # the holder made it and wrote nothing

@@ -13,6 +13,7 @@ false``) after each model's rows, so a killed run keeps what finished.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import time
@@ -25,7 +26,7 @@ import torch
 from .. import zoo
 from ..denoisers import guided
 from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
-from ..io import atomic_write
+from ..io import RunLock, atomic_write
 from ..latent.denoiser import decode_macs, images
 from ..sampling import initial, sample
 from .config import (DEFAULT_MODELS, FOLLOW_UPS, REPORTS, SUITE_MODELS, SUITES, BenchConfig, load_suite,  # noqa: F401
@@ -267,7 +268,17 @@ def _real_vs_real(datasets: list[str], n: int, seeds: list[int], labels_by: dict
     return out
 
 
-def run(models: list[str] | None = None, suite_name: str = "default", quick: bool = False, out=None,
+def run(*args, **kwargs) -> dict:
+    """``_run`` (below) holding the output folder's run lock (``io.RunLock``) while it writes there: a second
+    bench, training or fine-tune into the same ``out`` fails at once naming the holder (issue 25)."""
+    out = inspect.signature(_run).bind(*args, **kwargs).arguments.get("out")
+    if not out:
+        return _run(*args, **kwargs)
+    with RunLock(Path(out)):
+        return _run(*args, **kwargs)
+
+
+def _run(models: list[str] | None = None, suite_name: str = "default", quick: bool = False, out=None,
         n_samples: int | None = None, seed: int = 0, guidance: float = 1.0, repeats: int | None = None,
         threads: int | None = None, configs: list[BenchConfig] | None = None, verbose: bool = True,
         grids: bool = True, max_repeat_s: float | None = None, n_seeds: int | None = None,
