@@ -23,7 +23,8 @@ MODULES = {"assign-time": "training", "ot-toy": "training", "priorgrad-check": "
            "compress-inject": "compress", "depth-kd": "compress", "select-ptq": "compress",
            "prune-depth": "prune_depth", "quant-extra": "quant_extra", "distill-fresh-seeds": "distill",
            "latent-candidates": "latent", "latent-compare": "latent", "video": "video",
-           "guidance-scale-sweep": "guidance", "guidance-mg-rows": "guidance", "guidance-distill-rows": "guidance"}
+           "guidance-scale-sweep": "guidance", "guidance-mg-rows": "guidance", "guidance-distill-rows": "guidance",
+           "caching-learned": "caching"}
 
 
 def register(name: str):

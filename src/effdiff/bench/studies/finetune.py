@@ -60,6 +60,20 @@ def finetune_eval(argv=None) -> None:
 MNIST_CONTROL = {"mnist-unet": "mnist-unet-controlnet-xs-edges", "mnist-ldm-dit": "mnist-ldm-dit-controlnet-edges"}
 
 
+def _adapter_files(m: str, root: Path, shipped: bool) -> dict:
+    """The LoRA and control files scored: the zoo's shipped adapters, or the study's own runs."""
+    if shipped:
+        from ... import assets
+        return {"lora": assets.path(f"{m}-lora-thick"), "control": assets.path(MNIST_CONTROL[m])}
+    return {"lora": root / f"runs/{m}-lora-thick-s0/model", "control": root / f"runs/{MNIST_CONTROL[m]}-s0/model"}
+
+
+def _zoo_hashes(names) -> dict:
+    """name -> the SHA-256 of its shipped tensors (what ``zoo.load`` verifies)."""
+    from ...bench.card_results import card
+    return {n: card(n)["sha256"]["tensors"] for n in names}
+
+
 @register("finetune-eval-mnist")
 def finetune_eval_mnist(argv=None) -> None:
     """MNIST fine-tunes (DPM-Solver++(2M), logSNR 20 steps, n=360, noise seeds 0-2): LoRA FD vs held-out thick
@@ -75,9 +89,12 @@ def finetune_eval_mnist(argv=None) -> None:
     p.add_argument("--out", default=os.environ.get("EFFDIFF_FINETUNE_OUT", "bench-out/finetune-mnist"))
     p.add_argument("--n", type=int, default=360)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--zoo", action="store_true", help="score the shipped zoo adapters (the cards' weights) instead "
+                   "of OUT/runs; the results file records their SHA-256")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
     m, root, n, seeds = a.model, Path(a.out), a.n, (0, 1, 2)
+    root.mkdir(parents=True, exist_ok=True)
     labels = torch.arange(n) % 10
     xt, yt = domain("identity", "test", "mnist")
     by_class = [(yt == c).nonzero().flatten() for c in range(10)]
@@ -95,8 +112,11 @@ def finetune_eval_mnist(argv=None) -> None:
     ev = Evaluation("mnist")
     out = {"model": m, "protocol": f"dpmpp-2m logsnr {a.steps} steps, n={n}, labels i%10, noise seeds {list(seeds)}"}
     t0 = time.time()
-    lora = load(zoo.load(m), root / f"runs/{m}-lora-thick-s0/model")
-    D = controlled_denoiser(base, load(base, root / f"runs/{MNIST_CONTROL[m]}-s0/model"), hint)
+    files = _adapter_files(m, root, a.zoo)
+    lora = load(zoo.load(m), files["lora"])
+    D = controlled_denoiser(base, load(base, files["control"]), hint)
+    if a.zoo:
+        out["weights_sha256"] = _zoo_hashes([m, f"{m}-lora-thick", MNIST_CONTROL[m]])
     rows: dict[str, dict] = {k: {} for k in ("base", "lora", "lora_merged", "control")}
 
     def put(row, key, value):
