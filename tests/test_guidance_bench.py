@@ -61,3 +61,21 @@ def test_verdicts_read_the_checks_off_a_run(tmp_path):
     G.write_docs(doc, {"run": tmp_path / "r.json"})
     text = doc.read_text()
     assert text.startswith("intro") and text.endswith("tail\n") and "old" not in text and "| digits-dit |" in text
+
+
+def test_guidance_free_suite_rows_and_savings():
+    """guidance-free: CFG at the best scale and every training-free setting, each interval candidate guiding at most
+    8 of the 20 steps (>= 30% of CFG's evaluations saved) on the suite's own schedule."""
+    from effdiff import zoo
+    from effdiff.bench.config import sigmas_for
+    best = G.SCALES["mnist-ldm-dit"][0]
+    rows = G._free("mnist-ldm-dit", quick=False)
+    assert rows[0].config == f"cfg-{best:g}" and rows[0].reference
+    assert [c.config for c in rows[1:]] == [f"{t}-{best:g}" for t in G.FREE]
+    assert all(c.baseline == rows[0].config for c in rows[1:])
+    s = sigmas_for(rows[0], zoo.load("digits-dit").process)[:-1]
+    assert len(s) == G.STEPS
+    for label, (tech, c) in G.CANDIDATES.items():
+        if tech == "guidance-interval":
+            guided = int(((s >= c.sigma_lo) & (s <= c.sigma_hi)).sum())
+            assert 1 <= guided <= 8, (label, guided)

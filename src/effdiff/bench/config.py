@@ -89,7 +89,7 @@ def register_suite(name: str, configs: Callable | None = None, *, models: list[s
 SUITE_MODULES = {"solvers": "solvers", "solvers-compact": "solvers", "parallel": "solvers", "caching": "caching", "retrieval": "retrieval",
                  "compress": "compress", "distill": "distill", "distributed": "distributed",
                  "finetune": "finetune", "systems": "systems", "training": "training",
-                 "guidance": "guidance", "guidance-best": "guidance", "guidance-scales": "guidance",
+                 "guidance": "guidance", "guidance-best": "guidance", "guidance-free": "guidance", "guidance-scales": "guidance",
                  "plan": "plan"}
 
 

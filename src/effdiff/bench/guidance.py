@@ -54,6 +54,21 @@ TECHNIQUES = {
     "cfg-cache-N4": ("cfg-cache", CFGCacheConfig(interval=4, first_steps=2)),
 }
 
+# more training-free settings for the pre-registered re-test of issue 26's training-free line (suite "guidance-free");
+# the mnist-ldm-dit one was picked among these on selection seeds (docs/bench/prereg/guidance-select.json) before
+# the confirmatory registration. The bench's 20 logSNR steps have σ = 999, 428, 183, 78.4, 33.6, 14.4, 6.15, 2.64,
+# 1.13, 0.48, 0.21, ...: each interval guides 5 to 7 of the 20 steps (at most 8 keeps >= 30% of CFG's evaluations
+# saved); "interval-3-inf" guides only the 7 noisiest steps, as adaptive guidance's early guiding does.
+CANDIDATES = {
+    "interval-0.28-40": ("guidance-interval", IntervalConfig(0.28, 40.0)),
+    "interval-0.4-100": ("guidance-interval", IntervalConfig(0.4, 100.0)),
+    "interval-1-100": ("guidance-interval", IntervalConfig(1.0, 100.0)),
+    "interval-2-200": ("guidance-interval", IntervalConfig(2.0, 200.0)),
+    "interval-3-inf": ("guidance-interval", IntervalConfig(3.0, math.inf)),
+    "adaptive-0.999": ("guidance-adaptive", AdaptiveGuidanceConfig(0.999)),
+}
+FREE = {**TECHNIQUES, **CANDIDATES}      # every training-free row label the suites know
+
 _SAMPLES: dict = {}      # (model, config, seed) -> samples as scored (for per-seed class accuracy)
 
 
@@ -146,6 +161,14 @@ def _guidance(model: str, quick: bool, techniques_at_high: bool = True, only=Non
     if mg in zoo.names():
         out.append(row_config(model, f"model-guidance ({mg})", other_model(mg), baseline=f"cfg-{_fmt(best)}"))
     return out
+
+
+def _free(model: str, quick: bool) -> list[BenchConfig]:
+    """CFG at the model's best scale and every training-free setting (``FREE``) at that scale."""
+    best = SCALES.get(model, (2.0, 3.0))[0]
+    base = f"cfg-{_fmt(best)}"
+    return [row_config(model, base, cfg_at(best), reference=True)] + [
+        row_config(model, f"{label}-{_fmt(best)}", cfg_at(best), tech, baseline=base) for label, tech in FREE.items()]
 
 
 def _scales(model: str, quick: bool) -> list[BenchConfig]:
@@ -264,6 +287,7 @@ def scales_report(results: dict, out: Path) -> str:
 register_suite("guidance", _guidance, models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-best", lambda model, quick: _guidance(model, quick, techniques_at_high=False, only=LEAN),
                models=["digits-dit", "mnist-ldm-dit"], report=report)
+register_suite("guidance-free", _free, models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-scales", _scales, models=["digits-dit", "mnist-ldm-dit"], report=scales_report)
 
 
@@ -271,7 +295,7 @@ def main(argv=None) -> None:
     import argparse
     from .runner import run, table
     p = argparse.ArgumentParser(prog="python -m effdiff.bench.guidance")
-    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-best", "guidance-scales"])
+    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-best", "guidance-free", "guidance-scales"])
     p.add_argument("--models", nargs="*")
     p.add_argument("--out", default="bench-guidance")
     p.add_argument("--threads", type=int, default=1)
@@ -308,7 +332,8 @@ def verdicts(results: dict) -> list[str]:
         ev_cfg = cfg["info"]["evaluations_per_sample"]
         mg = next((r for (m, c), r in by.items() if m == model and c.startswith("model-guidance")), None)
         if mg is None:
-            lines.append(f"- {model}: no Model Guidance model in the zoo for this run.")
+            if results.get("suite") != "guidance-free":              # guidance-free has no MG rows
+                lines.append(f"- {model}: no Model Guidance model in the zoo for this run.")
         else:
             ch, ci = paired_change(mg["fd_per_seed"], cfg["fd_per_seed"])
             ok = (_ci_has_zero(ci) or ci[1] < 0) and mg["info"]["evaluations_per_sample"] <= ev_cfg / 2
@@ -326,11 +351,11 @@ def _free_verdicts(by: dict, model: str, w: float) -> list[str]:
     if cfg is None:
         return []
     ev_cfg = cfg["info"]["evaluations_per_sample"]
-    if not any(m == model and c.startswith(tuple(TECHNIQUES)) and c.endswith(f"-{_fmt(w)}") for m, c in by):
+    if not any(m == model and c.startswith(tuple(FREE)) and c.endswith(f"-{_fmt(w)}") for m, c in by):
         return []
     same, not_worse = [], []
     for (m, c), r in by.items():
-        if m != model or not c.endswith(f"-{_fmt(w)}") or not c.startswith(tuple(TECHNIQUES)):
+        if m != model or not c.endswith(f"-{_fmt(w)}") or not c.startswith(tuple(FREE)):
             continue
         save = 1 - r["info"]["evaluations_per_sample"] / ev_cfg
         fd_ci, acc = r.get("fd_change_ci"), _paired(r, cfg, "class_acc_per_seed")
@@ -379,9 +404,9 @@ def write_docs(doc, runs: dict) -> None:
         parts += [f"Real-vs-real FD ({ds}, n = {v['n']}): {pm(v['fd'], v.get('fd_sd'))}." for ds, v in
                   res.get("real_vs_real", {}).items()]
         parts += [""] + rows_table(res) + [""]
-        if res.get("suite") not in ("guidance", "guidance-best"):         # a scale sweep
+        if res.get("suite") not in ("guidance", "guidance-best", "guidance-free"):         # a scale sweep
             parts += ["CFG's best scale (the rule in `bench.guidance.choose_scale`):", ""] + choose_scale(res) + [""]
-        if res.get("suite") in ("guidance", "guidance-best") and any(r["config"].startswith(("model-guidance", *TECHNIQUES))
+        if res.get("suite") in ("guidance", "guidance-best", "guidance-free") and any(r["config"].startswith(("model-guidance", *FREE))
                                                                      for r in res["rows"]):
             parts += ["Checks (issue 26's Done means):", ""] + verdicts(res) + [""]
     text = Path(doc).read_text()
