@@ -79,3 +79,18 @@ def test_guidance_free_suite_rows_and_savings():
         if tech == "guidance-interval":
             guided = int(((s >= c.sigma_lo) & (s <= c.sigma_hi)).sum())
             assert 1 <= guided <= 8, (label, guided)
+
+
+def test_select_row_follows_the_registered_rule():
+    from effdiff.bench.scoring import paired_change
+    cfg = _row("cfg-1.5", [2.0, 2.2, 1.9], [0.96, 0.95, 0.97], 40, reference=True)
+    lossy = _row("interval-edm2-1.5", [2.1, 2.1, 2.0], [0.94, 0.93, 0.95], 23)          # accuracy measurably lower
+    ok_lo = _row("interval-1-100-1.5", [2.0, 2.3, 1.9], [0.95, 0.96, 0.96], 26)
+    ok_hi = _row("interval-3-inf-1.5", [2.1, 2.1, 1.8], [0.96, 0.95, 0.97], 27)
+    costly = _row("adaptive-0.999-1.5", [2.0, 2.2, 1.9], [0.96, 0.95, 0.97], 30)        # saves < 30%
+    for r in (lossy, ok_lo, ok_hi, costly):
+        r["fd_change"], r["fd_change_ci"] = paired_change(r["fd_per_seed"], cfg["fd_per_seed"])
+    pick, lines = G.select_row({"rows": [cfg, lossy, ok_lo, ok_hi, costly]}, "digits-dit")
+    assert pick == "interval-3-inf-1.5" and lines[-1] == "- pick: interval-3-inf-1.5"
+    assert "dropped" in lines[0] and "dropped" in lines[3]
+    assert G.select_row({"rows": [cfg, lossy, costly]}, "digits-dit")[0] is None

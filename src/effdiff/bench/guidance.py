@@ -302,7 +302,13 @@ def main(argv=None) -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--docs", nargs="+", metavar="TITLE=RESULTS_JSON",
                    help="regenerate docs/guidance.md's tables from these runs instead of running")
+    p.add_argument("--select", nargs=2, metavar=("RESULTS_JSON", "MODEL"),
+                   help="apply the registered selection rule (select_row) to a guidance-free run and print the pick")
     a = p.parse_args(argv)
+    if a.select:
+        import json
+        print("\n".join(select_row(json.loads(Path(a.select[0]).read_text()), a.select[1])[1]))
+        return
     if a.docs:
         write_docs(Path(__file__).resolve().parents[3] / "docs" / "guidance.md", dict(x.split("=", 1) for x in a.docs))
         return
@@ -370,6 +376,30 @@ def _free_verdicts(by: dict, model: str, w: float) -> list[str]:
             f"FD or class-accuracy difference: {'; '.join(same) if same else 'none'}.",
             f"- {model}, CFG {w:g}: ... with a measurably lower FD and no measurable class-accuracy loss: "
             f"{'; '.join(not_worse) if not_worse else 'none'}."]
+
+
+def select_row(results: dict, model: str, max_evaluations: float = 28.0) -> tuple[str | None, list[str]]:
+    """The selection rule registered in docs/bench/prereg/guidance-select.json: among the model's rows other than
+    its reference (CFG) with at most ``max_evaluations`` per sample, keep those whose paired FD and class-accuracy
+    changes have 95% intervals containing 0 or on the better side; pick the highest lower end of the accuracy
+    interval (ties: fewer evaluations, then lower FD change). Returns (the pick or None, a line per row)."""
+    rows = [r for r in results["rows"] if r["model"] == model]
+    cfg = next(r for r in rows if r.get("reference"))
+    kept, lines = [], []
+    for r in rows:
+        if r is cfg:
+            continue
+        ev = r["info"]["evaluations_per_sample"]
+        ch, ci = paired_change(r["fd_per_seed"], cfg["fd_per_seed"])
+        _, aci = _paired(r, cfg, "class_acc_per_seed")
+        ok = (ev <= max_evaluations and (_ci_has_zero(ci) or ci[1] < 0)
+              and (_ci_has_zero(aci) or aci[0] > 0))
+        if ok:
+            kept.append((aci[0], -ev, -ch, r["config"]))
+        lines.append(f"- {r['config']}: {ev:g} evaluations, FD {pct_ci(ch, ci)}, class acc {_acc_change(r, cfg)}"
+                     f" -> {'kept' if ok else 'dropped'}")
+    pick = max(kept)[3] if kept else None
+    return pick, lines + [f"- pick: {pick or 'none'}"]
 
 
 def choose_scale(results: dict) -> list[str]:
