@@ -183,7 +183,14 @@ class Plan:
         q = self.certified["text"] if self.certified else "not certified"
         sp = self.speed.get("speedup_vs_reference")
         return (f"{self.spec.label()}: {q} {self.measure} vs {self.reference.label()} on fresh seeds "
-                f"(budget +{100 * self.budget:g}%)" + (f", {sp:.2f}x faster (wall clock, this machine)" if sp else ""))
+                f"(budget +{100 * self.budget:g}%)" + (f", {sp:.2f}x faster (wall clock, this machine)" if sp else "")
+                + self._one_off_text())
+
+    def _one_off_text(self) -> str:
+        """The kept systems switches' one-off cost (compile: the first call's compilation)."""
+        kept = [d for d in self.systems if d.get("kept") and d.get("one_off_s", 0) >= 1]
+        return "".join(f"; {d['switch']}: one-off {d['one_off_s']:.0f} s on the first call (samples within "
+                       f"{d['max_rel_deviation']:.1e} relative of the run without it)" for d in kept)
 
     # -- using it -----------------------------------------------------------------------------
     def check_weights(self, den) -> None:

@@ -1,0 +1,106 @@
+"""The planner's systems pass (issue 22): ``compile`` is tried on the winner by default, kept only
+when its samples stay within the stated deviation and it is measured faster; its one-off compile
+time is recorded; a plan holding it survives save / load / apply; and interleaved timing never runs
+one spec with another spec's hooks or switches attached (reference, best single and plan are
+compared fairly, at one thread count)."""
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from effdiff import techniques as T
+from effdiff.hooks import ModelHook, attach, hooks_of
+from effdiff.plan import Spec
+from effdiff.plan import file as F, search as PS, space as S
+from test_plan import Gaussian
+
+TINY = PS.Settings(n_screen=16, n=32, rungs=(2,), select_seeds=3, fresh_seeds=3, max_bases=1, timing_repeats=2)
+REF = Spec("heun", 10, "karras")
+
+
+def _search(den, systems=S.SYSTEMS):
+    return PS.Search(den, "10%", reference=REF, space=S.Space(solvers=["euler"], schedules=["karras"], systems=systems),
+                     settings=TINY, progress=False)
+
+
+class Count(ModelHook):
+    calls = 0
+
+    def __call__(self, module, call_next, *args, **kwargs):
+        Count.calls += 1
+        return call_next(*args, **kwargs)
+
+
+@pytest.fixture
+def count_technique():
+    @dataclass(frozen=True)
+    class CountConfig:
+        pass
+    t = T.register(T.Technique("test-count", "systems", CountConfig,
+                               lambda den, c: attach("test-count", [(den, Count())]),
+                               lambda den: None if isinstance(den, Gaussian) else "test only"))
+    Count.calls = 0
+    yield t
+    T._REGISTRY.pop(t.name, None)
+
+
+def test_compile_is_in_the_default_systems_pass():
+    assert "compile" in S.Space().systems and "compile" in S.Space(quick=True).systems
+    assert "threads" not in S.Space().systems           # more threads is not the same machine budget
+    assert PS.SYSTEMS_MAX_DEVIATION == 1e-3 and 0 < PS.SYSTEMS_MIN_GAIN < 1
+
+
+def test_interleaved_timing_attaches_each_specs_techniques_around_its_own_runs_only(count_technique):
+    den = Gaussian()
+    s = _search(den)
+    plain = Spec("euler", 4, "karras")
+    nfe = S.nfe_of("euler", 4)
+    t = s._interleaved([plain, plain.use("test-count"), plain], 8, PS.SEEDS["screening"], repeats=2)
+    assert len(t) == 3 and all(len(x["ms_runs"]) == 2 for x in t)
+    # the counted spec runs once to warm up and twice timed; the plain specs never see its hook
+    assert Count.calls == 3 * nfe, Count.calls
+    assert hooks_of(den) == {}
+
+
+def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
+    den = Gaussian()
+    s = _search(den, systems=("compile",))
+    rec = PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",))
+    out = s.systems_pass(rec)
+    assert len(out) == 1, out
+    d = out[0]
+    assert d["switch"] == "compile" and "error" not in d, d
+    assert d["max_rel_deviation"] < PS.SYSTEMS_MAX_DEVIATION == d["max_rel_deviation_allowed"]
+    assert d["first_call_s"] > 0 and d["one_off_s"] >= 0 and d["threads"] == torch.get_num_threads()
+    faster = d["ms_with"] < (1 - PS.SYSTEMS_MIN_GAIN) * d["ms_without"]
+    assert d["kept"] == faster
+    assert ("compile" in rec.spec.names) == d["kept"]
+    assert getattr(den, "_compiled_call_impl", None) is None          # nothing left compiled after the pass
+    timing = s.time_side_by_side(rec, out)
+    assert timing["threads"] == torch.get_num_threads()
+    assert timing["one_off_s"] == (d["one_off_s"] if d["kept"] else 0.0)
+
+
+def test_a_plan_with_compile_survives_save_load_and_apply(tmp_path):
+    den = Gaussian()
+    plain = Spec("euler", 4, "karras")
+    spec = plain.use("compile")
+    systems = [{"switch": "compile", "config": {}, "max_rel_deviation": 1e-7, "max_rel_deviation_allowed": 1e-3,
+                "ms_without": 1.0, "ms_with": 0.5, "threads": 1, "first_call_s": 12.0, "one_off_s": 11.5, "kept": True}]
+    p = F.Plan(spec=spec, reference=REF, budget=0.1, measure="test", weights_sha256=F.weights_sha256(den),
+               certified={"text": "+0% [-1, +1]", "ci": [-0.01, 0.01]}, systems=systems)
+    q = F.Plan.load(p.save(tmp_path / "plan.json"))
+    assert q.spec == spec and q.spec.names == ["compile"] and "compile" in q.spec.label()
+    assert "compile: one-off 12 s" in q.summary()
+    z = plain.noise(den, 8, 3)
+    a = plain.sample(den, z, seed=3)
+    b = q.sample(den, z, seed=3)
+    assert float((a - b).abs().max() / a.abs().max()) < PS.SYSTEMS_MAX_DEVIATION
+    assert getattr(den, "_compiled_call_impl", None) is None          # removed after the call
+    with q.apply(den) as h:
+        assert den._compiled_call_impl is not None
+        sig = q.spec.sigmas(den)
+        c = h.sample(den, z * float(sig[0]), sig, "euler", seed=3)
+    assert torch.allclose(b, c, rtol=0, atol=1e-6) and den._compiled_call_impl is None
+    with pytest.raises(F.WeightsMismatch):
+        q.apply(Gaussian(mu=0.3))
