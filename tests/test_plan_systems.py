@@ -66,7 +66,7 @@ def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
     den = Gaussian()
     s = _search(den, systems=("compile",))
     rec = PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",))
-    out = s.systems_pass(rec)
+    out, spec = s.systems_pass(rec)
     assert len(out) == 1, out
     d = out[0]
     assert d["switch"] == "compile" and "error" not in d, d
@@ -74,9 +74,9 @@ def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
     assert d["first_call_s"] > 0 and d["one_off_s"] >= 0 and d["threads"] == torch.get_num_threads()
     faster = d["ms_with"] < (1 - PS.SYSTEMS_MIN_GAIN) * d["ms_without"]
     assert d["kept"] == faster
-    assert ("compile" in rec.spec.names) == d["kept"]
+    assert ("compile" in spec.names) == d["kept"] and rec.spec.names == []     # the certified record is unchanged
     assert getattr(den, "_compiled_call_impl", None) is None          # nothing left compiled after the pass
-    timing = s.time_side_by_side(rec, out)
+    timing = s.time_side_by_side(PS.Record(spec.label(), spec, 4, ("solver",)), out)
     assert timing["threads"] == torch.get_num_threads()
     assert timing["one_off_s"] == (d["one_off_s"] if d["kept"] else 0.0)
 
@@ -104,3 +104,18 @@ def test_a_plan_with_compile_survives_save_load_and_apply(tmp_path):
     assert torch.allclose(b, c, rtol=0, atol=1e-6) and den._compiled_call_impl is None
     with pytest.raises(F.WeightsMismatch):
         q.apply(Gaussian(mu=0.3))
+
+
+def test_a_search_that_keeps_compile_reports_it_beside_the_unchanged_best_single(monkeypatch, tmp_path):
+    monkeypatch.setattr(PS, "SYSTEMS_MIN_GAIN", -1.0)      # keep whatever the speed: the bookkeeping is tested here
+    den = Gaussian()
+    p = PS.plan(den, "10%", reference=REF, settings=TINY, progress=False,
+                space=S.Space(solvers=["euler", "dpmpp-2m"], schedules=["karras"], nfe=(3, 4, 6, 8), systems=("compile",)))
+    assert p.holds and p.spec.names == ["compile"], p.summary()
+    single = p.search["best_single"]
+    assert single and "compile" not in single                   # the best single configuration stays plain
+    assert p.speed["plan"]["label"] == p.spec.label() and p.speed["best_single"]["label"] == single
+    assert p.speed["best_single_with_plan_switches"]["label"] == single + " + compile"
+    assert p.speed["threads"] == torch.get_num_threads() and p.speed["one_off_s"] == p.systems[0]["one_off_s"]
+    q = F.Plan.load(p.save(tmp_path / "p.json"))
+    assert q.spec == p.spec and q.systems == p.systems

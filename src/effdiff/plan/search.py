@@ -22,6 +22,7 @@ batches from ``calibration`` (12345). A seed s's independent reference batch is 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -384,34 +385,40 @@ class Search:
             for r in finalists:
                 if r is not winner and not r.rejected:
                     r.rejected = f"{r.label}: a cheaper finalist was certified" if winner else None
-            systems = self.systems_pass(winner) if winner is not None else []
+            systems = []
+            if winner is not None:
+                systems, spec = self.systems_pass(winner)
+                if spec is not winner.spec:        # the plan: the certified spec with the kept switches
+                    winner = dataclasses.replace(winner, spec=spec, label=spec.label())
             timing = self.time_side_by_side(winner, systems)
         finally:
             self.bar.close()
         return Plan.from_search(self, winner, attempts, systems, timing, time.perf_counter() - t0)
 
     # -- stage 4: systems switches on the winner -------------------------------------------------
-    def systems_pass(self, winner: Record) -> list[dict]:
+    def systems_pass(self, winner: Record) -> tuple[list[dict], Spec]:
         """Each applicable switch (``space.systems``) on the winner: kept when the samples are
         numerically the same (max relative deviation < ``SYSTEMS_MAX_DEVIATION``) and it is
         measured > ``SYSTEMS_MIN_GAIN`` faster in interleaved rounds at this process's thread count.
-        A switch's one-off cost (``compile``: the first call's compilation) is recorded, not timed."""
-        out = []
+        A switch's one-off cost (``compile``: the first call's compilation) is recorded, not timed.
+        Returns (one entry per switch tried, the winner's spec with the kept switches); the winner's
+        record keeps its certified spec (the best single configuration may be that record)."""
+        out, current = [], winner.spec
         for name in self.space.systems:
             tech = T.get(name)
             cfg = {"num_threads": max(1, torch.get_num_threads())} if name == "threads" else {}
-            if tech.why_not(winner.spec.denoiser(self.den)) is not None:
+            if tech.why_not(current.denoiser(self.den)) is not None:
                 continue
-            spec = winner.spec.use((name, cfg))
+            spec = current.use((name, cfg))
             n, seed = self.set.n_screen, SEEDS["screening"]
-            a, dt_a, _ = self.sampler.images(winner.spec, seed, n)
+            a = self.sampler.images(current, seed, n)[0]
             try:
                 b, first_s, _ = self.sampler.images(spec, seed, n)       # the first call: compilation included
             except Exception as e:      # noqa: BLE001 -- a backend that fails here (no compiler) is a switch not kept
                 out.append({"switch": name, "config": cfg, "kept": False, "error": f"{type(e).__name__}: {e}"[:300]})
                 continue
             dev = float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
-            t = self._interleaved([winner.spec, spec], n, seed, self.set.timing_repeats)
+            t = self._interleaved([current, spec], n, seed, self.set.timing_repeats)
             faster = t[1]["ms_per_sample"] < (1 - SYSTEMS_MIN_GAIN) * t[0]["ms_per_sample"]
             keep = dev < SYSTEMS_MAX_DEVIATION and faster
             out.append({"switch": name, "config": cfg, "max_rel_deviation": dev,
@@ -421,9 +428,8 @@ class Search:
             self.log(f"systems {name}: {t[0]['ms_per_sample']:.2f} -> {t[1]['ms_per_sample']:.2f} ms/sample, "
                      f"max relative deviation {dev:.1e}, first call {first_s:.1f} s: {'kept' if keep else 'not kept'}")
             if keep:
-                winner.spec = spec
-                winner.label = spec.label()
-        return out
+                current = spec
+        return out, current
 
     # -- stage 5: timing ------------------------------------------------------------------------
     def _interleaved(self, specs: list[Spec], n: int, seed: int, repeats: int) -> list[dict]:
