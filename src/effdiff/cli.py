@@ -80,11 +80,9 @@ def _device(a):
 
 def _train(a):
     from .recipes import train_preset
-    if _device(a).type != "cpu":
-        raise ValueError(f"effdiff train runs on the CPU (data-parallel under torchrun); --device {a.device} is "
-                         "not supported for training yet")
+    device = _device(a)
     path = train_preset(a.preset, a.out or f"runs/{a.preset}", resume=a.resume, overwrite=a.overwrite,
-                        progress=not a.quiet, steps=a.steps, seed=a.seed, batch_size=a.batch_size)
+                        progress=not a.quiet, device=device, steps=a.steps, seed=a.seed, batch_size=a.batch_size)
     if path is None:                          # a data-parallel rank that does not write
         return
     from .checkpoint import files
@@ -143,7 +141,8 @@ def _adapters(a):
     """LoRA files and a control model attached to the loaded model (``--lora``, ``--control``)."""
     from .finetune.cli import sample_denoiser
     loras = [_zoo_file(x, weighted=True) for x in a.lora]
-    return lambda den: sample_denoiser(den, loras, a.control, _zoo_file(a.control_model), a.condition, a.n)
+    return lambda den: sample_denoiser(den, loras, a.control, _zoo_file(a.control_model), a.condition, a.n,
+                                       check_base=not a.no_check_base)
 
 
 SAMPLE_DEFAULTS = {"solver": "dpmpp-2m", "schedule": "logsnr", "steps": 10, "guidance": 1.0}
@@ -180,11 +179,13 @@ def _sample(a):
     from .viz import save_grid
     device = _device(a)
     _, cond = check_sample(a.model, a.out, a.solver or SAMPLE_DEFAULTS["solver"], a.n, a.classes)
-    den = ed.zoo.load(a.model, device=device)
+    den = ed.zoo.load(a.model)               # on the CPU: techniques and adapters attach there, then all moves
     spec = _sample_spec(a, den)
     note = _student_note(a, den, spec)
     if note and not a.quiet:
         print(note)
+    if a.no_check_base and not (a.lora or a.control_model):
+        raise ValueError("--no-check-base applies to --lora / --control-model files; none given")
     wrap = _adapters(a) if a.lora or a.control or a.control_model else None
     with spec.apply(den) as handle:
         out = sample_model(den, a.n, spec.solver, spec.schedule, spec.steps, spec.guidance, a.seed, cond, wrap,
@@ -203,14 +204,15 @@ def _bench(a):
     from .bench import run
     from .bench.runner import suite, table
     from .io import check_writable
+    device = _device(a)                      # an unavailable device: an error before any work
+    if device.type != "cpu" and (a.prereg or a.study is not None):
+        from .device import DeviceError
+        raise DeviceError(f"--device {a.device}: --prereg and --study run on the CPU; drop --device")
     if a.prereg:
         return _bench_prereg(a)
     if a.study is not None:
         return _study(a.study)
     models = a.models
-    if _device(a).type != "cpu":
-        raise ValueError(f"effdiff bench times the CPU; --device {a.device} is not supported by the bench yet "
-                         "(bench/gpu.sh runs the CUDA benchmark)")
     for m in models or []:
         _diffusion_card(m)
     suite(a.suite, models or [])             # an unknown suite fails here, before any work
@@ -220,7 +222,7 @@ def _bench(a):
         print("note: --seeds 1: one seed gives no confidence interval; FD changes are single-seed differences")
     res = run(models=models, suite_name=a.suite, quick=a.quick, out=a.out, n_samples=a.n, seed=a.seed,
               guidance=a.guidance, repeats=a.repeats, threads=a.threads, n_seeds=a.seeds, verbose=not a.quiet,
-              use_cache=not a.no_cache)
+              use_cache=not a.no_cache, device=device)
     if not a.quiet:
         print()
         print(table(res))
@@ -363,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--control-model", metavar="FILE",
                    help="a ControlNet / ControlNet-XS / T2I-Adapter file or zoo name")
     s.add_argument("--condition", default="edges", choices=["edges", "mask", "sketch"], help="the control map")
+    s.add_argument("--no-check-base", action="store_true", help="attach --lora / --control-model files trained on "
+                   "other base weights (check_base=False; they are refused by default)")
     _device_arg(s)
     _quiet(s)
     s.set_defaults(fn=_sample)

@@ -12,9 +12,24 @@ from dataclasses import dataclass
 from pathlib import Path
 
 def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, progress: bool = True,
-                 **overrides) -> Path | None:
+                 device=None, **overrides) -> Path | None:
     """Train preset ``name`` into ``out``: a fine-tuning preset, a distillation preset, or a training
-    preset (data-parallel when launched by ``torchrun``; ranks other than the writer return None)."""
+    preset (data-parallel when launched by ``torchrun``; ranks other than the writer return None), on
+    ``device`` (networks, batches, noise and labels there; the random draws are the CPU's)."""
+    from .training.placement import on_device
+    with on_device(device):
+        return _train_preset(name, out, resume, overwrite, progress, device, **overrides)
+
+
+def _cpu_only(device, why: str) -> None:
+    """A training path that runs on the CPU only: a clear error for any other device."""
+    import torch
+    if device is not None and torch.device(device).type != "cpu":
+        from .device import DeviceError
+        raise DeviceError(f"--device {device}: {why}; run it with --device cpu")
+
+
+def _train_preset(name: str, out, resume: bool, overwrite: bool, progress: bool, device, **overrides):
     from .distill import presets as distill_presets
     from .finetune import presets as finetune_presets
     from .io import check_writable
@@ -26,6 +41,7 @@ def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, 
         return finetune_preset(name, out, resume=resume, overwrite=overwrite, progress=progress, **overrides)
     if name in distill_presets.PRESETS:           # a few-step student of a zoo teacher
         from .distill import distill
+        _cpu_only(device, f"distillation preset {name!r}: its methods draw noise on the CPU inside the loss")
         cfg = distill_presets.get(name, **overrides)
         check_writable(out, directory=True)
         return distill(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
@@ -45,6 +61,7 @@ def train_preset(name: str, out, resume: bool = False, overwrite: bool = False, 
     check_writable(out, directory=True)
     from .distributed.launch import init_from_env, is_writer
     if init_from_env(backend="gloo"):             # under torchrun: data-parallel (the trainer runs on the CPU)
+        _cpu_only(device, "data-parallel training under torchrun runs on the CPU (gloo)")
         from .training import ddp
         path = ddp.train(cfg, out, resume=resume, progress=progress, overwrite=overwrite)
         return path if is_writer() else None
@@ -79,7 +96,8 @@ def sample_model(den, n: int, solver: str = "dpmpp-2m", schedule: str = "logsnr"
     """``n`` images of a loaded zoo model of any kind (seeded per-sample noise in its own shape, from its own
     prior, decoded when it is a latent model); ``wrap(den)`` may attach adapters or control first;
     ``guide(den, scale)`` applies the guidance (default ``denoisers.guided``); ``own_grid=False`` samples a
-    student on the named schedule instead of its own grid; ``device``: where the model already is."""
+    student on the named schedule instead of its own grid; ``device``: where to sample (the model, with
+    whatever ``wrap`` attached, is moved there; noise and labels too)."""
     from .denoisers import guided
     from .latent.denoiser import images
     from .sampling import initial, sample
@@ -88,6 +106,8 @@ def sample_model(den, n: int, solver: str = "dpmpp-2m", schedule: str = "logsnr"
     x = initial(den, n, sig, seed=seed, cond=cond)        # seeded on the CPU: same samples on every device
     if device is not None:
         x, cond = x.to(device), (cond.to(device) if hasattr(cond, "to") else cond)
+        for m in {id(m): m for m in (den, used) if hasattr(m, "to")}.values():    # adapters attached by wrap too
+            m.to(device)
     res = sample((guide or guided)(used, guidance), x, sig, solver=solver, cond=cond, seed=seed, return_info=True,
                  progress=progress)
     return Sampled(images(den, res), solver, schedule)

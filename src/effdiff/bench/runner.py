@@ -78,9 +78,16 @@ class Prepared:
     cache_key: dict | None = None                    # a cacheable reference's key
     cached: Path | None = None                       # the cache entry its scores came from
     grid_png: bytes | None = None
+    device: torch.device | None = None               # where it samples (None: the CPU)
+    cpu_labels: torch.Tensor | None = None           # the run's labels on the CPU (noise is drawn there)
 
     def noise(self, n: int, seed: int, labels=None) -> torch.Tensor:
-        return initial(self.den, n, self.sig, seed=seed, cond=labels)
+        """Seeded on the CPU (the same noise on every device), then moved to the row's device; ``labels``
+        is a prefix of the run's labels."""
+        if self.device is None:
+            return initial(self.den, n, self.sig, seed=seed, cond=labels)
+        cond = None if labels is None else self.cpu_labels[:len(labels)]
+        return initial(self.den, n, self.sig, seed=seed, cond=cond).to(self.device)
 
     def go(self, x, labels, seed, stop: int | None = None, bar=None):
         if self.cfg.generate is not None:
@@ -95,10 +102,11 @@ class Prepared:
         self.go(self.noise(n, seed, labels), labels, seed, stop=None if whole else min(WARMUP_STEPS, len(self.sig) - 1))
 
 
-def _prepare(cfg: BenchConfig, guidance: float, n: int, seed: int, labels) -> Prepared:
-    den = zoo.load(cfg.model)
+def _prepare(cfg: BenchConfig, guidance: float, n: int, seed: int, labels, device=None, cpu_labels=None) -> Prepared:
+    den = zoo.load(cfg.model, device=device)
     scale = guidance if cfg.guidance is None else cfg.guidance
-    p = Prepared(cfg, den, guided(den, scale), sigmas_for(cfg, den.process), scale)
+    p = Prepared(cfg, den, guided(den, scale), sigmas_for(cfg, den.process), scale, device=device,
+                 cpu_labels=cpu_labels)
     if cfg.setup is not None:
         p.handle = cfg.setup(den, p.sig, p.noise(n, seed, labels), labels)
     return p
@@ -146,19 +154,22 @@ def _timed_run(p: Prepared, x, labels, seed: int, verbose: bool):
 class Measure:
     """Samples and scores configurations of one run; suites' follow-ups call it for more seeds."""
 
-    def __init__(self, n: int, guidance: float, verbose: bool, use_cache: bool = True):
+    def __init__(self, n: int, guidance: float, verbose: bool, use_cache: bool = True, device=None):
         self.n, self.guidance, self.verbose, self.use_cache = n, guidance, verbose, use_cache
+        self.device = None if device is None or torch.device(device).type == "cpu" else torch.device(device)
         self.macs_cache: dict = {}
         self.cache_notes: list[str] = []
 
     def model_run(self, configs: list[BenchConfig], seeds: list[int], repeats: int, traj: dict) -> list[Prepared]:
         """Warm up every config of one model on the full batch, then timed rounds over the seeds."""
         den0 = zoo.load(configs[0].model)
-        labels = labels_for(self.n, den0.cond_classes)
+        cpu_labels = labels_for(self.n, den0.cond_classes)
+        labels = cpu_labels if cpu_labels is None or self.device is None else cpu_labels.to(self.device)
         ev = evaluation(dataset_of(den0))
-        prepared = [_prepare(c, self.guidance, self.n, seeds[0], labels) for c in configs]
+        prepared = [_prepare(c, self.guidance, self.n, seeds[0], labels, self.device, cpu_labels) for c in configs]
         for p in prepared:
-            self._from_cache(p, ev, seeds)
+            if self.device is None:        # the reference cache holds CPU results only
+                self._from_cache(p, ev, seeds)
         try:
             for p in prepared:
                 p.warm_up(self.n, labels, seeds[0])
@@ -167,7 +178,7 @@ class Measure:
                     res, dt = _timed_run(p, p.noise(self.n, seed, labels), labels, seed, self.verbose)
                     p.times.append(dt)
                     if seed not in p.per_seed:
-                        p.per_seed[seed] = self._score(p, res, labels, seed, ev, traj)
+                        p.per_seed[seed] = self._score(p, res, cpu_labels, seed, ev, traj)
                         p.first = p.first or res
             for p in prepared:
                 p.macs = _macs(p, labels, self.macs_cache, p.first.nfe)
@@ -211,7 +222,7 @@ class Measure:
         _log(f"cached for next time: {path}", self.verbose)
 
     def _score(self, p: Prepared, res, labels, seed: int, ev, traj: dict) -> dict:
-        q = ev.score(res.x, labels, seed=seed, real_vs_real=False)
+        q = ev.score(res.x.cpu(), labels, seed=seed, real_vs_real=False)
         q["nfe"] = res.nfe
         if p.cfg.traj_ref:
             traj[(p.cfg.model, seed)] = res.x
@@ -282,12 +293,14 @@ def _run(models: list[str] | None = None, suite_name: str = "default", quick: bo
         n_samples: int | None = None, seed: int = 0, guidance: float = 1.0, repeats: int | None = None,
         threads: int | None = None, configs: list[BenchConfig] | None = None, verbose: bool = True,
         grids: bool = True, max_repeat_s: float | None = None, n_seeds: int | None = None,
-        use_cache: bool = True) -> dict:
+        use_cache: bool = True, device=None) -> dict:
     """Run a suite (or explicit ``configs``) and return the ``results.json`` dict.
 
     Seeds ``seed, seed+1, ...`` (``n_seeds``: 3 by default, 1 in quick mode); each row is timed
     ``max(repeats, n_seeds)`` times (repeats: 3, quick 1) after a full-batch warm-up.
     ``max_repeat_s`` is accepted for old callers and ignored: every row is timed the same number of times.
+    ``device``: where every row samples (networks, noise, labels; scored on the CPU; the reference cache is
+    read and written only for CPU runs).
     """
     load_suite(suite_name)
     models = models or SUITE_MODELS.get(suite_name, DEFAULT_MODELS)
@@ -297,7 +310,7 @@ def _run(models: list[str] | None = None, suite_name: str = "default", quick: bo
     repeats = repeats or (1 if quick else 3)
     threads = threads or torch.get_num_threads()
     out = Path(out) if out else None
-    measure = Measure(n, guidance, verbose, use_cache)
+    measure = Measure(n, guidance, verbose, use_cache, device)
 
     rows, by_name, traj, labels_by = [], {}, {}, {}
     t_start = time.perf_counter()
@@ -328,7 +341,8 @@ def _run(models: list[str] | None = None, suite_name: str = "default", quick: bo
         r["real_vs_real_fd"] = real[r["dataset"]]["fd"]
     compare_to_reference(rows)
     first = real[next(iter(real))]
-    results = {**results, "provenance": prov, "machine": {**machine(), "bench_threads": threads}, "real_vs_real": real,
+    results = {**results, "provenance": prov, "machine": {**machine(), "bench_threads": threads,
+                                                                  "bench_device": str(measure.device or "cpu")}, "real_vs_real": real,
                "real_vs_real_fd": first["fd"], "floor_fd": first["fd"],   # floor_fd: the old name, kept for readers
                "n_samples": n, "seed": seed, "seeds": seeds, "repeats": repeats, "max_repeat_s": None,
                "quick": quick, "suite": suite_name, "rows": rows, "cache": measure.cache_notes, "complete": True}

@@ -179,7 +179,7 @@ class DistillTrainer(Trainer):
 
     def loss_on(self, x, y) -> torch.Tensor:
         if y is not None and self.num_classes > 0 and self.cfg.p_uncond > 0:
-            drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
+            drop = (torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond).to(y.device)
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         return self.method.loss(self.net, x, y if self.num_classes > 0 else None, self.gen).mean()
 

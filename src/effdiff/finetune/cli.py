@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from .. import checkpoint as ckpt
 from .conditions import condition
 from .control import Controlled, controlled_denoiser
 from .files import load_lora
-from .trainer import load
+from .methods import load_control
 
 
 MAX_LORA_WEIGHT = 1_000.0     # the bound on guidance scales: beyond it the samples are noise
@@ -59,20 +60,34 @@ def read_image(path, size: int, channels: int = 1) -> torch.Tensor:
     return (t[None] if channels == 1 else t.permute(2, 0, 1))[None]
 
 
+@contextmanager
+def _cli_hint():
+    """A file trained on other base weights: the refusal names the command-line switch too."""
+    try:
+        yield
+    except ckpt.CheckpointError as e:
+        if "check_base=False" not in str(e):
+            raise
+        raise ckpt.CheckpointError(f"{e} (effdiff sample: --no-check-base)") from None
+
+
 def sample_denoiser(den, loras=(), control: str | None = None, control_model: str | None = None,
-                    condition_name: str = "edges", n: int = 1):
+                    condition_name: str = "edges", n: int = 1, check_base: bool = True):
     """``den`` with LoRA files attached at their weights and, with ``control``, driven by the control
-    model ``control_model`` on ``condition_name`` of the image (the same map for all n samples)."""
+    model ``control_model`` on ``condition_name`` of the image (the same map for all n samples);
+    ``check_base=False`` (``--no-check-base``) attaches adapters trained on other base weights."""
     for spec in loras or ():
         stem, w = parse_lora(spec)
-        load_lora(den, stem, weight=w)
+        with _cli_hint():
+            load_lora(den, stem, weight=w, check_base=check_base)
     if control is None:
         if control_model is not None:
             raise ValueError("--control-model needs --control IMAGE")
         return den
     if control_model is None:
         raise ValueError("--control IMAGE needs --control-model FILE (a trained control module)")
-    ctl = load(den, ckpt.stem(control_model))
+    with _cli_hint():
+        ctl = load_control(den, ckpt.stem(control_model), check_base=check_base)
     if not isinstance(ctl, Controlled):
         raise ValueError(f"{control_model} is not a control module")
     m = den.meta["model"]

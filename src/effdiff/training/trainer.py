@@ -28,7 +28,7 @@ from ..process import from_config
 from ..denoisers import Denoiser
 from ..objectives import DiffusionLoss, LossConfig
 from . import ema as ema_mod
-from . import priorgrad, repa as repa_mod
+from . import placement, priorgrad, repa as repa_mod
 from .coupling import COUPLINGS, couple
 
 
@@ -239,7 +239,7 @@ class Trainer:
         rank's slice ``{k: v[lo:hi]}`` is its share. Order of draws: label dropout, σ, ε (then the
         coupling permutes ε among the batch, with no draw), then SSM's projections."""
         if y is not None and self.num_classes > 0 and self.cfg.p_uncond > 0:
-            drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
+            drop = (torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond).to(y.device)
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
         y = y if self.num_classes > 0 else None
         sigma, eps = self.loss.draw(self.denoiser, x, self.gen)
@@ -274,7 +274,7 @@ class Trainer:
 
     def train_step(self) -> float:
         self.net.train()
-        x, y = self.batch()
+        x, y = placement.batch_on(self, *self.batch())
         for g in self.opt.param_groups:
             g["lr"] = self.lr_at(self.step)
         loss = self.loss_on(x, y)
@@ -415,6 +415,7 @@ class Trainer:
         return self.lock
 
     def _run(self, resume: bool, stop_after: int | None, overwrite: bool):
+        placement.place(self, placement.current())     # before restore: the optimizer state follows its params
         self.prepare(resume, overwrite)
         bar = None
         if self.progress:
@@ -455,7 +456,7 @@ def train(config: TrainConfig, run_dir, resume: bool = False, progress: bool = T
         tr.run(resume=resume, overwrite=overwrite)
         metrics = {}
         if config.task == "classifier":
-            metrics["test_accuracy"] = evaluate_classifier(tr.ema)
+            metrics["test_accuracy"] = evaluate_classifier(tr.ema.cpu())
         return tr.export(metrics)
 
 
