@@ -79,7 +79,9 @@ def verdict(r: dict, key: str = "fd_change") -> str:
 
 def _int8_fraction(r: dict) -> str:
     """Layers that ran integer kernels (int_mm, fbgemm) of all converted-or-kept layers; the rest ran
-    float32 compute (weight-only int8 ``dequant``, or float32 kept by ``auto``)."""
+    float32 compute (weight-only int8 ``dequant``, or float32 kept by ``auto``). The share of MACs: exact when
+    every Linear ran integer kernels; for ``auto`` (its stats count the integer Linear layers, not which) an
+    upper bound, the MACs of that many of the largest Linear layers (``bench.int8_share``)."""
     c = (r.get("info") or {}).get("compress") or {}
     if "fbgemm" not in c:
         return ""
@@ -88,6 +90,9 @@ def _int8_fraction(r: dict) -> str:
     if share and c["fp32"] == 0 and c["int_mm"] + c["fbgemm"] == share["linear_layers"] \
             and c["dequant"] == share["conv_layers"]:       # every Linear integer, every conv weight-only
         return f"{integer} of {total}, {100 * share['linear_share']:.1f}% of MACs"
+    if share and c["fp32"] and "linear_macs_per_layer" in share:     # int8-auto: how many, not which
+        bound = sum(share["linear_macs_per_layer"][:c["int_mm"] + c["fbgemm"]]) / share["total_macs"]
+        return f"{integer} of {total}, ≤ {100 * bound:.1f}% of MACs (bound: the largest Linear layers)"
     return f"{integer} of {total}" + (", MAC share not recorded" if c["fp32"] else "")
 
 
