@@ -35,7 +35,7 @@ def test_shipped_models_name_their_kind_and_it_is_the_one_their_keys_imply():
             continue
         assert meta["kind"] == kinds.implied_kind(meta) == kinds.kind_of(meta), name
         seen.add(meta["kind"])
-    assert seen == {"plain", "student", "latent"}
+    assert seen == {"plain", "student", "latent", "video"}
 
 
 @pytest.mark.parametrize("name,cls", [("digits-unet-pd-1step", "Student"), ("digits-unet", "Denoiser")])

@@ -1,4 +1,4 @@
-"""Model kinds: a checkpoint's metadata names its kind (``meta["kind"]``: plain, student, prior, latent)
+"""Model kinds: a checkpoint's metadata names its kind (``meta["kind"]``: plain, student, prior, latent, video)
 and the kind's builder turns the tensors and metadata into a model, so loading never branches on
 model type (EDM's habit of checkpoints that name their class). A kind registers with ``@register``;
 the built-in kinds live with their wrappers and are imported the first time a checkpoint names them.
@@ -20,7 +20,8 @@ KINDS: dict[str, Builder] = {}
 #: kind -> install(meta, where) -> the metadata keys ``zoo.install`` records beside the file's own
 INSTALL: dict[str, Callable[[dict, str], dict]] = {}
 #: built-in kinds registered by modules of higher layers, imported when a checkpoint first names them
-BUILTIN = {"student": "effdiff.distill.student", "prior": "effdiff.training.priorgrad", "latent": "effdiff.latent.zoo"}
+BUILTIN = {"student": "effdiff.distill.student", "prior": "effdiff.training.priorgrad", "latent": "effdiff.latent.zoo",
+           "video": "effdiff.video.sampling"}
 
 
 def register(name: str, install: Callable[[dict, str], dict] | None = None):
@@ -67,6 +68,8 @@ def implied_kind(meta: dict) -> str:
         return "prior"
     if meta.get("task") == "diffusion" and (meta.get("latent") is not None or is_latent_data(meta.get("data"))):
         return "latent"
+    if meta.get("task") == "video":
+        return "video"
     return "plain"
 
 

@@ -1,7 +1,8 @@
 """Generating clips: full-sequence (every frame denoised together) or streamed block by block
 through a KV cache (``block_causal``), with any effdiff solver and schedule.
 
-    vm = VideoModel.load()                               # the shipped video-dit + its autoencoder
+    vm = VideoModel.load()                               # the zoo's video-dit + its autoencoder
+    vm = effdiff.zoo.load("video-dit")                   # the same (model kind ``video``)
     z = vm.generate(noise, sigmas, "euler", labels, mode="stream", on_block=show)
     x = vm.decode(z)                                     # [N, 1, T, 32, 32]
 """
@@ -14,12 +15,14 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .. import assets, kinds
 from ..denoisers import Denoiser, guided
 from ..process import from_config
 from ..sampling import sample
 from .block_causal import KVCache
 
-WEIGHTS = Path(__file__).parent / "weights"
+WEIGHTS = Path(__file__).parent / "weights"        # the video evaluator's files
+ZOO_NAME = "video-dit"
 
 
 def clip_noise(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -80,16 +83,12 @@ class VideoModel:
 
     @classmethod
     def load(cls, path=None) -> "VideoModel":
-        """From ``model.{safetensors,json}`` (default: the shipped ``weights/video-dit``)."""
+        """From ``model.{safetensors,json}`` (default: the zoo's ``video-dit``, SHA-256 verified)."""
         from .. import checkpoint as ckpt
-        from .latents import FrameCodec
-        from .model import VideoDiT, VideoDiTConfig
-        stem = Path(path) if path is not None else WEIGHTS / "video-dit"
-        tensors, meta = ckpt.load(stem)
-        net = VideoDiT(VideoDiTConfig(**meta["model"]))
-        ckpt.load_state(net, tensors, "", where=str(stem))
-        den = Denoiser(net.eval(), from_config(meta["process"]), meta["prediction"], meta["num_classes"])
-        return cls(den, FrameCodec.zoo(meta["video"]["autoencoder"]), meta)
+        if path is None:
+            return kinds.load(ZOO_NAME)
+        tensors, meta = ckpt.load(Path(path))
+        return build(tensors, meta, str(path))
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -111,3 +110,15 @@ class VideoModel:
 
     def card(self) -> dict:
         return json.loads(json.dumps(self.meta.get("card", {})))
+
+
+@kinds.register("video")
+def build(tensors: dict, meta: dict, where: str) -> VideoModel:
+    """Model kind ``video``: a video DiT export as a ``VideoModel`` (EMA weights, eval mode, its frame codec)."""
+    from .. import checkpoint as ckpt
+    from .latents import FrameCodec
+    if "video" not in meta:
+        raise ckpt.CheckpointError(f"{where}: a video model export needs its 'video' metadata (autoencoder, scale)")
+    net = assets.network(tensors, meta, where)
+    den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta["num_classes"])
+    return VideoModel(den.eval(), FrameCodec.zoo(meta["video"]["autoencoder"]), meta)

@@ -102,6 +102,7 @@ class VideoTrainer(Trainer):
         tensors, meta = ckpt.load(path)
         codec = FrameCodec.zoo()
         meta["prediction"] = self.cfg.prediction           # Trainer.export records it for task "diffusion" only
+        meta["kind"] = "video"                              # effdiff.kinds: loads as a VideoModel
         meta["video"] = {"autoencoder": codec.name, "scale": codec.scale, "canvas": 32, "layout": "B C T H W",
                          "frames": self.vloss.frames, "data": "effdiff.video.data.moving_digits('train')"}
         meta["card"]["command"] = f"effdiff train --preset {self.cfg.name} --out DIR  (or python -m effdiff.video.train)"
@@ -119,15 +120,22 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--init", default=None, help="start from an exported video model's weights (a continuation)")
     ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--seed", type=int, default=None, help="the run's seed (a continuation: not the first run's batches again)")
+    ap.add_argument("--stop-after", type=int, default=None,
+                    help="end (and export) at this step, before --steps; the schedule still runs to --steps")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr)) if v}
+    over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr), ("seed", a.seed)) if v is not None}
     cfg = preset(a.preset, **over)
     tr = VideoTrainer(cfg, a.out, progress=True)
     if a.init and not a.resume:
         init_from(tr, a.init)
-    tr.run(resume=a.resume)
-    print("exported", tr.export({"initialised_from": str(a.init)} if a.init else None))
+    if not (a.resume and a.stop_after is not None and tr.restore() and tr.step >= a.stop_after):
+        tr.run(resume=a.resume, stop_after=a.stop_after)     # (a checkpoint already at --stop-after: export it)
+    extra = {"initialised_from": str(a.init)} if a.init else {}
+    if tr.step < cfg.steps:
+        extra["stopped_at_step"] = tr.step
+    print("exported", tr.export(extra or None))
 
 
 def init_from(tr: VideoTrainer, path) -> None:
