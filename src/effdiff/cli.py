@@ -1,4 +1,4 @@
-"""The command line: ``effdiff train | sample | bench | solvers | zoo``.
+"""The command line: ``effdiff train | sample | bench | solvers | zoo | report | schedules | tables | plan``.
 
 Arguments are checked before any compute (ranges in the argparse types, output locations with
 ``io.check_writable``). Every error effdiff raises on purpose ends as one ``effdiff CMD: error:
@@ -270,6 +270,16 @@ def _solvers(a):
         print(f"{name:16s} {doc}{preset}")
 
 
+def _tables(a):
+    """``effdiff tables --check|--write``: ``python -m effdiff.bench.tables`` (exit 1 when a block differs)."""
+    from .bench import tables
+    try:
+        tables.main(["--check" if a.check else "--write"])
+    except SystemExit as e:                  # --check: 1 when a block differs
+        return e.code
+    return 0
+
+
 def _report(a):
     from .report import report_main
     report_main(a)
@@ -424,6 +434,13 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(f)
     f.set_defaults(fn=_schedules_fit)
 
+    tb = sub.add_parser("tables", help="regenerate (--write) or check (--check) every generated table and value "
+                        "in README, docs and zoo cards from the results files they cite", formatter_class=_Help)
+    tmode = tb.add_mutually_exclusive_group(required=True)
+    tmode.add_argument("--check", action="store_true", help="exit 1 naming every file whose blocks differ")
+    tmode.add_argument("--write", action="store_true", help="rewrite every marked block in place")
+    tb.set_defaults(fn=_tables)
+
     from .plan.cli import add_parser as add_plan_parser     # effdiff plan / effdiff plan verify
     add_plan_parser(sub)
     return p
@@ -458,14 +475,14 @@ def main(argv=None) -> int:
     except SystemExit as e:              # argparse printed usage and its error line (or --help)
         return e.code if isinstance(e.code, int) else 2
     try:
-        args.fn(args)
+        rc = args.fn(args)
     except Exception as e:
         msg = user_error(e)
         if msg is None:
             raise
         print(f"effdiff {args.cmd}: error: {msg}", file=sys.stderr)
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":

@@ -312,6 +312,98 @@ def render_solvers(sources: list[dict], opts: dict) -> str:
     return _table(head, [False, True, False] + [True] * 6, body)
 
 
+def render_latent(sources: list[dict], opts: dict) -> str:
+    """The timed latent-vs-pixel comparison (``studies latent-compare``'s latent_compare.json), as it printed it."""
+    from .studies.latent import table
+    return table(sources[0])
+
+
+def render_latent_cost(sources: list[dict], opts: dict) -> str:
+    """Cost per step of the pixel and the latent model of a latent_compare.json: parameters, MACs per
+    evaluation, decode, MACs per sample at 20/10/5 steps (evaluations x steps + one decode), training MACs."""
+    px, lt = sources[0]["rows"]
+    m = lambda v: f"{v / 1e6:,.0f}M" if v >= 1e9 else f"{v / 1e6:.1f}M"       # noqa: E731
+    per = lambda r, k: r["eval_macs"] * k + r["decode_macs"]                     # noqa: E731
+    body = [["network parameters", f"{px['params'] / 1e6:.2f}M",
+             f"{lt['params'] / 1e6:.2f}M (+{lt['autoencoder_params'] / 1e6:.2f}M autoencoder)", ""],
+            ["MACs per evaluation", m(px["eval_macs"]), m(lt["eval_macs"]), f"{px['eval_macs'] / lt['eval_macs']:.1f}x"],
+            ["decode, once per sample", "—", m(lt["decode_macs"]), ""]]
+    for k in (sources[0]["steps"], 10, 5):
+        what = f"MACs per sample, {sources[0]['solver']} {k} steps" if k == sources[0]["steps"] else f"MACs per sample, {k} steps"
+        body.append([what, f"{per(px, k) / 1e6:,.0f}M", f"{per(lt, k) / 1e6:,.0f}M", f"{per(px, k) / per(lt, k):.1f}x"])
+    body.append([f"training MACs per sample (forward + backward, batch {px['batch_size']} both)",
+                 m(px["train_macs_per_sample"]), m(lt["train_macs_per_sample"]),
+                 f"{px['train_macs_per_sample'] / lt['train_macs_per_sample']:.1f}x"])
+    return _table(["", f"{px['model']} ({px['space']})", f"{lt['model']} ({lt['space']})", "ratio"],
+                  [False, True, True, True], body)
+
+
+def render_card_rows(sources: list[dict], opts: dict) -> str:
+    """Zoo cards' headline numbers from their hashed results files (``bench.card_results``), one row per
+    file, and the real-vs-real row of the first: FD, FD pixel, class accuracy, precision / recall, memorization."""
+    head = ["model", "training", "FD held-out", "FD pixel", "class acc", "precision / recall",
+            "memorization (NN ratio; copies)"]
+    body = []
+    for res in sources:
+        p, m = res["protocol"], res["metrics"]
+        tag = f"{p['solver']}_{p['schedule']}_{p['steps']}"
+        g = lambda k: m[f"{k}_{tag}"]                                   # noqa: E731
+        card = json.loads((ROOT / "src/effdiff/zoo/weights" / f"{res['model']}.json").read_text())["card"]
+        body.append([res["model"], f"{card['steps']:,} steps x {card['batch_size']}",
+                     pm(g("fd"), g("fd_sd")), pm(g("fd_pixel"), g("fd_pixel_sd")), f"{g('class_acc'):.3f}",
+                     f"{g('precision'):.2f} / {g('recall'):.2f}", f"{g('mem_asymmetry'):.3f}; {g('mem_copy_fraction'):g}"])
+    m = sources[0]["metrics"]
+    body.append([f"real vs real ({sources[0]['protocol']['n']:,} training images)", "",
+                 pm(m["real_vs_real_fd"], m["real_vs_real_fd_sd"]), pm(m["real_vs_real_fd_pixel"], m["real_vs_real_fd_pixel_sd"]),
+                 f"{m['real_vs_real_class_acc']:.3f}", f"{m['real_vs_real_precision']:.2f} / {m['real_vs_real_recall']:.2f}",
+                 f"{m['mem_asymmetry_real_' + tag]:.3f}" if "mem_asymmetry_real_" + tag in m else ""])
+    return _table(head, [False, False] + [True] * 5, body)
+
+
+METHOD_LABELS = {"lora": "LoRA r={rank}", "controlnet-xs": "ControlNet-XS", "controlnet": "ControlNet",
+                 "t2i-adapter": "T2I-Adapter"}
+
+
+def _zoo_card(name: str) -> dict:
+    return json.loads((ROOT / "src/effdiff/zoo/weights" / f"{name}.json").read_text())
+
+
+def render_finetune_mnist(sources: list[dict], opts: dict) -> str:
+    """The MNIST fine-tunes (``studies finetune-eval-mnist MODEL --zoo``: the shipped adapters, whose SHA-256
+    the file records): base, LoRA and control rows per model with mean ± sd [95% t-interval] over the sampling
+    seeds; parameters, file size and training time from the adapters' cards and files; then the real-data
+    comparison point and the merged-LoRA deviation."""
+    from .. import zoo
+    head = ["model", "method", "trainable params (% of base)", "file", "train s (300 steps, shared core)",
+            "FD vs held-out thick MNIST", "edge IoU", "edge MSE", "FD vs held-out MNIST"]
+    f2 = lambda st, d=2, ci=False: (f"{st['mean']:.{d}f} ± {st['sd']:.{d}f}"                    # noqa: E731
+                                    + (f" [{st['ci95'][0]:.{d}f}, {st['ci95'][1]:.{d}f}]" if ci else ""))
+    body = []
+    for res in sources:
+        base, rows = res["model"], res["rows"]
+        base_params = sum(p.numel() for p in zoo.load(base).net.parameters())
+        body.append([f"`{base}`", "base", "0", "", "", f2(rows["base"]["fd_thick"], ci=True),
+                     f2(rows["base"]["edge_iou"], 3), f2(rows["base"]["edge_mse"], 3), f2(rows["base"]["fd"])])
+        for name in res["weights_sha256"]:
+            if name == base:
+                continue
+            card = _zoo_card(name)["card"]
+            size = (ROOT / "src/effdiff/zoo/weights" / f"{name}.safetensors").stat().st_size
+            label = METHOD_LABELS.get(card["method"], card["method"]).format(**card.get("method_args", {}))
+            lead = [f"`{base}`", label, f"{card['trainable_params']:,} ({100 * card['trainable_params'] / base_params:.1f}%)",
+                    f"{size / 1000:.0f} KB", f"{card['wall_time_s']:.0f}"]
+            if card["method"] == "lora":
+                body.append(lead + [f2(rows["lora"]["fd_thick"], ci=True), "", "", ""])
+            else:
+                body.append(lead + ["", f2(rows["control"]["edge_iou"], 3, ci=True), f2(rows["control"]["edge_mse"], 3),
+                                    f2(rows["control"]["fd"])])
+    real = sources[0]["rows"]["real_thick"]["fd_thick"]
+    merged = max(v for r in sources for v in r["rows"]["lora_merged"]["max_abs_diff_vs_unmerged"]["per_seed"])
+    return (_table(head, [False, False] + [True] * 7, body) + f"\n\n(Real thick training images against the held-out "
+            f"thick split at the same n: FD {f2(real)}, seeds 0-2. Merged LoRA samples differ from unmerged ones by at "
+            f"most {merged:.1e} after 20 steps.)")
+
+
 # ---- inline values --------------------------------------------------------------------------
 def value_count(sources, opts) -> str:
     return str(len(select(sources[0][opts.get("list", "rows")], opts)))
@@ -384,8 +476,16 @@ def _get(r: dict, key: str):
     return r
 
 
-KINDS: dict[str, Callable] = {"curves": render_curves, "rows": render_rows, "compress": render_compress, "training": render_training,
-                              "solvers": render_solvers, "count": value_count, "change": value_change,
+def render_video(sources: list[dict], opts: dict) -> str:
+    """The video bench's tables (``part=cost|quality|sparse``), rendered by ``effdiff.bench.video``."""
+    from .video import render
+    return render(sources, opts)
+
+
+KINDS: dict[str, Callable] = {"video": render_video, "curves": render_curves, "rows": render_rows, "compress": render_compress, "training": render_training,
+                              "solvers": render_solvers, "latent": render_latent,
+                              "latent_cost": render_latent_cost, "card_rows": render_card_rows,
+                              "finetune_mnist": render_finetune_mnist, "count": value_count, "change": value_change,
                               "verdicts": value_verdicts, "range": value_range,
                               "ratio": value_ratio, "pair": value_pair,
                               "halfwidth": value_halfwidth}
