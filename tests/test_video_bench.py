@@ -47,3 +47,21 @@ def test_bench_rows_and_table(tmp_path):
     assert len(res["quality_paired"]["clip_fd"]["per_seed"]) == 2
     assert res["sparse_cost"][1]["attention_macs"] < res["sparse_cost"][0]["attention_macs"]
     assert "stream − full" in res["table"] and (tmp_path / "out" / "video.md").is_file()
+
+
+def test_parts_run_alone_and_render_as_generated_tables(tmp_path):
+    import json
+    from effdiff.bench import tables
+    stem = tiny_model(tmp_path)
+    res = bench.run(tmp_path / "q", lengths=(16,), n=6, seeds=(0, 1), steps=2, solver="euler", repeats=0, model=stem,
+                    parts=("quality",))
+    assert "quality" in res and "cost" not in res and "sparse_quality" not in res and res["timing"] == []
+    assert res["table"] == bench.quality_table(res) and "stream − full" in res["table"]
+    on_disk = json.loads((tmp_path / "q" / "video.json").read_text())
+    assert tables.KINDS["video"]([on_disk], {"part": "quality"}) == res["table"]
+    with pytest.raises(ValueError, match="unknown part 'nope'"):
+        bench.render([on_disk], {"part": "nope"})
+    with pytest.raises(ValueError, match="unknown bench parts"):
+        bench.run(None, parts=("speed",), model=stem)
+    cost = bench.run(None, lengths=(16,), n=2, seeds=(0,), steps=2, solver="euler", repeats=0, model=stem, parts=("cost",))
+    assert "| 16 | stream |" in cost["table"] and "no wall clock in this run" in cost["table"]

@@ -161,35 +161,49 @@ def paired(a: list[dict], b: list[dict], key: str) -> dict:
     return {"mean": mean_sd(d)[0], "ci95": t_interval(d), "per_seed": d}
 
 
+PARTS = ("cost", "quality", "sparse")
+
+
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
-        solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0) -> dict:
+        solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
+        parts=PARTS) -> dict:
+    """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
+    real; sparse: attention at the longest length) into ``out``/video.{json,md}."""
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "model": vm.card()}
+                 "parts": list(parts), "model": vm.card(),
+                 "model_sha256": vm.meta.get("sha256", {}).get("tensors")}
     with pinned_threads(threads):
-        res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver, scale=scale)}
-                       for T in lengths for m in ("full", "stream")]
-        res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c, scale)}
-                              for t, c in [(None, None)] + list(SPARSE.items())]
-        configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")]
-        configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()]
-        timing = timed_rows(vm, configs, steps, solver, repeats, scale) if repeats > 0 else {}
+        if "cost" in parts:
+            res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver, scale=scale)}
+                           for T in lengths for m in ("full", "stream")]
+        if "sparse" in parts:
+            res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c, scale)}
+                                  for t, c in [(None, None)] + list(SPARSE.items())]
+        configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")] if "cost" in parts else []
+        configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()] if "sparse" in parts else []
+        timing = timed_rows(vm, configs, steps, solver, repeats, scale) if repeats > 0 and configs else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
-        q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale) for m in ("full", "stream")}
-        res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
-        res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
-        real = real_rows(ev, n, seeds)
-        res["real"] = {k: {"summary": summary(v), "per_seed": v} for k, v in real.items()}
-        dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, scale=scale)
-        res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
-        for t, c in SPARSE.items():
-            sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
-            res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
-                                        "paired": {k: paired(dense, sq, k) for k in KEYS}}
+        if "quality" in parts:
+            q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale) for m in ("full", "stream")}
+            res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
+            res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
+            real = real_rows(ev, n, seeds)
+            res["real"] = {k: {"summary": summary(v), "per_seed": v} for k, v in real.items()}
+        if "sparse" in parts:
+            dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, scale=scale)
+            res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
+            for t, c in SPARSE.items():
+                sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
+                res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
+                                            "paired": {k: paired(dense, sq, k) for k in KEYS}}
     res["table"] = table(res)
     if out is not None:
         from ..io import atomic_write
@@ -205,33 +219,46 @@ def _ci(p: dict) -> str:
     return f"{p['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{p['mean']:+.3f}"
 
 
-def table(res: dict) -> str:
-    k = len(res["seeds"])
+def _s(t: dict, key: str, fmt: str) -> str:
+    """A wall-clock cell, "–" where the run took no timings (``--repeats 0``)."""
+    return format(t[key], fmt) if key in t else "–"
+
+
+def cost_table(res: dict) -> str:
     tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
+    wall = (f"wall clock median of {res['repeats']} runs at {res['threads']} thread(s), decode included — NOISY on a "
+            "shared machine" if tim else "no wall clock in this run (--repeats 0)")
     L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}; MACs from "
-         f"FlopCounterMode, deterministic; wall "
-         f"clock median of {res['repeats']} runs at {res['threads']} thread(s), decode included — NOISY on a "
-         "shared machine):", "",
+         f"FlopCounterMode, deterministic; {wall}):", "",
          "| frames | mode | GMACs (all) | GMACs to 1st frame | of which attention | s | s to 1st frame | frames/s |",
          "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for r in res["cost"]:
         t = tim.get((r["frames"], r["mode"], None), {})
         L.append(f"| {r['frames']} | {r['mode']} | {r['macs'] / 1e9:.2f} | {r['first_frame_macs'] / 1e9:.2f} | "
-                 f"{r['attention_macs'] / 1e9:.2f} | {t.get('s', float('nan')):.2f} | "
-                 f"{t.get('first_frame_s', float('nan')):.2f} | {t.get('fps', float('nan')):.1f} |")
-    L += ["", f"Quality at 16 frames (n={res['n']} clips, {k} seeds, mean ± sd; difference stream − full per seed, "
-          "95% t-interval):", "",
-          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
+                 f"{r['attention_macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | {_s(t, 'first_frame_s', '.2f')} | "
+                 f"{_s(t, 'fps', '.1f')} |")
+    return "\n".join(L)
+
+
+def quality_table(res: dict) -> str:
+    L = [f"Quality at 16 frames (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
+         f"{res.get('guidance', 1.0)}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
+         "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [(f"generated, {m}", res["quality"][m]["summary"]) for m in ("full", "stream")]
     rows += [(name, v["summary"]) for name, v in res["real"].items()]
     for name, s in rows:
         L.append(f"| {name} | " + " | ".join(pm(s[x], s[f'{x}_sd']) if x in s else "–" for x in KEYS) + " |")
     L.append("| stream − full | " + " | ".join(_ci(res["quality_paired"][x]) for x in KEYS) + " |")
+    return "\n".join(L)
+
+
+def sparse_table(res: dict) -> str:
+    tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
     long = max(res["lengths"])
-    L += ["", f"Sparse attention, streamed {long}-frame clips (quality: n={res['n_long']} clips, {k} seeds, "
-          "scored in 16-frame windows; change vs dense, 95% t-interval):", "",
-          "| attention | config | attention GMACs | vs dense | all GMACs | s (noisy) | Δ frame FD | Δ clip FD | Δ identity |",
-          "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    L = [f"Sparse attention, streamed {long}-frame clips (quality: n={res['n_long']} clips, {len(res['seeds'])} seeds, "
+         "scored in 16-frame windows; change vs dense, 95% t-interval):", "",
+         "| attention | config | attention GMACs | vs dense | all GMACs | s (noisy) | Δ frame FD | Δ clip FD | Δ identity |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     dense_attn = res["sparse_cost"][0]["attention_macs"]
     for r in res["sparse_cost"]:
         name = r["technique"] or "dense"
@@ -239,9 +266,25 @@ def table(res: dict) -> str:
         p = res["sparse_quality"].get(name, {}).get("paired")
         d = [(_ci(p[x]) if p else "–") for x in ("frame_fd", "clip_fd", "identity")]
         L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
-                 f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {t.get('s', float('nan')):.2f} | "
+                 f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | "
                  + " | ".join(d) + " |")
     return "\n".join(L)
+
+
+TABLES = {"cost": cost_table, "quality": quality_table, "sparse": sparse_table}
+
+
+def table(res: dict) -> str:
+    """Every table a results file has rows for."""
+    return "\n\n".join(TABLES[p](res) for p in PARTS if p in res.get("parts", PARTS))
+
+
+def render(sources: list[dict], opts: dict) -> str:
+    """``<!-- table: docs/bench/video/video.json kind=video part=quality -->`` (effdiff.bench.tables)."""
+    part = opts.get("part", "quality")
+    if part not in TABLES:
+        raise ValueError(f"kind=video: unknown part {part!r}; known: {', '.join(TABLES)}")
+    return TABLES[part](sources[0])
 
 
 def main(argv=None) -> None:
@@ -258,11 +301,12 @@ def main(argv=None) -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128])
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
+    ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.n_long, a.repeats = 40, 6, 1
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance)
+              a.guidance, tuple(a.parts))
     print(res["table"])
 
 
