@@ -114,10 +114,37 @@ def _peak(r: dict) -> str:
     return "" if peak is None else f"{peak / 1e6:.1f} MB"
 
 
+SOLVER_NAMES = {"ddim": "DDIM", "dpmpp-2m": "DPM-Solver++(2M)", "heun": "Heun"}
+STUDENT_NAMES = {"progressive": "PD", "cd": "CD", "dmd": "DMD", "gd": "guidance-distilled", "lcm": "LCM",
+                 "reflow": "reflow", "ct": "CT"}
+
+
+def distill_label(r: dict) -> str:
+    """A distill-suite row in words: 'teacher DDIM 8', 'PD student, 4 steps', '(reference)' marked."""
+    gd = re.fullmatch(r"guidance-(?P<k>\d+)-w(?P<w>[\d.]+)", r["config"])
+    if gd:
+        return f"guidance-distilled student w={gd['w']}, DDIM {gd['k']} (one pass)"
+    m = re.fullmatch(r"(?P<what>[a-z0-9-]+?)-(?P<k>\d+)", r["config"])
+    if m is None:
+        return r["config"]
+    what, k = m["what"], int(m["k"])
+    if what in SOLVER_NAMES:
+        label = f"teacher {SOLVER_NAMES[what]} {k}"
+    elif what in STUDENT_NAMES:
+        label = f"{STUDENT_NAMES[what]} student, {k} step{'s' if k > 1 else ''}"
+    else:
+        return r["config"]
+    g = r.get("guidance", 1.0)
+    label = (f"CFG w={g:g}, " if g != 1.0 and what in SOLVER_NAMES else "") + label
+    return label + (" (reference)" if r.get("reference") else "")
+
+
 COLUMNS: dict[str, tuple[str, Callable]] = {
     "model": ("model", lambda r, ctx: r["model"]),
     "config": ("config", lambda r, ctx: r["config"]),
     "run": ("run", lambda r, ctx: r["config"]),
+    "drun": ("run", lambda r, ctx: distill_label(r)),
+    "rundir": ("bench run", lambda r, ctx: f"`{r['_source']}`" if r.get("_source") else ""),
     "nfe": ("NFE", lambda r, ctx: str(r["nfe"])),
     "guidance": ("guidance", lambda r, ctx: f"{r.get('guidance', 1.0):g}"),
     "ms": ("ms/sample", lambda r, ctx: pm(r["ms_per_sample"], r.get("ms_sd"))),
@@ -190,7 +217,7 @@ def _table(head: list[str], right: list[bool], body: list[list[str]]) -> str:
 
 def render_rows(sources: list[dict], opts: dict) -> str:
     res = sources[0]
-    rows = [r for s in sources for r in s[opts.get("list", "rows")]]       # several files: their rows in order
+    rows = [{**r, "_source": s.get("_folder")} for s in sources for r in s[opts.get("list", "rows")]]   # in order
     cols = opts.get("cols", "model,config,nfe,ms,speedup,fd_k,vs_ref,fd_pixel,acc,mem").split(",")
     unknown = [c for c in cols if c not in COLUMNS]
     if unknown:
@@ -507,6 +534,8 @@ def render(args: str, root: Path = ROOT, cache: dict | None = None) -> str:
             if not path.exists():
                 raise FileNotFoundError(f"table source {f} does not exist (cited by <!-- ... {args} -->)")
             cache[f] = json.loads(path.read_text())
+            if isinstance(cache[f], dict):
+                cache[f].setdefault("_folder", path.parent.name)      # the run folder, for the rundir column
         sources.append(cache[f])
     return KINDS[opts.get("kind", "rows")](sources, opts)
 
