@@ -51,6 +51,23 @@ class Interval:
 
 
 @dataclass(frozen=True)
+class PairedDiff:
+    """Row ``a`` minus row ``b`` of a per-seed list ``key`` (paired by seed): its 95% t-interval must say ``expect``."""
+    source: str
+    a: str
+    b: str
+    key: str
+    expect: str
+
+    def check(self) -> str | None:
+        from .scoring import t_interval
+        rows = {r["config"]: r for r in json.loads((ROOT / self.source).read_text())["rows"]}
+        d = [x - y for x, y in zip(rows[self.a][self.key], rows[self.b][self.key])]
+        got = verdict({"fd_change": 0.0, "fd_change_ci": list(t_interval(d))})
+        return None if got == self.expect else f"{self.source} {self.a} - {self.b}: {got}, not {self.expect!r}"
+
+
+@dataclass(frozen=True)
 class Quoted:
     """An interval typed in the doc itself (its results file is not in the repository: ``why``); the
     sentence's file must still contain it, and it must say ``expect``."""
@@ -159,8 +176,7 @@ CLAIMS: list[Claim] = [
           (Rows(D + "systems/results.json", "where=autocast has=fd_change", NONE),)),
     # docs/finetuning.md
     Claim("docs/finetuning.md", "LoRA reaches the full fine-tune, and is measurably\n  better than it",
-          (Quoted("**−0.51\n  [−0.89, −0.14]**", DROP, "bench/finetune/lora_long.py prints the paired difference; "
-                  "docs/bench/finetune-lora-long/results.json holds the per-seed FDs, not the difference"),)),
+          (PairedDiff(D + "finetune-lora-long/results.json", "lora-long", "full", "fd_target_per_seed", DROP),)),
     # docs/latent.md
     Claim("docs/latent.md", "the FD difference is -0.93 [-2.2, +0.38], no measurable difference",
           (Interval(D + "latent/latent_compare.json", "fd_difference.ci95", NONE),)),

@@ -143,6 +143,15 @@ COLUMNS: dict[str, tuple[str, Callable]] = {
     "model": ("model", lambda r, ctx: r["model"]),
     "config": ("config", lambda r, ctx: r["config"]),
     "run": ("run", lambda r, ctx: r["config"]),
+    "ft_params": ("trainable params (% of base)",
+                  lambda r, ctx: f"{r['trainable_params']:,} ({100 * r['trainable_params'] / r['base_params']:.1f}%)"),
+    "ft_file": ("file", lambda r, ctx: f"{r['file_bytes'] / 1000:.0f} KB" if r.get("file_bytes") else ""),
+    "ft_steps": ("training steps", lambda r, ctx: f"{r['train_steps']:,}" if r.get("train_steps") else ""),
+    "ft_train": ("train s (mean ± sd over training seeds)",
+                 lambda r, ctx: pm(r["train_wall_s"], r.get("train_wall_s_sd")) if r.get("train_wall_s") else ""),
+    "fd_target": ("FD vs held-out thick digits [95% CI]",
+                  lambda r, ctx: f"{pm(r['fd_target'], r.get('fd_target_sd'))} [{r['fd_target_ci'][0]:.2f}, "
+                                 f"{r['fd_target_ci'][1]:.2f}]"),
     "drun": ("run", lambda r, ctx: distill_label(r)),
     "rundir": ("bench run", lambda r, ctx: f"`{r['_source']}`" if r.get("_source") else ""),
     "nfe": ("NFE", lambda r, ctx: str(r["nfe"])),
@@ -174,7 +183,7 @@ COLUMNS: dict[str, tuple[str, Callable]] = {
     "saved": ("NFE saved", lambda r, ctx: str(_ref(r, ctx["rows"])["nfe"] - r["nfe"])),
     "slower": ("ms vs sequential", lambda r, ctx: f"{r['ms_per_sample'] / _ref(r, ctx['rows'])['ms_per_sample']:.1f}x"),
 }
-RIGHT = {"comm", "maxdev", "peak", "fd3", "int8", "iters", "evals", "steps", "traj", "saved", "slower", "nfe",
+RIGHT = {"ft_params", "ft_file", "ft_steps", "ft_train", "fd_target", "comm", "maxdev", "peak", "fd3", "int8", "iters", "evals", "steps", "traj", "saved", "slower", "nfe",
          "guidance", "ms", "speedup", "speedup_b", "macs", "fd", "fd_k", "vs_ref", "change", "fd_pixel", "acc",
          "mem"}
 
@@ -490,6 +499,17 @@ def value_pair(sources, opts) -> str:
     return f"{pct_ci(c, ci)} ({verdict({'fd_change': c, 'fd_change_ci': ci})})"
 
 
+def value_diff(sources, opts) -> str:
+    """Row ``a`` minus row ``b`` of ``key``'s per-seed values (paired by seed): 'mean [95% t-interval]'."""
+    rows = {r["config"]: r for r in sources[0]["rows"]}
+    a, b = rows[opts["a"]], rows[opts["b"]]
+    if a["seeds"] != b["seeds"]:
+        raise ValueError(f"rows {opts['a']} and {opts['b']} ran on different seeds")
+    d = [x - y for x, y in zip(a[opts["key"]], b[opts["key"]])]
+    lo, hi = t_interval(d)
+    return f"{mean_sd(d)[0]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+
+
 def _get(r: dict, key: str):
     if "|" in key:
         for k in key.split("|"):
@@ -515,7 +535,7 @@ KINDS: dict[str, Callable] = {"video": render_video, "curves": render_curves, "r
                               "finetune_mnist": render_finetune_mnist, "count": value_count, "change": value_change,
                               "verdicts": value_verdicts, "range": value_range,
                               "ratio": value_ratio, "pair": value_pair,
-                              "halfwidth": value_halfwidth}
+                              "halfwidth": value_halfwidth, "diff": value_diff}
 
 
 # ---- blocks in files ------------------------------------------------------------------------
