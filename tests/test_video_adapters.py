@@ -34,3 +34,16 @@ def test_only_adapters_train_and_they_mix_frames():
     assert x.grad[:, :, 1:].abs().sum() > 0                       # frame 0 now depends on the other frames
     assert all(p.grad is None for p in net.image.parameters())
     assert all(p.grad is not None for p in net.adapters.parameters())
+
+
+def test_the_video_adapter_arch_wraps_the_zoo_image_dit_on_8x8_latents():
+    from effdiff import assets, checkpoint as ckpt
+    from effdiff.models import build
+    net = build("video-adapter", {"image": "mnist-ldm-dit", "frame_size": 8})
+    assert net.image.config.image_size == 8 and net.image.pos_embed.shape[1] == 64
+    assert trainable_fraction(net) <= 0.25 and not any(p.requires_grad for p in net.image.parameters())
+    tensors, _ = ckpt.load(assets.path("mnist-ldm-dit"), require_sha256=True)
+    assert torch.equal(net.image.blocks[0].attn.qkv.weight, tensors["blocks.0.attn.qkv.weight"])   # the zoo's weights
+    x, n, y = torch.randn(2, 4, 3, 8, 8), torch.tensor([0.3, 0.8]), torch.tensor([1, 10])
+    ref = torch.stack([net.image(x[:, :, t], n, y) for t in range(3)], 2)
+    assert torch.allclose(net(x, n, y), ref, atol=1e-5)          # at initialisation: the image model per frame
