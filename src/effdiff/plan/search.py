@@ -410,7 +410,7 @@ class Search:
             if tech.why_not(current.denoiser(self.den)) is not None:
                 continue
             spec = current.use((name, cfg))
-            n, seed = self.set.n_screen, SEEDS["screening"]
+            n, seed = self.set.n, SEEDS["screening"]     # the selection batch size: one shape compiled per search
             a = self.sampler.images(current, seed, n)[0]
             try:
                 b, first_s, _ = self.sampler.images(spec, seed, n)       # the first call: compilation included
@@ -462,6 +462,11 @@ class Search:
                     times[i].append(time.perf_counter() - t0)
         return [ms_stats(t, n) for t in times]
 
+    def timing_n(self, specs: dict) -> int:
+        """The batch the side-by-side timing runs: the selection batch (the shape the systems pass
+        compiled), the screening batch when an external reference is timed (it may cost seconds a sample)."""
+        return self.set.n_screen if any(isinstance(s, External) for s in specs.values()) else self.set.n
+
     def best_single(self) -> Record | None:
         """The cheapest plain solver configuration that held on the selection seeds."""
         ok = [r for r in self.records.values() if r.families == ("solver",) and r.quality is not None
@@ -481,7 +486,7 @@ class Search:
             kept = [(d["switch"], d["config"]) for d in systems or [] if d.get("kept")]
             if kept and winner is not None:
                 specs["best_single_with_plan_switches"] = single.spec.use(*kept)
-        t = self._interleaved(list(specs.values()), self.set.n_screen, SEEDS["certification"], self.set.timing_repeats)
+        t = self._interleaved(list(specs.values()), self.timing_n(specs), SEEDS["certification"], self.set.timing_repeats)
         out = {k: {**v, "label": s.label()} for (k, s), v in zip(specs.items(), t)}
         if "plan" in out:
             out["speedup_vs_reference"] = out["reference"]["ms_per_sample"] / out["plan"]["ms_per_sample"]
