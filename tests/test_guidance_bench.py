@@ -94,3 +94,23 @@ def test_select_row_follows_the_registered_rule():
     assert pick == "interval-3-inf-1.5" and lines[-1] == "- pick: interval-3-inf-1.5"
     assert "dropped" in lines[0] and "dropped" in lines[3]
     assert G.select_row({"rows": [cfg, lossy, costly]}, "digits-dit")[0] is None
+
+
+def test_pooled_joins_the_seeds_of_runs_at_the_same_n():
+    from effdiff.bench.scoring import t_interval
+    def run(seeds, fd, acc, n=360):
+        cfg = _row("cfg-1.5", [2.0] * 3, [0.96] * 3, 40, reference=True)
+        row = _row("interval-edm2-1.5", fd, acc, 23, baseline="cfg-1.5")
+        for r in (cfg, row):
+            r["seeds"] = seeds
+        return {"rows": [cfg, row], "n_samples": n}
+    a = run([0, 1, 2], [2.2, 2.0, 1.8], [0.95, 0.96, 0.95])
+    b = run([50, 51, 52], [2.1, 1.9, 2.0], [0.96, 0.95, 0.96])
+    assert G.pooled([a]) == [] and G.pooled([a, run([0, 1, 2], [9.0] * 3, [0.5] * 3)]) == []  # one seed set
+    assert G.pooled([a, run([7, 8, 9], [2.0] * 3, [0.96] * 3, n=200)]) == []                # other n: not pooled
+    line, = G.pooled([a, b])
+    acc = [-1, 0, -1, 0, -1, 0]
+    lo, hi = t_interval(acc)
+    assert "6 seeds (0-2, 50-52)" in line and f"[{lo:+.1f}, {hi:+.1f}]" in line and "measurably" not in line
+    line, = G.pooled([a, run([50, 51, 52], [2.0] * 3, [0.95] * 3)])
+    assert "measurably lower" in line

@@ -421,6 +421,44 @@ def choose_scale(results: dict) -> list[str]:
     return lines
 
 
+def pooled(runs: list[dict]) -> list[str]:
+    """Training-free rows scored in two or more runs at the same n: their paired FD and class-accuracy changes
+    against the row's baseline pooled over every seed of those runs (a seed counted once, from the first run that
+    has it). Descriptive only: no run registered this pooling."""
+    groups: dict = {}
+    for k, res in enumerate(runs):
+        by = {(r["model"], r["config"]): r for r in res["rows"]}
+        for r in res["rows"]:
+            base = by.get((r["model"], r.get("baseline")))
+            if base is None or not r["config"].startswith(tuple(FREE)) or not (acc_per_seed(r) and acc_per_seed(base)):
+                continue
+            g = groups.setdefault((r["model"], r["config"], base["config"], res.get("n_samples")), {})
+            for i, seed in enumerate(r["seeds"]):
+                if seed not in g:
+                    g[seed] = ((r["fd_per_seed"][i] - base["fd_per_seed"][i]) / base["fd_per_seed"][i],
+                               acc_per_seed(r)[i] - acc_per_seed(base)[i], k)
+    lines = []
+    for (model, config, base, n), g in groups.items():
+        if len({v[2] for v in g.values()}) < 2:
+            continue
+        fd, acc = [v[0] for v in g.values()], [v[1] for v in g.values()]
+        am, aci = mean_sd(acc)[0], t_interval(acc)
+        lines.append(f"- {model}, {config} vs {base}, n = {n}, {len(g)} seeds ({_seed_ranges(sorted(g))}): FD change "
+                     f"{pct_ci(mean_sd(fd)[0], t_interval(fd))}, class acc {100 * am:+.1f} pt "
+                     f"[{100 * aci[0]:+.1f}, {100 * aci[1]:+.1f}]"
+                     f"{'' if _ci_has_zero(aci) else ' (class accuracy measurably ' + ('lower)' if aci[1] < 0 else 'higher)')}")
+    return lines
+
+
+def _seed_ranges(seeds: list[int]) -> str:
+    out, start = [], seeds[0]
+    for a, b in zip(seeds, seeds[1:] + [None]):
+        if b != a + 1:
+            out.append(f"{start}-{a}" if a != start else f"{a}")
+            start = b
+    return ", ".join(out)
+
+
 def write_docs(doc, runs: dict) -> None:
     """Replace the generated part of ``doc`` with the tables of ``runs`` ({title: results.json path})."""
     import json
@@ -439,6 +477,11 @@ def write_docs(doc, runs: dict) -> None:
         if res.get("suite") in ("guidance", "guidance-best", "guidance-free") and any(r["config"].startswith(("model-guidance", *FREE))
                                                                      for r in res["rows"]):
             parts += ["Checks (issue 26's Done means):", ""] + verdicts(res) + [""]
+    pool = pooled([json.loads(Path(path).read_text()) for path in runs.values()])
+    if pool:
+        parts += ["### Pooled over the runs above (descriptive, not pre-registered)", "",
+                  "Training-free rows scored in more than one run at the same n, their per-seed paired changes "
+                  "against the same baseline pooled (95% t-interval over all their seeds):", ""] + pool + [""]
     text = Path(doc).read_text()
     head, rest = text.split(START, 1)
     tail = rest.split(END, 1)[1]
