@@ -114,3 +114,19 @@ def test_pooled_joins_the_seeds_of_runs_at_the_same_n():
     assert "6 seeds (0-2, 50-52)" in line and f"[{lo:+.1f}, {hi:+.1f}]" in line and "measurably" not in line
     line, = G.pooled([a, run([50, 51, 52], [2.0] * 3, [0.95] * 3)])
     assert "measurably lower" in line
+
+
+def test_guidance_high_suite_rows():
+    best, high = G.SCALES["mnist-ldm-dit"]
+    rows = G._high("mnist-ldm-dit", quick=False)
+    assert [c.config for c in rows] == [f"cfg-{best:g}", f"cfg-{high:g}"] + [f"{t}-{high:g}" for t in G.TECHNIQUES]
+    assert rows[0].reference and rows[1].baseline == rows[0].config
+    assert all(c.baseline == f"cfg-{high:g}" for c in rows[2:])
+
+
+def test_guidance_high_suite_rows():
+    best, high = G.SCALES["mnist-ldm-dit"]
+    rows = G._high("mnist-ldm-dit", quick=False)
+    assert [c.config for c in rows] == [f"cfg-{best:g}", f"cfg-{high:g}"] + [f"{t}-{high:g}" for t in G.TECHNIQUES]
+    assert rows[0].reference and rows[1].baseline == rows[0].config
+    assert all(c.baseline == f"cfg-{high:g}" for c in rows[2:])

@@ -171,6 +171,14 @@ def _free(model: str, quick: bool) -> list[BenchConfig]:
         row_config(model, f"{label}-{_fmt(best)}", cfg_at(best), tech, baseline=base) for label, tech in FREE.items()]
 
 
+def _high(model: str, quick: bool) -> list[BenchConfig]:
+    """CFG at the best scale (reference), CFG at the higher one and every technique of ``TECHNIQUES`` there."""
+    best, high = SCALES.get(model, (2.0, 3.0))
+    ref, base = f"cfg-{_fmt(best)}", f"cfg-{_fmt(high)}"
+    return [row_config(model, ref, cfg_at(best), reference=True), row_config(model, base, cfg_at(high), baseline=ref)] + [
+        row_config(model, f"{label}-{_fmt(high)}", cfg_at(high), tech, baseline=base) for label, tech in TECHNIQUES.items()]
+
+
 def _scales(model: str, quick: bool) -> list[BenchConfig]:
     """CFG at every scale of the sweep (reference: w = 1, no guidance)."""
     return [row_config(model, f"cfg-{_fmt(w)}", cfg_at(w), reference=w == 1.0, baseline=None if w == 1.0 else "cfg-1")
@@ -288,6 +296,7 @@ register_suite("guidance", _guidance, models=["digits-dit", "mnist-ldm-dit"], re
 register_suite("guidance-best", lambda model, quick: _guidance(model, quick, techniques_at_high=False, only=LEAN),
                models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-free", _free, models=["digits-dit", "mnist-ldm-dit"], report=report)
+register_suite("guidance-high", _high, models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-scales", _scales, models=["digits-dit", "mnist-ldm-dit"], report=scales_report)
 
 
@@ -295,7 +304,7 @@ def main(argv=None) -> None:
     import argparse
     from .runner import run, table
     p = argparse.ArgumentParser(prog="python -m effdiff.bench.guidance")
-    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-best", "guidance-free", "guidance-scales"])
+    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-best", "guidance-free", "guidance-high", "guidance-scales"])
     p.add_argument("--models", nargs="*")
     p.add_argument("--out", default="bench-guidance")
     p.add_argument("--threads", type=int, default=1)
@@ -338,7 +347,7 @@ def verdicts(results: dict) -> list[str]:
         ev_cfg = cfg["info"]["evaluations_per_sample"]
         mg = next((r for (m, c), r in by.items() if m == model and c.startswith("model-guidance")), None)
         if mg is None:
-            if results.get("suite") != "guidance-free":              # guidance-free has no MG rows
+            if results.get("suite") not in ("guidance-free", "guidance-high"):      # suites without MG rows
                 lines.append(f"- {model}: no Model Guidance model in the zoo for this run.")
         else:
             ch, ci = paired_change(mg["fd_per_seed"], cfg["fd_per_seed"])
@@ -472,9 +481,9 @@ def write_docs(doc, runs: dict) -> None:
         parts += [f"Real-vs-real FD ({ds}, n = {v['n']}): {pm(v['fd'], v.get('fd_sd'))}." for ds, v in
                   res.get("real_vs_real", {}).items()]
         parts += [""] + rows_table(res) + [""]
-        if res.get("suite") not in ("guidance", "guidance-best", "guidance-free"):         # a scale sweep
+        if res.get("suite") not in ("guidance", "guidance-best", "guidance-free", "guidance-high"):         # a scale sweep
             parts += ["CFG's best scale (the rule in `bench.guidance.choose_scale`):", ""] + choose_scale(res) + [""]
-        if res.get("suite") in ("guidance", "guidance-best", "guidance-free") and any(r["config"].startswith(("model-guidance", *FREE))
+        if res.get("suite") in ("guidance", "guidance-best", "guidance-free", "guidance-high") and any(r["config"].startswith(("model-guidance", *FREE))
                                                                      for r in res["rows"]):
             parts += ["Checks (issue 26's Done means):", ""] + verdicts(res) + [""]
     pool = pooled([json.loads(Path(path).read_text()) for path in runs.values()])
