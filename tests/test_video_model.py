@@ -106,3 +106,26 @@ def test_stream_generation_equals_blockwise_recompute():
         assert torch.allclose(z, torch.cat(ref, 2), atol=1e-9)
         full = generate_full(den, noise, sig, "euler", y)
     assert full.shape == z.shape and not torch.allclose(full, z)
+
+
+def test_guided_streaming_attends_to_the_cache_in_both_branches():
+    """Classifier-free guidance batches [x; x]: a streamed block's guided output is u + w (c - u) of the
+    conditional and unconditional calls against the same cache (float64), and a guided stream runs."""
+    from effdiff.denoisers import CFG, Denoiser
+    from effdiff.process import Flow
+    from effdiff.video.sampling import BlockNet, clip_noise, generate_stream
+    net = tiny(1)
+    cache = KVCache(2, 2, 1)
+    x0 = torch.randn(2, 4, 2, 8, 8, dtype=torch.float64)
+    y = torch.tensor([1, 2])
+    with torch.no_grad():
+        net.commit(x0, 0.0, y, cache, 0)
+        den = Denoiser(BlockNet(net, cache, 2), Flow(), "velocity", 10)
+        x, s = torch.randn(2, 4, 2, 8, 8, dtype=torch.float64), torch.full((2,), 0.7, dtype=torch.float64)
+        c, u = den(x, s, y), den(x, s, torch.full_like(y, 10))
+        assert torch.allclose(CFG(den, 3.0)(x, s, y), u + 3.0 * (c - u), atol=1e-10)
+        z = generate_stream(Denoiser(net, Flow(), "velocity", 10), clip_noise(2, (4, 6, 8, 8), 0).double(),
+                            torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64), "euler", y, scale=3.0)
+    assert z.shape == (2, 4, 6, 8, 8) and torch.isfinite(z).all()
+    with pytest.raises(ValueError, match="cannot attend to a cache of batch 2"):
+        cache.past(2, 3)

@@ -53,14 +53,19 @@ class KVCache:
         lo = (b - self.window_blocks) * self.block_frames if self.window_blocks > 0 else -1
         return (self.frames >= lo) & (self.frames < start)
 
-    def past(self, start: int):
-        """Per layer (k, v, frames) of the visible cached frames, or None when there are none."""
+    def past(self, start: int, batch: int | None = None):
+        """Per layer (k, v, frames) of the visible cached frames, or None when there are none. ``batch`` a
+        multiple r of the cached batch (classifier-free guidance's ``[x; x]``): the cache repeated r times."""
         sel = self.keep(start)
         if sel is None or not bool(sel.any()):
             return None
         P = self.k[0].shape[2] // len(self.frames)
         tok = sel.repeat_interleave(P)
-        return [(k[:, :, tok], v[:, :, tok], self.frames[sel]) for k, v in zip(self.k, self.v)]
+        r = 1 if batch is None else batch // self.k[0].shape[0]
+        if r < 1 or r * self.k[0].shape[0] != (batch or self.k[0].shape[0]):
+            raise ValueError(f"a block of batch {batch} cannot attend to a cache of batch {self.k[0].shape[0]}")
+        return [(k[:, :, tok].repeat(r, 1, 1, 1), v[:, :, tok].repeat(r, 1, 1, 1), self.frames[sel])
+                for k, v in zip(self.k, self.v)]
 
     def append(self, kvs, frames: Tensor) -> None:
         """Store a committed block's per-layer (k, v) and evict frames no later block can see."""

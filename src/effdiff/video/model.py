@@ -167,7 +167,7 @@ class VideoDiT(nn.Module):
         B, F = x.shape[0], x.shape[2]
         c = self.frame_cond(self.labels_of(noise_labels, B, F, x), class_labels)
         frames = torch.arange(start, start + F, device=x.device)
-        return self.untokens(self.run(self.tokens(x), c, frames, past=cache.past(start)), F)
+        return self.untokens(self.run(self.tokens(x), c, frames, past=cache.past(start, B)), F)
 
     @torch.no_grad()
     def commit(self, x0: Tensor, clean_label: float, class_labels, cache, start: int) -> None:
