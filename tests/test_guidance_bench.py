@@ -122,11 +122,3 @@ def test_guidance_high_suite_rows():
     assert [c.config for c in rows] == [f"cfg-{best:g}", f"cfg-{high:g}"] + [f"{t}-{high:g}" for t in G.TECHNIQUES]
     assert rows[0].reference and rows[1].baseline == rows[0].config
     assert all(c.baseline == f"cfg-{high:g}" for c in rows[2:])
-
-
-def test_guidance_high_suite_rows():
-    best, high = G.SCALES["mnist-ldm-dit"]
-    rows = G._high("mnist-ldm-dit", quick=False)
-    assert [c.config for c in rows] == [f"cfg-{best:g}", f"cfg-{high:g}"] + [f"{t}-{high:g}" for t in G.TECHNIQUES]
-    assert rows[0].reference and rows[1].baseline == rows[0].config
-    assert all(c.baseline == f"cfg-{high:g}" for c in rows[2:])
