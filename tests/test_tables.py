@@ -129,7 +129,7 @@ def test_card_metrics_equal_their_hashed_results_files():
         m = CR.card(n)["card"]["metrics"]
         if not any(k.startswith("fd") and isinstance(v, (int, float)) for k, v in m.items()):
             continue
-        if n in CR.ELSEWHERE or n in CR.UNBACKED:
+        if n in CR.ELSEWHERE or n in CR.UNBACKED or n in CR.SOURCED:      # SOURCED: tests/test_tables_generated.py
             continue
         assert CR.check(n) == [], CR.check(n)
         backed += 1

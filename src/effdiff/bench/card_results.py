@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from . import card_sources
 from .tables import ROOT
 
 OUT = ROOT / "docs/bench/cards"
@@ -22,14 +23,15 @@ TOL = 1e-4                 # the card rounds to 4 decimals
 ELSEWHERE = {n: "the distill bench runs the card cites (docs/bench/distill/bench-*/results.json)"
              for n in ("digits-dit-dmd-1step", "digits-dit-cd-4step", "digits-unet-pd-1step", "digits-unet-pd-2step",
                        "digits-unet-pd-4step")}
+# cards backed by a study or bench run scored on their tensors instead (bench.card_sources; tests/test_tables_generated.py)
+SOURCED = {n: "effdiff.bench.card_sources" for n in card_sources.names()}
 # cards whose numbers have no results file in the repository yet (docs/evaluation.md lists them)
-UNBACKED = {n: "scored by the studies finetune-eval / finetune-eval-mnist, whose output was not committed"
+UNBACKED = {n: "scored by the study finetune-eval, whose output was not committed"
             for n in ("digits-dit-lora-thick", "digits-dit-controlnet-edges", "digits-unet-lora-thick",
-                      "digits-unet-controlnet-xs-edges", "mnist-unet-lora-thick", "mnist-unet-controlnet-xs-edges",
-                      "mnist-ldm-dit-lora-thick", "mnist-ldm-dit-controlnet-edges")}
-UNBACKED.update({n: "Model Guidance fine-tunes shipped this session, scored by the guidance study's mg_rows "
-                    "(docs/guidance.md); no results file with their weights' hash yet"
-                 for n in ("digits-dit-mg", "mnist-ldm-dit-mg")})
+                      "digits-unet-controlnet-xs-edges")}
+UNBACKED.update({n: "Model Guidance fine-tunes, scored by the guidance study's mg_rows (docs/guidance.md); "
+                    "no results file with their weights' hash yet"
+                 for n in ("digits-dit-mg", "mnist-ldm-dit-mg") if n not in SOURCED})
 
 
 def card(name: str) -> dict:

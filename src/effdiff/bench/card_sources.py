@@ -1,0 +1,141 @@
+"""Zoo cards whose numbers come from a study or bench run instead of ``bench.cards`` (issue 24): the MNIST
+adapters (``finetune-eval-mnist --zoo``) and the Model Guidance fine-tunes (``guidance-mg-rows``). Each run
+is committed under ``docs/bench/cards/`` with the SHA-256 of the tensors it scored, and ``check(name)`` lists
+every card number that differs from it (tests/test_tables.py). A card string "a ± b" is compared at its
+own rounding.
+
+    python -m effdiff.bench.studies finetune-eval-mnist mnist-unet --zoo --out DIR    # then copy DIR/eval-*.json
+    effdiff bench --study guidance-mg-rows digits-dit digits-dit-mg OUT 360            # then: --record below
+    python -m effdiff.bench.card_sources --record digits-dit-mg OUT/results.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+
+from .tables import ROOT
+
+CARDS = ROOT / "docs/bench/cards"
+# adapter card -> the study file that scored it (with its base and both adapters' hashes)
+ADAPTERS = {f"{base}-{kind}": CARDS / "finetune-mnist" / f"eval-{base}.json"
+            for base, kinds in (("mnist-unet", ("lora-thick", "controlnet-xs-edges")),
+                                ("mnist-ldm-dit", ("lora-thick", "controlnet-edges"))) for kind in kinds}
+# card key (regex) -> (study row, metric)
+ADAPTER_KEYS = [(r"^base_fd_target_thick_", "base", "fd_thick"), (r"^fd_target_thick_", "lora", "fd_thick"),
+                (r"^real_vs_real_fd_thick_", "real_thick", "fd_thick"), (r"^base_edge_iou", "base", "edge_iou"),
+                (r"^base_edge_mse", "base", "edge_mse"), (r"^base_fd_mnist_heldout", "base", "fd"),
+                (r"^edge_iou_", "control", "edge_iou"), (r"^edge_mse_", "control", "edge_mse"),
+                (r"^fd_mnist_heldout_", "control", "fd"),
+                (r"^merged_max_abs_sample_diff$", "lora_merged", "max_abs_diff_vs_unmerged")]
+# Model Guidance card -> its recorded bench row; card metric -> row key
+MG: dict[str, Path] = {}     # filled as their runs are recorded (record_mg)
+MG_KEYS = {"fd_dpmpp-2m_logsnr_20": "fd", "fd_sd_dpmpp-2m_logsnr_20": "fd_sd",
+           "class_acc_dpmpp-2m_logsnr_20": "class_acc", "class_acc_sd_dpmpp-2m_logsnr_20": "class_acc_sd",
+           "mem_asymmetry_dpmpp-2m_logsnr_20": "mem_asymmetry", "evaluations_per_sample": "nfe"}
+TOL = 1e-4
+
+
+def names() -> list[str]:
+    return [*ADAPTERS, *MG]
+
+
+def _card(name: str) -> dict:
+    return json.loads((ROOT / "src/effdiff/zoo/weights" / f"{name}.json").read_text())
+
+
+def _decimals(text: str) -> int:
+    return len(text.split(".")[1]) if "." in text else 0
+
+
+def _same(card_value, stat: dict) -> bool:
+    """A card value against a study statistic {mean, sd, ci95, per_seed}: 'a ± b' at its rounding, lists
+    (per seed, interval) at 3 decimals."""
+    if isinstance(card_value, str):
+        m = re.fullmatch(r"\s*([-+\d.]+) ± ([\d.]+)\s*", card_value)
+        if not m:
+            return False
+        return all(abs(float(t) - v) <= 0.5 * 10 ** -_decimals(t) + 1e-12
+                   for t, v in ((m[1], stat["mean"]), (m[2], stat["sd"])))
+    return False
+
+
+def check_adapter(name: str) -> list[str]:
+    """Differences between an MNIST adapter card and the study file that scored its shipped tensors."""
+    meta, path = _card(name), ADAPTERS[name]
+    if not path.exists():
+        return [f"{name}: no results file {path.relative_to(ROOT)}"]
+    res = json.loads(path.read_text())
+    out = []
+    if res.get("weights_sha256", {}).get(name) != meta["sha256"]["tensors"]:
+        out.append(f"{name}: {path.name} was not scored on these tensors")
+    for key, value in meta["card"]["metrics"].items():
+        hit = next(((row, q) for pat, row, q in ADAPTER_KEYS if re.search(pat, key)), None)
+        if hit is None:
+            continue
+        stat = res["rows"][hit[0]][hit[1]]
+        if key.endswith("_per_seed"):
+            ok = all(abs(a - b) <= 5e-4 for a, b in zip(value, stat["per_seed"])) and len(value) == len(stat["per_seed"])
+        elif key.endswith("_ci95"):
+            ok = all(abs(a - b) <= 5e-3 for a, b in zip(value, stat["ci95"]))
+        elif isinstance(value, float):
+            ok = abs(value - max(stat["per_seed"])) <= TOL
+        else:
+            ok = _same(value, stat)
+        if not ok:
+            out.append(f"{name}: card {key} = {value}, {path.name} {hit[0]}.{hit[1]} = {stat}")
+    return out
+
+
+def check_mg(name: str) -> list[str]:
+    """Differences between a Model Guidance card and its recorded bench row (scored on the card's tensors)."""
+    meta, path = _card(name), MG[name]
+    if not path.exists():
+        return [f"{name}: no results file {path.relative_to(ROOT)}"]
+    res = json.loads(path.read_text())
+    out = [] if res["weights_sha256"] == meta["sha256"]["tensors"] else [f"{name}: {path.name} scored other weights"]
+    row = res["row"]
+    for key, rk in MG_KEYS.items():
+        if key in meta["card"]["metrics"] and abs(meta["card"]["metrics"][key] - row[rk]) > TOL * max(1, abs(row[rk])):
+            out.append(f"{name}: card {key} = {meta['card']['metrics'][key]}, row {rk} = {row[rk]}")
+    change = next((v for k, v in meta["card"]["metrics"].items() if k.startswith("fd_change_vs_cfg")), None)
+    if change is not None:
+        from .tables import change as fmt
+        if not change.startswith(fmt(row)):
+            out.append(f"{name}: card says FD change {change!r}, row {fmt(row)}")
+    return out
+
+
+def check(name: str) -> list[str]:
+    return check_adapter(name) if name in ADAPTERS else check_mg(name)
+
+
+def record_mg(name: str, bench_results: Path) -> Path:
+    """Write ``docs/bench/cards/NAME/results.json``: the MG row of a ``guidance-mg-rows`` run of the zoo model
+    ``name`` (loaded by name, so scored on the shipped tensors whose SHA-256 it records) and the run itself."""
+    from ..io import atomic_write
+    res = json.loads(Path(bench_results).read_text())
+    row = next(r for r in res["rows"] if r["config"] == f"model-guidance ({name})")
+    out = {"model": name, "weights_sha256": _card(name)["sha256"]["tensors"], "row": row,
+           "bench": {k: res.get(k) for k in ("seeds", "n_samples", "provenance", "machine", "suite")},
+           "baseline_row": next(r for r in res["rows"] if r["config"] == row["baseline"]),
+           "command": f"effdiff bench --study guidance-mg-rows {row['model']} {name} OUT {res['n_samples']}"}
+    path = MG.get(name, CARDS / name / "results.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(out, indent=1, sort_keys=True, default=str))
+    return path
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m effdiff.bench.card_sources")
+    ap.add_argument("--record", nargs=2, metavar=("NAME", "RESULTS"), help="record a guidance-mg-rows run")
+    a = ap.parse_args(argv)
+    if a.record:
+        print("wrote", record_mg(a.record[0], Path(a.record[1])))
+    for n in names():
+        print(n, check(n) or "backed")
+
+
+if __name__ == "__main__":
+    main()
