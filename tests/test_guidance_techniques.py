@@ -137,3 +137,25 @@ def test_two_guidance_techniques_compose(den):
     with Evaluations(den) as ev, T.apply(["guidance-interval", "guidance-adaptive"], den, configs):
         out = ed.sample(CFG(den, 2.0), x, torch.tensor(sig), "euler", labels)
     assert torch.isfinite(out).all() and N < ev.per_sample(6) <= N + 6
+
+
+def test_cfg_cache_frequency_split():
+    from effdiff.guidance.cfg_cache import freq_split
+    d = randn((3, 2, 8, 8), seed=5)
+    low, high = freq_split(d)
+    assert torch.allclose(low + high, d, atol=1e-6)
+    assert 0 < low.abs().mean() < d.abs().mean() and 0 < high.abs().mean()
+    flat = torch.full((1, 1, 8, 8), 0.7)                          # no variation: all in the low band
+    assert torch.allclose(freq_split(flat)[0], flat, atol=1e-6) and freq_split(flat)[1].abs().max() < 1e-6
+    with pytest.raises(ValueError):
+        CFGCacheConfig(boost=-1.0)
+
+
+def test_cfg_cache_boost_changes_only_reused_steps(den):
+    plain, ev0 = run(den, "cfg-cache", CFGCacheConfig(interval=3, first_steps=2))
+    boosted, ev1 = run(den, "cfg-cache", CFGCacheConfig(interval=3, first_steps=2, boost=0.5))
+    assert ev1 == ev0 == N + 4                                     # same evaluations: reweighting is free
+    assert not torch.equal(plain.x, boosted.x)
+    full, _ = run(den, "cfg-cache", CFGCacheConfig(interval=1, boost=0.5))  # nothing reused: exactly ed.CFG
+    ref, _ = run(den)
+    assert torch.equal(full.x, ref.x)
