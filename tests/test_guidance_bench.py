@@ -122,3 +122,10 @@ def test_guidance_high_suite_rows():
     assert [c.config for c in rows] == [f"cfg-{best:g}", f"cfg-{high:g}"] + [f"{t}-{high:g}" for t in G.TECHNIQUES]
     assert rows[0].reference and rows[1].baseline == rows[0].config
     assert all(c.baseline == f"cfg-{high:g}" for c in rows[2:])
+
+
+def test_guidance_freq_suite_rows():
+    best = G.SCALES["digits-dit"][0]
+    rows = G._freq("digits-dit", quick=False)
+    assert [c.config for c in rows] == [f"cfg-{best:g}", f"cfg-cache-N4-{best:g}", f"cfg-cache-N4-f0.2-{best:g}"]
+    assert G.FREQ["cfg-cache-N4-f0.2"][1].boost > 0 and G.TECHNIQUES["cfg-cache-N4"][1].boost == 0

@@ -67,7 +67,10 @@ CANDIDATES = {
     "interval-3-inf": ("guidance-interval", IntervalConfig(3.0, math.inf)),
     "adaptive-0.999": ("guidance-adaptive", AdaptiveGuidanceConfig(0.999)),
 }
-FREE = {**TECHNIQUES, **CANDIDATES}      # every training-free row label the suites know
+# FasterCache's frequency reweighting of the cached difference on top of cfg-cache-N4 (boost 0.2, untuned; suite
+# "guidance-freq" compares it with plain reuse)
+FREQ = {"cfg-cache-N4-f0.2": ("cfg-cache", CFGCacheConfig(interval=4, first_steps=2, boost=0.2))}
+FREE = {**TECHNIQUES, **CANDIDATES, **FREQ}      # every training-free row label the suites know
 
 _SAMPLES: dict = {}      # (model, config, seed) -> samples as scored (for per-seed class accuracy)
 
@@ -169,6 +172,15 @@ def _free(model: str, quick: bool) -> list[BenchConfig]:
     base = f"cfg-{_fmt(best)}"
     return [row_config(model, base, cfg_at(best), reference=True)] + [
         row_config(model, f"{label}-{_fmt(best)}", cfg_at(best), tech, baseline=base) for label, tech in FREE.items()]
+
+
+def _freq(model: str, quick: bool) -> list[BenchConfig]:
+    """CFG at the best scale, the CFG cache with plain reuse and with FasterCache's frequency reweighting."""
+    best = SCALES.get(model, (2.0, 3.0))[0]
+    base = f"cfg-{_fmt(best)}"
+    rows = {"cfg-cache-N4": TECHNIQUES["cfg-cache-N4"], **FREQ}
+    return [row_config(model, base, cfg_at(best), reference=True)] + [
+        row_config(model, f"{label}-{_fmt(best)}", cfg_at(best), tech, baseline=base) for label, tech in rows.items()]
 
 
 def _high(model: str, quick: bool) -> list[BenchConfig]:
@@ -296,6 +308,7 @@ register_suite("guidance", _guidance, models=["digits-dit", "mnist-ldm-dit"], re
 register_suite("guidance-best", lambda model, quick: _guidance(model, quick, techniques_at_high=False, only=LEAN),
                models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-free", _free, models=["digits-dit", "mnist-ldm-dit"], report=report)
+register_suite("guidance-freq", _freq, models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-high", _high, models=["digits-dit", "mnist-ldm-dit"], report=report)
 register_suite("guidance-scales", _scales, models=["digits-dit", "mnist-ldm-dit"], report=scales_report)
 
@@ -304,7 +317,7 @@ def main(argv=None) -> None:
     import argparse
     from .runner import run, table
     p = argparse.ArgumentParser(prog="python -m effdiff.bench.guidance")
-    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-best", "guidance-free", "guidance-high", "guidance-scales"])
+    p.add_argument("--suite", default="guidance", choices=["guidance", "guidance-best", "guidance-free", "guidance-freq", "guidance-high", "guidance-scales"])
     p.add_argument("--models", nargs="*")
     p.add_argument("--out", default="bench-guidance")
     p.add_argument("--threads", type=int, default=1)
@@ -347,7 +360,7 @@ def verdicts(results: dict) -> list[str]:
         ev_cfg = cfg["info"]["evaluations_per_sample"]
         mg = next((r for (m, c), r in by.items() if m == model and c.startswith("model-guidance")), None)
         if mg is None:
-            if results.get("suite") not in ("guidance-free", "guidance-high"):      # suites without MG rows
+            if results.get("suite") not in ("guidance-free", "guidance-freq", "guidance-high"):      # no MG rows
                 lines.append(f"- {model}: no Model Guidance model in the zoo for this run.")
         else:
             ch, ci = paired_change(mg["fd_per_seed"], cfg["fd_per_seed"])
@@ -481,9 +494,9 @@ def write_docs(doc, runs: dict) -> None:
         parts += [f"Real-vs-real FD ({ds}, n = {v['n']}): {pm(v['fd'], v.get('fd_sd'))}." for ds, v in
                   res.get("real_vs_real", {}).items()]
         parts += [""] + rows_table(res) + [""]
-        if res.get("suite") not in ("guidance", "guidance-best", "guidance-free", "guidance-high"):         # a scale sweep
+        if res.get("suite") not in ("guidance", "guidance-best", "guidance-free", "guidance-freq", "guidance-high"):         # a scale sweep
             parts += ["CFG's best scale (the rule in `bench.guidance.choose_scale`):", ""] + choose_scale(res) + [""]
-        if res.get("suite") in ("guidance", "guidance-best", "guidance-free", "guidance-high") and any(r["config"].startswith(("model-guidance", *FREE))
+        if res.get("suite") in ("guidance", "guidance-best", "guidance-free", "guidance-freq", "guidance-high") and any(r["config"].startswith(("model-guidance", *FREE))
                                                                      for r in res["rows"]):
             parts += ["Checks (issue 26's Done means):", ""] + verdicts(res) + [""]
     pool = pooled([json.loads(Path(path).read_text()) for path in runs.values()])
