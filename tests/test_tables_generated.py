@@ -50,3 +50,16 @@ def test_a_hand_edited_adapter_card_is_caught(name, key, monkeypatch):
     assert CS.check(name) == []
     meta["sha256"]["tensors"] = "0" * 64                  # other weights than the file scored
     assert any("not scored on these tensors" in p for p in CS.check(name))
+
+
+def test_a_hand_edited_mg_card_is_caught(monkeypatch):
+    name = "digits-dit-mg"
+    meta = copy.deepcopy(CS._card(name))
+    assert CS.check(name) == []
+    meta["card"]["metrics"]["fd_dpmpp-2m_logsnr_20"] += 0.01
+    monkeypatch.setattr(CS, "_card", lambda n: meta)
+    assert any("card fd_dpmpp-2m_logsnr_20" in p for p in CS.check(name))
+    meta["card"]["metrics"]["fd_change_vs_cfg_1.5"] = "+5% [-11, +28] (CFG 1.5)"
+    assert any("FD change" in p for p in CS.check(name))
+    meta["sha256"]["tensors"] = "0" * 64
+    assert any("scored other weights" in p for p in CS.check(name))

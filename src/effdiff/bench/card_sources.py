@@ -30,7 +30,7 @@ ADAPTER_KEYS = [(r"^base_fd_target_thick_", "base", "fd_thick"), (r"^fd_target_t
                 (r"^fd_mnist_heldout_", "control", "fd"),
                 (r"^merged_max_abs_sample_diff$", "lora_merged", "max_abs_diff_vs_unmerged")]
 # Model Guidance card -> its recorded bench row; card metric -> row key
-MG: dict[str, Path] = {}     # filled as their runs are recorded (record_mg)
+MG: dict[str, Path] = {n: CARDS / n / "results.json" for n in ("digits-dit-mg", "mnist-ldm-dit-mg")}
 MG_KEYS = {"fd_dpmpp-2m_logsnr_20": "fd", "fd_sd_dpmpp-2m_logsnr_20": "fd_sd",
            "class_acc_dpmpp-2m_logsnr_20": "class_acc", "class_acc_sd_dpmpp-2m_logsnr_20": "class_acc_sd",
            "mem_asymmetry_dpmpp-2m_logsnr_20": "mem_asymmetry", "evaluations_per_sample": "nfe"}
