@@ -178,14 +178,14 @@ def _sample(a):
     from .recipes import sample_model
     from .viz import save_grid
     device = _device(a)
+    if a.no_check_base and not (a.lora or a.control_model):
+        raise ValueError("--no-check-base applies to --lora / --control-model files; none given")
     _, cond = check_sample(a.model, a.out, a.solver or SAMPLE_DEFAULTS["solver"], a.n, a.classes)
     den = ed.zoo.load(a.model)               # on the CPU: techniques and adapters attach there, then all moves
     spec = _sample_spec(a, den)
     note = _student_note(a, den, spec)
     if note and not a.quiet:
         print(note)
-    if a.no_check_base and not (a.lora or a.control_model):
-        raise ValueError("--no-check-base applies to --lora / --control-model files; none given")
     wrap = _adapters(a) if a.lora or a.control or a.control_model else None
     with spec.apply(den) as handle:
         out = sample_model(den, a.n, spec.solver, spec.schedule, spec.steps, spec.guidance, a.seed, cond, wrap,
