@@ -29,6 +29,19 @@ ADAPTER_KEYS = [(r"^base_fd_target_thick_", "base", "fd_thick"), (r"^fd_target_t
                 (r"^edge_iou_", "control", "edge_iou"), (r"^edge_mse_", "control", "edge_mse"),
                 (r"^fd_mnist_heldout_", "control", "fd"),
                 (r"^merged_max_abs_sample_diff$", "lora_merged", "max_abs_diff_vs_unmerged")]
+# digits adapter card -> the finetune-eval run that scored it (the shipped file placed as the suite's trained run)
+DIGITS = {n: CARDS / "finetune-digits" / f"{n.split('-')[0]}-{n.split('-')[1]}.json"
+          for n in ("digits-dit-lora-thick", "digits-dit-controlnet-edges", "digits-unet-lora-thick",
+                    "digits-unet-controlnet-xs-edges")}
+# card key (regex) -> (row: "base", "adapter" or "real_thick", results key)
+DIGIT_KEYS = [(r"^base_fd_target_thick_", "base", "fd_target"), (r"^fd_target_thick_", "adapter", "fd_target"),
+              (r"^real_vs_real_fd_thick_", "real_thick", "real_thick_fd"), (r"^base_edge_iou", "base", "edge_iou"),
+              (r"^base_edge_mse", "base", "edge_mse"), (r"^base_fd_digits_heldout", "base", "fd"),
+              (r"^edge_iou_", "adapter", "edge_iou"), (r"^edge_mse_", "adapter", "edge_mse"),
+              (r"^fd_digits_heldout_", "adapter", "fd")]
+# card numbers the finetune suite does not compute (kept on the card, said here, not checked)
+NOT_IN_RUN = {"fd_pixel_target_thick_ddim20_n360_seed0": "pixel-space FD against the thick split: the suite scores the "
+              "target domain in digits-eval features only"}
 # Model Guidance card -> its recorded bench row; card metric -> row key
 MG: dict[str, Path] = {n: CARDS / n / "results.json" for n in ("digits-dit-mg", "mnist-ldm-dit-mg")}
 MG_KEYS = {"fd_dpmpp-2m_logsnr_20": "fd", "fd_sd_dpmpp-2m_logsnr_20": "fd_sd",
@@ -88,6 +101,68 @@ def check_adapter(name: str) -> list[str]:
     return out
 
 
+def _row_stat(r: dict, key: str) -> dict:
+    """A results row's statistic in the study-file shape {mean, sd, ci95, per_seed}."""
+    per = r.get(f"{key}_per_seed", r.get("fd_per_seed") if key == "fd" else None)
+    return {"mean": r[key], "sd": r.get(f"{key}_sd"), "ci95": r.get(f"{key}_ci"), "per_seed": per}
+
+
+def _compare(key: str, value, stat: dict) -> bool:
+    """A card value against a statistic: per-seed / interval lists, one seed's number (``_seed0`` keys), 'a ± b'."""
+    if key.endswith("_per_seed"):
+        return len(value) == len(stat["per_seed"]) and all(abs(a - b) <= 5e-4 for a, b in zip(value, stat["per_seed"]))
+    if key.endswith("_ci95"):
+        return all(abs(a - b) <= 5e-3 for a, b in zip(value, stat["ci95"]))
+    if isinstance(value, (int, float)):
+        return abs(value - (stat["per_seed"][0] if re.search(r"seed0$|n360$", key) else stat["mean"])) <= 5e-4
+    return _same(value, stat)
+
+
+def check_digits(name: str) -> list[str]:
+    """Differences between a digits adapter card and the finetune-eval run of its shipped file."""
+    meta, path = _card(name), DIGITS[name]
+    if not path.exists():
+        return [f"{name}: no results file {path.relative_to(ROOT)}"]
+    res = json.loads(path.read_text())
+    out = [] if res["weights_sha256"].get(name) == meta["sha256"]["tensors"] else [f"{name}: {path.name} scored other weights"]
+    label = {"lora": "lora", "controlnet": "controlnet", "controlnet-xs": "controlnet-xs"}[meta["card"]["method"]]
+    rows = {r["config"]: r for r in res["results"]["rows"]}
+    real = res["real_thick"]["real_thick_fd"]
+    for key, value in meta["card"]["metrics"].items():
+        hit = next(((row, q) for pat, row, q in DIGIT_KEYS if re.search(pat, key)), None)
+        if hit is None:
+            if re.search(r"^(fd|base_fd|edge|base_edge)", key) and key not in NOT_IN_RUN:
+                out.append(f"{name}: card {key} is in no results file")
+            continue
+        stat = ({"mean": sum(real) / len(real), "sd": _sd(real), "per_seed": real, "ci95": None} if hit[0] == "real_thick"
+                else _row_stat(rows[label if hit[0] == "adapter" else "base"], hit[1]))
+        if not _compare(key, value, stat):
+            out.append(f"{name}: card {key} = {value}, {path.name} {hit[0]}.{hit[1]} = {stat['mean']} ± {stat['sd']}")
+    return out
+
+
+def _sd(v: list[float]) -> float:
+    m = sum(v) / len(v)
+    return (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+
+
+def record_digits(model: str, out_dir: Path, runs: Path) -> Path:
+    """Write ``docs/bench/cards/finetune-digits/MODEL.json``: a finetune-eval run (``OUT/results.json``,
+    ``OUT/real_thick.json``) of the shipped adapters placed in ``runs`` as NAME-s0/model, with their SHA-256."""
+    from ..io import atomic_write
+    res = json.loads((Path(out_dir) / "results.json").read_text())
+    names = [n for n in DIGITS if n.startswith(model + "-")]
+    hashes = {n: json.loads((Path(runs) / f"{n}-s0" / "model.json").read_text())["sha256"]["tensors"] for n in names}
+    out = {"model": model, "weights_sha256": hashes, "results": res,
+           "real_thick": json.loads((Path(out_dir) / "real_thick.json").read_text()),
+           "command": f"EFFDIFF_FINETUNE_RUNS=RUNS python -m effdiff.bench.studies finetune-eval --model {model} --rows "
+                      "base,lora,lora-merged,CONTROL --out OUT (RUNS/NAME-s0/model.* = the zoo files of NAME)"}
+    path = CARDS / "finetune-digits" / f"{model}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, json.dumps(out, indent=1, sort_keys=True, default=str))
+    return path
+
+
 def check_mg(name: str) -> list[str]:
     """Differences between a Model Guidance card and its recorded bench row (scored on the card's tensors)."""
     meta, path = _card(name), MG[name]
@@ -108,7 +183,9 @@ def check_mg(name: str) -> list[str]:
 
 
 def check(name: str) -> list[str]:
-    return check_adapter(name) if name in ADAPTERS else check_mg(name)
+    if name in ADAPTERS:
+        return check_adapter(name)
+    return check_digits(name) if name in DIGITS else check_mg(name)
 
 
 def record_mg(name: str, bench_results: Path) -> Path:
@@ -130,9 +207,13 @@ def record_mg(name: str, bench_results: Path) -> Path:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m effdiff.bench.card_sources")
     ap.add_argument("--record", nargs=2, metavar=("NAME", "RESULTS"), help="record a guidance-mg-rows run")
+    ap.add_argument("--record-finetune", nargs=3, metavar=("MODEL", "OUT", "RUNS"),
+                    help="record a finetune-eval run of the shipped digits adapters of MODEL")
     a = ap.parse_args(argv)
     if a.record:
         print("wrote", record_mg(a.record[0], Path(a.record[1])))
+    if a.record_finetune:
+        print("wrote", record_digits(a.record_finetune[0], Path(a.record_finetune[1]), Path(a.record_finetune[2])))
     for n in names():
         print(n, check(n) or "backed")
 
