@@ -53,5 +53,5 @@ def test_the_card_carries_measured_scores_and_their_protocol():
     assert "effdiff.bench.video" in m["metrics_protocol"] and "docs/bench/video/video.json" in m["metrics_protocol"]
     res = json.loads((assets.WEIGHTS.parents[3] / "docs/bench/video/video.json").read_text())
     assert abs(res["quality"]["full"]["summary"]["clip_fd"] - m["clip_fd_full"]) < 1e-3   # the card is the results file
-    assert res["guidance"] == m["guidance"]
+    assert res["guidance"] == m["guidance"] and res["model_sha256"] == assets.card(NAME)["sha256"]["tensors"]
     assert {"name": NAME, "kind": "video (video-dit)"}.items() <= next(r for r in rows() if r["name"] == NAME).items()

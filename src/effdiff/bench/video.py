@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from ..checkpoint import tensors_sha256
 from ..metrics.cost import pinned_threads
 from ..timesteps import karras
 from .scoring import mean_sd, pm, t_interval
@@ -179,7 +180,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
                  "parts": list(parts), "model": vm.card(),
-                 "model_sha256": vm.meta.get("sha256", {}).get("tensors")}
+                 "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
         if "cost" in parts:
             res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver, scale=scale)}
