@@ -28,7 +28,7 @@ SOURCED = {n: "effdiff.bench.card_sources" for n in card_sources.names()}
 # cards whose numbers have no results file in the repository yet (docs/evaluation.md lists them)
 UNBACKED = {n: "scored by the study finetune-eval, whose output was not committed"
             for n in ("digits-dit-lora-thick", "digits-dit-controlnet-edges", "digits-unet-lora-thick",
-                      "digits-unet-controlnet-xs-edges")}
+                      "digits-unet-controlnet-xs-edges") if n not in SOURCED}
 UNBACKED.update({n: "Model Guidance fine-tunes, scored by the guidance study's mg_rows (docs/guidance.md); "
                     "no results file with their weights' hash yet"
                  for n in ("digits-dit-mg", "mnist-ldm-dit-mg") if n not in SOURCED})
