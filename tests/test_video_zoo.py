@@ -15,7 +15,19 @@ from effdiff.zoo.table import rows
 NAME = "video-dit"
 
 
-def test_the_video_model_is_a_zoo_model_of_kind_video():
+@pytest.mark.parametrize("name", [NAME, "video-adapter"])
+def test_the_video_models_are_zoo_models_of_kind_video(name):
+    meta = assets.card(name)
+    assert meta["kind"] == kinds.implied_kind(meta) == kinds.kind_of(meta) == "video"
+    assert (assets.WEIGHTS / f"{name}.safetensors").stat().st_size < 5 * 2 ** 20
+    vm = ed.zoo.load(name)
+    assert isinstance(vm, VideoModel) and not any(p.requires_grad for p in vm.den.net.parameters())
+    z = vm.generate(vm.noise(2, 4, 0), torch.tensor([80.0, 1.0, 0.0]), "euler", torch.tensor([3, 7]), mode="full")
+    assert z.shape == (2, 4, 4, 8, 8) and torch.isfinite(z).all()
+    assert {"name": name, "kind": f"video ({meta['arch']})"}.items() <= next(r for r in rows() if r["name"] == name).items()
+
+
+def test_the_streaming_model_streams_and_is_the_default():
     meta = assets.card(NAME)
     assert meta["kind"] == kinds.implied_kind(meta) == kinds.kind_of(meta) == "video"
     assert (assets.WEIGHTS / f"{NAME}.safetensors").stat().st_size < 5 * 2 ** 20
@@ -55,3 +67,10 @@ def test_the_card_carries_measured_scores_and_their_protocol():
     assert abs(res["quality"]["full"]["summary"]["clip_fd"] - m["clip_fd_full"]) < 1e-3   # the card is the results file
     assert res["guidance"] == m["guidance"] and res["model_sha256"] == assets.card(NAME)["sha256"]["tensors"]
     assert {"name": NAME, "kind": "video (video-dit)"}.items() <= next(r for r in rows() if r["name"] == NAME).items()
+
+
+def test_the_adapter_card_is_its_results_file():
+    meta, res = assets.card("video-adapter"), json.loads((assets.WEIGHTS.parents[3] / "docs/bench/video/adapter.json").read_text())
+    m = meta["card"]["metrics"]
+    assert res["model_sha256"] == meta["sha256"]["tensors"] and m["trainable_fraction"] <= 0.25
+    assert abs(res["quality"]["summary"]["clip_fd"] - m["clip_fd_full"]) < 1e-3 and "adapter.json" in m["metrics_protocol"]
