@@ -33,7 +33,7 @@ ADAPTER_KEYS = [(r"^base_fd_target_thick_", "base", "fd_thick"), (r"^fd_target_t
 DIGITS = {n: CARDS / "finetune-digits" / f"{n.split('-')[0]}-{n.split('-')[1]}.json"
           for n in ("digits-dit-lora-thick", "digits-dit-controlnet-edges", "digits-unet-lora-thick",
                     "digits-unet-controlnet-xs-edges")}
-RECORDED = ("digits-dit-lora-thick", "digits-dit-controlnet-edges")     # the digits adapters whose runs are recorded
+RECORDED = tuple(DIGITS)     # the digits adapters whose runs are recorded (all four)
 # card key (regex) -> (row: "base", "adapter" or "real_thick", results key)
 DIGIT_KEYS = [(r"^base_fd_target_thick_", "base", "fd_target"), (r"^fd_target_thick_", "adapter", "fd_target"),
               (r"^real_vs_real_fd_thick_", "real_thick", "real_thick_fd"), (r"^base_edge_iou", "base", "edge_iou"),
