@@ -113,12 +113,7 @@ CLAIMS: list[Claim] = [
         Interval("docs/bench/plan/interactions.json", f"pairs.{p}.interaction.ci", NONE)
         for p in ("caching x activation quantization", "quantization x students", "caching x students"))),
     Claim("docs/guidance.md", "FD is not measurably worse than the lowest FD of the sweep"),   # the pick rule
-    Claim("docs/video.md", '"No measurable quality difference" is measured on the under-trained model only'),  # caveat
-    Claim("docs/video.md", "stream vs full, same noise and labels per seed**: no measurable", (
-        Quoted("(-0.99 [-2.98, +1.00])", NONE, "VIDEO's stream-vs-full frame FD difference, typed in docs/video.md"),
-        Quoted("(-1.1 [-34.6, +32.5])", NONE, "VIDEO's stream-vs-full clip FD difference, typed in docs/video.md"))),
     # not yet checked against rows (their results files are the helpers' own; listed so a change is seen):
-    Claim("docs/video.md", "no measurable difference in frame FD, clip FD\n  or identity"),
     Claim("docs/guidance.md", "(FD measurably above CFG's)"),
     Claim("docs/guidance.md", "1.25 and 1.5 are not\nmeasurably worse, 2 and 3 are", (
         Rows(D + "guidance/scales-digits-dit/results.json", r"where='^cfg-1\.(25|5)$'", NONE, "fd_vs_ref"),
