@@ -39,7 +39,9 @@ SOLVER, SCHEDULE, STEPS = "dpmpp-2m", "logsnr", 20
 SWEEP = (1.0, 1.25, 1.5, 2.0, 3.0)
 # (CFG's best scale, a higher one) per model, from `--suite guidance-scales` (docs/guidance.md): the scale
 # with the highest class accuracy whose FD is not measurably worse than the lowest FD of the sweep
-SCALES = {"digits-dit": (1.5, 3.0), "mnist-ldm-dit": (1.25, 2.0)}
+# (digits-unet: its sweep, docs/bench/guidance/scales-digits-unet; the higher scale is the sweep's next-but-one
+# above the best, as for the other two)
+SCALES = {"digits-dit": (1.5, 3.0), "mnist-ldm-dit": (1.25, 2.0), "digits-unet": (1.5, 3.0)}
 MG_MODELS = {"digits-dit": "digits-dit-mg", "mnist-ldm-dit": "mnist-ldm-dit-mg"}
 # guidance-distilled students (a w input, Meng et al. 2023): a path per model, from the environment
 GD_ENV = "EFFDIFF_GD_{}"
