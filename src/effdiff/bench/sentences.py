@@ -166,6 +166,16 @@ CLAIMS: list[Claim] = [
           tuple(Rows(D + f"distill/{d}/results.json", "where=^dmd-1$", NONE, "fd_vs_ref")
                 for d in ("bench-dit-dmd", "bench-dit-dmd-fresh", "bench-dit-fresh6", "bench-dit-pd4-fresh12",
                           "bench-dit-cd-fresh12"))),
+    # docs/bench/README.md: the learned caching rows re-run on the learned-routers seeds (issue 24)
+    Claim("docs/bench/README.md", "The L2C rows reproduce the first run's per-seed FDs",
+          (Rows(D + "caching/learned-rerun/results.json", "where=l2c has=fd_change", NONE),
+           Rows(D + "caching/results.json", "where=l2c has=fd_change", NONE))),
+    Claim("docs/bench/README.md", "now cost measurably on three of the four solver/step settings",
+          (Rows(D + "caching/learned-rerun/results.json", "where='(ddim-20|dpmpp-2m-20|dpmpp-2m-50)\\+early-exit-deediff'",
+                COST),
+           Rows(D + "caching/learned-rerun/results.json", "where='ddim-50\\+early-exit-deediff'", NONE),
+           Rows(D + "caching/results.json", "where='ddim-20\\+early-exit-deediff'", COST),
+           Rows(D + "caching/results.json", "where='(dpmpp-2m-20|ddim-50|dpmpp-2m-50)\\+early-exit-deediff'", NONE))),
     # docs/distributed.md
     Claim("docs/distributed.md", "They change no FD measurably",
           (Rows(D + "systems/results.json", "where=autocast has=fd_change", NONE),)),
