@@ -83,9 +83,17 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m effdiff.bench.protocol")
     p.add_argument("dataset", choices=["digits", "mnist"])
     p.add_argument("--net", help="another zoo feature network (e.g. digits-classifier, trained on the train split)")
+    p.add_argument("--out", help="also write the numbers, with the code's provenance, to this JSON file "
+                   "(docs/evaluation.md's table is generated from docs/bench/protocol/*.json)")
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    print(json.dumps(summary(a.dataset, a.net), indent=1))
+    res = summary(a.dataset, a.net)
+    print(json.dumps(res, indent=1))
+    if a.out:
+        from ..io import atomic_write
+        from .provenance import provenance
+        cmd = f"python -m effdiff.bench.protocol {a.dataset}" + (f" --net {a.net}" if a.net else "")
+        atomic_write(a.out, json.dumps({**res, "command": cmd, "provenance": provenance()}, indent=1))
 
 
 if __name__ == "__main__":
