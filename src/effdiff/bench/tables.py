@@ -440,6 +440,18 @@ def render_finetune_mnist(sources: list[dict], opts: dict) -> str:
             f"most {merged:.1e} after 20 steps.)")
 
 
+def render_protocol(sources: list[dict], opts: dict) -> str:
+    """The protocol check (``python -m effdiff.bench.protocol DATASET --out FILE``): copies, noisy copies and the real
+    held-out half scored against the other half, mean ± sd over its seeds."""
+    res = sources[0]
+    sets = [("copier", "training copies"), ("noisy_copier", "copies + noise 0.1"), ("held_out", "real held-out half")]
+    cell = lambda v: f"{v[0]:.2f}" if v[1] == 0 else pm(*v)          # noqa: E731
+    body = [[label, *(cell(res[k][m]) for m in ("fd", "fd_pixel", "mem_asymmetry", "mem_copy_fraction",
+                                                  "mem_closer_than_p5"))] for k, label in sets]
+    head = ["set", f"FD ({res['net']})", "FD pixel", "memorization ratio", "copy fraction", "closer than p5"]
+    return _table(head, [False] + [True] * 5, body)
+
+
 # ---- inline values --------------------------------------------------------------------------
 def value_count(sources, opts) -> str:
     return str(len(select(sources[0][opts.get("list", "rows")], opts)))
@@ -510,6 +522,12 @@ def value_diff(sources, opts) -> str:
     return f"{mean_sd(d)[0]:+.2f} [{lo:+.2f}, {hi:+.2f}]"
 
 
+def value_pm(sources, opts) -> str:
+    """'mean ± sd' of a [mean, sd] pair at a dotted ``key`` of the file (house rounding)."""
+    m, sd = _get(sources[0], opts["key"])
+    return pm(m, sd)
+
+
 def _get(r: dict, key: str):
     if "|" in key:
         for k in key.split("|"):
@@ -535,7 +553,8 @@ KINDS: dict[str, Callable] = {"video": render_video, "curves": render_curves, "r
                               "finetune_mnist": render_finetune_mnist, "count": value_count, "change": value_change,
                               "verdicts": value_verdicts, "range": value_range,
                               "ratio": value_ratio, "pair": value_pair,
-                              "halfwidth": value_halfwidth, "diff": value_diff}
+                              "halfwidth": value_halfwidth, "diff": value_diff,
+                              "protocol": render_protocol, "pm": value_pm}
 
 
 # ---- blocks in files ------------------------------------------------------------------------
