@@ -65,3 +65,15 @@ def test_parts_run_alone_and_render_as_generated_tables(tmp_path):
         bench.run(None, parts=("speed",), model=stem)
     cost = bench.run(None, lengths=(16,), n=2, seeds=(0,), steps=2, solver="euler", repeats=0, model=stem, parts=("cost",))
     assert "| 16 | stream |" in cost["table"] and "no wall clock in this run" in cost["table"]
+
+
+def test_adapter_table_pairs_the_adapted_row_with_each_from_scratch_row():
+    q = [{"frame_fd": 10.0 + i, "clip_fd": 100.0 + i, "identity": 0.5, "label_acc": 0.4, "speed": 1.9, "accel": 2.0} for i in range(3)]
+    base = [{**r, "clip_fd": r["clip_fd"] + 50 + i} for i, r in enumerate(q)]
+    res = {"guidance": 1.0, "mode": "full", "n": 3, "seeds": [0, 1, 2], "arch": "video-adapter", "trainable_fraction": 0.117,
+           "model": {"steps": 10, "batch_size": 8}, "quality": {"summary": bench.summary(q), "per_seed": q},
+           "vs_from_scratch": {"scratch": {"summary": bench.summary(base),
+                                           **{k: bench.paired(base, q, k) for k in bench.KEYS}}}}
+    t = bench.render([res], {"part": "adapter"})
+    assert "| video-adapter, 10 steps (batch 8) | 11.7% |" in t
+    assert "| adapted − scratch (paired) | | +0.0 [+0.0, +0.0] | -51 [-53, -49] |" in t

@@ -272,7 +272,29 @@ def sparse_table(res: dict) -> str:
     return "\n".join(L)
 
 
-TABLES = {"cost": cost_table, "quality": quality_table, "sparse": sparse_table}
+def _short(p: dict, digits: int) -> str:
+    lo, hi = p["ci95"]
+    return f"{p['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
+
+
+def adapter_table(res: dict) -> str:
+    """An adapted model's quality row beside the from-scratch rows it is paired with (``vs_from_scratch``)."""
+    cols = (("frame_fd", 1), ("clip_fd", 0), ("identity", 2), ("label_acc", 2), ("speed", 2))
+    L = [f"| model (scale {res['guidance']:g}, {res['mode']} sequence, n={res['n']}, seeds {res['seeds']}) | trained | "
+         "frame FD | clip FD | identity | label acc | speed px/f |", "|---|---|---:|---:|---:|---:|---:|"]
+    base = res.get("vs_from_scratch", {})
+    for name, v in base.items():
+        s = v["summary"]
+        L.append(f"| {name} | 100% | " + " | ".join(pm(s[k], s[f'{k}_sd']) for k, _ in cols) + " |")
+    s = res["quality"]["summary"]
+    L.append(f"| {res['arch']}, {res['model']['steps']} steps (batch {res['model']['batch_size']}) | "
+             f"{res['trainable_fraction']:.1%} | " + " | ".join(pm(s[k], s[f'{k}_sd']) for k, _ in cols) + " |")
+    for name, v in base.items():
+        L.append(f"| adapted − {name} (paired) | | " + " | ".join(_short(v[k], d) for k, d in cols) + " |")
+    return "\n".join(L)
+
+
+TABLES = {"cost": cost_table, "quality": quality_table, "sparse": sparse_table, "adapter": adapter_table}
 
 
 def table(res: dict) -> str:
