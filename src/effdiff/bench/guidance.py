@@ -13,6 +13,8 @@ each scale), and memorization.
     effdiff bench --suite guidance --out bench-guidance          # or: python -m effdiff.bench.guidance --out DIR
     effdiff bench --suite guidance-best                          # one config per technique, at the best scale only
     effdiff bench --suite guidance-scales                        # FD / class accuracy vs CFG scale
+    effdiff bench --prereg docs/bench/prereg/guidance-free-confirm.json --out DIR   # guidance-free: registered rows
+    python -m effdiff.bench.guidance --suite guidance-high|guidance-freq --models M --out DIR
 
 Technique configurations were fixed on a development seed (100), not on the reported seeds.
 """
