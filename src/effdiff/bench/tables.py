@@ -452,6 +452,15 @@ def render_protocol(sources: list[dict], opts: dict) -> str:
     return _table(head, [False] + [True] * 5, body)
 
 
+def render_ot_toy(sources: list[dict], opts: dict) -> str:
+    """``studies ot-toy``'s sliced W2 per coupling and Euler step count, mean ± sd over its training seeds."""
+    summary = sources[0]["summary"]
+    steps = sorted({int(k.split("euler-")[1]) for k in summary})
+    body = [[f'`coupling="{c}"`', *(f"{summary[f'{c} euler-{n}'][0]:.3f} ± {summary[f'{c} euler-{n}'][1]:.3f}"
+                                      for n in steps)] for c in dict.fromkeys(k.split(" ")[0] for k in summary)]
+    return _table(["Euler steps", *map(str, steps)], [False] + [True] * len(steps), body)
+
+
 # ---- inline values --------------------------------------------------------------------------
 def value_count(sources, opts) -> str:
     return str(len(select(sources[0][opts.get("list", "rows")], opts)))
@@ -554,7 +563,8 @@ KINDS: dict[str, Callable] = {"video": render_video, "curves": render_curves, "r
                               "verdicts": value_verdicts, "range": value_range,
                               "ratio": value_ratio, "pair": value_pair,
                               "halfwidth": value_halfwidth, "diff": value_diff,
-                              "protocol": render_protocol, "pm": value_pm}
+                              "protocol": render_protocol, "pm": value_pm,
+                              "ot_toy": render_ot_toy}
 
 
 # ---- blocks in files ------------------------------------------------------------------------
