@@ -110,7 +110,7 @@ def test_a_search_that_keeps_compile_reports_it_beside_the_unchanged_best_single
     monkeypatch.setattr(PS, "SYSTEMS_MIN_GAIN", -1.0)      # keep whatever the speed: the bookkeeping is tested here
     den = Gaussian()
     p = PS.plan(den, "10%", reference=REF, settings=TINY, progress=False,
-                space=S.Space(solvers=["euler", "dpmpp-2m"], schedules=["karras"], nfe=(3, 4, 6, 8), systems=("compile",)))
+                space=S.Space(solvers=["dpmpp-2m"], schedules=["karras"], nfe=(3, 4, 6, 8), systems=("compile",)))
     assert p.holds and p.spec.names == ["compile"], p.summary()
     single = p.search["best_single"]
     assert single and "compile" not in single                   # the best single configuration stays plain
@@ -119,3 +119,20 @@ def test_a_search_that_keeps_compile_reports_it_beside_the_unchanged_best_single
     assert p.speed["threads"] == torch.get_num_threads() and p.speed["one_off_s"] == p.systems[0]["one_off_s"]
     q = F.Plan.load(p.save(tmp_path / "p.json"))
     assert q.spec == p.spec and q.systems == p.systems
+
+
+def test_an_external_reference_that_caches_its_samples_is_timed_uncached():
+    den = Gaussian()
+    calls = {"cached": 0, "uncached": 0}
+
+    def uncached(n, seed):
+        calls["uncached"] += 1
+        return torch.zeros(n, 1, 4, 4)
+
+    def cached(n, seed):
+        calls["cached"] += 1
+        return torch.zeros(n, 1, 4, 4)
+    cached.uncached = uncached
+    s = _search(den)
+    t = s._interleaved([PS.External(cached, "author"), Spec("euler", 4, "karras")], 4, PS.SEEDS["certification"], 2)
+    assert calls == {"cached": 0, "uncached": 2} and len(t[0]["ms_runs"]) == 2
