@@ -97,7 +97,8 @@ def rows_for(model: str) -> dict[str, tuple[list[str], object]]:
     return rows
 
 
-def _caching(model: str, quick: bool) -> list[BenchConfig]:
+def suite_configs(model: str, quick: bool) -> list[BenchConfig]:
+    """The caching suite's rows of one model (baselines and every cache / early-exit variant)."""
     out, variants = [], rows_for(model)
     solvers = ("ddim",) if quick else ("ddim", "dpmpp-2m")
     scale = 2.0 if any("tgate" in names for names, _ in variants.values()) else None   # TGATE acts on guidance
@@ -140,4 +141,4 @@ def _change(r: dict) -> str:
     return pct_ci(r["fd_change"], r.get("fd_change_ci"))
 
 
-register_suite("caching", _caching, models=["digits-unet", "digits-dit", "digits-dit-xattn"], report=report)
+register_suite("caching", suite_configs, models=["digits-unet", "digits-dit", "digits-dit-xattn"], report=report)
