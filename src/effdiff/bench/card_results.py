@@ -13,6 +13,7 @@ import json
 import re
 from pathlib import Path
 
+from ..assets import card            # the model JSON (tests plant edited cards here)
 from . import card_sources
 from .tables import ROOT
 
@@ -32,10 +33,6 @@ UNBACKED = {n: "scored by the study finetune-eval, whose output was not committe
 UNBACKED.update({n: "Model Guidance fine-tunes, scored by the guidance study's mg_rows (docs/guidance.md); "
                     "no results file with their weights' hash yet"
                  for n in ("digits-dit-mg", "mnist-ldm-dit-mg") if n not in SOURCED})
-
-
-def card(name: str) -> dict:
-    return json.loads((ROOT / "src/effdiff/zoo/weights" / f"{name}.json").read_text())
 
 
 def protocol(meta: dict) -> dict:

@@ -15,6 +15,8 @@ import json
 import re
 from pathlib import Path
 
+from ..assets import card as _card   # the model JSON (tests plant edited cards here)
+from ..metrics.stats import mean_sd
 from .tables import ROOT
 
 CARDS = ROOT / "docs/bench/cards"
@@ -53,10 +55,6 @@ TOL = 1e-4
 
 def names() -> list[str]:
     return [*ADAPTERS, *(n for n, p in DIGITS.items() if n in RECORDED), *MG]
-
-
-def _card(name: str) -> dict:
-    return json.loads((ROOT / "src/effdiff/zoo/weights" / f"{name}.json").read_text())
 
 
 def _decimals(text: str) -> int:
@@ -137,16 +135,14 @@ def check_digits(name: str) -> list[str]:
             if numeric and re.search(r"^(fd|base_fd|edge|base_edge)", key) and key not in NOT_IN_RUN:
                 out.append(f"{name}: card {key} is in no results file")
             continue
-        stat = ({"mean": sum(real) / len(real), "sd": _sd(real), "per_seed": real, "ci95": None} if hit[0] == "real_thick"
-                else _row_stat(rows[label if hit[0] == "adapter" else "base"], hit[1]))
+        if hit[0] == "real_thick":
+            mean, sd = mean_sd(real)
+            stat = {"mean": mean, "sd": sd, "per_seed": real, "ci95": None}
+        else:
+            stat = _row_stat(rows[label if hit[0] == "adapter" else "base"], hit[1])
         if not _compare(key, value, stat):
             out.append(f"{name}: card {key} = {value}, {path.name} {hit[0]}.{hit[1]} = {stat['mean']} ± {stat['sd']}")
     return out
-
-
-def _sd(v: list[float]) -> float:
-    m = sum(v) / len(v)
-    return (sum((x - m) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
 
 
 def record_digits(model: str, out_dir: Path, runs: Path) -> Path:

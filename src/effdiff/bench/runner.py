@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,6 @@ def _bar(p: Prepared, seed: int, verbose: bool, steps: int | None = None):
     from tqdm.auto import tqdm
     total = steps or len(p.sig) - 1
     what = f"{p.cfg.model} {p.cfg.config} seed {seed}" + (" (timing only: scores cached)" if p.cached else "")
-    import sys
     return tqdm(total=total, desc=what, unit="step", leave=False, dynamic_ncols=True,
                 mininterval=0.1 if sys.stderr.isatty() else 10.0)      # a log file gets a line per 10 s
 
@@ -213,6 +213,7 @@ class Measure:
             with tempfile.TemporaryDirectory() as tmp:
                 grid = Path(save_grid(p.first.x[:100], Path(tmp) / "grid.png")).read_bytes()
         folder = os.environ.get("EFFDIFF_CACHE_STORE")
+        p.grid_png = grid                      # the row's grid file is written from these bytes (_grid)
         try:
             path = refcache.store(p.cache_key, p.per_seed, p.first.nfe, grid, Path(folder) if folder else None)
         except OSError as e:                   # an unwritable cache costs time next run, never this run
@@ -366,11 +367,12 @@ def _write(out: Path, results: dict) -> None:
 
 
 def _grid(p: Prepared, path: Path) -> None:
-    if p.first.x is not None:
+    """The row's sample grid: the PNG already rendered for the reference cache, else rendered now."""
+    if p.grid_png:
+        atomic_write(path, p.grid_png)
+    elif p.first.x is not None:
         from ..viz import save_grid
         save_grid(p.first.x[:100], path)
-    elif p.grid_png:
-        atomic_write(path, p.grid_png)
 
 
 def _follow_up(measure: Measure, configs: list[BenchConfig], seeds: list[int]) -> list[dict]:

@@ -93,6 +93,9 @@ class Claim:
 
 
 D = "docs/bench/"
+# every bench run that scored the one-step DMD student (docs/distillation.md)
+DMD_RUNS = ("bench-dit-dmd", "bench-dit-dmd-fresh", "bench-dit-fresh6", "bench-dit-pd4-fresh12", "bench-dit-cd-fresh12")
+
 CLAIMS: list[Claim] = [
     # definitions of the words, not results
     Claim("docs/evaluation.md", "An interval that contains 0 means no measurable change"),
@@ -160,12 +163,10 @@ CLAIMS: list[Claim] = [
           (Rows(D + "distill/bench-dit-fresh6/results.json", "where=progressive-[24]$", COST, "fd_vs_ref"),)),
     Claim("docs/distillation.md", "no measurable difference from the 10-step reference on\nevery seed set",
           tuple(Rows(D + f"distill/{d}/results.json", "where=^dmd-1$", NONE, "fd_vs_ref")
-                for d in ("bench-dit-dmd", "bench-dit-dmd-fresh", "bench-dit-fresh6", "bench-dit-pd4-fresh12",
-                          "bench-dit-cd-fresh12"))),
+                for d in DMD_RUNS)),
     Claim("docs/distillation.md", "The one-step DMD student shows no measurable difference from the teacher's 10-step reference",
           tuple(Rows(D + f"distill/{d}/results.json", "where=^dmd-1$", NONE, "fd_vs_ref")
-                for d in ("bench-dit-dmd", "bench-dit-dmd-fresh", "bench-dit-fresh6", "bench-dit-pd4-fresh12",
-                          "bench-dit-cd-fresh12"))),
+                for d in DMD_RUNS)),
     # docs/bench/README.md: the learned caching rows re-run on the learned-routers seeds (issue 24)
     Claim("docs/bench/README.md", "The L2C rows reproduce the first run's per-seed FDs",
           (Rows(D + "caching/learned-rerun/results.json", "where=l2c has=fd_change", NONE),
