@@ -29,6 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..checkpoint import tensors_sha256
 from ..metrics.cost import pinned_threads
 from ..timesteps import karras
+from .provenance import provenance
 from .scoring import mean_sd, pm, t_interval
 
 KEYS = ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")
@@ -91,8 +92,9 @@ def cost(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
 
 
 @torch.no_grad()
-def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None, scale: float = 1.0) -> dict:
-    """Seconds for one clip (decoding included) and to its first decoded frame."""
+def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, config=None, scale: float = 1.0,
+         batch: int = 1) -> dict:
+    """Seconds for ``batch`` clips generated together (decoding included) and to their first decoded frame."""
     t0 = time.perf_counter()
     first: dict = {}
 
@@ -101,7 +103,7 @@ def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
             vm.decode(zb[:, :, :1])
             first["s"] = time.perf_counter() - t0
     z = with_technique(vm, technique, config, lambda: vm.generate(
-        vm.noise(1, frames, 0), sigmas(steps), solver, labels_for(1), mode=mode, scale=scale,
+        vm.noise(batch, frames, 0), sigmas(steps), solver, labels_for(batch), mode=mode, scale=scale,
         **({"on_block": emit} if mode == "stream" else {})))
     if not first:
         vm.decode(z[:, :, :1])
@@ -110,18 +112,20 @@ def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
     return {"s": time.perf_counter() - t0, "first_frame_s": first["s"]}
 
 
-def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int, scale: float = 1.0) -> dict:
-    """Median wall clock of each (frames, mode, technique, config as JSON), interleaved rounds after a warm-up."""
+def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int, scale: float = 1.0,
+               batch: int = 1) -> dict:
+    """Median wall clock of each (frames, mode, technique, config as JSON), interleaved rounds after a warm-up;
+    ``batch`` clips per run (frames/s counts every clip's frames)."""
     runs: dict = {c: [] for c in configs}
-    wall(vm, 16, "stream", steps, solver, scale=scale)
+    wall(vm, 16, "stream", steps, solver, scale=scale, batch=batch)
     for _ in range(repeats):
         for c in configs:
-            runs[c].append(wall(vm, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None, scale))
+            runs[c].append(wall(vm, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None, scale, batch))
     out = {}
     for c, rs in runs.items():
         s = sorted(r["s"] for r in rs)[len(rs) // 2]
         f = sorted(r["first_frame_s"] for r in rs)[len(rs) // 2]
-        out[c] = {"s": s, "first_frame_s": f, "fps": c[0] / s, "s_all": [r["s"] for r in rs]}
+        out[c] = {"s": s, "first_frame_s": f, "fps": batch * c[0] / s, "s_all": [r["s"] for r in rs]}
     return out
 
 
@@ -167,7 +171,7 @@ PARTS = ("cost", "quality", "sparse")
 
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
-        parts=PARTS) -> dict:
+        parts=PARTS, batch: int = 1, extra: dict | None = None) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length) into ``out``/video.{json,md}."""
     from ..video.evaluator import VideoEvaluator
@@ -179,7 +183,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "parts": list(parts), "model": vm.card(),
+                 "batch": batch, "parts": list(parts), "model": vm.card(), **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
         if "cost" in parts:
@@ -190,7 +194,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
                                   for t, c in [(None, None)] + list(SPARSE.items())]
         configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")] if "cost" in parts else []
         configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()] if "sparse" in parts else []
-        timing = timed_rows(vm, configs, steps, solver, repeats, scale) if repeats > 0 and configs else {}
+        timing = timed_rows(vm, configs, steps, solver, repeats, scale, batch) if repeats > 0 and configs else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
         if "quality" in parts:
             q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale) for m in ("full", "stream")}
@@ -227,7 +231,8 @@ def _s(t: dict, key: str, fmt: str) -> str:
 
 def cost_table(res: dict) -> str:
     tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
-    wall = (f"wall clock median of {res['repeats']} runs at {res['threads']} thread(s), decode included — NOISY on a "
+    wall = (f"wall clock median of {res['repeats']} runs of {res.get('batch', 1)} clip(s) generated together at "
+            f"{res['threads']} thread(s), decode included — NOISY on a "
             "shared machine" if tim else "no wall clock in this run (--repeats 0)")
     L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}; MACs from "
          f"FlopCounterMode, deterministic; {wall}):", "",
@@ -258,14 +263,15 @@ def sparse_table(res: dict) -> str:
     long = max(res["lengths"])
     L = [f"Sparse attention, streamed {long}-frame clips (quality: n={res['n_long']} clips, {len(res['seeds'])} seeds, "
          "scored in 16-frame windows; change vs dense, 95% t-interval):", "",
-         "| attention | config | attention GMACs | vs dense | all GMACs | s (noisy) | Δ frame FD | Δ clip FD | Δ identity |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+         "| attention | config | attention GMACs | vs dense | all GMACs | s (noisy) | Δ frame FD | Δ clip FD | Δ identity "
+         "| Δ label acc | Δ speed px/f | Δ accel px/f² |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     dense_attn = res["sparse_cost"][0]["attention_macs"]
     for r in res["sparse_cost"]:
         name = r["technique"] or "dense"
         t = tim.get((long, "stream", r["technique"]), {})
         p = res["sparse_quality"].get(name, {}).get("paired")
-        d = [(_ci(p[x]) if p else "–") for x in ("frame_fd", "clip_fd", "identity")]
+        d = [(_ci(p[x]) if p else "–") for x in KEYS]
         L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
                  f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | "
                  + " | ".join(d) + " |")
@@ -310,6 +316,21 @@ def render(sources: list[dict], opts: dict) -> str:
     return TABLES[part](sources[0])
 
 
+def registered(a) -> dict:
+    """Check a video pre-registration (committed, unedited, rows = the bench's sparse configurations) and
+    set ``a``'s seeds, clips, guidance and parts from it; its commit record for the results."""
+    from .prereg import PreregError, committed, read
+    spec = read(a.prereg)
+    if spec["suite"] != "video":
+        raise PreregError(f"{a.prereg}: suite must be 'video' for this runner, got {spec['suite']!r}")
+    if spec["rows"] != ["dense", *SPARSE] or spec.get("configs") != SPARSE:
+        raise PreregError(f"{a.prereg}: rows/configs must be the bench's ['dense', *{SPARSE}] (rows {spec['rows']}, "
+                          f"configs {spec.get('configs')})")
+    info = committed(a.prereg)
+    a.seeds, a.n_long, a.guidance, a.parts = spec["seeds"], spec["n_long"], spec["guidance"], spec["parts"]
+    return {**info, "id": spec["id"], "decision_rule": spec["decision_rule"]}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="effdiff video bench: streaming vs full, sparse attention")
     ap.add_argument("--out", default=None)
@@ -323,13 +344,19 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128])
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
+    ap.add_argument("--batch", type=int, default=1, help="clips generated together in each timed run")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
+    ap.add_argument("--prereg", default=None, help="a committed pre-registration (effdiff-prereg-1, suite 'video'): "
+                    "its seeds, n_long, guidance and parts replace the flags; the results record its commit")
     a = ap.parse_args(argv)
     if a.quick:
         a.n, a.n_long, a.repeats = 40, 6, 1
+    extra = {"provenance": provenance()}
+    if a.prereg:
+        extra["prereg"] = registered(a)
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts))
+              a.guidance, tuple(a.parts), a.batch, extra)
     print(res["table"])
 
 
