@@ -77,3 +77,33 @@ def test_adapter_table_pairs_the_adapted_row_with_each_from_scratch_row():
     t = bench.render([res], {"part": "adapter"})
     assert "| video-adapter, 10 steps (batch 8) | 11.7% |" in t
     assert "| adapted − scratch (paired) | | +0.0 [+0.0, +0.0] | -51 [-53, -49] |" in t
+
+
+def test_suite_video_runs_the_video_runner_with_the_generic_flags(monkeypatch, tmp_path):
+    """``effdiff bench --suite video`` hands --out/--quick/--threads/--repeats/--guidance to the runner and
+    refuses flags it has no use for."""
+    from effdiff import cli
+    seen = []
+    monkeypatch.setattr(bench, "main", lambda argv=None: seen.append(argv))
+    cli.main(["bench", "--suite", "video", "--quick", "--out", str(tmp_path), "--threads", "1", "--guidance", "4"])
+    argv = seen[0]
+    assert argv[argv.index("--out") + 1] == str(tmp_path) and "--quick" in argv
+    assert argv[argv.index("--threads") + 1] == "1" and float(argv[argv.index("--guidance") + 1]) == 4.0
+    for bad in (["--models", "digits-unet"], ["--seed", "5"], ["--no-cache"]):
+        assert cli.main(["bench", "--suite", "video", *bad]) != 0
+    assert len(seen) == 1
+
+
+def test_prereg_file_must_name_the_bench_rows(tmp_path):
+    """A video pre-registration naming other rows or another suite is refused before any work."""
+    import argparse
+    import json
+    from effdiff.bench.prereg import PreregError
+    spec = {"format": "effdiff-prereg-1", "id": "x", "suite": "video", "models": ["video-dit"],
+            "rows": ["dense", "adaspa"], "configs": {"adaspa": {"density": 0.25}}, "seeds": [60, 61, 62],
+            "n_long": 2, "guidance": 1.0, "parts": ["sparse"], "decision_rule": "r"}
+    for change in ({}, {"suite": "plan", "rows": ["dense", *bench.SPARSE], "configs": bench.SPARSE}):
+        p = tmp_path / "p.json"
+        p.write_text(json.dumps({**spec, **change}))
+        with pytest.raises(PreregError):
+            bench.registered(argparse.Namespace(prereg=str(p)))

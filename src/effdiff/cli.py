@@ -212,6 +212,12 @@ def _bench(a):
         return _bench_prereg(a)
     if a.study is not None:
         return _study(a.study)
+    from .bench.config import RUNNER_SUITES
+    if a.suite in RUNNER_SUITES:
+        if device.type != "cpu":
+            from .device import DeviceError
+            raise DeviceError(f"--device {a.device}: --suite {a.suite} runs on the CPU; drop --device")
+        return _runner_suite(a, RUNNER_SUITES[a.suite])
     models = a.models
     for m in models or []:
         _diffusion_card(m)
@@ -231,6 +237,22 @@ def _bench(a):
     if a.out:
         print(f"wrote {a.out}/results.json, {a.out}/report.html, {a.out}/pareto.png and sample grids in "
               f"{a.out}/grids/ ({res['wall_time_s']:.0f} s)")
+
+
+def _runner_suite(a, module: str):
+    """``bench --suite video``: a suite with its own runner; the generic flags it understands are passed on
+    (--out, --quick, --n, --threads, --repeats, --guidance), the others refused in one line."""
+    import importlib
+    from .errors import EffdiffError
+    given = [f"--{k.replace('_', '-')}" for k, d in (("models", None), ("seed", 0), ("no_cache", False))
+             if getattr(a, k) != d] + (["--seeds"] if a.seeds not in (None, 3) else [])
+    if given:
+        raise EffdiffError(f"--suite {a.suite}: {', '.join(given)} do not apply to this suite's runner; its own "
+                           f"options: python -m effdiff.bench.{module} --help")
+    argv = [f for k, flag in (("out", "--out"), ("n", "--n"), ("threads", "--threads"), ("repeats", "--repeats"),
+                              ("guidance", "--guidance")) if getattr(a, k, None) is not None
+            for f in (flag, str(getattr(a, k)))] + (["--quick"] if a.quick else [])
+    importlib.import_module(f".bench.{module}", __package__).main(argv)
 
 
 def _study(argv: list[str]):
@@ -322,8 +344,8 @@ def _presets_help() -> str:
 
 
 def _suites() -> list[str]:
-    from .bench.config import SUITE_MODULES, SUITES
-    return sorted({*SUITES, *SUITE_MODULES})
+    from .bench.config import RUNNER_SUITES, SUITE_MODULES, SUITES
+    return sorted({*SUITES, *SUITE_MODULES, *RUNNER_SUITES})
 
 
 def _quiet(p):

@@ -91,15 +91,21 @@ SUITE_MODULES = {"solvers": "solvers", "solvers-compact": "solvers", "parallel":
                  "finetune": "finetune", "systems": "systems", "training": "training",
                  "guidance": "guidance", "guidance-best": "guidance", "guidance-free": "guidance", "guidance-scales": "guidance",
                  "plan": "plan"}
+# suites whose rows are not BenchConfig rows of image models: their module's ``main(argv)`` runs them
+# (``effdiff bench --suite video`` = ``python -m effdiff.bench.video``), the flags translated by the CLI
+RUNNER_SUITES = {"video": "video"}
 
 
 def load_suite(name: str) -> None:
     """Import the module that registers suite ``name`` (KeyError naming the known suites)."""
     if name in SUITES:
         return
+    if name in RUNNER_SUITES:
+        raise UnknownName(f"bench suite {name!r} has its own runner (effdiff.bench.{RUNNER_SUITES[name]}); "
+                          "run it with `effdiff bench --suite " + name + "`")
     if name not in SUITE_MODULES:
         raise UnknownName(f"unknown bench suite {name!r}; "
-                          f"known suites: {', '.join(sorted({*SUITES, *SUITE_MODULES}))}")
+                          f"known suites: {', '.join(sorted({*SUITES, *SUITE_MODULES, *RUNNER_SUITES}))}")
     import importlib
     importlib.import_module(f"{__package__}.{SUITE_MODULES[name]}")
 
