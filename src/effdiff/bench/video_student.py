@@ -1,0 +1,144 @@
+"""The few-step video student's bench row: a distilled student of ``video-adapter`` (``effdiff.video.student``)
+at 4 (and 2, 1) of its own steps against the teacher's 12-step reference and the plain 4-step solver.
+
+    python -m effdiff.bench.video_student --student RUN/model --out docs/bench/video/student
+
+Same protocol as ``docs/bench/video/fewstep.py``: the video bench's quality code (``bench.video``:
+the clips' initial noise ``vm.noise(n, 16, seed)``, labels 0..9 cycling, the shipped evaluator),
+n clips per seed, seeds 0-2. The teacher's rows are read from their results files —
+``adapter.json`` (dpmpp-2m, 12 steps, karras(0.002, 80)) and ``fewstep.json`` (the same at 4 steps) —
+after checking they were scored on the teacher's tensors (SHA-256); the student starts from the same
+noise, so every comparison is paired by seed: the difference and the ratio student / reference per
+seed with a 95% t-interval. The target (issue 27): 4 steps within 1.2x of the teacher's reference
+frame FD and clip FD, read at the upper end of the ratio's interval.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ..checkpoint import tensors_sha256
+from ..io import atomic_write
+from ..metrics.stats import mean_sd, pm, t_interval
+from . import video as B
+
+DOCS = Path(__file__).resolve().parents[3] / "docs/bench/video"
+REFERENCES = {"teacher 12 steps": "adapter.json", "plain dpmpp-2m 4 steps": "fewstep.json"}
+TARGET = 1.2
+COLS = (("frame_fd", 1), ("clip_fd", 0), ("identity", 2), ("label_acc", 2), ("speed", 2))
+
+
+def references(teacher_sha: str, docs: Path = DOCS) -> dict:
+    """The teacher's rows, refused if they were scored on other tensors."""
+    out = {}
+    for name, file in REFERENCES.items():
+        res = json.loads((docs / file).read_text())
+        if res["model_sha256"] != teacher_sha:
+            raise ValueError(f"{file} was scored on tensors {res['model_sha256'][:12]}, not the teacher's {teacher_sha[:12]}")
+        out[name] = {"file": f"docs/bench/video/{file}", "steps": res.get("steps", 12), "n": res["n"],
+                     "seeds": res["seeds"], "per_seed": res["quality"]["per_seed"]}
+    return out
+
+
+def ratio(a: list[dict], b: list[dict], key: str) -> dict:
+    """b / a per seed (paired), its mean and 95% t-interval."""
+    r = [y[key] / x[key] for x, y in zip(a, b)]
+    return {"mean": mean_sd(r)[0], "ci95": t_interval(r), "per_seed": r}
+
+
+def quality(st, ev, n: int, seeds, steps: int, frames: int = 16) -> list[dict]:
+    """Per-seed evaluator scores of ``n`` student clips from the bench's noise and labels."""
+    out = []
+    for s in seeds:
+        z = st.sample(st.noise(n, frames, s), B.labels_for(n), steps, seed=s)
+        out.append(ev.score(st.decode(z), B.labels_for(n)))
+    return out
+
+
+def compare(q: list[dict], refs: dict) -> dict:
+    """Paired differences (every score) and ratios (frame FD, clip FD) against each reference row."""
+    out = {}
+    for name, ref in refs.items():
+        out[name] = {"diff": {k: B.paired(ref["per_seed"], q, k) for k in B.KEYS},
+                     "ratio": {k: ratio(ref["per_seed"], q, k) for k in ("frame_fd", "clip_fd")}}
+    return out
+
+
+def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), teacher: str = "video-adapter") -> dict:
+    from .. import zoo
+    from ..video import student as VS
+    from ..video.evaluator import VideoEvaluator
+    torch.set_num_threads(1)
+    st, ev = VS.load(student), VideoEvaluator.shipped()
+    refs = references(zoo.card(teacher)["sha256"]["tensors"])
+    if any(r["n"] != n or list(r["seeds"]) != list(seeds) for r in refs.values()):
+        raise ValueError(f"the reference rows are n={n}, seeds {list(seeds)} only")
+    res = {"student": str(student), "student_sha256": tensors_sha256(VS.S.student_tensors(st.den)),
+           "teacher": teacher, "teacher_sha256": zoo.card(teacher)["sha256"]["tensors"], "card": st.card(),
+           "spec": st.meta["student"], "n": n, "seeds": list(seeds), "frames": 16, "guidance": 1.0, "mode": "full",
+           "target": TARGET, "references": {k: {x: v[x] for x in ("file", "steps")} for k, v in refs.items()},
+           "command": f"python -m effdiff.bench.video_student --student {student} --n {n} --seeds "
+                      f"{' '.join(map(str, seeds))} --steps {' '.join(map(str, steps))} --out DIR", "rows": {}}
+    for k in steps:
+        q = quality(st, ev, n, seeds, k)
+        res["rows"][str(k)] = {"steps": k, "nfe_per_clip": k, "summary": B.summary(q), "per_seed": q, "vs": compare(q, refs)}
+    four = res["rows"].get("4")
+    if four is not None:
+        r = four["vs"]["teacher 12 steps"]["ratio"]
+        res["target_met"] = {k: r[k]["ci95"][1] <= TARGET for k in ("frame_fd", "clip_fd")}
+    res["reference_rows"] = {k: {"summary": B.summary(v["per_seed"]), "per_seed": v["per_seed"]} for k, v in refs.items()}
+    res["table"] = table(res)
+    if out is not None:
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "student.json", json.dumps(res, indent=1, default=str))
+        atomic_write(out / "student.md", res["table"] + "\n")
+    return res
+
+
+def _ci(p: dict, d: int, fmt: str = "+") -> str:
+    lo, hi = p["ci95"]
+    return f"{p['mean']:{fmt}.{d}f} [{lo:{fmt}.{d}f}, {hi:{fmt}.{d}f}]"
+
+
+def table(res: dict) -> str:
+    """Quality rows (mean ± sd over seeds), then each student row's paired differences and ratios."""
+    L = [f"| row (scale 1, full sequence, n={res['n']}, seeds {res['seeds']}) | NFE/clip | "
+         "frame FD | clip FD | identity | label acc | speed px/f |", "|---|---:|---:|---:|---:|---:|---:|"]
+    rows = [(name, 12 if "12" in name else 4, v["summary"]) for name, v in res["reference_rows"].items()]
+    rows += [(f"student, {k} step{'s' * (int(k) > 1)}", v["nfe_per_clip"], v["summary"]) for k, v in res["rows"].items()]
+    for name, nfe, s in rows:
+        L.append(f"| {name} | {nfe} | " + " | ".join(pm(s[k], s[f'{k}_sd']) for k, _ in COLS) + " |")
+    for k, v in res["rows"].items():
+        for ref, c in v["vs"].items():
+            L.append(f"| student {k} − {ref} (paired) | | " + " | ".join(_ci(c["diff"][x], d) for x, d in COLS) + " |")
+    for k, v in res["rows"].items():
+        c = v["vs"]["teacher 12 steps"]["ratio"]
+        L.append(f"| student {k} / teacher 12 steps (ratio, paired) | | {_ci(c['frame_fd'], 2, '')} | "
+                 f"{_ci(c['clip_fd'], 2, '')} | | | |")
+    return "\n".join(L)
+
+
+def render(sources: list[dict], opts: dict) -> str:
+    """``<!-- table: docs/bench/video/student/student.json kind=video part=student -->``."""
+    return table(sources[0])
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--student", required=True, help="a student export stem (RUN/model) or a zoo name")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--steps", type=int, nargs="+", default=[4, 2, 1])
+    a = ap.parse_args(argv)
+    res = run(a.student, a.out, a.n, tuple(a.seeds), tuple(a.steps))
+    print(res["table"])
+    print("target met (upper CI <= 1.2x):", res.get("target_met"))
+
+
+if __name__ == "__main__":
+    main()
