@@ -1,7 +1,8 @@
 """Distributed inference on the video DiT (2 gloo ranks, one spawn): the batch-split methods (CFG
-branches on different ranks; ParaDiGMS windows) reproduce one rank on video clips. The spatial
-split methods (patch, sequence, ring, pipefusion) replace effdiff's image attention/conv layers and
-do not apply to the video DiT yet: they must refuse it, not return a wrong clip."""
+branches on different ranks; ParaDiGMS windows) and the frame split (patch / sequence / ring put each
+rank on a share of the frames, effdiff.video.parallel; more in tests/test_video_parallel.py) reproduce
+one rank on video clips. PipeFusion splits an image DiT's blocks and must refuse the video DiT, not
+return a wrong clip."""
 import pytest
 import torch
 
@@ -32,7 +33,10 @@ def _work():
     one = ed.sample(den, x, sig, "paradigms", cond=y, window=4)
     two = ed.sample(D.BatchParallel(den, D.Comm()), x, sig, "paradigms", cond=y, window=4)
     res["paradigms"] = float((one - two).abs().max())
-    for m in ("patch", "sequence", "pipefusion"):
+    for m in ("patch", "sequence", "ring"):
+        out = ed.sample(D.parallel(den, m, 2.0, D.Comm()), x, sig, "ddim", cond=y)
+        res[m] = float((out - ref).abs().max())
+    for m in ("pipefusion",):
         try:
             ed.sample(D.parallel(den, m, 1.0, D.Comm()), x, sig, "ddim", cond=y)
             res[m] = "ran"
@@ -51,8 +55,13 @@ def test_batch_split_methods_reproduce_one_rank(ranks):
         assert r["cfg"] < 1e-5 and r["paradigms"] < 1e-5
 
 
-def test_spatial_split_methods_refuse_the_video_dit(ranks):
-    print({m: ranks[0][m][:160] for m in ("patch", "sequence", "pipefusion")})
+def test_frame_split_methods_reproduce_one_rank(ranks):
     for r in ranks:
-        for m in ("patch", "sequence", "pipefusion"):
-            assert r[m] != "ran", m
+        for m in ("patch", "sequence", "ring"):
+            assert r[m] < 1e-5, (m, r[m])
+
+
+def test_pipefusion_refuses_the_video_dit(ranks):
+    print(ranks[0]["pipefusion"][:160])
+    for r in ranks:
+        assert r["pipefusion"].startswith("TypeError"), r["pipefusion"]
