@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from ..distributed.comm import Comm, Exchange
-from ..distributed.methods import SPLITS
+from ..distributed.methods import SPLITS, parallel
 from ..distributed.net import ParallelNet, shared_copy, with_net
 from ..distributed.patch import ATTENTION, PatchConfig
 from ..distributed.patch_layers import Runtime
@@ -117,3 +117,20 @@ def frame_parallel(denoiser, config: PatchConfig | None = None, comm: Comm | Non
 
 
 SPLITS[VideoDiT] = frame_parallel
+
+
+def measure(method: str = "ring", frames: int = 16, clips: int = 2, steps: int = 12, scale: float = 4.0) -> dict:
+    """Run on every rank (``launch(measure, 2, "ring")``): the zoo's ``video-dit`` sampled full-sequence (euler,
+    the video bench's σ schedule) by this process alone and frame-parallel; bytes this rank sent per step
+    and max |Δz| between the two."""
+    from ..timesteps import karras
+    from .sampling import VideoModel, generate_full
+    vm, comm = VideoModel.load(), Comm()
+    noise, sig, y = vm.noise(clips, frames, 0), karras(steps, sigma_min=0.002, sigma_max=80.0), torch.arange(clips) % 10
+    with torch.no_grad():
+        one = generate_full(vm.den, noise, sig, "euler", y, scale)
+        par = generate_full(parallel(vm.den, method, 1.0, comm), noise, sig, "euler", y, scale)
+    return {"method": method, "ranks": comm.size, "frames": frames, "clips": clips, "steps": steps, "scale": scale,
+            "bytes_per_step": comm.bytes_sent / steps, "max_abs_dz": float((par - one).abs().max()),
+            "max_abs_z": float(one.abs().max())}
+
