@@ -62,8 +62,13 @@ def _work():
     res["stream"] = _refusal(lambda: generate_stream(D.parallel(den, "ring", 1.0, D.Comm()), x / sig[0], sig, "ddim", y))
     res["pipefusion"] = _refusal(lambda: D.parallel(den, "pipefusion", 1.0, D.Comm()))
     sparse = _random(VideoDiT(CFG))
-    sparse.net.blocks[1].attn.processor = lambda q, k, v, call: v            # a stand-in attention technique
-    res["sparse"] = _refusal(lambda: D.parallel(sparse, "patch", 1.0, D.Comm())(x, torch.tensor(1.0), y))
+    par = D.parallel(sparse, "patch", 1.0, D.Comm())
+    sparse.net.blocks[1].attn.processor = lambda q, k, v, call: v            # a technique installed afterwards
+    res["sparse"] = _refusal(lambda: par(x, torch.tensor(1.0), y))
+    from effdiff.video import sparse as sp
+    sp.register()                                # in this spawned rank only
+    ed.techniques.apply("adaspa", sparse)         # installed before: refused when the split is made
+    res["adaspa"] = _refusal(lambda: D.parallel(sparse, "ring", 1.0, D.Comm()))
     img = _random(DiT(DiTConfig(hidden_size=32, depth=2, num_heads=2, image_size=8)))
     xi = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * sig[0]
     one = ed.sample(img, xi, sig, "ddim", cond=y)
@@ -110,7 +115,8 @@ def test_refusals_are_clear(ranks):
         assert r["odd"].startswith("ValueError") and "5 frames" in r["odd"], r["odd"]
         assert r["stream"].startswith("NotImplementedError") and "streaming" in r["stream"], r["stream"]
         assert r["pipefusion"].startswith("TypeError"), r["pipefusion"]
-        assert r["sparse"].startswith("TypeError") and "dense attention" in r["sparse"], r["sparse"]
+        for k in ("sparse", "adaspa"):
+            assert r[k].startswith("TypeError") and "dense attention" in r[k], r[k]
 
 
 def test_an_image_dit_keeps_the_image_path(ranks):

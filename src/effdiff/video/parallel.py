@@ -44,6 +44,13 @@ def frame_share(frames: int, size: int, rank: int) -> tuple[int, int]:
     return rank * f, (rank + 1) * f
 
 
+def dense_only(attn: VideoAttention) -> None:
+    """Refuse a layer whose attention processor an attention technique (``adaspa``, ...) replaced."""
+    if attn.processor is not dense_attention:
+        name = getattr(attn.processor, "__name__", type(attn.processor).__name__)
+        raise TypeError(f"frame parallelism computes dense attention; remove the attention technique ({name}) first")
+
+
 class FrameAttention(nn.Module):
     """A ``VideoAttention`` on this rank's frames whose keys/values span every rank's frames (the
     image methods' slab attention on RoPE'd q, k, v); counts dense attention's MACs."""
@@ -56,9 +63,7 @@ class FrameAttention(nn.Module):
         if mask is not None or past is not None or sink is not None:
             raise NotImplementedError("frame parallelism runs the video DiT's full-sequence mode only "
                                       "(no attention mask, no KV cache)")
-        if self.attn.processor is not dense_attention:
-            raise TypeError("frame parallelism computes dense attention; remove the attention technique "
-                            f"({getattr(self.attn.processor, '__name__', type(self.attn.processor).__name__)}) first")
+        dense_only(self.attn)
         B, n, D = x.shape
         q, k, v = (t.transpose(1, 2) for t in self.attn.project(x, frames, tokens))    # [B, n, H, d]
         MACS.add(2 * B * n * n * self.slab.rt.size * D)             # q kᵀ and p v against all frames' keys
@@ -90,6 +95,8 @@ class FrameNet(ParallelNet):
             raise TypeError(f"frame parallelism splits a VideoDiT's frames, not a {type(net).__name__}")
         if config.stale_groupnorm:
             raise ValueError("stale_groupnorm: the video DiT has no GroupNorm")
+        for blk in net.blocks:
+            dense_only(blk.attn)
         rt = Runtime(comm, Exchange(comm))
         inner = shared_copy(net)
         for blk, own in zip(inner.blocks, net.blocks):
