@@ -1,8 +1,9 @@
 """Frame parallelism on the video DiT (effdiff.video.parallel), 2 gloo ranks in one spawn, float64:
 ``D.parallel(den, "patch" | "sequence" | "ring", scale)`` splits a VideoDiT's frames across ranks and
-reproduces one process (also under classifier-free guidance); the bytes each rank sends follow the
-methods' formulas; a frame count that does not divide, streaming, and a sparse attention processor
-are refused; an image DiT still takes the image (row slab) path."""
+reproduces one process (also under classifier-free guidance), and so does block-causal streaming with
+``patch``; the bytes each rank sends follow the methods' formulas; a frame count that does not divide,
+streaming with ``sequence``/``ring``, and a sparse attention processor are refused; an image DiT still
+takes the image (row slab) path."""
 import pytest
 import torch
 
@@ -59,7 +60,12 @@ def _work():
     res["bytes_per_step_cfg"] = comm.bytes_sent / (len(sig) - 1)
     odd = torch.randn(2, 4, 5, 8, 8, dtype=torch.float64)
     res["odd"] = _refusal(lambda: D.parallel(den, "ring", 1.0, D.Comm())(odd, torch.tensor(1.0), y))
-    res["stream"] = _refusal(lambda: generate_stream(D.parallel(den, "ring", 1.0, D.Comm()), x / sig[0], sig, "ddim", y))
+    noise6 = torch.randn(2, 4, 6, 8, 8, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    for scale in (1.0, 2.0):                     # 3 blocks of 2 frames (1 per rank), window 1: eviction too
+        ref = generate_stream(den, noise6, sig, "ddim", y, scale)
+        out = generate_stream(D.parallel(den, "patch", 1.0, D.Comm()), noise6, sig, "ddim", y, scale)
+        res[f"stream@{scale}"] = float((out - ref).abs().max())
+    res["stream"] = _refusal(lambda: generate_stream(D.parallel(den, "ring", 1.0, D.Comm()), noise6, sig, "ddim", y))
     res["pipefusion"] = _refusal(lambda: D.parallel(den, "pipefusion", 1.0, D.Comm()))
     sparse = _random(VideoDiT(CFG))
     par = D.parallel(sparse, "patch", 1.0, D.Comm())
@@ -91,6 +97,12 @@ def test_frame_split_equals_one_process(ranks, method, scale):
         assert r[f"{method}@{scale}"] < 1e-10, (method, scale, r[f"{method}@{scale}"])
 
 
+@pytest.mark.parametrize("scale", [1.0, 2.0])
+def test_frame_split_streaming_equals_one_process(ranks, scale):
+    for r in ranks:
+        assert r[f"stream@{scale}"] < 1e-10, (scale, r[f"stream@{scale}"])
+
+
 def test_stale_patch_mode_is_used_and_bounded(ranks):
     print("stale max |dx|:", ranks[0]["stale"])
     for r in ranks:
@@ -113,7 +125,7 @@ def test_bytes_sent_follow_each_methods_formula(ranks):
 def test_refusals_are_clear(ranks):
     for r in ranks:
         assert r["odd"].startswith("ValueError") and "5 frames" in r["odd"], r["odd"]
-        assert r["stream"].startswith("NotImplementedError") and "streaming" in r["stream"], r["stream"]
+        assert r["stream"].startswith("NotImplementedError") and "'patch'" in r["stream"], r["stream"]
         assert r["pipefusion"].startswith("TypeError"), r["pipefusion"]
         for k in ("sparse", "adaspa"):
             assert r[k].startswith("TypeError") and "dense attention" in r[k], r[k]

@@ -17,7 +17,9 @@ its queries attend to the keys/values of all frames through the image methods' o
 
 The output frames are all-gathered, so every rank returns the whole clip. ``D.parallel(den, "ring",
 scale)`` picks this split for a ``VideoDiT`` (``distributed.methods.SPLITS``); ``comm.bytes_sent``
-counts what a rank sends. Full-sequence mode only: block-causal streaming (KV cache) refuses.
+counts what a rank sends. Block-causal streaming (``generate_stream``) splits each block's frames
+with ``patch``: a rank attends to the cached clean frames (every rank holds the whole KV cache: a
+finished block's keys are all-gathered once, in ``commit``) and to the all-gathered K/V of the block.
 """
 from __future__ import annotations
 
@@ -28,8 +30,8 @@ from ..distributed.comm import Comm, Exchange
 from ..distributed.methods import SPLITS, parallel
 from ..distributed.net import ParallelNet, shared_copy, with_net
 from ..distributed.patch import ATTENTION, PatchConfig
-from ..distributed.patch_layers import Runtime
-from .attention import MACS, VideoAttention, dense_attention
+from ..distributed.patch_layers import PatchAttention, Runtime
+from .attention import MACS, AttentionCall, VideoAttention, dense_attention
 from .model import VideoDiT
 
 Tensor = torch.Tensor
@@ -53,42 +55,79 @@ def dense_only(attn: VideoAttention) -> None:
 
 class FrameAttention(nn.Module):
     """A ``VideoAttention`` on this rank's frames whose keys/values span every rank's frames (the
-    image methods' slab attention on RoPE'd q, k, v); counts dense attention's MACs."""
+    image methods' slab attention on RoPE'd q, k, v); counts dense attention's MACs. Streaming
+    (``past``: cached frames, ``sink``: collect keys) with the all-gather (``patch``) only."""
 
     def __init__(self, attn: VideoAttention, rt: Runtime, attention: str):
         super().__init__()
         self.attn, self.slab = attn, ATTENTION[attention](attn, rt)
 
     def forward(self, x: Tensor, frames: Tensor, tokens: int, mask=None, layer: int = 0, past=None, sink=None):
-        if mask is not None or past is not None or sink is not None:
-            raise NotImplementedError("frame parallelism runs the video DiT's full-sequence mode only "
-                                      "(no attention mask, no KV cache)")
+        if mask is not None:
+            raise NotImplementedError("frame parallelism does not run an attention mask (Block Diffusion training)")
         dense_only(self.attn)
         B, n, D = x.shape
-        q, k, v = (t.transpose(1, 2) for t in self.attn.project(x, frames, tokens))    # [B, n, H, d]
-        MACS.add(2 * B * n * n * self.slab.rt.size * D)             # q kᵀ and p v against all frames' keys
-        return self.attn.proj(self.slab.attend(q, k, v).reshape(B, n, D))
+        q, k, v = self.attn.project(x, frames, tokens)                              # [B, H, n, d]
+        if past is None and sink is None:
+            MACS.add(2 * B * n * n * self.slab.rt.size * D)         # q kᵀ and p v against all frames' keys
+            out = self.slab.attend(*(t.transpose(1, 2) for t in (q, k, v)))         # [B, n, H, d]
+        else:
+            out = self.cached(q, k, v, frames, tokens, layer, past, sink).transpose(1, 2)
+        return self.attn.proj(out.reshape(B, n, D))
+
+    def cached(self, q, k, v, frames, tokens, layer, past, sink) -> Tensor:
+        """Streaming: this block's K/V of every rank (into ``sink``), after the cached frames' -> [B, H, n, d]."""
+        if not isinstance(self.slab, PatchAttention):
+            raise NotImplementedError("frame-parallel streaming (KV cache) splits frames with 'patch' (all-gathered "
+                                      "K/V) only; 'sequence' and 'ring' run the full-sequence mode")
+        rt = self.slab.rt
+        kv = torch.cat(rt.exchange.gather(id(self.slab), torch.stack([k, v]), rt.stale), dim=3)   # [2, B, H, N, d]
+        every = frames[0] - rt.rank * len(frames) + torch.arange(rt.size * len(frames), device=frames.device)
+        if sink is not None:
+            sink.append((kv[0], kv[1]))
+        if past is not None:
+            kv = torch.cat([torch.stack(past[:2]), kv], dim=3)
+            every = torch.cat([past[2], every])
+        return self.attn.processor(q, kv[0], kv[1], AttentionCall(frames, every, tokens, None, layer))
 
 
 class FrameShare(nn.Module):
-    """``VideoDiT.forward`` on this rank's frames (global frame indices for RoPE), output frames gathered."""
+    """The video DiT's full-sequence forward (``cache``: ``stream_step``) on this rank's frames, global
+    frame indices for RoPE; output frames gathered. ``commit`` stores every rank's keys in the cache."""
 
     def __init__(self, net: VideoDiT, rt: Runtime):
         super().__init__()
         self.net, self.rt = net, rt
 
-    def forward(self, x: Tensor, noise_labels, class_labels: Tensor | None = None) -> Tensor:
+    def share(self, x: Tensor, noise_labels, class_labels, start: int):
+        """This rank's tokens, conditioning and global frame indices of the clip (or block) x."""
         net, comm = self.net, self.rt.comm
         net.check(x)
         B, F = x.shape[0], x.shape[2]
         lo, hi = frame_share(F, comm.size, comm.rank)
         c = net.frame_cond(net.labels_of(noise_labels, B, F, x)[:, lo:hi], class_labels)
-        out = net.run(net.tokens(x[:, :, lo:hi]), c, torch.arange(lo, hi, device=x.device))   # [B, f*P, p*p*C]
-        return net.untokens(torch.cat(comm.all_gather(out), dim=1), F)
+        return net.tokens(x[:, :, lo:hi]), c, torch.arange(start + lo, start + hi, device=x.device)
+
+    def forward(self, x: Tensor, noise_labels, class_labels: Tensor | None = None, cache=None, start: int = 0):
+        h, c, frames = self.share(x, noise_labels, class_labels, start)
+        past = None if cache is None else cache.past(start, x.shape[0])
+        out = self.net.run(h, c, frames, past=past)                                  # [B, f*P, p*p*C]
+        return self.net.untokens(torch.cat(self.rt.comm.all_gather(out), dim=1), x.shape[2])
+
+    @torch.no_grad()
+    def commit(self, x0: Tensor, clean_label: float, class_labels, cache, start: int) -> None:
+        """``VideoDiT.commit`` split: every rank runs its frames and stores the whole block's keys/values."""
+        h, c, frames = self.share(x0, clean_label, class_labels, start)
+        kvs: list = []
+        self.net.run(h, c, frames, past=cache.past(start), sink=kvs)
+        if len(kvs) != len(self.net.blocks):
+            raise RuntimeError("commit: an attention layer did not run; streaming needs every layer's keys")
+        cache.append(kvs, torch.arange(start, start + x0.shape[2], device=x0.device))
 
 
 class FrameNet(ParallelNet):
-    """The video DiT run frame-parallel: same signature and output as ``net`` on every rank."""
+    """The video DiT run frame-parallel: same signature and output as ``net`` on every rank (full
+    sequence; with ``patch`` also ``stream_step`` / ``commit`` on a KV cache every rank holds whole)."""
 
     def __init__(self, net: VideoDiT, config: PatchConfig, comm: Comm):
         if not isinstance(net, VideoDiT):
@@ -110,11 +149,15 @@ class FrameNet(ParallelNet):
     def begin(self, stale: bool) -> None:
         self.rt.stale = stale
 
-    def stream_step(self, *args, **kwargs):
-        raise NotImplementedError("frame parallelism runs the full-sequence mode only; block-causal streaming "
-                                  "(KV cache) is not split across ranks: generate with mode='full', or use 'cfg'")
+    def stream_step(self, x: Tensor, noise_labels, class_labels, cache, start: int) -> Tensor:
+        return self(x, noise_labels, class_labels, cache=cache, start=start)
 
-    commit = block_diffusion = stream_step
+    def commit(self, x0: Tensor, clean_label: float, class_labels, cache, start: int) -> None:
+        self.begin(False)                                           # keys from fresh K/V, outside the loop
+        self.inner.commit(x0, clean_label, class_labels, cache, start)
+
+    def block_diffusion(self, *args, **kwargs):
+        raise NotImplementedError("frame parallelism is for generation: train with the VideoDiT itself")
 
 
 def frame_parallel(denoiser, config: PatchConfig | None = None, comm: Comm | None = None, **fields):
@@ -126,18 +169,20 @@ def frame_parallel(denoiser, config: PatchConfig | None = None, comm: Comm | Non
 SPLITS[VideoDiT] = frame_parallel
 
 
-def measure(method: str = "ring", frames: int = 16, clips: int = 2, steps: int = 12, scale: float = 4.0) -> dict:
-    """Run on every rank (``launch(measure, 2, "ring")``): the zoo's ``video-dit`` sampled full-sequence (euler,
-    the video bench's σ schedule) by this process alone and frame-parallel; bytes this rank sent per step
-    and max |Δz| between the two."""
+def measure(method: str = "ring", mode: str = "full", frames: int = 16, clips: int = 2, steps: int = 12,
+            scale: float = 4.0) -> dict:
+    """Run on every rank (``launch(measure, 2, "ring", "full")``): the zoo's ``video-dit`` sampled (euler, the
+    video bench's σ schedule; ``mode`` "full" or "stream") by this process alone and frame-parallel; the bytes
+    this rank sent per denoising step (streaming: commits included) and max |Δz| between the two."""
     from ..timesteps import karras
-    from .sampling import VideoModel, generate_full
+    from .sampling import MODES, VideoModel
     vm, comm = VideoModel.load(), Comm()
     noise, sig, y = vm.noise(clips, frames, 0), karras(steps, sigma_min=0.002, sigma_max=80.0), torch.arange(clips) % 10
     with torch.no_grad():
-        one = generate_full(vm.den, noise, sig, "euler", y, scale)
-        par = generate_full(parallel(vm.den, method, 1.0, comm), noise, sig, "euler", y, scale)
-    return {"method": method, "ranks": comm.size, "frames": frames, "clips": clips, "steps": steps, "scale": scale,
-            "bytes_per_step": comm.bytes_sent / steps, "max_abs_dz": float((par - one).abs().max()),
+        one = MODES[mode](vm.den, noise, sig, "euler", y, scale)
+        par = MODES[mode](parallel(vm.den, method, 1.0, comm), noise, sig, "euler", y, scale)
+    calls = steps * (-(-frames // vm.den.net.config.block_frames) if mode == "stream" else 1)
+    return {"method": method, "mode": mode, "ranks": comm.size, "frames": frames, "clips": clips, "steps": steps,
+            "scale": scale, "bytes_per_step": comm.bytes_sent / calls, "max_abs_dz": float((par - one).abs().max()),
             "max_abs_z": float(one.abs().max())}
 
