@@ -60,7 +60,7 @@ def test_the_export_loads_back_as_the_trained_student_and_samples_seeded_clips(t
     tr = trainer(tmp_path, teacher, "adapters")
     tr.run()
     st = VS.load(tr.export())
-    assert isinstance(st, VS.VideoStudent) and st.meta["kind"] == "video-student"
+    assert isinstance(st, VS.VideoStudent) and (st.meta["kind"], st.meta["task"]) == ("student", "video")
     x, sigma, y = torch.randn(2, 4, 4, 8, 8), torch.tensor([2.0, 2.0]), torch.tensor([1, 2])
     with torch.no_grad():
         assert torch.equal(st.den(x, sigma, y), tr.ema(x, sigma, y))

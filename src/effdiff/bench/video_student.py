@@ -122,9 +122,15 @@ def table(res: dict) -> str:
     return "\n".join(L)
 
 
-def render(sources: list[dict], opts: dict) -> str:
-    """``<!-- table: docs/bench/video/student/student.json kind=video part=student -->``."""
-    return table(sources[0])
+def strip(student: str, path, steps: int = 4, n: int = 8, seed: int = 0) -> Path:
+    """A frame strip of ``n`` student clips (labels 0..n-1, the bench's noise of ``seed``), one clip per row."""
+    from ..video import student as VS
+    from ..video.viz import save_strip
+    st = VS.load(student)
+    return save_strip(st.decode(st.sample(st.noise(n, 16, seed), B.labels_for(n), steps, seed=seed)), path)
+
+
+B.TABLES["student"] = table        # ``kind=video part=student`` (effdiff.bench.tables)
 
 
 def main(argv=None) -> None:
@@ -134,7 +140,11 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 2, 1])
+    ap.add_argument("--strip", default=None, help="also write a frame strip PNG of 8 clips at the first --steps")
     a = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    if a.strip:
+        print("wrote", strip(a.student, a.strip, a.steps[0]))
     res = run(a.student, a.out, a.n, tuple(a.seeds), tuple(a.steps))
     print(res["table"])
     print("target met (upper CI <= 1.2x):", res.get("target_met"))

@@ -60,16 +60,16 @@ class VideoDistillTrainer(DistillTrainer):
     def card(self, steps: int) -> dict:
         out = super().card(steps)
         out["trained"] = self.trained
-        out["command"] = command(self.cfg, self.trained)
+        out["command"] = command(self.cfg, self.trained, self.step)
         return out
 
     def export(self, metrics: dict | None = None):
-        """``model.*`` (the EMA student) with the teacher's ``video`` metadata, so it loads as a ``VideoStudent``."""
+        """``model.*`` (the EMA student) with the teacher's ``video`` metadata and task ``video`` (not an image model
+        to ``effdiff sample``): ``ed.zoo.load`` gives the ``distill.Student`` denoiser, ``load`` the ``VideoStudent``."""
         path = super().export(metrics)
         for stem in (path, self.dir / f"student-{self.ema.spec.steps}step"):
             tensors, meta = ckpt.load(stem)
-            meta["video"] = self.video.meta["video"]
-            meta["kind"] = "video-student"
+            meta["video"], meta["task"] = self.video.meta["video"], "video"     # kind stays "student" (its keys imply it)
             ckpt.save(stem, tensors, meta)
         return path
 
@@ -112,7 +112,7 @@ def load(path) -> VideoStudent:
 
 
 def build(tensors: dict, meta: dict, where: str) -> VideoStudent:
-    """Model kind ``video-student``: a distilled student of a video model, with its frame codec."""
+    """A distilled student of a video model (an export of kind ``student`` with ``video`` metadata) with its frame codec."""
     from .latents import FrameCodec
     if "video" not in meta:
         raise ckpt.CheckpointError(f"{where}: a video student needs its 'video' metadata (autoencoder, scale)")
@@ -157,8 +157,9 @@ def make_config(recipe: Recipe) -> tuple[DistillConfig, VideoModel]:
     return cfg, vm
 
 
-def command(cfg: DistillConfig, trained: str) -> str:
-    return (f"python -m effdiff.video.student --method {cfg.method} --train {trained} --steps {cfg.steps} "
+def command(cfg: DistillConfig, trained: str, step: int) -> str:
+    stop = f" --stop-after {step}" if step < cfg.steps else ""
+    return (f"python -m effdiff.video.student --method {cfg.method} --train {trained} --steps {cfg.steps}{stop} "
             f"--out DIR")
 
 
