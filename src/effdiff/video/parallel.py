@@ -40,7 +40,7 @@ Tensor = torch.Tensor
 def frame_share(frames: int, size: int, rank: int) -> tuple[int, int]:
     """[lo, hi): this rank's frames; the frame count must divide by the ranks (equal shares)."""
     if frames % size:
-        raise ValueError(f"a clip of {frames} frames does not split into {size} equal frame shares: "
+        raise ValueError(f"a clip (or streaming block) of {frames} frames does not split into {size} equal frame shares: "
                          f"use a frame count divisible by {size} (or fewer ranks)")
     f = frames // size
     return rank * f, (rank + 1) * f
