@@ -107,3 +107,20 @@ def test_prereg_file_must_name_the_bench_rows(tmp_path):
         p.write_text(json.dumps({**spec, **change}))
         with pytest.raises(PreregError):
             bench.registered(argparse.Namespace(prereg=str(p)))
+
+
+def test_sparse_verdicts_follow_the_registered_rule():
+    """A row meets only with <= 0.5x dense attention MACs and no interval on a score's worse side
+    (speed: either side)."""
+    def paired(**over):
+        base = {k: {"mean": 0.0, "ci95": [-1.0, 1.0]} for k in bench.KEYS}
+        return {**base, **{k: {"mean": 0.0, "ci95": list(v)} for k, v in over.items()}}
+    res = {"sparse_cost": [{"technique": None, "attention_macs": 100}, {"technique": "a", "attention_macs": 50},
+                           {"technique": "b", "attention_macs": 51}, {"technique": "c", "attention_macs": 10},
+                           {"technique": "d", "attention_macs": 10}, {"technique": "e", "attention_macs": 10}],
+           "sparse_quality": {"a": {"paired": paired(frame_fd=(-3, -1), identity=(0.1, 0.2))},
+                              "b": {"paired": paired()}, "c": {"paired": paired(identity=(-0.2, -0.1))},
+                              "d": {"paired": paired(speed=(0.1, 0.2))}, "e": {"paired": paired(clip_fd=(0.5, 2))}}}
+    v = bench.sparse_verdicts(res)
+    assert v["a"] == (True, []) and v["b"] == (False, [])
+    assert v["c"] == (False, ["identity"]) and v["d"] == (False, ["speed"]) and v["e"] == (False, ["clip_fd"])

@@ -193,7 +193,9 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
             res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c, scale)}
                                   for t, c in [(None, None)] + list(SPARSE.items())]
         configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")] if "cost" in parts else []
-        configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()] if "sparse" in parts else []
+        if "sparse" in parts:                         # the dense stream it is compared with, timed in the same rounds
+            configs += [c for c in [(long, "stream", None, None)] if c not in configs]
+            configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()]
         timing = timed_rows(vm, configs, steps, solver, repeats, scale, batch) if repeats > 0 and configs else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
         if "quality" in parts:
@@ -255,7 +257,8 @@ def quality_table(res: dict) -> str:
     for name, s in rows:
         L.append(f"| {name} | " + " | ".join(pm(s[x], s[f'{x}_sd']) if x in s else "–" for x in KEYS) + " |")
     L.append("| stream − full | " + " | ".join(_ci(res["quality_paired"][x]) for x in KEYS) + " |")
-    return "\n".join(L)
+    bad = worse(res["quality_paired"])
+    return "\n".join(L + verdict_line(res, {"stream": (not bad, bad)}))
 
 
 def sparse_table(res: dict) -> str:
@@ -275,7 +278,46 @@ def sparse_table(res: dict) -> str:
         L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
                  f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | "
                  + " | ".join(d) + " |")
-    return "\n".join(L)
+    return "\n".join(L + (verdict_line(res, sparse_verdicts(res)) if "sparse_quality" in res else []))
+
+
+# the worse side of each score in the sparse pre-registration's rule: +1 higher is worse, -1 lower is worse,
+# 0 either direction counts (docs/bench/prereg/video-sparse-confirm.json)
+WORSE = {"frame_fd": 1, "clip_fd": 1, "identity": -1, "label_acc": -1, "accel": 1, "speed": 0}
+
+
+# the rows a pre-registration of each part names
+ROWS = {"quality": ["full", "stream"], "sparse": ["dense", *SPARSE]}
+
+
+def worse(paired: dict) -> list[str]:
+    """The scores whose 95% interval of the paired change lies entirely on their worse side (``WORSE``)."""
+    bad = []
+    for k, side in WORSE.items():
+        lo, hi = paired[k]["ci95"]
+        if lo is not None and ((side >= 0 and lo > 0) or (side <= 0 and hi < 0)):
+            bad.append(k)
+    return bad
+
+
+def sparse_verdicts(res: dict) -> dict:
+    """{row: (meets, [scores whose interval lies on the worse side])} under the registered rule:
+    attention MACs <= 0.5x dense and no score's 95% interval entirely on its worse side."""
+    dense = res["sparse_cost"][0]["attention_macs"]
+    out = {}
+    for r in res["sparse_cost"][1:]:
+        bad = worse(res["sparse_quality"][r["technique"]]["paired"])
+        out[r["technique"]] = (r["attention_macs"] <= 0.5 * dense and not bad, bad)
+    return out
+
+
+def verdict_line(res: dict, verdicts: dict) -> list[str]:
+    """The registered rule's outcome under a table (nothing when the run was not pre-registered)."""
+    if not res.get("prereg"):
+        return []
+    return ["", f"Pre-registered rule ({res['prereg']['path']}, commit {res['prereg']['commit'][:7]}): " + "; ".join(
+        f"{t} {'MEETS' if ok else 'FAILS'}" + (f" (interval past the rule's bound: {', '.join(bad)})" if bad else "")
+        for t, (ok, bad) in verdicts.items()) + "."]
 
 
 def _short(p: dict, digits: int) -> str:
@@ -317,17 +359,23 @@ def render(sources: list[dict], opts: dict) -> str:
 
 
 def registered(a) -> dict:
-    """Check a video pre-registration (committed, unedited, rows = the bench's sparse configurations) and
-    set ``a``'s seeds, clips, guidance and parts from it; its commit record for the results."""
+    """Check a video pre-registration (committed, unedited; rows = the registered parts' rows: ``quality``
+    full and stream, ``sparse`` dense and the bench's sparse configurations) and set ``a``'s seeds, clips,
+    guidance and parts from it; its commit record for the results."""
     from .prereg import PreregError, committed, read
     spec = read(a.prereg)
     if spec["suite"] != "video":
         raise PreregError(f"{a.prereg}: suite must be 'video' for this runner, got {spec['suite']!r}")
-    if spec["rows"] != ["dense", *SPARSE] or spec.get("configs") != SPARSE:
-        raise PreregError(f"{a.prereg}: rows/configs must be the bench's ['dense', *{SPARSE}] (rows {spec['rows']}, "
-                          f"configs {spec.get('configs')})")
+    parts = spec.get("parts") or []
+    if not parts or set(parts) - set(ROWS):
+        raise PreregError(f"{a.prereg}: parts must be among {sorted(ROWS)}, got {parts}")
+    rows = [r for p in parts for r in ROWS[p]]
+    if spec["rows"] != rows or ("sparse" in parts and spec.get("configs") != SPARSE):
+        raise PreregError(f"{a.prereg}: rows/configs must be the bench's {rows} with configs {SPARSE} "
+                          f"(rows {spec['rows']}, configs {spec.get('configs')})")
     info = committed(a.prereg)
-    a.seeds, a.n_long, a.guidance, a.parts = spec["seeds"], spec["n_long"], spec["guidance"], spec["parts"]
+    a.seeds, a.guidance, a.parts = spec["seeds"], spec["guidance"], parts
+    a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
     return {**info, "id": spec["id"], "decision_rule": spec["decision_rule"]}
 
 
