@@ -111,7 +111,11 @@ SEARCHES = ((0.05, False), (0.05, True), (0.10, True))
 def configs(model: str, quick: bool = False) -> list[BenchConfig]:
     rows: list[BenchConfig] = []
     ref = None
-    for budget, students in (SEARCHES[:2] if quick else SEARCHES):
+    from ..plan.space import students_of
+    searches = SEARCHES[:2] if quick else SEARCHES
+    if not students_of(model):                # no students: the +5% search with them is the one without
+        searches = tuple(s for s in searches if not (s[1] and (s[0], False) in searches))
+    for budget, students in searches:
         p = get_plan(model, budget, students, quick)
         if ref is None:
             ref = p.reference
