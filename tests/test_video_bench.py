@@ -47,6 +47,9 @@ def test_bench_rows_and_table(tmp_path):
     assert len(res["quality_paired"]["clip_fd"]["per_seed"]) == 2
     assert res["sparse_cost"][1]["attention_macs"] < res["sparse_cost"][0]["attention_macs"]
     assert "stream − full" in res["table"] and (tmp_path / "out" / "video.md").is_file()
+    for m in ("full", "stream"):               # the samples are in the report: strip + GIF of the first seed
+        assert (tmp_path / "out" / f"samples-{m}-16.png").is_file() and (tmp_path / "out" / f"samples-{m}-16.gif").is_file()
+        assert f"(samples-{m}-16.png)" in (tmp_path / "out" / "video.md").read_text()
 
 
 def test_parts_run_alone_and_render_as_generated_tables(tmp_path):

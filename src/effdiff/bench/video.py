@@ -130,12 +130,17 @@ def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int, 
 
 
 def quality(vm, ev, frames: int, mode: str, n: int, seeds, steps: int, solver: str, technique=None,
-            config=None, scale: float = 1.0) -> list[dict]:
-    """Per-seed evaluator scores of ``n`` generated clips."""
+            config=None, scale: float = 1.0, pictures=None) -> list[dict]:
+    """Per-seed evaluator scores of ``n`` generated clips; ``pictures`` (a path without suffix): the first
+    seed's first 8 clips as a frame strip (.png) and an animated GIF (.gif)."""
     out = []
     for s in seeds:
         x = with_technique(vm, technique, config, lambda: generate(vm, frames, mode, n, s, steps, solver, scale))
         out.append(ev.score(x, labels_for(n)))
+        if pictures is not None and s == seeds[0]:
+            from ..video.viz import save_gif, save_strip
+            save_strip(x[:8], f"{pictures}.png")
+            save_gif(x[:8], f"{pictures}.gif")
     return out
 
 
@@ -199,7 +204,10 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         timing = timed_rows(vm, configs, steps, solver, repeats, scale, batch) if repeats > 0 and configs else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
         if "quality" in parts:
-            q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale) for m in ("full", "stream")}
+            if out is not None:
+                Path(out).mkdir(parents=True, exist_ok=True)
+            q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale,
+                            pictures=None if out is None else Path(out) / f"samples-{m}-16") for m in ("full", "stream")}
             res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
             res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
             real = real_rows(ev, n, seeds)
@@ -217,7 +225,9 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "video.json", json.dumps(res, indent=1, default=str))
-        atomic_write(out / "video.md", res["table"] + "\n")
+        pics = [f"![{m} samples, seed {res['seeds'][0]}](samples-{m}-16.png)" for m in ("full", "stream")
+                if (out / f"samples-{m}-16.png").is_file() and "quality" in parts]
+        atomic_write(out / "video.md", res["table"] + "\n" + "".join(f"\n{p}\n" for p in pics))
     return res
 
 
