@@ -130,6 +130,41 @@ def strip(student: str, path, steps: int = 4, n: int = 8, seed: int = 0) -> Path
     return save_strip(st.decode(st.sample(st.noise(n, 16, seed), B.labels_for(n), steps, seed=seed)), path)
 
 
+def ship(res: dict, export, name: str, results: str) -> Path:
+    """Copy a scored student export into the zoo as ``name`` with its scores (from ``res``, the results file
+    ``results``) on the card, and a card page; the file must be the one scored (SHA-256)."""
+    from .. import assets, checkpoint as ckpt
+    tensors, meta = ckpt.load(Path(export))
+    if tensors_sha256(tensors) != res["student_sha256"]:
+        raise ValueError(f"{export} is not the student scored in {results}")
+    m = {"metrics_protocol": f"full-sequence clips, the student's own {{k}}-step grid and solver, guidance 1.0, "
+                             f"n={res['n']} clips of 16 frames per seed, seeds {res['seeds']}, paired by seed with the "
+                             f"teacher's rows; results: {results}", "guidance": 1.0, "nfe_per_clip": 4}
+    for k, row in res["rows"].items():
+        for key in ("frame_fd", "clip_fd", "identity", "label_acc", "speed"):
+            m[f"{key}_{k}step"], m[f"{key}_{k}step_sd"] = row["summary"][key], row["summary"][f"{key}_sd"]
+        for key, r in row["vs"]["teacher 12 steps"]["ratio"].items():
+            m[f"{key}_ratio_{k}step_vs_teacher12"], m[f"{key}_ratio_{k}step_ci95"] = r["mean"], r["ci95"]
+    m["target_met_4step"] = res.get("target_met")
+    meta["card"]["metrics"] = m
+    meta["card"]["reproduce"] = meta["card"]["command"]
+    ckpt.save(assets.WEIGHTS / name, tensors, meta)
+    c, s4 = meta["card"], res["rows"]["4"]["summary"]
+    r4 = res["rows"]["4"]["vs"]["teacher 12 steps"]["ratio"]
+    page = [f"# {name} — a 4-step student of video-adapter ({c['method']} distillation), moving digits", "",
+            f"- **Network**: the teacher's (`video-adapter`: frozen-at-its-training `mnist-ldm-dit` with temporal adapters), "
+            f"every parameter fine-tuned by `effdiff.distill`'s `{c['method']}` method ({res['spec']['method']}); "
+            f"sampled with the `{res['spec']['solver']}` solver on its own {res['spec']['steps']}-step grid. "
+            f"`effdiff.video.student.load(\"{name}\")` gives the video model (`ed.zoo.load` the bare student denoiser).",
+            f"- **Trained**: `{c['command']}` — {c['steps']} steps, batch {c['batch_size']}, seed {c['seed']}, "
+            f"teacher NFE {c['teacher_nfe']}, {c['wall_time_s']} s on a shared 2-core CPU at 1 thread (under load).",
+            f"- **Quality** ({m['metrics_protocol'].format(k=4)}): 4 steps frame FD {pm(s4['frame_fd'], s4['frame_fd_sd'])}, "
+            f"clip FD {pm(s4['clip_fd'], s4['clip_fd_sd'])}; ratio to the teacher's 12 steps (paired, 95% CI): frame FD "
+            f"{_ci(r4['frame_fd'], 2, '')}, clip FD {_ci(r4['clip_fd'], 2, '')}. See docs/video.md (Few-step student)."]
+    atomic_write(assets.WEIGHTS / f"{name}.md", "\n".join(page) + "\n")
+    return assets.WEIGHTS / name
+
+
 B.TABLES["student"] = table        # ``kind=video part=student`` (effdiff.bench.tables)
 
 
@@ -140,6 +175,7 @@ def main(argv=None) -> None:
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 2, 1])
+    ap.add_argument("--ship", default=None, help="zoo name: copy the scored student into the zoo (needs --out)")
     ap.add_argument("--strip", default=None, help="also write a frame strip PNG of 8 clips at the first --steps")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
@@ -148,6 +184,8 @@ def main(argv=None) -> None:
     res = run(a.student, a.out, a.n, tuple(a.seeds), tuple(a.steps))
     print(res["table"])
     print("target met (upper CI <= 1.2x):", res.get("target_met"))
+    if a.ship:
+        print("shipped", ship(res, a.student, a.ship, f"{a.out}/student.json"))
 
 
 if __name__ == "__main__":
