@@ -188,8 +188,14 @@ def key_table(records: list[dict], caption: str, grids: dict) -> str:
 
 # ---- images ------------------------------------------------------------------------------------
 
+def grid_stem(model, config) -> str:
+    """The file stem of a row's sample grid, ``MODEL__CONFIG`` with path separators replaced by '_' (a plan's
+    label such as ``dpmpp-2m/logsnr/6`` would otherwise make folders)."""
+    return f"{model}__{config}".replace("/", "_").replace("\\", "_")
+
+
 def _grid_key(r: dict) -> str:
-    return f"{r.get('model')}__{r.get('config')}"
+    return grid_stem(r.get("model"), r.get("config"))
 
 
 def _img(name: str, data: bytes, thumb: bool = False) -> str:

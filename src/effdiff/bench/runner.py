@@ -25,6 +25,7 @@ from types import SimpleNamespace
 import torch
 
 from .. import zoo
+from ..report import grid_stem
 from ..denoisers import guided
 from ..metrics import evaluation, macs_per_sample, pinned_threads, trajectory_error
 from ..io import RunLock, atomic_write
@@ -329,7 +330,7 @@ def _run(models: list[str] | None = None, suite_name: str = "default", quick: bo
                 rows.append(row)
                 _log(_line(row), verbose)
                 if out is not None and grids:
-                    _grid(p, out / "grids" / f"{model}__{p.cfg.config}.png")
+                    _grid(p, out / "grids" / f"{grid_stem(model, p.cfg.config)}.png")
             if out is not None:                   # a killed run keeps every finished model's rows
                 compare_to_reference(rows)
                 _write(out, {"rows": rows, "seeds": seeds, "n_samples": n, "quick": quick, "suite": suite_name,
