@@ -98,3 +98,38 @@ def test_references_are_refused_when_scored_on_other_tensors(tmp_path):
         BS.references(zoo.card("video-adapter")["sha256"]["tensors"], tmp_path)
     refs = BS.references(zoo.card("video-adapter")["sha256"]["tensors"])
     assert {r["steps"] for r in refs.values()} == {12, 4} and all(len(r["per_seed"]) == 3 for r in refs.values())
+
+
+def test_the_untrained_baseline_is_the_teacher_on_the_student_grid(teacher):
+    st = VS.load("init:progressive")
+    x, sigma, y = torch.randn(2, 4, 4, 8, 8), torch.tensor([3.0, 0.5]), torch.tensor([4, 5])
+    with torch.no_grad():
+        assert torch.equal(st.den(x, sigma, y), teacher.den(x, sigma, y))
+    assert (st.den.spec.solver, st.den.spec.steps) == ("ddim", 4) and st.meta["card"]["steps"] == 0
+    assert torch.allclose(st.grid(), torch.tensor([999.0, 3.0, 1.0, 1 / 3, 0.0], dtype=torch.float64), rtol=5e-3)
+
+
+def _fake_results():
+    ref = [{k: 10.0 + i for k in ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")} for i in range(3)]
+    q = [{k: v * (1.1 + 0.01 * i) for k, v in r.items()} for i, r in enumerate(ref)]
+    refs = {name: {"per_seed": ref} for name in BS.REFERENCES}
+    res = {"n": 100, "seeds": [0, 1, 2], "rows": {"4": {"nfe_per_clip": 4, "summary": BS.B.summary(q), "vs": BS.compare(q, refs)}},
+           "reference_rows": {name: {"summary": BS.B.summary(ref)} for name in BS.REFERENCES},
+           "references": {name: {"steps": 12 if "12" in name else 4} for name in BS.REFERENCES}}
+    return res
+
+
+def test_the_table_is_rendered_from_the_results():
+    res = _fake_results()
+    text = BS.table(res)
+    assert "| student 4 / teacher 12 steps (ratio, paired) | | 1.11 [" in text
+    assert "| student 4 − plain dpmpp-2m 4 steps (paired) | | +1.2 [" in text
+    from effdiff.bench.tables import render_video
+    assert render_video([res], {"part": "student"}) == text
+
+
+def test_ship_refuses_a_file_that_was_not_scored(tmp_path, teacher):
+    tr = trainer(tmp_path, teacher, "adapters")
+    tr.run()
+    with pytest.raises(ValueError, match="is not the student scored"):
+        BS.ship({"student_sha256": "0" * 64}, tr.export(), "nope", "x.json")

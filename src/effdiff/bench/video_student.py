@@ -27,6 +27,7 @@ from . import video as B
 
 DOCS = Path(__file__).resolve().parents[3] / "docs/bench/video"
 REFERENCES = {"teacher 12 steps": "adapter.json", "plain dpmpp-2m 4 steps": "fewstep.json"}
+UNTRAINED = "student/init/student.json"      # ``--student init:<method>``: the teacher on the student's grid
 TARGET = 1.2
 COLS = (("frame_fd", 1), ("clip_fd", 0), ("identity", 2), ("label_acc", 2), ("speed", 2))
 
@@ -41,6 +42,20 @@ def references(teacher_sha: str, docs: Path = DOCS) -> dict:
         out[name] = {"file": f"docs/bench/video/{file}", "steps": res.get("steps", 12), "n": res["n"],
                      "seeds": res["seeds"], "per_seed": res["quality"]["per_seed"]}
     return out
+
+
+def untrained(teacher_sha: str, spec: dict, docs: Path = DOCS) -> dict:
+    """The untrained student's 4-step row (``UNTRAINED``: the teacher on the student's grid with the student's
+    solver), when it was scored on the teacher's tensors with this spec; else nothing."""
+    p = docs / UNTRAINED
+    if not p.is_file():
+        return {}
+    res = json.loads(p.read_text())
+    same = {k: res["spec"][k] for k in ("solver", "steps", "boundary")} == {k: spec[k] for k in ("solver", "steps", "boundary")}
+    if res["student_sha256"] != teacher_sha or not same or "4" not in res["rows"]:
+        return {}
+    return {"untrained student 4 steps": {"file": f"docs/bench/video/{UNTRAINED}", "steps": 4, "n": res["n"],
+                                          "seeds": res["seeds"], "per_seed": res["rows"]["4"]["per_seed"]}}
 
 
 def ratio(a: list[dict], b: list[dict], key: str) -> dict:
@@ -73,10 +88,14 @@ def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), 
     from ..video.evaluator import VideoEvaluator
     torch.set_num_threads(1)
     st, ev = VS.load(student), VideoEvaluator.shipped()
-    refs = references(zoo.card(teacher)["sha256"]["tensors"])
+    sha = zoo.card(teacher)["sha256"]["tensors"]
+    refs = references(sha)
+    student_sha = tensors_sha256(VS.S.student_tensors(st.den))
+    if student_sha != sha:                       # a trained student: also paired with its own starting point
+        refs.update(untrained(sha, st.meta["student"]))
     if any(r["n"] != n or list(r["seeds"]) != list(seeds) for r in refs.values()):
         raise ValueError(f"the reference rows are n={n}, seeds {list(seeds)} only")
-    res = {"student": str(student), "student_sha256": tensors_sha256(VS.S.student_tensors(st.den)),
+    res = {"student": str(student), "student_sha256": student_sha,
            "teacher": teacher, "teacher_sha256": zoo.card(teacher)["sha256"]["tensors"], "card": st.card(),
            "spec": st.meta["student"], "n": n, "seeds": list(seeds), "frames": 16, "guidance": 1.0, "mode": "full",
            "target": TARGET, "references": {k: {x: v[x] for x in ("file", "steps")} for k, v in refs.items()},
@@ -88,7 +107,7 @@ def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), 
     four = res["rows"].get("4")
     if four is not None:
         r = four["vs"]["teacher 12 steps"]["ratio"]
-        res["target_met"] = {k: r[k]["ci95"][1] <= TARGET for k in ("frame_fd", "clip_fd")}
+        res["target_met"] = {k: bool(r[k]["ci95"][1] <= TARGET) for k in ("frame_fd", "clip_fd")}
     res["reference_rows"] = {k: {"summary": B.summary(v["per_seed"]), "per_seed": v["per_seed"]} for k, v in refs.items()}
     res["table"] = table(res)
     if out is not None:
@@ -108,7 +127,7 @@ def table(res: dict) -> str:
     """Quality rows (mean ± sd over seeds), then each student row's paired differences and ratios."""
     L = [f"| row (scale 1, full sequence, n={res['n']}, seeds {res['seeds']}) | NFE/clip | "
          "frame FD | clip FD | identity | label acc | speed px/f |", "|---|---:|---:|---:|---:|---:|---:|"]
-    rows = [(name, 12 if "12" in name else 4, v["summary"]) for name, v in res["reference_rows"].items()]
+    rows = [(name, res["references"][name]["steps"], v["summary"]) for name, v in res["reference_rows"].items()]
     rows += [(f"student, {k} step{'s' * (int(k) > 1)}", v["nfe_per_clip"], v["summary"]) for k, v in res["rows"].items()]
     for name, nfe, s in rows:
         L.append(f"| {name} | {nfe} | " + " | ".join(pm(s[k], s[f'{k}_sd']) for k, _ in COLS) + " |")

@@ -101,11 +101,24 @@ class VideoStudent(VideoModel):
         return sample(self.den, noise * sig[0], sig, self.den.spec.solver, cond=cond, noise=stream)
 
 
+def at_init(method: str) -> VideoStudent:
+    """The student of ``RECIPES[method]`` before any training: its teacher's network on the student's grid
+    with the student's solver (the baseline a trained student is measured against)."""
+    import dataclasses
+    from ..distill.loop import METHODS
+    cfg, vm = make_config(RECIPES[method])
+    spec = METHODS[method](cfg.args, teacher_of(vm), cfg).spec()
+    meta = {**vm.meta, "student": dataclasses.asdict(spec), "card": {**vm.card(), "steps": 0, "method": method}}
+    return VideoStudent(S.Student(vm.den, spec), vm.codec, meta)
+
+
 def load(path) -> VideoStudent:
-    """A student export (``run/model`` or a zoo stem) as a ``VideoStudent``."""
+    """A student export (``run/model`` or a zoo stem) as a ``VideoStudent``; ``init:<method>``: ``at_init(method)``."""
     from pathlib import Path
     from .. import assets
     name = str(path)
+    if name.startswith("init:"):
+        return at_init(name[5:])
     tensors, meta = (ckpt.load(assets.path(name), require_sha256=True) if name in assets.names()
                      else ckpt.load(Path(name)))
     return build(tensors, meta, name)
@@ -141,8 +154,11 @@ class Recipe:
 RECIPES = {
     "consistency": Recipe("consistency", args={"order": 2, "skip": 3, "n_start": 24, "n_end": 24, "ema_target": 0.95,
                                                "p_mean": 1.0, "p_std": 2.5, "sample_steps": 4, "sigma_data": 1.0}),
-    "progressive": Recipe("progressive", args={"start_steps": 16, "end_steps": 4, "stage_steps": 1000, "order": 2},
-                          steps=2000),
+    # one progressive stage, 8 teacher Heun steps -> 4 student DDIM steps on the uniform-t grid (the targets come
+    # from the teacher itself, not from a distilled 8-step model); a small learning rate: the student starts
+    # close (the teacher on this grid) and batch-8 steps at 1e-4 moved it away (both methods, see docs/video.md)
+    "progressive": Recipe("progressive", args={"start_steps": 8, "end_steps": 4, "stage_steps": 1800, "order": 2},
+                          steps=1800, lr=2e-5),
 }
 
 
