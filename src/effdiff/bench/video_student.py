@@ -184,20 +184,60 @@ def ship(res: dict, export, name: str, results: str) -> Path:
     return assets.WEIGHTS / name
 
 
+def step_error(teacher: str = "video-adapter", grid_steps: int = 8, n: int = 8, fine: int = 32, seed: int = 0) -> dict:
+    """How well one teacher ODE step (``distill.ode.ode_step``: order 1 DDIM, order 2 Heun in σ) follows the
+    teacher's own ODE across each interval of the student grid ``grid(grid_steps)``: RMS distance to ``fine``
+    DDIM sub-steps uniform in the flow's t (the reference), from x = x0 + σ ε on ``n`` training clips."""
+    from .. import zoo
+    from ..distill.ode import ode_step
+    from ..distill.student import grid
+    from ..video.latents import latent_clips
+    vm = zoo.load(teacher)
+    proc, den = vm.den.process, vm.den
+    x0, y = latent_clips("train", 4000, 20, seed=0)
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(x0), generator=g)[:n]
+    x0, y = x0[idx, :, :16], y[idx]
+    eps = torch.randn(x0.shape, generator=g)
+    sig, rows = grid(proc, grid_steps), []
+    with torch.no_grad():
+        for i in range(grid_steps - 1):                        # the last interval ends at σ = 0 (both orders: DDIM)
+            s, s2 = sig[i].expand(n), sig[i + 1].expand(n)
+            x = x0 + float(sig[i]) * eps
+            t = torch.linspace(float(proc.sigma_to_t(sig[i])), float(proc.sigma_to_t(sig[i + 1])), fine + 1, dtype=torch.float64)
+            ref, sub = x, proc.t_to_sigma(t)
+            for a, b in zip(sub[:-1], sub[1:]):
+                ref = ode_step(den, ref, a.expand(n), b.expand(n), y, order=1)
+            err = {o: float((ode_step(den, x, s, s2, y, order=o) - ref).pow(2).mean().sqrt()) for o in (1, 2)}
+            rows.append({"sigma": float(sig[i]), "sigma_next": float(sig[i + 1]), "rms_ddim": err[1], "rms_heun": err[2],
+                         "rms_step": float((ref - x).pow(2).mean().sqrt())})
+    return {"teacher": teacher, "grid_steps": grid_steps, "n": n, "fine": fine, "seed": seed, "intervals": rows,
+            "command": f"python -m effdiff.bench.video_student --step-error --out DIR"}
+
+
 B.TABLES["student"] = table        # ``kind=video part=student`` (effdiff.bench.tables)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--student", required=True, help="a student export stem (RUN/model) or a zoo name")
+    ap.add_argument("--student", default=None, help="a student export stem (RUN/model) or a zoo name")
     ap.add_argument("--out", default=None)
     ap.add_argument("--n", type=int, default=100)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--steps", type=int, nargs="+", default=[4, 2, 1])
     ap.add_argument("--ship", default=None, help="zoo name: copy the scored student into the zoo (needs --out)")
     ap.add_argument("--strip", default=None, help="also write a frame strip PNG of 8 clips at the first --steps")
+    ap.add_argument("--step-error", action="store_true", help="only the teacher-step check (step_error) -> OUT/step-error.json")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    if a.step_error:
+        res = step_error()
+        for r in res["intervals"]:
+            print({k: round(v, 4) for k, v in r.items()})
+        if a.out:
+            Path(a.out).mkdir(parents=True, exist_ok=True)
+            atomic_write(Path(a.out) / "step-error.json", json.dumps(res, indent=1))
+        return
     if a.strip:
         print("wrote", strip(a.student, a.strip, a.steps[0]))
     res = run(a.student, a.out, a.n, tuple(a.seeds), tuple(a.steps))
