@@ -255,3 +255,20 @@ def test_alternative_cost_objectives_are_measured():
     assert cost["macs"]["cache"] < 0.7 * cost["macs"]["base"] and cost["macs"]["w4"] == cost["macs"]["base"]
     assert "ptq" not in [n for n, _ in S.Space().techniques_for(den, "time")]
     assert "ptq" in [n for n, _ in S.Space().techniques_for(den, "bytes")]
+
+
+@pytest.mark.parametrize("s_per_eval, want", [(1e-6, 64), (0.064 / 40, 40), (0.01, PS.MIN_SCREEN)])
+def test_a_slow_model_screens_on_fewer_samples(s_per_eval, want):
+    """The screening batch shrinks with the reference's measured cost per sample-evaluation (so a slow
+    model's search stays near its time target); selection and certification keep their sizes."""
+    s = PS.Search(Gaussian(), "10%", settings=PS.Settings(n_screen=64, n=200), progress=False,
+                  reference=Spec("heun", 20, "karras"))
+    s.sampler.images = lambda spec, seed, n: (torch.zeros(n, 1, 4, 4), n * 39 * s_per_eval, 39)
+    s.fit_screening()
+    assert s.set.n_screen == want and s.set.n == 200
+    assert s.screen_eval_ms == pytest.approx(1000 * s_per_eval)
+    ext = PS.Search(Gaussian(), "10%", settings=PS.Settings(n_screen=64), progress=False,
+                    reference=PS.External(lambda n, seed: torch.zeros(n, 1, 4, 4), "author"))
+    ext.sampler.images = lambda spec, seed, n: (torch.zeros(n, 1, 4, 4), 100.0, None)
+    ext.fit_screening()                        # an external reference has no evaluation count: unchanged
+    assert ext.set.n_screen == 64

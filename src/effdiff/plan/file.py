@@ -277,7 +277,7 @@ class Plan:
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
             candidates=[r.as_dict() for r in recs], pareto=_pareto(s, recs),
             rejected=[r.rejected for r in recs if r.rejected], pruned=[list(p) for p in s.space.pruned],
-            systems=systems, settings={**vars(s.set), "shape": s.sampler.shape}, measure_key=_measure_key(s.measure))
+            systems=systems, settings={**vars(s.set), "shape": s.sampler.shape, "screen_eval_ms": s.screen_eval_ms}, measure_key=_measure_key(s.measure))
 
 
 def _reference_from(d: dict):

@@ -42,6 +42,7 @@ ETA = 2                   # successive halving keeps the cheapest 1/ETA per rung
 PROBE_NFE = 10
 SYSTEMS_MAX_DEVIATION = 1e-3   # a systems switch must give the same samples: max |a - b| / max |a|
 SYSTEMS_MIN_GAIN = 0.05        # ... and be measured more than 5% faster (interleaved rounds)
+MIN_SCREEN = 16                # the smallest screening batch a slow model's search shrinks to
 
 
 @dataclass
@@ -56,6 +57,10 @@ class Settings:
     max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
     timing_repeats: int = 5
     attempts: int = 3                  # certification attempts (each recorded)
+    # screening samples x seconds per sample-evaluation the screen may spend: a model whose evaluation costs
+    # more than screen_budget / n_screen seconds per sample (measured on the reference) screens on fewer
+    # samples (>= MIN_SCREEN), so a search stays near 15 minutes on a 2-core CPU; None: always n_screen
+    screen_budget: float | None = 0.064
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -126,6 +131,7 @@ class Search:
         self.bar = None
         self.best: Record | None = None
         self.screen_best: Record | None = None
+        self.screen_eval_ms: float | None = None   # the reference's ms per sample-evaluation (fit_screening)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def log(self, msg: str):
@@ -195,6 +201,25 @@ class Search:
                                 f"max_memory {self.space.max_memory / 1e6:.1f} MB")
             self._tick(rec)
         return rec
+
+    def fit_screening(self) -> None:
+        """Shrink the screening batch of a model whose evaluations are slow on this machine: time the
+        reference on the screening batch (which screening needs anyway), and screen on ``screen_budget /
+        seconds per sample-evaluation`` samples (between ``MIN_SCREEN`` and ``n_screen``). Selection and
+        certification keep their sizes."""
+        if self.set.screen_budget is None or self.set.n_screen <= MIN_SCREEN:
+            return
+        m = self.set.n_screen
+        _, dt, nfe = self.sampler.images(self.reference, SEEDS["screening"], m)
+        if not nfe:                              # an external reference: no evaluation count to scale by
+            return
+        per_eval = dt / (m * nfe)
+        n = int(min(self.set.n_screen, max(MIN_SCREEN, self.set.screen_budget / per_eval)))
+        self.screen_eval_ms = 1000 * per_eval
+        if n < self.set.n_screen:
+            self.log(f"screen: {1000 * per_eval:.2f} ms per sample-evaluation on this machine: screening on {n} "
+                     f"samples instead of {self.set.n_screen}")
+            self.set = dataclasses.replace(self.set, n_screen=n)
 
     def screen_bases(self) -> list[Record]:
         """Every solver x schedule at the probe NFE (and the top NFE if it fails there), then down
@@ -364,6 +389,7 @@ class Search:
         t0 = time.perf_counter()
         self.bar = tqdm(desc="plan", unit="run", disable=not self.progress, leave=False)
         try:
+            self.fit_screening()
             bases = self.screen_bases()
             self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
             comps = self.screen_compositions(bases)
