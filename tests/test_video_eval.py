@@ -53,3 +53,13 @@ def test_long_clips_are_scored_in_windows_and_bad_input_is_refused(ev):
         ev.score(torch.zeros(4, 1, 8, 32, 32))
     with pytest.raises(ValueError, match="NaN"):
         ev.score(torch.full((4, 1, 16, 32, 32), float("nan")))
+
+
+def test_moving_digits_are_in_effdiff_data():
+    """``effdiff.data.video`` names the generator: the same clips as calling it, a clear error otherwise."""
+    from effdiff import data
+    x, y = data.video("moving-digits", "test", n=3, frames=4, seed=5)
+    x2, y2 = moving_digits("test", n=3, frames=4, seed=5)
+    assert x.shape == (3, 1, 4, 32, 32) and torch.equal(x, x2) and torch.equal(y, y2)
+    with pytest.raises(ValueError, match="moving-digits"):
+        data.video("bouncing-balls")

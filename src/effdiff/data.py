@@ -31,7 +31,9 @@ __all__ = [
     "MNIST_TEST_DIR",
     "DATASETS",
     "LATENT_DATASETS",
+    "VIDEO_DATASETS",
     "latent",
+    "video",
     "dataset",
     "register_dataset",
     "dataset_names",
@@ -231,6 +233,20 @@ def dataset(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(dataset_names())}")
     return DATASETS[name](split)
+
+
+#: video datasets: name -> "module:function" of the higher layer that generates them, imported on first use
+VIDEO_DATASETS = {"moving-digits": "effdiff.video.data:moving_digits"}
+
+
+def video(name: str, split: str = "train", **kw) -> tuple[torch.Tensor, torch.Tensor]:
+    """A generated video dataset by name (`VIDEO_DATASETS`): ``video("moving-digits", "train", n=64,
+    frames=16, seed=0)`` -> (clips [n, 1, T, H, W] in [-1, 1], labels [n]); keyword options go to its
+    generator (``effdiff.video.data.moving_digits``: bouncing MNIST digits, Moving MNIST)."""
+    if name not in VIDEO_DATASETS:
+        raise ValueError(f"unknown video dataset {name!r}; known: {', '.join(VIDEO_DATASETS)}")
+    module, fn = VIDEO_DATASETS[name].split(":")
+    return getattr(importlib.import_module(module), fn)(split, **kw)
 
 
 def latent(name: str, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
