@@ -124,8 +124,8 @@ def test_the_table_is_rendered_from_the_results():
     text = BS.table(res)
     assert "| student 4 / teacher 12 steps (ratio, paired) | | 1.11 [" in text
     assert "| student 4 − plain dpmpp-2m 4 steps (paired) | | +1.2 [" in text
-    from effdiff.bench.tables import render_video
-    assert render_video([res], {"part": "student"}) == text
+    from effdiff.bench.tables import KINDS
+    assert KINDS["video_student"]([res], {}) == text
 
 
 def test_ship_refuses_a_file_that_was_not_scored(tmp_path, teacher):
@@ -133,3 +133,20 @@ def test_ship_refuses_a_file_that_was_not_scored(tmp_path, teacher):
     tr.run()
     with pytest.raises(ValueError, match="is not the student scored"):
         BS.ship({"student_sha256": "0" * 64}, tr.export(), "nope", "x.json")
+
+
+def test_the_shipped_student_is_the_one_scored_and_its_card_is_the_results_file():
+    from effdiff import assets
+    import effdiff as ed
+    name = "video-adapter-pd4"
+    meta = assets.card(name)
+    res = json.loads((BS.DOCS / "student/student.json").read_text())
+    assert meta["sha256"]["tensors"] == res["student_sha256"] and meta["kind"] == "student" and meta["task"] == "video"
+    assert (assets.WEIGHTS / f"{name}.safetensors").stat().st_size < 5 * 2 ** 20
+    m = meta["card"]["metrics"]
+    assert m["frame_fd_4step"] == res["rows"]["4"]["summary"]["frame_fd"] and "student/student.json" in m["metrics_protocol"]
+    assert m["target_met_4step"] == res["target_met"]
+    assert isinstance(ed.zoo.load(name), VS.S.Student)
+    st = VS.load(name)
+    z = st.sample(st.noise(2, 4, 0), torch.tensor([1, 2]), seed=0)
+    assert z.shape == (2, 4, 4, 8, 8) and torch.isfinite(z).all()

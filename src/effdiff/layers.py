@@ -72,6 +72,7 @@ TABLE: dict[str, tuple[tuple[str, str], ...]] = {
         ("effdiff.guidance.mg_train", "model-guidance training"),
         ("effdiff.video.train", "video training"),
         ("effdiff.video.presets", "video training presets"),
+        ("effdiff.video.student", "the few-step video student (distillation on video clips)"),
         ("effdiff.plan", "acceleration plans: search and certification"),
     ),
     "app": (

@@ -556,7 +556,13 @@ def render_video(sources: list[dict], opts: dict) -> str:
     return render(sources, opts)
 
 
-KINDS: dict[str, Callable] = {"video": render_video, "curves": render_curves, "rows": render_rows, "compress": render_compress, "training": render_training,
+def render_video_student(sources: list[dict], opts: dict) -> str:
+    """The few-step video student's table, rendered by ``effdiff.bench.video_student``."""
+    from .video_student import table
+    return table(sources[0])
+
+
+KINDS: dict[str, Callable] = {"video": render_video, "video_student": render_video_student, "curves": render_curves, "rows": render_rows, "compress": render_compress, "training": render_training,
                               "solvers": render_solvers, "latent": render_latent,
                               "latent_cost": render_latent_cost, "card_rows": render_card_rows,
                               "finetune_mnist": render_finetune_mnist, "count": value_count, "change": value_change,

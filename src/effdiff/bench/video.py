@@ -362,7 +362,6 @@ def table(res: dict) -> str:
 
 def render(sources: list[dict], opts: dict) -> str:
     """``<!-- table: docs/bench/video/video.json kind=video part=quality -->`` (effdiff.bench.tables)."""
-    from . import video_student  # noqa: F401  (registers part=student)
     part = opts.get("part", "quality")
     if part not in TABLES:
         raise ValueError(f"kind=video: unknown part {part!r}; known: {', '.join(TABLES)}")

@@ -124,7 +124,7 @@ def _ci(p: dict, d: int, fmt: str = "+") -> str:
 
 
 def table(res: dict) -> str:
-    """Quality rows (mean ± sd over seeds), then each student row's paired differences and ratios."""
+    """``<!-- table: docs/bench/video/student/student.json kind=video_student -->``: quality rows (mean ± sd over seeds), then each student row's paired differences and ratios."""
     L = [f"| row (scale 1, full sequence, n={res['n']}, seeds {res['seeds']}) | NFE/clip | "
          "frame FD | clip FD | identity | label acc | speed px/f |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [(name, res["references"][name]["steps"], v["summary"]) for name, v in res["reference_rows"].items()]
@@ -171,15 +171,20 @@ def ship(res: dict, export, name: str, results: str) -> Path:
     c, s4 = meta["card"], res["rows"]["4"]["summary"]
     r4 = res["rows"]["4"]["vs"]["teacher 12 steps"]["ratio"]
     page = [f"# {name} — a 4-step student of video-adapter ({c['method']} distillation), moving digits", "",
-            f"- **Network**: the teacher's (`video-adapter`: frozen-at-its-training `mnist-ldm-dit` with temporal adapters), "
-            f"every parameter fine-tuned by `effdiff.distill`'s `{c['method']}` method ({res['spec']['method']}); "
+            f"- **Network**: the teacher's (`{res['teacher']}`: `mnist-ldm-dit` with temporal adapters) with every "
+            f"parameter fine-tuned by `effdiff.distill`'s `{c['method']}` method; "
             f"sampled with the `{res['spec']['solver']}` solver on its own {res['spec']['steps']}-step grid. "
             f"`effdiff.video.student.load(\"{name}\")` gives the video model (`ed.zoo.load` the bare student denoiser).",
             f"- **Trained**: `{c['command']}` — {c['steps']} steps, batch {c['batch_size']}, seed {c['seed']}, "
             f"teacher NFE {c['teacher_nfe']}, {c['wall_time_s']} s on a shared 2-core CPU at 1 thread (under load).",
             f"- **Quality** ({m['metrics_protocol'].format(k=4)}): 4 steps frame FD {pm(s4['frame_fd'], s4['frame_fd_sd'])}, "
             f"clip FD {pm(s4['clip_fd'], s4['clip_fd_sd'])}; ratio to the teacher's 12 steps (paired, 95% CI): frame FD "
-            f"{_ci(r4['frame_fd'], 2, '')}, clip FD {_ci(r4['clip_fd'], 2, '')}. See docs/video.md (Few-step student)."]
+            f"{_ci(r4['frame_fd'], 2, '')}, clip FD {_ci(r4['clip_fd'], 2, '')}."]
+    base = res["rows"]["4"]["vs"].get("untrained student 4 steps")
+    if base:
+        page.append(f"- **Against its untrained start** (the teacher on the same grid with the same solver, paired): frame FD "
+                    f"{_ci(base['diff']['frame_fd'], 1)}, clip FD {_ci(base['diff']['clip_fd'], 0)}.")
+    page.append("- See docs/video.md (Few-step student).")
     atomic_write(assets.WEIGHTS / f"{name}.md", "\n".join(page) + "\n")
     return assets.WEIGHTS / name
 
@@ -213,9 +218,6 @@ def step_error(teacher: str = "video-adapter", grid_steps: int = 8, n: int = 8, 
                          "rms_step": float((ref - x).pow(2).mean().sqrt())})
     return {"teacher": teacher, "grid_steps": grid_steps, "n": n, "fine": fine, "seed": seed, "intervals": rows,
             "command": f"python -m effdiff.bench.video_student --step-error --out DIR"}
-
-
-B.TABLES["student"] = table        # ``kind=video part=student`` (effdiff.bench.tables)
 
 
 def main(argv=None) -> None:
