@@ -24,6 +24,7 @@ from ..checkpoint import tensors_sha256
 from ..io import atomic_write
 from ..metrics.stats import mean_sd, pm, t_interval
 from . import video as B
+from .provenance import provenance
 
 DOCS = Path(__file__).resolve().parents[3] / "docs/bench/video"
 REFERENCES = {"teacher 12 steps": "adapter.json", "plain dpmpp-2m 4 steps": "fewstep.json"}
@@ -42,6 +43,17 @@ def references(teacher_sha: str, docs: Path = DOCS) -> dict:
         out[name] = {"file": f"docs/bench/video/{file}", "steps": res.get("steps", 12), "n": res["n"],
                      "seeds": res["seeds"], "per_seed": res["quality"]["per_seed"]}
     return out
+
+
+def live_references(teacher: str, n: int, seeds) -> dict:
+    """The teacher's rows computed now (for seeds the results files do not hold): the same protocol as
+    ``adapter.json`` (12 dpmpp-2m steps) and ``fewstep.json`` (4), full sequence, guidance 1."""
+    from .. import zoo
+    from ..video.evaluator import VideoEvaluator
+    vm, ev = zoo.load(teacher), VideoEvaluator.shipped()
+    return {name: {"file": f"computed in this run ({steps} dpmpp-2m steps)", "steps": steps, "n": n,
+                   "seeds": list(seeds), "per_seed": B.quality(vm, ev, 16, "full", n, tuple(seeds), steps, "dpmpp-2m")}
+            for name, steps in (("teacher 12 steps", 12), ("plain dpmpp-2m 4 steps", 4))}
 
 
 def untrained(teacher_sha: str, spec: dict, docs: Path = DOCS) -> dict:
@@ -82,7 +94,8 @@ def compare(q: list[dict], refs: dict) -> dict:
     return out
 
 
-def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), teacher: str = "video-adapter") -> dict:
+def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), teacher: str = "video-adapter",
+        extra: dict | None = None) -> dict:
     from .. import zoo
     from ..video import student as VS
     from ..video.evaluator import VideoEvaluator
@@ -91,14 +104,16 @@ def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), 
     sha = zoo.card(teacher)["sha256"]["tensors"]
     refs = references(sha)
     student_sha = tensors_sha256(VS.S.student_tensors(st.den))
-    if student_sha != sha:                       # a trained student: also paired with its own starting point
+    if any(list(r["seeds"]) != list(seeds) or r["n"] != n for r in refs.values()):
+        refs = live_references(teacher, n, seeds)    # other seeds than the files': the teacher's rows sampled now
+    elif student_sha != sha:                     # a trained student: also paired with its own starting point
         refs.update(untrained(sha, st.meta["student"]))
     if any(r["n"] != n or list(r["seeds"]) != list(seeds) for r in refs.values()):
         raise ValueError(f"the reference rows are n={n}, seeds {list(seeds)} only")
     res = {"student": str(student), "student_sha256": student_sha,
            "teacher": teacher, "teacher_sha256": zoo.card(teacher)["sha256"]["tensors"], "card": st.card(),
            "spec": st.meta["student"], "n": n, "seeds": list(seeds), "frames": 16, "guidance": 1.0, "mode": "full",
-           "target": TARGET, "references": {k: {x: v[x] for x in ("file", "steps")} for k, v in refs.items()},
+           "target": TARGET, "provenance": provenance(), **(extra or {}), "references": {k: {x: v[x] for x in ("file", "steps")} for k, v in refs.items()},
            "command": f"python -m effdiff.bench.video_student --student {student} --n {n} --seeds "
                       f"{' '.join(map(str, seeds))} --steps {' '.join(map(str, steps))} --out DIR", "rows": {}}
     for k in steps:
@@ -230,8 +245,18 @@ def main(argv=None) -> None:
     ap.add_argument("--ship", default=None, help="zoo name: copy the scored student into the zoo (needs --out)")
     ap.add_argument("--strip", default=None, help="also write a frame strip PNG of 8 clips at the first --steps")
     ap.add_argument("--step-error", action="store_true", help="only the teacher-step check (step_error) -> OUT/step-error.json")
+    ap.add_argument("--prereg", default=None, help="a committed pre-registration (effdiff-prereg-1, suite "
+                    "'video-student'): its model, seeds, n and steps replace the flags; the results record its commit")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
+    extra = {}
+    if a.prereg:
+        from .prereg import PreregError, committed, read
+        spec = read(a.prereg)
+        if spec["suite"] != "video-student":
+            raise PreregError(f"{a.prereg}: suite must be 'video-student' for this runner, got {spec['suite']!r}")
+        extra["prereg"] = {**committed(a.prereg), "id": spec["id"], "decision_rule": spec["decision_rule"]}
+        a.student, a.seeds, a.n, a.steps = spec["models"][0], spec["seeds"], spec["n"], spec["steps"]
     if a.step_error:
         res = step_error()
         for r in res["intervals"]:
@@ -242,7 +267,7 @@ def main(argv=None) -> None:
         return
     if a.strip:
         print("wrote", strip(a.student, a.strip, a.steps[0]))
-    res = run(a.student, a.out, a.n, tuple(a.seeds), tuple(a.steps))
+    res = run(a.student, a.out, a.n, tuple(a.seeds), tuple(a.steps), extra=extra)
     print(res["table"])
     print("target met (upper CI <= 1.2x):", res.get("target_met"))
     if a.ship:
