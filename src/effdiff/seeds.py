@@ -144,7 +144,8 @@ def table() -> str:
 # ---------------------------------------------------------------------------------------------
 BENCH = register(SeedRange(
     "bench", 0, 99, "evaluation noise of `effdiff bench --seed S` (seeds S, S+1, ...): default suites 0-2, "
-    "compress 0-9, distillation fresh seeds 3-35, the compress re-run 40-49 (docs/bench/PREREG-*.md)", n_max=10_000))
+    "compress 0-9, distillation fresh seeds 3-35, the compress re-run 40-49 (docs/bench/PREREG-*.md), guidance "
+    "confirms 50-57, video confirms 60-72 (sparse 60-64, streaming 65-69, student 70-72)", n_max=10_000))
 TIMING = register(SeedRange("timing", 99, 100, "noise of timing-only batches (python -m effdiff.bench.studies prune-depth), never scored"))
 SELECTION = register(SeedRange(
     "selection", 100, 200, "choosing recipes and rows before a bench run: PTQ recipes 100-101, depth pruning + kd "
