@@ -204,19 +204,18 @@ def _bench(a):
     from .bench import run
     from .bench.runner import suite, table
     from .io import check_writable
+    from .bench.config import RUNNER_SUITES
     device = _device(a)                      # an unavailable device: an error before any work
-    if device.type != "cpu" and (a.prereg or a.study is not None):
+    cpu_only = "--prereg" if a.prereg else "--study" if a.study is not None else \
+        f"--suite {a.suite}" if a.suite in RUNNER_SUITES else None
+    if device.type != "cpu" and cpu_only:
         from .device import DeviceError
-        raise DeviceError(f"--device {a.device}: --prereg and --study run on the CPU; drop --device")
+        raise DeviceError(f"--device {a.device}: {cpu_only} runs on the CPU; drop --device")
     if a.prereg:
         return _bench_prereg(a)
     if a.study is not None:
         return _study(a.study)
-    from .bench.config import RUNNER_SUITES
     if a.suite in RUNNER_SUITES:
-        if device.type != "cpu":
-            from .device import DeviceError
-            raise DeviceError(f"--device {a.device}: --suite {a.suite} runs on the CPU; drop --device")
         return _runner_suite(a, RUNNER_SUITES[a.suite])
     models = a.models
     for m in models or []:

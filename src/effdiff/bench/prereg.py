@@ -81,6 +81,16 @@ def committed(path) -> dict:
             "sha256": hashlib.sha256(p.read_bytes()).hexdigest()}
 
 
+def for_runner(path, suite: str) -> tuple[dict, dict]:
+    """A pre-registration for a runner of its own (``effdiff.bench.video``, ``video_student``): the checked spec,
+    refused unless it names ``suite`` and is committed unedited, and the record its results carry
+    (``committed``'s fields, its id and decision rule)."""
+    spec = read(path)
+    if spec["suite"] != suite:
+        raise PreregError(f"{path}: suite must be {suite!r} for this runner, got {spec['suite']!r}")
+    return spec, {**committed(path), "id": spec["id"], "decision_rule": spec["decision_rule"]}
+
+
 def configs_for(spec: dict) -> list:
     """The suite's configurations named in ``spec["rows"]``; unknown names and a missing reference raise."""
     from .runner import load_suite, suite

@@ -28,6 +28,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from ..checkpoint import tensors_sha256
 from ..metrics.cost import pinned_threads
+from ..metrics.stats import ci_text
 from ..timesteps import karras
 from .provenance import provenance
 from .scoring import mean_sd, pm, t_interval
@@ -231,9 +232,9 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     return res
 
 
-def _ci(p: dict) -> str:
-    lo, hi = p["ci95"]
-    return f"{p['mean']:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{p['mean']:+.3f}"
+def ci_cell(p: dict, digits: int = 3, sign: str = "+") -> str:
+    """A paired change (or ratio) ``{"mean", "ci95"}`` as 'mean [lo, hi]'."""
+    return ci_text(p["mean"], p["ci95"], digits, sign)
 
 
 def _s(t: dict, key: str, fmt: str) -> str:
@@ -266,7 +267,7 @@ def quality_table(res: dict) -> str:
     rows += [(name, v["summary"]) for name, v in res["real"].items()]
     for name, s in rows:
         L.append(f"| {name} | " + " | ".join(pm(s[x], s[f'{x}_sd']) if x in s else "–" for x in KEYS) + " |")
-    L.append("| stream − full | " + " | ".join(_ci(res["quality_paired"][x]) for x in KEYS) + " |")
+    L.append("| stream − full | " + " | ".join(ci_cell(res["quality_paired"][x]) for x in KEYS) + " |")
     bad = worse(res["quality_paired"])
     return "\n".join(L + verdict_line(res, {"stream": (not bad, bad)}))
 
@@ -284,7 +285,7 @@ def sparse_table(res: dict) -> str:
         name = r["technique"] or "dense"
         t = tim.get((long, "stream", r["technique"]), {})
         p = res["sparse_quality"].get(name, {}).get("paired")
-        d = [(_ci(p[x]) if p else "–") for x in KEYS]
+        d = [(ci_cell(p[x]) if p else "–") for x in KEYS]
         L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
                  f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | "
                  + " | ".join(d) + " |")
@@ -330,11 +331,6 @@ def verdict_line(res: dict, verdicts: dict) -> list[str]:
         for t, (ok, bad) in verdicts.items()) + "."]
 
 
-def _short(p: dict, digits: int) -> str:
-    lo, hi = p["ci95"]
-    return f"{p['mean']:+.{digits}f} [{lo:+.{digits}f}, {hi:+.{digits}f}]"
-
-
 def adapter_table(res: dict) -> str:
     """An adapted model's quality row beside the from-scratch rows it is paired with (``vs_from_scratch``)."""
     cols = (("frame_fd", 1), ("clip_fd", 0), ("identity", 2), ("label_acc", 2), ("speed", 2))
@@ -348,7 +344,7 @@ def adapter_table(res: dict) -> str:
     L.append(f"| {res['arch']}, {res['model']['steps']} steps (batch {res['model']['batch_size']}) | "
              f"{res['trainable_fraction']:.1%} | " + " | ".join(pm(s[k], s[f'{k}_sd']) for k, _ in cols) + " |")
     for name, v in base.items():
-        L.append(f"| adapted − {name} (paired) | | " + " | ".join(_short(v[k], d) for k, d in cols) + " |")
+        L.append(f"| adapted − {name} (paired) | | " + " | ".join(ci_cell(v[k], d) for k, d in cols) + " |")
     return "\n".join(L)
 
 
@@ -372,10 +368,8 @@ def registered(a) -> dict:
     """Check a video pre-registration (committed, unedited; rows = the registered parts' rows: ``quality``
     full and stream, ``sparse`` dense and the bench's sparse configurations) and set ``a``'s seeds, clips,
     guidance and parts from it; its commit record for the results."""
-    from .prereg import PreregError, committed, read
-    spec = read(a.prereg)
-    if spec["suite"] != "video":
-        raise PreregError(f"{a.prereg}: suite must be 'video' for this runner, got {spec['suite']!r}")
+    from .prereg import PreregError, for_runner
+    spec, record = for_runner(a.prereg, "video")
     parts = spec.get("parts") or []
     if not parts or set(parts) - set(ROWS):
         raise PreregError(f"{a.prereg}: parts must be among {sorted(ROWS)}, got {parts}")
@@ -383,10 +377,9 @@ def registered(a) -> dict:
     if spec["rows"] != rows or ("sparse" in parts and spec.get("configs") != SPARSE):
         raise PreregError(f"{a.prereg}: rows/configs must be the bench's {rows} with configs {SPARSE} "
                           f"(rows {spec['rows']}, configs {spec.get('configs')})")
-    info = committed(a.prereg)
     a.seeds, a.guidance, a.parts = spec["seeds"], spec["guidance"], parts
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
-    return {**info, "id": spec["id"], "decision_rule": spec["decision_rule"]}
+    return record
 
 
 def main(argv=None) -> None:

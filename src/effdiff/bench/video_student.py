@@ -133,11 +133,6 @@ def run(student: str, out=None, n: int = 100, seeds=(0, 1, 2), steps=(4, 2, 1), 
     return res
 
 
-def _ci(p: dict, d: int, fmt: str = "+") -> str:
-    lo, hi = p["ci95"]
-    return f"{p['mean']:{fmt}.{d}f} [{lo:{fmt}.{d}f}, {hi:{fmt}.{d}f}]"
-
-
 def table(res: dict) -> str:
     """``<!-- table: docs/bench/video/student/student.json kind=video_student -->``: quality rows (mean ± sd over seeds), then each student row's paired differences and ratios."""
     L = [f"| row (scale 1, full sequence, n={res['n']}, seeds {res['seeds']}) | NFE/clip | "
@@ -148,11 +143,11 @@ def table(res: dict) -> str:
         L.append(f"| {name} | {nfe} | " + " | ".join(pm(s[k], s[f'{k}_sd']) for k, _ in COLS) + " |")
     for k, v in res["rows"].items():
         for ref, c in v["vs"].items():
-            L.append(f"| student {k} − {ref} (paired) | | " + " | ".join(_ci(c["diff"][x], d) for x, d in COLS) + " |")
+            L.append(f"| student {k} − {ref} (paired) | | " + " | ".join(B.ci_cell(c["diff"][x], d) for x, d in COLS) + " |")
     for k, v in res["rows"].items():
         c = v["vs"]["teacher 12 steps"]["ratio"]
-        L.append(f"| student {k} / teacher 12 steps (ratio, paired) | | {_ci(c['frame_fd'], 2, '')} | "
-                 f"{_ci(c['clip_fd'], 2, '')} | | | |")
+        L.append(f"| student {k} / teacher 12 steps (ratio, paired) | | {B.ci_cell(c['frame_fd'], 2, '')} | "
+                 f"{B.ci_cell(c['clip_fd'], 2, '')} | | | |")
     return "\n".join(L)
 
 
@@ -194,11 +189,11 @@ def ship(res: dict, export, name: str, results: str) -> Path:
             f"teacher NFE {c['teacher_nfe']}, {c['wall_time_s']} s on a shared 2-core CPU at 1 thread (under load).",
             f"- **Quality** ({m['metrics_protocol'].format(k=4)}): 4 steps frame FD {pm(s4['frame_fd'], s4['frame_fd_sd'])}, "
             f"clip FD {pm(s4['clip_fd'], s4['clip_fd_sd'])}; ratio to the teacher's 12 steps (paired, 95% CI): frame FD "
-            f"{_ci(r4['frame_fd'], 2, '')}, clip FD {_ci(r4['clip_fd'], 2, '')}."]
+            f"{B.ci_cell(r4['frame_fd'], 2, '')}, clip FD {B.ci_cell(r4['clip_fd'], 2, '')}."]
     base = res["rows"]["4"]["vs"].get("untrained student 4 steps")
     if base:
         page.append(f"- **Against its untrained start** (the teacher on the same grid with the same solver, paired): frame FD "
-                    f"{_ci(base['diff']['frame_fd'], 1)}, clip FD {_ci(base['diff']['clip_fd'], 0)}.")
+                    f"{B.ci_cell(base['diff']['frame_fd'], 1)}, clip FD {B.ci_cell(base['diff']['clip_fd'], 0)}.")
     page.append("- See docs/video.md (Few-step student).")
     atomic_write(assets.WEIGHTS / f"{name}.md", "\n".join(page) + "\n")
     return assets.WEIGHTS / name
@@ -251,11 +246,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     extra = {}
     if a.prereg:
-        from .prereg import PreregError, committed, read
-        spec = read(a.prereg)
-        if spec["suite"] != "video-student":
-            raise PreregError(f"{a.prereg}: suite must be 'video-student' for this runner, got {spec['suite']!r}")
-        extra["prereg"] = {**committed(a.prereg), "id": spec["id"], "decision_rule": spec["decision_rule"]}
+        from .prereg import for_runner
+        spec, extra["prereg"] = for_runner(a.prereg, "video-student")
         a.student, a.seeds, a.n, a.steps = spec["models"][0], spec["seeds"], spec["n"], spec["steps"]
     if a.step_error:
         res = step_error()

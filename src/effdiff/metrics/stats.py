@@ -48,6 +48,14 @@ def pm(mean: float, sd: float | None, cap: int = 4) -> str:
     return f"{mean:.{d}f}" if not sd else f"{mean:.{d}f} ± {sd:.{d}f}"
 
 
+def ci_text(mean: float, ci, digits: int = 3, sign: str = "+") -> str:
+    """'mean [lo, hi]' at ``digits`` decimals (``sign`` "+": signed, for a change; "": a ratio); the mean
+    alone when there is no interval."""
+    if ci is None or ci[0] is None:
+        return f"{mean:{sign}.{digits}f}"
+    return f"{mean:{sign}.{digits}f} [{ci[0]:{sign}.{digits}f}, {ci[1]:{sign}.{digits}f}]"
+
+
 def pct_ci(change: float, ci) -> str:
     """'+x% [lo, hi]' with the interval's precision."""
     if ci is None or ci[0] is None:

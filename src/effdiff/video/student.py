@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -51,8 +51,7 @@ class VideoDistillTrainer(DistillTrainer):
         if train == "adapters":
             for st in (self.net, self.ema):
                 st.denoiser.net.image.requires_grad_(False)
-            params = [p for p in self.net.parameters() if p.requires_grad]
-            self.opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+            self.opt = torch.optim.AdamW(self.trained_parameters(), lr=config.lr, weight_decay=config.weight_decay)
 
     def trained_parameters(self) -> list:
         return [p for p in self.net.parameters() if p.requires_grad]
@@ -193,7 +192,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     recipe = RECIPES[a.method]
     if a.steps is not None:
-        recipe = Recipe(**{**recipe.__dict__, "steps": a.steps})
+        recipe = replace(recipe, steps=a.steps)
     cfg, vm = make_config(recipe)
     tr = VideoDistillTrainer(cfg, a.out, vm, train=a.train)
     with tr.locked():
