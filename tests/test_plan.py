@@ -166,6 +166,54 @@ def test_a_plan_made_on_one_seed_set_holds_on_another(gauss_plan):
     assert v.holds, v.text()
 
 
+def test_replication_probability_is_the_predictive_chance_that_a_new_interval_holds():
+    from scipy.stats import norm, t
+    from effdiff.metrics.stats import replication
+    vals = [-0.18, -0.07, -0.33, -0.35, 0.01, -0.44]          # the mnist-unet +5% plan's six certification seeds
+    m = sum(vals) / 6
+    sd = (sum((v - m) ** 2 for v in vals) / 5) ** 0.5
+    want = norm.cdf((0.05 - m - t.ppf(0.975, 5) * sd / 6 ** 0.5) / (sd * (2 / 6) ** 0.5))
+    assert replication(vals, 0.05) == pytest.approx(want) and 0.8 < want < 0.9
+    assert replication(vals, 0.05, k_new=24) > replication(vals, 0.05)        # a larger replication has more power
+    assert replication([0.0, 0.01, -0.01], 1.0) > 0.999 and replication([0.05, 0.06, 0.04], 0.05) < 0.1
+    assert replication([0.01, 0.01], 0.05) == 1.0 and replication([0.1], 0.05) is None
+
+
+def _stub_search(values_by_seed, **settings):
+    """A Search on the Gaussian whose per-seed measurement is read from ``values_by_seed``."""
+    s = PS.Search(Gaussian(), "5%", reference=Spec("heun", 20, "karras"), progress=False,
+                  settings=PS.Settings(**{"fresh_seeds": 6, "max_fresh_seeds": 12, **settings}))
+    s.batch = lambda spec, seed, n, measure: (values_by_seed(seed), 0.001)
+    return s, PS.Record("ddpm/trailing/4", Spec("ddim", 4, "karras"), 4, ("solver",))
+
+
+def test_a_noisy_winner_gets_more_fresh_seeds_and_is_refused_when_it_would_not_hold_again():
+    base = PS.SEEDS["certification"]
+    # holds on its first six fresh seeds (the mnist-unet +5% plan's values) but would hold again with p ~ 0.82;
+    # the next six (its verification values) pull it to -11% [-25, +3]: holds, but p ~ 0.6 -> not certified
+    first = [-0.18, -0.07, -0.33, -0.35, 0.01, -0.44]
+    then = [0.12, -0.25, 0.10, 0.25, 0.02, -0.28]
+    s, rec = _stub_search(lambda seed: (first + then)[seed - base])
+    q = s.certify(rec)
+    assert q.seeds == list(range(base, base + 12)) and q.holds(0.05)
+    assert not s.certified(q) and "too noisy to hold again" in s.not_certified(rec, q)
+    # a quiet candidate is certified on six seeds; the next attempt starts on seeds no attempt used
+    s2, rec2 = _stub_search(lambda seed: 0.001 * (seed % 3))
+    s2.fresh_used = 12
+    q2 = s2.certify(rec2)
+    assert q2.seeds == list(range(base + 12, base + 18)) and s2.certified(q2)
+    s3, rec3 = _stub_search(lambda seed: (first + then)[seed - base], replicate=None)    # off: six seeds decide
+    assert len(s3.certify(rec3).values) == 6 and s3.certified(rec3.certified)
+
+
+def test_verify_says_whether_a_failure_is_measurable():
+    q = Q.Quality("m", values=[0.3, 0.35, 0.32])
+    assert F.Verification(False, q, 0.05, [500, 501, 502]).verdict == "over"
+    q = Q.Quality("m", values=[-0.2, 0.25, 0.1])
+    v = F.Verification(q.holds(0.05), q, 0.05, [500, 501, 502])
+    assert v.verdict == "unsure" and "neither shown within nor over" in v.text()
+
+
 class Shift(ModelHook):
     def __init__(self, delta):
         self.delta = delta

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-__all__ = ["mean_sd", "t_interval", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
+__all__ = ["mean_sd", "t_interval", "replication", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -25,6 +25,27 @@ def t_interval(values, level: float = 0.95) -> list[float | None]:
         return [None, None]
     half = t.ppf(0.5 + level / 2, len(values) - 1) * sd / math.sqrt(len(values))
     return [m - half, m + half]
+
+
+def replication(values, bound: float, k_new: int | None = None, level: float = 0.95) -> float | None:
+    """Predictive probability that a new measurement on ``k_new`` seeds (default: as many) again has
+    its t-interval's upper end at most ``bound`` (Goodman 1992's replication probability; the
+    "predictive power" of sample-size re-estimation, Spiegelhalter et al. 1986). With a flat prior the
+    true mean is N(m, s^2/k) given these ``values``, so the new mean is N(m, s^2/k + s^2/k'); the new
+    interval holds when that mean is below ``bound - t s / sqrt(k')`` (s taken as known). None with
+    fewer than two values; 1 or 0 when every value is identical."""
+    from scipy.stats import norm, t
+    k = len(values)
+    if k < 2:
+        return None
+    k_new = k if k_new is None else int(k_new)
+    if k_new < 2:
+        raise ValueError(f"a replication needs at least 2 seeds, got {k_new}")
+    m, sd = mean_sd(values)
+    margin = bound - m - t.ppf(0.5 + level / 2, k_new - 1) * sd / math.sqrt(k_new)
+    if sd == 0:
+        return float(margin >= 0)
+    return float(norm.cdf(margin / (sd * math.sqrt(1 / k + 1 / k_new))))
 
 
 def paired_change(fd: list[float], base: list[float]) -> tuple[float, list]:

@@ -2,7 +2,7 @@
 re-measure a saved plan on new seeds.
 
     effdiff plan --model digits-unet --budget 5% --out plan.json [--quick] [--no-students]
-    effdiff plan verify plan.json [--model digits-unet] [--seeds 6] [--n 200]
+    effdiff plan verify plan.json [--model digits-unet] [--seeds 6] [--offset 0] [--n 200]
 
 (also ``python -m effdiff.plan.cli ...``). ``add_parser(sub)`` registers both on the main CLI.
 """
@@ -52,12 +52,12 @@ def _verify(a) -> int:
     name = a.model or p.model
     if not name:
         raise ValueError(f"{a.file} names no zoo model; pass --model")
-    v = verify(p, _model(name), seeds=None if a.seeds is None else
-               [__import__("effdiff.plan.runs", fromlist=["SEEDS"]).SEEDS["verification"] + i for i in range(a.seeds)],
-               n=a.n)
+    from .runs import SEEDS
+    k = a.seeds or len((p.certified or {}).get("seeds") or []) or 6
+    v = verify(p, _model(name), seeds=[SEEDS["verification"] + a.offset + i for i in range(k)], n=a.n)
     print(v.text())
     if a.json:
-        print(json.dumps({"holds": v.holds, "quality": v.quality.as_dict(), "budget": v.budget}))
+        print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget}))
     if not v.holds:
         raise SystemExit(1)
     return 0
@@ -82,7 +82,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     v = ps.add_parser("verify", help="re-measure a saved plan on seeds no search used; exit 1 if it no longer holds")
     v.add_argument("file")
     v.add_argument("--model", help="zoo model (default: the one the plan names)")
-    v.add_argument("--seeds", type=int, help="how many verification seeds (default 6)")
+    v.add_argument("--seeds", type=int, help="how many verification seeds (default: as many as certified the plan)")
+    v.add_argument("--offset", type=int, default=0,
+                   help="start this many seeds into the plan-verification range (a second verification on other seeds)")
     v.add_argument("--n", type=int, help="samples per seed (default: the plan's)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=_verify)

@@ -268,7 +268,8 @@ class Plan:
         return cls(
             spec=s.sampler.prepare(winner.spec) if winner is not None else None, reference=s.reference, budget=s.budget, measure=s.measure.name,
             weights_sha256=weights_sha256(s.den), model=s.model, objective=s.objective,
-            certified=winner.certified.as_dict() if winner is not None else None,
+            certified=({**winner.certified.as_dict(), "replication": winner.certified.replication(s.budget)}
+                       if winner is not None else None),
             selection=winner.quality.as_dict() if winner is not None and winner.quality else None,
             speed=speed, seeds=_seeds_used(s), machine={**machine(), "torch": torch.__version__},
             search={"wall_s": round(wall_s, 1), "sample_nfe": s.sampler.sample_nfe, "candidates": len(recs),
@@ -337,22 +338,36 @@ class Verification:
     budget: float
     seeds: list
 
+    @property
+    def verdict(self) -> str:
+        """"holds" (upper CI end within the budget), "over" (the whole interval above it: the plan is
+        measurably over its budget on these seeds) or "unsure" (the interval contains the budget)."""
+        if self.holds:
+            return "holds"
+        return "over" if self.quality.lower > self.budget else "unsure"
+
     def text(self) -> str:
+        why = {"holds": "", "over": ", measurably over the budget",
+               "unsure": ", the interval contains the budget: neither shown within nor over it"}[self.verdict]
         return (f"{'holds' if self.holds else 'does NOT hold'}: {self.quality.text()} on seeds "
-                f"{self.seeds[0]}-{self.seeds[-1]} (budget +{100 * self.budget:g}%, upper 95% CI end)")
+                f"{self.seeds[0]}-{self.seeds[-1]} (budget +{100 * self.budget:g}%, upper 95% CI end{why})")
 
 
 def verify(plan: Plan, den, seeds=None, n: int | None = None, metric=None, cond=None, shape=None,
            reference=None) -> Verification:
     """Re-measure ``plan`` against its reference on ``seeds`` (default: the ``plan-verification``
-    range, never used by a search) and say whether the upper CI end is still within its budget.
+    range, never used by a search; as many as certified the plan) and say whether the upper CI end
+    is still within its budget.
     ``reference``: the callable of an external reference (``search.External``) the file names."""
     from .runs import SEEDS, measure_on
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     plan._usable(den)
     measure = _measure_from(plan, den, metric)
-    seeds = list(seeds) if seeds is not None else [SEEDS["verification"] + i for i in range(6)]
+    if seeds is None:
+        k = len((plan.certified or {}).get("seeds") or []) or 6
+        seeds = [SEEDS["verification"] + i for i in range(k)]
+    seeds = list(seeds)
     n = n or plan.settings.get("n", 200)
     q = measure_on(den, plan.spec, reference or plan.reference, measure, seeds, n, cond,
                    shape or plan.settings.get("shape"))

@@ -30,7 +30,7 @@ from typing import Callable
 
 import torch
 
-from ..metrics.stats import mean_sd, pct_ci, t_interval
+from ..metrics.stats import mean_sd, pct_ci, replication, t_interval
 from ..metrics import class_features, frechet_distance, frechet_from_stats, gaussian_stats, sliced_wasserstein
 
 __all__ = ["dataset_of", "Measure", "EvalFD", "DistributionChange", "PairedDistance", "Relative", "Quality", "for_model",
@@ -208,6 +208,11 @@ class Quality:
 
     def holds(self, budget: float) -> bool:
         return bool(len(self.values) > 1 and self.upper <= budget)
+
+    def replication(self, budget: float, k_new: int | None = None) -> float | None:
+        """Probability that a re-measurement on ``k_new`` new seeds (default as many) holds again
+        (``metrics.stats.replication``: predictive, from these seeds' mean and spread)."""
+        return replication(self.values, budget, k_new)
 
     def text(self) -> str:
         if self.relative:

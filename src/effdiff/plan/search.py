@@ -52,7 +52,12 @@ class Settings:
     n: int = 200
     rungs: tuple = (2, 4)              # selection seeds per halving rung
     select_seeds: int = 6              # finalists: this many selection seeds
-    fresh_seeds: int = 6               # certification
+    fresh_seeds: int = 6               # certification (each attempt on its own fresh seeds)
+    # a winner must also be likely to hold again when ``plan verify`` re-measures it on as many new
+    # seeds: predictive probability >= replicate (quality.Quality.replication); below it, certification
+    # adds fresh seeds once, up to max_fresh_seeds, and decides on all of them; None: off
+    replicate: float | None = 0.9
+    max_fresh_seeds: int = 12
     max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
     max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
     timing_repeats: int = 5
@@ -65,7 +70,7 @@ class Settings:
     @classmethod
     def quick(cls) -> "Settings":
         return cls(n_screen=48, n=160, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
-                   timing_repeats=3, attempts=2)
+                   timing_repeats=3, attempts=2, max_fresh_seeds=10)
 
 
 @dataclass
@@ -132,6 +137,7 @@ class Search:
         self.best: Record | None = None
         self.screen_best: Record | None = None
         self.screen_eval_ms: float | None = None   # the reference's ms per sample-evaluation (fit_screening)
+        self.fresh_used = 0                        # plan-certification seeds taken so far (certify)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def log(self, msg: str):
@@ -374,14 +380,43 @@ class Search:
 
     # -- stage 3: certification on fresh seeds -------------------------------------------------
     def certify(self, rec: Record) -> Quality:
+        """``fresh_seeds`` seeds of ``plan-certification`` no earlier attempt used (an attempt that
+        failed does not leave its seeds to the next: no candidate is picked on the seeds that certify
+        it). A candidate that holds but is unlikely to hold again on as many new seeds (replication
+        probability < ``replicate``) gets more fresh seeds, once, and is decided on all of them."""
         q = Quality(self.measure.name, relative=self.measure.relative)
-        for i in range(self.set.fresh_seeds):
-            s = SEEDS["certification"] + i
+        rec.certified = q
+        self._fresh_seeds(q, self.set.fresh_seeds, rec)
+        rep = self.set.replicate
+        more = self.set.max_fresh_seeds
+        if rep is not None and more > len(q.values) and q.holds(self.budget) and q.replication(self.budget) < rep:
+            self.log(f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but would hold again with "
+                     f"probability {q.replication(self.budget):.2f} < {rep:g}: {more} fresh seeds")
+            self._fresh_seeds(q, more, rec)
+        return q
+
+    def _fresh_seeds(self, q: Quality, k: int, rec: Record) -> None:
+        while len(q.values) < k:
+            s = SEEDS["certification"] + self.fresh_used
+            if s >= SEEDS["verification"]:
+                raise RuntimeError("the plan-certification seed range is used up")
+            self.fresh_used += 1
             v, _ = self.batch(rec.spec, s, self.set.n, self.measure)
             q.values.append(v)
             q.seeds.append(s)
-        rec.certified = q
-        return q
+        self._tick(rec)
+
+    def certified(self, q: Quality) -> bool:
+        """Holds on fresh seeds and, when ``replicate`` is set, likely to hold again."""
+        rep = self.set.replicate
+        return q.holds(self.budget) and (rep is None or q.replication(self.budget) >= rep)
+
+    def not_certified(self, rec: Record, q: Quality) -> str:
+        if not q.holds(self.budget):
+            return f"{rec.label}: held on selection seeds ({rec.quality.text()}) but not on fresh seeds ({q.text()})"
+        return (f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but is too noisy to hold again: "
+                f"a re-measurement on as many new seeds would hold with probability {q.replication(self.budget):.2f} "
+                f"< {self.set.replicate:g}")
 
     def run(self):
         from tqdm.auto import tqdm
@@ -403,11 +438,10 @@ class Search:
                 rec.stage = "certification"
                 q = self.certify(rec)
                 attempts.append(rec.label)
-                if q.holds(self.budget):
+                if self.certified(q):
                     winner = rec
                     break
-                rec.rejected = (f"{rec.label}: held on selection seeds ({rec.quality.text()}) but not on fresh seeds "
-                                f"({q.text()})")
+                rec.rejected = self.not_certified(rec, q)
             for r in finalists:
                 if r is not winner and not r.rejected:
                     r.rejected = f"{r.label}: a cheaper finalist was certified" if winner else None
