@@ -76,3 +76,83 @@ def test_registry_and_applicability():
     assert not T.get("sliding-tile").applies_to(img)
     with pytest.raises(ValueError, match="video DiT"):
         T.get("sliding-tile").apply(img)
+
+
+def call_of(F: int, mask=None, start: int = 0):
+    from effdiff.video.attention import AttentionCall
+    fr = torch.arange(start, start + F)
+    return AttentionCall(fr, fr, 2, mask, 0)
+
+
+def qkv(F: int, P: int = 2):
+    g = torch.Generator().manual_seed(3)
+    return [torch.randn(2, 2, F * P, 4, generator=g, dtype=torch.float64) for _ in range(3)]
+
+
+def test_sink_mask_keeps_each_rows_first_allowed_key_frames():
+    causal = torch.ones(5, 5, dtype=torch.bool).tril()
+    m = sparse.sink_mask(call_of(5, causal, start=7), 2)
+    assert torch.equal(m, causal & (torch.arange(5)[None, :] < 2))
+    assert not sparse.sink_mask(call_of(5), 0).any()
+    shifted = causal.clone()
+    shifted[:, 0] = False                                    # key frame 7 masked: the sink moves on to 8 and 9
+    assert torch.equal(sparse.sink_mask(call_of(5, shifted, start=7), 2)[4], torch.tensor([False, True, True, False, False]))
+
+
+@pytest.mark.parametrize("window,sink", [(1, 0), (1, 2), (0, 3), (2, 1)])
+def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(window, sink):
+    """Each query frame attends exactly to its window and the first ``sink`` key frames, nothing else."""
+    from effdiff.video.attention import dense_attention
+    F = 8
+    q, k, v = qkv(F)
+    fr = torch.arange(F)
+    union = ((fr[:, None] - fr[None, :]).abs() <= window) | (fr[None, :] < sink)
+    stats = sparse.AttentionStats()
+    out = sparse.SlidingTile(sparse.SlidingTileConfig(window=window, sink=sink), stats)(q, k, v, call_of(F))
+    ref = dense_attention(q, k, v, call_of(F, union))
+    assert torch.allclose(out, ref, atol=1e-12)
+    K = int(union.sum(1).max())                              # the widest row: the gathered keys per query frame
+    assert stats.macs == 2 * 2 * 2 * F * K * 2 ** 2 * 4 and stats.dense_macs == 2 * 2 * 2 * F * F * 2 ** 2 * 4
+
+
+def test_sink_config_counts_its_macs_and_covers_the_stream_window():
+    den = tiny_den()                                         # blocks of 2 frames, 2 cached blocks: <= 6 key frames
+    noise = clip_noise(2, (4, 16, 8, 8), 1).double()
+    with torch.no_grad():
+        MACS.reset()
+        ref_full = generate_full(den, noise, SIG, "euler")
+        dense_full = MACS.macs
+        with T.get("sliding-tile").apply(den, window=2, sink=2) as sta:
+            MACS.reset()
+            generate_full(den, noise, SIG, "euler")
+        assert MACS.macs * 16 == dense_full * 7              # interior rows: 5 near frames + 2 sink frames of 16
+        assert sta.stats.macs == MACS.macs
+        ref = generate_stream(den, noise, SIG, "euler")
+        with T.get("sliding-tile").apply(den, window=2, sink=3):     # window + sink cover all 6 key frames
+            covered = generate_stream(den, noise, SIG, "euler")
+        with T.get("sliding-tile").apply(den, window=2):
+            plain = generate_stream(den, noise, SIG, "euler")
+    assert torch.allclose(covered, ref, atol=1e-10) and not torch.allclose(plain, ref, atol=1e-6)
+    assert not torch.allclose(ref_full, ref)
+
+
+def test_adaspa_keeps_sink_and_local_frames_in_its_pattern():
+    F = 8
+    q, k, v = qkv(F)
+    ada = sparse.AdaSpa(sparse.AdaSpaConfig(density=0.01, sink=2, local=0), sparse.AttentionStats())
+    idx, valid = ada.search(q, k, call_of(F))
+    assert idx.shape[-1] == 3 and valid.all()                # 2 sink frames + the query frame itself
+    for i in range(F):
+        assert {0, 1, i} <= set(idx[0, 0, i].tolist())
+    plain = sparse.AdaSpa(sparse.AdaSpaConfig(density=0.25), sparse.AttentionStats())
+    assert plain.search(q, k, call_of(F))[0].shape[-1] == 2  # defaults: no forced frames, ceil(0.25 * 8)
+
+
+def test_bench_row_labels_name_their_technique():
+    from types import SimpleNamespace
+    from effdiff.bench import video as bench
+    den = tiny_den()
+    assert bench.technique_of("sliding-tile:sink2") == "sliding-tile" and bench.technique_of("adaspa") == "adaspa"
+    seen = bench.with_technique(SimpleNamespace(den=den), "sliding-tile:sink2", {"window": 1, "sink": 2},
+                                lambda: sparse.attention_modules(den)[0].processor.config)
+    assert seen == sparse.SlidingTileConfig(window=1, sink=2)

@@ -154,6 +154,12 @@ PLAN_SCREENING = register(SeedRange("plan-screening", 200, 300, "plan search: sc
 PLAN_SELECTION = register(SeedRange("plan-selection", 300, 400, "plan search: picking among screened candidates"))
 PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan search: certifying the picked plan, "
                                         "never used to pick"))
+VIDEO_SPARSE_SELECTION = register(SeedRange(
+    "video-sparse-selection", 700, 703, "choosing sparse-attention configurations of the video DiT (attention "
+    "sinks, docs/bench/video/sparse-sink-selection/)"))
+VIDEO_SPARSE_CONFIRM = register(SeedRange(
+    "video-sparse-confirm", 703, 708, "the pre-registered confirm of the picked sparse-attention configurations "
+    "(docs/bench/prereg/video-sparse-sink-confirm.json), never used to pick"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "

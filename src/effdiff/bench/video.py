@@ -37,6 +37,11 @@ KEYS = ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")
 SPARSE = {"adaspa": {"density": 0.25}, "sliding-tile": {"window": 3}}
 
 
+def technique_of(row: str) -> str:
+    """A sparse row's technique: its label up to ':' (``sliding-tile:sink`` runs ``sliding-tile``)."""
+    return row.partition(":")[0]
+
+
 def sigmas(steps: int):
     return karras(steps, sigma_min=0.002, sigma_max=80.0)
 
@@ -52,13 +57,14 @@ def generate(vm, frames: int, mode: str, n: int, seed: int, steps: int, solver: 
 
 
 def with_technique(vm, name: str | None, config: dict | None, fn):
-    """Run ``fn()`` with technique ``name`` applied to the model's denoiser (None: as is)."""
+    """Run ``fn()`` with technique ``name`` (a row label, see ``technique_of``) applied to the model's
+    denoiser (None: as is)."""
     if name is None:
         return fn()
     from .. import techniques as T
     from ..video import sparse
     sparse.register()
-    with T.get(name).apply(vm.den, config or {}):
+    with T.get(technique_of(name)).apply(vm.den, config or {}):
         return fn()
 
 
@@ -177,9 +183,11 @@ PARTS = ("cost", "quality", "sparse")
 
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
-        parts=PARTS, batch: int = 1, extra: dict | None = None) -> dict:
+        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
-    real; sparse: attention at the longest length) into ``out``/video.{json,md}."""
+    real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
+    ``out``/video.{json,md}."""
+    sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
     unknown = set(parts) - set(PARTS)
@@ -189,7 +197,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "batch": batch, "parts": list(parts), "model": vm.card(), **(extra or {}),
+                 "batch": batch, "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
         if "cost" in parts:
@@ -197,11 +205,11 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
                            for T in lengths for m in ("full", "stream")]
         if "sparse" in parts:
             res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c, scale)}
-                                  for t, c in [(None, None)] + list(SPARSE.items())]
+                                  for t, c in [(None, None)] + list(sparse.items())]
         configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")] if "cost" in parts else []
         if "sparse" in parts:                         # the dense stream it is compared with, timed in the same rounds
             configs += [c for c in [(long, "stream", None, None)] if c not in configs]
-            configs += [(long, "stream", t, json.dumps(c)) for t, c in SPARSE.items()]
+            configs += [(long, "stream", t, json.dumps(c)) for t, c in sparse.items()]
         timing = timed_rows(vm, configs, steps, solver, repeats, scale, batch) if repeats > 0 and configs else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
         if "quality" in parts:
@@ -216,7 +224,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         if "sparse" in parts:
             dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, scale=scale)
             res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
-            for t, c in SPARSE.items():
+            for t, c in sparse.items():
                 sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
                 res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
                                             "paired": {k: paired(dense, sq, k) for k in KEYS}}
@@ -366,18 +374,22 @@ def render(sources: list[dict], opts: dict) -> str:
 
 def registered(a) -> dict:
     """Check a video pre-registration (committed, unedited; rows = the registered parts' rows: ``quality``
-    full and stream, ``sparse`` dense and the bench's sparse configurations) and set ``a``'s seeds, clips,
-    guidance and parts from it; its commit record for the results."""
+    full and stream, ``sparse`` dense and the file's ``configs`` — {row label: config}, each label's technique
+    a video sparse-attention technique) and set ``a``'s seeds, clips, guidance, parts and sparse rows from it;
+    its commit record for the results."""
+    from ..video.sparse import NAMES
     from .prereg import PreregError, for_runner
     spec, record = for_runner(a.prereg, "video")
     parts = spec.get("parts") or []
     if not parts or set(parts) - set(ROWS):
         raise PreregError(f"{a.prereg}: parts must be among {sorted(ROWS)}, got {parts}")
-    rows = [r for p in parts for r in ROWS[p]]
-    if spec["rows"] != rows or ("sparse" in parts and spec.get("configs") != SPARSE):
-        raise PreregError(f"{a.prereg}: rows/configs must be the bench's {rows} with configs {SPARSE} "
-                          f"(rows {spec['rows']}, configs {spec.get('configs')})")
-    a.seeds, a.guidance, a.parts = spec["seeds"], spec["guidance"], parts
+    configs = spec.get("configs") or {}
+    rows = [r for p in parts for r in (["dense", *configs] if p == "sparse" else ROWS[p])]
+    bad = [c for c in configs if technique_of(c) not in NAMES]
+    if spec["rows"] != rows or bad or ("sparse" in parts and not configs):
+        raise PreregError(f"{a.prereg}: rows must be {rows} (the parts' rows, sparse: dense and the configs' labels) "
+                          f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
+    a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
     return record
 
@@ -398,6 +410,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=1, help="clips generated together in each timed run")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
+    ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "
+                    "being a technique name optionally followed by ':tag' (default: the shipped SPARSE)")
     ap.add_argument("--prereg", default=None, help="a committed pre-registration (effdiff-prereg-1, suite 'video'): "
                     "its seeds, n_long, guidance and parts replace the flags; the results record its commit")
     a = ap.parse_args(argv)
@@ -407,7 +421,7 @@ def main(argv=None) -> None:
     if a.prereg:
         extra["prereg"] = registered(a)
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts), a.batch, extra)
+              a.guidance, tuple(a.parts), a.batch, extra, a.sparse)
     print(res["table"])
 
 

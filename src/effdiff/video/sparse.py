@@ -10,6 +10,13 @@ computed as gathered block-sparse attention (a frame's P tokens form one block).
   key frame) block, and each query frame keeps its ``density`` share of key frames with the most
   mass, per head and per sample; the later steps of that generation reuse the pattern (AdaSpa's
   observation: the pattern is stable across denoising steps). Streaming blocks search their own.
+  ``local`` >= 0 always keeps the key frames within ``local`` frames of the query frame, inside the
+  ``density`` budget when it fits.
+
+Both take ``sink``: the first ``sink`` key frames each query frame may see (by frame index) are always
+kept — attention sinks (StreamingLLM, Xiao et al. 2024, "Efficient Streaming Language Models with
+Attention Sinks"). In a streamed call they are the oldest cached frames of the block's window, the
+context every training window starts with; ``sink=0`` (default) is the plain pattern.
 
 At full density both equal dense attention (tests/test_video_sparse.py). ``register()`` adds them to
 ``effdiff.techniques`` (family ``attention``). Each counts the q k^T and
@@ -67,15 +74,34 @@ def dense_macs(q: Tensor, call: AttentionCall) -> int:
     return 2 * B * H * int(frame_mask(call).sum()) * call.tokens ** 2 * d
 
 
+def sink_mask(call: AttentionCall, sink: int) -> Tensor:
+    """[Fq, Fk] bool: per query frame, its first ``sink`` allowed key frames by frame index (ties: by position)."""
+    allowed = frame_mask(call)
+    if sink <= 0:
+        return torch.zeros_like(allowed)
+    order = torch.sort(call.k_frames, stable=True).indices
+    first = allowed[:, order] & (allowed[:, order].cumsum(1) <= sink)
+    return torch.zeros_like(allowed).index_copy(1, order, first)
+
+
+def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
+    """The K key frames of highest ``score`` per row, ``keep`` ones first -> (idx, idx's ``keep`` entries)."""
+    idx = (score.double() + keep.double() * 1e6).topk(K, dim=-1).indices
+    return idx, keep.gather(-1, idx)
+
+
 @dataclass
 class SlidingTileConfig:
     window: int = 2              # key frames within this many frames of the query frame (in time)
+    sink: int = 0                # the first key frames (by frame index) every query frame keeps
 
 
 @dataclass
 class AdaSpaConfig:
     density: float = 0.25        # share of key frames each query frame keeps
     search_step: int = 0         # sampling step whose exact attention map picks the pattern
+    sink: int = 0                # the first key frames (by frame index) every query frame keeps
+    local: int = -1              # key frames within this many frames of the query frame always kept (-1: none)
 
 
 class SlidingTile:
@@ -86,10 +112,10 @@ class SlidingTile:
 
     def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
         dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()       # [Fq, Fk]
-        K = min(2 * self.config.window + 1, len(call.k_frames))
-        near = dist.float() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6   # ties: earliest
-        idx = near.topk(K, dim=1, largest=False).indices                    # [Fq, K]
-        valid = (dist.gather(1, idx) <= self.config.window) & frame_mask(call).gather(1, idx)
+        keep = frame_mask(call) & ((dist <= self.config.window) | sink_mask(call, self.config.sink))
+        K = max(1, min(2 * self.config.window + 1 + max(self.config.sink, 0), int(keep.sum(1).max())))
+        near = -(dist.double() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6)   # ties: earliest
+        idx, valid = pick(keep, near, K)                                     # [Fq, K]
         B, H = q.shape[:2]
         self.stats.add(macs=2 * B * H * idx.numel() * call.tokens ** 2 * q.shape[-1], dense_macs=dense_macs(q, call),
                        calls=1)
@@ -107,6 +133,12 @@ class AdaSpa:
         gen = ctx.generation if ctx is not None else 0
         return gen, call.layer, int(call.q_frames[0]), len(call.q_frames), len(call.k_frames)
 
+    def forced(self, call: AttentionCall) -> Tensor:
+        """[Fq, Fk] key frames kept whatever the attention map says: the sink and the ``local`` neighbours."""
+        dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()
+        near = dist <= self.config.local if self.config.local >= 0 else torch.zeros_like(dist, dtype=torch.bool)
+        return frame_mask(call) & (near | sink_mask(call, self.config.sink))
+
     def search(self, q, k, call: AttentionCall) -> tuple[Tensor, Tensor]:
         """Exact block attention mass [B, H, Fq, Fk] -> the top ``density`` key frames per query frame."""
         B, H, Nq, d = q.shape
@@ -116,8 +148,9 @@ class AdaSpa:
         s = s.masked_fill(~allowed.repeat_interleave(P, 0).repeat_interleave(P, 1), float("-inf"))
         mass = s.softmax(-1).reshape(B, H, Fq, P, Fk, P).sum((3, 5))
         mass = mass.masked_fill(~allowed, -1.0)
-        K = max(1, min(Fk, math.ceil(self.config.density * Fk)))
-        idx = mass.topk(K, dim=-1).indices                                   # [B, H, Fq, K]
+        forced = self.forced(call)
+        K = max(1, min(Fk, max(math.ceil(self.config.density * Fk), int(forced.sum(1).max()))))
+        idx = pick(forced.expand(B, H, -1, -1), mass, K)[0]                 # [B, H, Fq, K]: forced ones first
         valid = allowed[torch.arange(Fq, device=q.device)[:, None], idx]
         self.stats.add(searches=1)
         return idx, valid
