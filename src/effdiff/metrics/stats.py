@@ -7,7 +7,7 @@ import math
 
 import torch
 
-__all__ = ["mean_sd", "t_interval", "replication", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
+__all__ = ["mean_sd", "t_interval", "replication", "unpaired_interval", "welch_df", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -27,12 +27,46 @@ def t_interval(values, level: float = 0.95) -> list[float | None]:
     return [m - half, m + half]
 
 
-def replication(values, bound: float, k_new: int | None = None, level: float = 0.95) -> float | None:
+def welch_df(a: float, ka: int, b: float, kb: int) -> float:
+    """Welch-Satterthwaite degrees of freedom of a sum of two variance terms ``a`` (from ``ka``
+    values) and ``b`` (from ``kb``)."""
+    den = (a * a / (ka - 1) if ka > 1 else 0.0) + (b * b / (kb - 1) if kb > 1 else 0.0)
+    return (a + b) ** 2 / den if den > 0 else float("inf")
+
+
+def pool_term(values, ref_scores) -> tuple[float, int]:
+    """The variance a pooled reference adds to the mean of ``values`` (relative changes against the
+    pool's mean, so ``1 + mean`` is the candidate's mean over the pool's): (1 + mean)^2 (sd_r / mean_r)^2
+    / m by the delta method, and m, the pool's size."""
+    rm, rsd = mean_sd(ref_scores)
+    return (1 + mean_sd(values)[0]) ** 2 * (rsd / rm) ** 2 / len(ref_scores), len(ref_scores)
+
+
+def unpaired_interval(values, ref_scores, level: float = 0.95) -> list[float | None]:
+    """Welch interval of a relative change against a *pooled* reference: ``values`` are per-seed
+    relative changes c_s / mean(ref) - 1 of a candidate's scores, ``ref_scores`` the reference's own
+    scores on independent batches (a reference that draws its own noise pairs nothing with a seed).
+    The half-width combines the candidate's spread over seeds and the pool's (delta method), with
+    Welch-Satterthwaite degrees of freedom. [None, None] with fewer than two of either."""
+    from scipy.stats import t
+    k = len(values)
+    if k < 2 or len(ref_scores) < 2:
+        return [None, None]
+    m, sd = mean_sd(values)
+    a = sd * sd / k
+    b, mr = pool_term(values, ref_scores)
+    half = t.ppf(0.5 + level / 2, welch_df(a, k, b, mr)) * math.sqrt(a + b)
+    return [m - half, m + half]
+
+
+def replication(values, bound: float, k_new: int | None = None, level: float = 0.95, pool=None) -> float | None:
     """Predictive probability that a new measurement on ``k_new`` seeds (default: as many) again has
     its t-interval's upper end at most ``bound`` (Goodman 1992's replication probability; the
     "predictive power" of sample-size re-estimation, Spiegelhalter et al. 1986). With a flat prior the
     true mean is N(m, s^2/k) given these ``values``, so the new mean is N(m, s^2/k + s^2/k'); the new
-    interval holds when that mean is below ``bound - t s / sqrt(k')`` (s taken as known). None with
+    interval holds when that mean is below ``bound - t s / sqrt(k')`` (s taken as known). ``pool``:
+    the reference scores of an unpaired comparison (``unpaired_interval``), re-used by the
+    replication, so its term widens the new interval but does not move the new mean. None with
     fewer than two values; 1 or 0 when every value is identical."""
     from scipy.stats import norm, t
     k = len(values)
@@ -42,7 +76,9 @@ def replication(values, bound: float, k_new: int | None = None, level: float = 0
     if k_new < 2:
         raise ValueError(f"a replication needs at least 2 seeds, got {k_new}")
     m, sd = mean_sd(values)
-    margin = bound - m - t.ppf(0.5 + level / 2, k_new - 1) * sd / math.sqrt(k_new)
+    a = sd * sd / k_new
+    b, mr = pool_term(values, pool) if pool is not None and len(pool) > 1 else (0.0, 1)
+    margin = bound - m - t.ppf(0.5 + level / 2, welch_df(a, k_new, b, mr)) * math.sqrt(a + b)
     if sd == 0:
         return float(margin >= 0)
     return float(norm.cdf(margin / (sd * math.sqrt(1 / k + 1 / k_new))))

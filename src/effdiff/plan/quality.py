@@ -30,11 +30,11 @@ from typing import Callable
 
 import torch
 
-from ..metrics.stats import mean_sd, pct_ci, replication, t_interval
+from ..metrics.stats import mean_sd, pct_ci, replication, t_interval, unpaired_interval
 from ..metrics import class_features, frechet_distance, frechet_from_stats, gaussian_stats, sliced_wasserstein
 
-__all__ = ["dataset_of", "Measure", "EvalFD", "DistributionChange", "PairedDistance", "Relative", "Quality", "for_model",
-           "check_budget"]
+__all__ = ["dataset_of", "Measure", "EvalFD", "DistributionChange", "PairedDistance", "Relative", "Quality", "Unpaired",
+           "for_model", "check_budget"]
 
 
 @dataclass
@@ -223,3 +223,25 @@ class Quality:
     def as_dict(self) -> dict:
         return {"measure": self.measure, "values": list(self.values), "seeds": list(self.seeds), "mean": self.mean,
                 "ci": self.ci, "relative": self.relative, "text": self.text()}
+
+
+@dataclass
+class Unpaired(Quality):
+    """A relative change against a *pooled* reference that draws its own noise (an author's DDPM
+    loop: a seed pairs nothing): ``values`` are the candidate's per-seed scores relative to the mean
+    of ``ref_scores`` (the reference's scores on a fixed pool of independent batches of the same
+    size), and the interval is Welch's with the pool's spread in it (``metrics.stats.unpaired_interval``).
+    One lucky reference batch moves every candidate's paired change at that seed; against a pool it
+    moves the pool's mean by 1/m of that."""
+    ref_scores: list = field(default_factory=list)
+
+    @property
+    def ci(self) -> list:
+        return unpaired_interval(self.values, self.ref_scores)
+
+    def replication(self, budget: float, k_new: int | None = None) -> float | None:
+        return replication(self.values, budget, k_new, pool=self.ref_scores)
+
+    def as_dict(self) -> dict:
+        return {**super().as_dict(), "comparison": "unpaired: per-seed scores vs the mean of a pooled reference",
+                "ref_scores": list(self.ref_scores)}

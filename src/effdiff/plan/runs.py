@@ -16,7 +16,7 @@ import torch
 from .. import techniques as T
 from ..metrics.stats import labels_for
 from ..sampling import randn
-from .quality import Batch, Quality
+from .quality import Batch, Quality, Relative, Unpaired
 from .spec import Spec
 
 OTHER = 50                # seed s's independent reference batch is seed s + OTHER (same range)
@@ -130,10 +130,19 @@ class Sampler:
 
 
 def measure_on(den, spec, reference, measure, seeds, n: int, cond=None, shape=None, sampler=None) -> Quality:
-    """``measure`` of ``spec`` against ``reference`` on each of ``seeds`` (n samples each)."""
+    """``measure`` of ``spec`` against ``reference`` on each of ``seeds`` (n samples each); against an
+    ``External`` reference with a ``Relative`` measure, unpaired: each seed's score against the mean
+    of the reference's scores on all ``seeds`` (``quality.Unpaired``)."""
     if len(seeds) < 2:
         raise ValueError("a confidence interval needs at least 2 seeds")
     sm = sampler or Sampler(den, cond, shape)
+    if isinstance(reference, External) and isinstance(measure, Relative):
+        pool = [float(measure.score(sm.images(reference, s, n)[0], sm.labels(n))) for s in seeds]
+        q = Unpaired(measure.name, relative=True, ref_scores=pool)
+        for s in seeds:
+            q.values.append(float(measure.score(sm.images(spec, s, n)[0], sm.labels(n))) / (sum(pool) / len(pool)) - 1)
+            q.seeds.append(s)
+        return q
     q = Quality(measure.name, relative=measure.relative)
     for s in seeds:
         x = sm.images(spec, s, n)[0]

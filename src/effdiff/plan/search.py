@@ -32,7 +32,7 @@ import torch
 from .. import techniques as T
 from ..metrics.timing import ms_stats, rounds
 from . import space as S
-from .quality import Batch, DistributionChange, Quality, check_budget, for_model
+from .quality import Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model
 from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on  # noqa: F401
 from .spec import Spec
 
@@ -138,6 +138,7 @@ class Search:
         self.screen_best: Record | None = None
         self.screen_eval_ms: float | None = None   # the reference's ms per sample-evaluation (fit_screening)
         self.fresh_used = 0                        # plan-certification seeds taken so far (certify)
+        self._pool: list | None = None             # the reference's scores on its pool (unpaired comparisons)
 
     # -- bookkeeping ------------------------------------------------------------------------
     def log(self, msg: str):
@@ -166,6 +167,40 @@ class Search:
         ref = self.sampler.images(self.reference, seed, n)[0]
         other = self.sampler.images(self.reference, seed + OTHER, n)[0] if measure.needs_other else None
         return measure(Batch(x, ref, other, self.sampler.labels(n), seed)), dt
+
+    # -- the target measure on selection and certification seeds ------------------------------
+    @property
+    def unpaired(self) -> bool:
+        """A reference that draws its own noise (``External``) scored by a ``Relative`` measure: each
+        seed's candidate batch is compared with a pool of the reference's batches, not with the one
+        batch that happens to share its seed number (``quality.Unpaired``)."""
+        return isinstance(self.reference, External) and isinstance(self.measure, Relative)
+
+    def pool(self) -> list[float]:
+        """The reference's scores on its batches at the selection and first certification seeds (the
+        batches a paired search computes too), computed once; candidates' batches are independent of them."""
+        if self._pool is None:
+            n = self.set.n
+            seeds = ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
+                     + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
+            self.log(f"unpaired comparison: scoring the reference on a pool of {len(seeds)} batches of {n}")
+            self._pool = [float(self.measure.score(self.sampler.images(self.reference, s, n)[0], self.sampler.labels(n)))
+                          for s in seeds]
+        return self._pool
+
+    def new_quality(self) -> Quality:
+        if self.unpaired:
+            return Unpaired(self.measure.name, relative=True, ref_scores=self.pool())
+        return Quality(self.measure.name, relative=self.measure.relative)
+
+    def target(self, spec: Spec, seed: int) -> tuple[float, float]:
+        """(the target measure at ``seed``, seconds): paired with the reference's batch of the same
+        seed, or, unpaired, the candidate's score relative to the pool's mean."""
+        if not self.unpaired:
+            return self.batch(spec, seed, self.set.n, self.measure)
+        pool = self.pool()
+        x, dt, _ = self.sampler.images(spec, seed, self.set.n)
+        return float(self.measure.score(x, self.sampler.labels(self.set.n))) / (sum(pool) / len(pool)) - 1, dt
 
     # -- stage 1: screening -----------------------------------------------------------------
     @property
@@ -332,9 +367,9 @@ class Search:
     # -- stage 2: successive halving on selection seeds ---------------------------------------
     def evaluate(self, rec: Record, k: int) -> Quality:
         seeds = [SEEDS["selection"] + i for i in range(k)]
-        q = rec.quality or Quality(self.measure.name, relative=self.measure.relative)
+        q = rec.quality or self.new_quality()
         for s in seeds[len(q.values):]:
-            v, dt = self.batch(rec.spec, s, self.set.n, self.measure)
+            v, dt = self.target(rec.spec, s)
             q.values.append(v)
             q.seeds.append(s)
             rec.ms.append(1000 * dt / self.set.n)
@@ -384,7 +419,7 @@ class Search:
         failed does not leave its seeds to the next: no candidate is picked on the seeds that certify
         it). A candidate that holds but is unlikely to hold again on as many new seeds (replication
         probability < ``replicate``) gets more fresh seeds, once, and is decided on all of them."""
-        q = Quality(self.measure.name, relative=self.measure.relative)
+        q = self.new_quality()
         rec.certified = q
         self._fresh_seeds(q, self.set.fresh_seeds, rec)
         rep = self.set.replicate
@@ -401,7 +436,7 @@ class Search:
             if s >= SEEDS["verification"]:
                 raise RuntimeError("the plan-certification seed range is used up")
             self.fresh_used += 1
-            v, _ = self.batch(rec.spec, s, self.set.n, self.measure)
+            v, _ = self.target(rec.spec, s)
             q.values.append(v)
             q.seeds.append(s)
         self._tick(rec)
