@@ -4,6 +4,7 @@ scaled samples (how the author displays them; docs/bench/external). The planner 
 solver family works on this checkpoint (only the SDE solvers do, docs/bench/external measured).
 
     OMP_NUM_THREADS=1 python -m effdiff.bench.plan_external --out docs/bench/plan/pulfer.json --cache /tmp/pulfer-ref
+    OMP_NUM_THREADS=1 python -m effdiff.bench.plan_external --verify docs/bench/plan/pulfer.json --seeds 6 --offset 30
 """
 from __future__ import annotations
 
@@ -48,28 +49,57 @@ def cached(fn, directory):
     return run
 
 
+def _metric() -> Relative:
+    fd = EvalFD("mnist")
+    return Relative(lambda x, labels: fd._fd(minmax(x)), "FD (mnist-eval features, held-out MNIST test set; "
+                    "samples min-max scaled as the author displays them)")
+
+
+def _author(net, steps: int, cache_dir) -> External:
+    return External(cached(lambda n, seed: ddpm_ancestral(net, n, seed, steps=steps), cache_dir),
+                    f"author: DDPM ancestral {steps} (Ho et al. 2020, sigma_t^2 = beta_t)")
+
+
 def plan_pulfer(budget="10%", settings: Settings = SETTINGS, steps: int = 1000, root=EXTERNAL, log=None,
                 cache_dir=None):
     """The plan for pulfer's MNIST DDPM vs the author's ``steps``-step ancestral sampler (quick space;
     the screening proxy sees the same min-max scaled images the metric scores)."""
     net, den = load_mnist_unet(root)
-    fd = EvalFD("mnist")
-    metric = Relative(lambda x, labels: fd._fd(minmax(x)), "FD (mnist-eval features, held-out MNIST test set; "
-                      "samples min-max scaled as the author displays them)")
-    author = External(cached(lambda n, seed: ddpm_ancestral(net, n, seed, steps=steps), cache_dir),
-                      f"author: DDPM ancestral {steps} (Ho et al. 2020, sigma_t^2 = beta_t)")
+    metric, author = _metric(), _author(net, steps, cache_dir)
     return den, plan(den, budget, reference=author, metric=metric, quick=True, settings=settings, shape=(1, 28, 28),
                      model="pulfer-ddpm-mnist", log=log, progress=False, screen_features=minmax)
 
 
+def verify_pulfer(plan_path, seeds, steps: int = 1000, root=EXTERNAL, cache_dir=None):
+    """``plan verify`` for a pulfer plan: re-measured against the author's sampler on ``seeds``
+    (unpaired: the author's batches at those seeds are the pool)."""
+    from ..plan.file import Plan, verify
+    net, den = load_mnist_unet(root)
+    metric, author = _metric(), _author(net, steps, cache_dir)
+    p = Plan.load(plan_path)
+    return verify(p, den, seeds=seeds, metric=metric, reference=author, shape=(1, 28, 28))
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m effdiff.bench.plan_external")
-    ap.add_argument("--out", required=True, help="the plan file (.json)")
+    ap.add_argument("--out", help="the plan file (.json) to search and write")
+    ap.add_argument("--verify", metavar="PLAN", help="instead: re-measure this plan file on plan-verification seeds")
+    ap.add_argument("--seeds", type=int, default=6, help="--verify: how many seeds")
+    ap.add_argument("--offset", type=int, default=0, help="--verify: start this many seeds into plan-verification")
     ap.add_argument("--budget", default="10%")
     ap.add_argument("--cache", help="keep the author's reference samples here (safetensors; reused when resumed)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     t0 = time.time()
+    if a.verify:
+        from ..plan.runs import SEEDS
+        v = verify_pulfer(a.verify, [SEEDS["verification"] + a.offset + i for i in range(a.seeds)], cache_dir=a.cache)
+        print(v.text())
+        print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget,
+                          "wall_s": round(time.time() - t0)}))
+        return
+    if not a.out:
+        ap.error("--out PLAN (search) or --verify PLAN")
     _, p = plan_pulfer(a.budget, log=lambda m: print(m, flush=True), cache_dir=a.cache)
     p.save(a.out)
     print(p.summary())
