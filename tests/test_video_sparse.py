@@ -99,16 +99,19 @@ def test_sink_mask_keeps_each_rows_first_allowed_key_frames():
     assert torch.equal(sparse.sink_mask(call_of(5, shifted, start=7), 2)[4], torch.tensor([False, True, True, False, False]))
 
 
-@pytest.mark.parametrize("window,sink", [(1, 0), (1, 2), (0, 3), (2, 1)])
-def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(window, sink):
-    """Each query frame attends exactly to its window and the first ``sink`` key frames, nothing else."""
+@pytest.mark.parametrize("window,sink,stride", [(1, 0, 0), (1, 2, 0), (0, 3, 0), (2, 1, 0), (0, 0, 3), (1, 1, 4)])
+def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(window, sink, stride):
+    """Each query frame attends exactly to its window, the first ``sink`` key frames and (``stride``) the
+    frames at multiples of ``stride`` from it, nothing else."""
     from effdiff.video.attention import dense_attention
     F = 8
     q, k, v = qkv(F)
     fr = torch.arange(F)
-    union = ((fr[:, None] - fr[None, :]).abs() <= window) | (fr[None, :] < sink)
+    dist = (fr[:, None] - fr[None, :]).abs()
+    union = (dist <= window) | (fr[None, :] < sink) | ((dist % stride == 0) if stride else False)
     stats = sparse.AttentionStats()
-    out = sparse.SlidingTile(sparse.SlidingTileConfig(window=window, sink=sink), stats)(q, k, v, call_of(F))
+    cfg = sparse.SlidingTileConfig(window=window, sink=sink, stride=stride)
+    out = sparse.SlidingTile(cfg, stats)(q, k, v, call_of(F))
     ref = dense_attention(q, k, v, call_of(F, union))
     assert torch.allclose(out, ref, atol=1e-12)
     K = int(union.sum(1).max())                              # the widest row: the gathered keys per query frame
@@ -156,3 +159,35 @@ def test_bench_row_labels_name_their_technique():
     seen = bench.with_technique(SimpleNamespace(den=den), "sliding-tile:sink2", {"window": 1, "sink": 2},
                                 lambda: sparse.attention_modules(den)[0].processor.config)
     assert seen == sparse.SlidingTileConfig(window=1, sink=2)
+
+
+def counted(mode, den, noise, name=None, **config):
+    """(output, attention MACs, the handle's stats or None) of ``mode`` with technique ``name`` applied."""
+    MACS.reset()
+    if name is None:
+        return mode(den, noise, SIG, "euler"), MACS.macs, None
+    with T.get(name).apply(den, **config) as h:
+        out = mode(den, noise, SIG, "euler")
+    return out, MACS.macs, h.stats
+
+
+@torch.no_grad()
+def test_dense_steps_and_dense_commit_run_exact_attention_where_asked():
+    den = tiny_den()
+    noise = clip_noise(2, (4, 8, 8, 8), 2).double()
+    ref, dense, _ = counted(generate_stream, den, noise)
+    same, macs, st = counted(generate_stream, den, noise, "sliding-tile", window=0, dense_steps=3, dense_commit=True)
+    assert torch.allclose(same, ref, atol=1e-10) and macs == dense == st.macs
+    part, macs, _ = counted(generate_stream, den, noise, "sliding-tile", window=0, dense_steps=3)   # sparse commit
+    assert macs < dense and not torch.allclose(part, ref, atol=1e-6)
+    ref_full = counted(generate_full, den, noise)[0]
+    ada, _, st = counted(generate_full, den, noise, "adaspa", density=0.01, dense_steps=3)   # every step dense
+    assert torch.allclose(ada, ref_full, atol=1e-10) and st.macs == st.dense_macs
+
+
+def test_adaspa_min_frames_widens_short_contexts_only():
+    q, k, v = qkv(8)
+    idx = sparse.AdaSpa(sparse.AdaSpaConfig(density=0.25, min_frames=5), sparse.AttentionStats()).search(q, k, call_of(8))[0]
+    assert idx.shape[-1] == 5                                 # ceil(0.25 * 8) = 2 < 5
+    idx = sparse.AdaSpa(sparse.AdaSpaConfig(density=0.75, min_frames=5), sparse.AttentionStats()).search(q, k, call_of(8))[0]
+    assert idx.shape[-1] == 6

@@ -11,12 +11,18 @@ computed as gathered block-sparse attention (a frame's P tokens form one block).
   mass, per head and per sample; the later steps of that generation reuse the pattern (AdaSpa's
   observation: the pattern is stable across denoising steps). Streaming blocks search their own.
   ``local`` >= 0 always keeps the key frames within ``local`` frames of the query frame, inside the
-  ``density`` budget when it fits.
+  ``density`` budget when it fits; ``min_frames`` keeps at least that many key frames (a stream's first
+  blocks have few, and a share of few is one or two).
 
 Both take ``sink``: the first ``sink`` key frames each query frame may see (by frame index) are always
 kept — attention sinks (StreamingLLM, Xiao et al. 2024, "Efficient Streaming Language Models with
 Attention Sinks"). In a streamed call they are the oldest cached frames of the block's window, the
-context every training window starts with; ``sink=0`` (default) is the plain pattern.
+context every training window starts with; ``sink=0`` (default) is the plain pattern. Sliding-tile's
+``stride`` adds the key frames at multiples of ``stride`` frames from the query frame (the strided pattern
+of Sparse Transformers, Child et al. 2019): the whole window seen, thinned. ``dense_steps``
+runs the first sampling steps (high noise, where layout and motion are set) densely; sliding-tile's
+``dense_commit`` keeps streaming's KV-cache writes exact (AdaSpa's commit pass already runs dense: it
+is outside the sampling loop, so it searches).
 
 At full density both equal dense attention (tests/test_video_sparse.py). ``register()`` adds them to
 ``effdiff.techniques`` (family ``attention``). Each counts the q k^T and
@@ -84,6 +90,13 @@ def sink_mask(call: AttentionCall, sink: int) -> Tensor:
     return torch.zeros_like(allowed).index_copy(1, order, first)
 
 
+def dense_now(dense_steps: int, dense_commit: bool = False) -> bool:
+    """Whether this call attends densely: a sampling step before ``dense_steps``, or (``dense_commit``) a call
+    outside any sampling loop — streaming's commit pass that writes the KV cache."""
+    ctx = current_context()
+    return dense_commit if ctx is None else ctx.step < dense_steps
+
+
 def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
     """The K key frames of highest ``score`` per row, ``keep`` ones first -> (idx, idx's ``keep`` entries)."""
     idx = (score.double() + keep.double() * 1e6).topk(K, dim=-1).indices
@@ -94,6 +107,9 @@ def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
 class SlidingTileConfig:
     window: int = 2              # key frames within this many frames of the query frame (in time)
     sink: int = 0                # the first key frames (by frame index) every query frame keeps
+    stride: int = 0              # also key frames whose offset from the query frame is a multiple of this (0: none)
+    dense_steps: int = 0         # the first sampling steps of each generation attend densely
+    dense_commit: bool = False   # streaming's commit pass (outside any sampling loop) attends densely
 
 
 @dataclass
@@ -102,6 +118,8 @@ class AdaSpaConfig:
     search_step: int = 0         # sampling step whose exact attention map picks the pattern
     sink: int = 0                # the first key frames (by frame index) every query frame keeps
     local: int = -1              # key frames within this many frames of the query frame always kept (-1: none)
+    min_frames: int = 0          # keep at least this many key frames (a short context, e.g. a stream's first block)
+    dense_steps: int = 0         # the first sampling steps of each generation attend densely
 
 
 class SlidingTile:
@@ -111,9 +129,14 @@ class SlidingTile:
         self.config, self.stats = config, stats
 
     def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
+        if dense_now(self.config.dense_steps, self.config.dense_commit):
+            self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
+            return dense_attention(q, k, v, call)
         dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()       # [Fq, Fk]
-        keep = frame_mask(call) & ((dist <= self.config.window) | sink_mask(call, self.config.sink))
-        K = max(1, min(2 * self.config.window + 1 + max(self.config.sink, 0), int(keep.sum(1).max())))
+        c = self.config
+        strided = dist % c.stride == 0 if c.stride > 0 else torch.zeros_like(dist, dtype=torch.bool)
+        keep = frame_mask(call) & ((dist <= c.window) | strided | sink_mask(call, c.sink))
+        K = max(1, int(keep.sum(1).max()))
         near = -(dist.double() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6)   # ties: earliest
         idx, valid = pick(keep, near, K)                                     # [Fq, K]
         B, H = q.shape[:2]
@@ -149,7 +172,7 @@ class AdaSpa:
         mass = s.softmax(-1).reshape(B, H, Fq, P, Fk, P).sum((3, 5))
         mass = mass.masked_fill(~allowed, -1.0)
         forced = self.forced(call)
-        K = max(1, min(Fk, max(math.ceil(self.config.density * Fk), int(forced.sum(1).max()))))
+        K = max(1, min(Fk, max(math.ceil(self.config.density * Fk), int(forced.sum(1).max()), self.config.min_frames)))
         idx = pick(forced.expand(B, H, -1, -1), mass, K)[0]                 # [B, H, Fq, K]: forced ones first
         valid = allowed[torch.arange(Fq, device=q.device)[:, None], idx]
         self.stats.add(searches=1)
@@ -162,6 +185,9 @@ class AdaSpa:
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
         if key not in self.patterns or step == self.config.search_step:     # a first call searches too
             self.patterns[key] = self.search(q, k, call)
+            self.stats.add(macs=dense_macs(q, call))
+            return dense_attention(q, k, v, call)
+        if dense_now(self.config.dense_steps):
             self.stats.add(macs=dense_macs(q, call))
             return dense_attention(q, k, v, call)
         idx, valid = self.patterns[key]
