@@ -291,6 +291,7 @@ def test_an_interfering_composition_is_rejected_at_certification(shift_technique
     alone_a, alone_b = check("test-shift-a:delta=0.006"), check("test-shift-b:delta=0.006")
     both = check("test-shift-a:delta=0.006", "test-shift-b:delta=0.006")
     assert alone_a.holds and alone_b.holds, (alone_a.reason, alone_b.reason)
+    assert both.replication < 0.01 < alone_a.replication
     assert not both.holds and both.quality.lower > 0.25          # measurably over, not just unsure
     assert "test-shift-a(delta=0.006) + test-shift-b(delta=0.006)" in both.reason
     assert "over the +25% budget" in both.reason

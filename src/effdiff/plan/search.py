@@ -688,6 +688,12 @@ class Certification:
     budget: float
     reason: str
 
+    @property
+    def replication(self) -> float | None:
+        """The probability that a re-measurement on as many new seeds holds again (the planner
+        certifies its winner only at >= ``Settings.replicate``; ``Quality.replication``)."""
+        return self.quality.replication(self.budget)
+
 
 def certify(denoiser, spec: Spec, budget, *, reference=None, metric=None, seeds=None, n: int = 200, cond=None,
             shape=None) -> Certification:
