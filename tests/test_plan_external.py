@@ -1,6 +1,7 @@
 """The planner on a model effdiff did not train (pulfer's MNIST DDPM, ../shared/external; skipped when
 absent): against the author's 1000-step DDPM sampler it finds a plan within budget without being told
-which solver family works on that checkpoint. Slow: the reference alone is ~200k network calls."""
+which solver family works on that checkpoint. Slow: the reference pool alone is 12 x 128 samples of 1,000 network
+calls (~36 CPU-minutes; docs/bench/plan/pulfer/README.md has the run that certified ddpm/trailing/5)."""
 import pytest
 
 from effdiff.bench import external
@@ -10,9 +11,6 @@ HAVE_MNIST = (external.EXTERNAL / "pulfer-ddpm-mnist" / "model.safetensors").is_
 
 @pytest.mark.slow
 @pytest.mark.skipif(not HAVE_MNIST, reason="../shared/external/pulfer-ddpm-mnist absent")
-@pytest.mark.xfail(strict=False, reason="issue 22 not met yet on this model: with the author's independent-noise "
-                   "reference, 3 selection seeds leave intervals of +-50-90% and no candidate held "
-                   "(docs/bench/plan/pulfer/README.md)")
 def test_planner_finds_an_in_budget_plan_for_pulfers_ddpm():
     from effdiff.bench.plan_external import plan_pulfer
     den, p = plan_pulfer("10%")
