@@ -70,14 +70,14 @@ def plan_pulfer(budget="10%", settings: Settings = SETTINGS, steps: int = 1000, 
                      model="pulfer-ddpm-mnist", log=log, progress=False, screen_features=minmax)
 
 
-def verify_pulfer(plan_path, seeds, steps: int = 1000, root=EXTERNAL, cache_dir=None):
-    """``plan verify`` for a pulfer plan: re-measured against the author's sampler on ``seeds``
-    (unpaired: the author's batches at those seeds are the pool)."""
-    from ..plan.file import Plan, verify
+def verify_pulfer(plan_path, k: int = 6, offset: int = 0, steps: int = 1000, root=EXTERNAL, cache_dir=None):
+    """``plan verify`` for a pulfer plan: re-measured against the author's sampler on ``k`` seeds of
+    ``plan-verification`` from ``offset`` (unpaired: the author's batches at those seeds are the pool)."""
+    from ..plan.file import Plan, verification_seeds, verify
     net, den = load_mnist_unet(root)
     metric, author = _metric(), _author(net, steps, cache_dir)
     p = Plan.load(plan_path)
-    return verify(p, den, seeds=seeds, metric=metric, reference=author, shape=(1, 28, 28))
+    return verify(p, den, seeds=verification_seeds(p, k, offset), metric=metric, reference=author, shape=(1, 28, 28))
 
 
 def main(argv=None) -> None:
@@ -92,8 +92,7 @@ def main(argv=None) -> None:
     torch.set_num_threads(1)
     t0 = time.time()
     if a.verify:
-        from ..plan.runs import SEEDS
-        v = verify_pulfer(a.verify, [SEEDS["verification"] + a.offset + i for i in range(a.seeds)], cache_dir=a.cache)
+        v = verify_pulfer(a.verify, a.seeds, a.offset, cache_dir=a.cache)
         print(v.text())
         print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget,
                           "wall_s": round(time.time() - t0)}))

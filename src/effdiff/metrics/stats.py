@@ -7,7 +7,8 @@ import math
 
 import torch
 
-__all__ = ["mean_sd", "t_interval", "replication", "unpaired_interval", "welch_df", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
+__all__ = ["mean_sd", "t_interval", "replication", "unpaired_interval", "welch_df", "paired_change", "decimals", "pm",
+           "pct_ci", "labels_for"]
 
 
 def mean_sd(values) -> tuple[float, float]:
@@ -34,12 +35,12 @@ def welch_df(a: float, ka: int, b: float, kb: int) -> float:
     return (a + b) ** 2 / den if den > 0 else float("inf")
 
 
-def pool_term(values, ref_scores) -> tuple[float, int]:
-    """The variance a pooled reference adds to the mean of ``values`` (relative changes against the
-    pool's mean, so ``1 + mean`` is the candidate's mean over the pool's): (1 + mean)^2 (sd_r / mean_r)^2
-    / m by the delta method, and m, the pool's size."""
+def pool_term(mean: float, ref_scores) -> tuple[float, int]:
+    """The variance a pooled reference adds to a mean relative change ``mean`` against the pool's mean
+    (``1 + mean`` is the candidate's mean over the pool's): (1 + mean)^2 (sd_r / mean_r)^2 / m by the
+    delta method, and m, the pool's size."""
     rm, rsd = mean_sd(ref_scores)
-    return (1 + mean_sd(values)[0]) ** 2 * (rsd / rm) ** 2 / len(ref_scores), len(ref_scores)
+    return (1 + mean) ** 2 * (rsd / rm) ** 2 / len(ref_scores), len(ref_scores)
 
 
 def unpaired_interval(values, ref_scores, level: float = 0.95) -> list[float | None]:
@@ -54,7 +55,7 @@ def unpaired_interval(values, ref_scores, level: float = 0.95) -> list[float | N
         return [None, None]
     m, sd = mean_sd(values)
     a = sd * sd / k
-    b, mr = pool_term(values, ref_scores)
+    b, mr = pool_term(m, ref_scores)
     half = t.ppf(0.5 + level / 2, welch_df(a, k, b, mr)) * math.sqrt(a + b)
     return [m - half, m + half]
 
@@ -77,7 +78,7 @@ def replication(values, bound: float, k_new: int | None = None, level: float = 0
         raise ValueError(f"a replication needs at least 2 seeds, got {k_new}")
     m, sd = mean_sd(values)
     a = sd * sd / k_new
-    b, mr = pool_term(values, pool) if pool is not None and len(pool) > 1 else (0.0, 1)
+    b, mr = pool_term(m, pool) if pool is not None and len(pool) > 1 else (0.0, 1)
     margin = bound - m - t.ppf(0.5 + level / 2, welch_df(a, k_new, b, mr)) * math.sqrt(a + b)
     if sd == 0:
         return float(margin >= 0)

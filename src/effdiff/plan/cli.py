@@ -47,14 +47,12 @@ def _plan(a) -> int:
 
 
 def _verify(a) -> int:
-    from .file import Plan, verify
+    from .file import Plan, verification_seeds, verify
     p = Plan.load(a.file)
     name = a.model or p.model
     if not name:
         raise ValueError(f"{a.file} names no zoo model; pass --model")
-    from .runs import SEEDS
-    k = a.seeds or len((p.certified or {}).get("seeds") or []) or 6
-    v = verify(p, _model(name), seeds=[SEEDS["verification"] + a.offset + i for i in range(k)], n=a.n)
+    v = verify(p, _model(name), seeds=verification_seeds(p, a.seeds, a.offset), n=a.n)
     print(v.text())
     if a.json:
         print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget}))

@@ -31,7 +31,7 @@ from .spec import Spec
 
 FORMAT = "effdiff-plan-1"
 
-__all__ = ["Plan", "WeightsMismatch", "weights_sha256", "verify", "Verification", "FORMAT"]
+__all__ = ["Plan", "WeightsMismatch", "weights_sha256", "verify", "verification_seeds", "Verification", "FORMAT"]
 
 
 class WeightsMismatch(ValueError):
@@ -353,21 +353,26 @@ class Verification:
                 f"{self.seeds[0]}-{self.seeds[-1]} (budget +{100 * self.budget:g}%, upper 95% CI end{why})")
 
 
+def verification_seeds(plan: Plan, k: int | None = None, offset: int = 0) -> list[int]:
+    """``k`` seeds of ``plan-verification`` starting ``offset`` into it (default ``k``: as many as
+    certified the plan, else 6)."""
+    from .runs import SEEDS
+    k = k or len((plan.certified or {}).get("seeds") or []) or 6
+    return [SEEDS["verification"] + offset + i for i in range(k)]
+
+
 def verify(plan: Plan, den, seeds=None, n: int | None = None, metric=None, cond=None, shape=None,
            reference=None) -> Verification:
     """Re-measure ``plan`` against its reference on ``seeds`` (default: the ``plan-verification``
     range, never used by a search; as many as certified the plan) and say whether the upper CI end
     is still within its budget.
     ``reference``: the callable of an external reference (``search.External``) the file names."""
-    from .runs import SEEDS, measure_on
+    from .runs import measure_on
     if not isinstance(plan, Plan):
         plan = Plan.load(plan)
     plan._usable(den)
     measure = _measure_from(plan, den, metric)
-    if seeds is None:
-        k = len((plan.certified or {}).get("seeds") or []) or 6
-        seeds = [SEEDS["verification"] + i for i in range(k)]
-    seeds = list(seeds)
+    seeds = list(seeds) if seeds is not None else verification_seeds(plan)
     n = n or plan.settings.get("n", 200)
     q = measure_on(den, plan.spec, reference or plan.reference, measure, seeds, n, cond,
                    shape or plan.settings.get("shape"))

@@ -34,7 +34,7 @@ from ..metrics.stats import mean_sd, pct_ci, replication, t_interval, unpaired_i
 from ..metrics import class_features, frechet_distance, frechet_from_stats, gaussian_stats, sliced_wasserstein
 
 __all__ = ["dataset_of", "Measure", "EvalFD", "DistributionChange", "PairedDistance", "Relative", "Quality", "Unpaired",
-           "for_model", "check_budget"]
+           "pooled_change", "for_model", "check_budget"]
 
 
 @dataclass
@@ -223,6 +223,11 @@ class Quality:
     def as_dict(self) -> dict:
         return {"measure": self.measure, "values": list(self.values), "seeds": list(self.seeds), "mean": self.mean,
                 "ci": self.ci, "relative": self.relative, "text": self.text()}
+
+
+def pooled_change(score: float, pool: list) -> float:
+    """A candidate's score relative to the mean of the reference's pool (``Unpaired``'s per-seed value)."""
+    return float(score) / (sum(pool) / len(pool)) - 1
 
 
 @dataclass

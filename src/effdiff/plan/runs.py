@@ -16,7 +16,7 @@ import torch
 from .. import techniques as T
 from ..metrics.stats import labels_for
 from ..sampling import randn
-from .quality import Batch, Quality, Relative, Unpaired
+from .quality import Batch, Quality, Relative, Unpaired, pooled_change
 from .spec import Spec
 
 OTHER = 50                # seed s's independent reference batch is seed s + OTHER (same range)
@@ -129,6 +129,11 @@ class Sampler:
         return self.cache[key]
 
 
+def score_of(sm: Sampler, spec, measure: Relative, seed: int, n: int) -> float:
+    """``measure``'s own score (not a change) of ``spec``'s batch at ``seed``."""
+    return float(measure.score(sm.images(spec, seed, n)[0], sm.labels(n)))
+
+
 def measure_on(den, spec, reference, measure, seeds, n: int, cond=None, shape=None, sampler=None) -> Quality:
     """``measure`` of ``spec`` against ``reference`` on each of ``seeds`` (n samples each); against an
     ``External`` reference with a ``Relative`` measure, unpaired: each seed's score against the mean
@@ -137,12 +142,9 @@ def measure_on(den, spec, reference, measure, seeds, n: int, cond=None, shape=No
         raise ValueError("a confidence interval needs at least 2 seeds")
     sm = sampler or Sampler(den, cond, shape)
     if isinstance(reference, External) and isinstance(measure, Relative):
-        pool = [float(measure.score(sm.images(reference, s, n)[0], sm.labels(n))) for s in seeds]
-        q = Unpaired(measure.name, relative=True, ref_scores=pool)
-        for s in seeds:
-            q.values.append(float(measure.score(sm.images(spec, s, n)[0], sm.labels(n))) / (sum(pool) / len(pool)) - 1)
-            q.seeds.append(s)
-        return q
+        pool = [score_of(sm, reference, measure, s, n) for s in seeds]
+        return Unpaired(measure.name, values=[pooled_change(score_of(sm, spec, measure, s, n), pool) for s in seeds],
+                        seeds=list(seeds), relative=True, ref_scores=pool)
     q = Quality(measure.name, relative=measure.relative)
     for s in seeds:
         x = sm.images(spec, s, n)[0]

@@ -32,8 +32,8 @@ import torch
 from .. import techniques as T
 from ..metrics.timing import ms_stats, rounds
 from . import space as S
-from .quality import Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model
-from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on  # noqa: F401
+from .quality import Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model, pooled_change
+from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on, score_of  # noqa: F401
 from .spec import Spec
 
 SCREEN_LIMIT = 0.5        # screening proxy limit: min(SCREEN_LIMIT, 2 x budget + SCREEN_SLACK) of the
@@ -184,8 +184,7 @@ class Search:
             seeds = ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
                      + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
             self.log(f"unpaired comparison: scoring the reference on a pool of {len(seeds)} batches of {n}")
-            self._pool = [float(self.measure.score(self.sampler.images(self.reference, s, n)[0], self.sampler.labels(n)))
-                          for s in seeds]
+            self._pool = [score_of(self.sampler, self.reference, self.measure, s, n) for s in seeds]
         return self._pool
 
     def new_quality(self) -> Quality:
@@ -199,8 +198,8 @@ class Search:
         if not self.unpaired:
             return self.batch(spec, seed, self.set.n, self.measure)
         pool = self.pool()
-        x, dt, _ = self.sampler.images(spec, seed, self.set.n)
-        return float(self.measure.score(x, self.sampler.labels(self.set.n))) / (sum(pool) / len(pool)) - 1, dt
+        dt = self.sampler.images(spec, seed, self.set.n)[1]
+        return pooled_change(score_of(self.sampler, spec, self.measure, seed, self.set.n), pool), dt
 
     # -- stage 1: screening -----------------------------------------------------------------
     @property
