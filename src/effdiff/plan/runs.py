@@ -73,6 +73,7 @@ class Sampler:
         self.cache: dict = {}
         self.prepared: dict = {}
         self.sample_nfe = 0          # denoiser evaluations x samples spent, the search's own cost
+        self.seconds: dict = {}      # sampling seconds per spec label (the search's cost breakdown)
 
     def labels(self, n: int):
         if callable(self.cond):
@@ -115,6 +116,7 @@ class Sampler:
             t0 = time.perf_counter()
             x = spec.fn(n, seed)
             self.cache[key] = (x, time.perf_counter() - t0, None)
+            self._spent(key[0], self.cache[key][1])
         if key not in self.cache:
             from ..latent.denoiser import images
             spec = self.prepare(spec)
@@ -126,7 +128,12 @@ class Sampler:
             dt = time.perf_counter() - t0
             self.sample_nfe += res.nfe * n
             self.cache[key] = (x, dt, res.nfe)
+            self._spent(key[0], dt)
         return self.cache[key]
+
+
+    def _spent(self, label: str, dt: float) -> None:
+        self.seconds[label] = self.seconds.get(label, 0.0) + dt
 
 
 def score_of(sm: Sampler, spec, measure: Relative, seed: int, n: int) -> float:

@@ -139,6 +139,8 @@ class Search:
         self.screen_eval_ms: float | None = None   # the reference's ms per sample-evaluation (fit_screening)
         self.fresh_used = 0                        # plan-certification seeds taken so far (certify)
         self._pool: list | None = None             # the reference's scores on its pool (unpaired comparisons)
+        self.stages: dict = {}                     # wall seconds per stage (cost_breakdown)
+        self._stage_at: tuple | None = None
 
     # -- bookkeeping ------------------------------------------------------------------------
     def log(self, msg: str):
@@ -452,12 +454,29 @@ class Search:
                 f"a re-measurement on as many new seeds would hold with probability {q.replication(self.budget):.2f} "
                 f"< {self.set.replicate:g}")
 
+    def _stage(self, name: str) -> None:
+        """Close the running stage's wall clock and open ``name``'s (``search["stages"]`` in the plan)."""
+        now = time.perf_counter()
+        if self._stage_at is not None:
+            prev, t = self._stage_at
+            self.stages[prev] = self.stages.get(prev, 0.0) + now - t
+        self._stage_at = (name, now) if name else None
+
+    def cost_breakdown(self) -> dict:
+        """Where the search's wall clock went: seconds per stage, and of all sampling, the reference's
+        share (its batches on every seed the search measured) and the candidates'."""
+        ref = self.sampler.seconds.get(self.reference.label(), 0.0)
+        return {"stages_s": {k: round(v, 1) for k, v in self.stages.items()},
+                "sampling_s": {"reference": round(ref, 1),
+                               "candidates": round(sum(self.sampler.seconds.values()) - ref, 1)}}
+
     def run(self):
         from tqdm.auto import tqdm
         from .file import Plan
         t0 = time.perf_counter()
         self.bar = tqdm(desc="plan", unit="run", disable=not self.progress, leave=False)
         try:
+            self._stage("screening")
             self.fit_screening()
             bases = self.screen_bases()
             self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
@@ -465,9 +484,11 @@ class Search:
             alive = [r for r in bases + comps if not r.rejected]
             alive = self.preselect(list({r.label: r for r in alive}.values()))
             self.log(f"screen: {len(alive)} candidates go to selection")
+            self._stage("selection")
             finalists = self.halving(alive)
             order = sorted([r for r in finalists if r.quality.holds(self.budget)], key=self.cost)
             winner, attempts = None, []
+            self._stage("certification")
             for rec in order[: self.set.attempts]:
                 rec.stage = "certification"
                 q = self.certify(rec)
@@ -480,11 +501,14 @@ class Search:
                 if r is not winner and not r.rejected:
                     r.rejected = f"{r.label}: a cheaper finalist was certified" if winner else None
             systems = []
+            self._stage("systems")
             if winner is not None:
                 systems, spec = self.systems_pass(winner)
                 if spec is not winner.spec:        # the plan: the certified spec with the kept switches
                     winner = dataclasses.replace(winner, spec=spec, label=spec.label())
+            self._stage("timing")
             timing = self.time_side_by_side(winner, systems)
+            self._stage("")
         finally:
             self.bar.close()
         return Plan.from_search(self, winner, attempts, systems, timing, time.perf_counter() - t0)
