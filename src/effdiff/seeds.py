@@ -160,6 +160,9 @@ VIDEO_SPARSE_SELECTION = register(SeedRange(
 VIDEO_SPARSE_CONFIRM = register(SeedRange(
     "video-sparse-confirm", 703, 708, "the pre-registered confirm of the picked sparse-attention configurations "
     "(docs/bench/prereg/video-sparse-sink-confirm.json), never used to pick"))
+VIDEO_MODEL_CONFIRM = register(SeedRange(
+    "video-model-confirm", 708, 713, "the pre-registered confirm of the continued video-dit's quality and of streaming "
+    "at equal length (docs/bench/prereg/video-dit-continued-confirm.json), never used to pick"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "
