@@ -166,6 +166,31 @@ def test_a_plan_made_on_one_seed_set_holds_on_another(gauss_plan):
     assert v.holds, v.text()
 
 
+def test_the_plan_says_where_the_search_spent_its_time(gauss_plan):
+    den, p = gauss_plan
+    st, sa = p.search["stages_s"], p.search["sampling_s"]
+    assert set(st) == {"screening", "selection", "certification", "systems", "timing"}
+    assert all(v >= 0 for v in st.values()) and sum(st.values()) <= p.search["wall_s"] + 0.5
+    assert sa["reference"] > 0 and sa["candidates"] > 0
+    assert sa["reference"] + sa["candidates"] <= p.search["wall_s"] + 0.5
+
+
+def test_a_slow_spec_is_timed_in_fewer_rounds_spread_over_the_others(monkeypatch):
+    assert PS._rounds_for(None, 5) == PS._rounds_for(0.5, 5) == {0, 1, 2, 3, 4}
+    assert PS._rounds_for(PS.SLOW_RUN_S * 2, 5) == {0, 2, 4}
+    assert PS._rounds_for(PS.SLOW_RUN_S * 2, 3) == {0, 1, 2}
+    # in the side-by-side timing: the slow spec runs in 3 of 5 rounds, the fast one in all 5
+    s = PS.Search(Gaussian(), "10%", space=S.Space(**SPACE), settings=TINY, progress=False)
+    fast, slow = Spec("euler", 2, "karras"), Spec("heun", 20, "karras")
+    s.sampler.images(fast, 7, 16)
+    s.sampler.images(slow, 7, 16)
+    monkeypatch.setattr(PS, "SLOW_RUN_S", s.sampler.cache[(slow.label(), 7, 16)][1] / 2)
+    if s.sampler.cache[(fast.label(), 7, 16)][1] > PS.SLOW_RUN_S:
+        pytest.skip("the fast spec was not measured faster than half the slow one (machine load)")
+    t = s._interleaved([fast, slow], 16, 7, 5)
+    assert t[0]["timed_runs"] == 5 and t[1]["timed_runs"] == 3
+
+
 def test_replication_probability_is_the_predictive_chance_that_a_new_interval_holds():
     from scipy.stats import norm, t
     from effdiff.metrics.stats import replication

@@ -276,8 +276,36 @@ def quality_table(res: dict) -> str:
     for name, s in rows:
         L.append(f"| {name} | " + " | ".join(pm(s[x], s[f'{x}_sd']) if x in s else "–" for x in KEYS) + " |")
     L.append("| stream − full | " + " | ".join(ci_cell(res["quality_paired"][x]) for x in KEYS) + " |")
+    vs = vs_shuffled(res)
+    if vs is not None:
+        L.append("| full − real frame-shuffled (clip FD) | – | " + ci_cell(vs, 1) + " | – | – | – | – |")
     bad = worse(res["quality_paired"])
-    return "\n".join(L + verdict_line(res, {"stream": (not bad, bad)}))
+    verdicts = {"stream": (not bad, bad)}
+    if (res.get("prereg") or {}).get("id") in MODEL_CLAUSE and vs is not None:
+        verdicts["the model clause"] = model_clause(res, vs)
+    return "\n".join(L + verdict_line(res, verdicts))
+
+
+# pre-registrations whose rule also decides the model line (docs/bench/prereg/video-dit-continued-confirm.json)
+MODEL_CLAUSE = {"video-dit-continued-confirm"}
+
+
+def vs_shuffled(res: dict) -> dict | None:
+    """Issue 27's model line as a paired interval: the full-sequence clips' clip FD minus the real
+    frame-shuffled clips' on the same seeds (None in a results file without the real rows)."""
+    real = res.get("real", {}).get("real frame-shuffled")
+    if not real or "per_seed" not in real:
+        return None
+    return paired(real["per_seed"], res["quality"]["full"]["per_seed"], "clip_fd")
+
+
+def model_clause(res: dict, vs: dict) -> tuple[bool, list]:
+    """The registered model clause: clip FD clearly below frame-shuffled real clips (interval of the paired
+    difference entirely below 0) and under 10x the real clips' (the same order of magnitude)."""
+    bad = [] if vs["ci95"][1] < 0 else ["clip FD vs frame-shuffled"]
+    if not res["quality"]["full"]["summary"]["clip_fd"] < 10 * res["real"]["real"]["summary"]["clip_fd"]:
+        bad.append("clip FD vs 10x real")
+    return not bad, bad
 
 
 def sparse_table(res: dict) -> str:

@@ -42,6 +42,8 @@ ETA = 2                   # successive halving keeps the cheapest 1/ETA per rung
 PROBE_NFE = 10
 SYSTEMS_MAX_DEVIATION = 1e-3   # a systems switch must give the same samples: max |a - b| / max |a|
 SYSTEMS_MIN_GAIN = 0.05        # ... and be measured more than 5% faster (interleaved rounds)
+SLOW_RUN_S = 10.0              # timing: a spec whose one run takes longer is timed in SLOW_ROUNDS rounds only
+SLOW_ROUNDS = 3
 MIN_SCREEN = 16                # the smallest screening batch a slow model's search shrinks to
 
 
@@ -565,12 +567,21 @@ class Search:
                 t0 = time.perf_counter()
                 images(s.denoiser(self.den), s.run(self.den, h, z, labels, r))
                 return time.perf_counter() - t0
-        ran = {(k[0], k[2]) for k in self.sampler.cache}
+        ran = {}              # label -> seconds of one run at this batch size, where this process has run it
+        for (label, _, m), v in self.sampler.cache.items():
+            if m == n:
+                ran[label] = min(ran.get(label, math.inf), v[1])
         for s in specs:       # a warm-up for specs this process has not run at this batch size yet (a first call
-            if isinstance(s, Spec) and (s.label(), n) not in ran:     # compiles); an external reference brings its own
+            if isinstance(s, Spec) and s.label() not in ran:          # compiles); an external reference brings its own
+                t0 = time.perf_counter()
                 go(s, seed)
-        for r in rounds([seed], repeats):
+                ran[s.label()] = time.perf_counter() - t0
+        plan_rounds = rounds([seed], repeats)
+        timed_in = [_rounds_for(ran.get(s.label()), len(plan_rounds)) for s in specs]
+        for j, r in enumerate(plan_rounds):
             for i, s in enumerate(specs):
+                if j not in timed_in[i]:
+                    continue
                 if isinstance(s, Spec):
                     times[i].append(go(s, r))
                 else:              # a reference that caches its samples is timed on its uncached function
@@ -619,6 +630,16 @@ class Search:
                        "one_off_s: the plan's kept switches' one-off cost (compilation), not in ms_per_sample; "
                        "under shared load only indicative: re-run `effdiff bench --suite plan` on an idle core")
         return out
+
+
+def _rounds_for(run_s: float | None, k: int) -> set:
+    """The interleaved rounds a spec is timed in: all ``k``, or, for a spec whose one run takes more
+    than ``SLOW_RUN_S`` (a high-NFE reference: its run-to-run spread is a few percent of a long run),
+    ``SLOW_ROUNDS`` of them spread evenly over the others (first, middle, last): the same period of
+    machine load, a fraction of the cost."""
+    if run_s is None or run_s <= SLOW_RUN_S or k <= SLOW_ROUNDS:
+        return set(range(k))
+    return {round(i * (k - 1) / (SLOW_ROUNDS - 1)) for i in range(SLOW_ROUNDS)}
 
 
 def _zoo_name(den) -> str | None:
