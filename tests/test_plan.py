@@ -172,7 +172,7 @@ def test_the_plan_says_where_the_search_spent_its_time(gauss_plan):
     assert set(st) == {"screening", "selection", "certification", "systems", "timing"}
     assert all(v >= 0 for v in st.values()) and sum(st.values()) <= p.search["wall_s"] + 0.5
     assert sa["reference"] > 0 and sa["candidates"] > 0
-    assert sa["reference"] + sa["candidates"] <= p.search["wall_s"] + 0.5
+    assert isinstance(p.search["reference_worker"], bool)
 
 
 def test_a_slow_spec_is_timed_in_fewer_rounds_spread_over_the_others(monkeypatch):
@@ -189,6 +189,28 @@ def test_a_slow_spec_is_timed_in_fewer_rounds_spread_over_the_others(monkeypatch
         pytest.skip("the fast spec was not measured faster than half the slow one (machine load)")
     t = s._interleaved([fast, slow], 16, 7, 5)
     assert t[0]["timed_runs"] == 5 and t[1]["timed_runs"] == 3
+
+
+def test_the_reference_worker_samples_exactly_what_the_search_would(monkeypatch):
+    from effdiff.plan import runs as R
+    monkeypatch.setattr(R, "spare_core", lambda: True)
+    ref, seeds = Spec("heun", 10, "karras"), [300, 301, 400]
+    a = R.Sampler(Gaussian(), None)
+    assert a.prefetch(ref, seeds, 32) and a.pending
+    got = [a.images(ref, s, 32)[0] for s in seeds]
+    assert not a.pending and a.sample_nfe == 19 * 32 * 3
+    b = R.Sampler(Gaussian(), None)
+    for s, x in zip(seeds, got):
+        assert torch.equal(x, b.images(ref, s, 32)[0])
+    a.prefetch(ref, [302, 303], 32)
+    a.stop_prefetch()                       # cancelled, stopped at a network call or finished; never left running
+    assert not a.pending and a._pool is None
+    for s in (302, 303):                    # a batch in the cache is a whole batch
+        if (ref.label(), s, 32) in a.cache:
+            assert torch.equal(a.cache[(ref.label(), s, 32)][0], b.images(ref, s, 32)[0])
+    assert not a.prefetch(ref.use(("guidance-interval", {})), [304], 32)   # techniques: never in the worker
+    monkeypatch.setattr(R, "spare_core", lambda: False)
+    assert not R.Sampler(Gaussian(), None).prefetch(ref, seeds, 32)  # no spare core: sequential
 
 
 def test_replication_probability_is_the_predictive_chance_that_a_new_interval_holds():

@@ -9,6 +9,8 @@ batches from ``calibration`` (12345). Seed s's independent reference batch is s 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
 
 import torch
@@ -74,6 +76,11 @@ class Sampler:
         self.prepared: dict = {}
         self.sample_nfe = 0          # denoiser evaluations x samples spent, the search's own cost
         self.seconds: dict = {}      # sampling seconds per spec label (the search's cost breakdown)
+        self.pending: dict = {}      # key -> future of the background reference worker (prefetch)
+        self.prefetched = False
+        self._pool = self._worker_den = None
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
 
     def labels(self, n: int):
         if callable(self.cond):
@@ -110,30 +117,109 @@ class Sampler:
     def images(self, spec: Spec, seed: int, n: int):
         """(images [n, ...], seconds, nfe) of ``spec`` at ``seed``."""
         key = (spec.label(), seed, n)
+        fut = self.pending.pop(key, None)
+        if fut is not None:                      # being sampled by the background worker (``prefetch``)
+            fut.result()
         if key not in self.cache and isinstance(spec, External):
             if spec.fn is None:
                 raise ValueError(f"the external reference {spec.name!r} is not available here: pass reference=")
             t0 = time.perf_counter()
             x = spec.fn(n, seed)
-            self.cache[key] = (x, time.perf_counter() - t0, None)
-            self._spent(key[0], self.cache[key][1])
+            self._store(key, x, time.perf_counter() - t0, None, n)
         if key not in self.cache:
-            from ..latent.denoiser import images
-            spec = self.prepare(spec)
-            labels = self.labels(n)
-            z = self.unit_noise(spec, n, seed)
-            t0 = time.perf_counter()
-            res = spec.sample(self.den, z, labels, seed, return_info=True)
-            x = images(spec.denoiser(self.den), res.x)
-            dt = time.perf_counter() - t0
-            self.sample_nfe += res.nfe * n
-            self.cache[key] = (x, dt, res.nfe)
-            self._spent(key[0], dt)
+            self._store(key, *self._sample(self.den, spec, seed, n), n)
         return self.cache[key]
 
+    def _sample(self, den, spec: Spec, seed: int, n: int):
+        from ..latent.denoiser import images
+        spec = self.prepare(spec)
+        labels = self.labels(n)
+        z = spec.noise(den, n, seed, self.shape)
+        t0 = time.perf_counter()
+        res = spec.sample(den, z, labels, seed, return_info=True)
+        x = images(spec.denoiser(den), res.x)
+        return x, time.perf_counter() - t0, res.nfe
+
+    def _store(self, key, x, dt, nfe, n) -> None:
+        with self._lock:
+            self.cache[key] = (x, dt, nfe)
+            self.sample_nfe += (nfe or 0) * n
+            self._spent(key[0], dt)
+
+    # -- a second core for the reference ---------------------------------------------------------
+    def prefetch(self, spec: Spec, seeds, n: int) -> bool:
+        """Sample ``spec`` (a plain sampler without techniques: the reference) at ``seeds`` in a background
+        thread, on its own copy of the denoiser, when this process has a core its torch threads do not use
+        (``spare_core``); ``images`` then waits for a batch the worker has not finished. The samples are the
+        ones ``images`` would compute (same noise, same weights; a test checks they are identical), and no
+        timed candidate shares the worker's core. Returns whether a worker started."""
+        if isinstance(spec, External) or spec.techniques or not spare_core():
+            return False
+        if self._pool is None and not self._start_worker():
+            return False
+        for seed in seeds:
+            key = (spec.label(), seed, n)
+            if key not in self.cache and key not in self.pending:
+                self.pending[key] = self._pool.submit(self._prefetched, self._worker_den, spec, seed, n, key)
+        self.prefetched = True
+        return True
+
+    def _start_worker(self) -> bool:
+        import concurrent.futures as cf
+        import copy
+        try:
+            den = copy.deepcopy(self.den)
+        except Exception:       # noqa: BLE001 -- a denoiser that cannot be copied: no worker, same results
+            return False
+        try:                    # a batch being sampled stops at its next network call when the search stops the worker
+            from ..sites import network
+
+            def halt(*_):
+                if self._stop.is_set():
+                    raise _Stopped()
+            network(den).register_forward_pre_hook(halt)
+        except Exception:       # noqa: BLE001 -- no network module found: the running batch finishes instead
+            pass
+        self._worker_den = den
+        self._pool = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="effdiff-reference")
+        return True
+
+    def _prefetched(self, den, spec, seed, n, key):
+        with torch.no_grad():          # grad mode is per thread
+            self._store(key, *self._sample(den, spec, seed, n), n)
+
+    def stop_prefetch(self) -> None:
+        """Stop the worker (before anything is timed): batches not started are cancelled, the running one
+        stops at its next network call; finished batches stay in the cache."""
+        if self._pool is None:
+            return
+        self._stop.set()
+        for fut in self.pending.values():
+            fut.cancel()
+        self._pool.shutdown(wait=True)
+        for key, fut in list(self.pending.items()):
+            if not fut.cancelled() and not isinstance(fut.exception(), _Stopped):
+                fut.result()                    # a real error in the worker surfaces here
+        self.pending.clear()
+        self._pool = self._worker_den = None
+        self._stop.clear()
 
     def _spent(self, label: str, dt: float) -> None:
         self.seconds[label] = self.seconds.get(label, 0.0) + dt
+
+
+class _Stopped(Exception):
+    """The reference worker's batch was stopped (``Sampler.stop_prefetch``)."""
+
+
+def spare_core() -> bool:
+    """Whether this process may run on more cores than its torch threads use (a second core for the
+    reference worker: 1 torch thread on a 2-core machine, not ``taskset -c 0``)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:                       # not Linux
+        cores = os.cpu_count() or 1
+    return cores > torch.get_num_threads()
 
 
 def score_of(sm: Sampler, spec, measure: Relative, seed: int, n: int) -> float:

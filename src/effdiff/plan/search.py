@@ -68,6 +68,9 @@ class Settings:
     # more than screen_budget / n_screen seconds per sample (measured on the reference) screens on fewer
     # samples (>= MIN_SCREEN), so a search stays near 15 minutes on a 2-core CPU; None: always n_screen
     screen_budget: float | None = 0.064
+    # sample the reference's selection and certification batches in a background thread when the process has
+    # a core its torch threads do not use (runs.spare_core); everything timed stays on the search's own threads
+    reference_worker: bool = True
 
     @classmethod
     def quick(cls) -> "Settings":
@@ -480,6 +483,12 @@ class Search:
         try:
             self._stage("screening")
             self.fit_screening()
+            if self.set.reference_worker:       # the reference's selection and certification batches, on a spare core
+                n = self.set.n
+                seeds = ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
+                         + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
+                if not self.unpaired and self.sampler.prefetch(self.reference, seeds, n):
+                    self.log(f"reference: {len(seeds)} batches of {n} sampled on a spare core while the search runs")
             bases = self.screen_bases()
             self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
             comps = self.screen_compositions(bases)
@@ -491,6 +500,9 @@ class Search:
             order = sorted([r for r in finalists if r.quality.holds(self.budget)], key=self.cost)
             winner, attempts = None, []
             self._stage("certification")
+            if self.sampler.prefetched and self.set.replicate is not None:    # the seeds a replication extension takes
+                self.sampler.prefetch(self.reference, [SEEDS["certification"] + i for i in
+                                                       range(self.set.fresh_seeds, self.set.max_fresh_seeds)], self.set.n)
             for rec in order[: self.set.attempts]:
                 rec.stage = "certification"
                 q = self.certify(rec)
@@ -504,6 +516,7 @@ class Search:
                     r.rejected = f"{r.label}: a cheaper finalist was certified" if winner else None
             systems = []
             self._stage("systems")
+            self.sampler.stop_prefetch()          # nothing is timed while the worker runs
             if winner is not None:
                 systems, spec = self.systems_pass(winner)
                 if spec is not winner.spec:        # the plan: the certified spec with the kept switches
@@ -512,6 +525,7 @@ class Search:
             timing = self.time_side_by_side(winner, systems)
             self._stage("")
         finally:
+            self.sampler.stop_prefetch()
             self.bar.close()
         return Plan.from_search(self, winner, attempts, systems, timing, time.perf_counter() - t0)
 
