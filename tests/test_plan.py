@@ -178,7 +178,7 @@ def test_the_plan_says_where_the_search_spent_its_time(gauss_plan):
 def test_a_slow_spec_is_timed_in_fewer_rounds_spread_over_the_others(monkeypatch):
     assert PS._rounds_for(None, 5) == PS._rounds_for(0.5, 5) == {0, 1, 2, 3, 4}
     assert PS._rounds_for(PS.SLOW_RUN_S * 2, 5) == {0, 2, 4}
-    assert PS._rounds_for(PS.SLOW_RUN_S * 2, 3) == {0, 1, 2}
+    assert PS._rounds_for(PS.SLOW_RUN_S * 2, 3) == {0, 2} and PS._rounds_for(PS.SLOW_RUN_S * 2, 2) == {0}
     # in the side-by-side timing: the slow spec runs in 3 of 5 rounds, the fast one in all 5
     s = PS.Search(Gaussian(), "10%", space=S.Space(**SPACE), settings=TINY, progress=False)
     fast, slow = Spec("euler", 2, "karras"), Spec("heun", 20, "karras")
@@ -197,7 +197,7 @@ def test_the_reference_worker_samples_exactly_what_the_search_would(monkeypatch)
     ref, seeds = Spec("heun", 10, "karras"), [300, 301, 400]
     a = R.Sampler(Gaussian(), None)
     assert a.prefetch(ref, seeds, 32) and a.pending
-    got = [a.images(ref, s, 32)[0] for s in seeds]
+    got = [a.images(ref, s, 32)[0] for s in seeds]          # each waited for, or taken back and sampled here
     assert not a.pending and a.sample_nfe == 19 * 32 * 3
     b = R.Sampler(Gaussian(), None)
     for s, x in zip(seeds, got):

@@ -118,8 +118,8 @@ class Sampler:
         """(images [n, ...], seconds, nfe) of ``spec`` at ``seed``."""
         key = (spec.label(), seed, n)
         fut = self.pending.pop(key, None)
-        if fut is not None:                      # being sampled by the background worker (``prefetch``)
-            fut.result()
+        if fut is not None and not fut.cancel():     # the worker is sampling it (``prefetch``): wait; a batch it has
+            fut.result()                             # not started yet is taken back and sampled here instead
         if key not in self.cache and isinstance(spec, External):
             if spec.fn is None:
                 raise ValueError(f"the external reference {spec.name!r} is not available here: pass reference=")

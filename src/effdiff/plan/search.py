@@ -649,11 +649,12 @@ class Search:
 def _rounds_for(run_s: float | None, k: int) -> set:
     """The interleaved rounds a spec is timed in: all ``k``, or, for a spec whose one run takes more
     than ``SLOW_RUN_S`` (a high-NFE reference: its run-to-run spread is a few percent of a long run),
-    ``SLOW_ROUNDS`` of them spread evenly over the others (first, middle, last): the same period of
-    machine load, a fraction of the cost."""
-    if run_s is None or run_s <= SLOW_RUN_S or k <= SLOW_ROUNDS:
+    about half of them (at most ``SLOW_ROUNDS``: 3 of 5, 2 of 3) spread evenly over the others (first,
+    middle, last): the same period of machine load, a fraction of the cost."""
+    m = min(SLOW_ROUNDS, (k + 1) // 2)
+    if run_s is None or run_s <= SLOW_RUN_S or m >= k:
         return set(range(k))
-    return {round(i * (k - 1) / (SLOW_ROUNDS - 1)) for i in range(SLOW_ROUNDS)}
+    return {round(i * (k - 1) / (m - 1)) for i in range(m)} if m > 1 else {0}
 
 
 def _zoo_name(den) -> str | None:
