@@ -11,6 +11,8 @@ processor adds the multiply-accumulates it performed to ``MACS`` so benches coun
 """
 from __future__ import annotations
 
+import functools
+
 from dataclasses import dataclass
 
 import torch
@@ -65,12 +67,19 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Ten
 
 def rope(x: Tensor, frames: Tensor, tokens: int, base: float = 10000.0) -> Tensor:
     """Rotate channel pairs of x [B, H, F*P, d] by angle frame * base^(-2i/d) (RoPE on time)."""
-    d = x.shape[-1]
-    inv = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=x.device) / d)        # [d/2]
-    ang = (frames.to(torch.float64).repeat_interleave(tokens)[:, None] * inv[None]).to(x.dtype)  # [N, d/2]
-    cos, sin = ang.cos(), ang.sin()
+    cos, sin = _rope_table(tuple(frames.tolist()), tokens, x.shape[-1], base, x.dtype, x.device)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
+
+
+@functools.lru_cache(maxsize=512)
+def _rope_table(frames: tuple, tokens: int, d: int, base: float, dtype, device) -> tuple[Tensor, Tensor]:
+    """cos and sin [F*P, d/2] of RoPE's angles, computed once per (frames, tokens, width, dtype): a
+    streamed clip asks for the same few frame sets in every solver step."""
+    inv = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)                     # [d/2]
+    f = torch.tensor(frames, dtype=torch.float64, device=device)
+    ang = (f.repeat_interleave(tokens)[:, None] * inv[None]).to(dtype)                                  # [N, d/2]
+    return ang.cos(), ang.sin()
 
 
 class VideoAttention(nn.Module):

@@ -41,6 +41,7 @@ class KVCache:
         self.v: list[Tensor | None] = [None] * depth
         self.frames: Tensor | None = None
         self.writes = 0
+        self._memo: dict = {}                 # (start, batch) -> (past,), until the next append
 
     def __len__(self) -> int:
         return 0 if self.frames is None else len(self.frames)
@@ -56,6 +57,14 @@ class KVCache:
     def past(self, start: int, batch: int | None = None):
         """Per layer (k, v, frames) of the visible cached frames, or None when there are none. ``batch`` a
         multiple r of the cached batch (classifier-free guidance's ``[x; x]``): the cache repeated r times."""
+        memo = self._memo.get((start, batch))
+        if memo is not None:                  # every solver step of a block sees the same cached frames
+            return memo[0]
+        out = self._past(start, batch)
+        self._memo[(start, batch)] = (out,)
+        return out
+
+    def _past(self, start: int, batch: int | None):
         sel = self.keep(start)
         if sel is None or not bool(sel.any()):
             return None
@@ -74,6 +83,7 @@ class KVCache:
             self.v[i] = v if self.v[i] is None else torch.cat([self.v[i], v], 2)
         self.frames = frames.clone() if self.frames is None else torch.cat([self.frames, frames])
         self.writes += 1
+        self._memo = {}
         nxt = int(frames[-1]) + 1
         if self.window_blocks > 0:
             sel = self.keep(nxt)
