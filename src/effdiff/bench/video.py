@@ -422,6 +422,47 @@ def registered(a) -> dict:
     return record
 
 
+def ship(results: str, export, reproduce: str, steps_total: int, name: str = "video-dit") -> Path:
+    """Copy a scored video DiT export into the zoo as ``name``, its card's scores taken from the results
+    file ``results`` (a quality run of exactly these tensors: SHA-256 checked), with a card page."""
+    from .. import assets, checkpoint as ckpt
+    from ..io import atomic_write
+    from ..metrics.stats import pm
+    res = json.loads(Path(results).read_text())
+    tensors, meta = ckpt.load(Path(export))
+    if tensors_sha256(tensors) != res.get("model_sha256"):
+        raise ValueError(f"{export} is not the model scored in {results}")
+    q, real = res["quality"], res["real"]
+    m = {k: v for k, v in meta["card"].get("metrics", {}).items() if k in ("initialised_from", "stopped_at_step")}
+    m.update({"guidance": res["guidance"], "metrics_protocol": (
+        f"python -m effdiff.bench.video: {res['solver']} {res['steps']} steps, {res['schedule']}, guidance "
+        f"{res['guidance']}, n={res['n']} clips of 16 frames per seed, seeds {res['seeds']}, video-eval against "
+        f"held-out clips; results: {results}")})
+    for mode in ("full", "stream"):
+        for key in ("frame_fd", "clip_fd", "identity", "label_acc"):
+            m[f"{key}_{mode}"], m[f"{key}_{mode}_sd"] = q[mode]["summary"][key], q[mode]["summary"][f"{key}_sd"]
+    m["clip_fd_real"] = real["real"]["summary"]["clip_fd"]
+    m["clip_fd_shuffled"] = real["real frame-shuffled"]["summary"]["clip_fd"]
+    card = meta["card"]
+    card.update(metrics=m, reproduce=reproduce, steps_total=steps_total)
+    ckpt.save(assets.WEIGHTS / name, tensors, meta)
+    f, st = q["full"]["summary"], q["stream"]["summary"]
+    page = [f"# {name} — latent video DiT on moving digits", "",
+            f"- **Network**: `effdiff.video.model.VideoDiT` {json.dumps(meta['model'], sort_keys=True)}; rectified flow, "
+            "velocity prediction, class-conditional (p_uncond 0.1). Per-frame latents of `mnist-ae` (32x32 frame -> "
+            "4x8x8); tensors `[B, C, T, H, W]`. Model kind `video`: `effdiff.zoo.load(\"video-dit\")` returns an "
+            "`effdiff.video.sampling.VideoModel`.",
+            f"- **Trained**: {reproduce} — the last run {card['steps']} steps, batch {card['batch_size']}, seed "
+            f"{card['seed']}, {card['wall_time_s']} s on the 2-core CPU at 1 thread; {steps_total:,} steps in all.",
+            f"- **Quality** ({m['metrics_protocol']}): full-sequence frame FD {pm(f['frame_fd'], f['frame_fd_sd'])}, "
+            f"clip FD {pm(f['clip_fd'], f['clip_fd_sd'])}, identity {f['identity']:.2f}, label accuracy "
+            f"{f['label_acc']:.2f}; streamed clip FD {pm(st['clip_fd'], st['clip_fd_sd'])}; real held-out clips: clip FD "
+            f"{m['clip_fd_real']:.1f}; frame-shuffled real clips: {m['clip_fd_shuffled']:.1f}.",
+            "- Samples: `docs/video/samples-*.png` / `.gif`. See docs/video.md (what is met and what is not)."]
+    atomic_write(assets.WEIGHTS / f"{name}.md", "\n".join(page) + "\n")
+    return assets.WEIGHTS / name
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description="effdiff video bench: streaming vs full, sparse attention")
     ap.add_argument("--out", default=None)
