@@ -211,6 +211,9 @@ def test_the_reference_worker_samples_exactly_what_the_search_would(monkeypatch)
     assert not a.prefetch(ref.use(("guidance-interval", {})), [304], 32)   # techniques: never in the worker
     monkeypatch.setattr(R, "spare_core", lambda: False)
     assert not R.Sampler(Gaussian(), None).prefetch(ref, seeds, 32)  # no spare core: sequential
+    monkeypatch.setattr(R, "spare_core", lambda: True)
+    monkeypatch.setattr(R, "WORKER_MAX_BYTES", -1)
+    assert not R.Sampler(Gaussian(), None).prefetch(ref, seeds, 32)  # a network too large to copy: sequential
 
 
 def test_replication_probability_is_the_predictive_chance_that_a_new_interval_holds():

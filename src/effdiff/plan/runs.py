@@ -167,6 +167,11 @@ class Sampler:
     def _start_worker(self) -> bool:
         import concurrent.futures as cf
         import copy
+        params = [p for m in _modules(self.den) for p in m.parameters()]
+        if any(p.device.type != "cpu" for p in params):     # an accelerator: a second stream would share it with
+            return False                                    # the candidates being timed
+        if sum(p.numel() * p.element_size() for p in params) > WORKER_MAX_BYTES:
+            return False                                    # a large network is not copied
         try:
             den = copy.deepcopy(self.den)
         except Exception:       # noqa: BLE001 -- a denoiser that cannot be copied: no worker, same results
@@ -206,6 +211,16 @@ class Sampler:
 
     def _spent(self, label: str, dt: float) -> None:
         self.seconds[label] = self.seconds.get(label, 0.0) + dt
+
+
+WORKER_MAX_BYTES = 2 << 30     # the reference worker copies the denoiser: not above 2 GiB of parameters
+
+
+def _modules(den) -> list:
+    """The torch modules a denoiser holds (itself, or its attributes that are modules)."""
+    if isinstance(den, torch.nn.Module):
+        return [den]
+    return [v for v in vars(den).values() if isinstance(v, torch.nn.Module)] if hasattr(den, "__dict__") else []
 
 
 class _Stopped(Exception):
