@@ -166,6 +166,9 @@ VIDEO_MODEL_CONFIRM = register(SeedRange(
 VIDEO_SPARSE_CONFIRM_2 = register(SeedRange(
     "video-sparse-confirm-2", 713, 718, "the pre-registered confirm of the same sparse-attention configuration on the "
     "continued video-dit (docs/bench/prereg/video-sparse-continued-confirm.json), never used to pick"))
+VIDEO_STREAM_CONFIRM_2 = register(SeedRange(
+    "video-stream-confirm-2", 718, 723, "the pre-registered confirm of guided streaming with a context per branch on the "
+    "continued video-dit (docs/bench/prereg/video-stream-paired-confirm.json), never used to pick"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "
