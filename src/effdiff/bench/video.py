@@ -422,7 +422,7 @@ def registered(a) -> dict:
     return record
 
 
-def ship(results: str, export, reproduce: str, steps_total: int, name: str = "video-dit") -> Path:
+def ship(results: str, export, reproduce: str, steps_total: int, name: str = "video-dit", note: str = "") -> Path:
     """Copy a scored video DiT export into the zoo as ``name``, its card's scores taken from the results
     file ``results`` (a quality run of exactly these tensors: SHA-256 checked), with a card page."""
     from .. import assets, checkpoint as ckpt
@@ -453,7 +453,7 @@ def ship(results: str, export, reproduce: str, steps_total: int, name: str = "vi
             "4x8x8); tensors `[B, C, T, H, W]`. Model kind `video`: `effdiff.zoo.load(\"video-dit\")` returns an "
             "`effdiff.video.sampling.VideoModel`.",
             f"- **Trained**: {reproduce} — the last run {card['steps']} steps, batch {card['batch_size']}, seed "
-            f"{card['seed']}, {card['wall_time_s']} s on the 2-core CPU at 1 thread; {steps_total:,} steps in all.",
+            f"{card['seed']}, {card['wall_time_s']} s on the 2-core CPU at 1 thread{note}; {steps_total:,} steps in all.",
             f"- **Quality** ({m['metrics_protocol']}): full-sequence frame FD {pm(f['frame_fd'], f['frame_fd_sd'])}, "
             f"clip FD {pm(f['clip_fd'], f['clip_fd_sd'])}, identity {f['identity']:.2f}, label accuracy "
             f"{f['label_acc']:.2f}; streamed clip FD {pm(st['clip_fd'], st['clip_fd_sd'])}; real held-out clips: clip FD "
