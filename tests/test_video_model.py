@@ -108,24 +108,33 @@ def test_stream_generation_equals_blockwise_recompute():
     assert full.shape == z.shape and not torch.allclose(full, z)
 
 
-def test_guided_streaming_attends_to_the_cache_in_both_branches():
-    """Classifier-free guidance batches [x; x]: a streamed block's guided output is u + w (c - u) of the
-    conditional and unconditional calls against the same cache (float64), and a guided stream runs."""
+def test_guided_streaming_gives_each_branch_its_own_context():
+    """Classifier-free guidance batches [x; x] with [cond; null]: in a stream each branch attends to the
+    earlier blocks committed under its own label (a dropped label is dropped for the whole sequence in
+    training), so a guided streamed block is u + w (c - u) of the conditional call against the cache
+    committed with the labels and the unconditional call against the cache committed with the null label
+    (float64); the conditional branch alone reads the paired cache's first half; a guided stream runs."""
     from effdiff.denoisers import CFG, Denoiser
     from effdiff.process import Flow
     from effdiff.video.sampling import BlockNet, clip_noise, generate_stream
     net = tiny(1)
-    cache = KVCache(2, 2, 1)
     x0 = torch.randn(2, 4, 2, 8, 8, dtype=torch.float64)
-    y = torch.tensor([1, 2])
+    y, null = torch.tensor([1, 2]), torch.full((2,), 10)
+    caches = {k: KVCache(2, 2, 1) for k in ("c", "u", "pair")}
     with torch.no_grad():
-        net.commit(x0, 0.0, y, cache, 0)
-        den = Denoiser(BlockNet(net, cache, 2), Flow(), "velocity", 10)
+        net.commit(x0, 0.0, y, caches["c"], 0)
+        net.commit(x0, 0.0, null, caches["u"], 0)
+        net.commit(torch.cat([x0, x0]), 0.0, torch.cat([y, null]), caches["pair"], 0)
+        den = {k: Denoiser(BlockNet(net, c, 2), Flow(), "velocity", 10) for k, c in caches.items()}
         x, s = torch.randn(2, 4, 2, 8, 8, dtype=torch.float64), torch.full((2,), 0.7, dtype=torch.float64)
-        c, u = den(x, s, y), den(x, s, torch.full_like(y, 10))
-        assert torch.allclose(CFG(den, 3.0)(x, s, y), u + 3.0 * (c - u), atol=1e-10)
+        c, u = den["c"](x, s, y), den["u"](x, s, null)
+        assert torch.allclose(CFG(den["pair"], 3.0)(x, s, y), u + 3.0 * (c - u), atol=1e-10)
+        assert torch.allclose(den["pair"](x, s, y), c, atol=1e-12)                 # conditional branch alone
+        assert not torch.allclose(den["c"](x, s, null), u)                         # the context matters
         z = generate_stream(Denoiser(net, Flow(), "velocity", 10), clip_noise(2, (4, 6, 8, 8), 0).double(),
                             torch.tensor([4.0, 1.0, 0.0], dtype=torch.float64), "euler", y, scale=3.0)
     assert z.shape == (2, 4, 6, 8, 8) and torch.isfinite(z).all()
     with pytest.raises(ValueError, match="cannot attend to a cache of batch 2"):
-        cache.past(2, 3)
+        caches["c"].past(2, 3)
+    with pytest.raises(ValueError, match="cannot attend to a cache of batch 4"):
+        caches["pair"].past(2, 1)

@@ -56,7 +56,8 @@ class KVCache:
 
     def past(self, start: int, batch: int | None = None):
         """Per layer (k, v, frames) of the visible cached frames, or None when there are none. ``batch`` a
-        multiple r of the cached batch (classifier-free guidance's ``[x; x]``): the cache repeated r times."""
+        multiple r of the cached batch: the cache repeated r times; half of it (a guided stream's paired cache
+        ``[cond; null]`` read by its conditional branch alone, e.g. outside a guidance interval): the first half."""
         memo = self._memo.get((start, batch))
         if memo is not None:                  # every solver step of a block sees the same cached frames
             return memo[0]
@@ -70,11 +71,15 @@ class KVCache:
             return None
         P = self.k[0].shape[2] // len(self.frames)
         tok = sel.repeat_interleave(P)
-        r = 1 if batch is None else batch // self.k[0].shape[0]
-        if r < 1 or r * self.k[0].shape[0] != (batch or self.k[0].shape[0]):
-            raise ValueError(f"a block of batch {batch} cannot attend to a cache of batch {self.k[0].shape[0]}")
-        return [(k[:, :, tok].repeat(r, 1, 1, 1), v[:, :, tok].repeat(r, 1, 1, 1), self.frames[sel])
-                for k, v in zip(self.k, self.v)]
+        rows = self.k[0].shape[0]
+        batch = rows if batch is None else batch
+        if batch % rows == 0:               # the cache repeated (a cache of one branch read by both)
+            pick = lambda t: t[:, :, tok].repeat(batch // rows, 1, 1, 1)       # noqa: E731
+        elif rows % batch == 0 and rows // batch == 2:    # a guided stream's paired cache [cond; null] read by the
+            pick = lambda t: t[:batch, :, tok]                                   # noqa: E731  conditional branch alone
+        else:
+            raise ValueError(f"a block of batch {batch} cannot attend to a cache of batch {rows}")
+        return [(pick(k), pick(v), self.frames[sel]) for k, v in zip(self.k, self.v)]
 
     def append(self, kvs, frames: Tensor) -> None:
         """Store a committed block's per-layer (k, v) and evict frames no later block can see."""

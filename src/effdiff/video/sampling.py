@@ -52,12 +52,16 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
-    the cached clean blocks, then committed to the cache once (its keys computed with its label, not
-    guided); ``on_block(start, z_block)`` sees each block as it finishes."""
+    the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
+    as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
+    dropped label is dropped for the whole sequence: the block is committed twice in one batched call, with
+    its label and with the null label (cache ``[cond; null]``), and guidance's batched ``[x; x]`` call reads
+    the conditional keys in its first half and the unconditional keys in its second."""
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
     cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
+    paired = scale != 1.0 and cond is not None and den.cond_classes > 0
     clean = float(den.process.c_noise(den.process.sigma_to_t(torch.zeros((), dtype=torch.float64))))
     out = []
     for start in range(0, T, cfg.block_frames):
@@ -68,7 +72,10 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             on_block(start, zb)
         out.append(zb)
         if start + cfg.block_frames < T:
-            net.commit(zb.to(next(net.parameters()).dtype), clean, bden.labels(cond, B, zb.device), cache, start)
+            x0, labels = zb.to(next(net.parameters()).dtype), bden.labels(cond, B, zb.device)
+            if paired:
+                x0, labels = torch.cat([x0, x0]), torch.cat([labels, bden.labels(None, B, zb.device)])
+            net.commit(x0, clean, labels, cache, start)
     return torch.cat(out, 2)
 
 
