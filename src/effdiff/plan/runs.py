@@ -167,18 +167,19 @@ class Sampler:
     def _start_worker(self) -> bool:
         import concurrent.futures as cf
         import copy
-        params = [p for m in _modules(self.den) for p in m.parameters()]
-        if any(p.device.type != "cpu" for p in params):     # an accelerator: a second stream would share it with
-            return False                                    # the candidates being timed
-        if sum(p.numel() * p.element_size() for p in params) > WORKER_MAX_BYTES:
-            return False                                    # a large network is not copied
+        from ..metrics import param_bytes
+        from ..sites import network
+        mod = self.den if isinstance(self.den, torch.nn.Module) else network(self.den)
+        if isinstance(mod, torch.nn.Module):
+            if any(p.device.type != "cpu" for p in mod.parameters()):   # an accelerator: a second stream would share
+                return False                                           # it with the candidates being timed
+            if param_bytes(mod, buffers=False) > WORKER_MAX_BYTES:     # a large network is not copied
+                return False
         try:
             den = copy.deepcopy(self.den)
         except Exception:       # noqa: BLE001 -- a denoiser that cannot be copied: no worker, same results
             return False
         try:                    # a batch being sampled stops at its next network call when the search stops the worker
-            from ..sites import network
-
             def halt(*_):
                 if self._stop.is_set():
                     raise _Stopped()
@@ -214,13 +215,6 @@ class Sampler:
 
 
 WORKER_MAX_BYTES = 2 << 30     # the reference worker copies the denoiser: not above 2 GiB of parameters
-
-
-def _modules(den) -> list:
-    """The torch modules a denoiser holds (itself, or its attributes that are modules)."""
-    if isinstance(den, torch.nn.Module):
-        return [den]
-    return [v for v in vars(den).values() if isinstance(v, torch.nn.Module)] if hasattr(den, "__dict__") else []
 
 
 class _Stopped(Exception):

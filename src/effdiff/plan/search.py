@@ -183,13 +183,18 @@ class Search:
         batch that happens to share its seed number (``quality.Unpaired``)."""
         return isinstance(self.reference, External) and isinstance(self.measure, Relative)
 
+    def reference_seeds(self) -> list[int]:
+        """The seeds every search measures the reference on at the selection batch size: all selection
+        seeds and the first certification attempt's."""
+        return ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
+                + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
+
     def pool(self) -> list[float]:
         """The reference's scores on its batches at the selection and first certification seeds (the
         batches a paired search computes too), computed once; candidates' batches are independent of them."""
         if self._pool is None:
             n = self.set.n
-            seeds = ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
-                     + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
+            seeds = self.reference_seeds()
             self.log(f"unpaired comparison: scoring the reference on a pool of {len(seeds)} batches of {n}")
             self._pool = [score_of(self.sampler, self.reference, self.measure, s, n) for s in seeds]
         return self._pool
@@ -484,11 +489,9 @@ class Search:
             self._stage("screening")
             self.fit_screening()
             if self.set.reference_worker:       # the reference's selection and certification batches, on a spare core
-                n = self.set.n
-                seeds = ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
-                         + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
-                if not self.unpaired and self.sampler.prefetch(self.reference, seeds, n):
-                    self.log(f"reference: {len(seeds)} batches of {n} sampled on a spare core while the search runs")
+                seeds = self.reference_seeds()
+                if not self.unpaired and self.sampler.prefetch(self.reference, seeds, self.set.n):
+                    self.log(f"reference: {len(seeds)} batches of {self.set.n} sampled on a spare core while the search runs")
             bases = self.screen_bases()
             self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
             comps = self.screen_compositions(bases)

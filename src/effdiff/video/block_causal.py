@@ -41,7 +41,7 @@ class KVCache:
         self.v: list[Tensor | None] = [None] * depth
         self.frames: Tensor | None = None
         self.writes = 0
-        self._memo: dict = {}                 # (start, batch) -> (past,), until the next append
+        self._memo: dict = {}                 # (start, batch) -> past, until the next append
 
     def __len__(self) -> int:
         return 0 if self.frames is None else len(self.frames)
@@ -58,12 +58,9 @@ class KVCache:
         """Per layer (k, v, frames) of the visible cached frames, or None when there are none. ``batch`` a
         multiple r of the cached batch: the cache repeated r times; half of it (a guided stream's paired cache
         ``[cond; null]`` read by its conditional branch alone, e.g. outside a guidance interval): the first half."""
-        memo = self._memo.get((start, batch))
-        if memo is not None:                  # every solver step of a block sees the same cached frames
-            return memo[0]
-        out = self._past(start, batch)
-        self._memo[(start, batch)] = (out,)
-        return out
+        if (start, batch) not in self._memo:  # every solver step of a block sees the same cached frames
+            self._memo[(start, batch)] = self._past(start, batch)
+        return self._memo[(start, batch)]
 
     def _past(self, start: int, batch: int | None):
         sel = self.keep(start)
