@@ -179,6 +179,8 @@ def test_a_slow_spec_is_timed_in_fewer_rounds_spread_over_the_others(monkeypatch
     assert PS._rounds_for(None, 5) == PS._rounds_for(0.5, 5) == {0, 1, 2, 3, 4}
     assert PS._rounds_for(PS.SLOW_RUN_S * 2, 5) == {0, 2, 4}
     assert PS._rounds_for(PS.SLOW_RUN_S * 2, 3) == {0, 2} and PS._rounds_for(PS.SLOW_RUN_S * 2, 2) == {0}
+    assert PS._rounds_for(PS.SLOW_RUN_S * 2, 3, slow_rounds=1) == {0} == PS._rounds_for(PS.SLOW_RUN_S * 2, 5, 0)
+    assert PS.Settings.quick().slow_rounds == 1 and PS.Settings().slow_rounds == PS.SLOW_ROUNDS
     # in the side-by-side timing: the slow spec runs in 3 of 5 rounds, the fast one in all 5
     s = PS.Search(Gaussian(), "10%", space=S.Space(**SPACE), settings=TINY, progress=False)
     fast, slow = Spec("euler", 2, "karras"), Spec("heun", 20, "karras")

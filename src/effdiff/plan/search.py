@@ -71,11 +71,14 @@ class Settings:
     # sample the reference's selection and certification batches in a background thread when the process has
     # a core its torch threads do not use (runs.spare_core); everything timed stays on the search's own threads
     reference_worker: bool = True
+    # timing: a spec whose one run takes more than SLOW_RUN_S (the high-NFE reference) is timed in this many of
+    # the interleaved rounds only (its run-to-run spread is a few percent of a long run)
+    slow_rounds: int = SLOW_ROUNDS
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(n_screen=48, n=160, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
-                   timing_repeats=3, attempts=2, max_fresh_seeds=10)
+        return cls(n_screen=48, n=128, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
+                   timing_repeats=3, attempts=2, max_fresh_seeds=10, screen_budget=0.045, slow_rounds=1)
 
 
 @dataclass
@@ -594,7 +597,7 @@ class Search:
                 go(s, seed)
                 ran[s.label()] = time.perf_counter() - t0
         plan_rounds = rounds([seed], repeats)
-        timed_in = [_rounds_for(ran.get(s.label()), len(plan_rounds)) for s in specs]
+        timed_in = [_rounds_for(ran.get(s.label()), len(plan_rounds), self.set.slow_rounds) for s in specs]
         for j, r in enumerate(plan_rounds):
             for i, s in enumerate(specs):
                 if j not in timed_in[i]:
@@ -649,12 +652,12 @@ class Search:
         return out
 
 
-def _rounds_for(run_s: float | None, k: int) -> set:
+def _rounds_for(run_s: float | None, k: int, slow_rounds: int = SLOW_ROUNDS) -> set:
     """The interleaved rounds a spec is timed in: all ``k``, or, for a spec whose one run takes more
     than ``SLOW_RUN_S`` (a high-NFE reference: its run-to-run spread is a few percent of a long run),
-    about half of them (at most ``SLOW_ROUNDS``: 3 of 5, 2 of 3) spread evenly over the others (first,
-    middle, last): the same period of machine load, a fraction of the cost."""
-    m = min(SLOW_ROUNDS, (k + 1) // 2)
+    about half of them (at most ``slow_rounds``: 3 of 5, 2 of 3; quick: 1) spread evenly over the others
+    (first, middle, last): the same period of machine load, a fraction of the cost."""
+    m = max(1, min(slow_rounds, (k + 1) // 2))
     if run_s is None or run_s <= SLOW_RUN_S or m >= k:
         return set(range(k))
     return {round(i * (k - 1) / (m - 1)) for i in range(m)} if m > 1 else {0}

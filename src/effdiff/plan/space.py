@@ -139,12 +139,17 @@ class Space:
     techniques: dict | None = None          # name -> [dict config]; None: every applicable technique's grid
     students: bool = True
     guidance: tuple = (1.0,)
-    systems: tuple = SYSTEMS
+    systems: tuple | None = None            # None: SYSTEMS, none in quick mode (compile's first call alone
+                                            # takes ~30 s on a CPU: a quick search leaves switches to the user)
     max_nfe: int | None = None
     max_memory: int | None = None           # peak tensor bytes of a 2-sample run (measured at screening)
     trained: bool = False                   # allow techniques that train (L2C routers, exit heads, pruning)
     quick: bool = False
     pruned: list = field(default_factory=list)      # (label, reason) of what never ran
+
+    def __post_init__(self):
+        if self.systems is None:
+            self.systems = () if self.quick else SYSTEMS
 
     def solver_list(self) -> list[str]:
         if self.solvers is not None:

@@ -29,13 +29,18 @@ class VideoLoss:
     p_mean: float = 0.0           # logit-normal t: sigmoid(N(p_mean, p_std))
     p_std: float = 1.0
     block_fraction: float = 0.5   # share of steps in Block Diffusion's form (the rest: full sequence)
+    # share of steps on first blocks alone: each clip's blocks as separate ``block_frames``-long clips in the
+    # full-sequence form, which is what streaming's first block is (it has no context); 0: off
+    first_block_fraction: float = 0.0
     frames: int = 16              # clip length trained on
     clips: int = 4000             # encoded training clips (one per training digit on average)
     clip_frames: int = 20         # frames per encoded clip (windows of `frames` are drawn from it)
 
     def __post_init__(self):
-        if not 0 <= self.block_fraction <= 1 or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames:
-            raise ValueError("need 0 <= block_fraction <= 1, p_std > 0 and 1 <= frames <= clip_frames")
+        if (not 0 <= self.block_fraction <= 1 or not 0 <= self.first_block_fraction <= 1 - self.block_fraction
+                or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames):
+            raise ValueError("need 0 <= block_fraction <= 1, 0 <= first_block_fraction <= 1 - block_fraction, "
+                             "p_std > 0 and 1 <= frames <= clip_frames")
 
 
 class VideoTrainer(Trainer):
@@ -78,8 +83,14 @@ class VideoTrainer(Trainer):
         if self.num_classes > 0 and self.cfg.p_uncond > 0:
             drop = torch.rand(y.shape, generator=self.gen) < self.cfg.p_uncond
             y = torch.where(drop, torch.full_like(y, self.num_classes), y)
-        block = bool(torch.rand((), generator=self.gen) < self.vloss.block_fraction)
+        u = float(torch.rand((), generator=self.gen))
+        block = u < self.vloss.block_fraction
         bf = self.net.config.block_frames
+        if not block and u < self.vloss.block_fraction + self.vloss.first_block_fraction and T > bf:
+            nb = T // bf                                    # first blocks: [B, C, nb*bf] -> [B*nb, C, bf]
+            x = x[:, :, :nb * bf].unflatten(2, (nb, bf)).transpose(1, 2).flatten(0, 1)
+            y = y.repeat_interleave(nb)
+            B, T = x.shape[0], bf
         if block:
             nb = -(-T // bf)
             t = self.draw_t(B * nb).reshape(B, nb).repeat_interleave(bf, 1)[:, :T]       # [B, T]
@@ -121,11 +132,18 @@ def main(argv=None) -> None:
     ap.add_argument("--init", default=None, help="start from an exported video model's weights (a continuation)")
     ap.add_argument("--lr", type=float, default=None)
     ap.add_argument("--seed", type=int, default=None, help="the run's seed (a continuation: not the first run's batches again)")
+    ap.add_argument("--first-block-fraction", type=float, default=None,
+                    help="share of steps on first blocks alone (VideoLoss.first_block_fraction)")
+    ap.add_argument("--block-fraction", type=float, default=None, help="share of steps in Block Diffusion's form")
     ap.add_argument("--stop-after", type=int, default=None,
                     help="end (and export) at this step, before --steps; the schedule still runs to --steps")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr), ("seed", a.seed)) if v is not None}
+    loss = {k: v for k, v in (("first_block_fraction", a.first_block_fraction), ("block_fraction", a.block_fraction))
+            if v is not None}
+    if loss:
+        over["loss"] = {**preset(a.preset).loss, **loss}
     cfg = preset(a.preset, **over)
     tr = VideoTrainer(cfg, a.out, progress=True)
     if a.init and not a.resume:

@@ -1,0 +1,42 @@
+"""The video trainer's forms: full sequence, Block Diffusion, and first blocks alone."""
+import pytest
+import torch
+
+from effdiff.video.presets import preset
+from effdiff.video.train import VideoLoss, VideoTrainer
+
+
+def trainer(tmp_path, **loss):
+    base = preset("video-dit").loss
+    cfg = preset("video-dit", steps=1, batch_size=2, loss={**base, "clips": 6, **loss})
+    return VideoTrainer(cfg, tmp_path, progress=False)
+
+
+def test_first_block_form_trains_each_block_as_a_clip_without_context(tmp_path):
+    tr = trainer(tmp_path, block_fraction=0.0, first_block_fraction=1.0)
+    seen = []
+    forward = tr.net.forward
+    tr.net.forward = lambda x, noise, y: seen.append((x.shape, noise.shape, y.clone())) or forward(x, noise, y)
+    tr.net.block_diffusion = lambda *a, **k: pytest.fail("first-block form ran the block-causal form")
+    x, y = tr.batch()
+    loss = tr.loss_on(x, y)
+    bf = tr.net.config.block_frames
+    (shape, noise, labels), = seen
+    assert shape == (2 * 16 // bf, x.shape[1], bf, *x.shape[3:]) and noise == (2 * 16 // bf,)
+    null = tr.num_classes                       # a dropped label stays dropped for all of the clip's blocks
+    assert [int(v) for v in labels.reshape(2, -1)[:, 0]] == [int(v) for v in labels.reshape(2, -1)[:, -1]]
+    assert set(labels.tolist()) <= set(y.tolist()) | {null}
+    assert torch.isfinite(loss) and loss.requires_grad
+
+
+def test_form_shares_are_checked_and_default_off(tmp_path):
+    assert VideoLoss().first_block_fraction == 0.0
+    with pytest.raises(ValueError, match="first_block_fraction"):
+        VideoLoss(block_fraction=0.6, first_block_fraction=0.5)
+    tr = trainer(tmp_path, block_fraction=0.0, first_block_fraction=0.0)
+    seen = []
+    forward = tr.net.forward
+    tr.net.forward = lambda x, noise, y: seen.append(x.shape) or forward(x, noise, y)
+    x, y = tr.batch()
+    tr.loss_on(x, y)
+    assert seen == [x.shape]                    # full sequence: the clip as drawn
