@@ -43,11 +43,11 @@ SEEDS = _seed_ranges()
 
 def default_reference(den, model: str | None, quick: bool = False) -> Spec:
     """The model card's ``plan_reference`` spec if it has one, else Heun on a Karras schedule at
-    ~80 NFE (~50 in quick mode): a high-accuracy deterministic solve of the model's own ODE."""
+    ~80 NFE (~40 in quick mode): a high-accuracy deterministic solve of the model's own ODE."""
     card = (getattr(den, "meta", None) or {}).get("card", {})
     if "plan_reference" in card:
         return Spec.from_dict(card["plan_reference"])
-    return Spec("heun", 25 if quick else 40, "karras")
+    return Spec("heun", 20 if quick else 40, "karras")
 
 
 class External:

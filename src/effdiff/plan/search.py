@@ -77,7 +77,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(n_screen=48, n=128, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
+        return cls(n_screen=48, n=112, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
                    timing_repeats=3, attempts=2, max_fresh_seeds=10, screen_budget=0.045, slow_rounds=1)
 
 
