@@ -287,11 +287,12 @@ def test_a_noisy_winner_gets_more_fresh_seeds_and_is_refused_when_it_would_not_h
     q = s.certify(rec)
     assert q.seeds == list(range(base, base + 12)) and q.holds(0.05)
     assert not s.certified(q) and "too noisy to hold again" in s.not_certified(rec, q)
-    # a quiet candidate is certified on six seeds; the next attempt starts on seeds no attempt used
+    # a quiet candidate is certified on six seeds; a next attempt is scored on the same fresh seeds
     s2, rec2 = _stub_search(lambda seed: 0.001 * (seed % 3))
-    s2.fresh_used = 12
     q2 = s2.certify(rec2)
-    assert q2.seeds == list(range(base + 12, base + 18)) and s2.certified(q2)
+    assert q2.seeds == list(range(base, base + 6)) and s2.certified(q2)
+    q3 = s2.certify(PS.Record("ddim/karras/5", Spec("ddim", 5, "karras"), 5, ("solver",)))
+    assert q3.seeds == q2.seeds and s2.fresh_used == 6
     s3, rec3 = _stub_search(lambda seed: (first + then)[seed - base], replicate=None)    # off: six seeds decide
     assert len(s3.certify(rec3).values) == 6 and s3.certified(rec3.certified)
 

@@ -11,7 +11,8 @@ certify it on seeds the search never saw.
    within the budget (then the others) stay, plus the cheapest that already holds and the one with
    the lowest upper CI end, as fallbacks.
 3. The cheapest finalist that holds on all selection seeds is re-certified on fresh seeds (never
-   used in the search); if it fails there, the next one (every attempt is recorded).
+   used in the search); if it fails there, the next one on the same fresh seeds (the order is
+   fixed before certification starts; every attempt is recorded).
 4. Systems switches are tried on the winner (kept when measured faster and numerically the same).
 5. Speed: the winner, the reference and the best single solver configuration timed side by side
    in interleaved rounds (``bench.timing``) on the certification batch.
@@ -54,7 +55,7 @@ class Settings:
     n: int = 200
     rungs: tuple = (2, 4)              # selection seeds per halving rung
     select_seeds: int = 6              # finalists: this many selection seeds
-    fresh_seeds: int = 6               # certification (each attempt on its own fresh seeds)
+    fresh_seeds: int = 6               # certification (every attempt on the same fresh seeds)
     # a winner must also be likely to hold again when ``plan verify`` re-measures it on as many new
     # seeds: predictive probability >= replicate (quality.Quality.replication); below it, certification
     # adds fresh seeds once, up to max_fresh_seeds, and decides on all of them; None: off
@@ -145,7 +146,7 @@ class Search:
         self.best: Record | None = None
         self.screen_best: Record | None = None
         self.screen_eval_ms: float | None = None   # the reference's ms per sample-evaluation (fit_screening)
-        self.fresh_used = 0                        # plan-certification seeds taken so far (certify)
+        self.fresh_used = 0                        # plan-certification seeds used (certify: every attempt the same)
         self._pool: list | None = None             # the reference's scores on its pool (unpaired comparisons)
         self.stages: dict = {}                     # wall seconds per stage (cost_breakdown)
         self._stage_at: tuple | None = None
@@ -188,7 +189,7 @@ class Search:
 
     def reference_seeds(self) -> list[int]:
         """The seeds every search measures the reference on at the selection batch size: all selection
-        seeds and the first certification attempt's."""
+        seeds and the certification seeds (every attempt's)."""
         return ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
                 + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
 
@@ -429,10 +430,14 @@ class Search:
 
     # -- stage 3: certification on fresh seeds -------------------------------------------------
     def certify(self, rec: Record) -> Quality:
-        """``fresh_seeds`` seeds of ``plan-certification`` no earlier attempt used (an attempt that
-        failed does not leave its seeds to the next: no candidate is picked on the seeds that certify
-        it). A candidate that holds but is unlikely to hold again on as many new seeds (replication
-        probability < ``replicate``) gets more fresh seeds, once, and is decided on all of them."""
+        """The candidate on ``fresh_seeds`` seeds of ``plan-certification``, never used to pick. Every attempt
+        is scored on the same fresh seeds (the reference's batches are sampled once): the order of the
+        attempts is fixed before certification starts (cost among the finalists that held on selection
+        seeds), so no candidate is picked on the seeds that certify it. A later attempt runs only after the
+        earlier ones failed on these seeds, which makes its test, if anything, stricter, never laxer; the
+        chance that some failing candidate is certified is at most ``attempts`` times each test's, as with
+        seeds of its own. A candidate that holds but is unlikely to hold again on as many new seeds
+        (replication probability < ``replicate``) gets more fresh seeds, once, and is decided on all of them."""
         q = self.new_quality()
         rec.certified = q
         self._fresh_seeds(q, self.set.fresh_seeds, rec)
@@ -446,10 +451,10 @@ class Search:
 
     def _fresh_seeds(self, q: Quality, k: int, rec: Record) -> None:
         while len(q.values) < k:
-            s = SEEDS["certification"] + self.fresh_used
+            s = SEEDS["certification"] + len(q.values)
             if s >= SEEDS["verification"]:
                 raise RuntimeError("the plan-certification seed range is used up")
-            self.fresh_used += 1
+            self.fresh_used = max(self.fresh_used, len(q.values) + 1)
             v, _ = self.target(rec.spec, s)
             q.values.append(v)
             q.seeds.append(s)
