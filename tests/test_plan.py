@@ -412,3 +412,16 @@ def test_a_slow_model_screens_on_fewer_samples(s_per_eval, want):
     ext.sampler.images = lambda spec, seed, n: (torch.zeros(n, 1, 4, 4), 100.0, None)
     ext.fit_screening()                        # an external reference has no evaluation count: unchanged
     assert ext.set.n_screen == 64
+
+
+def test_best_single_excludes_a_configuration_refused_at_certification():
+    s, _ = _stub_search(lambda seed: 0.0)
+    holds = Q.Quality("m", values=[-0.2, -0.25, -0.15], seeds=[300, 301, 302])
+    cheap = PS.Record("ddpm/trailing/4", Spec("ddpm", 4, "trailing"), 4, ("solver",), quality=holds)
+    dear = PS.Record("ddpm/karras/10", Spec("ddpm", 10, "karras"), 10, ("solver",), quality=holds)
+    s.records = {r.label: r for r in (cheap, dear)}
+    assert s.best_single() is cheap
+    cheap.certified = Q.Quality("m", values=[0.2, 0.1, 0.3], seeds=[400, 401, 402])     # refused on fresh seeds
+    assert s.best_single() is dear
+    dear.certified = Q.Quality("m", values=[-0.2, -0.21, -0.19], seeds=[400, 401, 402])
+    assert s.best_single() is dear

@@ -622,9 +622,10 @@ class Search:
         return self.set.n_screen if any(isinstance(s, External) for s in specs.values()) else self.set.n
 
     def best_single(self) -> Record | None:
-        """The cheapest plain solver configuration that held on the selection seeds."""
+        """The cheapest plain solver configuration that held on the selection seeds and, where it was
+        also certified, on the fresh seeds (one refused there does not meet the budget)."""
         ok = [r for r in self.records.values() if r.families == ("solver",) and r.quality is not None
-              and r.quality.holds(self.budget)]
+              and r.quality.holds(self.budget) and (r.certified is None or self.certified(r.certified))]
         return min(ok, key=lambda r: r.nfe) if ok else None
 
     def time_side_by_side(self, winner: Record | None, systems: list | None = None) -> dict:
