@@ -68,6 +68,12 @@ def test_parts_run_alone_and_render_as_generated_tables(tmp_path):
         bench.run(None, parts=("speed",), model=stem)
     cost = bench.run(None, lengths=(16,), n=2, seeds=(0,), steps=2, solver="euler", repeats=0, model=stem, parts=("cost",))
     assert "| 16 | stream |" in cost["table"] and "no wall clock in this run" in cost["table"]
+    look = bench.run(None, lengths=(16,), n=2, seeds=(0,), steps=2, solver="euler", repeats=0, model=stem,
+                     parts=("cost",), lookahead=8)           # the first block from an 8-frame full-sequence solve
+    first = {r["mode"]: r["first_frame_macs"] for r in look["cost"]}
+    plain = {r["mode"]: r["first_frame_macs"] for r in cost["cost"]}
+    assert look["lookahead"] == 8 and "stream lookahead 8 frames" in look["table"]
+    assert plain["stream"] < first["stream"] < first["full"] == plain["full"]
 
 
 def test_adapter_table_pairs_the_adapted_row_with_each_from_scratch_row():

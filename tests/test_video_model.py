@@ -138,3 +138,30 @@ def test_guided_streaming_gives_each_branch_its_own_context():
         caches["c"].past(2, 3)
     with pytest.raises(ValueError, match="cannot attend to a cache of batch 4"):
         caches["pair"].past(2, 1)
+
+
+def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
+    """lookahead L: the first block is the first frames of a full-sequence solve of the first L frames (same
+    noise), the later blocks stream on as usual against it; L <= block_frames is the plain stream."""
+    from effdiff.denoisers import Denoiser
+    from effdiff.process import Flow
+    from effdiff.video.sampling import clip_noise, generate_full, generate_stream
+    net = tiny(1)
+    den = Denoiser(net, Flow(), "velocity", 10)
+    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
+    noise = clip_noise(2, (4, 6, 8, 8), seed=0).double()
+    y = torch.tensor([1, 2])
+    blocks = []
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, lookahead=4, on_block=lambda s, zb: blocks.append(s))
+        full4 = generate_full(den, noise[:, :, :4], sig, "euler", y)
+        plain = generate_stream(den, noise, sig, "euler", y)
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, lookahead=2), plain)
+        z99 = generate_stream(den, noise, sig, "euler", y, lookahead=99)      # clamped to the clip: all 6 frames
+        full6 = generate_full(den, noise, sig, "euler", y)
+    assert blocks == [0, 2, 4] and z.shape == plain.shape
+    assert torch.allclose(z[:, :, :2], full4[:, :, :2], atol=1e-12) and not torch.allclose(z[:, :, :2], plain[:, :, :2])
+    assert torch.allclose(z99[:, :, :2], full6[:, :, :2], atol=1e-12)
+    assert not torch.allclose(z[:, :, 2:], plain[:, :, 2:])          # later blocks attend to the new first block
+    with pytest.raises(ValueError, match="lookahead"):
+        generate_stream(den, noise, sig, "euler", y, lookahead=-1)

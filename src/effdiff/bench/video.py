@@ -183,10 +183,11 @@ PARTS = ("cost", "quality", "sparse")
 
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
-        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None) -> dict:
+        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
-    ``out``/video.{json,md}."""
+    ``out``/video.{json,md}; ``lookahead``: the stream's first-block lookahead (``generate_stream``), every
+    stream row."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
@@ -194,10 +195,11 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
+    vm.lookahead = lookahead
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "batch": batch, "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
+                 "batch": batch, "lookahead": lookahead, "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
         if "cost" in parts:
@@ -255,7 +257,8 @@ def cost_table(res: dict) -> str:
     wall = (f"wall clock median of {res['repeats']} runs of {res.get('batch', 1)} clip(s) generated together at "
             f"{res['threads']} thread(s), decode included — NOISY on a "
             "shared machine" if tim else "no wall clock in this run (--repeats 0)")
-    L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}; MACs from "
+    look = f", stream lookahead {res['lookahead']} frames" if res.get("lookahead") else ""
+    L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}{look}; MACs from "
          f"FlopCounterMode, deterministic; {wall}):", "",
          "| frames | mode | GMACs (all) | GMACs to 1st frame | of which attention | s | s to 1st frame | frames/s |",
          "|---:|---|---:|---:|---:|---:|---:|---:|"]
@@ -268,8 +271,9 @@ def cost_table(res: dict) -> str:
 
 
 def quality_table(res: dict) -> str:
+    look = f", stream lookahead {res['lookahead']} frames" if res.get("lookahead") else ""
     L = [f"Quality at 16 frames (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
-         f"{res.get('guidance', 1.0)}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
+         f"{res.get('guidance', 1.0)}{look}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [(f"generated, {m}", res["quality"][m]["summary"]) for m in ("full", "stream")]
     rows += [(name, v["summary"]) for name, v in res["real"].items()]
@@ -287,7 +291,7 @@ def quality_table(res: dict) -> str:
 
 
 # pre-registrations whose rule also decides the model line (docs/bench/prereg/video-dit-continued-confirm.json)
-MODEL_CLAUSE = {"video-dit-continued-confirm"}
+MODEL_CLAUSE = {"video-dit-continued-confirm", "video-stream-lookahead-confirm"}
 
 
 def vs_shuffled(res: dict) -> dict | None:
@@ -419,6 +423,7 @@ def registered(a) -> dict:
                           f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
+    a.lookahead = int(spec.get("lookahead", 0))
     return record
 
 
@@ -477,6 +482,8 @@ def main(argv=None) -> None:
     ap.add_argument("--lengths", type=int, nargs="+", default=[16, 32, 64, 128])
     ap.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale")
     ap.add_argument("--batch", type=int, default=1, help="clips generated together in each timed run")
+    ap.add_argument("--lookahead", type=int, default=0, help="the stream's first block from a full-sequence solve of "
+                    "this many frames (generate_stream's lookahead; 0: off)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "
@@ -490,7 +497,7 @@ def main(argv=None) -> None:
     if a.prereg:
         extra["prereg"] = registered(a)
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts), a.batch, extra, a.sparse)
+              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, a.lookahead)
     print(res["table"])
 
 

@@ -50,13 +50,21 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 
 
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
-                    scale: float = 1.0, on_block: Callable | None = None, **kw) -> torch.Tensor:
+                    scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
     dropped label is dropped for the whole sequence: the block is committed twice in one batched call, with
     its label and with the null label (cache ``[cond; null]``), and guidance's batched ``[x; x]`` call reads
-    the conditional keys in its first half and the unconditional keys in its second."""
+    the conditional keys in its first half and the unconditional keys in its second.
+
+    ``lookahead`` L > ``block_frames``: the first block, which has no context, is sampled as the first frames of
+    a full-sequence solve of the first L frames (the same noise; the other L - block_frames frames are discarded
+    and streamed as usual). A block of 4 frames on its own draws its label less faithfully than 16 frames
+    denoised together (docs/video.md); the price is the first frame's latency, which becomes that of an
+    L-frame full-sequence clip. 0: off."""
+    if not isinstance(lookahead, int) or lookahead < 0:
+        raise ValueError(f"lookahead must be an int >= 0 (frames), got {lookahead!r}")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -66,8 +74,12 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     out = []
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
-        zb = sample(guided(bden, scale), noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver,
-                    cond=cond, **kw)
+        if start == 0 and min(lookahead, T) > cfg.block_frames:
+            zb = sample(guided(den, scale), noise[:, :, :min(lookahead, T)] * sigmas[0], sigmas, solver, cond=cond,
+                        **kw)[:, :, :cfg.block_frames]
+        else:
+            zb = sample(guided(bden, scale), noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver,
+                        cond=cond, **kw)
         if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
         out.append(zb)
@@ -85,8 +97,9 @@ MODES = {"full": generate_full, "stream": generate_stream}
 class VideoModel:
     """A trained video DiT as a latent denoiser plus its frame codec."""
 
-    def __init__(self, den: Denoiser, codec, meta: dict):
+    def __init__(self, den: Denoiser, codec, meta: dict, lookahead: int = 0):
         self.den, self.codec, self.meta = den, codec, meta
+        self.lookahead = lookahead            # streaming's first-block lookahead (generate_stream), 0: off
 
     @classmethod
     def load(cls, path=None) -> "VideoModel":
@@ -108,8 +121,11 @@ class VideoModel:
 
     @torch.no_grad()
     def generate(self, noise, sigmas, solver="euler", cond=None, mode: str = "stream", **kw) -> torch.Tensor:
+        """``mode`` "full" or "stream"; a stream's ``lookahead`` defaults to ``self.lookahead``."""
         if mode not in MODES:
             raise ValueError(f"unknown generation mode {mode!r}; known: {', '.join(MODES)}")
+        if mode == "stream":
+            kw.setdefault("lookahead", self.lookahead)
         return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
