@@ -173,8 +173,8 @@ VIDEO_STREAM_SELECTION = register(SeedRange(
     "video-stream-selection", 723, 725, "diagnosing and choosing streaming fixes on the video DiT (per-block label "
     "accuracy; the first-block training form), never used to confirm"))
 VIDEO_STREAM_CONFIRM_3 = register(SeedRange(
-    "video-stream-confirm-3", 725, 730, "the pre-registered confirm of the video-dit trained with the first-block form "
-    "(docs/bench/prereg/video-dit-first-block-confirm.json), never used to pick"))
+    "video-stream-confirm-3", 725, 730, "the pre-registered confirm of streaming with a first-block lookahead "
+    "(docs/bench/prereg/video-stream-lookahead-confirm.json), never used to pick"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "
