@@ -1,0 +1,60 @@
+"""Where streaming loses at equal length: label accuracy per 4-frame block, full sequence vs stream vs stream with
+a 16-frame first-block lookahead (selection seeds 723-724, range video-stream-selection; n = 100, guidance 4,
+dpmpp-2m 12 karras steps, the bench's noise and labels).
+
+    python docs/bench/video/first_block.py --models video-dit /tmp/vtrain/run5/model --out docs/bench/video/first-block
+
+``video-dit``: the shipped model; another path: a model stem (e.g. the first-block-form continuation, trained by
+``python -m effdiff.video.train --preset video-dit --init <video-dit> --lr 3e-4 --steps 3000 --seed 5
+--block-fraction 0.4 --first-block-fraction 0.2``). Selection evidence, not a confirm.
+"""
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from effdiff.bench.video import generate, labels_for
+from effdiff.bench.provenance import provenance
+from effdiff.video.evaluator import VideoEvaluator
+from effdiff.video.sampling import VideoModel
+from effdiff.checkpoint import tensors_sha256
+
+MODES = {"full": ("full", 0), "stream": ("stream", 0), "stream, lookahead 16": ("stream", 16)}
+
+
+def per_block(ev, x, labels, bf: int = 4) -> dict:
+    _, logits, _ = ev.features(x)
+    pred = logits.argmax(-1)
+    s = ev.score(x, labels)
+    return {"label_acc_per_block": [float((pred[:, b:b + bf] == labels[:, None]).float().mean())
+                                    for b in range(0, x.shape[2], bf)],
+            **{k: s[k] for k in ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")}}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--models", nargs="+", default=["video-dit"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[723, 724])
+    ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--out", required=True)
+    a = ap.parse_args()
+    torch.set_num_threads(1)
+    ev = VideoEvaluator.shipped()
+    res = {"provenance": provenance(), "seeds": a.seeds, "n": a.n, "guidance": 4.0, "models": {}}
+    for m in a.models:
+        vm = VideoModel.load(None if m == "video-dit" else m)
+        rows = {}
+        for name, (mode, look) in MODES.items():
+            vm.lookahead = look
+            rows[name] = {s: per_block(ev, generate(vm, 16, mode, a.n, s, 12, "dpmpp-2m", 4.0), labels_for(a.n))
+                          for s in a.seeds}
+            print(m, name, json.dumps(rows[name]), flush=True)
+        res["models"][m] = {"sha256": tensors_sha256(vm.den.net.state_dict()), "rows": rows}
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "first_block.json").write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
