@@ -396,6 +396,28 @@ def table(res: dict) -> str:
     return "\n\n".join(TABLES[p](res) for p in PARTS if p in res.get("parts", PARTS))
 
 
+def first_block_table(res: dict) -> str:
+    """Label accuracy per 4-frame block, per model and generation mode, averaged over the seeds
+    (docs/bench/video/first_block.py's results)."""
+    L = [f"Label accuracy per block of 4 frames (n={res['n']} clips per seed, seeds {res['seeds']}, guidance "
+         f"{res['guidance']}; mean over the seeds):", "",
+         "| model | generation | block 1 | block 2 | block 3 | block 4 | label acc | identity | speed px/f | frame FD | clip FD |",
+         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for m, v in res["models"].items():
+        name = "video-dit (shipped)" if m == "video-dit" else f"{Path(m).parent.name} ({v['sha256'][:8]})"
+        for row, seeds in v["rows"].items():
+            per = list(seeds.values())
+            mean = lambda k: sum(p[k] for p in per) / len(per)          # noqa: E731
+            blocks = [sum(p["label_acc_per_block"][b] for p in per) / len(per) for b in range(4)]
+            L.append(f"| {name} | {row} | " + " | ".join(f"{b:.3f}" for b in blocks)
+                     + f" | {mean('label_acc'):.3f} | {mean('identity'):.3f} | {mean('speed'):.2f} | "
+                       f"{mean('frame_fd'):.1f} | {mean('clip_fd'):.1f} |")
+    return "\n".join(L)
+
+
+TABLES["first_block"] = first_block_table
+
+
 def render(sources: list[dict], opts: dict) -> str:
     """``<!-- table: docs/bench/video/video.json kind=video part=quality -->`` (effdiff.bench.tables)."""
     part = opts.get("part", "quality")
