@@ -83,6 +83,16 @@ def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
     assert timing["one_off_s"] == (d["one_off_s"] if d["kept"] else 0.0)
 
 
+def test_a_quick_plan_says_it_tried_no_systems_switches(tmp_path):
+    den = Gaussian()
+    kw = dict(spec=Spec("euler", 4, "karras"), reference=REF, budget=0.1, measure="test",
+              weights_sha256=F.weights_sha256(den), certified={"text": "+0% [-1, +1]", "ci": [-0.01, 0.01]})
+    quick = F.Plan.load(F.Plan(**kw, search={"systems_tried": []}).save(tmp_path / "q.json"))
+    assert "no systems switches tried (quick search)" in quick.summary()
+    for search in ({"systems_tried": list(S.SYSTEMS)}, {}):       # tried, or a plan file from before the field
+        assert "no systems switches" not in F.Plan(**kw, search=search).summary()
+
+
 def test_a_plan_with_compile_survives_save_load_and_apply(tmp_path):
     den = Gaussian()
     plain = Spec("euler", 4, "karras")

@@ -184,7 +184,13 @@ class Plan:
         sp = self.speed.get("speedup_vs_reference")
         return (f"{self.spec.label()}: {q} {self.measure} vs {self.reference.label()} on fresh seeds "
                 f"(budget +{100 * self.budget:g}%)" + (f", {sp:.2f}x faster (wall clock, this machine)" if sp else "")
-                + self._one_off_text())
+                + self._one_off_text() + self._no_systems_text())
+
+    def _no_systems_text(self) -> str:
+        """A search that tried no systems switches (``--quick``) says so: compile may still add speed."""
+        if self.search.get("systems_tried", None) == []:
+            return "; no systems switches tried (quick search): `--use compile` may add speed"
+        return ""
 
     def _one_off_text(self) -> str:
         """The kept systems switches' one-off cost (compile: the first call's compilation)."""
@@ -276,7 +282,7 @@ class Plan:
                     "certification_attempts": attempts, "found": winner is not None,
                     "best_single": (s.best_single().label if s.best_single() else None),
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **s.cost_breakdown(),
-                    "reference_worker": s.sampler.prefetched},
+                    "reference_worker": s.sampler.prefetched, "systems_tried": list(s.space.systems)},
             candidates=[r.as_dict() for r in recs], pareto=_pareto(s, recs),
             rejected=[r.rejected for r in recs if r.rejected], pruned=[list(p) for p in s.space.pruned],
             systems=systems, settings={**vars(s.set), "shape": s.sampler.shape, "screen_eval_ms": s.screen_eval_ms}, measure_key=_measure_key(s.measure))
