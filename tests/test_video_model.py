@@ -165,3 +165,26 @@ def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
     assert not torch.allclose(z[:, :, 2:], plain[:, :, 2:])          # later blocks attend to the new first block
     with pytest.raises(ValueError, match="lookahead"):
         generate_stream(den, noise, sig, "euler", y, lookahead=-1)
+    with pytest.raises(ValueError, match="lookahead_past"):
+        generate_stream(den, noise, sig, "euler", y, lookahead_past=2)          # a past without a lookahead
+
+
+def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
+    """lookahead L with past P: the solve covers P past frames (noise of the clip's frames L-P .. L-1, unused by
+    that solve) and the clip's first L-P frames; the first block is its frames P .. P + block_frames."""
+    from effdiff.denoisers import Denoiser
+    from effdiff.process import Flow
+    from effdiff.video.sampling import clip_noise, generate_full, generate_stream
+    net = tiny(1)
+    den = Denoiser(net, Flow(), "velocity", 10)
+    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
+    noise = clip_noise(2, (4, 8, 8, 8), seed=1).double()
+    y = torch.tensor([3, 4])
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_past=2)
+        solve = generate_full(den, torch.cat([noise[:, :, 4:6], noise[:, :, :4]], 2), sig, "euler", y)
+        same = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_past=0)
+        capped = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_past=9)    # at most L - block
+        solve4 = generate_full(den, torch.cat([noise[:, :, 2:6], noise[:, :, :2]], 2), sig, "euler", y)
+    assert torch.allclose(z[:, :, :2], solve[:, :, 2:4], atol=1e-12) and not torch.allclose(z[:, :, :2], same[:, :, :2])
+    assert torch.allclose(capped[:, :, :2], solve4[:, :, 4:6], atol=1e-12) and z.shape == noise.shape

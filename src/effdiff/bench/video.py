@@ -183,11 +183,12 @@ PARTS = ("cost", "quality", "sparse")
 
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
-        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0) -> dict:
+        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0,
+        lookahead_past: int = 0) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
-    ``out``/video.{json,md}; ``lookahead``: the stream's first-block lookahead (``generate_stream``), every
-    stream row."""
+    ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``: the stream's first-block lookahead
+    (``generate_stream``), every stream row."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
@@ -195,11 +196,12 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
-    vm.lookahead = lookahead
+    vm.lookahead, vm.lookahead_past = lookahead, lookahead_past
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "batch": batch, "lookahead": lookahead, "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
+                 "batch": batch, "lookahead": lookahead, "lookahead_past": lookahead_past,
+                 "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
         if "cost" in parts:
@@ -252,12 +254,20 @@ def _s(t: dict, key: str, fmt: str) -> str:
     return format(t[key], fmt) if key in t else "–"
 
 
+def lookahead_text(res: dict) -> str:
+    """The caption's note on the stream's first-block lookahead (nothing when off)."""
+    if not res.get("lookahead"):
+        return ""
+    past = f", first block after {res['lookahead_past']} past frames" if res.get("lookahead_past") else ""
+    return f", stream lookahead {res['lookahead']} frames{past}"
+
+
 def cost_table(res: dict) -> str:
     tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
     wall = (f"wall clock median of {res['repeats']} runs of {res.get('batch', 1)} clip(s) generated together at "
             f"{res['threads']} thread(s), decode included — NOISY on a "
             "shared machine" if tim else "no wall clock in this run (--repeats 0)")
-    look = f", stream lookahead {res['lookahead']} frames" if res.get("lookahead") else ""
+    look = lookahead_text(res)
     L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}{look}; MACs from "
          f"FlopCounterMode, deterministic; {wall}):", "",
          "| frames | mode | GMACs (all) | GMACs to 1st frame | of which attention | s | s to 1st frame | frames/s |",
@@ -271,7 +281,7 @@ def cost_table(res: dict) -> str:
 
 
 def quality_table(res: dict) -> str:
-    look = f", stream lookahead {res['lookahead']} frames" if res.get("lookahead") else ""
+    look = lookahead_text(res)
     L = [f"Quality at 16 frames (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
          f"{res.get('guidance', 1.0)}{look}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -445,7 +455,7 @@ def registered(a) -> dict:
                           f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
-    a.lookahead = int(spec.get("lookahead", 0))
+    a.lookahead, a.lookahead_past = int(spec.get("lookahead", 0)), int(spec.get("lookahead_past", 0))
     return record
 
 
@@ -506,6 +516,8 @@ def main(argv=None) -> None:
     ap.add_argument("--batch", type=int, default=1, help="clips generated together in each timed run")
     ap.add_argument("--lookahead", type=int, default=0, help="the stream's first block from a full-sequence solve of "
                     "this many frames (generate_stream's lookahead; 0: off)")
+    ap.add_argument("--lookahead-past", type=int, default=0, help="...taken after this many past frames of that "
+                    "solve (generate_stream's lookahead_past)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "
@@ -519,7 +531,7 @@ def main(argv=None) -> None:
     if a.prereg:
         extra["prereg"] = registered(a)
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, a.lookahead)
+              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, a.lookahead, a.lookahead_past)
     print(res["table"])
 
 

@@ -50,7 +50,8 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 
 
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
-                    scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0, **kw) -> torch.Tensor:
+                    scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
+                    lookahead_past: int = 0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -62,9 +63,17 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     a full-sequence solve of the first L frames (the same noise; the other L - block_frames frames are discarded
     and streamed as usual). A block of 4 frames on its own draws its label less faithfully than 16 frames
     denoised together (docs/video.md); the price is the first frame's latency, which becomes that of an
-    L-frame full-sequence clip. 0: off."""
+    L-frame full-sequence clip. 0: off.
+
+    ``lookahead_past`` P > 0: the first block is taken from inside that solve instead of its start: the solve
+    covers P frames before the clip (discarded) and the clip's first L - P frames, and the first block is its
+    frames P .. P + block_frames. A full-sequence solve moves its edge frames more slowly than its inner ones, and
+    the stream carries the first block's motion on. The P past frames start from the clip's noise of frames
+    L - P .. L - 1, which that solve does not otherwise use (deterministic, the same at any batch size)."""
     if not isinstance(lookahead, int) or lookahead < 0:
         raise ValueError(f"lookahead must be an int >= 0 (frames), got {lookahead!r}")
+    if not isinstance(lookahead_past, int) or lookahead_past < 0 or (lookahead_past and not lookahead):
+        raise ValueError(f"lookahead_past must be an int >= 0 (frames), used with a lookahead, got {lookahead_past!r}")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -75,8 +84,10 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
         if start == 0 and min(lookahead, T) > cfg.block_frames:
-            zb = sample(guided(den, scale), noise[:, :, :min(lookahead, T)] * sigmas[0], sigmas, solver, cond=cond,
-                        **kw)[:, :, :cfg.block_frames]
+            L = min(lookahead, T)
+            P = min(lookahead_past, L - cfg.block_frames)
+            z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
+            zb = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:P + cfg.block_frames]
         else:
             zb = sample(guided(bden, scale), noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver,
                         cond=cond, **kw)
@@ -97,9 +108,10 @@ MODES = {"full": generate_full, "stream": generate_stream}
 class VideoModel:
     """A trained video DiT as a latent denoiser plus its frame codec."""
 
-    def __init__(self, den: Denoiser, codec, meta: dict, lookahead: int = 0):
+    def __init__(self, den: Denoiser, codec, meta: dict, lookahead: int = 0, lookahead_past: int = 0):
         self.den, self.codec, self.meta = den, codec, meta
         self.lookahead = lookahead            # streaming's first-block lookahead (generate_stream), 0: off
+        self.lookahead_past = lookahead_past  # ... and where in it the first block is taken
 
     @classmethod
     def load(cls, path=None) -> "VideoModel":
@@ -126,6 +138,7 @@ class VideoModel:
             raise ValueError(f"unknown generation mode {mode!r}; known: {', '.join(MODES)}")
         if mode == "stream":
             kw.setdefault("lookahead", self.lookahead)
+            kw.setdefault("lookahead_past", self.lookahead_past)
         return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
