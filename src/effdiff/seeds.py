@@ -175,6 +175,9 @@ VIDEO_STREAM_SELECTION = register(SeedRange(
 VIDEO_STREAM_CONFIRM_3 = register(SeedRange(
     "video-stream-confirm-3", 725, 730, "the pre-registered confirm of streaming with a first-block lookahead "
     "(docs/bench/prereg/video-stream-lookahead-confirm.json), never used to pick"))
+VIDEO_STREAM_SELECTION_2 = register(SeedRange(
+    "video-stream-selection-2", 735, 740, "choosing the lookahead's past (lookahead_past 0 vs 4) for a later confirm "
+    "(docs/bench/video/lookahead-past-selection-2), never used to confirm"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "
