@@ -14,6 +14,17 @@ def tiny(window=0, **kw):
     return net.double().eval()
 
 
+def small_stream(frames: int = 6, seed: int = 0, labels=(1, 2)):
+    """(denoiser, sigmas, noise, labels) of a tiny float64 flow video DiT (2-frame blocks, window 1)."""
+    from effdiff.denoisers import Denoiser
+    from effdiff.process import Flow
+    from effdiff.video.sampling import clip_noise
+    net = tiny(1)
+    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
+    return (Denoiser(net, Flow(), "velocity", 10), sig, clip_noise(2, (4, frames, 8, 8), seed=seed).double(),
+            torch.tensor(labels))
+
+
 @pytest.mark.parametrize("window", [0, 1, 2])
 def test_kv_cache_streaming_equals_masked_recompute(window):
     net = tiny(window)
@@ -78,15 +89,10 @@ def test_full_sequence_shapes_and_errors():
 def test_stream_generation_equals_blockwise_recompute():
     """generate_stream (KV cache) gives the clip that denoising each block against the recomputed
     clean prefix under the training mask gives (float64, Euler, 3 steps)."""
-    from effdiff.denoisers import Denoiser
-    from effdiff.process import Flow
     from effdiff.sampling import sample
-    from effdiff.video.sampling import clip_noise, generate_full, generate_stream
-    net = tiny(1)
-    den = Denoiser(net, Flow(), "velocity", 10)
-    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
-    noise = clip_noise(2, (4, 6, 8, 8), seed=0).double()
-    y = torch.tensor([1, 2])
+    from effdiff.video.sampling import generate_full, generate_stream
+    den, sig, noise, y = small_stream()
+    net = den.net
     with torch.no_grad():
         z = generate_stream(den, noise, sig, "euler", y)
         ref = []
@@ -143,14 +149,8 @@ def test_guided_streaming_gives_each_branch_its_own_context():
 def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
     """lookahead L: the first block is the first frames of a full-sequence solve of the first L frames (same
     noise), the later blocks stream on as usual against it; L <= block_frames is the plain stream."""
-    from effdiff.denoisers import Denoiser
-    from effdiff.process import Flow
-    from effdiff.video.sampling import clip_noise, generate_full, generate_stream
-    net = tiny(1)
-    den = Denoiser(net, Flow(), "velocity", 10)
-    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
-    noise = clip_noise(2, (4, 6, 8, 8), seed=0).double()
-    y = torch.tensor([1, 2])
+    from effdiff.video.sampling import generate_full, generate_stream
+    den, sig, noise, y = small_stream()
     blocks = []
     with torch.no_grad():
         z = generate_stream(den, noise, sig, "euler", y, lookahead=4, on_block=lambda s, zb: blocks.append(s))
@@ -172,14 +172,8 @@ def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
 def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
     """lookahead L with past P: the solve covers P past frames (noise of the clip's frames L-P .. L-1, unused by
     that solve) and the clip's first L-P frames; the first block is its frames P .. P + block_frames."""
-    from effdiff.denoisers import Denoiser
-    from effdiff.process import Flow
-    from effdiff.video.sampling import clip_noise, generate_full, generate_stream
-    net = tiny(1)
-    den = Denoiser(net, Flow(), "velocity", 10)
-    sig = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
-    noise = clip_noise(2, (4, 8, 8, 8), seed=1).double()
-    y = torch.tensor([3, 4])
+    from effdiff.video.sampling import generate_full, generate_stream
+    den, sig, noise, y = small_stream(frames=8, seed=1, labels=(3, 4))
     with torch.no_grad():
         z = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_past=2)
         solve = generate_full(den, torch.cat([noise[:, :, 4:6], noise[:, :, :4]], 2), sig, "euler", y)
