@@ -182,3 +182,25 @@ def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
         solve4 = generate_full(den, torch.cat([noise[:, :, 2:6], noise[:, :, :2]], 2), sig, "euler", y)
     assert torch.allclose(z[:, :, :2], solve[:, :, 2:4], atol=1e-12) and not torch.allclose(z[:, :, :2], same[:, :, :2])
     assert torch.allclose(capped[:, :, :2], solve4[:, :, 4:6], atol=1e-12) and z.shape == noise.shape
+
+
+def test_stream_overlap_samples_each_later_block_with_its_next_frames():
+    """overlap O: a later block is the first block_frames of a stream step over block_frames + O frames (the next
+    frames' own noise) against the same cache; the first and the last block are unchanged in kind."""
+    from effdiff.denoisers import Denoiser
+    from effdiff.sampling import sample
+    from effdiff.video.block_causal import KVCache
+    from effdiff.video.sampling import BlockNet, generate_stream
+    den, sig, noise, y = small_stream()
+    net = den.net
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, overlap=1)
+        plain = generate_stream(den, noise, sig, "euler", y)
+        cache = KVCache(2, 2, 1)
+        net.commit(z[:, :, :2], 0.0, y, cache, 0)
+        b1 = sample(Denoiser(BlockNet(net, cache, 2), den.process, den.prediction, 10), noise[:, :, 2:5] * sig[0],
+                    sig, "euler", cond=y)
+    assert torch.equal(z[:, :, :2], plain[:, :, :2]) and torch.allclose(z[:, :, 2:4], b1[:, :, :2], atol=1e-12)
+    assert not torch.allclose(z[:, :, 2:4], plain[:, :, 2:4])
+    with pytest.raises(ValueError, match="overlap"):
+        generate_stream(den, noise, sig, "euler", y, overlap=-1)

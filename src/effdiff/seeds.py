@@ -178,6 +178,9 @@ VIDEO_STREAM_CONFIRM_3 = register(SeedRange(
 VIDEO_STREAM_SELECTION_2 = register(SeedRange(
     "video-stream-selection-2", 735, 740, "choosing the lookahead's past (lookahead_past 0 vs 4) for a later confirm "
     "(docs/bench/video/lookahead-past-selection-2), never used to confirm"))
+VIDEO_STREAM_SELECTION_3 = register(SeedRange(
+    "video-stream-selection-3", 740, 745, "choosing the stream's block overlap (overlap 1 vs 2, with lookahead 16) for a "
+    "later confirm (docs/bench/video/overlap-selection), never used to confirm"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "

@@ -184,7 +184,7 @@ PARTS = ("cost", "quality", "sparse")
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
         parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0,
-        lookahead_past: int = 0) -> dict:
+        lookahead_past: int = 0, overlap: int = 0) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
     ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``: the stream's first-block lookahead
@@ -196,11 +196,11 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
-    vm.lookahead, vm.lookahead_past = lookahead, lookahead_past
+    vm.lookahead, vm.lookahead_past, vm.overlap = lookahead, lookahead_past, overlap
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "batch": batch, "lookahead": lookahead, "lookahead_past": lookahead_past,
+                 "batch": batch, "lookahead": lookahead, "lookahead_past": lookahead_past, "overlap": overlap,
                  "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
@@ -256,10 +256,11 @@ def _s(t: dict, key: str, fmt: str) -> str:
 
 def lookahead_text(res: dict) -> str:
     """The caption's note on the stream's first-block lookahead (nothing when off)."""
+    over = f", stream blocks with {res['overlap']} overlap frame(s)" if res.get("overlap") else ""
     if not res.get("lookahead"):
-        return ""
+        return over
     past = f", first block after {res['lookahead_past']} past frames" if res.get("lookahead_past") else ""
-    return f", stream lookahead {res['lookahead']} frames{past}"
+    return f", stream lookahead {res['lookahead']} frames{past}{over}"
 
 
 def cost_table(res: dict) -> str:
@@ -456,6 +457,7 @@ def registered(a) -> dict:
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
     a.lookahead, a.lookahead_past = int(spec.get("lookahead", 0)), int(spec.get("lookahead_past", 0))
+    a.overlap = int(spec.get("overlap", 0))
     return record
 
 
@@ -518,6 +520,8 @@ def main(argv=None) -> None:
                     "this many frames (generate_stream's lookahead; 0: off)")
     ap.add_argument("--lookahead-past", type=int, default=0, help="...taken after this many past frames of that "
                     "solve (generate_stream's lookahead_past)")
+    ap.add_argument("--overlap", type=int, default=0, help="each later streamed block sampled with this many next "
+                    "frames, discarded (generate_stream's overlap)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "
@@ -531,7 +535,7 @@ def main(argv=None) -> None:
     if a.prereg:
         extra["prereg"] = registered(a)
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, a.lookahead, a.lookahead_past)
+              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, a.lookahead, a.lookahead_past, a.overlap)
     print(res["table"])
 
 

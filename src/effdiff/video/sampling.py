@@ -51,7 +51,7 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
-                    lookahead_past: int = 0, **kw) -> torch.Tensor:
+                    lookahead_past: int = 0, overlap: int = 0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -69,11 +69,18 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     covers P frames before the clip (discarded) and the clip's first L - P frames, and the first block is its
     frames P .. P + block_frames. A full-sequence solve moves its edge frames more slowly than its inner ones, and
     the stream carries the first block's motion on. The P past frames start from the clip's noise of frames
-    L - P .. L - 1, which that solve does not otherwise use (deterministic, the same at any batch size)."""
+    L - P .. L - 1, which that solve does not otherwise use (deterministic, the same at any batch size).
+
+    ``overlap`` O > 0: each later block is sampled together with the next O frames of the clip (from their own
+    noise; discarded, then sampled again as the next block): a block's last frame has no future inside its block
+    and moves as slowly as a full sequence's last frame, every block long. The last block has no next frames.
+    Each block costs (block_frames + O) / block_frames as much."""
     if not isinstance(lookahead, int) or lookahead < 0:
         raise ValueError(f"lookahead must be an int >= 0 (frames), got {lookahead!r}")
     if not isinstance(lookahead_past, int) or lookahead_past < 0 or (lookahead_past and not lookahead):
         raise ValueError(f"lookahead_past must be an int >= 0 (frames), used with a lookahead, got {lookahead_past!r}")
+    if not isinstance(overlap, int) or overlap < 0:
+        raise ValueError(f"overlap must be an int >= 0 (frames), got {overlap!r}")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -89,8 +96,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
             zb = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:P + cfg.block_frames]
         else:
-            zb = sample(guided(bden, scale), noise[:, :, start:start + cfg.block_frames] * sigmas[0], sigmas, solver,
-                        cond=cond, **kw)
+            end = start + cfg.block_frames + (overlap if start > 0 else 0)
+            zb = sample(guided(bden, scale), noise[:, :, start:min(end, T)] * sigmas[0], sigmas, solver,
+                        cond=cond, **kw)[:, :, :cfg.block_frames]
         if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
         out.append(zb)
@@ -112,6 +120,7 @@ class VideoModel:
         self.den, self.codec, self.meta = den, codec, meta
         self.lookahead = lookahead            # streaming's first-block lookahead (generate_stream), 0: off
         self.lookahead_past = lookahead_past  # ... and where in it the first block is taken
+        self.overlap = 0                      # streaming: next frames sampled with each later block, discarded
 
     @classmethod
     def load(cls, path=None) -> "VideoModel":
@@ -139,6 +148,7 @@ class VideoModel:
         if mode == "stream":
             kw.setdefault("lookahead", self.lookahead)
             kw.setdefault("lookahead_past", self.lookahead_past)
+            kw.setdefault("overlap", self.overlap)
         return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
