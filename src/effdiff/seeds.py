@@ -181,6 +181,9 @@ VIDEO_STREAM_SELECTION_2 = register(SeedRange(
 VIDEO_STREAM_SELECTION_3 = register(SeedRange(
     "video-stream-selection-3", 740, 745, "choosing the stream's block overlap (overlap 1 vs 2, with lookahead 16) for a "
     "later confirm (docs/bench/video/overlap-selection), never used to confirm"))
+VIDEO_STREAM_CONFIRM_4 = register(SeedRange(
+    "video-stream-confirm-4", 745, 750, "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
+    "(docs/bench/prereg/video-stream-overlap-confirm.json, to run in a later session), never used to pick"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "

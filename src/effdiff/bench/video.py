@@ -302,7 +302,7 @@ def quality_table(res: dict) -> str:
 
 
 # pre-registrations whose rule also decides the model line (docs/bench/prereg/video-dit-continued-confirm.json)
-MODEL_CLAUSE = {"video-dit-continued-confirm", "video-stream-lookahead-confirm"}
+MODEL_CLAUSE = {"video-dit-continued-confirm", "video-stream-lookahead-confirm", "video-stream-overlap-confirm"}
 
 
 def vs_shuffled(res: dict) -> dict | None:
