@@ -154,36 +154,42 @@ PLAN_SCREENING = register(SeedRange("plan-screening", 200, 300, "plan search: sc
 PLAN_SELECTION = register(SeedRange("plan-selection", 300, 400, "plan search: picking among screened candidates"))
 PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan search: certifying the picked plan, "
                                         "never used to pick"))
-VIDEO_SPARSE_SELECTION = register(SeedRange(
-    "video-sparse-selection", 700, 703, "choosing sparse-attention configurations of the video DiT (attention "
-    "sinks, docs/bench/video/sparse-sink-selection/)"))
-VIDEO_SPARSE_CONFIRM = register(SeedRange(
-    "video-sparse-confirm", 703, 708, "the pre-registered confirm of the picked sparse-attention configurations "
-    "(docs/bench/prereg/video-sparse-sink-confirm.json), never used to pick"))
-VIDEO_MODEL_CONFIRM = register(SeedRange(
-    "video-model-confirm", 708, 713, "the pre-registered confirm of the continued video-dit's quality and of streaming "
-    "at equal length (docs/bench/prereg/video-dit-continued-confirm.json), never used to pick"))
-VIDEO_SPARSE_CONFIRM_2 = register(SeedRange(
-    "video-sparse-confirm-2", 713, 718, "the pre-registered confirm of the same sparse-attention configuration on the "
-    "continued video-dit (docs/bench/prereg/video-sparse-continued-confirm.json), never used to pick"))
-VIDEO_STREAM_CONFIRM_2 = register(SeedRange(
-    "video-stream-confirm-2", 718, 723, "the pre-registered confirm of guided streaming with a context per branch on the "
-    "continued video-dit (docs/bench/prereg/video-stream-paired-confirm.json), never used to pick"))
-VIDEO_STREAM_SELECTION = register(SeedRange(
-    "video-stream-selection", 723, 725, "diagnosing and choosing streaming fixes on the video DiT (per-block label "
-    "accuracy; the first-block training form), never used to confirm"))
-VIDEO_STREAM_CONFIRM_3 = register(SeedRange(
-    "video-stream-confirm-3", 725, 730, "the pre-registered confirm of streaming with a first-block lookahead "
-    "(docs/bench/prereg/video-stream-lookahead-confirm.json), never used to pick"))
-VIDEO_STREAM_SELECTION_2 = register(SeedRange(
-    "video-stream-selection-2", 735, 740, "choosing the lookahead's past (lookahead_past 0 vs 4) for a later confirm "
-    "(docs/bench/video/lookahead-past-selection-2), never used to confirm"))
-VIDEO_STREAM_SELECTION_3 = register(SeedRange(
-    "video-stream-selection-3", 740, 745, "choosing the stream's block overlap (overlap 1 vs 2, with lookahead 16) for a "
-    "later confirm (docs/bench/video/overlap-selection), never used to confirm"))
-VIDEO_STREAM_CONFIRM_4 = register(SeedRange(
-    "video-stream-confirm-4", 745, 750, "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
-    "(docs/bench/prereg/video-stream-overlap-confirm.json, to run in a later session), never used to pick"))
+# the video DiT's selection and confirm ranges (docs/bench/video/, docs/bench/prereg/video-*.json)
+VIDEO_RANGES = (
+    ("video-sparse-selection", 700, 703,
+     "choosing sparse-attention configurations of the video DiT (attention sinks, "
+     "docs/bench/video/sparse-sink-selection/)"),
+    ("video-sparse-confirm", 703, 708,
+     "the pre-registered confirm of the picked sparse-attention configurations "
+     "(docs/bench/prereg/video-sparse-sink-confirm.json), never used to pick"),
+    ("video-model-confirm", 708, 713,
+     "the pre-registered confirm of the continued video-dit's quality and of streaming at equal length "
+     "(docs/bench/prereg/video-dit-continued-confirm.json), never used to pick"),
+    ("video-sparse-confirm-2", 713, 718,
+     "the pre-registered confirm of the same sparse-attention configuration on the continued video-dit "
+     "(docs/bench/prereg/video-sparse-continued-confirm.json), never used to pick"),
+    ("video-stream-confirm-2", 718, 723,
+     "the pre-registered confirm of guided streaming with a context per branch on the continued "
+     "video-dit (docs/bench/prereg/video-stream-paired-confirm.json), never used to pick"),
+    ("video-stream-selection", 723, 725,
+     "diagnosing and choosing streaming fixes on the video DiT (per-block label accuracy; the "
+     "first-block training form), never used to confirm"),
+    ("video-stream-confirm-3", 725, 730,
+     "the pre-registered confirm of streaming with a first-block lookahead "
+     "(docs/bench/prereg/video-stream-lookahead-confirm.json), never used to pick"),
+    ("video-stream-selection-2", 735, 740,
+     "choosing the lookahead's past (lookahead_past 0 vs 4) for a later confirm "
+     "(docs/bench/video/lookahead-past-selection-2), never used to confirm"),
+    ("video-stream-selection-3", 740, 745,
+     "choosing the stream's block overlap (overlap 1 vs 2, with lookahead 16) for a later confirm "
+     "(docs/bench/video/overlap-selection), never used to confirm"),
+    ("video-stream-confirm-4", 745, 750,
+     "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
+     "(docs/bench/prereg/video-stream-overlap-confirm.json, to run in a later session), "
+     "never used to pick"),
+)
+for _name, _start, _stop, _purpose in VIDEO_RANGES:
+    register(SeedRange(_name, _start, _stop, _purpose))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "

@@ -46,7 +46,7 @@ def main() -> None:
         vm = VideoModel.load(None if m == "video-dit" else m)
         rows = {}
         for name, (mode, look) in MODES.items():
-            vm.lookahead = look
+            vm.stream_options = {"lookahead": look}
             rows[name] = {s: per_block(ev, generate(vm, 16, mode, a.n, s, 12, "dpmpp-2m", 4.0), labels_for(a.n))
                           for s in a.seeds}
             print(m, name, json.dumps(rows[name]), flush=True)

@@ -187,20 +187,21 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         lookahead_past: int = 0, overlap: int = 0) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
-    ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``: the stream's first-block lookahead
-    (``generate_stream``), every stream row."""
+    ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``, ``overlap``: ``generate_stream``'s options,
+    every stream row."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
+    stream = {"lookahead": lookahead, "lookahead_past": lookahead_past, "overlap": overlap}
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
-    vm.lookahead, vm.lookahead_past, vm.overlap = lookahead, lookahead_past, overlap
+    vm.stream_options = stream
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
-                 "batch": batch, "lookahead": lookahead, "lookahead_past": lookahead_past, "overlap": overlap,
+                 "batch": batch, **stream,
                  "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     with pinned_threads(threads):
@@ -254,8 +255,8 @@ def _s(t: dict, key: str, fmt: str) -> str:
     return format(t[key], fmt) if key in t else "–"
 
 
-def lookahead_text(res: dict) -> str:
-    """The caption's note on the stream's first-block lookahead (nothing when off)."""
+def stream_text(res: dict) -> str:
+    """The caption's note on the stream's options (lookahead, its past, overlap; nothing when off)."""
     over = f", stream blocks with {res['overlap']} overlap frame(s)" if res.get("overlap") else ""
     if not res.get("lookahead"):
         return over
@@ -268,7 +269,7 @@ def cost_table(res: dict) -> str:
     wall = (f"wall clock median of {res['repeats']} runs of {res.get('batch', 1)} clip(s) generated together at "
             f"{res['threads']} thread(s), decode included — NOISY on a "
             "shared machine" if tim else "no wall clock in this run (--repeats 0)")
-    look = lookahead_text(res)
+    look = stream_text(res)
     L = [f"Cost per clip ({res['solver']}, {res['steps']} steps, guidance {res.get('guidance', 1.0)}{look}; MACs from "
          f"FlopCounterMode, deterministic; {wall}):", "",
          "| frames | mode | GMACs (all) | GMACs to 1st frame | of which attention | s | s to 1st frame | frames/s |",
@@ -282,7 +283,7 @@ def cost_table(res: dict) -> str:
 
 
 def quality_table(res: dict) -> str:
-    look = lookahead_text(res)
+    look = stream_text(res)
     L = [f"Quality at 16 frames (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
          f"{res.get('guidance', 1.0)}{look}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
@@ -456,8 +457,9 @@ def registered(a) -> dict:
                           f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
-    a.lookahead, a.lookahead_past = int(spec.get("lookahead", 0)), int(spec.get("lookahead_past", 0))
-    a.overlap = int(spec.get("overlap", 0))
+    from ..video.sampling import STREAM_OPTIONS
+    for k in STREAM_OPTIONS:
+        setattr(a, k, int(spec.get(k, 0)))
     return record
 
 
@@ -534,8 +536,9 @@ def main(argv=None) -> None:
     extra = {"provenance": provenance()}
     if a.prereg:
         extra["prereg"] = registered(a)
+    from ..video.sampling import STREAM_OPTIONS
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, a.lookahead, a.lookahead_past, a.overlap)
+              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, **{k: getattr(a, k) for k in STREAM_OPTIONS})
     print(res["table"])
 
 

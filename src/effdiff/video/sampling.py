@@ -75,12 +75,11 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     noise; discarded, then sampled again as the next block): a block's last frame has no future inside its block
     and moves as slowly as a full sequence's last frame, every block long. The last block has no next frames.
     Each block costs (block_frames + O) / block_frames as much."""
-    if not isinstance(lookahead, int) or lookahead < 0:
-        raise ValueError(f"lookahead must be an int >= 0 (frames), got {lookahead!r}")
-    if not isinstance(lookahead_past, int) or lookahead_past < 0 or (lookahead_past and not lookahead):
-        raise ValueError(f"lookahead_past must be an int >= 0 (frames), used with a lookahead, got {lookahead_past!r}")
-    if not isinstance(overlap, int) or overlap < 0:
-        raise ValueError(f"overlap must be an int >= 0 (frames), got {overlap!r}")
+    for name, v in zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap)):
+        if not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0 (frames), got {v!r}")
+    if lookahead_past and not lookahead:
+        raise ValueError(f"lookahead_past {lookahead_past} needs a lookahead")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -111,16 +110,15 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 
 
 MODES = {"full": generate_full, "stream": generate_stream}
+STREAM_OPTIONS = ("lookahead", "lookahead_past", "overlap")    # generate_stream's options (frames; 0: off)
 
 
 class VideoModel:
     """A trained video DiT as a latent denoiser plus its frame codec."""
 
-    def __init__(self, den: Denoiser, codec, meta: dict, lookahead: int = 0, lookahead_past: int = 0):
+    def __init__(self, den: Denoiser, codec, meta: dict, stream_options: dict | None = None):
         self.den, self.codec, self.meta = den, codec, meta
-        self.lookahead = lookahead            # streaming's first-block lookahead (generate_stream), 0: off
-        self.lookahead_past = lookahead_past  # ... and where in it the first block is taken
-        self.overlap = 0                      # streaming: next frames sampled with each later block, discarded
+        self.stream_options = dict(stream_options or {})    # defaults of generate_stream's STREAM_OPTIONS
 
     @classmethod
     def load(cls, path=None) -> "VideoModel":
@@ -142,13 +140,11 @@ class VideoModel:
 
     @torch.no_grad()
     def generate(self, noise, sigmas, solver="euler", cond=None, mode: str = "stream", **kw) -> torch.Tensor:
-        """``mode`` "full" or "stream"; a stream's ``lookahead`` defaults to ``self.lookahead``."""
+        """``mode`` "full" or "stream"; a stream's options default to ``self.stream_options``."""
         if mode not in MODES:
             raise ValueError(f"unknown generation mode {mode!r}; known: {', '.join(MODES)}")
         if mode == "stream":
-            kw.setdefault("lookahead", self.lookahead)
-            kw.setdefault("lookahead_past", self.lookahead_past)
-            kw.setdefault("overlap", self.overlap)
+            kw = {**self.stream_options, **kw}
         return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
