@@ -40,3 +40,23 @@ def test_form_shares_are_checked_and_default_off(tmp_path):
     x, y = tr.batch()
     tr.loss_on(x, y)
     assert seen == [x.shape]                    # full sequence: the clip as drawn
+
+
+def test_sparse_training_runs_both_forms_under_the_fixed_pattern(tmp_path, request):
+    """--attention sliding-tile:window=W: every training forward (full sequence and Block Diffusion) attends
+    through the pattern, with gradients; a pattern picked per sampling run (adaspa) is refused."""
+    from effdiff.video import sparse
+    from effdiff.video.train import sparse_training
+    request.addfinalizer(sparse.unregister)                 # sparse_training registers them; restore the registry
+    for block in (0.0, 1.0):
+        tr = trainer(tmp_path / str(block), block_fraction=block)
+        handle = sparse_training(tr, "sliding-tile:window=1")
+        x, y = tr.batch()
+        loss = tr.loss_on(x, y)
+        loss.backward()
+        st = handle.stats
+        assert st.calls == tr.net.config.depth and 0 < st.macs < st.dense_macs
+        assert torch.isfinite(loss)
+        handle.remove()
+    with pytest.raises(ValueError, match="fixed pattern"):
+        sparse_training(trainer(tmp_path / "a"), "adaspa:density=0.5")

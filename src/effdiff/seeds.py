@@ -185,7 +185,7 @@ VIDEO_RANGES = (
      "(docs/bench/video/overlap-selection), never used to confirm"),
     ("video-stream-confirm-4", 745, 750,
      "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
-     "(docs/bench/prereg/video-stream-overlap-confirm.json, to run in a later session), "
+     "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "
      "never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:

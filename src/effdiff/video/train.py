@@ -135,6 +135,9 @@ def main(argv=None) -> None:
     ap.add_argument("--first-block-fraction", type=float, default=None,
                     help="share of steps on first blocks alone (VideoLoss.first_block_fraction)")
     ap.add_argument("--block-fraction", type=float, default=None, help="share of steps in Block Diffusion's form")
+    ap.add_argument("--attention", default=None,
+                    help="train under a sparse attention pattern, e.g. 'sliding-tile:window=3' (a sparse fine-tune, as "
+                         "Sliding Tile Attention fine-tunes for its higher sparsities); sample it with the same pattern")
     ap.add_argument("--stop-after", type=int, default=None,
                     help="end (and export) at this step, before --steps; the schedule still runs to --steps")
     a = ap.parse_args(argv)
@@ -148,12 +151,30 @@ def main(argv=None) -> None:
     tr = VideoTrainer(cfg, a.out, progress=True)
     if a.init and not a.resume:
         init_from(tr, a.init)
+    if a.attention:
+        sparse_training(tr, a.attention)
     if not (a.resume and a.stop_after is not None and tr.restore() and tr.step >= a.stop_after):
         tr.run(resume=a.resume, stop_after=a.stop_after)     # (a checkpoint already at --stop-after: export it)
     extra = {"initialised_from": str(a.init)} if a.init else {}
+    if a.attention:
+        extra["trained_with_attention"] = a.attention
     if tr.step < cfg.steps:
         extra["stopped_at_step"] = tr.step
     print("exported", tr.export(extra or None))
+
+
+def sparse_training(tr: VideoTrainer, use: str):
+    """Put the training network under the attention technique ``use`` ('name:key=value,...'; a pattern
+    that does not depend on the sampling step, e.g. ``sliding-tile``) for the whole run -> its Handle."""
+    from .. import techniques as T
+    from ..plan.spec import parse_use
+    from .sparse import register
+    register()
+    name, cfg = parse_use(use)
+    if name != "sliding-tile":
+        raise ValueError(f"--attention trains under a fixed pattern ('sliding-tile'); {name!r} picks its pattern "
+                         "per sampling run")
+    return T.apply(name, tr.net, {name: cfg})
 
 
 def init_from(tr: VideoTrainer, path) -> None:
