@@ -16,14 +16,19 @@ def restore_registry():
     sparse.unregister()
 
 
-def tiny_model(path):
-    torch.manual_seed(0)
+def tiny_model(path, seed: int = 0):
+    torch.manual_seed(seed)
     cfg = VideoDiTConfig(hidden_size=16, depth=1, num_heads=2, block_frames=4, window_blocks=2)
     net = VideoDiT(cfg)
+    if seed:                                   # past the zero init, so the output depends on the weights
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
     from dataclasses import asdict
     meta = {"format": "effdiff-model-1", "arch": "video-dit", "task": "video", "model": asdict(cfg),
             "process": {"name": "flow"}, "prediction": "velocity", "num_classes": 10,
             "video": {"autoencoder": "mnist-ae"}, "card": {"preset": "test"}}
+    path.mkdir(parents=True, exist_ok=True)
     ckpt.save(path / "model", net.state_dict(), meta)
     return path / "model"
 
@@ -101,6 +106,22 @@ def test_suite_video_runs_the_video_runner_with_the_generic_flags(monkeypatch, t
     for bad in (["--models", "digits-unet"], ["--seed", "5"], ["--no-cache"]):
         assert cli.main(["bench", "--suite", "video", *bad]) != 0
     assert len(seen) == 1
+
+
+def test_sparse_rows_can_run_another_models_weights(tmp_path):
+    """--sparse-model: the sparse rows run a second model (one fine-tuned under the pattern), the dense row the
+    first; with the same weights and an exact pattern every paired change is 0, with other weights it is not."""
+    stem, other = tiny_model(tmp_path / "a"), tiny_model(tmp_path / "b", seed=1)
+    twin = tiny_model(tmp_path / "c")
+    exact = {"sliding-tile": {"window": 10 ** 6}}
+    kw = dict(lengths=(16,), n_long=2, seeds=(0, 1), steps=2, solver="euler", repeats=0, model=stem,
+              parts=("sparse",), sparse=exact)
+    same = bench.run(None, sparse_model=twin, **kw)
+    diff = bench.run(None, sparse_model=other, **kw)
+    assert all(v == 0 for v in same["sparse_quality"]["sliding-tile"]["paired"]["clip_fd"]["per_seed"])
+    assert not all(v == 0 for v in diff["sparse_quality"]["sliding-tile"]["paired"]["clip_fd"]["per_seed"])
+    assert same["sparse_model"]["sha256"] == same["model_sha256"] != diff["sparse_model"]["sha256"]
+    assert "the sparse rows run the weights of" in diff["table"] and "sparse_model" not in bench.run(None, **kw)
 
 
 def test_prereg_file_must_name_the_bench_rows(tmp_path):

@@ -183,6 +183,12 @@ VIDEO_RANGES = (
     ("video-stream-selection-3", 740, 745,
      "choosing the stream's block overlap (overlap 1 vs 2, with lookahead 16) for a later confirm "
      "(docs/bench/video/overlap-selection), never used to confirm"),
+    ("video-sparse-selection-2", 750, 753,
+     "choosing the sliding-tile window of the video-dit fine-tuned under sliding-tile attention "
+     "(docs/bench/video/sparse-ft-selection/RULE.md), never used to confirm"),
+    ("video-sparse-confirm-3", 753, 758,
+     "the pre-registered confirm of sparse attention on the video-dit fine-tuned under it "
+     "(docs/bench/prereg/video-sparse-ft-confirm.json), never used to pick"),
     ("video-stream-confirm-4", 745, 750,
      "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
      "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "

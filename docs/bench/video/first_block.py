@@ -3,6 +3,8 @@ a 16-frame first-block lookahead (selection seeds 723-724, range video-stream-se
 dpmpp-2m 12 karras steps, the bench's noise and labels).
 
     python docs/bench/video/first_block.py --models video-dit /tmp/vtrain/run5/model --out docs/bench/video/first-block
+    python docs/bench/video/first_block.py --seeds 740 741 --modes full "stream, lookahead 16, overlap 1" \
+        --out docs/bench/video/first-block-overlap      (selection seeds of range video-stream-selection-3)
 
 ``video-dit``: the shipped model; another path: a model stem (e.g. the first-block-form continuation, trained by
 ``python -m effdiff.video.train --preset video-dit --init <video-dit> --lr 3e-4 --steps 3000 --seed 5
@@ -20,7 +22,8 @@ from effdiff.video.evaluator import VideoEvaluator
 from effdiff.video.sampling import VideoModel
 from effdiff.checkpoint import tensors_sha256
 
-MODES = {"full": ("full", 0), "stream": ("stream", 0), "stream, lookahead 16": ("stream", 16)}
+MODES = {"full": ("full", {}), "stream": ("stream", {}), "stream, lookahead 16": ("stream", {"lookahead": 16}),
+         "stream, lookahead 16, overlap 1": ("stream", {"lookahead": 16, "overlap": 1})}
 
 
 def per_block(ev, x, labels, bf: int = 4) -> dict:
@@ -37,6 +40,7 @@ def main() -> None:
     ap.add_argument("--models", nargs="+", default=["video-dit"])
     ap.add_argument("--seeds", type=int, nargs="+", default=[723, 724])
     ap.add_argument("--n", type=int, default=100)
+    ap.add_argument("--modes", nargs="+", default=list(MODES)[:3], choices=list(MODES))
     ap.add_argument("--out", required=True)
     a = ap.parse_args()
     torch.set_num_threads(1)
@@ -45,8 +49,9 @@ def main() -> None:
     for m in a.models:
         vm = VideoModel.load(None if m == "video-dit" else m)
         rows = {}
-        for name, (mode, look) in MODES.items():
-            vm.stream_options = {"lookahead": look}
+        for name in a.modes:
+            mode, options = MODES[name]
+            vm.stream_options = dict(options)
             rows[name] = {s: per_block(ev, generate(vm, 16, mode, a.n, s, 12, "dpmpp-2m", 4.0), labels_for(a.n))
                           for s in a.seeds}
             print(m, name, json.dumps(rows[name]), flush=True)

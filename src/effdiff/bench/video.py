@@ -120,14 +120,16 @@ def wall(vm, frames: int, mode: str, steps: int, solver: str, technique=None, co
 
 
 def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int, scale: float = 1.0,
-               batch: int = 1) -> dict:
+               batch: int = 1, sparse_vm=None) -> dict:
     """Median wall clock of each (frames, mode, technique, config as JSON), interleaved rounds after a warm-up;
-    ``batch`` clips per run (frames/s counts every clip's frames)."""
+    ``batch`` clips per run (frames/s counts every clip's frames); rows with a technique run on ``sparse_vm``
+    when given."""
     runs: dict = {c: [] for c in configs}
     wall(vm, 16, "stream", steps, solver, scale=scale, batch=batch)
     for _ in range(repeats):
         for c in configs:
-            runs[c].append(wall(vm, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None, scale, batch))
+            m = vm if c[2] is None or sparse_vm is None else sparse_vm
+            runs[c].append(wall(m, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None, scale, batch))
     out = {}
     for c, rs in runs.items():
         s = sorted(r["s"] for r in rs)[len(rs) // 2]
@@ -184,11 +186,12 @@ PARTS = ("cost", "quality", "sparse")
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
         parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0,
-        lookahead_past: int = 0, overlap: int = 0) -> dict:
+        lookahead_past: int = 0, overlap: int = 0, sparse_model=None) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
     ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``, ``overlap``: ``generate_stream``'s options,
-    every stream row."""
+    every stream row. ``sparse_model``: a model stem whose weights run the sparse rows (a model fine-tuned
+    under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
@@ -198,24 +201,30 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
     vm, ev = VideoModel.load(model), VideoEvaluator.shipped()
     vm.stream_options = stream
+    svm = vm if sparse_model is None else VideoModel.load(sparse_model)
+    svm.stream_options = stream
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
                  "batch": batch, **stream,
                  "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
+    if sparse_model is not None:
+        res["sparse_model"] = {"stem": str(sparse_model), "card": svm.card(),
+                               "sha256": tensors_sha256(svm.den.net.state_dict())}
     with pinned_threads(threads):
         if "cost" in parts:
             res["cost"] = [{"frames": T, "mode": m, **cost(vm, T, m, steps, solver, scale=scale)}
                            for T in lengths for m in ("full", "stream")]
         if "sparse" in parts:
-            res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm, long, "stream", steps, solver, t, c, scale)}
+            res["sparse_cost"] = [{"technique": t, "config": c, **cost(vm if t is None else svm, long, "stream", steps,
+                                                                      solver, t, c, scale)}
                                   for t, c in [(None, None)] + list(sparse.items())]
         configs = [(T, m, None, None) for T in lengths for m in ("full", "stream")] if "cost" in parts else []
         if "sparse" in parts:                         # the dense stream it is compared with, timed in the same rounds
             configs += [c for c in [(long, "stream", None, None)] if c not in configs]
             configs += [(long, "stream", t, json.dumps(c)) for t, c in sparse.items()]
-        timing = timed_rows(vm, configs, steps, solver, repeats, scale, batch) if repeats > 0 and configs else {}
+        timing = timed_rows(vm, configs, steps, solver, repeats, scale, batch, svm) if repeats > 0 and configs else {}
         res["timing"] = [{"frames": T, "mode": m, "technique": t, **v} for (T, m, t, c), v in timing.items()]
         if "quality" in parts:
             if out is not None:
@@ -230,7 +239,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
             dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, scale=scale)
             res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
             for t, c in sparse.items():
-                sq = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
+                sq = quality(svm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
                 res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
                                             "paired": {k: paired(dense, sq, k) for k in KEYS}}
     res["table"] = table(res)
@@ -328,7 +337,10 @@ def sparse_table(res: dict) -> str:
     tim = {(r["frames"], r["mode"], r["technique"]): r for r in res.get("timing", [])}
     long = max(res["lengths"])
     L = [f"Sparse attention, streamed {long}-frame clips (quality: n={res['n_long']} clips, {len(res['seeds'])} seeds, "
-         "scored in 16-frame windows; change vs dense, 95% t-interval):", "",
+         "scored in 16-frame windows; change vs dense, 95% t-interval)"
+         + (f"; the sparse rows run the weights of {res['sparse_model']['stem']} (tensors "
+            f"{res['sparse_model']['sha256'][:12]}), the dense row those of the model above:"
+            if res.get("sparse_model") else ":"), "",
          "| attention | config | attention GMACs | vs dense | all GMACs | s (noisy) | Δ frame FD | Δ clip FD | Δ identity "
          "| Δ label acc | Δ speed px/f | Δ accel px/f² |",
          "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -456,6 +468,15 @@ def registered(a) -> dict:
         raise PreregError(f"{a.prereg}: rows must be {rows} (the parts' rows, sparse: dense and the configs' labels) "
                           f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
+    if spec.get("sparse_model"):                  # {"path": model stem, "sha256": its tensors'}: checked before the run
+        from ..checkpoint import tensors_sha256
+        from ..video.sampling import VideoModel
+        sm = spec["sparse_model"]
+        got = tensors_sha256(VideoModel.load(sm["path"]).den.net.state_dict())
+        if got != sm["sha256"]:
+            raise PreregError(f"{a.prereg}: sparse_model {sm['path']} has tensors {got[:12]}, registered "
+                              f"{sm['sha256'][:12]}")
+        a.sparse_model = sm["path"]
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
     from ..video.sampling import STREAM_OPTIONS
     for k in STREAM_OPTIONS:
@@ -528,6 +549,8 @@ def main(argv=None) -> None:
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "
                     "being a technique name optionally followed by ':tag' (default: the shipped SPARSE)")
+    ap.add_argument("--sparse-model", default=None, help="model stem that runs the sparse rows (e.g. one fine-tuned "
+                    "under the pattern, python -m effdiff.video.train --attention ...); the dense row stays --model's")
     ap.add_argument("--prereg", default=None, help="a committed pre-registration (effdiff-prereg-1, suite 'video'): "
                     "its seeds, n_long, guidance and parts replace the flags; the results record its commit")
     a = ap.parse_args(argv)
@@ -538,7 +561,8 @@ def main(argv=None) -> None:
         extra["prereg"] = registered(a)
     from ..video.sampling import STREAM_OPTIONS
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
-              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, **{k: getattr(a, k) for k in STREAM_OPTIONS})
+              a.guidance, tuple(a.parts), a.batch, extra, a.sparse, **{k: getattr(a, k) for k in STREAM_OPTIONS},
+              sparse_model=a.sparse_model)
     print(res["table"])
 
 

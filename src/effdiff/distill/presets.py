@@ -80,6 +80,22 @@ def _unet_pd_heun_tail() -> DistillConfig:
                   name="digits-unet-pd-heun-tail", steps=1000, batch_size=32, lr=5e-4)
 
 
+def _unet_pd_heun_2k() -> DistillConfig:
+    """digits-unet-pd-heun with 4x the steps per stage (2,000 at batch 32), stopped at the 4-step student
+    (16 -> 8 -> 4; Heun teacher steps)."""
+    return config("progressive", "digits-unet", {"start_steps": 16, "end_steps": 4, "stage_steps": 2000,
+                                                 "prediction": "v", "order": 2}, name="digits-unet-pd-heun-2k", steps=4000,
+                  batch_size=32, lr=5e-4)
+
+
+def _unet_pd_heun_2k_tail() -> DistillConfig:
+    """4 -> 2 -> 1 with DDIM teacher steps, 2,000 steps per stage, from digits-unet-pd-heun-2k's 4-step student
+    (run digits-unet-pd-heun-2k first, into runs/digits-unet-pd-heun-2k)."""
+    return config("progressive", "runs/digits-unet-pd-heun-2k/student-4step",
+                  {"start_steps": 4, "stage_steps": 2000, "prediction": "v", "order": 1},
+                  name="digits-unet-pd-heun-2k-tail", steps=4000, batch_size=32, lr=5e-4)
+
+
 def _dit_pd_long() -> DistillConfig:
     """Progressive distillation 16 -> 1 of digits-dit, DDIM (Euler in flow time) teacher steps, 500 per stage."""
     return config("progressive", "digits-dit", {"start_steps": 16, "stage_steps": 500},
@@ -90,6 +106,8 @@ PRESETS["digits-dit-pd-long"] = _dit_pd_long
 PRESETS["digits-unet-pd-long"] = _unet_pd_long
 PRESETS["digits-unet-pd-heun"] = _unet_pd_heun
 PRESETS["digits-unet-pd-heun-tail"] = _unet_pd_heun_tail
+PRESETS["digits-unet-pd-heun-2k"] = _unet_pd_heun_2k
+PRESETS["digits-unet-pd-heun-2k-tail"] = _unet_pd_heun_2k_tail
 
 
 def get(name: str, **overrides) -> DistillConfig:
