@@ -189,6 +189,12 @@ VIDEO_RANGES = (
     ("video-sparse-confirm-3", 753, 758,
      "the pre-registered confirm of sparse attention on the video-dit fine-tuned under it "
      "(docs/bench/prereg/video-sparse-ft-confirm.json), never used to pick"),
+    ("video-stream-selection-4", 758, 763,
+     "choosing among continuations of video-dit for streaming at equal length (more Block Diffusion form or not) "
+     "(docs/bench/video/stream-continuation-selection/RULE.md), never used to confirm"),
+    ("video-stream-confirm-5", 763, 768,
+     "the pre-registered confirm of streaming on the continuation that selection picks "
+     "(docs/bench/prereg/video-stream-continuation-confirm.json, for a later session), never used to pick"),
     ("video-stream-confirm-4", 745, 750,
      "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
      "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "
