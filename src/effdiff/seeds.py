@@ -193,8 +193,8 @@ VIDEO_RANGES = (
      "choosing among continuations of video-dit for streaming at equal length (more Block Diffusion form or not) "
      "(docs/bench/video/stream-continuation-selection/RULE.md), never used to confirm"),
     ("video-stream-confirm-5", 763, 768,
-     "the pre-registered confirm of streaming on the continuation that selection picks "
-     "(docs/bench/prereg/video-stream-continuation-confirm.json, for a later session), never used to pick"),
+     "reserved for a confirm of streaming on a continuation of video-dit; unused (the selection on 758-762 "
+     "registered none), never used to pick"),
     ("video-sparse-selection-3", 768, 771,
      "choosing between sparse fine-tunes with long-range key frames (sliding-tile window 1 + stride 4, window 2 + "
      "sink 1; docs/bench/video/sparse-ft2-selection/RULE.md), never used to confirm"),
