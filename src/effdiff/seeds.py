@@ -199,8 +199,8 @@ VIDEO_RANGES = (
      "choosing between sparse fine-tunes with long-range key frames (sliding-tile window 1 + stride 4, window 2 + "
      "sink 1; docs/bench/video/sparse-ft2-selection/RULE.md), never used to confirm"),
     ("video-sparse-confirm-4", 771, 776,
-     "the pre-registered confirm of the sparse fine-tune that selection picks "
-     "(docs/bench/prereg/video-sparse-ft2-confirm.json, for a later session), never used to pick"),
+     "reserved for a confirm of a sparse fine-tune with long-range key frames; unused (the selection on 768-770 "
+     "registered none), never used to pick"),
     ("video-stream-confirm-4", 745, 750,
      "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
      "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "
