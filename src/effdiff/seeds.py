@@ -201,6 +201,12 @@ VIDEO_RANGES = (
     ("video-sparse-confirm-4", 771, 776,
      "reserved for a confirm of a sparse fine-tune with long-range key frames; unused (the selection on 768-770 "
      "registered none), never used to pick"),
+    ("video-sparse-selection-4", 776, 779,
+     "choosing between sparse fine-tunes whose first sampling steps attend densely (dense_steps; "
+     "docs/bench/video/sparse-ft3-selection/RULE.md), never used to confirm"),
+    ("video-sparse-confirm-5", 779, 784,
+     "the pre-registered confirm of the dense-first-steps sparse fine-tune that selection picks, for a later "
+     "session (docs/bench/prereg/video-sparse-ft3-confirm.json), never used to pick"),
     ("video-stream-confirm-4", 745, 750,
      "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
      "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "
