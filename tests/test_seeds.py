@@ -94,7 +94,7 @@ def test_range_seeds_stay_inside():
 
 
 def test_docs_quote_the_registry():
-    """docs/evaluation.md prints the registry as it is (regenerate with effdiff.seeds.table())."""
+    """docs/evaluation.md prints the registry as it is (regenerate: python -m effdiff.seeds --write docs/evaluation.md)."""
     doc = (Path(S.__file__).parents[2] / "docs" / "evaluation.md").read_text()
     for line in S.table().splitlines():
         if line.startswith("| ") and line.split(" | ")[0][2:] in S.BUILTIN:

@@ -130,7 +130,8 @@ def check(ranges=None) -> None:
 
 
 def table() -> str:
-    """The registry as a Markdown table (docs/evaluation.md quotes it)."""
+    """The registry as a Markdown table (docs/evaluation.md quotes it; ``python -m effdiff.seeds --write
+    docs/evaluation.md`` rewrites it there)."""
     lines = ["| name | space | run seeds | per-sample generator seeds (noise space) | purpose |", "|---|---|---|---|---|"]
     for r in sorted(REGISTRY.values(), key=lambda r: (r.space, r.start)):
         gen = (f"{r.start * MULT:,} .. {(r.stop - 1) * MULT + r.n_max - 1:,}" if r.space == "noise" else "-")
@@ -183,6 +184,10 @@ VIDEO_RANGES = (
     ("video-stream-selection-3", 740, 745,
      "choosing the stream's block overlap (overlap 1 vs 2, with lookahead 16) for a later confirm "
      "(docs/bench/video/overlap-selection), never used to confirm"),
+    ("video-stream-confirm-4", 745, 750,
+     "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
+     "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "
+     "never used to pick"),
     ("video-sparse-selection-2", 750, 753,
      "choosing the sliding-tile window of the video-dit fine-tuned under sliding-tile attention "
      "(docs/bench/video/sparse-ft-selection/RULE.md), never used to confirm"),
@@ -207,10 +212,6 @@ VIDEO_RANGES = (
     ("video-sparse-confirm-5", 779, 784,
      "the pre-registered confirm of the dense-first-steps sparse fine-tune that selection picks, for a later "
      "session (docs/bench/prereg/video-sparse-ft3-confirm.json), never used to pick"),
-    ("video-stream-confirm-4", 745, 750,
-     "the pre-registered confirm of streaming with lookahead 16 and overlap 1 "
-     "(docs/bench/prereg/video-stream-overlap-confirm.json; run in the session after the one that registered it), "
-     "never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
@@ -233,3 +234,32 @@ ROUTERS = register(SeedRange("learned-routers", 40_000, 40_100, "teacher traject
 TRAINING = register(SeedRange("training", 0, 1000, "training seeds: torch.manual_seed and the trainer's Generator "
                               "(batches of noise, times, data order; never a per-sample x_T)", space="trainer"))
 BUILTIN = tuple(REGISTRY)      # the ranges above; other modules' register() calls come after
+
+
+def write_table(path) -> None:
+    """Replace the registry's table in the Markdown file ``path`` (the block of lines from its header row) by
+    ``table()``. (No effdiff imports here: this is a base module; hence no ``io.atomic_write``.)"""
+    import os
+    from pathlib import Path
+    lines = Path(path).read_text().splitlines(keepends=True)
+    header = table().splitlines()[0]
+    i = next((k for k, line in enumerate(lines) if line.startswith(header)), None)
+    if i is None:
+        raise ValueError(f"{path}: no seed-range table (a line starting {header!r})")
+    j = i
+    while j < len(lines) and lines[j].startswith("|"):
+        j += 1
+    lines[i:j] = [line + "\n" for line in table().splitlines()]
+    tmp = Path(f"{path}.tmp")                     # atomic: a reader sees the old file or the new one
+    tmp.write_text("".join(lines))
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    import sys
+    if sys.argv[1:2] == ["--write"] and len(sys.argv) == 3:
+        write_table(sys.argv[2])
+    elif len(sys.argv) == 1:
+        print(table())
+    else:
+        raise SystemExit("usage: python -m effdiff.seeds [--write DOC.md]")

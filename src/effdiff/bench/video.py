@@ -123,12 +123,13 @@ def timed_rows(vm, configs: list[tuple], steps: int, solver: str, repeats: int, 
                batch: int = 1, sparse_vm=None) -> dict:
     """Median wall clock of each (frames, mode, technique, config as JSON), interleaved rounds after a warm-up;
     ``batch`` clips per run (frames/s counts every clip's frames); rows with a technique run on ``sparse_vm``
-    when given."""
+    (default: ``vm``)."""
+    sparse_vm = sparse_vm or vm
     runs: dict = {c: [] for c in configs}
     wall(vm, 16, "stream", steps, solver, scale=scale, batch=batch)
     for _ in range(repeats):
         for c in configs:
-            m = vm if c[2] is None or sparse_vm is None else sparse_vm
+            m = vm if c[2] is None else sparse_vm
             runs[c].append(wall(m, c[0], c[1], steps, solver, c[2], json.loads(c[3]) if c[3] else None, scale, batch))
     out = {}
     for c, rs in runs.items():
@@ -194,8 +195,8 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
-    from ..video.sampling import VideoModel
-    stream = {"lookahead": lookahead, "lookahead_past": lookahead_past, "overlap": overlap}
+    from ..video.sampling import STREAM_OPTIONS, VideoModel
+    stream = dict(zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap)))
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
