@@ -139,6 +139,28 @@ def test_prereg_file_must_name_the_bench_rows(tmp_path):
             bench.registered(argparse.Namespace(prereg=str(p)))
 
 
+def test_prereg_model_tensors_are_checked_before_the_run(tmp_path, monkeypatch):
+    """A pre-registration's "model" / "sparse_model" ({path, sha256}) must be the registered tensors: the stem
+    runs the rows when it is, and the run is refused before any work when it is not."""
+    import argparse
+    from effdiff.bench import prereg
+    from effdiff.checkpoint import tensors_sha256
+    from effdiff.video.sampling import VideoModel
+    stem, other = tiny_model(tmp_path / "a"), tiny_model(tmp_path / "b", seed=1)
+    sha = tensors_sha256(VideoModel.load(stem).den.net.state_dict())
+    spec = {"id": "x", "rows": ["full", "stream"], "seeds": [1, 2, 3], "guidance": 1.0, "parts": ["quality"]}
+    for key in ("model", "sparse_model"):
+        monkeypatch.setattr(prereg, "for_runner", lambda path, suite, k=key: ({**spec, k: {"path": str(stem),
+                                                                                            "sha256": sha}}, {}))
+        a = argparse.Namespace(prereg="p.json", model=None, sparse_model=None, n=1, n_long=1)
+        bench.registered(a)
+        assert getattr(a, key) == str(stem) and a.seeds == [1, 2, 3]
+        monkeypatch.setattr(prereg, "for_runner", lambda path, suite, k=key: ({**spec, k: {"path": str(other),
+                                                                                            "sha256": sha}}, {}))
+        with pytest.raises(prereg.PreregError, match=f"{key} .* has tensors"):
+            bench.registered(argparse.Namespace(prereg="p.json", model=None, sparse_model=None, n=1, n_long=1))
+
+
 def test_sparse_verdicts_follow_the_registered_rule():
     """A row meets only with <= 0.5x dense attention MACs and no interval on a score's worse side
     (speed: either side)."""

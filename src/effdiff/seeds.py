@@ -198,8 +198,9 @@ VIDEO_RANGES = (
      "choosing among continuations of video-dit for streaming at equal length (more Block Diffusion form or not) "
      "(docs/bench/video/stream-continuation-selection/RULE.md), never used to confirm"),
     ("video-stream-confirm-5", 763, 768,
-     "reserved for a confirm of streaming on a continuation of video-dit; unused (the selection on 758-762 "
-     "registered none), never used to pick"),
+     "the pre-registered confirm of streaming on the continuation cont5 (docs/bench/prereg/"
+     "video-stream-cont5-confirm.json, registered after the selection on 758-762, whose own rule registered "
+     "none), never used to pick"),
     ("video-sparse-selection-3", 768, 771,
      "choosing between sparse fine-tunes with long-range key frames (sliding-tile window 1 + stride 4, window 2 + "
      "sink 1; docs/bench/video/sparse-ft2-selection/RULE.md), never used to confirm"),

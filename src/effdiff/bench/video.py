@@ -313,7 +313,8 @@ def quality_table(res: dict) -> str:
 
 
 # pre-registrations whose rule also decides the model line (docs/bench/prereg/video-dit-continued-confirm.json)
-MODEL_CLAUSE = {"video-dit-continued-confirm", "video-stream-lookahead-confirm", "video-stream-overlap-confirm"}
+MODEL_CLAUSE = {"video-dit-continued-confirm", "video-stream-lookahead-confirm", "video-stream-overlap-confirm",
+                "video-stream-cont5-confirm"}
 
 
 def vs_shuffled(res: dict) -> dict | None:
@@ -469,15 +470,17 @@ def registered(a) -> dict:
         raise PreregError(f"{a.prereg}: rows must be {rows} (the parts' rows, sparse: dense and the configs' labels) "
                           f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
-    if spec.get("sparse_model"):                  # {"path": model stem, "sha256": its tensors'}: checked before the run
-        from ..checkpoint import tensors_sha256
-        from ..video.sampling import VideoModel
-        sm = spec["sparse_model"]
-        got = tensors_sha256(VideoModel.load(sm["path"]).den.net.state_dict())
-        if got != sm["sha256"]:
-            raise PreregError(f"{a.prereg}: sparse_model {sm['path']} has tensors {got[:12]}, registered "
-                              f"{sm['sha256'][:12]}")
-        a.sparse_model = sm["path"]
+    # "model" (all rows) and "sparse_model" (the sparse rows): {"path": model stem, "sha256": its tensors'},
+    # checked before the run; without "model" the rows run --model (default: the shipped video-dit)
+    for key in ("model", "sparse_model"):
+        if isinstance(spec.get(key), dict):
+            from ..video.sampling import VideoModel
+            sm = spec[key]
+            got = tensors_sha256(VideoModel.load(sm["path"]).den.net.state_dict())
+            if got != sm["sha256"]:
+                raise PreregError(f"{a.prereg}: {key} {sm['path']} has tensors {got[:12]}, registered "
+                                  f"{sm['sha256'][:12]}")
+            setattr(a, key, sm["path"])
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
     from ..video.sampling import STREAM_OPTIONS
     for k in STREAM_OPTIONS:
