@@ -184,6 +184,41 @@ def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
     assert torch.allclose(capped[:, :, :2], solve4[:, :, 4:6], atol=1e-12) and z.shape == noise.shape
 
 
+def test_stream_context_noise_commits_each_block_noised_as_in_training():
+    """context_noise s: each finished block enters the cache as (1 - s) block + s eps (eps: the block's starting
+    noise under a fixed permutation) with the noise label of flow time s, which is what the Block Diffusion form
+    sees with a context at t = s (float64, exact); the first block is unchanged, the later ones are not."""
+    from effdiff.sampling import sample
+    from effdiff.video.sampling import generate_stream
+    den, sig, noise, y = small_stream()
+    net, s_ctx = den.net, 0.1
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, context_noise=s_ctx)
+        plain = generate_stream(den, noise, sig, "euler", y)
+        ctx = []
+        for b in range(3):
+            s = slice(2 * b, 2 * b + 2)
+
+            def D(x, sigma, cond=None, b=b):
+                xt = torch.zeros_like(noise)
+                xt[:, :, 2 * b:2 * b + 2] = x
+                x0 = torch.cat(ctx + [torch.zeros_like(noise[:, :, 2 * b:])], 2)
+                sig_b = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1, 1)
+                a, t = 1 / (1 + sig_b), sig_b / (1 + sig_b)
+                lab = (1000 * t).reshape(-1, 1).expand(2, 6)
+                v = net.block_diffusion(xt * a, x0, lab, torch.full((2, 6), 1000 * s_ctx, dtype=torch.float64),
+                                        cond)[:, :, s]
+                return a * x - t * v
+            zb = sample(D, noise[:, :, s] * sig[0], sig, "euler", cond=y)
+            assert torch.allclose(z[:, :, s], zb, atol=1e-9), b
+            eps = noise[:, :, s].flip(2, 3, 4).roll(1, 1)
+            ctx.append((1 - s_ctx) * zb + s_ctx * eps)
+    assert torch.equal(z[:, :, :2], plain[:, :, :2]) and not torch.allclose(z[:, :, 2:], plain[:, :, 2:])
+    for bad in (-0.1, 1.0, "0.1"):
+        with pytest.raises(ValueError, match="context_noise"):
+            generate_stream(den, noise, sig, "euler", y, context_noise=bad)
+
+
 def test_stream_overlap_samples_each_later_block_with_its_next_frames():
     """overlap O: a later block is the first block_frames of a stream step over block_frames + O frames (the next
     frames' own noise) against the same cache; the first and the last block are unchanged in kind."""

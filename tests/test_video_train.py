@@ -42,6 +42,27 @@ def test_form_shares_are_checked_and_default_off(tmp_path):
     assert seen == [x.shape]                    # full sequence: the clip as drawn
 
 
+def test_context_noise_noises_each_context_block_to_its_own_level(tmp_path):
+    """VideoLoss.context_noise c: the Block Diffusion form's context is the clip noised per block to t ~ U(0, c),
+    labelled per frame with those t; off (the default), the clean clip with the clean label."""
+    with pytest.raises(ValueError, match="context_noise"):
+        VideoLoss(context_noise=1.0)
+    x = torch.randn(3, 4, 16, 8, 8)
+    ctx, clean = trainer(tmp_path / "off").context(x, 4)
+    assert ctx is x and isinstance(clean, float)
+    tr = trainer(tmp_path / "on", context_noise=0.2)
+    ctx, labels = tr.context(x, 4)
+    t = labels.double() / 1000                  # flow's noise label is 1000 t
+    assert labels.shape == (3, 16) and float(t.min()) >= 0 and float(t.max()) <= 0.2 and len(set(t[0].tolist())) > 1
+    assert all(len(set(t[:, 4 * k:4 * k + 4].flatten().tolist()) - set(t[:, 4 * k].tolist())) == 0 for k in range(4))
+    assert not torch.equal(ctx, x) and (ctx - x).abs().max() < 0.2 * (x.abs().max() + 6)
+    seen = []
+    tr.vloss.block_fraction = 1.0
+    bd = tr.net.block_diffusion
+    tr.net.block_diffusion = lambda xt, x0, lab, cl, y: seen.append(torch.as_tensor(cl).shape) or bd(xt, x0, lab, cl, y)
+    assert torch.isfinite(tr.loss_on(*tr.batch())) and seen == [(2, 16)]
+
+
 def test_sparse_training_runs_both_forms_under_the_fixed_pattern(tmp_path, request):
     """--attention sliding-tile:window=W: every training forward (full sequence and Block Diffusion) attends
     through the pattern, with gradients; a pattern picked per sampling run (adaspa) is refused."""

@@ -213,6 +213,9 @@ VIDEO_RANGES = (
     ("video-sparse-confirm-5", 779, 784,
      "the pre-registered confirm of the dense-first-steps sparse fine-tune that selection picks, for a later "
      "session (docs/bench/prereg/video-sparse-ft3-confirm.json), never used to pick"),
+    ("video-stream-selection-5", 784, 789,
+     "choosing a noisy-context continuation of video-dit and its sampling context noise for streaming at equal "
+     "length (docs/bench/video/stream-context-noise-selection/RULE.md), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

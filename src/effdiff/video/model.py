@@ -144,16 +144,18 @@ class VideoDiT(nn.Module):
         frames = torch.arange(F, device=x.device)
         return self.untokens(self.run(self.tokens(x), c, frames), F)
 
-    def block_diffusion(self, xt: Tensor, x0: Tensor, frame_labels: Tensor, clean_label: float,
+    def block_diffusion(self, xt: Tensor, x0: Tensor, frame_labels: Tensor, clean_label,
                         class_labels: Tensor | None = None) -> Tensor:
         """Block Diffusion's vectorized training form: noisy frames xt (noise labels [B, T], one per
         block) and the clean clip x0 in one sequence of 2T frames under ``bd_mask``; returns the
-        output for the noisy frames [B, C, T, H, W]."""
+        output for the noisy frames [B, C, T, H, W]. ``clean_label``: the context's noise label, a float
+        or per frame [B, T] (a context trained slightly noisy: ``VideoLoss.context_noise``)."""
         from .block_causal import bd_mask
         self.check(xt)
         B, F = xt.shape[0], xt.shape[2]
         cfg = self.config
-        labels = torch.cat([frame_labels.to(xt.dtype), torch.full_like(frame_labels, clean_label, dtype=xt.dtype)], 1)
+        clean = torch.as_tensor(clean_label, dtype=xt.dtype, device=xt.device).expand(frame_labels.shape)
+        labels = torch.cat([frame_labels.to(xt.dtype), clean], 1)
         c = self.frame_cond(labels, class_labels)
         frames = torch.arange(F, device=xt.device).repeat(2)
         h = torch.cat([self.tokens(xt), self.tokens(x0)], 1)

@@ -51,7 +51,7 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
-                    lookahead_past: int = 0, overlap: int = 0, **kw) -> torch.Tensor:
+                    lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -74,10 +74,18 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     ``overlap`` O > 0: each later block is sampled together with the next O frames of the clip (from their own
     noise; discarded, then sampled again as the next block): a block's last frame has no future inside its block
     and moves as slowly as a full sequence's last frame, every block long. The last block has no next frames.
-    Each block costs (block_frames + O) / block_frames as much."""
+    Each block costs (block_frames + O) / block_frames as much.
+
+    ``context_noise`` s in (0, 1): each finished block is committed noised to flow time s, with that noise label
+    (Diffusion Forcing's noisy history, for a model trained with ``VideoLoss.context_noise`` >= s): the model
+    then trusts a generated context less than a clean one. The noise is the block's own starting noise with its
+    frames, rows and columns reversed and its channels rolled (a fixed permutation: a standard Gaussian,
+    deterministic per clip, the same at any batch size); 0: a clean context."""
     for name, v in zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 (frames), got {v!r}")
+    if not isinstance(context_noise, (int, float)) or not 0 <= context_noise < 1:
+        raise ValueError(f"context_noise must be a flow time in [0, 1), got {context_noise!r}")
     if lookahead_past and not lookahead:
         raise ValueError(f"lookahead_past {lookahead_past} needs a lookahead")
     net = den.net
@@ -85,7 +93,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     B, T = noise.shape[0], noise.shape[2]
     cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
     paired = scale != 1.0 and cond is not None and den.cond_classes > 0
-    clean = float(den.process.c_noise(den.process.sigma_to_t(torch.zeros((), dtype=torch.float64))))
+    clean = float(den.process.c_noise(torch.tensor(float(context_noise), dtype=torch.float64)
+                                      if context_noise else den.process.sigma_to_t(torch.zeros((), dtype=torch.float64))))
     out = []
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
@@ -103,6 +112,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         out.append(zb)
         if start + cfg.block_frames < T:
             x0, labels = zb.to(next(net.parameters()).dtype), bden.labels(cond, B, zb.device)
+            if context_noise:
+                eps = noise[:, :, start:start + cfg.block_frames].flip(2, 3, 4).roll(1, 1).to(x0.dtype)
+                x0 = (1 - context_noise) * x0 + context_noise * eps
             if paired:
                 x0, labels = torch.cat([x0, x0]), torch.cat([labels, bden.labels(None, B, zb.device)])
             net.commit(x0, clean, labels, cache, start)
@@ -110,7 +122,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 
 
 MODES = {"full": generate_full, "stream": generate_stream}
-STREAM_OPTIONS = ("lookahead", "lookahead_past", "overlap")    # generate_stream's options (frames; 0: off)
+# generate_stream's options and their types (frames, and the context's flow time; 0: off)
+STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float}
 
 
 class VideoModel:

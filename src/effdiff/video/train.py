@@ -32,15 +32,18 @@ class VideoLoss:
     # share of steps on first blocks alone: each clip's blocks as separate ``block_frames``-long clips in the
     # full-sequence form, which is what streaming's first block is (it has no context); 0: off
     first_block_fraction: float = 0.0
+    # Block Diffusion form: each context block noised to t ~ U(0, context_noise) and labelled so (Diffusion
+    # Forcing's noisy history; sampled with generate_stream's context_noise); 0: clean context, as Block Diffusion
+    context_noise: float = 0.0
     frames: int = 16              # clip length trained on
     clips: int = 4000             # encoded training clips (one per training digit on average)
     clip_frames: int = 20         # frames per encoded clip (windows of `frames` are drawn from it)
 
     def __post_init__(self):
         if (not 0 <= self.block_fraction <= 1 or not 0 <= self.first_block_fraction <= 1 - self.block_fraction
-                or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames):
+                or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames or not 0 <= self.context_noise < 1):
             raise ValueError("need 0 <= block_fraction <= 1, 0 <= first_block_fraction <= 1 - block_fraction, "
-                             "p_std > 0 and 1 <= frames <= clip_frames")
+                             "p_std > 0, 1 <= frames <= clip_frames and 0 <= context_noise < 1")
 
 
 class VideoTrainer(Trainer):
@@ -101,11 +104,22 @@ class VideoTrainer(Trainer):
         xt = (1 - tt) * x + tt * eps
         c_noise = self.process.c_noise(t.double()).float()
         if block:
-            clean = float(self.process.c_noise(torch.zeros((), dtype=torch.float64)))
-            out = self.net.block_diffusion(xt, x, c_noise, clean, y)
+            ctx, clean = self.context(x, bf)
+            out = self.net.block_diffusion(xt, ctx, c_noise, clean, y)
         else:
             out = self.net(xt, c_noise[:, 0], y)
         return (out - (eps - x)).pow(2).mean()
+
+    def context(self, x, bf: int):
+        """The Block Diffusion form's context and its noise label(s): the clean clip (a float label), or with
+        ``context_noise`` each block noised to its own t ~ U(0, context_noise) (labels [B, T])."""
+        if not self.vloss.context_noise:
+            return x, float(self.process.c_noise(torch.zeros((), dtype=torch.float64)))
+        B, T = x.shape[0], x.shape[2]
+        tc = self.vloss.context_noise * torch.rand(B, -(-T // bf), generator=self.gen)
+        tc = tc.repeat_interleave(bf, 1)[:, :T]
+        tt = tc[:, None, :, None, None]
+        return (1 - tt) * x + tt * torch.randn(x.shape, generator=self.gen), self.process.c_noise(tc.double()).float()
 
     def export(self, metrics: dict | None = None):
         from .latents import FrameCodec
@@ -135,6 +149,8 @@ def main(argv=None) -> None:
     ap.add_argument("--first-block-fraction", type=float, default=None,
                     help="share of steps on first blocks alone (VideoLoss.first_block_fraction)")
     ap.add_argument("--block-fraction", type=float, default=None, help="share of steps in Block Diffusion's form")
+    ap.add_argument("--context-noise", type=float, default=None,
+                    help="Block Diffusion form: context blocks noised to t ~ U(0, this) (VideoLoss.context_noise)")
     ap.add_argument("--attention", default=None,
                     help="train under a sparse attention pattern, e.g. 'sliding-tile:window=3' (a sparse fine-tune, as "
                          "Sliding Tile Attention fine-tunes for its higher sparsities); sample it with the same pattern")
@@ -143,8 +159,8 @@ def main(argv=None) -> None:
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr), ("seed", a.seed)) if v is not None}
-    loss = {k: v for k, v in (("first_block_fraction", a.first_block_fraction), ("block_fraction", a.block_fraction))
-            if v is not None}
+    loss = {k: v for k, v in (("first_block_fraction", a.first_block_fraction), ("block_fraction", a.block_fraction),
+                              ("context_noise", a.context_noise)) if v is not None}
     if loss:
         over["loss"] = {**preset(a.preset).loss, **loss}
     cfg = preset(a.preset, **over)
