@@ -146,6 +146,36 @@ def test_guided_streaming_gives_each_branch_its_own_context():
         caches["pair"].past(2, 1)
 
 
+def test_history_guidance_runs_the_unconditional_branch_without_context():
+    """history_guidance 1: a guided streamed block is u + w (c - u) of the conditional call against the cache
+    committed once with the labels and the null-label call against no cache at all (a first block); one commit
+    per block; the first block is the plain guided one (float64)."""
+    from effdiff.denoisers import CFG, Denoiser
+    from effdiff.sampling import sample
+    from effdiff.video.sampling import BlockNet, generate_stream
+    den, sig, noise, y = small_stream()
+    net, null, w = den.net, torch.full((2,), 10), 3.0
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, scale=w, history_guidance=1)
+        plain = generate_stream(den, noise, sig, "euler", y, scale=w)
+        cache = KVCache(2, 2, 1)
+        for b in range(3):
+            c = Denoiser(BlockNet(net, cache, 2 * b), den.process, den.prediction, 10)
+            u = Denoiser(BlockNet(net, KVCache(2, 2, 1), 2 * b), den.process, den.prediction, 10)
+            D = lambda x, sigma, cond, c=c, u=u: u(x, sigma, null) + w * (c(x, sigma, cond) - u(x, sigma, null))  # noqa
+            zb = sample(D, noise[:, :, 2 * b:2 * b + 2] * sig[0], sig, "euler", cond=y)
+            assert torch.allclose(z[:, :, 2 * b:2 * b + 2], zb, atol=1e-9), b
+            net.commit(zb, 0.0, y, cache, 2 * b)
+        hg = Denoiser(BlockNet(net, cache, 6, free_second_half=True), den.process, den.prediction, 10)
+        x, s = torch.randn(2, 4, 2, 8, 8, dtype=torch.float64), torch.full((2,), 0.7, dtype=torch.float64)
+        ref = Denoiser(BlockNet(net, cache, 6), den.process, den.prediction, 10)
+        assert torch.allclose(hg(x, s, y), ref(x, s, y), atol=1e-12)   # the conditional branch alone keeps the context
+        assert not torch.allclose(CFG(hg, w)(x, s, y), CFG(ref, w)(x, s, y))
+    assert torch.equal(z[:, :, :2], plain[:, :, :2]) and not torch.allclose(z[:, :, 2:], plain[:, :, 2:])
+    with pytest.raises(ValueError, match="history_guidance"):
+        generate_stream(den, noise, sig, "euler", y, scale=w, history_guidance=2)
+
+
 def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
     """lookahead L: the first block is the first frames of a full-sequence solve of the first L frames (same
     noise), the later blocks stream on as usual against it; L <= block_frames is the plain stream."""

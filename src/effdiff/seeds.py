@@ -216,6 +216,9 @@ VIDEO_RANGES = (
     ("video-stream-selection-5", 784, 789,
      "choosing a noisy-context continuation of video-dit and its sampling context noise for streaming at equal "
      "length (docs/bench/video/stream-context-noise-selection/RULE.md), never used to confirm"),
+    ("video-stream-selection-6", 789, 794,
+     "trying history guidance on the stream at equal length (docs/bench/video/stream-history-guidance-selection/"
+     "RULE.md), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

@@ -46,6 +46,11 @@ class KVCache:
     def __len__(self) -> int:
         return 0 if self.frames is None else len(self.frames)
 
+    @property
+    def rows(self) -> int:
+        """The cached batch (0: nothing cached yet)."""
+        return 0 if self.k[0] is None else self.k[0].shape[0]
+
     def keep(self, start: int) -> Tensor | None:
         """Token selector of the cached frames a block starting at frame ``start`` may attend to."""
         if self.frames is None:

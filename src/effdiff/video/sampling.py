@@ -32,13 +32,23 @@ def clip_noise(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
 
 
 class BlockNet(nn.Module):
-    """The network a ``Denoiser`` sees while one block streams: ``net.stream_step`` on a cache."""
+    """The network a ``Denoiser`` sees while one block streams: ``net.stream_step`` on a cache.
+    ``free_second_half``: a batch twice the cache's (guidance's ``[x; x]``) runs its second half, the
+    unconditional branch, without the cache: as a first block, with no context (history guidance)."""
 
-    def __init__(self, net, cache: KVCache, start: int):
+    def __init__(self, net, cache: KVCache, start: int, free_second_half: bool = False):
         super().__init__()
-        self.net, self.cache, self.start = net, cache, start
+        self.net, self.cache, self.start, self.free = net, cache, start, free_second_half
 
     def forward(self, x, noise_labels, class_labels=None):
+        h = self.cache.rows
+        if self.free and h and x.shape[0] == 2 * h:
+            n = torch.as_tensor(noise_labels)
+            halves = [(x[i:i + h], n[i:i + h] if n.ndim else n, None if class_labels is None else class_labels[i:i + h])
+                      for i in (0, h)]
+            empty = KVCache(len(self.cache.k), self.cache.block_frames, self.cache.window_blocks)
+            return torch.cat([self.net.stream_step(*halves[0], self.cache, self.start),
+                              self.net.stream_step(*halves[1], empty, self.start)])
         return self.net.stream_step(x, noise_labels, class_labels, self.cache, self.start)
 
 
@@ -51,7 +61,8 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
-                    lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, **kw) -> torch.Tensor:
+                    lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
+                    **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -80,10 +91,18 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     (Diffusion Forcing's noisy history, for a model trained with ``VideoLoss.context_noise`` >= s): the model
     then trusts a generated context less than a clean one. The noise is the block's own starting noise with its
     frames, rows and columns reversed and its channels rolled (a fixed permutation: a standard Gaussian,
-    deterministic per clip, the same at any batch size); 0: a clean context."""
+    deterministic per clip, the same at any batch size); 0: a clean context.
+
+    ``history_guidance`` 1: under guidance, the unconditional branch of each later block drops its context as
+    well as its label (History Guidance's plain form, Song et al. 2025; the model knows a block without context
+    from its first blocks): guidance then pulls each block toward its label *and* its context, where a null-label
+    branch that sees the context already draws the context's digit and guides less. Each block is committed once,
+    with its label (no paired cache); the unconditional branch attends to nothing before its block. 0: off."""
     for name, v in zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 (frames), got {v!r}")
+    if history_guidance not in (0, 1):
+        raise ValueError(f"history_guidance must be 0 or 1, got {history_guidance!r}")
     if not isinstance(context_noise, (int, float)) or not 0 <= context_noise < 1:
         raise ValueError(f"context_noise must be a flow time in [0, 1), got {context_noise!r}")
     if lookahead_past and not lookahead:
@@ -92,12 +111,14 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
     cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
-    paired = scale != 1.0 and cond is not None and den.cond_classes > 0
+    guiding = scale != 1.0 and cond is not None and den.cond_classes > 0
+    paired = guiding and not history_guidance
     clean = float(den.process.c_noise(torch.tensor(float(context_noise), dtype=torch.float64)
                                       if context_noise else den.process.sigma_to_t(torch.zeros((), dtype=torch.float64))))
     out = []
     for start in range(0, T, cfg.block_frames):
-        bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
+        bden = Denoiser(BlockNet(net, cache, start, bool(history_guidance and guiding)), den.process, den.prediction,
+                        den.cond_classes)
         if start == 0 and min(lookahead, T) > cfg.block_frames:
             L = min(lookahead, T)
             P = min(lookahead_past, L - cfg.block_frames)
@@ -123,7 +144,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 
 MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
-STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float}
+STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
+                  "history_guidance": int}
 
 
 class VideoModel:
