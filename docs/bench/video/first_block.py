@@ -5,6 +5,9 @@ dpmpp-2m 12 karras steps, the bench's noise and labels).
     python docs/bench/video/first_block.py --models video-dit /tmp/vtrain/run5/model --out docs/bench/video/first-block
     python docs/bench/video/first_block.py --seeds 740 741 --modes full "stream, lookahead 16, overlap 1" \
         --out docs/bench/video/first-block-overlap      (selection seeds of range video-stream-selection-3)
+    python docs/bench/video/first_block.py --seeds 789 790 --modes full "stream, lookahead 16, overlap 1" \
+        "stream on the full solve's blocks, overlap 1" --out docs/bench/video/teacher-forced
+        (selection seeds of range video-stream-selection-6: the stream against the full solve's own blocks as context)
 
 ``video-dit``: the shipped model; another path: a model stem (e.g. the first-block-form continuation, trained by
 ``python -m effdiff.video.train --preset video-dit --init <video-dit> --lr 3e-4 --steps 3000 --seed 5
@@ -23,7 +26,34 @@ from effdiff.video.sampling import VideoModel
 from effdiff.checkpoint import tensors_sha256
 
 MODES = {"full": ("full", {}), "stream": ("stream", {}), "stream, lookahead 16": ("stream", {"lookahead": 16}),
-         "stream, lookahead 16, overlap 1": ("stream", {"lookahead": 16, "overlap": 1})}
+         "stream, lookahead 16, overlap 1": ("stream", {"lookahead": 16, "overlap": 1}),
+         "stream on the full solve's blocks, overlap 1": ("teacher", {"overlap": 1})}
+
+
+def teacher_forced(vm, n: int, seed: int, steps: int, solver: str, scale: float, overlap: int = 1):
+    """Latents of the stream without its own errors: block 1 is the full-sequence solve's, and each later block is
+    sampled as the stream samples it (the clip's noise, ``overlap`` next frames, a paired cache under guidance) but
+    with the full solve's earlier blocks committed as its context instead of the stream's."""
+    from effdiff.bench.video import sigmas
+    from effdiff.denoisers import Denoiser, guided
+    from effdiff.sampling import sample
+    from effdiff.video.block_causal import KVCache
+    from effdiff.video.sampling import BlockNet
+    den, net = vm.den, vm.den.net
+    bf, T = net.config.block_frames, 16
+    noise, y, sig = vm.noise(n, T, seed), labels_for(n), sigmas(steps)
+    full = vm.generate(noise, sig, solver, y, mode="full", scale=scale)
+    cache = KVCache(net.config.depth, bf, net.config.window_blocks)
+    clean = float(den.process.c_noise(torch.zeros((), dtype=torch.float64)))
+    out = [full[:, :, :bf]]
+    for start in range(bf, T, bf):
+        bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
+        lab = torch.cat([bden.labels(y, n, full.device), bden.labels(None, n, full.device)])
+        prev = full[:, :, start - bf:start]
+        net.commit(torch.cat([prev, prev]), clean, lab, cache, start - bf)
+        zb = sample(guided(bden, scale), noise[:, :, start:min(start + bf + overlap, T)] * sig[0], sig, solver, cond=y)
+        out.append(zb[:, :, :bf])
+    return torch.cat(out, 2)
 
 
 def per_block(ev, x, labels, bf: int = 4) -> dict:
@@ -52,8 +82,9 @@ def main() -> None:
         for name in a.modes:
             mode, options = MODES[name]
             vm.stream_options = dict(options)
-            rows[name] = {s: per_block(ev, generate(vm, 16, mode, a.n, s, 12, "dpmpp-2m", 4.0), labels_for(a.n))
-                          for s in a.seeds}
+            make = (lambda s: vm.decode(teacher_forced(vm, a.n, s, 12, "dpmpp-2m", 4.0, **options))) \
+                if mode == "teacher" else (lambda s: generate(vm, 16, mode, a.n, s, 12, "dpmpp-2m", 4.0))
+            rows[name] = {s: per_block(ev, make(s), labels_for(a.n)) for s in a.seeds}
             print(m, name, json.dumps(rows[name]), flush=True)
         res["models"][m] = {"sha256": tensors_sha256(vm.den.net.state_dict()), "rows": rows}
     out = Path(a.out)
