@@ -86,30 +86,37 @@ def test_full_sequence_shapes_and_errors():
         net(torch.randn(3, 4, 8, 8, dtype=torch.float64), 1.0)
 
 
+def blockwise_reference(den, sig, noise, y, context=lambda zb, b: zb, clean=0.0):
+    """The 6-frame stream recomputed under the training form: block b (Euler) denoised by ``block_diffusion``
+    against the prefix [context(block 0, 0), ..., context(block b-1, b-1)] with the context's noise label(s)
+    ``clean``."""
+    from effdiff.sampling import sample
+    net, ctx, out = den.net, [], []
+    for b in range(3):
+        s = slice(2 * b, 2 * b + 2)
+
+        def D(x, sigma, cond=None, b=b):
+            xt = torch.zeros_like(noise)
+            xt[:, :, 2 * b:2 * b + 2] = x
+            x0 = torch.cat(ctx + [torch.zeros_like(noise[:, :, 2 * b:])], 2)
+            sig_b = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1, 1)
+            a, t = 1 / (1 + sig_b), sig_b / (1 + sig_b)          # flow: x_n = a x = (1-t) x0 + t eps
+            lab = (1000 * t).reshape(-1, 1).expand(2, 6)
+            v = net.block_diffusion(xt * a, x0, lab, clean, cond)[:, :, s]
+            return a * x - t * v                                   # x0 = x_n - t v
+        out.append(sample(D, noise[:, :, s] * sig[0], sig, "euler", cond=y))
+        ctx.append(context(out[-1], b))
+    return torch.cat(out, 2)
+
+
 def test_stream_generation_equals_blockwise_recompute():
     """generate_stream (KV cache) gives the clip that denoising each block against the recomputed
     clean prefix under the training mask gives (float64, Euler, 3 steps)."""
-    from effdiff.sampling import sample
     from effdiff.video.sampling import generate_full, generate_stream
     den, sig, noise, y = small_stream()
-    net = den.net
     with torch.no_grad():
         z = generate_stream(den, noise, sig, "euler", y)
-        ref = []
-        for b in range(3):
-            s = slice(2 * b, 2 * b + 2)
-
-            def D(x, sigma, cond=None, b=b):
-                xt = torch.zeros_like(noise)
-                xt[:, :, 2 * b:2 * b + 2] = x
-                x0 = torch.cat(ref + [torch.zeros_like(noise[:, :, 2 * b:])], 2)
-                sig_b = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1, 1)
-                a, t = 1 / (1 + sig_b), sig_b / (1 + sig_b)          # flow: x_n = a x = (1-t) x0 + t eps
-                lab = (1000 * t).reshape(-1, 1).expand(2, 6)
-                v = net.block_diffusion(xt * a, x0, lab, 0.0, cond)[:, :, s]
-                return a * x - t * v                                   # x0 = x_n - t v
-            ref.append(sample(D, noise[:, :, s] * sig[0], sig, "euler", cond=y))
-        assert torch.allclose(z, torch.cat(ref, 2), atol=1e-9)
+        assert torch.allclose(z, blockwise_reference(den, sig, noise, y), atol=1e-9)
         full = generate_full(den, noise, sig, "euler", y)
     assert full.shape == z.shape and not torch.allclose(full, z)
 
@@ -218,31 +225,15 @@ def test_stream_context_noise_commits_each_block_noised_as_in_training():
     """context_noise s: each finished block enters the cache as (1 - s) block + s eps (eps: the block's starting
     noise under a fixed permutation) with the noise label of flow time s, which is what the Block Diffusion form
     sees with a context at t = s (float64, exact); the first block is unchanged, the later ones are not."""
-    from effdiff.sampling import sample
     from effdiff.video.sampling import generate_stream
     den, sig, noise, y = small_stream()
-    net, s_ctx = den.net, 0.1
+    s_ctx = 0.1
+    noised = lambda zb, b: (1 - s_ctx) * zb + s_ctx * noise[:, :, 2 * b:2 * b + 2].flip(2, 3, 4).roll(1, 1)  # noqa
     with torch.no_grad():
         z = generate_stream(den, noise, sig, "euler", y, context_noise=s_ctx)
         plain = generate_stream(den, noise, sig, "euler", y)
-        ctx = []
-        for b in range(3):
-            s = slice(2 * b, 2 * b + 2)
-
-            def D(x, sigma, cond=None, b=b):
-                xt = torch.zeros_like(noise)
-                xt[:, :, 2 * b:2 * b + 2] = x
-                x0 = torch.cat(ctx + [torch.zeros_like(noise[:, :, 2 * b:])], 2)
-                sig_b = torch.as_tensor(sigma, dtype=torch.float64).reshape(-1, 1, 1, 1, 1)
-                a, t = 1 / (1 + sig_b), sig_b / (1 + sig_b)
-                lab = (1000 * t).reshape(-1, 1).expand(2, 6)
-                v = net.block_diffusion(xt * a, x0, lab, torch.full((2, 6), 1000 * s_ctx, dtype=torch.float64),
-                                        cond)[:, :, s]
-                return a * x - t * v
-            zb = sample(D, noise[:, :, s] * sig[0], sig, "euler", cond=y)
-            assert torch.allclose(z[:, :, s], zb, atol=1e-9), b
-            eps = noise[:, :, s].flip(2, 3, 4).roll(1, 1)
-            ctx.append((1 - s_ctx) * zb + s_ctx * eps)
+        ref = blockwise_reference(den, sig, noise, y, noised, torch.full((2, 6), 1000 * s_ctx, dtype=torch.float64))
+    assert torch.allclose(z, ref, atol=1e-9)
     assert torch.equal(z[:, :, :2], plain[:, :, :2]) and not torch.allclose(z[:, :, 2:], plain[:, :, 2:])
     for bad in (-0.1, 1.0, "0.1"):
         with pytest.raises(ValueError, match="context_noise"):
