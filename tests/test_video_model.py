@@ -183,6 +183,31 @@ def test_history_guidance_runs_the_unconditional_branch_without_context():
         generate_stream(den, noise, sig, "euler", y, scale=w, history_guidance=2)
 
 
+def test_overlap_second_widens_only_the_second_block():
+    """overlap_second O2: the second block is sampled with O2 next frames (a stream step over block_frames + O2
+    frames against the first block's cache), the later blocks with ``overlap``; 0 leaves the stream as it was."""
+    from effdiff.denoisers import Denoiser
+    from effdiff.sampling import sample
+    from effdiff.video.sampling import BlockNet, generate_stream
+    den, sig, noise, y = small_stream(frames=8)
+    net = den.net
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, overlap=1, overlap_second=3)
+        o1 = generate_stream(den, noise, sig, "euler", y, overlap=1)
+        cache = KVCache(2, 2, 1)
+        net.commit(z[:, :, :2], 0.0, y, cache, 0)
+        b1 = sample(Denoiser(BlockNet(net, cache, 2), den.process, den.prediction, 10), noise[:, :, 2:7] * sig[0],
+                    sig, "euler", cond=y)
+        net.commit(z[:, :, 2:4], 0.0, y, cache, 2)
+        b2 = sample(Denoiser(BlockNet(net, cache, 4), den.process, den.prediction, 10), noise[:, :, 4:7] * sig[0],
+                    sig, "euler", cond=y)
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, overlap=1, overlap_second=0), o1)
+    assert torch.allclose(z[:, :, 2:4], b1[:, :, :2], atol=1e-12) and torch.allclose(z[:, :, 4:6], b2[:, :, :2], atol=1e-12)
+    assert torch.equal(z[:, :, :2], o1[:, :, :2]) and not torch.allclose(z[:, :, 2:4], o1[:, :, 2:4])
+    with pytest.raises(ValueError, match="overlap_second"):
+        generate_stream(den, noise, sig, "euler", y, overlap_second=-1)
+
+
 def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
     """lookahead L: the first block is the first frames of a full-sequence solve of the first L frames (same
     noise), the later blocks stream on as usual against it; L <= block_frames is the plain stream."""

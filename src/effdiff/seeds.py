@@ -219,6 +219,9 @@ VIDEO_RANGES = (
     ("video-stream-selection-6", 789, 794,
      "trying history guidance on the stream at equal length (docs/bench/video/stream-history-guidance-selection/"
      "RULE.md), never used to confirm"),
+    ("video-stream-selection-7", 794, 799,
+     "trying a wider overlap for the stream's second block (docs/bench/video/stream-overlap-second-selection/"
+     "RULE.md), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

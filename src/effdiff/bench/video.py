@@ -188,17 +188,18 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
         parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0,
         lookahead_past: int = 0, overlap: int = 0, sparse_model=None, context_noise: float = 0.0,
-        history_guidance: int = 0) -> dict:
+        history_guidance: int = 0, overlap_second: int = 0) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
-    ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``, ``overlap``, ``context_noise``, ``history_guidance``:
-    ``generate_stream``'s options,
+    ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``, ``overlap``, ``context_noise``, ``history_guidance``,
+    ``overlap_second``: ``generate_stream``'s options,
     every stream row. ``sparse_model``: a model stem whose weights run the sparse rows (a model fine-tuned
     under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import STREAM_OPTIONS, VideoModel
-    stream = dict(zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap, context_noise, history_guidance)))
+    stream = dict(zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap, context_noise, history_guidance,
+                                       overlap_second)))
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
@@ -270,6 +271,7 @@ def _s(t: dict, key: str, fmt: str) -> str:
 def stream_text(res: dict) -> str:
     """The caption's note on the stream's options (lookahead, its past, overlap, context noise; nothing when off)."""
     over = f", stream blocks with {res['overlap']} overlap frame(s)" if res.get("overlap") else ""
+    over += f", the second block with {res['overlap_second']}" if res.get("overlap_second") else ""
     over += f", context committed at flow time {res['context_noise']}" if res.get("context_noise") else ""
     over += ", history guidance" if res.get("history_guidance") else ""
     if not res.get("lookahead"):
@@ -557,6 +559,8 @@ def main(argv=None) -> None:
                     "flow time (generate_stream's context_noise; for a model trained with it; 0: clean)")
     ap.add_argument("--history-guidance", type=int, default=0, choices=(0, 1), help="1: under guidance the stream's "
                     "unconditional branch drops the context too (generate_stream's history_guidance)")
+    ap.add_argument("--overlap-second", type=int, default=0, help="the second streamed block sampled with this many "
+                    "next frames instead of --overlap (generate_stream's overlap_second; 0: --overlap)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "

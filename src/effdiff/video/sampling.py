@@ -62,7 +62,7 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
                     lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
-                    **kw) -> torch.Tensor:
+                    overlap_second: int = 0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -87,6 +87,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     and moves as slowly as a full sequence's last frame, every block long. The last block has no next frames.
     Each block costs (block_frames + O) / block_frames as much.
 
+    ``overlap_second`` O2 > 0: the second block, the only later block with a single block of context, is sampled with
+    O2 next frames instead of O (a one-off cost: the stream stays linear in length). 0: ``overlap``.
+
     ``context_noise`` s in (0, 1): each finished block is committed noised to flow time s, with that noise label
     (Diffusion Forcing's noisy history, for a model trained with ``VideoLoss.context_noise`` >= s): the model
     then trusts a generated context less than a clean one. The noise is the block's own starting noise with its
@@ -98,7 +101,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     from its first blocks): guidance then pulls each block toward its label *and* its context, where a null-label
     branch that sees the context already draws the context's digit and guides less. Each block is committed once,
     with its label (no paired cache); the unconditional branch attends to nothing before its block. 0: off."""
-    for name, v in zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap)):
+    for name, v in (("lookahead", lookahead), ("lookahead_past", lookahead_past), ("overlap", overlap),
+                    ("overlap_second", overlap_second)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 (frames), got {v!r}")
     if history_guidance not in (0, 1):
@@ -125,7 +129,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
             zb = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:P + cfg.block_frames]
         else:
-            end = start + cfg.block_frames + (overlap if start > 0 else 0)
+            extra = (overlap_second or overlap) if start == cfg.block_frames else overlap
+            end = start + cfg.block_frames + (extra if start > 0 else 0)
             zb = sample(guided(bden, scale), noise[:, :, start:min(end, T)] * sigmas[0], sigmas, solver,
                         cond=cond, **kw)[:, :, :cfg.block_frames]
         if on_block is not None:                      # the block is out before its keys are cached
@@ -145,7 +150,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
-                  "history_guidance": int}
+                  "history_guidance": int, "overlap_second": int}
 
 
 class VideoModel:
