@@ -186,20 +186,20 @@ PARTS = ("cost", "quality", "sparse")
 
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
-        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, lookahead: int = 0,
-        lookahead_past: int = 0, overlap: int = 0, sparse_model=None, context_noise: float = 0.0,
-        history_guidance: int = 0, overlap_second: int = 0) -> dict:
+        parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, sparse_model=None,
+        **stream_options) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
-    ``out``/video.{json,md}; ``lookahead``, ``lookahead_past``, ``overlap``, ``context_noise``, ``history_guidance``,
-    ``overlap_second``: ``generate_stream``'s options,
-    every stream row. ``sparse_model``: a model stem whose weights run the sparse rows (a model fine-tuned
+    ``out``/video.{json,md}; ``stream_options``: ``generate_stream``'s options (``STREAM_OPTIONS``: lookahead,
+    overlap, ...), every stream row. ``sparse_model``: a model stem whose weights run the sparse rows (a model fine-tuned
     under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too."""
     sparse = SPARSE if sparse is None else sparse
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import STREAM_OPTIONS, VideoModel
-    stream = dict(zip(STREAM_OPTIONS, (lookahead, lookahead_past, overlap, context_noise, history_guidance,
-                                       overlap_second)))
+    unknown_options = set(stream_options) - set(STREAM_OPTIONS)
+    if unknown_options:
+        raise TypeError(f"unknown stream options {sorted(unknown_options)}; known: {', '.join(STREAM_OPTIONS)}")
+    stream = {k: typ(stream_options.get(k, 0)) for k, typ in STREAM_OPTIONS.items()}
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown bench parts {sorted(unknown)}; known: {', '.join(PARTS)}")
