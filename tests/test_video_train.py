@@ -63,6 +63,26 @@ def test_context_noise_noises_each_context_block_to_its_own_level(tmp_path):
     assert torch.isfinite(tr.loss_on(*tr.batch())) and seen == [(2, 16)]
 
 
+def test_two_block_share_trains_the_block_diffusion_form_on_two_block_clips(tmp_path):
+    """two_block_share 1: every Block Diffusion step runs on each clip cut into clips of two blocks (a block without
+    context and one with a single block of it), labels following their clip; 0 (the default): the whole clip."""
+    assert VideoLoss().two_block_share == 0.0
+    with pytest.raises(ValueError, match="two_block_share"):
+        VideoLoss(two_block_share=1.5)
+    for share, shape in ((1.0, (2 * 2, 8)), (0.0, (2, 16))):
+        tr = trainer(tmp_path / str(share), block_fraction=1.0, two_block_share=share)
+        seen = []
+        bd = tr.net.block_diffusion
+        tr.net.block_diffusion = lambda xt, x0, lab, cl, y: seen.append((xt.shape, lab.shape, y)) or bd(xt, x0, lab,
+                                                                                                           cl, y)
+        x, y = tr.batch()
+        assert torch.isfinite(tr.loss_on(x, y))
+        (xs, ls, ys), = seen
+        assert (xs[0], xs[2]) == shape and tuple(ls) == shape and len(ys) == shape[0]
+        if share:
+            assert ys.reshape(2, 2)[:, 0].tolist() == ys.reshape(2, 2)[:, 1].tolist()
+
+
 def test_sparse_training_runs_both_forms_under_the_fixed_pattern(tmp_path, request):
     """--attention sliding-tile:window=W: every training forward (full sequence and Block Diffusion) attends
     through the pattern, with gradients; a pattern picked per sampling run (adaspa) is refused."""

@@ -222,6 +222,9 @@ VIDEO_RANGES = (
     ("video-stream-selection-7", 794, 799,
      "trying a wider overlap for the stream's second block (docs/bench/video/stream-overlap-second-selection/"
      "RULE.md), never used to confirm"),
+    ("video-stream-selection-8", 799, 804,
+     "choosing a continuation of video-dit trained more on two-block clips for streaming at equal length "
+     "(docs/bench/video/stream-two-block-selection/RULE.md), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

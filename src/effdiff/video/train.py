@@ -35,15 +35,20 @@ class VideoLoss:
     # Block Diffusion form: each context block noised to t ~ U(0, context_noise) and labelled so (Diffusion
     # Forcing's noisy history; sampled with generate_stream's context_noise); 0: clean context, as Block Diffusion
     context_noise: float = 0.0
+    # share of the Block Diffusion form's steps on two-block clips (each clip cut into clips of 2 blocks: a block
+    # without context and one with a single block of it, streaming's second block; same tokens per step); 0: off
+    two_block_share: float = 0.0
     frames: int = 16              # clip length trained on
     clips: int = 4000             # encoded training clips (one per training digit on average)
     clip_frames: int = 20         # frames per encoded clip (windows of `frames` are drawn from it)
 
     def __post_init__(self):
         if (not 0 <= self.block_fraction <= 1 or not 0 <= self.first_block_fraction <= 1 - self.block_fraction
-                or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames or not 0 <= self.context_noise < 1):
+                or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames or not 0 <= self.context_noise < 1
+                or not 0 <= self.two_block_share <= 1):
             raise ValueError("need 0 <= block_fraction <= 1, 0 <= first_block_fraction <= 1 - block_fraction, "
-                             "p_std > 0, 1 <= frames <= clip_frames and 0 <= context_noise < 1")
+                             "p_std > 0, 1 <= frames <= clip_frames, 0 <= context_noise < 1 and "
+                             "0 <= two_block_share <= 1")
 
 
 class VideoTrainer(Trainer):
@@ -90,10 +95,11 @@ class VideoTrainer(Trainer):
         block = u < self.vloss.block_fraction
         bf = self.net.config.block_frames
         if not block and u < self.vloss.block_fraction + self.vloss.first_block_fraction and T > bf:
-            nb = T // bf                                    # first blocks: [B, C, nb*bf] -> [B*nb, C, bf]
-            x = x[:, :, :nb * bf].unflatten(2, (nb, bf)).transpose(1, 2).flatten(0, 1)
-            y = y.repeat_interleave(nb)
+            x, y = cut(x, y, bf)                            # first blocks: [B, C, nb*bf] -> [B*nb, C, bf]
             B, T = x.shape[0], bf
+        elif block and u < self.vloss.block_fraction * self.vloss.two_block_share and T >= 2 * bf:
+            x, y = cut(x, y, 2 * bf)                        # two-block clips: [B, C, nc*2bf] -> [B*nc, C, 2bf]
+            B, T = x.shape[0], 2 * bf
         if block:
             nb = -(-T // bf)
             t = self.draw_t(B * nb).reshape(B, nb).repeat_interleave(bf, 1)[:, :T]       # [B, T]
@@ -135,6 +141,13 @@ class VideoTrainer(Trainer):
         return path
 
 
+def cut(x, y, frames: int):
+    """Clips [B, C, T, h, w] (labels [B]) cut into their T // frames consecutive ``frames``-long clips, in order
+    (clip i's pieces at rows i*n .. i*n + n - 1); a remainder is dropped."""
+    n = x.shape[2] // frames
+    return x[:, :, :n * frames].unflatten(2, (n, frames)).transpose(1, 2).flatten(0, 1), y.repeat_interleave(n)
+
+
 def main(argv=None) -> None:
     from .presets import preset
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -149,6 +162,8 @@ def main(argv=None) -> None:
     ap.add_argument("--first-block-fraction", type=float, default=None,
                     help="share of steps on first blocks alone (VideoLoss.first_block_fraction)")
     ap.add_argument("--block-fraction", type=float, default=None, help="share of steps in Block Diffusion's form")
+    ap.add_argument("--two-block-share", type=float, default=None,
+                    help="share of the Block Diffusion form's steps on two-block clips (VideoLoss.two_block_share)")
     ap.add_argument("--context-noise", type=float, default=None,
                     help="Block Diffusion form: context blocks noised to t ~ U(0, this) (VideoLoss.context_noise)")
     ap.add_argument("--attention", default=None,
@@ -160,7 +175,8 @@ def main(argv=None) -> None:
     torch.set_num_threads(a.threads)
     over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr), ("seed", a.seed)) if v is not None}
     loss = {k: v for k, v in (("first_block_fraction", a.first_block_fraction), ("block_fraction", a.block_fraction),
-                              ("context_noise", a.context_noise)) if v is not None}
+                              ("context_noise", a.context_noise), ("two_block_share", a.two_block_share))
+            if v is not None}
     if loss:
         over["loss"] = {**preset(a.preset).loss, **loss}
     cfg = preset(a.preset, **over)
