@@ -263,6 +263,10 @@ def test_stream_context_noise_commits_each_block_noised_as_in_training():
     for bad in (-0.1, 1.0, "0.1"):
         with pytest.raises(ValueError, match="context_noise"):
             generate_stream(den, noise, sig, "euler", y, context_noise=bad)
+    from effdiff.denoisers import Denoiser
+    from effdiff.process import EDM
+    with pytest.raises(ValueError, match="flow time"):
+        generate_stream(Denoiser(den.net, EDM(), "x0", 10), noise, sig, "euler", y, context_noise=0.1)
 
 
 def test_stream_overlap_samples_each_later_block_with_its_next_frames():

@@ -117,8 +117,12 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
     guiding = scale != 1.0 and cond is not None and den.cond_classes > 0
     paired = guiding and not history_guidance
-    clean = float(den.process.c_noise(torch.tensor(float(context_noise), dtype=torch.float64)
-                                      if context_noise else den.process.sigma_to_t(torch.zeros((), dtype=torch.float64))))
+    if context_noise and den.process.name != "flow":
+        raise ValueError(f"context_noise is a flow time (the context is noised as flow noises it); the model's "
+                         f"process is {den.process.name!r}")
+    t_context = den.process.sigma_to_t(torch.zeros((), dtype=torch.float64)) if not context_noise else \
+        torch.tensor(float(context_noise), dtype=torch.float64)
+    clean = float(den.process.c_noise(t_context))              # the committed blocks' noise label
     out = []
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start, bool(history_guidance and guiding)), den.process, den.prediction,
