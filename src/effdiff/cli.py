@@ -173,10 +173,96 @@ def _student_note(a, den, spec) -> str | None:
             f"{den.spec.solver} ({den.spec.steps} steps); {' '.join(asked)} ignored")
 
 
+MAX_FRAMES = 1024            # frames per clip of `sample` on a video model
+
+
+def _stream_options(items: list[str]) -> dict:
+    """``--stream KEY=VALUE`` (repeatable) -> generate_stream's options, typed and checked by name."""
+    from .video.sampling import STREAM_OPTIONS
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in STREAM_OPTIONS:
+            raise ValueError(f"--stream {item!r}: expected KEY=VALUE with KEY one of {', '.join(STREAM_OPTIONS)}")
+        try:
+            out[key] = STREAM_OPTIONS[key](value)
+        except ValueError:
+            raise ValueError(f"--stream {item!r}: {key} takes a {STREAM_OPTIONS[key].__name__}") from None
+    return out
+
+
+def _sample_video(a, card: dict):
+    """``effdiff sample`` on a video model: ``--n`` clips of ``--frames`` frames, streamed block by block (each
+    block reported as it is out) where the model streams, else one full-sequence solve (``--mode``); a frame
+    strip at ``--out`` (PNG, one clip per row) and the clips as one GIF next to it."""
+    import time
+    import effdiff as ed
+    from .io import check_writable
+    from .timesteps import karras
+    from .video.viz import save_gif, save_strip
+    image_only = [f"--{k.replace('_', '-')}" for k in ("schedule", "plan", "lora", "control", "control_model", "use")
+                  if getattr(a, k)]
+    if image_only:
+        raise ValueError(f"{a.model} is a video model: {', '.join(image_only)} apply to image models")
+    if _device(a).type != "cpu":
+        raise ValueError(f"--device {a.device}: video sampling runs on the CPU; drop --device")
+    out = Path(a.out)
+    if out.suffix.lower() != ".png":
+        raise ValueError(f"--out {a.out}: a video model writes a PNG frame strip (and a GIF next to it); name a .png")
+    gif = out.with_suffix(".gif")
+    for path in (out, gif):
+        check_writable(path)
+    n = a.n or 8
+    labels = _labels(a.classes, n, card.get("num_classes", 0), a.model)
+    options = _stream_options(a.stream)
+    student = "student" in card
+    from .video import student as video_student
+    vm = video_student.load(a.model) if student else ed.zoo.load(a.model)
+    streams = not student and hasattr(vm.den.net, "stream_step")
+    mode = a.mode or ("stream" if streams else "full")
+    if mode == "stream" and not streams:
+        raise ValueError(f"{a.model} generates full sequences only (it has no block-causal stream); use --mode full")
+    if options and mode != "stream":
+        raise ValueError("--stream options apply to --mode stream")
+    frames = a.frames or 16
+    noise = vm.noise(n, frames, a.seed)
+    start = time.perf_counter()
+    if student:
+        ignored = [f"--{k} {getattr(a, k)}" for k in ("solver", "steps", "guidance") if getattr(a, k) is not None]
+        if ignored and not a.quiet:
+            print(f"note: {a.model} is a distilled student: it samples on its own grid; {' '.join(ignored)} ignored")
+        z, how = vm.sample(noise, labels, seed=a.seed), f"its own {vm.student.spec.steps}-step grid"
+    else:
+        solver, steps = a.solver or "dpmpp-2m", a.steps or 12
+        ed.solvers.get(solver)
+        scale = a.guidance if a.guidance is not None else card["card"].get("metrics", {}).get("guidance", 1.0)
+        kw = dict(options)
+        if mode == "stream" and not a.quiet:
+            kw["on_block"] = lambda s, zb: print(f"  frames {s}-{s + zb.shape[2] - 1} out after "
+                                                 f"{time.perf_counter() - start:.1f} s", flush=True)
+        z = vm.generate(noise, karras(steps, sigma_min=0.002, sigma_max=80.0), solver, labels, mode=mode, scale=scale, **kw)
+        how = f"{solver} {steps} steps on karras(0.002, 80), guidance {scale:g}" + "".join(
+            f", {k} {v}" for k, v in options.items())
+    x = vm.decode(z)
+    save_strip(x, out)
+    save_gif(x, gif)
+    print(f"wrote {out} and {gif}: {n} clips of {frames} frames, {a.model}, {mode if not student else 'full'}, "
+          f"{how} ({time.perf_counter() - start:.1f} s)")
+
+
 def _sample(a):
     import effdiff as ed
+    from . import zoo
     from .recipes import sample_model
     from .viz import save_grid
+    if zoo.card(a.model).get("task") == "video":
+        return _sample_video(a, zoo.card(a.model))
+    for k in ("frames", "mode"):
+        if getattr(a, k) is not None:
+            raise ValueError(f"--{k} applies to video models; {a.model} is an image model")
+    if a.stream:
+        raise ValueError(f"--stream applies to video models; {a.model} is an image model")
+    a.n = a.n or 100
     device = _device(a)
     if a.no_check_base and not (a.lora or a.control_model):
         raise ValueError("--no-check-base applies to --lora / --control-model files; none given")
@@ -388,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "schedule, steps, guidance and techniques")
     s.add_argument("--seed", type=seed_type, default=0, help="noise seed (same seed, same samples)")
     s.add_argument("--classes", type=class_list, help="comma-separated class labels, cycled (default 0..9)")
-    s.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), default=100, help="number of samples")
+    s.add_argument("--n", type=_ranged_int(1, MAX_SAMPLES), help="number of samples (default: 100 images, 8 clips)")
     s.add_argument("--out", default="samples.png", help="the PNG grid to write")
     s.add_argument("--lora", action="append", default=[], metavar="FILE[:WEIGHT]",
                    help="attach a LoRA adapter file or zoo name, e.g. digits-unet-lora-thick (repeatable; weight 1)")
@@ -398,6 +484,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--condition", default="edges", choices=["edges", "mask", "sketch"], help="the control map")
     s.add_argument("--no-check-base", action="store_true", help="attach --lora / --control-model files trained on "
                    "other base weights (check_base=False; they are refused by default)")
+    s.add_argument("--frames", type=_ranged_int(1, MAX_FRAMES), help="video models: frames per clip (default 16)")
+    s.add_argument("--mode", choices=["stream", "full"], help="video models: block by block with a KV cache "
+                   "(Block Diffusion; the default where the model streams) or one full-sequence solve")
+    s.add_argument("--stream", action="append", default=[], metavar="KEY=VALUE", help="video models: a streaming "
+                   "option (repeatable), e.g. lookahead=16, overlap=1, history_guidance=1 (docs/video.md)")
     _device_arg(s)
     _quiet(s)
     s.set_defaults(fn=_sample)

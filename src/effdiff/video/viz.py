@@ -23,11 +23,12 @@ def strip(x: torch.Tensor, gap: int = 2) -> np.ndarray:
 
 
 def save_strip(x: torch.Tensor, path, scale: int = 2) -> Path:
+    """Clips [N, 1, T, H, W] as one PNG, a row per clip (written atomically)."""
     from PIL import Image
-    path = Path(path)
+    from ..io import atomic_write
     img = Image.fromarray(strip(x))
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
-    return path
+    img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    return atomic_write(path, lambda f: img.save(f, format="PNG"))
 
 
 def save_gif(x: torch.Tensor, path, per_row: int = 8, ms: int = 120, scale: int = 2) -> Path:
@@ -44,6 +45,6 @@ def save_gif(x: torch.Tensor, path, per_row: int = 8, ms: int = 120, scale: int 
             canvas[r * (H + 2):r * (H + 2) + H, c * (W + 2):c * (W + 2) + W] = v[i, t]
         img = Image.fromarray(canvas)
         frames.append(img.resize((img.width * scale, img.height * scale), Image.NEAREST))
-    path = Path(path)
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=ms, loop=0)
-    return path
+    from ..io import atomic_write
+    return atomic_write(path, lambda f: frames[0].save(f, format="GIF", save_all=True, append_images=frames[1:],
+                                                        duration=ms, loop=0))
