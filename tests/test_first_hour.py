@@ -36,7 +36,7 @@ def test_help_lists_defaults_and_choices(capsys):
     assert "--quiet" in bench and "--device" in bench and "--no-cache" in bench
     sample = help_of("sample")
     assert "ays:MODEL" in sample and "trailing" in sample and "[default: dpmpp-2m]" in sample
-    assert "(default: 100)" in sample and "--use" in sample and "--plan" in sample
+    assert "(default: 100 images, 8 clips)" in sample and "--use" in sample and "--plan" in sample
     train = help_of("train")
     assert "digits-unet" in train and "mnist-ldm-dit" in train and "(default: cpu)" in train
 
