@@ -198,7 +198,7 @@ def _sample_video(a, card: dict):
     import time
     import effdiff as ed
     from .io import check_writable
-    from .timesteps import karras
+    from .video.sampling import SCHEDULE, sigmas
     from .video.viz import save_gif, save_strip
     image_only = [f"--{k.replace('_', '-')}" for k in ("schedule", "plan", "lora", "control", "control_model", "use")
                   if getattr(a, k)]
@@ -240,8 +240,8 @@ def _sample_video(a, card: dict):
         if mode == "stream" and not a.quiet:
             kw["on_block"] = lambda s, zb: print(f"  frames {s}-{s + zb.shape[2] - 1} out after "
                                                  f"{time.perf_counter() - start:.1f} s", flush=True)
-        z = vm.generate(noise, karras(steps, sigma_min=0.002, sigma_max=80.0), solver, labels, mode=mode, scale=scale, **kw)
-        how = f"{solver} {steps} steps on karras(0.002, 80), guidance {scale:g}" + "".join(
+        z = vm.generate(noise, sigmas(steps), solver, labels, mode=mode, scale=scale, **kw)
+        how = f"{solver} {steps} steps on {SCHEDULE}, guidance {scale:g}" + "".join(
             f", {k} {v}" for k, v in options.items())
     x = vm.decode(z)
     save_strip(x, out)
@@ -255,8 +255,9 @@ def _sample(a):
     from . import zoo
     from .recipes import sample_model
     from .viz import save_grid
-    if zoo.card(a.model).get("task") == "video":
-        return _sample_video(a, zoo.card(a.model))
+    card = zoo.card(a.model)
+    if card.get("task") == "video":
+        return _sample_video(a, card)
     for k in ("frames", "mode"):
         if getattr(a, k) is not None:
             raise ValueError(f"--{k} applies to video models; {a.model} is an image model")

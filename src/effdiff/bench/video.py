@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from ..checkpoint import tensors_sha256
 from ..metrics.cost import pinned_threads
 from ..metrics.stats import ci_text
-from ..timesteps import karras
+from ..video.sampling import SCHEDULE, sigmas      # sigmas: also imported from here by the bench's scripts
 from .provenance import provenance
 from .scoring import mean_sd, pm, t_interval
 
@@ -40,10 +40,6 @@ SPARSE = {"adaspa": {"density": 0.25}, "sliding-tile": {"window": 3}}
 def technique_of(row: str) -> str:
     """A sparse row's technique: its label up to ':' (``sliding-tile:sink`` runs ``sliding-tile``)."""
     return row.partition(":")[0]
-
-
-def sigmas(steps: int):
-    return karras(steps, sigma_min=0.002, sigma_max=80.0)
 
 
 def labels_for(n: int) -> torch.Tensor:
@@ -209,7 +205,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     svm.stream_options = stream
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
-                 "solver": solver, "schedule": "karras(0.002, 80)", "threads": threads, "repeats": repeats, "guidance": scale,
+                 "solver": solver, "schedule": SCHEDULE, "threads": threads, "repeats": repeats, "guidance": scale,
                  "batch": batch, **stream,
                  "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}

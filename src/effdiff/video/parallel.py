@@ -174,10 +174,9 @@ def measure(method: str = "ring", mode: str = "full", frames: int = 16, clips: i
     """Run on every rank (``launch(measure, 2, "ring", "full")``): the zoo's ``video-dit`` sampled (euler, the
     video bench's σ schedule; ``mode`` "full" or "stream") by this process alone and frame-parallel; the bytes
     this rank sent per denoising step (streaming: commits included) and max |Δz| between the two."""
-    from ..timesteps import karras
-    from .sampling import MODES, VideoModel
+    from .sampling import MODES, VideoModel, sigmas
     vm, comm = VideoModel.load(), Comm()
-    noise, sig, y = vm.noise(clips, frames, 0), karras(steps, sigma_min=0.002, sigma_max=80.0), torch.arange(clips) % 10
+    noise, sig, y = vm.noise(clips, frames, 0), sigmas(steps), torch.arange(clips) % 10
     with torch.no_grad():
         one = MODES[mode](vm.den, noise, sig, "euler", y, scale)
         par = MODES[mode](parallel(vm.den, method, 1.0, comm), noise, sig, "euler", y, scale)

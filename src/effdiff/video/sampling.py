@@ -19,10 +19,19 @@ from .. import assets, kinds
 from ..denoisers import Denoiser, guided
 from ..process import from_config
 from ..sampling import sample
+from ..timesteps import karras
 from .block_causal import KVCache
 
 WEIGHTS = Path(__file__).parent / "weights"        # the video evaluator's files
 ZOO_NAME = "video-dit"
+
+
+SCHEDULE = "karras(0.002, 80)"                     # the σ schedule the video bench, CLI and cards sample on
+
+
+def sigmas(steps: int) -> torch.Tensor:
+    """``SCHEDULE`` at ``steps`` steps."""
+    return karras(steps, sigma_min=0.002, sigma_max=80.0)
 
 
 def clip_noise(n: int, shape: tuple[int, ...], seed: int) -> torch.Tensor:
@@ -39,6 +48,7 @@ class BlockNet(nn.Module):
     def __init__(self, net, cache: KVCache, start: int, free_second_half: bool = False):
         super().__init__()
         self.net, self.cache, self.start, self.free = net, cache, start, free_second_half
+        self.empty = KVCache(len(cache.k), cache.block_frames, cache.window_blocks) if free_second_half else None
 
     def forward(self, x, noise_labels, class_labels=None):
         h = self.cache.rows
@@ -46,9 +56,8 @@ class BlockNet(nn.Module):
             n = torch.as_tensor(noise_labels)
             halves = [(x[i:i + h], n[i:i + h] if n.ndim else n, None if class_labels is None else class_labels[i:i + h])
                       for i in (0, h)]
-            empty = KVCache(len(self.cache.k), self.cache.block_frames, self.cache.window_blocks)
             return torch.cat([self.net.stream_step(*halves[0], self.cache, self.start),
-                              self.net.stream_step(*halves[1], empty, self.start)])
+                              self.net.stream_step(*halves[1], self.empty, self.start)])
         return self.net.stream_step(x, noise_labels, class_labels, self.cache, self.start)
 
 

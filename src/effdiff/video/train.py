@@ -101,13 +101,11 @@ class VideoTrainer(Trainer):
             x, y = cut(x, y, 2 * bf)                        # two-block clips: [B, C, nc*2bf] -> [B*nc, C, 2bf]
             B, T = x.shape[0], 2 * bf
         if block:
-            nb = -(-T // bf)
-            t = self.draw_t(B * nb).reshape(B, nb).repeat_interleave(bf, 1)[:, :T]       # [B, T]
+            t = per_block(self.draw_t(B * -(-T // bf)).reshape(B, -1), bf, T)            # [B, T]
         else:
             t = self.draw_t(B)[:, None].expand(B, T)
         eps = torch.randn(x.shape, generator=self.gen)
-        tt = t[:, None, :, None, None]
-        xt = (1 - tt) * x + tt * eps
+        xt = flow_noised(x, t, eps)
         c_noise = self.process.c_noise(t.double()).float()
         if block:
             ctx, clean = self.context(x, bf)
@@ -122,10 +120,8 @@ class VideoTrainer(Trainer):
         if not self.vloss.context_noise:
             return x, float(self.process.c_noise(torch.zeros((), dtype=torch.float64)))
         B, T = x.shape[0], x.shape[2]
-        tc = self.vloss.context_noise * torch.rand(B, -(-T // bf), generator=self.gen)
-        tc = tc.repeat_interleave(bf, 1)[:, :T]
-        tt = tc[:, None, :, None, None]
-        return (1 - tt) * x + tt * torch.randn(x.shape, generator=self.gen), self.process.c_noise(tc.double()).float()
+        tc = per_block(self.vloss.context_noise * torch.rand(B, -(-T // bf), generator=self.gen), bf, T)
+        return flow_noised(x, tc, torch.randn(x.shape, generator=self.gen)), self.process.c_noise(tc.double()).float()
 
     def export(self, metrics: dict | None = None):
         from .latents import FrameCodec
@@ -139,6 +135,17 @@ class VideoTrainer(Trainer):
         meta["card"]["command"] = f"effdiff train --preset {self.cfg.name} --out DIR  (or python -m effdiff.video.train)"
         ckpt.save(path, tensors, meta)
         return path
+
+
+def per_block(v, bf: int, T: int):
+    """One value per block [B, nb] -> per frame [B, T] (``bf`` frames a block; a last partial block cut)."""
+    return v.repeat_interleave(bf, 1)[:, :T]
+
+
+def flow_noised(x, t, eps):
+    """Clips x [B, C, T, h, w] at flow time t per frame [B, T]: (1 - t) x + t eps."""
+    tt = t[:, None, :, None, None]
+    return (1 - tt) * x + tt * eps
 
 
 def cut(x, y, frames: int):
