@@ -225,6 +225,9 @@ VIDEO_RANGES = (
     ("video-stream-selection-8", 799, 804,
      "choosing a continuation of video-dit trained more on two-block clips for streaming at equal length "
      "(docs/bench/video/stream-two-block-selection/RULE.md), never used to confirm"),
+    ("video-stream-confirm-6", 804, 809,
+     "the pre-registered confirm of streaming on the two-block continuation tb5 (docs/bench/prereg/"
+     "video-stream-tb5-confirm.json, called for by the selection on 799-803), never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
