@@ -191,3 +191,82 @@ def test_adaspa_min_frames_widens_short_contexts_only():
     assert idx.shape[-1] == 5                                 # ceil(0.25 * 8) = 2 < 5
     idx = sparse.AdaSpa(sparse.AdaSpaConfig(density=0.75, min_frames=5), sparse.AttentionStats()).search(q, k, call_of(8))[0]
     assert idx.shape[-1] == 6
+
+
+# ---- sparse-videogen: spatial and temporal heads, classified by profiling -------------------------------------
+def test_neighbours_on_a_token_grid():
+    idx, ok = sparse.neighbours(16, 1)                       # a 4x4 grid, 3x3 neighbourhoods
+    assert idx.shape == (16, 9) and int(ok[0].sum()) == 4 and int(ok[5].sum()) == 9
+    assert torch.equal(sparse.neighbours(16, 0)[0][:, 0], torch.arange(16))
+    with pytest.raises(ValueError, match="square"):
+        sparse.neighbours(6, 0)
+
+
+@pytest.mark.parametrize("radius", [0, 1])
+def test_temporal_heads_equal_dense_attention_under_the_temporal_mask(radius):
+    """A temporal head attends exactly to the same position (+- radius) in every allowed key frame."""
+    from effdiff.video.attention import AttentionCall, dense_attention
+    F, P = 5, 9                                              # a 3x3 grid: radius 1 misses the far corners
+    g = torch.Generator().manual_seed(5)
+    q, k, v = (torch.randn(1, 3, F * P, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    causal = torch.ones(F, F, dtype=torch.bool).tril()
+    call = AttentionCall(torch.arange(F), torch.arange(F), P, causal, 0)
+    proc = sparse.SparseVideoGen(sparse.SparseVideoGenConfig(radius=radius), sparse.AttentionStats())
+    temporal = proc.masks(call)[1]
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=temporal)
+    MACS.reset()
+    out = sparse.temporal_attention(q[0], k[0], v[0], causal, P, radius)[None]
+    assert torch.allclose(out, ref, atol=1e-12)
+    assert MACS.macs == 2 * 3 * int(temporal.sum()) * 4 == sparse.temporal_macs(call, 3, 4, radius)
+    assert not torch.allclose(out, dense_attention(q, k, v, call))
+
+
+def test_profiling_picks_the_head_each_pattern_fits():
+    """Head 0's keys only match the query's own frame (a spatial head); head 1's only the same position in other
+    frames (a temporal head): the profile classifies them so, and the output then equals each pattern's."""
+    from effdiff.video.attention import AttentionCall
+    F, P, d = 6, 4, 8
+    fr = torch.arange(F)
+    call = AttentionCall(fr, fr, P, None, 0)
+    q = torch.zeros(1, 2, F * P, d, dtype=torch.float64)
+    k = torch.zeros_like(q)
+    frame, pos = torch.arange(F * P) // P, torch.arange(F * P) % P
+    q[0, 0, :, 0] = 1.0
+    k[0, 0, :, 0] = 0.0
+    q[0, 0, :, 1 + 0] = 8.0 * (frame % 2 == 0) - 8.0 * (frame % 2 == 1)      # head 0: same-frame parity
+    k[0, 0, :, 1] = 8.0 * (frame % 2 == 0) - 8.0 * (frame % 2 == 1)
+    onehot = torch.nn.functional.one_hot(pos, d).double() * 8.0              # head 1: the same position
+    q[0, 1], k[0, 1] = onehot, onehot
+    g = torch.Generator().manual_seed(1)
+    v = torch.randn(1, 2, F * P, d, generator=g, dtype=torch.float64)
+    proc = sparse.SparseVideoGen(sparse.SparseVideoGenConfig(window=0, profile_queries=2), sparse.AttentionStats())
+    heads = proc.profile(q, k, v, call)
+    assert heads.tolist() == [[False, True]]
+    out = proc(q, k, v, call)
+    spatial, temporal = proc.masks(call)
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    assert torch.allclose(out[:, :1], sdpa(q[:, :1], k[:, :1], v[:, :1], attn_mask=spatial), atol=1e-12)
+    assert torch.allclose(out[:, 1:], sdpa(q[:, 1:], k[:, 1:], v[:, 1:], attn_mask=temporal), atol=1e-12)
+    assert proc.stats.searches == 2                          # profiled once above, once on the call's first use
+
+
+@pytest.mark.parametrize("mode", [generate_full, generate_stream])
+def test_sparse_videogen_at_full_window_equals_dense_and_cuts_macs_when_sparse(mode):
+    den = tiny_den()
+    noise = clip_noise(2, (4, 8, 8, 8), 0).double()
+    y = torch.tensor([0, 5])
+    with torch.no_grad():
+        MACS.reset()
+        ref = mode(den, noise, SIG, "euler", y)
+        dense = MACS.macs
+        with T.get("sparse-videogen").apply(den, window=100) as h:
+            out = mode(den, noise, SIG, "euler", y)
+        assert torch.allclose(out, ref, atol=1e-10)
+        with T.get("sparse-videogen").apply(den, window=0, dense_steps=1) as s:
+            MACS.reset()
+            sp = mode(den, noise, SIG, "euler", y)
+    assert h.stats.searches > 0
+    assert s.stats.macs == MACS.macs < dense and s.stats.dense_macs == dense
+    assert torch.isfinite(sp).all() and not torch.allclose(sp, ref)
+    with pytest.raises(ValueError, match="window"):
+        T.get("sparse-videogen").apply(den, window=-1)

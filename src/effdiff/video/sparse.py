@@ -14,7 +14,12 @@ computed as gathered block-sparse attention (a frame's P tokens form one block).
   ``density`` budget when it fits; ``min_frames`` keeps at least that many key frames (a stream's first
   blocks have few, and a share of few is one or two).
 
-Both take ``sink``: the first ``sink`` key frames each query frame may see (by frame index) are always
+* ``sparse-videogen`` — Sparse VideoGen (Xi et al. 2025, "Sparse VideoGen: Accelerating Video Diffusion
+  Transformers with Spatial-Temporal Sparsity"): each head is a spatial head (the key frames within ``window``
+  frames) or a temporal head (every allowed key frame, only the query's token position +- ``radius``), whichever
+  reproduces the exact attention output better on a few sampled queries at the profile step; reused after.
+
+``sliding-tile`` and ``adaspa`` take ``sink``: the first ``sink`` key frames each query frame may see (by frame index) are always
 kept — attention sinks (StreamingLLM, Xiao et al. 2024, "Efficient Streaming Language Models with
 Attention Sinks"). In a streamed call they are the oldest cached frames of the block's window, the
 context every training window starts with; ``sink=0`` (default) is the plain pattern. Sliding-tile's
@@ -24,7 +29,7 @@ runs the first sampling steps (high noise, where layout and motion are set) dens
 ``dense_commit`` keeps streaming's KV-cache writes exact (AdaSpa's commit pass already runs dense: it
 is outside the sampling loop, so it searches).
 
-At full density both equal dense attention (tests/test_video_sparse.py). ``register()`` adds them to
+At full density (window) each equals dense attention (tests/test_video_sparse.py). ``register()`` adds them to
 ``effdiff.techniques`` (family ``attention``). Each counts the q k^T and
 p v multiply-accumulates it performs in ``attention.MACS`` and in its handle's ``stats``.
 """
@@ -103,6 +108,17 @@ def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
     return idx, keep.gather(-1, idx)
 
 
+def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int = 0) -> tuple[Tensor, Tensor]:
+    """Sliding-tile key frames per query frame: (idx, valid) [Fq, K], the allowed key frames within ``window``
+    frames, at multiples of ``stride`` (0: none) and the first ``sink``, nearest first."""
+    dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()       # [Fq, Fk]
+    strided = dist % stride == 0 if stride > 0 else torch.zeros_like(dist, dtype=torch.bool)
+    keep = frame_mask(call) & ((dist <= window) | strided | sink_mask(call, sink))
+    K = max(1, int(keep.sum(1).max()))
+    near = -(dist.double() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6)   # ties: earliest
+    return pick(keep, near, K)
+
+
 @dataclass
 class SlidingTileConfig:
     window: int = 2              # key frames within this many frames of the query frame (in time)
@@ -132,13 +148,8 @@ class SlidingTile:
         if dense_now(self.config.dense_steps, self.config.dense_commit):
             self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
             return dense_attention(q, k, v, call)
-        dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()       # [Fq, Fk]
         c = self.config
-        strided = dist % c.stride == 0 if c.stride > 0 else torch.zeros_like(dist, dtype=torch.bool)
-        keep = frame_mask(call) & ((dist <= c.window) | strided | sink_mask(call, c.sink))
-        K = max(1, int(keep.sum(1).max()))
-        near = -(dist.double() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6)   # ties: earliest
-        idx, valid = pick(keep, near, K)                                     # [Fq, K]
+        idx, valid = window_pattern(call, c.window, c.sink, c.stride)       # [Fq, K]
         B, H = q.shape[:2]
         self.stats.add(macs=2 * B * H * idx.numel() * call.tokens ** 2 * q.shape[-1], dense_macs=dense_macs(q, call),
                        calls=1)
@@ -196,6 +207,118 @@ class AdaSpa:
         return block_sparse(q, k, v, idx, valid, call.tokens)
 
 
+@dataclass
+class SparseVideoGenConfig:
+    window: int = 1              # a spatial head's key frames: within this many frames of the query frame (all tokens)
+    radius: int = 0              # a temporal head's key tokens: every allowed key frame, this many tokens around the
+                                 # query's position (Chebyshev distance on the token grid; 0: the same position)
+    profile_queries: int = 4     # query tokens per frame sampled to classify the heads (evenly spaced)
+    profile_step: int = 0        # sampling step whose profile classifies the heads; later steps reuse it
+    dense_steps: int = 0         # the first sampling steps of each generation attend densely
+
+
+def neighbours(tokens: int, radius: int, device=None) -> tuple[Tensor, Tensor]:
+    """Per token position of a square grid of ``tokens`` positions: the positions within ``radius`` (Chebyshev)
+    -> (index, valid) [P, M], M = (2 radius + 1)^2, off-grid entries invalid (index clamped)."""
+    g = math.isqrt(tokens)
+    if g * g != tokens:
+        raise ValueError(f"a temporal head needs a square token grid per frame, got {tokens} tokens")
+    r = torch.arange(-radius, radius + 1, device=device)
+    dy, dx = (t.reshape(-1) for t in torch.meshgrid(r, r, indexing="ij"))
+    y, x = (torch.arange(tokens, device=device) // g)[:, None] + dy, (torch.arange(tokens, device=device) % g)[:, None] + dx
+    valid = (y >= 0) & (y < g) & (x >= 0) & (x < g)
+    return (y.clamp(0, g - 1) * g + x.clamp(0, g - 1)), valid
+
+
+def temporal_attention(q: Tensor, k: Tensor, v: Tensor, allowed: Tensor, P: int, radius: int) -> Tensor:
+    """Each query token attends to the tokens within ``radius`` of its position in every allowed key frame:
+    q [n, Fq*P, d], k/v [n, Fk*P, d], ``allowed`` [Fq, Fk] -> [n, Fq*P, d]."""
+    n, Nq, d = q.shape
+    Fq, Fk = allowed.shape
+    idx, ok = neighbours(P, radius, q.device)                                       # [P, M]
+    M = idx.shape[1]
+    qp = q.reshape(n, Fq, P, d).transpose(1, 2)                                     # [n, P, Fq, d]
+    kp, vp = (t.reshape(n, Fk, P, d)[:, :, idx].permute(0, 2, 3, 1, 4).reshape(n, P, M * Fk, d) for t in (k, v))
+    keep = ok[:, None, :, None] & allowed[None, :, None, :]                        # [P, Fq, M, Fk]
+    s = qp @ kp.transpose(-1, -2) / math.sqrt(d)                                    # [n, P, Fq, M*Fk]
+    s = s.masked_fill(~keep.reshape(P, Fq, M * Fk), float("-inf"))
+    MACS.add(2 * n * int(keep.sum()) * d)
+    return (s.softmax(-1) @ vp).transpose(1, 2).reshape(n, Nq, d)
+
+
+def temporal_macs(call: AttentionCall, heads: int, d: int, radius: int) -> int:
+    """Multiply-accumulates of ``heads`` (sample, head) pairs of temporal attention under ``radius``."""
+    ok = neighbours(call.tokens, radius, call.q_frames.device)[1]
+    return 2 * heads * int(frame_mask(call).sum()) * int(ok.sum()) * d
+
+
+class SparseVideoGen:
+    """Processor: each head is a spatial head (sliding-tile ``window``) or a temporal head (the same token
+    position, +- ``radius``, in every key frame), whichever reproduces the exact attention output better on
+    sampled queries at the profile step (Sparse VideoGen, Xi et al. 2025); the classification is reused."""
+
+    def __init__(self, config: SparseVideoGenConfig, stats: AttentionStats):
+        if config.window < 0 or config.radius < 0 or config.profile_queries < 1:
+            raise ValueError(f"sparse-videogen needs window >= 0, radius >= 0 and profile_queries >= 1, got {config}")
+        self.config, self.stats, self.heads = config, stats, {}
+
+    def masks(self, call: AttentionCall) -> tuple[Tensor, Tensor]:
+        """Token-level [Nq, Nk] masks of the spatial and the temporal pattern (for profiling)."""
+        P, allowed = call.tokens, frame_mask(call)
+        dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()
+        spatial = (allowed & (dist <= self.config.window)).repeat_interleave(P, 0).repeat_interleave(P, 1)
+        idx, ok = neighbours(P, self.config.radius, allowed.device)
+        near = torch.zeros(P, P, dtype=torch.bool, device=allowed.device)
+        near[torch.arange(P, device=allowed.device)[:, None].expand_as(idx)[ok], idx[ok]] = True
+        temporal = allowed.repeat_interleave(P, 0).repeat_interleave(P, 1) & near.repeat(len(call.q_frames),
+                                                                                          len(call.k_frames))
+        return spatial, temporal
+
+    def profile(self, q, k, v, call: AttentionCall) -> Tensor:
+        """[B, H] bool, True for a temporal head: the pattern with the smaller error on sampled queries."""
+        B, H, Nq, d = q.shape
+        P, Fq = call.tokens, len(call.q_frames)
+        S = min(self.config.profile_queries, P)
+        pos = torch.linspace(0, P - 1, S, device=q.device).round().long()
+        rows = (torch.arange(Fq, device=q.device)[:, None] * P + pos[None]).reshape(-1)     # sampled queries
+        allowed = frame_mask(call).repeat_interleave(P, 0).repeat_interleave(P, 1)[rows]
+        spatial, temporal = (m[rows] for m in self.masks(call))
+        s = q[:, :, rows] @ k.transpose(-1, -2) / math.sqrt(d)                           # [B, H, R, Nk]
+        out = [(s.masked_fill(~m, float("-inf")).softmax(-1) @ v) for m in (allowed, spatial, temporal)]
+        MACS.add(4 * B * H * len(rows) * k.shape[2] * d)                                 # q k^T and three p v
+        self.stats.add(macs=4 * B * H * len(rows) * k.shape[2] * d, searches=1)
+        err = [((o - out[0]) ** 2).sum((2, 3)) for o in out[1:]]
+        return err[1] < err[0]
+
+    def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
+        ctx = current_context()
+        step = ctx.step if ctx is not None else 0
+        gen = ctx.generation if ctx is not None else 0
+        self.stats.add(dense_macs=dense_macs(q, call), calls=1)
+        if dense_now(self.config.dense_steps):
+            self.stats.add(macs=dense_macs(q, call))
+            return dense_attention(q, k, v, call)
+        key = (gen, call.layer, int(call.q_frames[0]), len(call.q_frames), len(call.k_frames), q.shape[0])
+        if key not in self.heads or step == self.config.profile_step:      # a first call profiles too
+            self.heads[key] = self.profile(q, k, v, call)
+        temporal = self.heads[key].reshape(-1)                                           # [B*H]
+        B, H, Nq, d = q.shape
+        qf, kf, vf = (t.reshape(B * H, 1, -1, d) for t in (q, k, v))
+        out = torch.empty_like(qf)
+        c, P = self.config, call.tokens
+        sp = ~temporal
+        if bool(sp.any()):
+            idx, valid = window_pattern(call, c.window)
+            n = int(sp.sum())
+            self.stats.add(macs=2 * n * idx.numel() * P ** 2 * d)
+            out[sp] = block_sparse(qf[sp], kf[sp], vf[sp], idx.expand(n, 1, -1, -1), valid.expand(n, 1, -1, -1), P)
+        if bool(temporal.any()):
+            self.stats.add(macs=temporal_macs(call, int(temporal.sum()), d, c.radius))
+            out[temporal] = temporal_attention(qf[temporal, 0], kf[temporal, 0], vf[temporal, 0], frame_mask(call),
+                                               P, c.radius)[:, None]
+        return out.reshape(B, H, Nq, d)
+
+
 def attention_modules(denoiser) -> list[VideoAttention]:
     mods = denoiser.modules() if hasattr(denoiser, "modules") else []
     return [m for m in mods if isinstance(m, VideoAttention)]
@@ -225,9 +348,10 @@ def _apply(name: str, processor_cls):
 
 apply_sliding_tile = _apply("sliding-tile", SlidingTile)
 apply_adaspa = _apply("adaspa", AdaSpa)
+apply_sparse_videogen = _apply("sparse-videogen", SparseVideoGen)
 
 
-NAMES = ("sliding-tile", "adaspa")
+NAMES = ("sliding-tile", "adaspa", "sparse-videogen")
 
 
 def register() -> None:
@@ -242,6 +366,10 @@ def register() -> None:
     reg(Technique("adaspa", family, AdaSpaConfig, apply_adaspa, _check,
                   exact=lambda n: AdaSpaConfig(density=1.0), eager=lambda n: AdaSpaConfig(density=0.01),
                   paper="Xia et al. 2025, Training-free and Adaptive Sparse Attention for Efficient Long Video Generation"))
+    reg(Technique("sparse-videogen", family, SparseVideoGenConfig, apply_sparse_videogen, _check,
+                  exact=lambda n: SparseVideoGenConfig(window=10 ** 6), eager=lambda n: SparseVideoGenConfig(window=0),
+                  paper="Xi et al. 2025, Sparse VideoGen: Accelerating Video Diffusion Transformers with "
+                        "Spatial-Temporal Sparsity"))
 
 
 
