@@ -1,7 +1,8 @@
 """Everything effdiff has carries over to video: every registered solver, a few schedules and every
 registered technique (caching, early exit, quantization, pruning, systems) run on a small video
-denoiser x [B, C, T, H, W], or decline with a reason. Two techniques build image-shaped inputs of
-their own and do not carry over yet (KNOWN_GAPS, docs/video.md); the test fails when that changes."""
+denoiser x [B, C, T, H, W], or decline with a reason. Techniques that build inputs of their own (L2C's teacher
+trajectories, Diff-Pruning's calibration data) take the shape of the run they are prepared on; KNOWN_GAPS lists
+any that do not carry over (none now; the test fails when that changes)."""
 import pytest
 import torch
 
@@ -12,7 +13,7 @@ from effdiff.process import Flow
 from effdiff.video import sparse
 from effdiff.video.model import VideoDiT, VideoDiTConfig
 
-KNOWN_GAPS = {"diff-pruning": "calibrates on image-shaped inputs", "l2c": "reads config.image_size"}
+KNOWN_GAPS: dict = {}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -72,5 +73,16 @@ def test_every_technique_runs_or_declines_on_video(video):
         except (ValueError, AttributeError, TypeError, RuntimeError) as e:
             failed[name] = f"{type(e).__name__}: {e}"
     assert set(failed) == set(KNOWN_GAPS), failed
-    assert {"fora", "delta-dit", "int8", "ptq", "svdquant", "adaspa", "sliding-tile"} <= set(ran)
+    assert {"fora", "delta-dit", "int8", "ptq", "svdquant", "adaspa", "sliding-tile", "sparse-videogen",
+            "diff-pruning", "l2c"} <= set(ran)
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in den.modules())
+
+
+def test_diff_pruning_calibrates_a_video_model_on_its_own_samples(video):
+    """No dataset of clips is known to the technique: it draws the run's shape from the model itself."""
+    from effdiff.prune.diff_pruning import calibration_batch
+    den, x, sig, y = video
+    x0, cond = calibration_batch(den, 3, T.Run(x, sig, "euler", y))
+    assert x0.shape == (3, *x.shape[1:]) and cond.tolist() == [1, 2, 1]
+    img, _ = calibration_batch(den, 3)                      # no run: the image dataset, as before
+    assert img.shape[1:] == (1, 8, 8)

@@ -140,7 +140,7 @@ def apply_l2c(model, config: L2CConfig) -> Handle:
 def prepare_l2c(model, config: L2CConfig, run: Run, num_samples: int = 32, iters: int = 200, **train) -> L2CConfig:
     """Train the router for ``run``'s solver and σ schedule (the technique registry's prepare step)."""
     router = train_l2c_router(model, sigmas=run.sigmas, solver=run.solver, num_samples=num_samples, iters=iters,
-                              **train)
+                              shape=tuple(run.x.shape[1:]), **train)
     return dataclasses.replace(config, router=router)
 
 
@@ -192,9 +192,11 @@ class Teacher:
 
 
 @torch.no_grad()
-def teacher(den, sites, sigmas, solver: str, n: int, seed: int = 0) -> Teacher:
-    """Record ``n`` full-compute generations (noise and labels from ``seed``) at ``sites``."""
+def teacher(den, sites, sigmas, solver: str, n: int, seed: int = 0, shape=None) -> Teacher:
+    """Record ``n`` full-compute generations (noise and labels from ``seed``) at ``sites``; ``shape``: one
+    sample's shape (default: the network's square image, ``config.image_size``; a clip [C, T, H, W] for video)."""
     cfg = network(den).config
+    shape = tuple(shape) if shape is not None else (cfg.in_channels, cfg.image_size, cfg.image_size)
     g = torch.Generator().manual_seed(seed)
     k = getattr(den, "cond_classes", 0)
     cond = torch.randint(0, k, (n,), generator=g) if k else None
@@ -207,7 +209,7 @@ def teacher(den, sites, sigmas, solver: str, n: int, seed: int = 0) -> Teacher:
         return y
 
     with attach("l2c-record", [(m, _Record(mode, vals[s])) for s, m, mode in sites]):
-        x = randn((n, cfg.in_channels, cfg.image_size, cfg.image_size), seed=seed) * sigmas[0].float()
+        x = randn((n, *shape), seed=seed) * sigmas[0].float()
         sample(recording, x, sigmas, solver=solver, cond=cond, seed=seed)
     sg = torch.as_tensor(sigmas, dtype=torch.float64)
     w = (den.process.alpha(den.process.sigma_to_t(sg[1:])) * (1 - sg[1:] / sg[:-1])).float()
@@ -241,14 +243,14 @@ class _Student:
 
 
 def l2c_loss(den, router: Router, threshold: float | None = None, *, sigmas=None, num_samples: int = 32,
-             seed: int = ROUTERS.start + 1) -> float:
+             seed: int = ROUTERS.start + 1, shape=None) -> float:
     """The paper's matching objective, relative to all-reuse (1 = reuse every layer at every cache
     step, 0 = exact), for ``router`` thresholded at ``threshold`` (soft β if None), on fresh
     teacher trajectories (``seed``)."""
     from ..timesteps import uniform_t
     sigmas = uniform_t(router.num_steps, den.process) if sigmas is None else sigmas
     sites = l2c_sites(den, router.granularity)
-    t = teacher(den, sites, sigmas, router.solver, num_samples, seed)
+    t = teacher(den, sites, sigmas, router.solver, num_samples, seed, shape)
     beta = router.beta if threshold is None else router.compute_mask(threshold)[cache_steps(router.num_steps)]
     student = _Student(den, sites)
     try:
@@ -260,16 +262,17 @@ def l2c_loss(den, router: Router, threshold: float | None = None, *, sigmas=None
 def train_l2c_router(den, steps: int = 20, solver: str = "ddim", *, sigmas=None, granularity: str = "block",
                      num_samples: int = 64, iters: int = 300, batch_size: int = 32, lr: float = 0.1,
                      sparsity: float = 0.05, init: float = 2.0, seed: int = ROUTERS.start,
-                     log=None) -> Router:
+                     log=None, shape=None) -> Router:
     """Learn a router for ``solver`` over ``sigmas`` (default ``uniform_t(steps)``) on a frozen DiT
     denoiser ``den``: ``iters`` Adam steps on random (sample, cache step s) pairs of
     ``num_samples`` teacher trajectories (random labels). Loss: the mean of ``w_s² ||D_β(x_s) -
     D(x_s)||²`` (see ``Teacher``) relative to its all-reuse value, so λ is scale-free, plus
-    ``sparsity · mean(β)``. β starts at sigmoid(init). ``log(it, match, mean_beta)`` every 50 its."""
+    ``sparsity · mean(β)``. β starts at sigmoid(init). ``log(it, match, mean_beta)`` every 50 its. ``shape``: one
+    sample's shape (``teacher``; the registry's prepare step passes its run's)."""
     from ..timesteps import uniform_t
     sigmas = uniform_t(steps, den.process) if sigmas is None else sigmas
     S, sites = len(sigmas) - 1, l2c_sites(den, granularity)
-    t = teacher(den, sites, sigmas, solver, num_samples, seed)
+    t = teacher(den, sites, sigmas, solver, num_samples, seed, shape)
     steps_c = torch.tensor(cache_steps(S))
     logits = torch.full((len(steps_c), len(sites)), float(init), requires_grad=True)
     opt = torch.optim.Adam([logits], lr=lr)

@@ -54,9 +54,30 @@ def training_batch(denoiser, n: int, seed: int = 0):
     return x[idx], (y[idx] if getattr(denoiser, "cond_classes", 0) else None)
 
 
+@torch.no_grad()
+def own_samples(denoiser, n: int, run: Run, seed: int = 0):
+    """``n`` samples of the model itself by ``run``'s sampler (its σ schedule, solver and labels, cycled), from
+    noise of seed ``seed``: the calibration data of a model whose training data effdiff does not know."""
+    from ..sampling import randn, sample
+    cond = None if run.cond is None else torch.as_tensor(run.cond).repeat((n + len(run.cond) - 1) // len(run.cond))[:n]
+    sigmas = torch.as_tensor(run.sigmas)
+    x = randn((n, *run.x.shape[1:]), seed=seed) * sigmas[0].float()
+    return sample(run.denoiser or denoiser, x, sigmas, run.solver, cond=cond, seed=seed).float(), cond
+
+
+def calibration_batch(denoiser, n: int, run: Run | None = None, seed: int = 0):
+    """Diff-Pruning's data: ``n`` training images of the model's dataset (``training_batch``), or, when ``run``
+    samples another shape (a video clip, a latent), ``n`` of the model's own samples (``own_samples``)."""
+    x0, y = training_batch(denoiser, n, seed)
+    if run is not None and tuple(run.x.shape[1:]) != tuple(x0.shape[1:]):
+        return own_samples(denoiser, n, run, seed)
+    return x0, y
+
+
 def prepare_diff_pruning(denoiser, config: DiffPruningConfig, run: Run | None = None, **_) -> DiffPruningConfig:
-    """Accumulate Taylor importance on training data and choose the kept channels of every group."""
-    x0, y = training_batch(denoiser, config.num_samples)
+    """Accumulate Taylor importance on training data (``calibration_batch``) and choose the kept channels of every
+    group."""
+    x0, y = calibration_batch(denoiser, config.num_samples, run)
     info = taylor_gradients(denoiser, x0, y, config.thr, config.stride)
     keep = {g.name: choose(g, config.ratio) for g in groups(network(denoiser))}
     network(denoiser).zero_grad(set_to_none=True)
