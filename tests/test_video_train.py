@@ -84,20 +84,23 @@ def test_two_block_share_trains_the_block_diffusion_form_on_two_block_clips(tmp_
 
 
 def test_sparse_training_runs_both_forms_under_the_fixed_pattern(tmp_path, request):
-    """--attention sliding-tile:window=W: every training forward (full sequence and Block Diffusion) attends
-    through the pattern, with gradients; a pattern picked per sampling run (adaspa) is refused."""
+    """--attention sliding-tile:window=W or sparse-videogen:...: every training forward (full sequence and Block
+    Diffusion) attends through the pattern, with gradients; a pattern picked once per sampling run (adaspa) is
+    refused."""
     from effdiff.video import sparse
     from effdiff.video.train import sparse_training
     request.addfinalizer(sparse.unregister)                 # sparse_training registers them; restore the registry
-    for block in (0.0, 1.0):
-        tr = trainer(tmp_path / str(block), block_fraction=block)
-        handle = sparse_training(tr, "sliding-tile:window=1")
+    for block, use in ((0.0, "sliding-tile:window=1"), (1.0, "sliding-tile:window=1"),
+                       (0.0, "sparse-videogen:window=1"), (1.0, "sparse-videogen:window=0")):
+        tr = trainer(tmp_path / f"{block}{use}", block_fraction=block)
+        handle = sparse_training(tr, use)
         x, y = tr.batch()
         loss = tr.loss_on(x, y)
         loss.backward()
         st = handle.stats
-        assert st.calls == tr.net.config.depth and 0 < st.macs < st.dense_macs
+        assert st.calls == tr.net.config.depth and 0 < st.macs - st.profile_macs < st.dense_macs
+        assert st.profile_macs == 0 if use.startswith("sliding") else st.searches == st.calls   # profiled every call
         assert torch.isfinite(loss)
         handle.remove()
-    with pytest.raises(ValueError, match="fixed pattern"):
+    with pytest.raises(ValueError, match="once per sampling run"):
         sparse_training(trainer(tmp_path / "a"), "adaspa:density=0.5")

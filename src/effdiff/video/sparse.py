@@ -50,8 +50,10 @@ Tensor = torch.Tensor
 
 @dataclass
 class AttentionStats(Stats):
-    """Attention work: MACs performed, MACs dense attention would have performed, searches run."""
+    """Attention work: MACs performed (``profile_macs`` of them spent classifying heads), MACs dense attention
+    would have performed, searches run."""
     macs: int = 0
+    profile_macs: int = 0
     dense_macs: int = 0
     searches: int = 0
     calls: int = 0
@@ -274,6 +276,7 @@ class SparseVideoGen:
                                                                                           len(call.k_frames))
         return spatial, temporal
 
+    @torch.no_grad()
     def profile(self, q, k, v, call: AttentionCall) -> Tensor:
         """[B, H] bool, True for a temporal head: the pattern with the smaller error on sampled queries."""
         B, H, Nq, d = q.shape
@@ -286,7 +289,8 @@ class SparseVideoGen:
         s = q[:, :, rows] @ k.transpose(-1, -2) / math.sqrt(d)                           # [B, H, R, Nk]
         out = [(s.masked_fill(~m, float("-inf")).softmax(-1) @ v) for m in (allowed, spatial, temporal)]
         MACS.add(4 * B * H * len(rows) * k.shape[2] * d)                                 # q k^T and three p v
-        self.stats.add(macs=4 * B * H * len(rows) * k.shape[2] * d, searches=1)
+        self.stats.add(macs=4 * B * H * len(rows) * k.shape[2] * d, profile_macs=4 * B * H * len(rows) * k.shape[2] * d,
+                       searches=1)
         err = [((o - out[0]) ** 2).sum((2, 3)) for o in out[1:]]
         return err[1] < err[0]
 

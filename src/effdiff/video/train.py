@@ -203,16 +203,18 @@ def main(argv=None) -> None:
 
 
 def sparse_training(tr: VideoTrainer, use: str):
-    """Put the training network under the attention technique ``use`` ('name:key=value,...'; a pattern
-    that does not depend on the sampling step, e.g. ``sliding-tile``) for the whole run -> its Handle."""
+    """Put the training network under the attention technique ``use`` ('name:key=value,...') for the whole run
+    -> its Handle: ``sliding-tile`` (a fixed pattern) or ``sparse-videogen`` (outside a sampling loop it classifies
+    its heads afresh on every call, so each batch trains under the pattern profiled on it). ``adaspa`` is refused:
+    its pattern is searched once per sampling run."""
     from .. import techniques as T
     from ..plan.spec import parse_use
     from .sparse import register
     register()
     name, cfg = parse_use(use)
-    if name != "sliding-tile":
-        raise ValueError(f"--attention trains under a fixed pattern ('sliding-tile'); {name!r} picks its pattern "
-                         "per sampling run")
+    if name not in ("sliding-tile", "sparse-videogen"):
+        raise ValueError(f"--attention trains under 'sliding-tile' or 'sparse-videogen'; {name!r} picks its pattern "
+                         "once per sampling run")
     return T.apply(name, tr.net, {name: cfg})
 
 
