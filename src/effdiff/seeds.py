@@ -228,6 +228,12 @@ VIDEO_RANGES = (
     ("video-stream-confirm-6", 804, 809,
      "the pre-registered confirm of streaming on the two-block continuation tb5 (docs/bench/prereg/"
      "video-stream-tb5-confirm.json, called for by the selection on 799-803), never used to pick"),
+    ("video-sparse-selection-5", 809, 812,
+     "choosing how to sample the fine-tune under Sparse VideoGen's spatial/temporal heads (docs/bench/video/"
+     "sparse-svg-selection/RULE.md), never used to confirm"),
+    ("video-sparse-confirm-6", 812, 817,
+     "reserved for the confirm that selection may call for (docs/bench/prereg/video-sparse-svg-confirm.json), "
+     "never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
