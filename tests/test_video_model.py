@@ -208,6 +208,32 @@ def test_overlap_second_widens_only_the_second_block():
         generate_stream(den, noise, sig, "euler", y, overlap_second=-1)
 
 
+def test_scale_second_guides_only_the_second_block_harder():
+    """scale_second w2: the second block is the guided sample at w2 against the first block's paired cache; the first
+    block is the plain stream's; w2 = 0 or the stream's own scale leaves the stream as it was; no guidance: an error."""
+    from effdiff.denoisers import Denoiser, guided
+    from effdiff.sampling import sample
+    from effdiff.video.sampling import BlockNet, generate_stream
+    den, sig, noise, y = small_stream(frames=6)
+    net, w = den.net, 2.0
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, scale=w, scale_second=4.0)
+        plain = generate_stream(den, noise, sig, "euler", y, scale=w)
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, scale=w, scale_second=w), plain)
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, scale=w, scale_second=0), plain)
+        cache = KVCache(2, 2, 1)
+        bden = Denoiser(BlockNet(net, cache, 2), den.process, den.prediction, 10)
+        net.commit(torch.cat([z[:, :, :2]] * 2), 0.0, torch.cat([bden.labels(y, 2, z.device), bden.labels(None, 2, z.device)]),
+                   cache, 0)
+        b2 = sample(guided(bden, 4.0), noise[:, :, 2:4] * sig[0], sig, "euler", cond=y)
+    assert torch.equal(z[:, :, :2], plain[:, :, :2]) and torch.allclose(z[:, :, 2:4], b2, atol=1e-12)
+    assert not torch.allclose(z[:, :, 2:4], plain[:, :, 2:4])
+    with pytest.raises(ValueError, match="needs guidance"):
+        generate_stream(den, noise, sig, "euler", y, scale_second=4.0)
+    with pytest.raises(ValueError, match="scale_second"):
+        generate_stream(den, noise, sig, "euler", y, scale=w, scale_second=-1.0)
+
+
 def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
     """lookahead L: the first block is the first frames of a full-sequence solve of the first L frames (same
     noise), the later blocks stream on as usual against it; L <= block_frames is the plain stream."""

@@ -27,7 +27,10 @@ from effdiff.checkpoint import tensors_sha256
 
 MODES = {"full": ("full", {}), "stream": ("stream", {}), "stream, lookahead 16": ("stream", {"lookahead": 16}),
          "stream, lookahead 16, overlap 1": ("stream", {"lookahead": 16, "overlap": 1}),
-         "stream on the full solve's blocks, overlap 1": ("teacher", {"overlap": 1})}
+         "stream on the full solve's blocks, overlap 1": ("teacher", {"overlap": 1}),
+         **{f"stream, lookahead 16, overlap 1, second block at guidance {w}": ("stream", {"lookahead": 16, "overlap": 1,
+                                                                                    "scale_second": float(w)})
+            for w in (5, 6, 8)}}
 
 
 def teacher_forced(vm, n: int, seed: int, steps: int, solver: str, scale: float, overlap: int = 1):

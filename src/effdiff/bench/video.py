@@ -270,6 +270,7 @@ def stream_text(res: dict) -> str:
     over += f", the second block with {res['overlap_second']}" if res.get("overlap_second") else ""
     over += f", context committed at flow time {res['context_noise']}" if res.get("context_noise") else ""
     over += ", history guidance" if res.get("history_guidance") else ""
+    over += f", the second block at guidance {res['scale_second']:g}" if res.get("scale_second") else ""
     if not res.get("lookahead"):
         return over
     past = f", first block after {res['lookahead_past']} past frames" if res.get("lookahead_past") else ""
@@ -557,6 +558,8 @@ def main(argv=None) -> None:
                     "unconditional branch drops the context too (generate_stream's history_guidance)")
     ap.add_argument("--overlap-second", type=int, default=0, help="the second streamed block sampled with this many "
                     "next frames instead of --overlap (generate_stream's overlap_second; 0: --overlap)")
+    ap.add_argument("--scale-second", type=float, default=0.0, help="the second streamed block at this guidance scale "
+                    "instead of --guidance (generate_stream's scale_second; 0: --guidance)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "

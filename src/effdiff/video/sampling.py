@@ -71,7 +71,7 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
                     lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
-                    overlap_second: int = 0, **kw) -> torch.Tensor:
+                    overlap_second: int = 0, scale_second: float = 0.0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -99,6 +99,10 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     ``overlap_second`` O2 > 0: the second block, the only later block with a single block of context, is sampled with
     O2 next frames instead of O (a one-off cost: the stream stays linear in length). 0: ``overlap``.
 
+    ``scale_second`` w2 > 0: the second block is sampled at guidance scale w2 instead of ``scale`` (needs guidance).
+    With a single block of context it draws its label less faithfully than the full sequence does (docs/video.md,
+    "Where the label is lost"), and the later blocks inherit it. 0: ``scale``.
+
     ``context_noise`` s in (0, 1): each finished block is committed noised to flow time s, with that noise label
     (Diffusion Forcing's noisy history, for a model trained with ``VideoLoss.context_noise`` >= s): the model
     then trusts a generated context less than a clean one. The noise is the block's own starting noise with its
@@ -118,6 +122,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         raise ValueError(f"history_guidance must be 0 or 1, got {history_guidance!r}")
     if not isinstance(context_noise, (int, float)) or not 0 <= context_noise < 1:
         raise ValueError(f"context_noise must be a flow time in [0, 1), got {context_noise!r}")
+    if not isinstance(scale_second, (int, float)) or scale_second < 0:
+        raise ValueError(f"scale_second must be a guidance scale >= 0 (0: the stream's scale), got {scale_second!r}")
     if lookahead_past and not lookahead:
         raise ValueError(f"lookahead_past {lookahead_past} needs a lookahead")
     net = den.net
@@ -126,6 +132,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
     guiding = scale != 1.0 and cond is not None and den.cond_classes > 0
     paired = guiding and not history_guidance
+    if scale_second and not guiding:
+        raise ValueError("scale_second sets the second block's guidance scale: the stream needs guidance (scale != 1, "
+                         "labels, a class-conditional model)")
     if context_noise and den.process.name != "flow":
         raise ValueError(f"context_noise is a flow time (the context is noised as flow noises it); the model's "
                          f"process is {den.process.name!r}")
@@ -144,7 +153,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         else:
             extra = (overlap_second or overlap) if start == cfg.block_frames else overlap
             end = start + cfg.block_frames + (extra if start > 0 else 0)
-            zb = sample(guided(bden, scale), noise[:, :, start:min(end, T)] * sigmas[0], sigmas, solver,
+            w = scale_second if scale_second and start == cfg.block_frames else scale
+            zb = sample(guided(bden, w), noise[:, :, start:min(end, T)] * sigmas[0], sigmas, solver,
                         cond=cond, **kw)[:, :, :cfg.block_frames]
         if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
@@ -163,7 +173,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
-                  "history_guidance": int, "overlap_second": int}
+                  "history_guidance": int, "overlap_second": int, "scale_second": float}
 
 
 class VideoModel:
