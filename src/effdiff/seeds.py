@@ -234,6 +234,12 @@ VIDEO_RANGES = (
     ("video-sparse-confirm-6", 812, 817,
      "reserved for the confirm that selection may call for (docs/bench/prereg/video-sparse-svg-confirm.json), "
      "never used to pick"),
+    ("video-stream-selection-9", 817, 822,
+     "choosing the second streamed block's guidance scale (docs/bench/video/stream-scale-second-selection/RULE.md), "
+     "never used to confirm"),
+    ("video-stream-confirm-7", 822, 827,
+     "reserved for the confirm that selection may call for (docs/bench/prereg/video-stream-scale-second-confirm.json),"
+     " never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
