@@ -43,7 +43,7 @@ import torch
 from ..context import current_context
 from ..hooks import Handle
 from ..hooks.stats import Stats
-from .attention import MACS, AttentionCall, VideoAttention, dense_attention
+from .attention import MACS, AttentionCall, VideoAttention, dense_attention, token_mask
 
 Tensor = torch.Tensor
 
@@ -181,7 +181,7 @@ class AdaSpa:
         P, Fq, Fk = call.tokens, len(call.q_frames), len(call.k_frames)
         allowed = frame_mask(call)
         s = (q @ k.transpose(-1, -2)) / math.sqrt(d)
-        s = s.masked_fill(~allowed.repeat_interleave(P, 0).repeat_interleave(P, 1), float("-inf"))
+        s = s.masked_fill(~token_mask(allowed, P), float("-inf"))
         mass = s.softmax(-1).reshape(B, H, Fq, P, Fk, P).sum((3, 5))
         mass = mass.masked_fill(~allowed, -1.0)
         forced = self.forced(call)
@@ -268,12 +268,11 @@ class SparseVideoGen:
         """Token-level [Nq, Nk] masks of the spatial and the temporal pattern (for profiling)."""
         P, allowed = call.tokens, frame_mask(call)
         dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()
-        spatial = (allowed & (dist <= self.config.window)).repeat_interleave(P, 0).repeat_interleave(P, 1)
+        spatial = token_mask(allowed & (dist <= self.config.window), P)
         idx, ok = neighbours(P, self.config.radius, allowed.device)
         near = torch.zeros(P, P, dtype=torch.bool, device=allowed.device)
         near[torch.arange(P, device=allowed.device)[:, None].expand_as(idx)[ok], idx[ok]] = True
-        temporal = allowed.repeat_interleave(P, 0).repeat_interleave(P, 1) & near.repeat(len(call.q_frames),
-                                                                                          len(call.k_frames))
+        temporal = token_mask(allowed, P) & near.repeat(len(call.q_frames), len(call.k_frames))
         return spatial, temporal
 
     @torch.no_grad()
@@ -284,7 +283,7 @@ class SparseVideoGen:
         S = min(self.config.profile_queries, P)
         pos = torch.linspace(0, P - 1, S, device=q.device).round().long()
         rows = (torch.arange(Fq, device=q.device)[:, None] * P + pos[None]).reshape(-1)     # sampled queries
-        allowed = frame_mask(call).repeat_interleave(P, 0).repeat_interleave(P, 1)[rows]
+        allowed = token_mask(frame_mask(call), P)[rows]
         spatial, temporal = (m[rows] for m in self.masks(call))
         s = q[:, :, rows] @ k.transpose(-1, -2) / math.sqrt(d)                           # [B, H, R, Nk]
         out = [(s.masked_fill(~m, float("-inf")).softmax(-1) @ v) for m in (allowed, spatial, temporal)]
