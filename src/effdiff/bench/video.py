@@ -317,7 +317,8 @@ def quality_table(res: dict) -> str:
 
 # pre-registrations whose rule also decides the model line (docs/bench/prereg/video-dit-continued-confirm.json)
 MODEL_CLAUSE = {"video-dit-continued-confirm", "video-stream-lookahead-confirm", "video-stream-overlap-confirm",
-                "video-stream-cont5-confirm", "video-stream-tb5-confirm"}
+                "video-stream-cont5-confirm", "video-stream-tb5-confirm",
+                "video-stream-scale-second-confirm"}
 
 
 def vs_shuffled(res: dict) -> dict | None:
