@@ -232,14 +232,14 @@ VIDEO_RANGES = (
      "choosing how to sample the fine-tune under Sparse VideoGen's spatial/temporal heads (docs/bench/video/"
      "sparse-svg-selection/RULE.md), never used to confirm"),
     ("video-sparse-confirm-6", 812, 817,
-     "reserved for the confirm that selection may call for (docs/bench/prereg/video-sparse-svg-confirm.json), "
+     "reserved for a confirm of the sparse-videogen fine-tune; unused (the selection on 809-811 registered none), "
      "never used to pick"),
     ("video-stream-selection-9", 817, 822,
      "choosing the second streamed block's guidance scale (docs/bench/video/stream-scale-second-selection/RULE.md), "
      "never used to confirm"),
     ("video-stream-confirm-7", 822, 827,
-     "reserved for the confirm that selection may call for (docs/bench/prereg/video-stream-scale-second-confirm.json),"
-     " never used to pick"),
+     "the pre-registered confirm of the second block at guidance 6 (docs/bench/prereg/"
+     "video-stream-scale-second-confirm.json, called for by the selection on 817-821), never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
