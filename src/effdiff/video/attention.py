@@ -66,7 +66,8 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Ten
 
 
 def rope(x: Tensor, frames: Tensor, tokens: int, base: float = 10000.0) -> Tensor:
-    """Rotate channel pairs of x [B, H, F*P, d] by angle frame * base^(-2i/d) (RoPE on time)."""
+    """Rotate channel pairs of x [..., F*P, d] (e.g. [B, H, F*P, d], or q and k stacked) by angle
+    frame * base^(-2i/d) (RoPE on time)."""
     cos, sin = _rope_table(tuple(frames.tolist()), tokens, x.shape[-1], base, x.dtype, x.device)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
@@ -98,8 +99,9 @@ class VideoAttention(nn.Module):
     def project(self, x: Tensor, frames: Tensor, tokens: int) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, N, D] -> q, k, v [B, H, N, D/H] with RoPE applied to q and k."""
         B, N, D = x.shape
-        q, k, v = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        return rope(q, frames, tokens), rope(k, frames, tokens), v
+        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
+        qk = rope(qkv[:2], frames, tokens)             # q and k rotated in one pass (the same values, fewer ops)
+        return qk[0], qk[1], qkv[2]
 
     def forward(self, x: Tensor, frames: Tensor, tokens: int, mask: Tensor | None = None, layer: int = 0,
                 past: tuple[Tensor, Tensor, Tensor] | None = None, sink: list | None = None) -> Tensor:
