@@ -150,15 +150,14 @@ class Recipe:
 # VideoLCM: skipping-step Heun teacher on a fixed Karras grid of 24 levels (pairs i, i+3), EMA target
 # (LCM's μ = 0.95), levels drawn lognormally over the flow process's wide σ range (its 4-step grid
 # visits σ = 999, 3.0, 1.0, 0.33); no guidance (the teacher's reference is at scale 1).
+CD_ARGS = {"order": 2, "skip": 3, "n_start": 24, "n_end": 24, "ema_target": 0.95, "p_mean": 1.0, "p_std": 2.5,
+           "sample_steps": 4, "sigma_data": 1.0}
 RECIPES = {
-    "consistency": Recipe("consistency", args={"order": 2, "skip": 3, "n_start": 24, "n_end": 24, "ema_target": 0.95,
-                                               "p_mean": 1.0, "p_std": 2.5, "sample_steps": 4, "sigma_data": 1.0}),
+    "consistency": Recipe("consistency", args=CD_ARGS),
     # the same with DDIM teacher steps and the progressive student's small learning rate: a Heun step across the
     # widest level pairs overshoots the teacher's ODE (docs/video.md, step-error.json), and the Heun run got worse
     # after step 600 at lr 1e-4
-    "consistency-ddim": Recipe("consistency", args={"order": 1, "skip": 3, "n_start": 24, "n_end": 24,
-                                                    "ema_target": 0.95, "p_mean": 1.0, "p_std": 2.5, "sample_steps": 4,
-                                                    "sigma_data": 1.0}, steps=1800, lr=2e-5),
+    "consistency-ddim": Recipe("consistency", args={**CD_ARGS, "order": 1}, steps=1800, lr=2e-5),
     # one progressive stage, 8 teacher DDIM steps -> 4 student DDIM steps on the uniform-t grid (the targets come
     # from the teacher itself, not from a distilled 8-step model). DDIM, not Heun: on this grid the first step
     # spans σ 999 -> 7, where Heun's trapezoid in σ overshoots (docs/video.md); a small learning rate (the
