@@ -241,8 +241,8 @@ VIDEO_RANGES = (
      "the pre-registered confirm of the second block at guidance 6 (docs/bench/prereg/"
      "video-stream-scale-second-confirm.json, called for by the selection on 817-821), never used to pick"),
     ("video-student-confirm-2", 827, 830,
-     "reserved for the confirm of a consistency-distilled video student (docs/bench/video/student/cd-ddim/RULE.md), "
-     "never used to pick"),
+     "reserved for the confirm of a consistency-distilled video student; unused (cd-ddim missed its scoring rule on "
+     "seeds 0-2, docs/bench/video/student/cd-ddim/RULE.md), never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
