@@ -109,6 +109,9 @@ def test_derivatives_closed_form_flow_and_ve():
     t = torch.tensor([0.2, 0.7], dtype=torch.float64)
     da, db = P.Flow().derivatives(t)
     assert torch.equal(da, -torch.ones_like(t)) and torch.equal(db, torch.ones_like(t))
+    for v in (t, 0.3, t[:, None]):          # Flow's closed form == the generic autograd one, shape and dtype too
+        for x, y in zip(P.Flow().derivatives(v), P.Process.derivatives(P.Flow(), v)):
+            assert torch.equal(x, y) and x.shape == y.shape and x.dtype == y.dtype
     ve = P.VE(0.01, 50.0)
     da, db = ve.derivatives(t)
     assert torch.equal(da, torch.zeros_like(t))

@@ -319,6 +319,12 @@ class Flow(Process):
     def alpha_of_sigma(self, s) -> Tensor:
         return 1 / (1 + _t(s))
 
+    def derivatives(self, t) -> tuple[Tensor, Tensor]:
+        """(-1, 1): alpha and sigma are linear in t (the autograd result of ``Process.derivatives``, without
+        autograd on every velocity-prediction call)."""
+        tt = _t(t)
+        return -torch.ones_like(tt), torch.ones_like(tt)
+
     def config(self) -> dict:
         return {"name": self.name, "t_min": self.t_min, "t_max": self.t_max}
 
