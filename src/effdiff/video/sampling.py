@@ -151,11 +151,12 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
             zb = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:P + cfg.block_frames]
         else:
-            extra = (overlap_second or overlap) if start == cfg.block_frames else overlap
-            end = start + cfg.block_frames + (extra if start > 0 else 0)
-            w = scale_second if scale_second and start == cfg.block_frames else scale
-            zb = sample(guided(bden, w), noise[:, :, start:min(end, T)] * sigmas[0], sigmas, solver,
-                        cond=cond, **kw)[:, :, :cfg.block_frames]
+            second = start == cfg.block_frames          # the one later block with a single block of context
+            extra = 0 if start == 0 else (overlap_second or overlap) if second else overlap
+            w = scale_second if scale_second and second else scale
+            end = min(start + cfg.block_frames + extra, T)
+            zb = sample(guided(bden, w), noise[:, :, start:end] * sigmas[0], sigmas, solver, cond=cond,
+                        **kw)[:, :, :cfg.block_frames]
         if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
         out.append(zb)
