@@ -425,3 +425,21 @@ def test_best_single_excludes_a_configuration_refused_at_certification():
     assert s.best_single() is dear
     dear.certified = Q.Quality("m", values=[-0.2, -0.21, -0.19], seeds=[400, 401, 402])
     assert s.best_single() is dear
+
+
+def test_e2e_schedules_are_tried_only_with_their_own_solver_and_steps():
+    """A shipped end-to-end fitted schedule (``e2e:MODEL-SOLVER-STEPS``) enters the space once: with
+    the solver it was fitted for, at its step count; AYS / DP schedules go with every solver and NFE."""
+    names = [n for n in S.fitted_schedules("digits-unet") if n.startswith("e2e:")]
+    assert names, "the zoo ships e2e schedules for digits-unet"
+    den = ed.zoo.load("digits-unet")
+    cands = S.base_specs(S.Space(quick=True, solvers=["ipndm", "dpmpp-2m", "dpmpp-2m-unic"]), den, "digits-unet")
+    for name in names:
+        solver, steps = S.fitted_for(name)
+        mine = [c.spec for c in cands if c.spec.schedule == name]
+        assert [(sp.solver, sp.steps) for sp in mine] == ([(solver, steps)] if solver in
+                                                         ("ipndm", "dpmpp-2m", "dpmpp-2m-unic") else [])
+        assert len(ed.timesteps.get(name, steps, den.process)) == steps + 1
+    assert S.fitted_for("ays:digits-unet") is None and S.fitted_for(names[0], "digits-dit") is None
+    ays = [c.spec for c in cands if c.spec.schedule == "ays:digits-unet"]
+    assert len({sp.solver for sp in ays}) == 3 and len({sp.steps for sp in ays}) > 3

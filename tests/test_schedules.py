@@ -274,3 +274,54 @@ def test_fit_writes_where_told_and_loads_by_path(tmp_path):
         so.fit("digits-unet", None)
     assert ed.cli.main(["schedules", "fit", "--model", "digits-unet", "--out", str(tmp_path / "f" / "g" / "x.json"),
                         "--method", "nope"]) == 2
+
+
+# --------------------------------------------------------------------------- e2e (fitted through one solver)
+
+
+def test_e2e_finds_the_exact_optimum_on_a_gaussian():
+    """Data N(0, s² I), exact denoiser D = s²/(s²+σ²) x, Euler on 40 -> σ1 -> 0: the output is
+    x_T (σ1/40) s²/(s²+σ1²) (+ O(1e-4)), whose scale peaks at σ1 = s. Both objectives want the largest
+    scale (the data's std is s, the teacher's scale is about s/40 per unit of x_T), so both must land
+    on σ1 = s = 0.5 from the log-uniform start (σ1 = 0.63)."""
+    s_d = 0.5
+    gm = GaussianMixture([1.0], torch.zeros(1, 4), [s_d])
+    data = gm.sample(1024, torch.Generator().manual_seed(0))
+    teacher = lambda x, c: x * s_d / math.sqrt(s_d ** 2 + 40.0 ** 2)      # the exact ODE solution from σ = 40
+    for objective in ("data", "teacher"):
+        s, info = SO.e2e(gm, data, "euler", 2, sigma_min=0.01, sigma_max=40.0, objective=objective, reference=teacher,
+                         num_samples=512, projections=128, fit_sigma_max=False, return_info=True)
+        _valid(s, 2, 40.0)
+        assert s[1].item() == pytest.approx(s_d, rel=0.03), objective
+        assert info["loss"] < info["loss_init"]
+        h = info["history"]
+        assert all(b <= a for a, b in zip(h[:-1], h[1:]))     # coordinate search never goes up
+    # with σ_max free the schedule stays inside the range and strictly decreasing
+    s = SO.e2e(gm, data, "dpmpp-2m", 3, sigma_min=0.01, sigma_max=40.0, num_samples=256, projections=64, max_sweeps=3)
+    assert s[0] <= 40.0 and s[-2] >= 0.01 and (s[:-1] > s[1:]).all() and s[-1] == 0
+
+
+def test_e2e_bad_input():
+    gm = GaussianMixture([1.0], torch.zeros(1, 4), [0.5])
+    data = gm.sample(64, torch.Generator().manual_seed(0))
+    kw = dict(sigma_min=0.01, sigma_max=40.0, num_samples=16, projections=8, max_sweeps=1)
+    with pytest.raises(ValueError, match="objective"):
+        SO.e2e(gm, data, "euler", 2, objective="fid", **kw)
+    with pytest.raises(ValueError, match="reference"):
+        SO.e2e(gm, data, "euler", 2, objective="teacher", **kw)
+    with pytest.raises(KeyError, match="nope"):
+        SO.e2e(gm, data, "nope", 2, **kw)
+    with pytest.raises(ValueError, match="steps"):
+        SO.e2e(gm, data, "euler", 3, init=T.exponential(2, 0.01, 40.0), **kw)
+    with pytest.raises(ValueError, match="solver"):
+        SO.fit("digits-unet", "x.json", "e2e", 2)
+    with pytest.raises(ValueError, match="solver"):
+        SO.fit("digits-unet", "x.json", "ays", 2, solver="euler")
+
+
+def test_e2e_fit_records_its_solver(tmp_path):
+    out = tmp_path / "e2e.json"
+    SO.fit("digits-unet", out, "e2e", 3, solver="dpmpp-2m", num_samples=32, projections=16, max_sweeps=1)
+    sig, meta = T.load_schedule(out, with_meta=True)
+    assert meta["solver"] == "dpmpp-2m" and meta["steps"] == 3 and meta["method"] == "e2e"
+    assert "--solver dpmpp-2m" in meta["command"] and len(sig) == 4

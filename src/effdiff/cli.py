@@ -397,7 +397,7 @@ def _schedules_fit(a):
     from .recipes import fit_schedule
     from .timesteps import load_schedule
     _diffusion_card(a.model)                 # a classifier or autoencoder has no schedule to fit
-    path = fit_schedule(a.model, a.out, a.method, a.steps, a.seed, a.samples)
+    path = fit_schedule(a.model, a.out, a.method, a.steps, a.seed, a.samples, a.solver, progress=not a.quiet)
     sig, meta = load_schedule(path, with_meta=True)
     if a.quiet:
         print(f"wrote {path}")
@@ -419,8 +419,8 @@ class _Help(argparse.ArgumentDefaultsHelpFormatter):
 
 def _schedules_help() -> str:
     from .timesteps import SCHEDULES
-    return (f"{', '.join(SCHEDULES)}, full (every step of a discrete table), ays:MODEL / dp:MODEL (a fitted "
-            "schedule shipped for a zoo model) or a schedule .json file")
+    return (f"{', '.join(SCHEDULES)}, full (every step of a discrete table), ays:MODEL / dp:MODEL / "
+            "e2e:MODEL-SOLVER-STEPS (a fitted schedule shipped for a zoo model) or a schedule .json file")
 
 
 def _presets_help() -> str:
@@ -534,12 +534,14 @@ def build_parser() -> argparse.ArgumentParser:
     _quiet(r)
     r.set_defaults(fn=_report)
 
-    sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP) for a zoo model",
+    sc = sub.add_parser("schedules", help="fit sampling schedules (Align Your Steps, DP, e2e) for a zoo model",
                         formatter_class=_Help)
     scs = sc.add_subparsers(dest="schedules_cmd", required=True)
     f = scs.add_parser("fit", help="fit a schedule and write it as JSON where --out says", formatter_class=_Help)
     f.add_argument("--model", required=True, help="a zoo diffusion model")
-    f.add_argument("--method", choices=("ays", "dp"), default="ays", help="Align Your Steps or dynamic programming")
+    f.add_argument("--method", choices=("ays", "dp", "e2e"), default="ays",
+                   help="Align Your Steps, dynamic programming, or e2e: fitted through one --solver at --steps")
+    f.add_argument("--solver", help="the solver an e2e schedule is fitted for (e2e only)")
     f.add_argument("--steps", type=_ranged_int(1, 1000), default=10, help="steps of the fitted schedule")
     f.add_argument("--out", required=True, help="the .json file to write")
     f.add_argument("--seed", type=seed_type, default=0, help="seed of the fit")

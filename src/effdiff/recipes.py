@@ -114,10 +114,13 @@ def sample_model(den, n: int, solver: str = "dpmpp-2m", schedule: str = "logsnr"
 
 
 def fit_schedule(model: str, out, method: str = "ays", steps: int = 10, seed: int = 0,
-                 samples: int | None = None) -> Path:
-    """Fit a schedule for zoo model ``model`` on its own training split and write it to ``out``."""
+                 samples: int | None = None, solver: str | None = None, progress: bool = False) -> Path:
+    """Fit a schedule for zoo model ``model`` on its own training split and write it to ``out``
+    (``method="e2e"``: for ``solver`` at ``steps``)."""
     from . import schedule_opt
     from .io import check_writable
     check_writable(out)
     opts = {} if samples is None else {"num_samples": samples}
-    return schedule_opt.fit(model, out, method, steps, seed, **opts)
+    if method == "e2e":
+        opts["progress"] = progress
+    return schedule_opt.fit(model, out, method, steps, seed, solver=solver, **opts)

@@ -1,14 +1,16 @@
 """Schedule optimisers: Align Your Steps (KLUB coordinate descent), Watson-style dynamic
-programming over a candidate grid, and fitted schedules stored as JSON.
+programming over a candidate grid, an end-to-end fit through one solver at one step count
+(``e2e``), and fitted schedules stored as JSON.
 
-Everything works in the VE-form σ of the denoiser contract, so one fitted schedule serves any
-solver. A schedule here is what ``timesteps`` returns: float64, strictly decreasing, ending
-in exactly 0; the optimisers keep both ends (σ_max, σ_min) fixed and move the σ's between
-them. Fitted schedules ship in ``effdiff/zoo/schedules/NAME.json`` and are reached as
+Everything works in the VE-form σ of the denoiser contract, so an AYS or DP schedule serves any
+solver (an ``e2e`` one is fitted for its solver and step count). A schedule here is what
+``timesteps`` returns: float64, strictly decreasing, ending in exactly 0; AYS and DP keep both ends
+(σ_max, σ_min) fixed and move the σ's between them (``e2e`` may lower σ_max). Fitted schedules ship in ``effdiff/zoo/schedules/NAME.json`` and are reached as
 ``timesteps.get("ays:digits-unet", n, process)``, interpolated to any n; a schedule you fit is
 a JSON file wherever you write it, reached as ``timesteps.get("path/to/file.json", n, process)``.
 
     effdiff schedules fit --model digits-unet --method ays --steps 10 --out ays-unet.json
+    effdiff schedules fit --model digits-unet --method e2e --solver dpmpp-2m-unic --steps 4 --out e2e.json
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from .timesteps import fitted_names as names  # noqa: F401  (the fitted-schedule
 
 Tensor = torch.Tensor
 
-METHODS = ("ays", "dp")
+METHODS = ("ays", "dp", "e2e")
 
 
 # ---------------------------------------------------------------------------------------
@@ -326,17 +328,119 @@ def dp(denoiser, data: Tensor, n: int = 10, sigma_min: float | None = None, sigm
 
 
 # ---------------------------------------------------------------------------------------
+# end to end through one solver at one step count (DDSS / LD3's idea, derivative-free)
+# ---------------------------------------------------------------------------------------
+
+OBJECTIVES = ("data", "teacher")
+
+
+def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=None, objective: str = "data",
+        reference=None, init: str = "logsnr", sigma_min: float | None = None, sigma_max: float | None = None,
+        num_samples: int = 512, projections: int = 512, fit_sigma_max: bool = True, radius: float = 0.5, tol: float = 0.02, max_sweeps: int = 40, seed: int = 0,
+        return_info: bool = False, progress: bool = False):
+    """An n-step σ schedule fitted for ``solver`` itself: the σ's of the real solve are moved until the
+    solver's samples are as close as it gets to ``objective``'s target (Watson et al. 2022's DDSS and
+    Tong et al. 2025's LD3 optimise the discretisation through the sampler in the same way, by gradients;
+    with n parameters a coordinate search on the real solver needs no differentiable copy of it):
+
+    - ``"data"`` (default): the sliced 2-Wasserstein distance (``projections`` fixed directions, in the
+      denoiser's sample space) between ``num_samples`` samples and as many ``data`` images; a class-
+      conditional model samples with those images' labels (``cond``), so the class mix matches.
+    - ``"teacher"``: LD3's target in its hard form, the mean squared distance of each sample to
+      ``reference``'s sample from the same noise (``reference(x_T, cond) -> x_0``, e.g. a many-step solve).
+
+    Each sweep tries every σ (the first one too with ``fit_sigma_max``: a solve may start lower) at
+    ±``radius`` in log σ, keeping the schedule strictly decreasing and inside [σ_min, σ_max] (the
+    process's range unless given), and
+    halves the radius after a sweep without a gain, until it falls below ``tol``. The noise and the
+    directions are fixed (seeded), so the objective is deterministic; the schedule holds for this solver at
+    this step count (elsewhere it is only ``interpolate``d). Returns the σ's ending in 0 (and an info dict)."""
+    from .sampling import sample
+    from .metrics import sliced_wasserstein
+    from .solvers import get as get_solver
+    from tqdm.auto import tqdm
+    n = timesteps._n(n)
+    get_solver(solver)                                  # KeyError listing the solvers
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if objective == "teacher" and not callable(reference):
+        raise ValueError("objective='teacher' needs reference=, a callable (x_T, cond) -> x_0")
+    lo, hi = _range(denoiser, sigma_min, sigma_max)
+    g = torch.Generator().manual_seed(int(seed))
+    target, c = _bank(data, cond, num_samples, g)
+    target = target.to(torch.get_default_dtype())
+    z = torch.randn(target.shape, generator=g)
+    if isinstance(init, str):
+        proc = getattr(denoiser, "process", None)
+        if proc is None or sigma_min is not None or sigma_max is not None:    # log-uniform σ is logSNR-uniform
+            sig = timesteps.SCHEDULES["exponential" if init == "logsnr" else init](n, sigma_min=lo, sigma_max=hi)
+        else:
+            sig = timesteps.get(init, n, proc)
+    else:
+        sig = check_sigmas(init)
+    if len(sig) != n + 1:
+        raise ValueError(f"init has {len(sig) - 1} steps, need {n}")
+    if objective == "teacher":
+        with torch.no_grad():
+            want = reference(z * hi, c)
+
+    def loss(logs: list[float]) -> float:
+        s = timesteps.append_zero(torch.tensor(logs, dtype=torch.float64).exp())
+        with torch.no_grad():
+            x = sample(denoiser, z * float(s[0]), s, solver, c)
+        if not torch.isfinite(x).all():
+            return math.inf
+        if objective == "teacher":
+            return float((x - want).pow(2).flatten(1).sum(1).mean())
+        return sliced_wasserstein(x, target, projections, torch.Generator().manual_seed(int(seed) + 1))
+
+    logs = [math.log(float(v)) for v in sig[:-1]]
+    best = start = loss(logs)
+    evals, sweeps, history = 1, 0, [best]
+    first = 0 if fit_sigma_max else 1
+    with tqdm(total=max_sweeps, desc=f"e2e {solver}/{n}", disable=not progress, leave=False) as pb:
+        while radius >= tol and sweeps < max_sweeps:
+            sweeps += 1
+            gained = False
+            for i in range(first, n):
+                upper = logs[i - 1] if i else math.log(hi) + 1e-12
+                lower = logs[i + 1] if i + 1 < n else math.log(lo) - 1e-12
+                for d in (-radius, radius):
+                    v = logs[i] + d
+                    if not lower < v < upper:
+                        continue
+                    trial = logs[:i] + [v] + logs[i + 1:]
+                    f = loss(trial)
+                    evals += 1
+                    if f < best:
+                        best, logs, gained = f, trial, True
+            history.append(best)
+            if not gained:
+                radius /= 2
+            pb.update(1)
+            pb.set_postfix(loss=f"{best:.4g}", radius=f"{radius:.3g}")
+    out = timesteps.append_zero(torch.tensor(logs, dtype=torch.float64).exp())
+    if return_info:
+        return out, {"objective": objective, "loss_init": start, "loss": best, "sweeps": sweeps,
+                     "evaluations": evals, "nfe": evals * n * len(z), "history": history}
+    return out
+
+
+# ---------------------------------------------------------------------------------------
 # fitting a zoo model's schedule (``effdiff schedules fit``)
 # ---------------------------------------------------------------------------------------
 
 def fit(model, out, method: str = "ays", steps: int = 10, seed: int = 0, data: Tensor | None = None,
-        cond: Tensor | None = None, **opts) -> Path:
+        cond: Tensor | None = None, solver: str | None = None, **opts) -> Path:
     """Fit a schedule for a denoiser on training images ``data`` (class labels ``cond`` for a conditional
     model) and write it to ``out`` (a JSON path the caller chooses; nothing is written inside the
     installed package). ``model`` may be a shipped model's name: then it is loaded and ``data`` defaults
-    to its own training split (``meta["data"]``)."""
+    to its own training split (``meta["data"]``). ``method="e2e"`` fits for one ``solver`` at ``steps``
+    (``e2e``); the file records that solver."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    if (solver is not None) != (method == "e2e"):
+        raise ValueError("method 'e2e' needs solver= (the schedule is fitted for one solver); ays and dp take none")
     if out is None:
         raise ValueError("fit needs out=, the JSON path to write")
     path = Path(out)
@@ -347,13 +451,17 @@ def fit(model, out, method: str = "ays", steps: int = 10, seed: int = 0, data: T
     den, name, card = _model(model)
     if data is None:
         data, cond = _training_split(den, card, name)
-    fn = ays if method == "ays" else dp
-    sig, info = fn(den, data, steps, cond=cond, seed=seed, return_info=True, **opts)
+    if method == "e2e":
+        sig, info = e2e(den, data, solver, steps, cond=cond, seed=seed, return_info=True, **opts)
+    else:
+        sig, info = (ays if method == "ays" else dp)(den, data, steps, cond=cond, seed=seed, return_info=True, **opts)
     meta = {"method": method, "model": name, "steps": steps, "seed": seed, "options": opts,
             "model_train_steps": card.get("card", {}).get("steps"), "process": card.get("process"),
             "data": f"{_data_name(card)}('train')" if card else "given", "info": {k: v for k, v in info.items() if k != "history"},
             "command": f"effdiff schedules fit --model {name} --method {method} --steps {steps} --seed {seed}"
-                       f" --out {path.name}"}
+                       + (f" --solver {solver}" if solver else "") + f" --out {path.name}"}
+    if solver:
+        meta["solver"] = solver
     if method == "ays":
         karras = timesteps.karras(steps, float(sig[-2]), float(sig[0]))
         meta["info"]["klub_karras"] = KLUB(den, data, cond, opts.get("num_samples", 32), seed + 1).total(karras)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .. import techniques as T
+from .. import techniques as T, timesteps
 from ..sampling import get as get_solver, names as solver_names
 from .spec import Spec
 
@@ -86,11 +86,25 @@ def fixed_grid_solvers() -> list[str]:
 
 
 def fitted_schedules(model: str | None) -> list[str]:
-    """``ays:MODEL`` / ``dp:MODEL`` when the zoo ships them for ``model``."""
+    """``ays:MODEL`` / ``dp:MODEL`` when the zoo ships them for ``model``, and its end-to-end fitted ones
+    (``e2e:MODEL-SOLVER-STEPS``, each tried only with its solver at its step count: ``fitted_for``)."""
     if not model:
         return []
     from ..zoo import WEIGHTS
-    return [f"{m}:{model}" for m in ("ays", "dp") if (WEIGHTS.parent / "schedules" / f"{m}-{model}.json").is_file()]
+    d = WEIGHTS.parent / "schedules"
+    e2e = sorted(p.stem.replace("-", ":", 1) for p in d.glob(f"e2e-{model}-*.json") if fitted_for(p.stem.replace("-", ":", 1), model))
+    return [f"{m}:{model}" for m in ("ays", "dp") if (d / f"{m}-{model}.json").is_file()] + e2e
+
+
+def fitted_for(schedule: str, model: str | None = None) -> tuple[str, int] | None:
+    """(solver, steps) an end-to-end fitted schedule was fitted for (None for any other schedule; for
+    ``model``, None too when the file was fitted for another model)."""
+    if not schedule.startswith("e2e:"):
+        return None
+    _, meta = timesteps.load_schedule(schedule.replace(":", "-", 1), with_meta=True)
+    if model is not None and meta.get("model") != model:
+        return None
+    return meta.get("solver"), meta.get("steps")
 
 
 def technique_grid(tech) -> list[dict]:
@@ -199,12 +213,16 @@ class Space:
 def base_specs(space: Space, den, model: str | None) -> list[Candidate]:
     """Every solver x NFE x schedule x guidance as a candidate (steps from NFE per solver)."""
     out, seen = [], set()
+    scheds = space.schedule_list(model, getattr(den, "process", None))
+    pins = {sc: fitted_for(sc) for sc in scheds if sc.startswith("e2e:")}
     for solver in space.solver_list():
-        for sched in space.schedule_list(model, getattr(den, "process", None)):
+        for sched in scheds:
             for nfe in space.nfe_list():
                 steps = steps_for(solver, nfe)
                 if steps is None or (steps < 2 and get_solver(solver).final == "step"):
                     continue
+                if sched in pins and pins[sched] != (solver, steps):
+                    continue          # an end-to-end fitted schedule: only its own solver at its own step count
                 if steps == 1 and solver != "ddim":
                     continue          # one step to 0 is D(x, σ_max) for every "denoised" solver: ddim's duplicate
                 for g in space.guidance:
