@@ -441,5 +441,12 @@ def test_e2e_schedules_are_tried_only_with_their_own_solver_and_steps():
                                                          ("ipndm", "dpmpp-2m", "dpmpp-2m-unic") else [])
         assert len(ed.timesteps.get(name, steps, den.process)) == steps + 1
     assert S.fitted_for("ays:digits-unet") is None and S.fitted_for(names[0], "digits-dit") is None
+    # a file you fitted yourself is pinned the same way when passed as a path
+    path = str(ed.timesteps.SCHEDULE_DIR / f"{names[0].replace(':', '-', 1)}.json")
+    assert S.fitted_for(path) == S.fitted_for(names[0])
+    ays_path = str(ed.timesteps.SCHEDULE_DIR / "ays-digits-unet.json")
+    assert S.fitted_for(ays_path) is None
+    mine = S.base_specs(S.Space(quick=True, solvers=["ipndm", "dpmpp-2m", "dpmpp-2m-unic"], schedules=[path]), den, None)
+    assert [(c.spec.solver, c.spec.steps) for c in mine] == [S.fitted_for(path)]
     ays = [c.spec for c in cands if c.spec.schedule == "ays:digits-unet"]
     assert len({sp.solver for sp in ays}) == 3 and len({sp.steps for sp in ays}) > 3

@@ -97,12 +97,14 @@ def fitted_schedules(model: str | None) -> list[str]:
 
 
 def fitted_for(schedule: str, model: str | None = None) -> tuple[str, int] | None:
-    """(solver, steps) an end-to-end fitted schedule was fitted for (None for any other schedule; for
+    """(solver, steps) an end-to-end fitted schedule was fitted for: a shipped ``e2e:...`` name or a
+    ``.json`` file written by ``effdiff schedules fit --method e2e`` (None for any other schedule; for
     ``model``, None too when the file was fitted for another model)."""
-    if not schedule.startswith("e2e:"):
+    if not (schedule.startswith("e2e:") or schedule.endswith(".json")):
         return None
-    _, meta = timesteps.load_schedule(schedule.replace(":", "-", 1), with_meta=True)
-    if model is not None and meta.get("model") != model:
+    _, meta = timesteps.load_schedule(schedule if schedule.endswith(".json") else schedule.replace(":", "-", 1),
+                                      with_meta=True)
+    if meta.get("method") != "e2e" or (model is not None and meta.get("model") != model):
         return None
     return meta.get("solver"), meta.get("steps")
 
@@ -214,7 +216,7 @@ def base_specs(space: Space, den, model: str | None) -> list[Candidate]:
     """Every solver x NFE x schedule x guidance as a candidate (steps from NFE per solver)."""
     out, seen = [], set()
     scheds = space.schedule_list(model, getattr(den, "process", None))
-    pins = {sc: fitted_for(sc) for sc in scheds if sc.startswith("e2e:")}
+    pins = {sc: pin for sc in scheds if (pin := fitted_for(sc)) is not None}
     for solver in space.solver_list():
         for sched in scheds:
             for nfe in space.nfe_list():
