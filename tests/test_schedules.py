@@ -324,4 +324,7 @@ def test_e2e_fit_records_its_solver(tmp_path):
     SO.fit("digits-unet", out, "e2e", 3, solver="dpmpp-2m", num_samples=32, projections=16, max_sweeps=1)
     sig, meta = T.load_schedule(out, with_meta=True)
     assert meta["solver"] == "dpmpp-2m" and meta["steps"] == 3 and meta["method"] == "e2e"
-    assert "--solver dpmpp-2m" in meta["command"] and len(sig) == 4
+    assert "solver='dpmpp-2m'" in meta["command"] and "projections=16" in meta["command"] and len(sig) == 4
+    # the command reproduces the fit: the CLI where its flags say everything, else the Python call
+    assert SO._command("m", "o.json", "e2e", 4, 0, "ipndm", {"num_samples": 1024, "progress": False}) == (
+        "effdiff schedules fit --model m --method e2e --steps 4 --seed 0 --solver ipndm --samples 1024 --out o.json")

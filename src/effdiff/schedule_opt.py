@@ -458,8 +458,7 @@ def fit(model, out, method: str = "ays", steps: int = 10, seed: int = 0, data: T
     meta = {"method": method, "model": name, "steps": steps, "seed": seed, "options": opts,
             "model_train_steps": card.get("card", {}).get("steps"), "process": card.get("process"),
             "data": f"{_data_name(card)}('train')" if card else "given", "info": {k: v for k, v in info.items() if k != "history"},
-            "command": f"effdiff schedules fit --model {name} --method {method} --steps {steps} --seed {seed}"
-                       + (f" --solver {solver}" if solver else "") + f" --out {path.name}"}
+            "command": _command(name, path.name, method, steps, seed, solver, opts)}
     if solver:
         meta["solver"] = solver
     if method == "ays":
@@ -467,6 +466,19 @@ def fit(model, out, method: str = "ays", steps: int = 10, seed: int = 0, data: T
         meta["info"]["klub_karras"] = KLUB(den, data, cond, opts.get("num_samples", 32), seed + 1).total(karras)
         meta["info"]["klub_heldout"] = KLUB(den, data, cond, opts.get("num_samples", 32), seed + 1).total(sig)
     return save_schedule(path, sig, meta)
+
+
+def _command(name: str, out: str, method: str, steps: int, seed: int, solver: str | None, opts: dict) -> str:
+    """The command that reproduces a fit: the CLI where its flags say everything, else the Python call."""
+    extra = {k: v for k, v in opts.items() if k not in ("num_samples", "progress", "verbose")}
+    if extra:
+        args = ", ".join(f"{k}={v!r}" for k, v in {"seed": seed, "solver": solver, **opts}.items()
+                         if v is not None and k not in ("progress", "verbose"))
+        return (f"python -c \"from effdiff import schedule_opt as so; so.fit({name!r}, {out!r}, {method!r}, {steps}, "
+                f"{args})\"")
+    return (f"effdiff schedules fit --model {name} --method {method} --steps {steps} --seed {seed}"
+            + (f" --solver {solver}" if solver else "")
+            + (f" --samples {opts['num_samples']}" if "num_samples" in opts else "") + f" --out {out}")
 
 
 def _model(model) -> tuple:
