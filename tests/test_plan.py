@@ -450,3 +450,21 @@ def test_e2e_schedules_are_tried_only_with_their_own_solver_and_steps():
     assert [(c.spec.solver, c.spec.steps) for c in mine] == [S.fitted_for(path)]
     ays = [c.spec for c in cands if c.spec.schedule == "ays:digits-unet"]
     assert len({sp.solver for sp in ays}) == 3 and len({sp.steps for sp in ays}) > 3
+
+
+def test_preselect_takes_the_cheapest_of_each_family_combination_first():
+    """At a loose budget many cheap candidates of one kind can pass screening; the cheap half of the
+    selection holds the cheapest of each family combination before it fills up by cost."""
+    s = PS.Search(Gaussian(), "10%", space=S.Space(**SPACE), settings=PS.Settings(max_select=4), progress=False,
+                  objective="nfe")
+    def rec(label, nfe, families, screen):
+        return PS.Record(label, Spec("euler", nfe, "karras"), nfe, families, screen=screen)
+    crowd = [rec(f"student+cache {i}", 1 + i, ("student", "caching"), 0.01) for i in range(5)]
+    solver = rec("solver", 8, ("solver",), 0.03)
+    dearer = rec("solver dearer", 9, ("solver",), 0.02)
+    off = rec("over budget", 1, ("solver",), 0.5)
+    chosen = {r.label for r in s.preselect(crowd + [solver, dearer, off])}
+    # cheap half (2): the cheapest student+cache and the cheapest plain solver within the budget (by cost
+    # alone, the two cheapest students would take it); best-screened half: the next best screening results
+    assert chosen == {"student+cache 0", "solver", "student+cache 1", "student+cache 2"}
+    assert "one per family combination" in crowd[3].rejected and dearer.rejected and off.rejected

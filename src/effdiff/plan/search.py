@@ -359,7 +359,9 @@ class Search:
 
     def preselect(self, recs: list[Record]) -> list[Record]:
         """The candidates that enter selection: the cheapest half of ``max_select`` among those whose
-        screening result is within the budget, and the best-screened (a safer fallback)."""
+        screening result is within the budget, the cheapest of each family combination first (at a loose
+        budget many cheap candidates of one kind, e.g. students with caching, pass screening and must not
+        crowd out a plain solver configuration), and the best-screened (a safer fallback)."""
         k = self.set.max_select
         if len(recs) <= k:
             return recs
@@ -368,7 +370,16 @@ class Search:
             return r.screen_target if r.screen_target is not None else r.screen
         plausible = [r for r in recs if score(r) <= self.budget] or recs
         cheap = sorted(plausible, key=lambda r: (self.cost(r), score(r)))
-        chosen = {r.label: r for r in cheap[: k // 2]}
+        firsts, kinds = [], set()                # the cheapest of each family combination, in cost order
+        for r in cheap:
+            if tuple(r.families) not in kinds:
+                kinds.add(tuple(r.families))
+                firsts.append(r)
+        chosen: dict = {}
+        for r in firsts + cheap:
+            if len(chosen) >= k // 2:
+                break
+            chosen.setdefault(r.label, r)
         for r in sorted(recs, key=score):
             if len(chosen) >= k:
                 break
@@ -376,7 +387,7 @@ class Search:
         for r in recs:
             if r.label not in chosen:
                 r.rejected = (f"{r.label}: screening {100 * score(r):+.0f}% at {self._cost_text(r)}: neither among "
-                              f"the {k // 2} cheapest within the budget nor the best-screened")
+                              f"the {k // 2} cheapest within the budget (one per family combination first) nor the best-screened")
         return list(chosen.values())
 
     # -- stage 2: successive halving on selection seeds ---------------------------------------
