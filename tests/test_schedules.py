@@ -293,7 +293,7 @@ def test_e2e_finds_the_exact_optimum_on_a_gaussian():
                          num_samples=512, projections=128, fit_sigma_max=False, return_info=True)
         _valid(s, 2, 40.0)
         assert s[1].item() == pytest.approx(s_d, rel=0.03), objective
-        assert info["loss"] < info["loss_init"]
+        assert info["loss"] < info["loss_init"] and info["nfe"] == info["evaluations"] * 2 * 512   # Euler: 2 per solve
         h = info["history"]
         assert all(b <= a for a, b in zip(h[:-1], h[1:]))     # coordinate search never goes up
     # with σ_max free the schedule stays inside the range and strictly decreasing

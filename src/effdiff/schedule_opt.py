@@ -336,8 +336,8 @@ OBJECTIVES = ("data", "teacher")
 
 def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=None, objective: str = "data",
         reference=None, init: str = "logsnr", sigma_min: float | None = None, sigma_max: float | None = None,
-        num_samples: int = 512, projections: int = 512, fit_sigma_max: bool = True, radius: float = 0.5, tol: float = 0.02, max_sweeps: int = 40, seed: int = 0,
-        return_info: bool = False, progress: bool = False):
+        num_samples: int = 512, projections: int = 512, fit_sigma_max: bool = True, radius: float = 0.5,
+        tol: float = 0.02, max_sweeps: int = 40, seed: int = 0, return_info: bool = False, progress: bool = False):
     """An n-step σ schedule fitted for ``solver`` itself: the σ's of the real solve are moved until the
     solver's samples are as close as it gets to ``objective``'s target (Watson et al. 2022's DDSS and
     Tong et al. 2025's LD3 optimise the discretisation through the sampler in the same way, by gradients;
@@ -351,10 +351,11 @@ def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=No
 
     Each sweep tries every σ (the first one too with ``fit_sigma_max``: a solve may start lower) at
     ±``radius`` in log σ, keeping the schedule strictly decreasing and inside [σ_min, σ_max] (the
-    process's range unless given), and
-    halves the radius after a sweep without a gain, until it falls below ``tol``. The noise and the
-    directions are fixed (seeded), so the objective is deterministic; the schedule holds for this solver at
-    this step count (elsewhere it is only ``interpolate``d). Returns the σ's ending in 0 (and an info dict)."""
+    process's range unless given), and halves the radius after a sweep without a gain, until it falls
+    below ``tol``. The noise and the directions are fixed (seeded), so the objective is deterministic; the
+    schedule holds for this solver at this step count (elsewhere it is only ``interpolate``d). Returns the
+    σ's ending in 0 (and an info dict: the losses, sweeps, ``evaluations`` of the objective (one solve
+    each) and ``nfe``, the denoiser evaluations x samples they cost)."""
     from .sampling import sample
     from .metrics import sliced_wasserstein
     from .solvers import get as get_solver
@@ -384,10 +385,14 @@ def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=No
         with torch.no_grad():
             want = reference(z * hi, c)
 
+    spent = [0]
+
     def loss(logs: list[float]) -> float:
         s = timesteps.append_zero(torch.tensor(logs, dtype=torch.float64).exp())
         with torch.no_grad():
-            x = sample(denoiser, z * float(s[0]), s, solver, c)
+            res = sample(denoiser, z * float(s[0]), s, solver, c, return_info=True, check_finite=False)
+        x = res.x
+        spent[0] += res.nfe * len(z)
         if not torch.isfinite(x).all():
             return math.inf
         if objective == "teacher":
@@ -422,7 +427,7 @@ def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=No
     out = timesteps.append_zero(torch.tensor(logs, dtype=torch.float64).exp())
     if return_info:
         return out, {"objective": objective, "loss_init": start, "loss": best, "sweeps": sweeps,
-                     "evaluations": evals, "nfe": evals * n * len(z), "history": history}
+                     "evaluations": evals, "nfe": spent[0], "history": history}
     return out
 
 
