@@ -444,8 +444,10 @@ def fit(model, out, method: str = "ays", steps: int = 10, seed: int = 0, data: T
     (``e2e``); the file records that solver."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    if (solver is not None) != (method == "e2e"):
-        raise ValueError("method 'e2e' needs solver= (the schedule is fitted for one solver); ays and dp take none")
+    if method == "e2e" and solver is None:
+        raise ValueError("method 'e2e' fits a schedule for one solver: name it (solver= / --solver)")
+    if method != "e2e" and solver is not None:
+        raise ValueError(f"method {method!r} fits one schedule for every solver and takes no solver (solver= / --solver)")
     if out is None:
         raise ValueError("fit needs out=, the JSON path to write")
     path = Path(out)
