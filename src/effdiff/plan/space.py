@@ -92,7 +92,8 @@ def fitted_schedules(model: str | None) -> list[str]:
         return []
     from ..zoo import WEIGHTS
     d = WEIGHTS.parent / "schedules"
-    e2e = sorted(p.stem.replace("-", ":", 1) for p in d.glob(f"e2e-{model}-*.json") if fitted_for(p.stem.replace("-", ":", 1), model))
+    names = (p.stem.replace("-", ":", 1) for p in d.glob(f"e2e-{model}-*.json"))
+    e2e = sorted(n for n in names if fitted_for(n, model))
     return [f"{m}:{model}" for m in ("ays", "dp") if (d / f"{m}-{model}.json").is_file()] + e2e
 
 
