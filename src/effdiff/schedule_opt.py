@@ -385,14 +385,15 @@ def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=No
         with torch.no_grad():
             want = reference(z * hi, c)
 
-    spent = [0]
+    spent = 0                                   # denoiser evaluations x samples
 
     def loss(logs: list[float]) -> float:
+        nonlocal spent
         s = timesteps.append_zero(torch.tensor(logs, dtype=torch.float64).exp())
         with torch.no_grad():
             res = sample(denoiser, z * float(s[0]), s, solver, c, return_info=True, check_finite=False)
         x = res.x
-        spent[0] += res.nfe * len(z)
+        spent += res.nfe * len(z)
         if not torch.isfinite(x).all():
             return math.inf
         if objective == "teacher":
@@ -427,7 +428,7 @@ def e2e(denoiser, data: Tensor, solver: str = "dpmpp-2m", n: int = 4, *, cond=No
     out = timesteps.append_zero(torch.tensor(logs, dtype=torch.float64).exp())
     if return_info:
         return out, {"objective": objective, "loss_init": start, "loss": best, "sweeps": sweeps,
-                     "evaluations": evals, "nfe": spent[0], "history": history}
+                     "evaluations": evals, "nfe": spent, "history": history}
     return out
 
 

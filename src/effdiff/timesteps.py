@@ -239,8 +239,7 @@ def get(name: str, n: int, process: Process, **kw) -> Tensor:
     if ":" in name or name.endswith(".json"):
         if kw:
             raise ValueError(f"a fitted schedule ({name!r}) takes no options, got {sorted(kw)}")
-        key = name if name.endswith(".json") else "-".join(name.split(":", 1))
-        return interpolate(load_schedule(key), _n(n))
+        return interpolate(load_schedule(fitted_key(name)), _n(n))
     if name not in SCHEDULES:
         raise UnknownName(f"unknown schedule {name!r}; known schedules: {', '.join(SCHEDULES)} "
                           "(or 'METHOD:MODEL' for a fitted one, e.g. 'ays:digits-unet')")
@@ -274,6 +273,12 @@ def check_sigmas(sigmas) -> Tensor:
     if not (sigmas[:-1] > sigmas[1:]).all():
         raise ValueError("sigmas must be strictly decreasing")
     return sigmas
+
+
+def fitted_key(name: str) -> str:
+    """What ``load_schedule`` reads for a fitted schedule's name: ``"METHOD:MODEL"`` -> the shipped file's
+    stem ``METHOD-MODEL``; a ``.json`` path as it is."""
+    return name if name.endswith(".json") else name.replace(":", "-", 1)
 
 
 def fitted_names() -> list[str]:

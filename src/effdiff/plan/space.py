@@ -103,8 +103,7 @@ def fitted_for(schedule: str, model: str | None = None) -> tuple[str, int] | Non
     ``model``, None too when the file was fitted for another model)."""
     if not (schedule.startswith("e2e:") or schedule.endswith(".json")):
         return None
-    _, meta = timesteps.load_schedule(schedule if schedule.endswith(".json") else schedule.replace(":", "-", 1),
-                                      with_meta=True)
+    _, meta = timesteps.load_schedule(timesteps.fitted_key(schedule), with_meta=True)
     if meta.get("method") != "e2e" or (model is not None and meta.get("model") != model):
         return None
     return meta.get("solver"), meta.get("steps")
