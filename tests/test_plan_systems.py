@@ -68,7 +68,7 @@ def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
     den = Gaussian()
     s = _search(den, systems=("compile",))
     rec = PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",))
-    out, spec = s.systems_pass(rec)
+    out, spec, cert = s.systems_pass(rec)
     assert len(out) == 1, out
     d = out[0]
     assert d["switch"] == "compile" and "error" not in d, d
@@ -77,6 +77,7 @@ def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
     faster = d["ms_with"] < (1 - PS.SYSTEMS_MIN_GAIN) * d["ms_without"]
     assert d["kept"] == faster
     assert ("compile" in spec.names) == d["kept"] and rec.spec.names == []     # the certified record is unchanged
+    assert cert is None and "certified" not in d                    # same samples: nothing to certify again
     assert getattr(den, "_compiled_call_impl", None) is None          # nothing left compiled after the pass
     timing = s.time_side_by_side(PS.Record(spec.label(), spec, 4, ("solver",)), out)
     assert timing["threads"] == torch.get_num_threads()
@@ -148,3 +149,62 @@ def test_an_external_reference_that_caches_its_samples_is_timed_uncached():
     s = _search(den)
     t = s._interleaved([PS.External(cached, "author"), Spec("euler", 4, "karras")], 4, PS.SEEDS["certification"], 2)
     assert calls == {"cached": 0, "uncached": 2} and len(t[0]["ms_runs"]) == 2
+
+
+class Scale(ModelHook):
+    """Scales the denoiser's output about the data mean: a stand-in for a switch that changes numerics."""
+    k = 1.0
+
+    def __call__(self, module, call_next, *args, **kwargs):
+        out = call_next(*args, **kwargs)
+        return module.mu + Scale.k * (out - module.mu)
+
+
+@pytest.fixture
+def scale_technique():
+    @dataclass(frozen=True)
+    class ScaleConfig:
+        pass
+    t = T.register(T.Technique("test-scale", "systems", ScaleConfig,
+                               lambda den, c: attach("test-scale", [(den, Scale())]),
+                               lambda den: None if isinstance(den, Gaussian) else "test only"))
+    yield t
+    T._REGISTRY.pop(t.name, None)
+
+
+@pytest.mark.parametrize("k, kept", [(1.01, True), (1.6, False)])
+def test_a_switch_that_changes_the_samples_is_kept_only_when_certified_with_them(monkeypatch, scale_technique,
+                                                                                  k, kept):
+    """A faster switch whose samples deviate (bf16 autocast; compile on top of it) is certified on the
+    winner's fresh seeds: kept when it holds the budget (the plan then carries that certificate), else
+    dropped with its failing certificate recorded."""
+    monkeypatch.setattr(PS, "SYSTEMS_MIN_GAIN", -1e9)        # "faster" whatever the load
+    monkeypatch.setattr(Scale, "k", k)
+    den = Gaussian()
+    p = PS.plan(den, "10%", reference=REF, settings=TINY, progress=False,
+                space=S.Space(solvers=["dpmpp-2m"], schedules=["karras"], nfe=(4, 6, 8), systems=("test-scale",)))
+    assert len(p.systems) == 1, p.systems
+    d = p.systems[0]
+    assert d["max_rel_deviation"] > PS.SYSTEMS_MAX_DEVIATION        # it changes the samples ...
+    assert d["kept"] is kept and d["certified"]["holds"] is kept    # ... so it was certified with them
+    assert d["certified"]["seeds"] == p.seeds["certification"][: len(d["certified"]["seeds"])]
+    assert ("test-scale" in p.spec.names) is kept and p.holds
+    if kept:       # the plan's certificate is the one of the spec it ships
+        assert p.certified["ci"] == d["certified"]["ci"] and p.certified["mean"] == d["certified"]["mean"]
+    else:
+        assert d["certified"]["ci"][1] > 0.10 and p.certified["ci"][1] <= 0.10
+
+
+def test_autocast_is_tried_first_in_the_dtype_this_machine_computes_natively(monkeypatch):
+    from effdiff.systems import native_low_precision
+    assert S.SYSTEMS.index("autocast") < S.SYSTEMS.index("compile")     # compile then runs on what autocast left
+    assert native_low_precision("cpu") in (None, "bfloat16")
+    den = Gaussian()
+    monkeypatch.setattr(PS, "native_low_precision", lambda device: None)
+    s = _search(den, systems=("autocast",))
+    out, spec, cert = s.systems_pass(PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",)))
+    assert out == [{"switch": "autocast", "config": {}, "kept": False, "skipped": out[0]["skipped"]}]
+    assert "no native bf16" in out[0]["skipped"] and spec.names == [] and cert is None
+    monkeypatch.setattr(PS, "native_low_precision", lambda device: "bfloat16")
+    out, spec, cert = s.systems_pass(PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",)))
+    assert out[0]["config"] == {"dtype": "bfloat16"} and "max_rel_deviation" in out[0]

@@ -159,6 +159,17 @@ class AutocastConfig:
     dtype: str = "bfloat16"
 
 
+def native_low_precision(device: str = "cpu") -> str | None:
+    """The autocast dtype this machine computes natively on ``device`` ("bfloat16" on a CPU with
+    AVX512-BF16 or AMX, "bfloat16" / "float16" on CUDA), or None where autocast would emulate it
+    (an AVX2 CPU runs bf16 autocast 5-20x slower than fp32: docs/distributed.md)."""
+    if device == "cuda":
+        return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
+    cpu = getattr(torch, "cpu", None)
+    checks = [getattr(cpu, n, None) for n in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return "bfloat16" if any(c is not None and c() for c in checks) else None
+
+
 def apply_autocast(den, config: AutocastConfig) -> Handle:
     if config.dtype not in ("bfloat16", "float16"):
         raise ValueError(f"autocast dtype must be 'bfloat16' or 'float16', got {config.dtype!r}")

@@ -32,6 +32,8 @@ import torch
 
 from .. import techniques as T
 from ..metrics.timing import ms_stats, rounds
+from ..sites import network
+from ..systems import native_low_precision
 from . import space as S
 from .quality import Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model, pooled_change
 from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on, score_of  # noqa: F401
@@ -540,9 +542,10 @@ class Search:
             self._stage("systems")
             self.sampler.stop_prefetch()          # nothing is timed while the worker runs
             if winner is not None:
-                systems, spec = self.systems_pass(winner)
+                systems, spec, cert = self.systems_pass(winner)
                 if spec is not winner.spec:        # the plan: the certified spec with the kept switches
-                    winner = dataclasses.replace(winner, spec=spec, label=spec.label())
+                    winner = dataclasses.replace(winner, spec=spec, label=spec.label(),
+                                                 certified=cert or winner.certified)
             self._stage("timing")
             timing = self.time_side_by_side(winner, systems)
             self._stage("")
@@ -552,19 +555,32 @@ class Search:
         return Plan.from_search(self, winner, attempts, systems, timing, time.perf_counter() - t0)
 
     # -- stage 4: systems switches on the winner -------------------------------------------------
-    def systems_pass(self, winner: Record) -> tuple[list[dict], Spec]:
-        """Each applicable switch (``space.systems``) on the winner: kept when the samples are
-        numerically the same (max relative deviation < ``SYSTEMS_MAX_DEVIATION``) and it is
-        measured > ``SYSTEMS_MIN_GAIN`` faster in interleaved rounds at this process's thread count.
-        A switch's one-off cost (``compile``: the first call's compilation) is recorded, not timed.
-        Returns (one entry per switch tried, the winner's spec with the kept switches); the winner's
-        record keeps its certified spec (the best single configuration may be that record)."""
-        out, current = [], winner.spec
+    def systems_pass(self, winner: Record) -> tuple[list[dict], Spec, Quality | None]:
+        """Each applicable switch (``space.systems``, in order) on the winner, kept when it is measured
+        > ``SYSTEMS_MIN_GAIN`` faster in interleaved rounds at this process's thread count and either
+        gives the same samples (max relative deviation < ``SYSTEMS_MAX_DEVIATION``: ``compile`` on fp32,
+        ``channels-last``) or, where it changes them (``autocast`` in the dtype this machine computes
+        natively, ``compile`` on top of it), holds the budget when the winner with it is certified on the
+        same fresh seeds as the winner. That is one more test on those seeds per such switch (the chance
+        that a failing candidate passes grows by one test's, as for another certification attempt), and
+        the plan's certificate is then the one of the spec it ships. A switch's one-off cost (``compile``:
+        the first call's compilation) is recorded, not timed. Returns (one entry per switch tried, the
+        winner's spec with the kept switches, the certification of that spec where a kept switch changed
+        the samples, else None); the winner's record keeps its certified spec (the best single
+        configuration may be that record)."""
+        out, current, cert = [], winner.spec, None
         for name in self.space.systems:
             tech = T.get(name)
             cfg = {"num_threads": max(1, torch.get_num_threads())} if name == "threads" else {}
             if tech.why_not(current.denoiser(self.den)) is not None:
                 continue
+            if name == "autocast":
+                dtype = native_low_precision(next(network(self.den).parameters()).device.type)
+                if dtype is None:
+                    out.append({"switch": name, "config": {}, "kept": False,
+                                "skipped": "no native bf16 / fp16 on this CPU (autocast would emulate it: slower)"})
+                    continue
+                cfg = {"dtype": dtype}
             spec = current.use((name, cfg))
             n, seed = self.set.n, SEEDS["screening"]     # the selection batch size: one shape compiled per search
             a = self.sampler.images(current, seed, n)[0]
@@ -576,16 +592,29 @@ class Search:
             dev = float((a - b).abs().max() / a.abs().max().clamp_min(1e-12))
             t = self._interleaved([current, spec], n, seed, self.set.timing_repeats)
             faster = t[1]["ms_per_sample"] < (1 - SYSTEMS_MIN_GAIN) * t[0]["ms_per_sample"]
-            keep = dev < SYSTEMS_MAX_DEVIATION and faster
-            out.append({"switch": name, "config": cfg, "max_rel_deviation": dev,
-                        "max_rel_deviation_allowed": SYSTEMS_MAX_DEVIATION, "ms_without": t[0]["ms_per_sample"],
-                        "ms_with": t[1]["ms_per_sample"], "threads": torch.get_num_threads(), "first_call_s": first_s,
-                        "one_off_s": max(0.0, first_s - n * t[1]["ms_per_sample"] / 1000), "kept": keep})
+            d = {"switch": name, "config": cfg, "max_rel_deviation": dev,
+                 "max_rel_deviation_allowed": SYSTEMS_MAX_DEVIATION, "ms_without": t[0]["ms_per_sample"],
+                 "ms_with": t[1]["ms_per_sample"], "threads": torch.get_num_threads(), "first_call_s": first_s,
+                 "one_off_s": max(0.0, first_s - n * t[1]["ms_per_sample"] / 1000)}
+            keep = faster and dev < SYSTEMS_MAX_DEVIATION
+            how = "same samples"
+            if faster and not keep:           # it changes the samples: certified like the winner, on its seeds
+                rec = Record(spec.label(), spec, winner.nfe, winner.families + ("systems",))
+                rec.stage = "certification (systems switch)"
+                q = self.certify(rec)
+                keep = self.certified(q)
+                d["certified"] = {**q.as_dict(), "holds": keep}
+                how = f"changes samples, certified {q.text()}: {'holds' if keep else 'over the budget'}"
+                if keep:
+                    cert = q
+            d["kept"] = keep
+            out.append(d)
             self.log(f"systems {name}: {t[0]['ms_per_sample']:.2f} -> {t[1]['ms_per_sample']:.2f} ms/sample, "
-                     f"max relative deviation {dev:.1e}, first call {first_s:.1f} s: {'kept' if keep else 'not kept'}")
+                     f"max relative deviation {dev:.1e} ({how}), first call {first_s:.1f} s: "
+                     f"{'kept' if keep else 'not kept'}")
             if keep:
                 current = spec
-        return out, current
+        return out, current, cert
 
     # -- stage 5: timing ------------------------------------------------------------------------
     def _interleaved(self, specs: list[Spec], n: int, seed: int, repeats: int) -> list[dict]:

@@ -37,7 +37,8 @@ SIMULATED = ("ptq", "ptq-naive", "svdquant", "qat")         # fake quantization:
 CALIBRATED = ("ptq", "ptq-naive", "svdquant")                  # prepared on a sampling run, stored with the plan
 TRAINED = ("block-caching", "l2c", "deediff", "qat", "diff-pruning", "head-pruning", "depth-pruning")
 SKIP = ("nirvana",)                                            # request-level: a cache across requests, not one run
-SYSTEMS = ("channels-last", "compile")   # tried on the winner (systems pass); "autocast", "sdpa" on request
+SYSTEMS = ("autocast", "channels-last", "compile")   # tried on the winner, in this order (systems pass; autocast
+                                                    # where the machine has native bf16 / fp16); "sdpa" on request
 STOCHASTIC = ("ddpm", "euler-ancestral", "dpmpp-2m-sde", "dpmpp-3m-sde", "euler-maruyama", "sa-solver")
 NFE_GRID = (1, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20)
 QUICK_NFE = (2, 3, 4, 5, 6, 8, 10, 15)
