@@ -468,3 +468,35 @@ def test_preselect_takes_the_cheapest_of_each_family_combination_first():
     # alone, the two cheapest students would take it); best-screened half: the next best screening results
     assert chosen == {"student+cache 0", "solver", "student+cache 1", "student+cache 2"}
     assert "one per family combination" in crowd[3].rejected and dearer.rejected and off.rejected
+
+
+def test_bases_that_compute_the_same_samples_under_two_names_are_screened_once():
+    """unipc-2 and dpmpp-2m-unic are one computation (rounded apart by ~1e-7): the later name is
+    rejected as the earlier one's twin at its first screening and never tried at other NFEs."""
+    s = PS.Search(Gaussian(), "10%", reference=Spec("heun", 10, "karras"), progress=False,
+                  space=S.Space(solvers=["unipc-2", "dpmpp-2m-unic", "euler"], schedules=["karras"], nfe=(4, 6, 8, 10)),
+                  settings=PS.Settings(n_screen=16, n=32, rungs=(2,), select_seeds=3, fresh_seeds=3, max_bases=1))
+    s.screen_bases()
+    twins = [r for r in s.records.values() if r.twin is not None]
+    assert [r.label for r in twins] == ["dpmpp-2m-unic/karras/10"], [r.label for r in twins]
+    assert twins[0].twin == "unipc-2/karras/10" and "one computation under another name" in twins[0].rejected
+    assert not any(r.label.startswith("dpmpp-2m-unic") and r.twin is None for r in s.records.values())
+    assert not any(r.twin for r in s.records.values() if r.label.startswith("euler"))   # a different solver is not
+
+
+def test_certification_tries_held_finalists_first_then_wide_ones_within_the_budget():
+    s = PS.Search(Gaussian(), "5%", reference=Spec("heun", 10, "karras"), progress=False,
+                  settings=PS.Settings(attempts=3))
+
+    def rec(label, values, ms):
+        r = PS.Record(label, Spec("euler", 4, "karras"), 4, ("solver",))
+        r.quality, r.ms = Q.Quality("FD", list(values), list(range(len(values)))), [ms]
+        return r
+    held_slow = rec("held-slow", [0.01, 0.02, 0.0, 0.01], 3.0)
+    held_fast = rec("held-fast", [0.02, 0.03, 0.01, 0.02], 2.0)
+    wide_narrower = rec("wide-narrower", [-0.05, 0.1, -0.1, 0.12], 1.0)        # mean +1.75%, upper end > +5%
+    wide_wider = rec("wide-wider", [-0.3, 0.3, -0.2, 0.3], 0.5)               # mean +2.5%, wider
+    over = rec("over", [0.05, 0.08, 0.07, 0.06], 0.1)                         # mean over the budget: never tried
+    order = s.certification_order([over, wide_wider, held_slow, wide_narrower, held_fast])
+    assert [r.label for r in order] == ["held-fast", "held-slow", "wide-narrower"]
+    assert [r.label for r in s.certification_order([over, wide_wider, wide_narrower])] == ["wide-narrower", "wide-wider"]
