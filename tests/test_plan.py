@@ -500,3 +500,31 @@ def test_certification_tries_held_finalists_first_then_wide_ones_within_the_budg
     order = s.certification_order([over, wide_wider, held_slow, wide_narrower, held_fast])
     assert [r.label for r in order] == ["held-fast", "held-slow", "wide-narrower"]
     assert [r.label for r in s.certification_order([over, wide_wider, wide_narrower])] == ["wide-narrower", "wide-wider"]
+
+
+def test_certification_and_verify_score_n_fresh_samples_per_seed(tmp_path, monkeypatch):
+    """Certification measures ``n_fresh`` samples per fresh seed (selection stays at ``n``), and ``plan
+    verify`` re-measures at the certification's size; an unpaired (pooled) reference keeps one size."""
+    from effdiff.plan import runs as R
+    s = PS.Search(Gaussian(), "10%", reference=Spec("heun", 20, "karras"), progress=False,
+                  settings=PS.Settings(n=32, n_fresh=48, fresh_seeds=3, max_fresh_seeds=3, select_seeds=2))
+    sizes = []
+    s.batch = lambda spec, seed, n, measure: (sizes.append((seed, n)) or 0.0, 0.001)
+    rec = PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",))
+    s.evaluate(rec, 2)
+    s.certify(rec)
+    sel, cert = PS.SEEDS["selection"], PS.SEEDS["certification"]
+    assert sizes == [(sel, 32), (sel + 1, 32), (cert, 48), (cert + 1, 48), (cert + 2, 48)]
+    assert PS.Settings().n_fresh > PS.Settings().n and PS.Settings.quick().n_fresh is None
+    exact = R.External(lambda n, seed: 0.5 + 0.5 * torch.randn(n, 1, 4, 4), "exact")
+    unpaired = PS.Search(Gaussian(), "10%", reference=exact, progress=False, settings=PS.Settings(n=32, n_fresh=48),
+                         metric=Q.Relative(lambda x, labels: float(x.std()), "sd"))
+    assert unpaired.unpaired and unpaired.n_fresh == 32
+    den = Gaussian()
+    p = PS.plan(den, "10%", space=S.Space(**SPACE), settings=PS.Settings(**{**vars(TINY), "n_fresh": 96}),
+                progress=False, reference=Spec("heun", 20, "karras"))
+    assert p.settings["n_fresh"] == 96 and p.holds
+    seen, orig = [], R.measure_on
+    monkeypatch.setattr(R, "measure_on", lambda *a, **k: seen.append(a[5]) or orig(*a, **k))
+    F.verify(F.Plan.load(p.save(tmp_path / "p.json")), den)
+    assert seen == [96]

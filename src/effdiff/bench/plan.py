@@ -190,7 +190,8 @@ def summary_table(paths: list[str]) -> str:
         one_off = f"{sp['one_off_s']:.1f} s" if p.spec is not None and "one_off_s" in sp else "-"
         tries = "; ".join(f"{c['label']}: {c['quality']['text']} -> {c['certified']['text']}"
                           for c in p.candidates if c.get("certified")) or "-"
-        lines.append(f"| {p.model} | +{100 * p.budget:g}% | {p.settings.get('n')} | {p.spec.label() if p.spec else 'none certified'} | "
+        n, nf = p.settings.get("n"), p.settings.get("n_fresh")
+        lines.append(f"| {p.model} | +{100 * p.budget:g}% | {n}{f' ({nf} fresh)' if nf and nf != n else ''} | {p.spec.label() if p.spec else 'none certified'} | "
                      f"{p.certified['text'] if p.certified else '-'} | {p.selection['text'] if p.selection else '-'} | "
                      f"{tries} | "
                      f"{p.search.get('best_single') or '-'} | {x('speedup_vs_reference')} | {x('speedup_vs_best_single')} | "

@@ -32,6 +32,8 @@ def _plan(a) -> int:
     settings = Settings.quick() if a.quick else Settings()
     if a.n:
         settings.n = a.n
+    if a.n_fresh:
+        settings.n_fresh = a.n_fresh
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True) if not m.startswith("  ") or a.verbose
                                 else None)
     with pinned_threads(a.threads or 1):
@@ -72,7 +74,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--no-students", action="store_true", help="leave distilled students out of the space")
     p.add_argument("--objective", default="time", choices=("time", "nfe", "macs", "bytes", "memory"), help="cost to minimize")
     p.add_argument("--max-nfe", type=int, help="constraint: at most this many network evaluations")
-    p.add_argument("--n", type=int, help="samples per seed in selection and certification")
+    p.add_argument("--n", type=int, help="samples per seed in selection (and certification, unless --n-fresh)")
+    p.add_argument("--n-fresh", type=int, help="samples per certification seed (default 400; quick: as --n)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="log every screened candidate")
@@ -84,7 +87,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     v.add_argument("--seeds", type=int, help="how many verification seeds (default: as many as certified the plan)")
     v.add_argument("--offset", type=int, default=0,
                    help="start this many seeds into the plan-verification range (a second verification on other seeds)")
-    v.add_argument("--n", type=int, help="samples per seed (default: the plan's)")
+    v.add_argument("--n", type=int, help="samples per seed (default: the plan's certification batch)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=_verify)
     return p

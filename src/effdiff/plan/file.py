@@ -380,7 +380,7 @@ def verify(plan: Plan, den, seeds=None, n: int | None = None, metric=None, cond=
     plan._usable(den)
     measure = _measure_from(plan, den, metric)
     seeds = list(seeds) if seeds is not None else verification_seeds(plan)
-    n = n or plan.settings.get("n", 200)
+    n = n or plan.settings.get("n_fresh") or plan.settings.get("n", 200)      # the certification's batch
     q = measure_on(den, plan.spec, reference or plan.reference, measure, seeds, n, cond,
                    shape or plan.settings.get("shape"))
     return Verification(q.holds(plan.budget), q, plan.budget, seeds)

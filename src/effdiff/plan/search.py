@@ -57,6 +57,9 @@ class Settings:
     """Sample counts and seeds per stage (``quick``: about a fifth of the work)."""
     n_screen: int = 64
     n: int = 200
+    # samples per certification seed (None: n). FD's per-seed noise falls with the batch: on digits-dit at n = 200 a
+    # 10-step solver's paired change spreads about +-8% per seed, as wide as a +5% budget on 12 seeds
+    n_fresh: int | None = 400
     rungs: tuple = (2, 4)              # selection seeds per halving rung
     select_seeds: int = 6              # finalists: this many selection seeds
     fresh_seeds: int = 12              # certification (every attempt on the same fresh seeds; six were too few near the
@@ -83,7 +86,7 @@ class Settings:
 
     @classmethod
     def quick(cls) -> "Settings":
-        return cls(n_screen=48, n=112, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
+        return cls(n_screen=48, n=112, n_fresh=None, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
                    timing_repeats=3, attempts=2, max_fresh_seeds=10, screen_budget=0.045, slow_rounds=1)
 
 
@@ -215,11 +218,17 @@ class Search:
             return Unpaired(self.measure.name, relative=True, ref_scores=self.pool())
         return Quality(self.measure.name, relative=self.measure.relative)
 
-    def target(self, spec: Spec, seed: int) -> tuple[float, float]:
-        """(the target measure at ``seed``, seconds): paired with the reference's batch of the same
-        seed, or, unpaired, the candidate's score relative to the pool's mean."""
+    @property
+    def n_fresh(self) -> int:
+        """Samples per certification seed: ``Settings.n_fresh`` (the selection batch when None, and
+        always when unpaired: the pooled reference is scored at the selection batch)."""
+        return self.set.n if self.unpaired or not self.set.n_fresh else self.set.n_fresh
+
+    def target(self, spec: Spec, seed: int, n: int | None = None) -> tuple[float, float]:
+        """(the target measure at ``seed`` on ``n`` samples (default: the selection batch), seconds): paired
+        with the reference's batch of the same seed, or, unpaired, the candidate's score relative to the pool's mean."""
         if not self.unpaired:
-            return self.batch(spec, seed, self.set.n, self.measure)
+            return self.batch(spec, seed, n or self.set.n, self.measure)
         pool = self.pool()
         dt = self.sampler.images(spec, seed, self.set.n)[1]
         return pooled_change(score_of(self.sampler, spec, self.measure, seed, self.set.n), pool), dt
@@ -503,7 +512,7 @@ class Search:
             if s >= SEEDS["verification"]:
                 raise RuntimeError("the plan-certification seed range is used up")
             self.fresh_used = max(self.fresh_used, len(q.values) + 1)
-            v, _ = self.target(rec.spec, s)
+            v, _ = self.target(rec.spec, s, self.n_fresh)
             q.values.append(v)
             q.seeds.append(s)
         self._tick(rec)
@@ -544,10 +553,13 @@ class Search:
         try:
             self._stage("screening")
             self.fit_screening()
-            if self.set.reference_worker:       # the reference's selection and certification batches, on a spare core
-                seeds = self.reference_seeds()
-                if not self.unpaired and self.sampler.prefetch(self.reference, seeds, self.set.n):
-                    self.log(f"reference: {len(seeds)} batches of {self.set.n} sampled on a spare core while the search runs")
+            if self.set.reference_worker and not self.unpaired:   # the reference's selection and certification
+                sel, cert = (self.reference_seeds()[: self.set.select_seeds],       # batches, on a spare core
+                             self.reference_seeds()[self.set.select_seeds:])
+                if self.sampler.prefetch(self.reference, sel, self.set.n):
+                    self.sampler.prefetch(self.reference, cert, self.n_fresh)
+                    self.log(f"reference: {len(sel)} batches of {self.set.n} and {len(cert)} of {self.n_fresh} sampled "
+                             "on a spare core while the search runs")
             bases = self.screen_bases()
             self.log(f"screen: {len(bases)} base configurations pass of {len(self.records)} tried")
             comps = self.screen_compositions(bases)
@@ -561,7 +573,7 @@ class Search:
             self._stage("certification")
             if self.sampler.prefetched and self.set.replicate is not None:    # the seeds a replication extension takes
                 self.sampler.prefetch(self.reference, [SEEDS["certification"] + i for i in
-                                                       range(self.set.fresh_seeds, self.set.max_fresh_seeds)], self.set.n)
+                                                       range(self.set.fresh_seeds, self.set.max_fresh_seeds)], self.n_fresh)
             for rec in order:
                 rec.stage = "certification"
                 q = self.certify(rec)
