@@ -515,7 +515,8 @@ def test_certification_and_verify_score_n_fresh_samples_per_seed(tmp_path, monke
     s.certify(rec)
     sel, cert = PS.SEEDS["selection"], PS.SEEDS["certification"]
     assert sizes == [(sel, 32), (sel + 1, 32), (cert, 48), (cert + 1, 48), (cert + 2, 48)]
-    assert PS.Settings().n_fresh > PS.Settings().n and PS.Settings.quick().n_fresh is None
+    assert PS.Settings().n_fresh is None and PS.Search(Gaussian(), "5%", reference=Spec("heun", 20, "karras"),
+                                                       progress=False).n_fresh == PS.Settings().n
     exact = R.External(lambda n, seed: 0.5 + 0.5 * torch.randn(n, 1, 4, 4), "exact")
     unpaired = PS.Search(Gaussian(), "10%", reference=exact, progress=False, settings=PS.Settings(n=32, n_fresh=48),
                          metric=Q.Relative(lambda x, labels: float(x.std()), "sd"))

@@ -75,7 +75,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--objective", default="time", choices=("time", "nfe", "macs", "bytes", "memory"), help="cost to minimize")
     p.add_argument("--max-nfe", type=int, help="constraint: at most this many network evaluations")
     p.add_argument("--n", type=int, help="samples per seed in selection (and certification, unless --n-fresh)")
-    p.add_argument("--n-fresh", type=int, help="samples per certification seed (default 400; quick: as --n)")
+    p.add_argument("--n-fresh", type=int, help="samples per certification seed (default: as --n; a relative change at a larger batch is a stricter measure)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="log every screened candidate")
