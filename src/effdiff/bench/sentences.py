@@ -115,6 +115,10 @@ CLAIMS: list[Claim] = [
     Claim("docs/planning.md", "compose with caching and with each other with no measurable interaction", tuple(
         Interval("docs/bench/plan/interactions.json", f"pairs.{p}.interaction.ci", NONE)
         for p in ("caching x activation quantization", "quantization x students", "caching x students"))),
+    Claim("docs/planning.md", "it makes no measurable difference:", tuple(
+        Interval(f"docs/bench/plan/bf16/check-{m}.json", "bf16_vs_fp32.ci", NONE) for m in ("digits-unet", "digits-dit"))),
+    Claim("docs/planning.md", "on the digits UNet at no measurable",
+          (Interval("docs/bench/plan/bf16/check-digits-unet.json", "bf16_vs_fp32.ci", NONE),)),
     Claim("docs/guidance.md", "FD is not measurably worse than the lowest FD of the sweep"),   # the pick rule
     # not yet checked against rows (their results files are the helpers' own; listed so a change is seen):
     Claim("docs/guidance.md", "(FD measurably above CFG's)"),
