@@ -529,3 +529,25 @@ def test_certification_and_verify_score_n_fresh_samples_per_seed(tmp_path, monke
     monkeypatch.setattr(R, "measure_on", lambda *a, **k: seen.append(a[5]) or orig(*a, **k))
     F.verify(F.Plan.load(p.save(tmp_path / "p.json")), den)
     assert seen == [96]
+
+
+def test_a_plan_on_a_fitted_schedule_file_stores_its_sigmas_and_samples_without_the_file(tmp_path):
+    """A plan whose winner runs on a fitted schedule (here a user's .json) carries that schedule's σ's at its
+    step count: the file can go, the plan samples the same, and its label still names the fit."""
+    from effdiff import timesteps
+    den = Gaussian()
+    fit = timesteps.save_schedule(tmp_path / "my-fit.json", timesteps.karras(12, sigma_min=0.002, sigma_max=80.0))
+    p = PS.plan(den, "10%", space=S.Space(solvers=["dpmpp-2m"], schedules=[str(fit)], nfe=(3, 4, 6, 8), systems=()),
+                settings=TINY, progress=False, reference=Spec("heun", 20, "karras"))
+    assert p.holds and p.spec.schedule == "sigmas" and p.spec.schedule_options["fitted"] == str(fit)
+    plain = Spec("dpmpp-2m", p.spec.steps, str(fit))
+    assert p.spec.label() == plain.label() and len(p.spec.schedule_options["sigmas"]) == p.spec.steps + 1
+    z = plain.noise(den, 8, 5)
+    want = plain.sample(den, z, seed=5)
+    path = p.save(tmp_path / "plan.json")
+    fit.unlink()
+    q = F.Plan.load(path)
+    assert torch.equal(q.sample(den, z, seed=5), want)
+    assert Spec.from_json(q.spec.to_json()) == q.spec
+    with pytest.raises(ValueError, match="schedule 'sigmas' needs"):
+        Spec("ddim", 4, "sigmas", schedule_options={"sigmas": [3.0, 1.0, 0.0]})

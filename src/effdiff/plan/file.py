@@ -272,7 +272,7 @@ class Plan:
         recs = list(s.records.values())
         speed = dict(timing)
         return cls(
-            spec=s.sampler.prepare(winner.spec) if winner is not None else None, reference=s.reference, budget=s.budget, measure=s.measure.name,
+            spec=s.sampler.prepare(winner.spec).inline(s.den) if winner is not None else None, reference=s.reference, budget=s.budget, measure=s.measure.name,
             weights_sha256=weights_sha256(s.den), model=s.model, objective=s.objective,
             certified=({**winner.certified.as_dict(), "replication": winner.certified.replication(s.budget)}
                        if winner is not None else None),

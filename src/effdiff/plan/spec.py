@@ -36,7 +36,8 @@ from ..denoisers import guided
 from ..sampling import from_prior, get as get_solver, randn
 
 FORMAT = "effdiff-spec-1"
-SPECIAL_SCHEDULES = ("full", "student")       # every step of a discrete table; a student's own grid
+SPECIAL_SCHEDULES = ("full", "student", "sigmas")   # every step of a discrete table; a student's own grid; the σ's
+                                                    # themselves (schedule_options: sigmas, fitted: the name they came from)
 
 __all__ = ["Spec", "parse_use", "parse_value", "FORMAT"]
 
@@ -96,6 +97,11 @@ class Spec:
                                                       or self.schedule.endswith(".json")):
             raise KeyError(f"unknown schedule {self.schedule!r}; known: {', '.join([*timesteps.SCHEDULES, *SPECIAL_SCHEDULES])}"
                            " or 'METHOD:MODEL' (a fitted schedule)")
+        if self.schedule == "sigmas":
+            sig = self.schedule_options.get("sigmas")
+            if sig is None or len(timesteps.check_sigmas(sig)) != self.steps + 1:
+                raise ValueError(f"schedule 'sigmas' needs schedule_options['sigmas']: {self.steps + 1} decreasing σ's "
+                                 f"ending in 0 for {self.steps} steps, got {None if sig is None else len(sig)}")
         g = self.guidance
         if isinstance(g, bool) or not isinstance(g, (int, float)) or not math.isfinite(g) or g < 0:
             raise ValueError(f"guidance must be a finite scale >= 0, got {g!r}")
@@ -120,7 +126,8 @@ class Spec:
 
     def label(self) -> str:
         """A short readable name: ``[model:]solver/schedule/steps[+g2][ + tech(k=v)]...``."""
-        head = (f"{self.model}:" if self.model else "") + f"{self.solver}/{self.schedule}/{self.steps}"
+        sched = self.schedule_options.get("fitted") or "sigmas" if self.schedule == "sigmas" else self.schedule
+        head = (f"{self.model}:" if self.model else "") + f"{self.solver}/{sched}/{self.steps}"
         if self.guidance != 1.0:
             head += f"+g{self.guidance:g}"
         parts = []
@@ -183,7 +190,19 @@ class Spec:
             raise TypeError(f"{type(den).__name__} has no .process; pass a denoiser built on an effdiff process")
         if self.schedule == "full":
             return timesteps.full(process)
+        if self.schedule == "sigmas":
+            return timesteps.check_sigmas(self.schedule_options["sigmas"])
         return timesteps.get(self.schedule, self.steps, process, **self.schedule_options)
+
+    def inline(self, denoiser) -> "Spec":
+        """This spec with a fitted schedule (``"METHOD:MODEL"`` or a ``.json`` file) replaced by its σ's at
+        ``steps`` (schedule ``"sigmas"``, labelled with the fitted name): what a plan file stores, so that it
+        samples the same without the schedule file. Any other spec is returned as is."""
+        if not (":" in self.schedule or self.schedule.endswith(".json")):
+            return self
+        sig = self.sigmas(denoiser)
+        return self.replace(schedule="sigmas", schedule_options={"sigmas": [float(v) for v in sig],
+                                                                 "fitted": self.schedule})
 
     def configs(self) -> list:
         """[(Technique, config dataclass)] in order."""
