@@ -27,6 +27,7 @@ VARIANTS = {
     "autocast-fp16": ("autocast", {"dtype": "float16"}),
     "threads-1": ("threads", {"num_threads": 1}),
     "cuda-graphs": ("cuda-graphs", {}),
+    "autocast-bf16+compile": [("autocast", {"dtype": "bfloat16"}), ("compile", {})],   # applied in this order
 }
 QUICK = ("sdpa-math", "channels-last", "autocast-bf16", "threads-1")
 
@@ -58,11 +59,11 @@ def plain(model: str, config: str, solver: str, **options):
 class _Switch:
     """One switch row: ``setup`` applies the technique to the row's own model instance."""
 
-    def __init__(self, model: str, baseline: str, technique: str, fields: dict, solver: str):
-        self.model, self.baseline, self.technique, self.fields, self.solver = model, baseline, technique, fields, solver
+    def __init__(self, model: str, baseline: str, entries: list, solver: str):
+        self.model, self.baseline, self.entries, self.solver = model, baseline, entries, solver
 
     def setup(self, den, sigmas, x, labels):
-        return T.get(self.technique).apply(den, **self.fields)
+        return T.apply([(n, dict(f)) for n, f in self.entries], den)
 
     def generate(self, den, D, x, sigmas, labels, seed):
         res = sample(D, x, sigmas, solver=self.solver, cond=labels, seed=seed, return_info=True)
@@ -76,10 +77,11 @@ def _systems(model: str, quick: bool) -> list[BenchConfig]:
     steps, solver = 20, "ddim"
     base = f"{solver}-{steps}"
     out = [BenchConfig(model, base, solver, "uniform", steps, reference=True, generate=plain(model, base, solver))]
-    for label, (name, fields) in VARIANTS.items():
-        if (quick and label not in QUICK) or T.get(name).why_not(den) is not None:
+    for label, spec in VARIANTS.items():
+        entries = spec if isinstance(spec, list) else [spec]
+        if (quick and label not in QUICK) or any(T.get(n).why_not(den) is not None for n, _ in entries):
             continue
-        row = _Switch(model, base, name, fields, solver)
+        row = _Switch(model, base, entries, solver)
         out.append(BenchConfig(model, f"{base}+{label}", solver, "uniform", steps, baseline=base,
                                setup=row.setup, generate=row.generate))
     return out
