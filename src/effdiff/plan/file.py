@@ -189,7 +189,8 @@ class Plan:
     def _no_systems_text(self) -> str:
         """A search that tried no systems switches (``--quick``) says so: compile may still add speed."""
         if self.search.get("systems_tried", None) == []:
-            return "; no systems switches tried (quick search): `--use compile` may add speed"
+            return ("; no systems switches tried (quick search): `--use compile` may add speed, and on a machine with "
+                    "native bf16 `--use autocast` (it changes the samples: `effdiff plan verify` the result)")
         return ""
 
     def _one_off_text(self) -> str:
