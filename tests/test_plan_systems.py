@@ -31,17 +31,22 @@ class Count(ModelHook):
         return call_next(*args, **kwargs)
 
 
-@pytest.fixture
-def count_technique():
+def _hook_switch(name: str, hook):
+    """Register a test-only systems switch that attaches ``hook()`` to the (Gaussian) denoiser; yields it, then
+    unregisters it."""
     @dataclass(frozen=True)
-    class CountConfig:
+    class Config:
         pass
-    t = T.register(T.Technique("test-count", "systems", CountConfig,
-                               lambda den, c: attach("test-count", [(den, Count())]),
+    t = T.register(T.Technique(name, "systems", Config, lambda den, c: attach(name, [(den, hook())]),
                                lambda den: None if isinstance(den, Gaussian) else "test only"))
-    Count.calls = 0
     yield t
     T._REGISTRY.pop(t.name, None)
+
+
+@pytest.fixture
+def count_technique():
+    Count.calls = 0
+    yield from _hook_switch("test-count", Count)
 
 
 def test_compile_is_in_the_default_systems_pass_not_in_quick():
@@ -162,14 +167,7 @@ class Scale(ModelHook):
 
 @pytest.fixture
 def scale_technique():
-    @dataclass(frozen=True)
-    class ScaleConfig:
-        pass
-    t = T.register(T.Technique("test-scale", "systems", ScaleConfig,
-                               lambda den, c: attach("test-scale", [(den, Scale())]),
-                               lambda den: None if isinstance(den, Gaussian) else "test only"))
-    yield t
-    T._REGISTRY.pop(t.name, None)
+    yield from _hook_switch("test-scale", Scale)
 
 
 @pytest.mark.parametrize("k, kept", [(1.01, True), (1.6, False)])
