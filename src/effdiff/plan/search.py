@@ -544,8 +544,8 @@ class Search:
         share (its batches on every seed the search measured) and the candidates'."""
         ref = self.sampler.seconds.get(self.reference.label(), 0.0)
         return {"stages_s": {k: round(v, 1) for k, v in self.stages.items()},
-                "sampling_s": {"reference": round(ref, 1),
-                               "candidates": round(sum(self.sampler.seconds.values()) - ref, 1)}}
+                "sampling_s": {"reference": round(ref, 3),
+                               "candidates": round(sum(self.sampler.seconds.values()) - ref, 3)}}
 
     def run(self):
         from tqdm.auto import tqdm
