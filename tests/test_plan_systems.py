@@ -51,7 +51,7 @@ def count_technique():
 
 def test_compile_is_in_the_default_systems_pass_not_in_quick():
     assert "compile" in S.Space().systems
-    assert S.Space(quick=True).systems == ("autocast",)  # quick: no compile (its first call: ~30 s)
+    assert S.Space(quick=True).systems == ()             # quick: no systems pass (compile's first call: ~30 s)
     assert S.Space(quick=True, systems=("compile",)).systems == ("compile",)
     assert "threads" not in S.Space().systems           # more threads is not the same machine budget
     assert PS.SYSTEMS_MAX_DEVIATION == 1e-3 and 0 < PS.SYSTEMS_MIN_GAIN < 1
@@ -89,15 +89,14 @@ def test_systems_pass_records_compile_with_its_one_off_time_and_deviation():
     assert timing["one_off_s"] == (d["one_off_s"] if d["kept"] else 0.0)
 
 
-def test_a_quick_plan_says_it_did_not_try_compile(tmp_path):
+def test_a_quick_plan_says_it_tried_no_systems_switches(tmp_path):
     den = Gaussian()
     kw = dict(spec=Spec("euler", 4, "karras"), reference=REF, budget=0.1, measure="test",
               weights_sha256=F.weights_sha256(den), certified={"text": "+0% [-1, +1]", "ci": [-0.01, 0.01]})
-    for tried in ([], list(S.QUICK_SYSTEMS)):                   # an older quick plan tried nothing; now autocast
-        quick = F.Plan.load(F.Plan(**kw, search={"systems_tried": tried}).save(tmp_path / "q.json"))
-        assert "compile not tried (quick search): `--use compile` may add speed" in quick.summary()
+    quick = F.Plan.load(F.Plan(**kw, search={"systems_tried": []}).save(tmp_path / "q.json"))
+    assert "no systems switches tried (quick search)" in quick.summary()
     for search in ({"systems_tried": list(S.SYSTEMS)}, {}):       # tried, or a plan file from before the field
-        assert "not tried" not in F.Plan(**kw, search=search).summary()
+        assert "no systems switches" not in F.Plan(**kw, search=search).summary()
 
 
 def test_a_plan_with_compile_survives_save_load_and_apply(tmp_path):

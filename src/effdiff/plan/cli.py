@@ -70,7 +70,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--budget", default="5%", help="quality budget: upper 95%% CI end of the change, e.g. 5%% or 0.05")
     p.add_argument("--out", help="the plan file to write (.json; calibrated tensors go beside it)")
     p.add_argument("--quick", action="store_true", help="a smaller space, fewer samples and seeds, a 39-NFE "
-                   "reference, and of the systems switches only autocast (under 3 minutes on the zoo models here)")
+                   "reference and no systems pass (under 3 minutes on the zoo models here)")
     p.add_argument("--no-students", action="store_true", help="leave distilled students out of the space")
     p.add_argument("--objective", default="time", choices=("time", "nfe", "macs", "bytes", "memory"), help="cost to minimize")
     p.add_argument("--max-nfe", type=int, help="constraint: at most this many network evaluations")

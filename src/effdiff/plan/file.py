@@ -187,10 +187,10 @@ class Plan:
                 + self._one_off_text() + self._no_systems_text())
 
     def _no_systems_text(self) -> str:
-        """A search that did not try compile (``--quick``) says so: it may still add speed."""
-        tried = self.search.get("systems_tried", None)
-        if tried is not None and "compile" not in tried:
-            return "; compile not tried (quick search): `--use compile` may add speed"
+        """A search that tried no systems switches (``--quick``) says so: compile may still add speed."""
+        if self.search.get("systems_tried", None) == []:
+            return ("; no systems switches tried (quick search): `--use compile` may add speed, and on a machine with "
+                    "native bf16 `--use autocast` (it changes the samples: `effdiff plan verify` the result)")
         return ""
 
     def _one_off_text(self) -> str:

@@ -37,7 +37,6 @@ SIMULATED = ("ptq", "ptq-naive", "svdquant", "qat")         # fake quantization:
 CALIBRATED = ("ptq", "ptq-naive", "svdquant")                  # prepared on a sampling run, stored with the plan
 TRAINED = ("block-caching", "l2c", "deediff", "qat", "diff-pruning", "head-pruning", "depth-pruning")
 SKIP = ("nirvana",)                                            # request-level: a cache across requests, not one run
-QUICK_SYSTEMS = ("autocast",)                       # no compile: its first call alone takes ~30 s on a CPU
 SYSTEMS = ("autocast", "channels-last", "compile")   # tried on the winner, in this order (systems pass; autocast
                                                     # where the machine has native bf16 / fp16); "sdpa" on request
 STOCHASTIC = ("ddpm", "euler-ancestral", "dpmpp-2m-sde", "dpmpp-3m-sde", "euler-maruyama", "sa-solver")
@@ -157,8 +156,8 @@ class Space:
     techniques: dict | None = None          # name -> [dict config]; None: every applicable technique's grid
     students: bool = True
     guidance: tuple = (1.0,)
-    systems: tuple | None = None            # None: SYSTEMS; quick mode: autocast only (compile's first call alone
-                                            # takes ~30 s on a CPU: a quick search leaves it to the user)
+    systems: tuple | None = None            # None: SYSTEMS, none in quick mode (compile's first call alone
+                                            # takes ~30 s on a CPU: a quick search leaves switches to the user)
     max_nfe: int | None = None
     max_memory: int | None = None           # peak tensor bytes of a 2-sample run (measured at screening)
     trained: bool = False                   # allow techniques that train (L2C routers, exit heads, pruning)
@@ -167,7 +166,7 @@ class Space:
 
     def __post_init__(self):
         if self.systems is None:
-            self.systems = QUICK_SYSTEMS if self.quick else SYSTEMS
+            self.systems = () if self.quick else SYSTEMS
 
     def solver_list(self) -> list[str]:
         if self.solvers is not None:
