@@ -236,7 +236,7 @@ def get(name: str, n: int, process: Process, **kw) -> Tensor:
     ``"METHOD:MODEL"`` (e.g. ``"ays:digits-unet"``) is a fitted schedule shipped in
     ``effdiff/zoo/schedules/METHOD-MODEL.json``, log-linearly interpolated to n steps
     (``interpolate``); a path ending in ``.json`` loads that file the same way."""
-    if ":" in name or name.endswith(".json"):
+    if is_fitted(name):
         if kw:
             raise ValueError(f"a fitted schedule ({name!r}) takes no options, got {sorted(kw)}")
         return interpolate(load_schedule(fitted_key(name)), _n(n))
@@ -273,6 +273,11 @@ def check_sigmas(sigmas) -> Tensor:
     if not (sigmas[:-1] > sigmas[1:]).all():
         raise ValueError("sigmas must be strictly decreasing")
     return sigmas
+
+
+def is_fitted(name: str) -> bool:
+    """Whether a schedule name is a fitted one: ``"METHOD:MODEL"`` (shipped) or a ``.json`` file."""
+    return ":" in name or name.endswith(".json")
 
 
 def fitted_key(name: str) -> str:

@@ -556,8 +556,8 @@ class Search:
             self._stage("screening")
             self.fit_screening()
             if self.set.reference_worker and not self.unpaired:   # the reference's selection and certification
-                sel, cert = (self.reference_seeds()[: self.set.select_seeds],       # batches, on a spare core
-                             self.reference_seeds()[self.set.select_seeds:])
+                seeds = self.reference_seeds()                                     # batches, on a spare core
+                sel, cert = seeds[: self.set.select_seeds], seeds[self.set.select_seeds:]
                 if self.sampler.prefetch(self.reference, sel, self.set.n):
                     self.sampler.prefetch(self.reference, cert, self.n_fresh)
                     self.log(f"reference: {len(sel)} batches of {self.set.n} and {len(cert)} of {self.n_fresh} sampled "

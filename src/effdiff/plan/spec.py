@@ -93,8 +93,7 @@ class Spec:
         if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
             raise ValueError(f"steps must be a positive integer, got {self.steps!r}")
         if not isinstance(self.schedule, str) or not (self.schedule in timesteps.SCHEDULES or self.schedule in
-                                                      SPECIAL_SCHEDULES or ":" in self.schedule
-                                                      or self.schedule.endswith(".json")):
+                                                      SPECIAL_SCHEDULES or timesteps.is_fitted(self.schedule)):
             raise KeyError(f"unknown schedule {self.schedule!r}; known: {', '.join([*timesteps.SCHEDULES, *SPECIAL_SCHEDULES])}"
                            " or 'METHOD:MODEL' (a fitted schedule)")
         if self.schedule == "sigmas":
@@ -198,7 +197,7 @@ class Spec:
         """This spec with a fitted schedule (``"METHOD:MODEL"`` or a ``.json`` file) replaced by its σ's at
         ``steps`` (schedule ``"sigmas"``, labelled with the fitted name): what a plan file stores, so that it
         samples the same without the schedule file. Any other spec is returned as is."""
-        if not (":" in self.schedule or self.schedule.endswith(".json")):
+        if not timesteps.is_fitted(self.schedule):
             return self
         sig = self.sigmas(denoiser)
         return self.replace(schedule="sigmas", schedule_options={"sigmas": [float(v) for v in sig],
