@@ -531,6 +531,34 @@ def test_certification_and_verify_score_n_fresh_samples_per_seed(tmp_path, monke
     assert seen == [96]
 
 
+def test_cert_offset_moves_certification_to_unseen_seeds_and_settings_overrides_are_checked(monkeypatch):
+    """``cert_offset`` certifies (and prefetches the reference) on plan-certification seeds from 400 + offset;
+    ``Settings.override`` (the CLI's and the plan suite's ``$EFFDIFF_PLAN_SETTINGS``) refuses unknown fields,
+    counts below 1 and a certification range past 499."""
+    from effdiff.bench import plan as BP
+    st = PS.Settings(n=32, fresh_seeds=3, max_fresh_seeds=3, select_seeds=2).override(cert_offset=24)
+    s = PS.Search(Gaussian(), "10%", reference=Spec("heun", 20, "karras"), progress=False, settings=st)
+    seen = []
+    s.batch = lambda spec, seed, n, measure: (seen.append(seed) or 0.0, 0.001)
+    rec = PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",))
+    s.certify(rec)
+    cert = PS.SEEDS["certification"]
+    assert seen == [cert + 24, cert + 25, cert + 26] == rec.certified.seeds
+    assert s.reference_seeds()[-3:] == seen
+    assert PS.Settings().override(fresh_seeds=24, n=None).fresh_seeds == 24 and PS.Settings().override().n == 200
+    for bad, match in (({"fresh_seed": 24}, "unknown plan setting"), ({"fresh_seeds": 0}, "fresh_seeds must be"),
+                       ({"cert_offset": -1}, "cert_offset must be"), ({"cert_offset": 90}, "past the plan-certification")):
+        with pytest.raises(ValueError, match=match):
+            PS.Settings().override(**bad)
+    monkeypatch.setenv("EFFDIFF_PLAN_SETTINGS", '{"fresh_seeds": 24, "max_fresh_seeds": 36, "cert_offset": 24}')
+    got = BP.settings_from_env(PS.Settings())
+    assert (got.fresh_seeds, got.max_fresh_seeds, got.cert_offset) == (24, 36, 24)
+    for raw in ("[24]", "{fresh"):
+        monkeypatch.setenv("EFFDIFF_PLAN_SETTINGS", raw)
+        with pytest.raises(ValueError, match="EFFDIFF_PLAN_SETTINGS"):
+            BP.settings_from_env(PS.Settings())
+
+
 def test_a_plan_on_a_fitted_schedule_file_stores_its_sigmas_and_samples_without_the_file(tmp_path):
     """A plan whose winner runs on a fitted schedule (here a user's .json) carries that schedule's σ's at its
     step count: the file can go, the plan samples the same, and its label still names the fit."""

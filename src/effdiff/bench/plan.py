@@ -35,6 +35,22 @@ def plan_dir() -> Path:
     return Path(os.environ.get("EFFDIFF_PLAN_DIR", "plans"))
 
 
+def settings_from_env(base):
+    """``base`` with the overrides in ``$EFFDIFF_PLAN_SETTINGS`` (a JSON object of ``Settings`` fields, e.g.
+    ``{"fresh_seeds": 24, "cert_offset": 24}``; each plan file records the settings it was searched with)."""
+    import json
+    raw = os.environ.get("EFFDIFF_PLAN_SETTINGS", "").strip()
+    if not raw:
+        return base
+    try:
+        changes = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"EFFDIFF_PLAN_SETTINGS is not JSON ({e}): {raw!r}") from None
+    if not isinstance(changes, dict):
+        raise ValueError(f"EFFDIFF_PLAN_SETTINGS must be a JSON object of plan settings, got {raw!r}")
+    return base.override(**changes)
+
+
 def get_plan(model: str, budget: float, students: bool, quick: bool) -> Plan:
     """The plan for (model, budget, students): loaded from ``plan_dir()`` or searched and saved there."""
     from .. import zoo
@@ -48,7 +64,7 @@ def get_plan(model: str, budget: float, students: bool, quick: bool) -> Plan:
         else:
             den = zoo.load(model)
             p = plan(den, budget, space=Space(quick=quick, students=students), quick=quick, model=model,
-                     settings=Settings.quick() if quick else Settings(), progress=False,
+                     settings=settings_from_env(Settings.quick() if quick else Settings()), progress=False,
                      log=lambda m: None if m.startswith("  ") else print(f"[plan {model} +{100 * budget:g}%] {m}", flush=True))
             p.save(path)
             PLANS[key] = p

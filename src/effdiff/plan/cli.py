@@ -29,11 +29,8 @@ def _plan(a) -> int:
         check_writable(a.out)
     den = _model(a.model)
     space = Space(quick=a.quick, students=not a.no_students, max_nfe=a.max_nfe)
-    settings = Settings.quick() if a.quick else Settings()
-    if a.n:
-        settings.n = a.n
-    if a.n_fresh:
-        settings.n_fresh = a.n_fresh
+    settings = (Settings.quick() if a.quick else Settings()).override(
+        n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset)
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True) if not m.startswith("  ") or a.verbose
                                 else None)
     with pinned_threads(a.threads or 1):
@@ -76,6 +73,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-nfe", type=int, help="constraint: at most this many network evaluations")
     p.add_argument("--n", type=int, help="samples per seed in selection (and certification, unless --n-fresh)")
     p.add_argument("--n-fresh", type=int, help="samples per certification seed (default: as --n; a relative change at a larger batch is a stricter measure)")
+    p.add_argument("--fresh-seeds", type=int, help="certification seeds (default 12; quick 5): more seeds, a narrower "
+                   "interval, a longer search")
+    p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18)")
+    p.add_argument("--cert-offset", type=int, help="certify on plan-certification seeds from 400 + this (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="log every screened candidate")

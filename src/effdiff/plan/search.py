@@ -71,6 +71,9 @@ class Settings:
     # adds fresh seeds once, up to max_fresh_seeds, and decides on all of them; None: off
     replicate: float | None = 0.9
     max_fresh_seeds: int = 18
+    # certification seeds start this far into plan-certification (400 + cert_offset, ...): a new registered run
+    # certifies on seeds no earlier run has seen (the defaults' 400-417 have been measured by many)
+    cert_offset: int = 0
     max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
     max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
     timing_repeats: int = 5
@@ -90,6 +93,28 @@ class Settings:
     def quick(cls) -> "Settings":
         return cls(n_screen=48, n=112, n_fresh=None, rungs=(2,), select_seeds=4, fresh_seeds=5, max_bases=3, max_select=8,
                    timing_repeats=3, attempts=2, max_fresh_seeds=10, screen_budget=0.045, slow_rounds=1)
+
+    def override(self, **changes) -> "Settings":
+        """These settings with ``changes`` (field name -> value; None values ignored), checked: an unknown
+        field, a count below 1, fewer replication seeds than fresh ones or a certification range past 499
+        is a clear error."""
+        names = {f.name for f in dataclasses.fields(self)}
+        bad = sorted(set(changes) - names)
+        if bad:
+            raise ValueError(f"unknown plan setting(s) {bad}; known: {sorted(names)}")
+        out = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        for k in ("fresh_seeds", "max_fresh_seeds", "select_seeds", "n", "n_screen", "attempts"):
+            v = getattr(out, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"plan setting {k} must be an integer >= 1, got {v!r}")
+        if isinstance(out.cert_offset, bool) or not isinstance(out.cert_offset, int) or out.cert_offset < 0:
+            raise ValueError(f"plan setting cert_offset must be an integer >= 0, got {out.cert_offset!r}")
+        top = out.cert_offset + max(out.fresh_seeds, out.max_fresh_seeds)
+        if top > SEEDS["verification"] - SEEDS["certification"]:
+            raise ValueError(f"certification seeds {SEEDS['certification'] + out.cert_offset}-"
+                             f"{SEEDS['certification'] + top - 1} run past the plan-certification range "
+                             f"({SEEDS['certification']}-{SEEDS['verification'] - 1})")
+        return out
 
 
 @dataclass
@@ -203,7 +228,11 @@ class Search:
         """The seeds every search measures the reference on at the selection batch size: all selection
         seeds and the certification seeds (every attempt's)."""
         return ([SEEDS["selection"] + i for i in range(self.set.select_seeds)]
-                + [SEEDS["certification"] + i for i in range(self.set.fresh_seeds)])
+                + [self.cert_seed(i) for i in range(self.set.fresh_seeds)])
+
+    def cert_seed(self, i: int) -> int:
+        """The ``i``-th certification seed (``Settings.cert_offset`` into plan-certification)."""
+        return SEEDS["certification"] + self.set.cert_offset + i
 
     def pool(self) -> list[float]:
         """The reference's scores on its batches at the selection and first certification seeds (the
@@ -510,7 +539,7 @@ class Search:
 
     def _fresh_seeds(self, q: Quality, k: int, rec: Record) -> None:
         while len(q.values) < k:
-            s = SEEDS["certification"] + len(q.values)
+            s = self.cert_seed(len(q.values))
             if s >= SEEDS["verification"]:
                 raise RuntimeError("the plan-certification seed range is used up")
             self.fresh_used = max(self.fresh_used, len(q.values) + 1)
@@ -574,7 +603,7 @@ class Search:
             winner, attempts = None, []
             self._stage("certification")
             if self.sampler.prefetched and self.set.replicate is not None:    # the seeds a replication extension takes
-                self.sampler.prefetch(self.reference, [SEEDS["certification"] + i for i in
+                self.sampler.prefetch(self.reference, [self.cert_seed(i) for i in
                                                        range(self.set.fresh_seeds, self.set.max_fresh_seeds)], self.n_fresh)
             for rec in order:
                 rec.stage = "certification"
