@@ -102,6 +102,17 @@ def test_bad_inputs_raise(arch):
         net(torch.randn(4, 3, 8, 8), t, y)
 
 
+@pytest.mark.parametrize("arch", DENOISERS)
+def test_traces_as_one_graph(arch):
+    """torch.compile sees the whole forward as one graph (the CPU label check reads values in eager mode only:
+    under dynamo it broke the graph at every call, see the compile switch in the plan's systems pass)."""
+    torch._dynamo.reset()
+    net = make(arch)
+    x, t, y = inputs()
+    out = torch.compile(net, fullgraph=True, backend="eager")(x, t, y)
+    torch.testing.assert_close(out, net(x, t, y))
+
+
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_config_roundtrip_and_determinism(arch):
     torch.manual_seed(0)

@@ -111,9 +111,10 @@ def check_inputs(
         raise TypeError(f"class_labels must be an integer tensor, got {class_labels.dtype}")
     if class_labels.shape != (B,):
         raise ValueError(f"class_labels must be [B]={B}, got {tuple(class_labels.shape)}")
-    # Value check only on CPU: on an accelerator it would force a sync every call
-    # (there nn.Embedding's device-side assert catches out-of-range labels).
-    if class_labels.device.type == "cpu" and B > 0:
+    # Value check only on CPU in eager mode: on an accelerator it would force a sync every call, and under
+    # torch.compile reading the values breaks the graph at every forward (there nn.Embedding's own bounds
+    # check catches out-of-range labels).
+    if class_labels.device.type == "cpu" and B > 0 and not torch.compiler.is_compiling():
         lo, hi = int(class_labels.min()), int(class_labels.max())
         if lo < 0 or hi > num_classes:
             raise ValueError(

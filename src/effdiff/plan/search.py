@@ -682,7 +682,10 @@ class Search:
                 q = self.certify(rec)
                 keep = self.certified(q)
                 d["certified"] = {**q.as_dict(), "holds": keep}
-                how = f"changes samples, certified {q.text()}: {'holds' if keep else 'over the budget'}"
+                verdict = ("holds" if keep else "over the budget" if not q.holds(self.budget) else
+                           f"holds but would hold again with probability {q.replication(self.budget):.2f} "
+                           f"< {self.set.replicate:g}: not certified")
+                how = f"changes samples, certified {q.text()}: {verdict}"
                 if keep:
                     cert = q
             d["kept"] = keep
