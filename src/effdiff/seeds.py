@@ -156,7 +156,8 @@ SELECTION = register(SeedRange(
 PLAN_SCREENING = register(SeedRange("plan-screening", 200, 300, "plan search: screening candidates (effdiff.plan)"))
 PLAN_SELECTION = register(SeedRange("plan-selection", 300, 400, "plan search: picking among screened candidates"))
 PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan search: certifying the picked plan, "
-                                        "never used to pick"))
+                                        "never used to pick; from 400 + Settings.cert_offset (searches at the "
+                                        "default 400-417, plan-suite-bf16-3 424-459)"))
 # the video DiT's selection and confirm ranges (docs/bench/video/, docs/bench/prereg/video-*.json)
 VIDEO_RANGES = (
     ("video-sparse-selection", 700, 703,
