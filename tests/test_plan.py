@@ -550,6 +550,9 @@ def test_cert_offset_moves_certification_to_unseen_seeds_and_settings_overrides_
                        ({"cert_offset": -1}, "cert_offset must be"), ({"cert_offset": 90}, "past the plan-certification")):
         with pytest.raises(ValueError, match=match):
             PS.Settings().override(**bad)
+    from effdiff.plan.cli import main
+    with pytest.raises(ValueError, match="fresh_seeds must be"):
+        main(["--model", "no-such-model", "--fresh-seeds", "0"])        # refused before the model is even looked up
     monkeypatch.setenv("EFFDIFF_PLAN_SETTINGS", '{"fresh_seeds": 24, "max_fresh_seeds": 36, "cert_offset": 24}')
     got = BP.settings_from_env(PS.Settings())
     assert (got.fresh_seeds, got.max_fresh_seeds, got.cert_offset) == (24, 36, 24)

@@ -27,10 +27,10 @@ def _plan(a) -> int:
     from .space import Space
     if a.out:
         check_writable(a.out)
+    settings = (Settings.quick() if a.quick else Settings()).override(     # a bad setting fails before any work
+        n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset)
     den = _model(a.model)
     space = Space(quick=a.quick, students=not a.no_students, max_nfe=a.max_nfe)
-    settings = (Settings.quick() if a.quick else Settings()).override(
-        n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset)
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True) if not m.startswith("  ") or a.verbose
                                 else None)
     with pinned_threads(a.threads or 1):
