@@ -562,6 +562,37 @@ def test_cert_offset_moves_certification_to_unseen_seeds_and_settings_overrides_
             BP.settings_from_env(PS.Settings())
 
 
+@pytest.mark.parametrize("method", ["ays", "dp"])
+def test_a_search_fits_a_schedule_when_none_ships_and_its_plan_stores_the_sigmas(tmp_path, method):
+    """``Space(fit=(METHOD,))``: the search fits the schedule on the reference's own samples, tries it with
+    every solver at every step count (its σ's interpolated, labelled ``METHOD-fit:MODEL``), records the fit in
+    the plan, and a plan on it samples the same after a save / load (the σ's travel in the spec)."""
+    den = Gaussian()
+    space = S.Space(solvers=["dpmpp-2m"], schedules=["uniform"], nfe=(3, 4, 6), systems=(), fit=method)
+    p = PS.plan(den, "10%", space=space, settings=TINY, progress=False, reference=Spec("heun", 20, "karras"),
+                model="toy")
+    name = f"{method}-fit:toy"
+    fit = p.search["fitted_schedules"][name]
+    sig = torch.tensor(fit["sigmas"])
+    assert fit["steps"] == S.FIT_STEPS and len(sig) == S.FIT_STEPS + 1 and sig[-1] == 0 and bool((sig[:-1] > sig[1:]).all())
+    assert fit["samples"] == PS.FIT_SAMPLES and "heun/karras/20" in fit["data"]
+    labels = [c["label"] for c in p.candidates]
+    assert {f"dpmpp-2m/{name}/{k}" for k in (3, 4, 6)} & set(labels) and any("uniform" in x for x in labels)
+    on_fit = next(c for c in p.candidates if name in c["label"])
+    spec = Spec.from_dict(on_fit["spec"])
+    assert spec.schedule == "sigmas" and spec.schedule_name == name and spec.label() == on_fit["label"]
+    x = torch.randn(8, 1, 4, 4)
+    again = F.Plan.load(p.save(tmp_path / "p.json"))
+    if p.spec is not None:
+        torch.testing.assert_close(ed.sample(den, x, plan=again, seed=0), ed.sample(den, x, plan=p, seed=0))
+    shipped = PS.Search(den, "10%", space=S.Space(fit=("ays",)), settings=TINY, progress=False,
+                        reference=Spec("heun", 20, "karras"), model="digits-unet")
+    shipped.fit_schedules()                    # digits-unet ships an AYS fit: nothing is fitted
+    assert shipped.space.fitted == {} and shipped.fitted_info == {}
+    with pytest.raises(ValueError, match="unknown schedule fitter"):
+        S.Space(fit=("karras",))
+
+
 def test_a_plan_on_a_fitted_schedule_file_stores_its_sigmas_and_samples_without_the_file(tmp_path):
     """A plan whose winner runs on a fitted schedule (here a user's .json) carries that schedule's σ's at its
     step count: the file can go, the plan samples the same, and its label still names the fit."""

@@ -30,7 +30,7 @@ def _plan(a) -> int:
     settings = (Settings.quick() if a.quick else Settings()).override(     # a bad setting fails before any work
         n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset)
     den = _model(a.model)
-    space = Space(quick=a.quick, students=not a.no_students, max_nfe=a.max_nfe)
+    space = Space(quick=a.quick, students=not a.no_students, max_nfe=a.max_nfe, fit=tuple(a.fit_schedule or ()))
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True) if not m.startswith("  ") or a.verbose
                                 else None)
     with pinned_threads(a.threads or 1):
@@ -70,6 +70,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "reference and no systems pass (under 3 minutes on the zoo models here)")
     p.add_argument("--no-students", action="store_true", help="leave distilled students out of the space")
     p.add_argument("--objective", default="time", choices=("time", "nfe", "macs", "bytes", "memory"), help="cost to minimize")
+    p.add_argument("--fit-schedule", action="append", choices=("ays", "dp"), help="fit this schedule for the model "
+                   "during the search when the zoo ships none (on the reference's own samples; repeatable)")
     p.add_argument("--max-nfe", type=int, help="constraint: at most this many network evaluations")
     p.add_argument("--n", type=int, help="samples per seed in selection (and certification, unless --n-fresh)")
     p.add_argument("--n-fresh", type=int, help="samples per certification seed (default: as --n; a relative change at a larger batch is a stricter measure)")

@@ -283,7 +283,8 @@ class Plan:
                     "certification_attempts": attempts, "found": winner is not None,
                     "best_single": (s.best_single().label if s.best_single() else None),
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **s.cost_breakdown(),
-                    "reference_worker": s.sampler.prefetched, "systems_tried": list(s.space.systems)},
+                    "reference_worker": s.sampler.prefetched, "systems_tried": list(s.space.systems),
+                    "fitted_schedules": s.fitted_info},
             candidates=[r.as_dict() for r in recs], pareto=_pareto(s, recs),
             rejected=[r.rejected for r in recs if r.rejected], pruned=[list(p) for p in s.space.pruned],
             systems=systems, settings={**vars(s.set), "shape": s.sampler.shape, "screen_eval_ms": s.screen_eval_ms}, measure_key=_measure_key(s.measure))

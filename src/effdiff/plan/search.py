@@ -50,6 +50,7 @@ TWIN_DEVIATION = 1e-5          # two bases whose screening samples differ by no 
 SLOW_RUN_S = 10.0              # timing: a spec whose one run takes longer is timed in SLOW_ROUNDS rounds only
 SLOW_ROUNDS = 3
 MIN_SCREEN = 16                # the smallest screening batch a slow model's search shrinks to
+FIT_SAMPLES = 128              # reference samples a schedule fitted during the search is fitted on (AYS and DP draw 32)
 
 
 @dataclass
@@ -187,6 +188,8 @@ class Search:
         self._pool: list | None = None             # the reference's scores on its pool (unpaired comparisons)
         self.stages: dict = {}                     # wall seconds per stage (cost_breakdown)
         self._stage_at: tuple | None = None
+        self.fitted_info: dict = {}                # schedules fitted during the search (fit_schedules)
+        self._fit_data = None
 
     # -- bookkeeping ------------------------------------------------------------------------
     def log(self, msg: str):
@@ -321,6 +324,48 @@ class Search:
         a, b = self.sampler.images(spec, seed, n)[0], self.sampler.images(other.spec, seed, n)[0]
         return bool((a - b).abs().max() <= tol * a.abs().max())
 
+    def fit_schedules(self) -> None:
+        """Fit ``space.fit``'s schedules (AYS: KLUB coordinate descent; DP: Watson-style dynamic program) for
+        this model where the zoo ships none of that method for it, on the reference sampler's own samples
+        (``FIT_SAMPLES`` at the calibration seed, in the denoiser's space: no data needed, any model), at
+        ``space.FIT_STEPS`` steps; each enters the space as ``METHOD-fit:MODEL`` (``Space.fitted``) and is
+        recorded in the plan (``search.fitted_schedules``: σ's, samples, seconds)."""
+        from .. import schedule_opt
+        shipped = S.fitted_schedules(self.model)
+        for method in self.space.fit:
+            name = f"{method}-fit:{self.model or 'model'}"
+            if f"{method}:{self.model}" in shipped or name in self.space.fitted:
+                self.log(f"fit: {method} ships for {self.model}: not fitted again")
+                continue
+            t0 = time.perf_counter()
+            data, labels = self.fit_data(FIT_SAMPLES)
+            fitter = schedule_opt.ays if method == "ays" else schedule_opt.dp
+            sig = fitter(self.den, data, S.FIT_STEPS, cond=labels, seed=0)
+            self.space.fitted[name] = [float(v) for v in sig]
+            dt = time.perf_counter() - t0
+            self.fitted_info[name] = {"method": method, "steps": S.FIT_STEPS, "samples": len(data),
+                                      "data": f"the reference sampler's samples ({self.reference.label()}, seed "
+                                              f"{SEEDS['calibration']})", "seconds": round(dt, 1),
+                                      "sigmas": self.space.fitted[name]}
+            self.log(f"fit: {name} in {dt:.1f} s on {len(data)} reference samples")
+
+    def fit_data(self, n: int):
+        """(samples [n, ...] in the denoiser's space, their labels) of the reference sampler at the
+        calibration seed: what a fitted schedule is fitted on (sampled once per search)."""
+        if self._fit_data is not None and len(self._fit_data[0]) == n:
+            return self._fit_data
+        self._fit_data = self._sample_fit_data(n)
+        return self._fit_data
+
+    def _sample_fit_data(self, n: int):
+        labels = self.sampler.labels(n)
+        if isinstance(self.reference, External):       # an author's sampler: pixel samples (a pixel model)
+            return self.sampler.images(self.reference, SEEDS["calibration"], n)[0], labels
+        ref = self.sampler.prepare(self.reference)
+        z = ref.noise(self.den, n, SEEDS["calibration"], self.sampler.shape)
+        with torch.no_grad():
+            return ref.sample(self.den, z, labels, SEEDS["calibration"]), labels
+
     def fit_screening(self) -> None:
         """Shrink the screening batch of a model whose evaluations are slow on this machine: time the
         reference on the screening batch (which screening needs anyway), and screen on ``screen_budget /
@@ -346,7 +391,7 @@ class Search:
         bases = S.base_specs(self.space, self.den, self.model)
         by_pair: dict = {}
         for c in bases:
-            by_pair.setdefault((c.spec.solver, c.spec.schedule, c.spec.guidance), []).append(c)
+            by_pair.setdefault((c.spec.solver, c.spec.schedule_name, c.spec.guidance), []).append(c)
         passing = []
         for pair, cands in by_pair.items():
             cands.sort(key=lambda c: c.nfe)
@@ -377,7 +422,7 @@ class Search:
         # also the base one notch above each chosen one (a technique may pay off more on more steps)
         more = []
         for r in chosen:
-            above = [b for b in bases if b.spec.solver == r.spec.solver and b.spec.schedule == r.spec.schedule
+            above = [b for b in bases if b.spec.solver == r.spec.solver and b.spec.schedule_name == r.spec.schedule_name
                      and b.nfe > r.nfe]
             if above:
                 more.append(min(above, key=lambda b: b.nfe))
@@ -582,6 +627,9 @@ class Search:
         t0 = time.perf_counter()
         self.bar = tqdm(desc="plan", unit="run", disable=not self.progress, leave=False)
         try:
+            if self.space.fit:
+                self._stage("fitting")
+                self.fit_schedules()
             self._stage("screening")
             self.fit_screening()
             if self.set.reference_worker and not self.unpaired:   # the reference's selection and certification

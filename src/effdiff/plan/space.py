@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
+
 from .. import techniques as T, timesteps
 from ..sampling import get as get_solver, names as solver_names
 from .spec import Spec
@@ -36,6 +38,8 @@ GRIDS: dict[str, list[dict]] = {
 SIMULATED = ("ptq", "ptq-naive", "svdquant", "qat")         # fake quantization: bytes, not speed
 CALIBRATED = ("ptq", "ptq-naive", "svdquant")                  # prepared on a sampling run, stored with the plan
 TRAINED = ("block-caching", "l2c", "deediff", "qat", "diff-pruning", "head-pruning", "depth-pruning")
+FIT_METHODS = ("ays", "dp")                                    # schedule fitters a search may run (Space.fit)
+FIT_STEPS = 10                                                 # steps a search fits at (as the shipped fits)
 SKIP = ("nirvana",)                                            # request-level: a cache across requests, not one run
 SYSTEMS = ("autocast", "channels-last", "compile")   # tried on the winner, in this order (systems pass; autocast
                                                     # where the machine has native bf16 / fp16); "sdpa" on request
@@ -162,11 +166,22 @@ class Space:
     max_memory: int | None = None           # peak tensor bytes of a 2-sample run (measured at screening)
     trained: bool = False                   # allow techniques that train (L2C routers, exit heads, pruning)
     quick: bool = False
+    # schedule fitters (FIT_METHODS) the search runs for this model when the zoo ships no schedule of that
+    # method for it: fitted on the reference sampler's own samples (no data needed), FIT_STEPS steps,
+    # interpolated to each step count like a shipped fit, and stored in the candidates' specs as σ's
+    fit: tuple = ()
+    fitted: dict = field(default_factory=dict)      # fit name -> its σ's (filled by the search)
     pruned: list = field(default_factory=list)      # (label, reason) of what never ran
 
     def __post_init__(self):
         if self.systems is None:
             self.systems = () if self.quick else SYSTEMS
+        if isinstance(self.fit, str):
+            self.fit = (self.fit,)
+        bad = [m for m in self.fit if m not in FIT_METHODS]
+        if bad:
+            raise ValueError(f"unknown schedule fitter(s) {bad} in Space(fit=); known: {', '.join(FIT_METHODS)}")
+        self.fit = tuple(dict.fromkeys(self.fit))
 
     def solver_list(self) -> list[str]:
         if self.solvers is not None:
@@ -183,9 +198,19 @@ class Space:
         """The schedules tried: logsnr, karras (+ uniform), "trailing" for a discrete (DDPM-table)
         process, and the model's fitted AYS / DP schedules when the zoo ships them."""
         if self.schedules is not None:
-            return list(self.schedules)
+            return list(self.schedules) + list(self.fitted)
         discrete = ["trailing"] if getattr(process, "discrete", False) else []
-        return ["logsnr", "karras"] + ([] if self.quick else ["uniform"]) + discrete + fitted_schedules(model)
+        return (["logsnr", "karras"] + ([] if self.quick else ["uniform"]) + discrete + fitted_schedules(model)
+                + list(self.fitted))
+
+    def schedule_spec(self, solver: str, steps: int, schedule: str, guidance: float = 1.0) -> Spec:
+        """The spec of ``solver`` on ``steps`` steps of ``schedule``; a schedule fitted during the search is
+        its σ's interpolated to ``steps`` (schedule ``"sigmas"``, labelled with the fit's name)."""
+        if schedule in self.fitted:
+            sig = timesteps.interpolate(torch.tensor(self.fitted[schedule], dtype=torch.float64), steps)
+            return Spec(solver, steps, "sigmas", guidance,
+                        schedule_options={"sigmas": [float(v) for v in sig], "fitted": schedule})
+        return Spec(solver, steps, schedule, guidance)
 
     def techniques_for(self, den, objective: str) -> list[tuple[str, dict]]:
         """(name, config) singles that apply to ``den`` under ``objective``; pruned ones recorded."""
@@ -229,7 +254,7 @@ def base_specs(space: Space, den, model: str | None) -> list[Candidate]:
                 if steps == 1 and solver != "ddim":
                     continue          # one step to 0 is D(x, σ_max) for every "denoised" solver: ddim's duplicate
                 for g in space.guidance:
-                    spec = Spec(solver, steps, sched, g)
+                    spec = space.schedule_spec(solver, steps, sched, g)
                     real = nfe_of(solver, steps) * (2 if g != 1.0 else 1)
                     if spec.label() in seen:
                         continue

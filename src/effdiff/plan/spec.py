@@ -123,10 +123,14 @@ class Spec:
     def names(self) -> list[str]:
         return [n for n, _ in self.techniques]
 
+    @property
+    def schedule_name(self) -> str:
+        """The schedule as people name it: a fitted schedule stored as its σ's (``"sigmas"``) by its fit's name."""
+        return (self.schedule_options.get("fitted") or "sigmas") if self.schedule == "sigmas" else self.schedule
+
     def label(self) -> str:
         """A short readable name: ``[model:]solver/schedule/steps[+g2][ + tech(k=v)]...``."""
-        sched = self.schedule_options.get("fitted") or "sigmas" if self.schedule == "sigmas" else self.schedule
-        head = (f"{self.model}:" if self.model else "") + f"{self.solver}/{sched}/{self.steps}"
+        head = (f"{self.model}:" if self.model else "") + f"{self.solver}/{self.schedule_name}/{self.steps}"
         if self.guidance != 1.0:
             head += f"+g{self.guidance:g}"
         parts = []
