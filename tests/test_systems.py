@@ -88,3 +88,19 @@ def test_compile_matches_the_plain_run(models):
         out = _gen(den, h)
     assert float((out - plain).abs().max()) <= 1e-4
     assert torch.equal(_gen(den), plain)
+
+
+def test_autocast_warns_where_the_cpu_would_emulate_the_dtype(models, monkeypatch):
+    """A plan that kept bf16 on a CPU with AVX512-BF16 runs several times slower on one without it: autocast
+    says so where the machine does not compute the dtype natively, and stays quiet where it does."""
+    import warnings
+    den = models["digits-dit"]
+    monkeypatch.setattr(systems, "native_low_precision", lambda device="cpu": None)
+    with pytest.warns(systems.EmulatedPrecisionWarning, match="emulated"):
+        T.get("autocast").apply(den, dtype="bfloat16").remove()
+    monkeypatch.setattr(systems, "native_low_precision", lambda device="cpu": "bfloat16")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", systems.EmulatedPrecisionWarning)
+        T.get("autocast").apply(den, dtype="bfloat16").remove()
+    with pytest.warns(systems.EmulatedPrecisionWarning, match="float16"):
+        T.get("autocast").apply(den, dtype="float16").remove()

@@ -19,6 +19,7 @@ from __future__ import annotations
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable
+import warnings
 
 import torch
 from torch import nn
@@ -176,7 +177,17 @@ def apply_autocast(den, config: AutocastConfig) -> Handle:
     net = _net(den)
     device = next(net.parameters()).device.type
     dtype = getattr(torch, config.dtype)
+    if device == "cpu" and native_low_precision(device) != config.dtype:
+        warnings.warn(f"autocast {config.dtype} on this CPU is emulated (no "
+                      f"{'AVX512-BF16 or AMX' if config.dtype == 'bfloat16' else 'native float16'}): it runs several "
+                      "times slower than float32 here (docs/distributed.md). A plan that keeps autocast was made on a "
+                      "machine that computes it natively: re-plan on this one, or sample without the switch",
+                      EmulatedPrecisionWarning, stacklevel=3)
     return _hooked("autocast", den, lambda: torch.autocast(device, dtype=dtype))
+
+
+class EmulatedPrecisionWarning(UserWarning):
+    """autocast asked for a dtype this CPU emulates (slower than float32, not faster)."""
 
 
 # -- threads --------------------------------------------------------------------------------
