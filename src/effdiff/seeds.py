@@ -150,9 +150,9 @@ BENCH = register(SeedRange(
 TIMING = register(SeedRange("timing", 99, 100, "noise of timing-only batches (python -m effdiff.bench.studies prune-depth), never scored"))
 SELECTION = register(SeedRange(
     "selection", 100, 200, "choosing recipes and rows before a bench run: PTQ recipes 100-101, depth pruning + kd "
-    "100-102 (bench studies depth-kd, select-ptq); plan explorations 120-185 (docs/planning.md: DP paths 120-125, "
+    "100-102 (bench studies depth-kd, select-ptq); plan explorations 120-199 (docs/planning.md: DP paths 120-125, "
     "longer students 126-131, e2e schedules 132-143 while fitting and 144-155 in docs/bench/plan/e2e, bf16 autocast "
-    "156-161 against the reference and 162-173 against fp32 in docs/bench/plan/bf16, 6 and 8 steps 174-185 there)"))
+    "156-161 against the reference and 162-173 against fp32 in docs/bench/plan/bf16, 6 and 8 steps 174-185 there, digits-dit's DMD student 186-199 in docs/bench/plan/students)"))
 PLAN_SCREENING = register(SeedRange("plan-screening", 200, 300, "plan search: screening candidates (effdiff.plan)"))
 PLAN_SELECTION = register(SeedRange("plan-selection", 300, 400, "plan search: picking among screened candidates"))
 PLAN_CERTIFICATION = register(SeedRange("plan-certification", 400, 500, "plan search: certifying the picked plan, "
