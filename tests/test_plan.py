@@ -545,7 +545,10 @@ def test_cert_offset_moves_certification_to_unseen_seeds_and_settings_overrides_
     cert = PS.SEEDS["certification"]
     assert seen == [cert + 24, cert + 25, cert + 26] == rec.certified.seeds
     assert s.reference_seeds()[-3:] == seen
-    assert PS.Settings().override(fresh_seeds=24, n=None).fresh_seeds == 24 and PS.Settings().override().n == 200
+    assert PS.Settings().override().n == 200
+    more = PS.Settings().override(fresh_seeds=24, n=None)
+    assert (more.fresh_seeds, more.max_fresh_seeds) == (24, 36)       # the replication extension follows
+    assert PS.Settings().override(fresh_seeds=24, max_fresh_seeds=30).max_fresh_seeds == 30
     for bad, match in (({"fresh_seed": 24}, "unknown plan setting"), ({"fresh_seeds": 0}, "fresh_seeds must be"),
                        ({"cert_offset": -1}, "cert_offset must be"), ({"cert_offset": 90}, "past the plan-certification")):
         with pytest.raises(ValueError, match=match):

@@ -77,7 +77,8 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--n-fresh", type=int, help="samples per certification seed (default: as --n; a relative change at a larger batch is a stricter measure)")
     p.add_argument("--fresh-seeds", type=int, help="certification seeds (default 12; quick 5): more seeds, a narrower "
                    "interval, a longer search")
-    p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18)")
+    p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18, "
+                   "or 1.5x --fresh-seeds)")
     p.add_argument("--cert-offset", type=int, help="certify on plan-certification seeds from 400 + this (default 0)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")

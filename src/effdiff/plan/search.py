@@ -97,13 +97,17 @@ class Settings:
 
     def override(self, **changes) -> "Settings":
         """These settings with ``changes`` (field name -> value; None values ignored), checked: an unknown
-        field, a count below 1, fewer replication seeds than fresh ones or a certification range past 499
-        is a clear error."""
+        field, a count below 1 or a certification range past 499 is a clear error. More ``fresh_seeds``
+        without ``max_fresh_seeds`` raise the replication extension with them (to 1.5x, as 12 -> 18)."""
         names = {f.name for f in dataclasses.fields(self)}
         bad = sorted(set(changes) - names)
         if bad:
             raise ValueError(f"unknown plan setting(s) {bad}; known: {sorted(names)}")
-        out = dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+        changes = {k: v for k, v in changes.items() if v is not None}
+        fresh = changes.get("fresh_seeds")
+        if isinstance(fresh, int) and not isinstance(fresh, bool) and "max_fresh_seeds" not in changes:
+            changes["max_fresh_seeds"] = max(self.max_fresh_seeds, math.ceil(1.5 * fresh))
+        out = dataclasses.replace(self, **changes)
         for k in ("fresh_seeds", "max_fresh_seeds", "select_seeds", "n", "n_screen", "attempts"):
             v = getattr(out, k)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
