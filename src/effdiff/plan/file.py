@@ -272,6 +272,7 @@ class Plan:
         from ..io import machine
         recs = list(s.records.values())
         speed = dict(timing)
+        single = s.best_single()
         return cls(
             spec=s.sampler.prepare(winner.spec).inline(s.den) if winner is not None else None, reference=s.reference, budget=s.budget, measure=s.measure.name,
             weights_sha256=weights_sha256(s.den), model=s.model, objective=s.objective,
@@ -281,7 +282,7 @@ class Plan:
             speed=speed, seeds=_seeds_used(s), machine={**machine(), "torch": torch.__version__},
             search={"wall_s": round(wall_s, 1), "sample_nfe": s.sampler.sample_nfe, "candidates": len(recs),
                     "certification_attempts": attempts, "found": winner is not None,
-                    "best_single": (s.best_single().label if s.best_single() else None),
+                    "best_single": single.label if single else None,
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **s.cost_breakdown(),
                     "reference_worker": s.sampler.prefetched, "systems_tried": list(s.space.systems),
                     "fitted_schedules": s.fitted_info},

@@ -339,10 +339,11 @@ class Search:
         for method in self.space.fit:
             name = f"{method}-fit:{self.model or 'model'}"
             if f"{method}:{self.model}" in shipped or name in self.space.fitted:
-                self.log(f"fit: {method} ships for {self.model}: not fitted again")
+                self.log(f"fit: {method} for {self.model} {'ships' if name not in self.space.fitted else 'is fitted'}: "
+                         "not fitted again")
                 continue
             t0 = time.perf_counter()
-            data, labels = self.fit_data(FIT_SAMPLES)
+            data, labels = self.fit_data()
             fitter = schedule_opt.ays if method == "ays" else schedule_opt.dp
             sig = fitter(self.den, data, S.FIT_STEPS, cond=labels, seed=0)
             self.space.fitted[name] = [float(v) for v in sig]
@@ -353,22 +354,20 @@ class Search:
                                       "sigmas": self.space.fitted[name]}
             self.log(f"fit: {name} in {dt:.1f} s on {len(data)} reference samples")
 
-    def fit_data(self, n: int):
-        """(samples [n, ...] in the denoiser's space, their labels) of the reference sampler at the
+    def fit_data(self):
+        """(``FIT_SAMPLES`` samples in the denoiser's space, their labels) of the reference sampler at the
         calibration seed: what a fitted schedule is fitted on (sampled once per search)."""
-        if self._fit_data is not None and len(self._fit_data[0]) == n:
-            return self._fit_data
-        self._fit_data = self._sample_fit_data(n)
+        if self._fit_data is None:
+            n, seed = FIT_SAMPLES, SEEDS["calibration"]
+            labels = self.sampler.labels(n)
+            if isinstance(self.reference, External):       # an author's sampler: pixel samples (a pixel model)
+                self._fit_data = self.sampler.images(self.reference, seed, n)[0], labels
+            else:
+                ref = self.sampler.prepare(self.reference)
+                with torch.no_grad():
+                    self._fit_data = ref.sample(self.den, ref.noise(self.den, n, seed, self.sampler.shape), labels,
+                                                seed), labels
         return self._fit_data
-
-    def _sample_fit_data(self, n: int):
-        labels = self.sampler.labels(n)
-        if isinstance(self.reference, External):       # an author's sampler: pixel samples (a pixel model)
-            return self.sampler.images(self.reference, SEEDS["calibration"], n)[0], labels
-        ref = self.sampler.prepare(self.reference)
-        z = ref.noise(self.den, n, SEEDS["calibration"], self.sampler.shape)
-        with torch.no_grad():
-            return ref.sample(self.den, z, labels, SEEDS["calibration"]), labels
 
     def fit_screening(self) -> None:
         """Shrink the screening batch of a model whose evaluations are slow on this machine: time the
@@ -581,8 +580,8 @@ class Search:
         rep = self.set.replicate
         more = self.set.max_fresh_seeds
         if rep is not None and more > len(q.values) and q.holds(self.budget) and q.replication(self.budget) < rep:
-            self.log(f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but would hold again with "
-                     f"probability {q.replication(self.budget):.2f} < {rep:g}: {more} fresh seeds")
+            self.log(f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but would hold again "
+                     f"{self._replication_shortfall(q)}: {more} fresh seeds")
             self._fresh_seeds(q, more, rec)
         return q
 
@@ -606,8 +605,11 @@ class Search:
         if not q.holds(self.budget):
             return f"{rec.label}: held on selection seeds ({rec.quality.text()}) but not on fresh seeds ({q.text()})"
         return (f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but is too noisy to hold again: "
-                f"a re-measurement on as many new seeds would hold with probability {q.replication(self.budget):.2f} "
-                f"< {self.set.replicate:g}")
+                f"a re-measurement on as many new seeds would hold {self._replication_shortfall(q)}")
+
+    def _replication_shortfall(self, q: Quality) -> str:
+        """'with probability P < replicate': how likely a re-measurement on as many new seeds holds again."""
+        return f"with probability {q.replication(self.budget):.2f} < {self.set.replicate:g}"
 
     def _stage(self, name: str) -> None:
         """Close the running stage's wall clock and open ``name``'s (``search["stages"]`` in the plan)."""
@@ -735,8 +737,7 @@ class Search:
                 keep = self.certified(q)
                 d["certified"] = {**q.as_dict(), "holds": keep}
                 verdict = ("holds" if keep else "over the budget" if not q.holds(self.budget) else
-                           f"holds but would hold again with probability {q.replication(self.budget):.2f} "
-                           f"< {self.set.replicate:g}: not certified")
+                           f"holds but would hold again {self._replication_shortfall(q)}: not certified")
                 how = f"changes samples, certified {q.text()}: {verdict}"
                 if keep:
                     cert = q

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-
 from .. import techniques as T, timesteps
 from ..sampling import get as get_solver, names as solver_names
 from .spec import Spec
@@ -207,9 +205,8 @@ class Space:
         """The spec of ``solver`` on ``steps`` steps of ``schedule``; a schedule fitted during the search is
         its σ's interpolated to ``steps`` (schedule ``"sigmas"``, labelled with the fit's name)."""
         if schedule in self.fitted:
-            sig = timesteps.interpolate(torch.tensor(self.fitted[schedule], dtype=torch.float64), steps)
-            return Spec(solver, steps, "sigmas", guidance,
-                        schedule_options={"sigmas": [float(v) for v in sig], "fitted": schedule})
+            return Spec(solver, steps, guidance=guidance).on_sigmas(
+                timesteps.interpolate(self.fitted[schedule], steps), schedule)
         return Spec(solver, steps, schedule, guidance)
 
     def techniques_for(self, den, objective: str) -> list[tuple[str, dict]]:

@@ -203,9 +203,11 @@ class Spec:
         samples the same without the schedule file. Any other spec is returned as is."""
         if not timesteps.is_fitted(self.schedule):
             return self
-        sig = self.sigmas(denoiser)
-        return self.replace(schedule="sigmas", schedule_options={"sigmas": [float(v) for v in sig],
-                                                                 "fitted": self.schedule})
+        return self.on_sigmas(self.sigmas(denoiser), self.schedule)
+
+    def on_sigmas(self, sigmas, fitted: str) -> "Spec":
+        """This spec on the schedule ``sigmas`` itself (``steps`` + 1 of them, ending in 0), labelled ``fitted``."""
+        return self.replace(schedule="sigmas", schedule_options={"sigmas": [float(v) for v in sigmas], "fitted": fitted})
 
     def configs(self) -> list:
         """[(Technique, config dataclass)] in order."""
