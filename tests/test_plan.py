@@ -565,6 +565,42 @@ def test_cert_offset_moves_certification_to_unseen_seeds_and_settings_overrides_
             BP.settings_from_env(PS.Settings())
 
 
+def test_a_second_certification_and_verification_range_and_a_suite_restricted_to_some_searches(monkeypatch):
+    """``cert_range="plan-certification-2"`` certifies on 3000 + offset (checked against that range's end);
+    ``verification_seeds`` draws from plan-verification-2 and refuses seeds past a range's end;
+    ``$EFFDIFF_PLAN_SEARCHES`` keeps only the named searches of the plan suite."""
+    from effdiff import seeds as SR
+    from effdiff.bench import plan as BP
+    st = PS.Settings(n=32, fresh_seeds=3, max_fresh_seeds=3, select_seeds=2).override(
+        cert_range="plan-certification-2", cert_offset=5)
+    s = PS.Search(Gaussian(), "10%", reference=Spec("heun", 20, "karras"), progress=False, settings=st)
+    seen = []
+    s.batch = lambda spec, seed, n, measure: (seen.append(seed) or 0.0, 0.001)
+    s.certify(PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",)))
+    assert seen == [3005, 3006, 3007] and all(x in SR.get("plan-certification-2") for x in seen)
+    assert PS.Settings().override(cert_range="plan-certification-2", fresh_seeds=100, max_fresh_seeds=150)
+    for bad, match in (({"cert_range": "plan-selection"}, "cert_range must be one of"),
+                       ({"cert_range": "plan-certification-2", "cert_offset": 190}, "past the plan-certification-2")):
+        with pytest.raises(ValueError, match=match):
+            PS.Settings().override(**bad)
+    plan = F.Plan.__new__(F.Plan)
+    plan.certified = {"seeds": list(range(8))}
+    assert F.verification_seeds(plan, offset=4, range_name="plan-verification-2") == list(range(3204, 3212))
+    assert F.verification_seeds(plan, 6) == list(range(500, 506))
+    with pytest.raises(ValueError, match="leave 'plan-verification'"):
+        F.verification_seeds(plan, 8, offset=96)
+    with pytest.raises(ValueError, match="a verification range is"):
+        F.verification_seeds(plan, range_name="plan-certification")
+    monkeypatch.setenv("EFFDIFF_PLAN_SEARCHES", "5")
+    assert BP.searches_from_env(BP.SEARCHES) == ((0.05, False),)
+    monkeypatch.setenv("EFFDIFF_PLAN_SEARCHES", "10+students, 5")
+    assert BP.searches_from_env(BP.SEARCHES) == ((0.05, False), (0.10, True))
+    monkeypatch.setenv("EFFDIFF_PLAN_SEARCHES", "7")
+    with pytest.raises(ValueError, match="EFFDIFF_PLAN_SEARCHES names"):
+        BP.searches_from_env(BP.SEARCHES)
+    SR.check()
+
+
 @pytest.mark.parametrize("method", ["ays", "dp"])
 def test_a_search_fits_a_schedule_when_none_ships_and_its_plan_stores_the_sigmas(tmp_path, method):
     """``Space(fit=(METHOD,))``: the search fits the schedule on the reference's own samples, tries it with

@@ -9,7 +9,7 @@ runner beside
 - the naive stack: that solver configuration plus each technique family's individually best
   setting (the cheapest caching / quantization / early-exit candidate that held alone),
 
-on the bench's seeds (0, 1, 2, ...: never seen by the planner, whose seeds are 200-599), with the
+on the bench's seeds (0, 1, 2, ...: never seen by the planner, whose seeds are 200-599 and 3000-3399), with the
 search's own wall time. Plans are searched once and kept as plan files in ``$EFFDIFF_PLAN_DIR``
 (default ``plans/`` under the working directory), so a re-run reuses them::
 
@@ -124,11 +124,26 @@ def _row(model: str, label: str, spec: Spec, **kw) -> BenchConfig:
 SEARCHES = ((0.05, False), (0.05, True), (0.10, True))
 
 
+def searches_from_env(searches: tuple) -> tuple:
+    """``searches`` restricted to those named in ``$EFFDIFF_PLAN_SEARCHES`` (comma-separated, e.g. ``5`` or
+    ``5,5+students,10+students``: the budget in percent, ``+students`` where students are in the space),
+    for a registered run that measures only some of them; unset: all. A name not in ``searches`` is an error."""
+    raw = os.environ.get("EFFDIFF_PLAN_SEARCHES", "").strip()
+    if not raw:
+        return searches
+    names = {f"{100 * b:g}{'+students' if st else ''}": (b, st) for b, st in searches}
+    want = [w.strip() for w in raw.split(",") if w.strip()]
+    bad = [w for w in want if w not in names]
+    if bad or not want:
+        raise ValueError(f"EFFDIFF_PLAN_SEARCHES names {bad or raw!r}; known: {', '.join(names)}")
+    return tuple(x for k, x in names.items() if k in want)
+
+
 def configs(model: str, quick: bool = False) -> list[BenchConfig]:
     rows: list[BenchConfig] = []
     ref = None
     from ..plan.space import students_of
-    searches = SEARCHES[:2] if quick else SEARCHES
+    searches = searches_from_env(SEARCHES[:2] if quick else SEARCHES)
     if not students_of(model):                # no students: the +5% search with them is the one without
         searches = tuple(s for s in searches if not (s[1] and (s[0], False) in searches))
     for budget, students in searches:

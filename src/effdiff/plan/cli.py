@@ -2,7 +2,7 @@
 re-measure a saved plan on new seeds.
 
     effdiff plan --model digits-unet --budget 5% --out plan.json [--quick] [--no-students]
-    effdiff plan verify plan.json [--model digits-unet] [--seeds 6] [--offset 0] [--n 200]
+    effdiff plan verify plan.json [--model digits-unet] [--seeds 6] [--offset 0] [--range plan-verification] [--n 200]
 
 (also ``python -m effdiff.plan.cli ...``). ``add_parser(sub)`` registers both on the main CLI.
 """
@@ -28,7 +28,8 @@ def _plan(a) -> int:
     if a.out:
         check_writable(a.out)
     settings = (Settings.quick() if a.quick else Settings()).override(     # a bad setting fails before any work
-        n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset)
+        n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset,
+        cert_range=a.cert_range)
     den = _model(a.model)
     space = Space(quick=a.quick, students=not a.no_students, max_nfe=a.max_nfe, fit=tuple(a.fit_schedule or ()))
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True) if not m.startswith("  ") or a.verbose
@@ -51,7 +52,7 @@ def _verify(a) -> int:
     name = a.model or p.model
     if not name:
         raise ValueError(f"{a.file} names no zoo model; pass --model")
-    v = verify(p, _model(name), seeds=verification_seeds(p, a.seeds, a.offset), n=a.n)
+    v = verify(p, _model(name), seeds=verification_seeds(p, a.seeds, a.offset, a.range), n=a.n)
     print(v.text())
     if a.json:
         print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget}))
@@ -80,6 +81,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18, "
                    "or 1.5x --fresh-seeds)")
     p.add_argument("--cert-offset", type=int, help="certify on plan-certification seeds from 400 + this (default 0)")
+    p.add_argument("--cert-range", choices=("plan-certification", "plan-certification-2"),
+                   help="the registered seed range certification draws from (default plan-certification, 400-499; "
+                   "plan-certification-2 is 3000-3199)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="log every screened candidate")
@@ -90,7 +94,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
     v.add_argument("--model", help="zoo model (default: the one the plan names)")
     v.add_argument("--seeds", type=int, help="how many verification seeds (default: as many as certified the plan)")
     v.add_argument("--offset", type=int, default=0,
-                   help="start this many seeds into the plan-verification range (a second verification on other seeds)")
+                   help="start this many seeds into the verification range (a second verification on other seeds)")
+    v.add_argument("--range", default="plan-verification", choices=("plan-verification", "plan-verification-2"),
+                   help="the registered seed range (plan-verification 500-599, plan-verification-2 3200-3399)")
     v.add_argument("--n", type=int, help="samples per seed (default: the plan's certification batch)")
     v.add_argument("--json", action="store_true")
     v.set_defaults(fn=_verify)

@@ -363,12 +363,17 @@ class Verification:
                 f"{self.seeds[0]}-{self.seeds[-1]} (budget +{100 * self.budget:g}%, upper 95% CI end{why})")
 
 
-def verification_seeds(plan: Plan, k: int | None = None, offset: int = 0) -> list[int]:
-    """``k`` seeds of ``plan-verification`` starting ``offset`` into it (default ``k``: as many as
-    certified the plan, else 6)."""
-    from .runs import SEEDS
+def verification_seeds(plan: Plan, k: int | None = None, offset: int = 0,
+                       range_name: str = "plan-verification") -> list[int]:
+    """``k`` seeds of the registered range ``range_name`` (``plan-verification``, 500-599, or
+    ``plan-verification-2``, 3200-3399) starting ``offset`` into it (default ``k``: as many as
+    certified the plan, else 6); seeds past the range's end are a clear error."""
+    from .. import seeds as SR
+    from .runs import SEEDS  # noqa: F401 -- registers plan-verification
+    if range_name not in ("plan-verification", "plan-verification-2"):
+        raise ValueError(f"a verification range is plan-verification or plan-verification-2, got {range_name!r}")
     k = k or len((plan.certified or {}).get("seeds") or []) or 6
-    return [SEEDS["verification"] + offset + i for i in range(k)]
+    return SR.get(range_name).seeds(k, offset)
 
 
 def verify(plan: Plan, den, seeds=None, n: int | None = None, metric=None, cond=None, shape=None,

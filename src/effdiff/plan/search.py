@@ -18,7 +18,8 @@ certify it on seeds the search never saw.
    in interleaved rounds (``bench.timing``) on the certification batch.
 
 Seeds: ``effdiff.seeds`` ranges ``plan-screening`` (200-299), ``plan-selection`` (300-399),
-``plan-certification`` (400-499), ``plan-verification`` (500-599, ``plan verify``), calibration
+``plan-certification`` (400-499; ``plan-certification-2``, 3000-3199, where ``Settings.cert_range``
+names it), ``plan-verification`` (500-599, ``plan verify``; ``plan-verification-2``, 3200-3399), calibration
 batches from ``calibration`` (12345). A seed s's independent reference batch is s + 50.
 """
 from __future__ import annotations
@@ -75,6 +76,9 @@ class Settings:
     # certification seeds start this far into plan-certification (400 + cert_offset, ...): a new registered run
     # certifies on seeds no earlier run has seen (the defaults' 400-417 have been measured by many)
     cert_offset: int = 0
+    # the registered seed range certification draws from (effdiff.seeds): "plan-certification" (400-499) or
+    # "plan-certification-2" (3000-3199), for a registered run that needs more fresh seeds than the first has left
+    cert_range: str = "plan-certification"
     max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
     max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
     timing_repeats: int = 5
@@ -114,12 +118,26 @@ class Settings:
                 raise ValueError(f"plan setting {k} must be an integer >= 1, got {v!r}")
         if isinstance(out.cert_offset, bool) or not isinstance(out.cert_offset, int) or out.cert_offset < 0:
             raise ValueError(f"plan setting cert_offset must be an integer >= 0, got {out.cert_offset!r}")
+        start, stop = cert_bounds(out.cert_range)
         top = out.cert_offset + max(out.fresh_seeds, out.max_fresh_seeds)
-        if top > SEEDS["verification"] - SEEDS["certification"]:
-            raise ValueError(f"certification seeds {SEEDS['certification'] + out.cert_offset}-"
-                             f"{SEEDS['certification'] + top - 1} run past the plan-certification range "
-                             f"({SEEDS['certification']}-{SEEDS['verification'] - 1})")
+        if start + top > stop:
+            raise ValueError(f"certification seeds {start + out.cert_offset}-{start + top - 1} run past the "
+                             f"{out.cert_range} range ({start}-{stop - 1})")
         return out
+
+
+CERT_RANGES = ("plan-certification", "plan-certification-2")
+
+
+def cert_bounds(name: str) -> tuple[int, int]:
+    """[start, stop) of the certification seed range ``name`` (one of ``CERT_RANGES``)."""
+    if name not in CERT_RANGES:
+        raise ValueError(f"plan setting cert_range must be one of {list(CERT_RANGES)}, got {name!r}")
+    if name == "plan-certification":
+        return SEEDS["certification"], SEEDS["verification"]
+    from .. import seeds as SR
+    r = SR.get(name)
+    return r.start, r.stop
 
 
 @dataclass
@@ -238,8 +256,8 @@ class Search:
                 + [self.cert_seed(i) for i in range(self.set.fresh_seeds)])
 
     def cert_seed(self, i: int) -> int:
-        """The ``i``-th certification seed (``Settings.cert_offset`` into plan-certification)."""
-        return SEEDS["certification"] + self.set.cert_offset + i
+        """The ``i``-th certification seed (``Settings.cert_offset`` into ``Settings.cert_range``)."""
+        return cert_bounds(self.set.cert_range)[0] + self.set.cert_offset + i
 
     def pool(self) -> list[float]:
         """The reference's scores on its batches at the selection and first certification seeds (the
@@ -588,8 +606,8 @@ class Search:
     def _fresh_seeds(self, q: Quality, k: int, rec: Record) -> None:
         while len(q.values) < k:
             s = self.cert_seed(len(q.values))
-            if s >= SEEDS["verification"]:
-                raise RuntimeError("the plan-certification seed range is used up")
+            if s >= cert_bounds(self.set.cert_range)[1]:
+                raise RuntimeError(f"the {self.set.cert_range} seed range is used up")
             self.fresh_used = max(self.fresh_used, len(q.values) + 1)
             v, _ = self.target(rec.spec, s, self.n_fresh)
             q.values.append(v)
