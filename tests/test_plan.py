@@ -601,6 +601,53 @@ def test_a_second_certification_and_verification_range_and_a_suite_restricted_to
     SR.check()
 
 
+def test_certification_power_matches_a_simulation_of_the_rule_and_sizes_a_re_run():
+    """``certification_power`` (closed form) against a Monte Carlo of the planner's rule (t upper end <= budget
+    and replication >= 0.9) with the true mean drawn from the same flat-prior posterior; ``seeds_to_certify``
+    is the first count reaching the power, None where the mean is over the budget."""
+    import numpy as np
+    from effdiff.metrics.stats import certification_power, replication, seeds_to_certify, t_interval
+    rng = np.random.default_rng(3)
+    v = list(rng.normal(0.003, 0.078, 36))
+    m, sd = float(np.mean(v)), float(np.std(v, ddof=1))
+    for k in (24, 72):
+        hits = 0
+        for _ in range(3000):
+            x = list(rng.normal(rng.normal(m, sd / 6), sd, k))
+            hits += t_interval(x)[1] <= 0.05 and replication(x, 0.05) >= 0.9
+        assert abs(hits / 3000 - certification_power(v, 0.05, k)) < 0.04
+    k = seeds_to_certify(v, 0.05)
+    assert certification_power(v, 0.05, k) >= 0.8 > certification_power(v, 0.05, k - 1)
+    assert certification_power(v, 0.05, 72, replicate=None) > certification_power(v, 0.05, 72)
+    assert seeds_to_certify([x + 0.06 for x in v], 0.05) is None
+    with pytest.raises(ValueError, match="at least 2 seeds"):
+        certification_power(v, 0.05, 1)
+
+
+def test_a_certification_short_of_evidence_says_how_many_fresh_seeds_would_certify_it():
+    """``Search.evidence_advice``: a candidate within the budget in the mean but not certified gets the fresh-seed
+    count that would certify it (probability 0.8) and re-run flags on seeds this search did not use, in the next
+    range when this one has no room; over the budget in the mean: no advice. The plan's summary shows it."""
+    from effdiff.metrics.stats import seeds_to_certify
+    s = PS.Search(Gaussian(), "5%", reference=Spec("heun", 20, "karras"), progress=False, settings=TINY)
+    s.fresh_used = 12
+    rec = PS.Record("euler/karras/4", Spec("euler", 4, "karras"), 4, ("solver",))
+    vals = [0.003 + 0.08 * ((i * 7) % 11 - 5) / 5 for i in range(12)]
+    q = Q.Quality("FD", values=vals, seeds=list(range(400, 412)))
+    a = s.evidence_advice(rec, q)
+    k = seeds_to_certify(vals, 0.05)
+    assert a["fresh_seeds"] == k > 12 and (a["cert_range"], a["cert_offset"]) == ("plan-certification", 12)
+    assert f"--fresh-seeds {k} --cert-offset 12" in a["text"] and "euler/karras/4" in a["text"]
+    s.fresh_used = 90                                   # no room left in 400-499: the second range
+    b = s.evidence_advice(rec, q)
+    assert (b["cert_range"], b["cert_offset"]) == ("plan-certification-2", 0) and "--cert-range plan-certification-2" in b["text"]
+    assert s.evidence_advice(rec, Q.Quality("FD", values=[v + 0.06 for v in vals])) is None
+    p = F.Plan.__new__(F.Plan)
+    p.spec, p.budget, p.measure, p.reference = None, 0.05, "FD", Spec("heun", 20, "karras")
+    p.search = {"candidates": 3, "advice": s.advice}
+    assert a["text"] in p.summary() and b["text"] in p.summary()
+
+
 @pytest.mark.parametrize("method", ["ays", "dp"])
 def test_a_search_fits_a_schedule_when_none_ships_and_its_plan_stores_the_sigmas(tmp_path, method):
     """``Space(fit=(METHOD,))``: the search fits the schedule on the reference's own samples, tries it with

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-__all__ = ["mean_sd", "t_interval", "replication", "unpaired_interval", "welch_df", "paired_change", "decimals", "pm",
+__all__ = ["mean_sd", "t_interval", "replication", "certification_power", "seeds_to_certify", "unpaired_interval", "welch_df", "paired_change", "decimals", "pm",
            "pct_ci", "labels_for"]
 
 
@@ -83,6 +83,40 @@ def replication(values, bound: float, k_new: int | None = None, level: float = 0
     if sd == 0:
         return float(margin >= 0)
     return float(norm.cdf(margin / (sd * math.sqrt(1 / k + 1 / k_new))))
+
+
+def certification_power(values, bound: float, k_new: int, replicate: float | None = 0.9,
+                        level: float = 0.95) -> float | None:
+    """Predictive probability that a certification on ``k_new`` new seeds passes the planner's rule: its
+    t-interval's upper end at most ``bound`` and, with ``replicate`` set, its own replication
+    probability (``replication``) at least ``replicate`` (without the rule's one extension, which can
+    only help). As in ``replication``: flat prior, so the new mean is N(m, s^2/k + s^2/k_new), s taken
+    as known; the rule passes when the new mean is below ``bound - s (t / sqrt(k_new) + z sqrt(2 / k_new))``
+    (z: the ``replicate`` quantile; 0 without it). None with fewer than two values."""
+    from scipy.stats import norm, t
+    k = len(values)
+    if k < 2:
+        return None
+    if k_new < 2:
+        raise ValueError(f"a certification needs at least 2 seeds, got {k_new}")
+    m, sd = mean_sd(values)
+    z = norm.ppf(replicate) if replicate is not None else 0.0
+    margin = bound - m - sd * (t.ppf(0.5 + level / 2, k_new - 1) / math.sqrt(k_new) + z * math.sqrt(2 / k_new))
+    if sd == 0:
+        return float(margin >= 0)
+    return float(norm.cdf(margin / (sd * math.sqrt(1 / k + 1 / k_new))))
+
+
+def seeds_to_certify(values, bound: float, power: float = 0.8, replicate: float | None = 0.9,
+                     k_max: int = 400) -> int | None:
+    """The fewest new seeds (2..``k_max``) on which a certification would pass with predictive
+    probability >= ``power`` (``certification_power``), from ``values`` measured on other seeds;
+    None when no count up to ``k_max`` does (a mean too near or over ``bound`` for its spread)."""
+    for k_new in range(2, k_max + 1):
+        p = certification_power(values, bound, k_new, replicate)
+        if p is not None and p >= power:
+            return k_new
+    return None
 
 
 def paired_change(fd: list[float], base: list[float]) -> tuple[float, list]:

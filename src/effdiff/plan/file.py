@@ -179,12 +179,17 @@ class Plan:
     def summary(self) -> str:
         if self.spec is None:
             return (f"no composition certified within +{100 * self.budget:g}% {self.measure} of "
-                    f"{self.reference.label()} ({self.search.get('candidates')} candidates tried; see rejected)")
+                    f"{self.reference.label()} ({self.search.get('candidates')} candidates tried; see rejected)"
+                    + self._advice_text())
         q = self.certified["text"] if self.certified else "not certified"
         sp = self.speed.get("speedup_vs_reference")
         return (f"{self.spec.label()}: {q} {self.measure} vs {self.reference.label()} on fresh seeds "
                 f"(budget +{100 * self.budget:g}%)" + (f", {sp:.2f}x faster (wall clock, this machine)" if sp else "")
-                + self._one_off_text() + self._no_systems_text())
+                + self._one_off_text() + self._no_systems_text() + self._advice_text())
+
+    def _advice_text(self) -> str:
+        """Certifications that failed for want of evidence, not quality, and the re-run that would likely pass."""
+        return "".join(f"\n  {a['text']}" for a in self.search.get("advice") or [])
 
     def _no_systems_text(self) -> str:
         """A search that tried no systems switches (``--quick``) says so: compile may still add speed."""
@@ -285,7 +290,7 @@ class Plan:
                     "best_single": single.label if single else None,
                     "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **s.cost_breakdown(),
                     "reference_worker": s.sampler.prefetched, "systems_tried": list(s.space.systems),
-                    "fitted_schedules": s.fitted_info},
+                    "fitted_schedules": s.fitted_info, "advice": s.advice},
             candidates=[r.as_dict() for r in recs], pareto=_pareto(s, recs),
             rejected=[r.rejected for r in recs if r.rejected], pruned=[list(p) for p in s.space.pruned],
             systems=systems, settings={**vars(s.set), "shape": s.sampler.shape, "screen_eval_ms": s.screen_eval_ms}, measure_key=_measure_key(s.measure))

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .. import techniques as T
+from ..metrics.stats import seeds_to_certify
 from ..metrics.timing import ms_stats, rounds
 from ..sites import network
 from ..systems import native_low_precision
@@ -51,6 +52,7 @@ TWIN_DEVIATION = 1e-5          # two bases whose screening samples differ by no 
 SLOW_RUN_S = 10.0              # timing: a spec whose one run takes longer is timed in SLOW_ROUNDS rounds only
 SLOW_ROUNDS = 3
 MIN_SCREEN = 16                # the smallest screening batch a slow model's search shrinks to
+ADVICE_POWER = 0.8             # evidence_advice: the fresh seeds that would certify with this predictive probability
 FIT_SAMPLES = 128              # reference samples a schedule fitted during the search is fitted on (AYS and DP draw 32)
 
 
@@ -207,6 +209,7 @@ class Search:
         self.screen_best: Record | None = None
         self.screen_eval_ms: float | None = None   # the reference's ms per sample-evaluation (fit_screening)
         self.fresh_used = 0                        # plan-certification seeds used (certify: every attempt the same)
+        self.advice: list[dict] = []               # certifications that failed for want of evidence (evidence_advice)
         self._pool: list | None = None             # the reference's scores on its pool (unpaired comparisons)
         self.stages: dict = {}                     # wall seconds per stage (cost_breakdown)
         self._stage_at: tuple | None = None
@@ -625,6 +628,32 @@ class Search:
         return (f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but is too noisy to hold again: "
                 f"a re-measurement on as many new seeds would hold {self._replication_shortfall(q)}")
 
+    def evidence_advice(self, rec: Record, q: Quality, what: str = "") -> dict | None:
+        """A certification that failed although its mean is within the budget failed for want of evidence:
+        how many fresh seeds would certify ``rec`` with predictive probability ``ADVICE_POWER``
+        (``metrics.stats.seeds_to_certify``, from its fresh seeds' mean and spread, the replication rule
+        included), and the settings of a re-run on seeds this search did not use. Recorded in the plan
+        (``search["advice"]``) and its summary; None where more seeds would not help (or an unpaired
+        comparison, whose pooled reference the estimate leaves out)."""
+        if isinstance(q, Unpaired) or len(q.values) < 2 or q.mean >= self.budget:
+            return None
+        k = seeds_to_certify(q.values, self.budget, ADVICE_POWER, self.set.replicate)
+        if k is None:
+            return None
+        start, stop = cert_bounds(self.set.cert_range)
+        rng, offset = self.set.cert_range, self.set.cert_offset + self.fresh_used
+        if start + offset + math.ceil(1.5 * k) > stop:       # not room for it (and its extension) in this range
+            rng, offset = next(r for r in CERT_RANGES if r != self.set.cert_range), 0
+        flags = f"--fresh-seeds {k} --cert-offset {offset}" + (f" --cert-range {rng}" if rng != "plan-certification" else "")
+        a = {"label": rec.label, "what": what or "certification", "fresh_seeds_used": len(q.values),
+             "quality": q.text(), "fresh_seeds": k, "power": ADVICE_POWER, "cert_range": rng, "cert_offset": offset,
+             "text": (f"{rec.label}{what}: {q.text()} on {len(q.values)} fresh seeds, within the budget in the mean: "
+                      f"about {k} fresh seeds would certify it with probability {ADVICE_POWER:g} (`effdiff plan ... "
+                      f"{flags}`: seeds this search did not use)")}
+        self.advice.append(a)
+        self.log(f"advice: {a['text']}")
+        return a
+
     def _replication_shortfall(self, q: Quality) -> str:
         """'with probability P < replicate': how likely a re-measurement on as many new seeds holds again."""
         return f"with probability {q.replication(self.budget):.2f} < {self.set.replicate:g}"
@@ -685,6 +714,12 @@ class Search:
                     winner = rec
                     break
                 rec.rejected = self.not_certified(rec, q)
+            if winner is None:          # the one re-run most likely to certify: the attempt needing fewest seeds
+                tried = [r for r in order if r.certified is not None]
+                best = min(tried, default=None, key=lambda r: seeds_to_certify(
+                    r.certified.values, self.budget, ADVICE_POWER, self.set.replicate) or math.inf)
+                if best is not None:
+                    self.evidence_advice(best, best.certified)
             for r in finalists:
                 if r is not winner and not r.rejected:
                     r.rejected = f"{r.label}: another finalist was certified first" if winner else None
@@ -759,6 +794,10 @@ class Search:
                 how = f"changes samples, certified {q.text()}: {verdict}"
                 if keep:
                     cert = q
+                else:
+                    a = self.evidence_advice(rec, q, f" (systems switch {name})")
+                    if a is not None:
+                        d["certified"]["seeds_to_certify"] = a["fresh_seeds"]
             d["kept"] = keep
             out.append(d)
             self.log(f"systems {name}: {t[0]['ms_per_sample']:.2f} -> {t[1]['ms_per_sample']:.2f} ms/sample, "

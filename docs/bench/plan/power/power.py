@@ -5,7 +5,8 @@ per-seed FD changes that registered run plan-suite-bf16-3 measured on its certif
 Each candidate's measured values stand in for its truth: a simulated certification draws k seeds from
 them with replacement (a bootstrap), and, where the rule extends, 0.5k more. Besides the measured mean
 ("as measured") the truth is shifted up by one standard error of that mean ("one SE worse"), since the
-measured mean is itself an estimate. The answer sizes the fresh seeds of the next registered run
+measured mean is itself an estimate. ``predictive_no_extension``: the closed form the planner's advice
+uses (``metrics.stats.certification_power``), which integrates over that uncertainty. The answer sizes the fresh seeds of the next registered run
 (docs/bench/prereg/); nothing here is a quality claim.
 
     python docs/bench/plan/power/power.py      # -> docs/bench/plan/power/power.json (about 20 s)
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from effdiff.metrics.stats import mean_sd, replication, t_interval
+from effdiff.metrics.stats import certification_power, mean_sd, replication, t_interval
 
 HERE = Path(__file__).parent
 SUITE = HERE.parent / "suite-bf16-3" / "plans"
@@ -63,6 +64,9 @@ def main():
                 hits = sum(certifies(list(rng.choice(base, k)), lambda: list(rng.choice(base, k // 2)))
                            for _ in range(SIMS))
                 row["p_certified"][shift_name][str(k)] = hits / SIMS
+        # the closed form the planner's advice uses (metrics.stats.certification_power): the true mean drawn from
+        # its flat-prior posterior instead of fixed at the measured one, no replication extension
+        row["predictive_no_extension"] = {str(k): certification_power(vals, BUDGET, k, REPLICATE) for k in KS}
         res["candidates"][name] = row
         print(name, json.dumps(row))
     (HERE / "power.json").write_text(json.dumps(res, indent=1) + "\n")
