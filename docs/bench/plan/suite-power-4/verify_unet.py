@@ -26,7 +26,7 @@ EARLIER = list(range(3224, 3248))      # the run's own verification (effdiff pla
 
 
 def pct(v):
-    m, lo_hi = mean_sd(v)[0], t_interval(v)
+    m, lo_hi = float(mean_sd(v)[0]), [float(x) for x in t_interval(v)]
     return {"mean": m, "ci": lo_hi, "text": f"{100 * m:+.1f}% [{100 * lo_hi[0]:+.1f}, {100 * lo_hi[1]:+.1f}]"}
 
 
@@ -52,7 +52,7 @@ def main():
         row = {}
         for name in ("plan", "best_single"):
             v = [vals[name][s] for s in seeds]
-            row[name] = {**pct(v), "values": v, "holds": t_interval(v)[1] <= p.budget}
+            row[name] = {**pct(v), "values": [float(x) for x in v], "holds": bool(t_interval(v)[1] <= p.budget)}
         row["plan_minus_best_single"] = pct([vals["plan"][s] - vals["best_single"][s] for s in seeds])
         row["seeds"] = [seeds[0], seeds[-1]]
         out[key] = row
