@@ -601,6 +601,19 @@ def test_a_second_certification_and_verification_range_and_a_suite_restricted_to
     SR.check()
 
 
+def test_the_independent_reference_batch_stays_inside_its_seed_range():
+    """``runs.other_seed``: s + 50 inside the planner's range that holds s, wrapped at its end, so that a
+    distribution distance's comparison batch never draws another purpose's seeds; outside those ranges s + 50."""
+    from effdiff import seeds as SR
+    from effdiff.plan.runs import other_seed
+    assert [other_seed(s) for s in (200, 300, 400, 449)] == [250, 350, 450, 499]       # as before the wrap
+    assert (other_seed(460), other_seed(560), other_seed(3160), other_seed(3399)) == (410, 510, 3010, 3249)
+    assert other_seed(5) == 55
+    for name in ("plan-certification", "plan-verification", "plan-certification-2", "plan-verification-2"):
+        r = SR.get(name)
+        assert all(other_seed(s) in r for s in range(r.start, r.stop))
+
+
 def test_certification_power_matches_a_simulation_of_the_rule_and_sizes_a_re_run():
     """``certification_power`` (closed form) against a Monte Carlo of the planner's rule (t upper end <= budget
     and replication >= 0.9) with the true mean drawn from the same flat-prior posterior; ``seeds_to_certify``

@@ -4,7 +4,8 @@ techniques prepared once, and an external reference sampler a user brings.
 
 Seeds: ``effdiff.seeds`` ranges ``plan-screening`` (200-299), ``plan-selection`` (300-399),
 ``plan-certification`` (400-499), ``plan-verification`` (500-599, registered here), calibration
-batches from ``calibration`` (12345). Seed s's independent reference batch is s + ``OTHER``.
+batches from ``calibration`` (12345). Seed s's independent reference batch is s + ``OTHER``, wrapped
+around inside s's range (``other_seed``).
 """
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from ..sampling import randn
 from .quality import Batch, Quality, Relative, Unpaired, pooled_change
 from .spec import Spec
 
-OTHER = 50                # seed s's independent reference batch is seed s + OTHER (same range)
+OTHER = 50                # seed s's independent reference batch is seed s + OTHER, wrapped inside s's range (other_seed)
 
 
 def _seed_ranges():
@@ -39,6 +40,25 @@ def _seed_ranges():
 
 
 SEEDS = _seed_ranges()
+PLAN_RANGES = ("plan-screening", "plan-selection", "plan-certification", "plan-verification", "plan-certification-2",
+               "plan-verification-2")
+
+
+def other_seed(seed: int) -> int:
+    """The seed of ``seed``'s independent reference batch (a distribution distance's comparison batch):
+    ``seed + OTHER``, wrapped around inside the planner's registered range that holds ``seed`` so that it
+    never reaches another purpose's seeds (certification seed 460 + 50 would be a verification seed; 560 +
+    50 one of the interactions table's). Seeds outside those ranges (a hand-written ``certify(seeds=)``):
+    ``seed + OTHER``."""
+    try:
+        from .. import seeds as SR
+        for name in PLAN_RANGES:
+            r = SR.REGISTRY.get(name)
+            if r is not None and seed in r:
+                return r.start + (seed - r.start + OTHER) % (r.stop - r.start)
+    except ImportError:
+        pass
+    return seed + OTHER
 
 
 def default_reference(den, model: str | None, quick: bool = False) -> Spec:
@@ -251,7 +271,7 @@ def measure_on(den, spec, reference, measure, seeds, n: int, cond=None, shape=No
     for s in seeds:
         x = sm.images(spec, s, n)[0]
         ref = sm.images(reference, s, n)[0]
-        other = sm.images(reference, s + OTHER, n)[0] if measure.needs_other else None
+        other = sm.images(reference, other_seed(s), n)[0] if measure.needs_other else None
         q.values.append(measure(Batch(x, ref, other, sm.labels(n), s)))
         q.seeds.append(s)
     return q

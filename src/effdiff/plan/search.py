@@ -20,7 +20,8 @@ certify it on seeds the search never saw.
 Seeds: ``effdiff.seeds`` ranges ``plan-screening`` (200-299), ``plan-selection`` (300-399),
 ``plan-certification`` (400-499; ``plan-certification-2``, 3000-3199, where ``Settings.cert_range``
 names it), ``plan-verification`` (500-599, ``plan verify``; ``plan-verification-2``, 3200-3399), calibration
-batches from ``calibration`` (12345). A seed s's independent reference batch is s + 50.
+batches from ``calibration`` (12345). A seed s's independent reference batch is s + 50, wrapped around
+inside s's range (``runs.other_seed``).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ from ..sites import network
 from ..systems import native_low_precision
 from . import space as S
 from .quality import Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model, pooled_change
-from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on, score_of  # noqa: F401
+from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on, other_seed, score_of  # noqa: F401
 from .spec import Spec
 
 SCREEN_LIMIT = 0.5        # screening proxy limit: min(SCREEN_LIMIT, 2 x budget + SCREEN_SLACK) of the
@@ -241,7 +242,7 @@ class Search:
         """(measure value, seconds) of one seed."""
         x, dt, _ = self.sampler.images(rec_spec, seed, n)
         ref = self.sampler.images(self.reference, seed, n)[0]
-        other = self.sampler.images(self.reference, seed + OTHER, n)[0] if measure.needs_other else None
+        other = self.sampler.images(self.reference, other_seed(seed), n)[0] if measure.needs_other else None
         return measure(Batch(x, ref, other, self.sampler.labels(n), seed)), dt
 
     # -- the target measure on selection and certification seeds ------------------------------
