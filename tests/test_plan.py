@@ -601,6 +601,23 @@ def test_a_second_certification_and_verification_range_and_a_suite_restricted_to
     SR.check()
 
 
+def test_verify_says_how_likely_a_re_measurement_of_its_size_was_to_hold():
+    """``Verification.expected``: the forecast from the plan's certification values (certification_power without
+    the replication rule), in the text with a warning when it is below 0.8; None for an unpaired certificate."""
+    from effdiff.metrics.stats import certification_power
+    vals = [0.007 + 0.087 * ((i * 7) % 11 - 5) / 5 for i in range(72)]
+    plan = F.Plan.__new__(F.Plan)
+    plan.budget, plan.certified = 0.05, {"values": vals}
+    assert F.expected_to_hold(plan, 24) == pytest.approx(certification_power(vals, 0.05, 24, replicate=None))
+    assert F.expected_to_hold(plan, 24) < F.expected_to_hold(plan, 72)
+    q = Q.Quality("FD", values=[0.03, 0.01, 0.05, 0.02], seeds=[500, 501, 502, 503])
+    v = F.Verification(True, q, 0.05, q.seeds, F.expected_to_hold(plan, 4))
+    assert "4 seeds were expected to hold with probability" in v.text() and "give it more seeds" in v.text()
+    plan.certified = {"values": vals, "ref_scores": [1.0, 1.1]}
+    assert F.expected_to_hold(plan, 24) is None
+    assert "expected" not in F.Verification(True, q, 0.05, q.seeds).text()
+
+
 def test_the_independent_reference_batch_stays_inside_its_seed_range():
     """``runs.other_seed``: s + 50 inside the planner's range that holds s, wrapped at its end, so that a
     distribution distance's comparison batch never draws another purpose's seeds; outside those ranges s + 50."""

@@ -55,7 +55,8 @@ def _verify(a) -> int:
     v = verify(p, _model(name), seeds=verification_seeds(p, a.seeds, a.offset, a.range), n=a.n)
     print(v.text())
     if a.json:
-        print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget}))
+        print(json.dumps({"holds": v.holds, "verdict": v.verdict, "quality": v.quality.as_dict(), "budget": v.budget,
+                          "expected_to_hold": v.expected}))
     if not v.holds:
         raise SystemExit(1)
     return 0

@@ -352,6 +352,9 @@ class Verification:
     quality: Quality
     budget: float
     seeds: list
+    # the chance, forecast from the plan's certification values before this re-measurement, that an interval on
+    # as many seeds holds (metrics.stats.certification_power without the replication rule); None without them
+    expected: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -364,8 +367,11 @@ class Verification:
     def text(self) -> str:
         why = {"holds": "", "over": ", measurably over the budget",
                "unsure": ", the interval contains the budget: neither shown within nor over it"}[self.verdict]
+        exp = ("" if self.expected is None else f"; from its certification, {len(self.seeds)} seeds were expected to "
+               f"hold with probability {self.expected:.2f}" + (" (a check this small is weak: give it more seeds)"
+                                                               if self.expected < 0.8 else ""))
         return (f"{'holds' if self.holds else 'does NOT hold'}: {self.quality.text()} on seeds "
-                f"{self.seeds[0]}-{self.seeds[-1]} (budget +{100 * self.budget:g}%, upper 95% CI end{why})")
+                f"{self.seeds[0]}-{self.seeds[-1]} (budget +{100 * self.budget:g}%, upper 95% CI end{why}){exp}")
 
 
 def verification_seeds(plan: Plan, k: int | None = None, offset: int = 0,
@@ -396,4 +402,16 @@ def verify(plan: Plan, den, seeds=None, n: int | None = None, metric=None, cond=
     n = n or plan.settings.get("n_fresh") or plan.settings.get("n", 200)      # the certification's batch
     q = measure_on(den, plan.spec, reference or plan.reference, measure, seeds, n, cond,
                    shape or plan.settings.get("shape"))
-    return Verification(q.holds(plan.budget), q, plan.budget, seeds)
+    return Verification(q.holds(plan.budget), q, plan.budget, seeds, expected_to_hold(plan, len(seeds)))
+
+
+def expected_to_hold(plan: Plan, k: int) -> float | None:
+    """The chance that a re-measurement on ``k`` new seeds holds, forecast from the plan's certification values
+    (``metrics.stats.certification_power`` without the replication rule: the interval alone, as ``verify`` judges);
+    None for a plan without them, or an unpaired certification (its pooled reference is not in the forecast)."""
+    from ..metrics.stats import certification_power
+    c = plan.certified or {}
+    vals = c.get("values") or []
+    if len(vals) < 2 or k < 2 or c.get("ref_scores"):
+        return None
+    return certification_power(vals, plan.budget, k, replicate=None)
