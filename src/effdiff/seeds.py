@@ -251,10 +251,11 @@ for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
 PLAN_CERTIFICATION_2 = register(SeedRange(
     "plan-certification-2", 3000, 3200, "plan search: a second certification range, for registered runs that need more "
-    "fresh seeds than plan-certification has left (Settings.cert_range; never used to pick)"))
+    "fresh seeds than plan-certification has left (Settings.cert_range; never used to pick; plan-suite-power-4 "
+    "3000-3071)"))
 PLAN_VERIFICATION_2 = register(SeedRange(
     "plan-verification-2", 3200, 3400, "plan verify: a second verification range (effdiff plan verify --range), "
-    "for plans certified after plan-verification 500-599 was used up"))
+    "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295)"))
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "
