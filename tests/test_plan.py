@@ -672,10 +672,14 @@ def test_a_certification_short_of_evidence_says_how_many_fresh_seeds_would_certi
     b = s.evidence_advice(rec, q)
     assert (b["cert_range"], b["cert_offset"]) == ("plan-certification-2", 0) and "--cert-range plan-certification-2" in b["text"]
     assert s.evidence_advice(rec, Q.Quality("FD", values=[v + 0.06 for v in vals])) is None
+    few = Q.Quality("FD", values=[0.0, -0.12, 0.1, 0.08, -0.06])        # 5 seeds: too uncertain for 0.8 at any count
+    assert seeds_to_certify(few.values, 0.05) is None
+    c = s.evidence_advice(rec, few)
+    assert c["power"] == 0.5 and c["fresh_seeds"] == seeds_to_certify(few.values, 0.05, 0.5) and "probability 0.5" in c["text"]
     p = F.Plan.__new__(F.Plan)
     p.spec, p.budget, p.measure, p.reference = None, 0.05, "FD", Spec("heun", 20, "karras")
     p.search = {"candidates": 3, "advice": s.advice}
-    assert a["text"] in p.summary() and b["text"] in p.summary()
+    assert a["text"] in p.summary() and b["text"] in p.summary() and c["text"] in p.summary()
 
 
 @pytest.mark.parametrize("method", ["ays", "dp"])

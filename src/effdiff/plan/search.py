@@ -631,14 +631,18 @@ class Search:
 
     def evidence_advice(self, rec: Record, q: Quality, what: str = "") -> dict | None:
         """A certification that failed although its mean is within the budget failed for want of evidence:
-        how many fresh seeds would certify ``rec`` with predictive probability ``ADVICE_POWER``
-        (``metrics.stats.seeds_to_certify``, from its fresh seeds' mean and spread, the replication rule
+        how many fresh seeds would certify ``rec`` with predictive probability ``ADVICE_POWER`` (0.5 where its
+        few seeds leave the mean too uncertain for that at any count) (``metrics.stats.seeds_to_certify``, from its fresh seeds' mean and spread, the replication rule
         included), and the settings of a re-run on seeds this search did not use. Recorded in the plan
         (``search["advice"]``) and its summary; None where more seeds would not help (or an unpaired
         comparison, whose pooled reference the estimate leaves out)."""
         if isinstance(q, Unpaired) or len(q.values) < 2 or q.mean >= self.budget:
             return None
-        k = seeds_to_certify(q.values, self.budget, ADVICE_POWER, self.set.replicate)
+        power = ADVICE_POWER          # few seeds leave the mean too uncertain for 0.8 at any count: say what 0.5 takes
+        k = seeds_to_certify(q.values, self.budget, power, self.set.replicate)
+        if k is None:
+            power = 0.5
+            k = seeds_to_certify(q.values, self.budget, power, self.set.replicate)
         if k is None:
             return None
         start, stop = cert_bounds(self.set.cert_range)
@@ -647,9 +651,9 @@ class Search:
             rng, offset = next(r for r in CERT_RANGES if r != self.set.cert_range), 0
         flags = f"--fresh-seeds {k} --cert-offset {offset}" + (f" --cert-range {rng}" if rng != "plan-certification" else "")
         a = {"label": rec.label, "what": what or "certification", "fresh_seeds_used": len(q.values),
-             "quality": q.text(), "fresh_seeds": k, "power": ADVICE_POWER, "cert_range": rng, "cert_offset": offset,
+             "quality": q.text(), "fresh_seeds": k, "power": power, "cert_range": rng, "cert_offset": offset,
              "text": (f"{rec.label}{what}: {q.text()} on {len(q.values)} fresh seeds, within the budget in the mean: "
-                      f"about {k} fresh seeds would certify it with probability {ADVICE_POWER:g} (`effdiff plan ... "
+                      f"about {k} fresh seeds would certify it with probability {power:g} (`effdiff plan ... "
                       f"{flags}`: seeds this search did not use)")}
         self.advice.append(a)
         self.log(f"advice: {a['text']}")
@@ -717,8 +721,9 @@ class Search:
                 rec.rejected = self.not_certified(rec, q)
             if winner is None:          # the one re-run most likely to certify: the attempt needing fewest seeds
                 tried = [r for r in order if r.certified is not None]
-                best = min(tried, default=None, key=lambda r: seeds_to_certify(
-                    r.certified.values, self.budget, ADVICE_POWER, self.set.replicate) or math.inf)
+                best = min(tried, default=None, key=lambda r: (
+                    seeds_to_certify(r.certified.values, self.budget, ADVICE_POWER, self.set.replicate)
+                    or 1000 + (seeds_to_certify(r.certified.values, self.budget, 0.5, self.set.replicate) or math.inf)))
                 if best is not None:
                     self.evidence_advice(best, best.certified)
             for r in finalists:
