@@ -256,6 +256,10 @@ PLAN_CERTIFICATION_2 = register(SeedRange(
 PLAN_VERIFICATION_2 = register(SeedRange(
     "plan-verification-2", 3200, 3400, "plan verify: a second verification range (effdiff plan verify --range), "
     "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295)"))
+# the ranges a plan certifies on (Settings.cert_range) and is verified on (plan verify --range); plan-verification
+# itself is registered by effdiff.plan.runs
+PLAN_CERTIFICATION_RANGES = ("plan-certification", "plan-certification-2")
+PLAN_VERIFICATION_RANGES = ("plan-verification", "plan-verification-2")
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))
 FRESH_2 = register(SeedRange("fresh-2", 2000, 2010, "a follow-up's fresh seeds when its run already started on fresh "

@@ -7,8 +7,8 @@ import math
 
 import torch
 
-__all__ = ["mean_sd", "t_interval", "replication", "certification_power", "seeds_to_certify", "unpaired_interval", "welch_df", "paired_change", "decimals", "pm",
-           "pct_ci", "labels_for"]
+__all__ = ["mean_sd", "t_interval", "replication", "certification_power", "seeds_to_certify", "unpaired_interval",
+           "welch_df", "paired_change", "decimals", "pm", "pct_ci", "labels_for"]
 
 
 def mean_sd(values) -> tuple[float, float]:

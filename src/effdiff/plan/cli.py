@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+from .. import seeds as SR
+
 __all__ = ["add_parser", "main"]
 
 
@@ -82,7 +84,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18, "
                    "or 1.5x --fresh-seeds)")
     p.add_argument("--cert-offset", type=int, help="certify on plan-certification seeds from 400 + this (default 0)")
-    p.add_argument("--cert-range", choices=("plan-certification", "plan-certification-2"),
+    p.add_argument("--cert-range", choices=SR.PLAN_CERTIFICATION_RANGES,
                    help="the registered seed range certification draws from (default plan-certification, 400-499; "
                    "plan-certification-2 is 3000-3199)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
@@ -96,7 +98,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     v.add_argument("--seeds", type=int, help="how many verification seeds (default: as many as certified the plan)")
     v.add_argument("--offset", type=int, default=0,
                    help="start this many seeds into the verification range (a second verification on other seeds)")
-    v.add_argument("--range", default="plan-verification", choices=("plan-verification", "plan-verification-2"),
+    v.add_argument("--range", default="plan-verification", choices=SR.PLAN_VERIFICATION_RANGES,
                    help="the registered seed range (plan-verification 500-599, plan-verification-2 3200-3399)")
     v.add_argument("--n", type=int, help="samples per seed (default: the plan's certification batch)")
     v.add_argument("--json", action="store_true")

@@ -381,8 +381,8 @@ def verification_seeds(plan: Plan, k: int | None = None, offset: int = 0,
     certified the plan, else 6); seeds past the range's end are a clear error."""
     from .. import seeds as SR
     from .runs import SEEDS  # noqa: F401 -- registers plan-verification
-    if range_name not in ("plan-verification", "plan-verification-2"):
-        raise ValueError(f"a verification range is plan-verification or plan-verification-2, got {range_name!r}")
+    if range_name not in SR.PLAN_VERIFICATION_RANGES:
+        raise ValueError(f"a verification range is {' or '.join(SR.PLAN_VERIFICATION_RANGES)}, got {range_name!r}")
     k = k or len((plan.certified or {}).get("seeds") or []) or 6
     return SR.get(range_name).seeds(k, offset)
 

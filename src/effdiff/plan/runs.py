@@ -16,6 +16,7 @@ import time
 
 import torch
 
+from .. import seeds as SR
 from .. import techniques as T
 from ..metrics.stats import labels_for
 from ..sampling import randn
@@ -40,8 +41,7 @@ def _seed_ranges():
 
 
 SEEDS = _seed_ranges()
-PLAN_RANGES = ("plan-screening", "plan-selection", "plan-certification", "plan-verification", "plan-certification-2",
-               "plan-verification-2")
+PLAN_RANGES = ("plan-screening", "plan-selection", *SR.PLAN_CERTIFICATION_RANGES, *SR.PLAN_VERIFICATION_RANGES)
 
 
 def other_seed(seed: int) -> int:
@@ -50,14 +50,10 @@ def other_seed(seed: int) -> int:
     never reaches another purpose's seeds (certification seed 460 + 50 would be a verification seed; 560 +
     50 one of the interactions table's). Seeds outside those ranges (a hand-written ``certify(seeds=)``):
     ``seed + OTHER``."""
-    try:
-        from .. import seeds as SR
-        for name in PLAN_RANGES:
-            r = SR.REGISTRY.get(name)
-            if r is not None and seed in r:
-                return r.start + (seed - r.start + OTHER) % (r.stop - r.start)
-    except ImportError:
-        pass
+    for name in PLAN_RANGES:
+        r = SR.REGISTRY.get(name)
+        if r is not None and seed in r:
+            return r.start + (seed - r.start + OTHER) % (r.stop - r.start)
     return seed + OTHER
 
 

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .. import seeds as SR
 from .. import techniques as T
 from ..metrics.stats import seeds_to_certify
 from ..metrics.timing import ms_stats, rounds
@@ -129,16 +130,13 @@ class Settings:
         return out
 
 
-CERT_RANGES = ("plan-certification", "plan-certification-2")
+CERT_RANGES = SR.PLAN_CERTIFICATION_RANGES
 
 
 def cert_bounds(name: str) -> tuple[int, int]:
     """[start, stop) of the certification seed range ``name`` (one of ``CERT_RANGES``)."""
     if name not in CERT_RANGES:
         raise ValueError(f"plan setting cert_range must be one of {list(CERT_RANGES)}, got {name!r}")
-    if name == "plan-certification":
-        return SEEDS["certification"], SEEDS["verification"]
-    from .. import seeds as SR
     r = SR.get(name)
     return r.start, r.stop
 
@@ -629,22 +627,29 @@ class Search:
         return (f"{rec.label}: holds on {len(q.values)} fresh seeds ({q.text()}) but is too noisy to hold again: "
                 f"a re-measurement on as many new seeds would hold {self._replication_shortfall(q)}")
 
-    def evidence_advice(self, rec: Record, q: Quality, what: str = "") -> dict | None:
-        """A certification that failed although its mean is within the budget failed for want of evidence:
-        how many fresh seeds would certify ``rec`` with predictive probability ``ADVICE_POWER`` (0.5 where its
-        few seeds leave the mean too uncertain for that at any count) (``metrics.stats.seeds_to_certify``, from its fresh seeds' mean and spread, the replication rule
-        included), and the settings of a re-run on seeds this search did not use. Recorded in the plan
-        (``search["advice"]``) and its summary; None where more seeds would not help (or an unpaired
-        comparison, whose pooled reference the estimate leaves out)."""
+    def seeds_needed(self, q: Quality) -> tuple[float, int] | None:
+        """(probability, fresh seeds): how many fresh seeds would certify a candidate measured as ``q``, with
+        predictive probability ``ADVICE_POWER``, or 0.5 where its few seeds leave the mean too uncertain for that
+        at any count (``metrics.stats.seeds_to_certify``: from its mean and spread, the replication rule
+        included). None where more seeds would not help (a mean over the budget) or for an unpaired comparison,
+        whose pooled reference the estimate leaves out."""
         if isinstance(q, Unpaired) or len(q.values) < 2 or q.mean >= self.budget:
             return None
-        power = ADVICE_POWER          # few seeds leave the mean too uncertain for 0.8 at any count: say what 0.5 takes
-        k = seeds_to_certify(q.values, self.budget, power, self.set.replicate)
-        if k is None:
-            power = 0.5
+        for power in (ADVICE_POWER, 0.5):
             k = seeds_to_certify(q.values, self.budget, power, self.set.replicate)
-        if k is None:
+            if k is not None:
+                return power, k
+        return None
+
+    def evidence_advice(self, rec: Record, q: Quality, what: str = "",
+                        need: tuple[float, int] | None = None) -> dict | None:
+        """A certification that failed although its mean is within the budget failed for want of evidence:
+        ``need`` (default ``seeds_needed(q)``) and the settings of a re-run on seeds this search did not use.
+        Recorded in the plan (``search["advice"]``) and its summary; None where more seeds would not help."""
+        need = need or self.seeds_needed(q)
+        if need is None:
             return None
+        power, k = need
         start, stop = cert_bounds(self.set.cert_range)
         rng, offset = self.set.cert_range, self.set.cert_offset + self.fresh_used
         if start + offset + math.ceil(1.5 * k) > stop:       # not room for it (and its extension) in this range
@@ -719,13 +724,12 @@ class Search:
                     winner = rec
                     break
                 rec.rejected = self.not_certified(rec, q)
-            if winner is None:          # the one re-run most likely to certify: the attempt needing fewest seeds
-                tried = [r for r in order if r.certified is not None]
-                best = min(tried, default=None, key=lambda r: (
-                    seeds_to_certify(r.certified.values, self.budget, ADVICE_POWER, self.set.replicate)
-                    or 1000 + (seeds_to_certify(r.certified.values, self.budget, 0.5, self.set.replicate) or math.inf)))
+            if winner is None:          # the one re-run most likely to certify: at the higher probability, fewest seeds
+                needs = {r.label: self.seeds_needed(r.certified) for r in order if r.certified is not None}
+                best = min((r for r in order if needs.get(r.label)), default=None,
+                           key=lambda r: (-needs[r.label][0], needs[r.label][1]))
                 if best is not None:
-                    self.evidence_advice(best, best.certified)
+                    self.evidence_advice(best, best.certified, need=needs[best.label])
             for r in finalists:
                 if r is not winner and not r.rejected:
                     r.rejected = f"{r.label}: another finalist was certified first" if winner else None
