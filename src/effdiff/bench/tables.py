@@ -461,6 +461,24 @@ def render_ot_toy(sources: list[dict], opts: dict) -> str:
     return _table(["Euler steps", *map(str, steps)], [False] + [True] * len(steps), body)
 
 
+def render_plan_followup(sources: list[dict], opts: dict) -> str:
+    """A plan re-measured beside the configuration it was timed against (``verify_unet.py`` of
+    docs/bench/plan/suite-power-4): per seed set, each one's FD change vs the reference (95% CI; "holds" when its
+    upper end is within the budget) and the paired difference plan - best single; ``decide=KEY`` names the seed
+    set the pre-registered rule judges."""
+    d = sources[0]
+    body = []
+    for key, row in d.items():
+        if not (isinstance(row, dict) and "plan_minus_best_single" in row):
+            continue
+        n = len(row["plan"]["values"])
+        seeds = f"{row['seeds'][0]}-{row['seeds'][1]} ({n}{', the decision' if key == opts.get('decide') else ''})"
+        cells = [f"{row[k]['text']}{': holds' if row[k]['holds'] else ''}" for k in ("plan", "best_single")]
+        body.append([seeds, *cells, row["plan_minus_best_single"]["text"]])
+    return _table(["seeds", f"plan ({d['plan']})", f"best single ({d['best_single']})", "plan - best single, paired"],
+                  [False, True, True, True], body)
+
+
 # ---- inline values --------------------------------------------------------------------------
 def value_count(sources, opts) -> str:
     return str(len(select(sources[0][opts.get("list", "rows")], opts)))
@@ -570,7 +588,7 @@ KINDS: dict[str, Callable] = {"video": render_video, "video_student": render_vid
                               "ratio": value_ratio, "pair": value_pair,
                               "halfwidth": value_halfwidth, "diff": value_diff,
                               "protocol": render_protocol, "pm": value_pm,
-                              "ot_toy": render_ot_toy}
+                              "ot_toy": render_ot_toy, "plan_followup": render_plan_followup}
 
 
 # ---- blocks in files ------------------------------------------------------------------------
