@@ -59,6 +59,26 @@ PRESETS["digits-dit-dmd-4step"] = lambda: config(
 PRESETS["digits-dit-dmd-4step"].__doc__ = "DMD2 with backward simulation: a 4-step generator (digits-dit)."
 
 
+KD_PAIRS = {"pairs_n": 16384, "pairs_solver": "heun", "pairs_schedule": "karras", "pairs_steps": 40}
+# the plan reference's samples (heun/karras/40), in runs/<teacher>-kd-pairs, shared by a teacher's KD presets
+
+
+def _kd(teacher: str, steps: int, iters: int, init: str) -> Callable[[], DistillConfig]:
+    def fn() -> DistillConfig:
+        return config("kd", teacher, {"steps": steps, "init": init, "pairs": f"runs/{teacher}-kd-pairs", **KD_PAIRS},
+                      name=f"{teacher}-kd-{steps}step", steps=iters, batch_size=64, lr=1e-4, warmup=100,
+                      p_uncond=0.0, ckpt_every=250)
+    fn.__doc__ = (f"Knowledge distillation of the sampler: {init or teacher}'s {steps}-step solve, unrolled, regressed "
+                  f"onto {teacher}'s heun/karras/40 samples from the same noise (16,384 pairs in "
+                  f"runs/{teacher}-kd-pairs, generated first, resumable).")
+    return fn
+
+
+PRESETS["digits-unet-kd-1step"] = _kd("digits-unet", 1, 4000, "digits-unet-pd-1step")
+PRESETS["digits-unet-kd-2step"] = _kd("digits-unet", 2, 3000, "digits-unet-pd-2step")
+PRESETS["digits-dit-kd-1step"] = _kd("digits-dit", 1, 4000, "digits-dit-dmd-1step")
+
+
 def _unet_pd_long() -> DistillConfig:
     """Progressive distillation 8 -> 1 of digits-unet with 3x the steps per stage (300 at batch 32)."""
     return config("progressive", "digits-unet", {"start_steps": 8, "stage_steps": 300, "prediction": "v"},
