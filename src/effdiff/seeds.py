@@ -258,7 +258,7 @@ PLAN_VERIFICATION_2 = register(SeedRange(
     "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295)"))
 STUDENT_SELECTION = register(SeedRange(
     "student-selection", 3400, 3500, "developing and choosing distilled students against a plan's measure, never "
-    "used to certify (docs/bench/plan/students/kd_unet.py: the KD students of digits-unet)"))
+    "used to certify (docs/bench/plan/students/kd.py: the KD students of digits-unet and digits-dit)"))
 # the ranges a plan certifies on (Settings.cert_range) and is verified on (plan verify --range); plan-verification
 # itself is registered by effdiff.plan.runs
 PLAN_CERTIFICATION_RANGES = ("plan-certification", "plan-certification-2")
