@@ -163,6 +163,24 @@ def test_pairs_are_resumable_and_reproducible(tmp_path):
         P.generate(teacher, tmp_path / "a", config=dataclasses.replace(kw["config"], steps=3), progress=False)
 
 
+def test_pairs_extend_to_a_larger_n_keeping_finished_shards(tmp_path):
+    teacher = tiny_teacher()
+    cfg = P.PairsConfig("tiny", n=8, shard_size=4, solver="ddim", schedule="uniform", steps=2)
+    P.generate(teacher, tmp_path / "a", config=cfg, progress=False)
+    z, x, _ = P.load(tmp_path / "a")
+    first = (tmp_path / "a" / "pairs-00000.safetensors").stat().st_mtime_ns
+    P.generate(teacher, tmp_path / "a", config=dataclasses.replace(cfg, n=12), progress=False)
+    z2, x2, y2 = P.load(tmp_path / "a")
+    assert z2.shape[0] == 12 and torch.equal(z2[:8], z) and torch.equal(x2[:8], x)
+    assert torch.equal(y2, torch.arange(12) % 10)
+    assert (tmp_path / "a" / "pairs-00000.safetensors").stat().st_mtime_ns == first     # kept, not redone
+    whole = P.generate(teacher, tmp_path / "b", config=dataclasses.replace(cfg, n=12), progress=False)
+    assert torch.equal(P.load(whole)[0], z2)
+    P.generate(teacher, tmp_path / "c", config=dataclasses.replace(cfg, n=6), progress=False)
+    with pytest.raises(ed.checkpoint.CheckpointError, match="short last shard"):
+        P.generate(teacher, tmp_path / "c", config=cfg, progress=False)
+
+
 def test_reflow_trains_on_pairs_and_straightness_is_zero_for_a_straight_flow(tmp_path):
     c = torch.randn(1, 1, 8, 8)
     point = lambda x, s, cond=None: c.expand_as(x).clone()      # noqa: E731  one-point data: straight paths

@@ -733,3 +733,24 @@ def test_a_plan_on_a_fitted_schedule_file_stores_its_sigmas_and_samples_without_
     assert Spec.from_json(q.spec.to_json()) == q.spec
     with pytest.raises(ValueError, match="schedule 'sigmas' needs"):
         Spec("ddim", 4, "sigmas", schedule_options={"sigmas": [3.0, 1.0, 0.0]})
+
+
+def test_a_suite_of_only_the_students_search_still_has_its_best_single_row(monkeypatch):
+    """``EFFDIFF_PLAN_SEARCHES=5+students``: with the search without students not run, the students search
+    gives the best single configuration and naive stack rows the 'vs best single' column needs."""
+    from types import SimpleNamespace
+    from effdiff.bench import plan as BP
+    single = Spec("dpmpp-2m", 6, "logsnr")
+    fake = SimpleNamespace(reference=Spec("heun", 40, "karras"), spec=Spec("ddim", 1, "student", model="s"),
+                           search={"best_single": single.label()},
+                           candidates=[{"label": single.label(), "spec": single.to_dict(), "held": True}])
+    monkeypatch.setattr(BP, "get_plan", lambda *a: fake)
+    monkeypatch.setattr(BP, "naive_stack", lambda p: None)
+    monkeypatch.setattr("effdiff.plan.space.students_of", lambda m: [("s", 1, "ddim")])
+    monkeypatch.setenv("EFFDIFF_PLAN_SEARCHES", "5+students")
+    labels = [r.config for r in BP.configs("digits-unet")]
+    assert any(x.startswith("plan@5%+students") for x in labels)
+    assert f"best single@5%: {single.label()}" in labels
+    monkeypatch.setenv("EFFDIFF_PLAN_SEARCHES", "5,5+students")
+    labels = [r.config for r in BP.configs("digits-unet")]
+    assert labels.count(f"best single@5%: {single.label()}") == 1

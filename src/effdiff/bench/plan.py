@@ -154,7 +154,7 @@ def configs(model: str, quick: bool = False) -> list[BenchConfig]:
         tag = f"{100 * budget:g}%"
         if p.spec is not None:
             rows.append(_row(model, f"plan@{tag}{'+students' if students else ''}: {p.spec.label()}", p.spec))
-        if students and (budget, False) in SEARCHES:
+        if students and (budget, False) in searches:     # its best single / naive stack rows come from that one
             continue
         single = _spec_of(p, p.search.get("best_single"))
         if single is not None:

@@ -21,6 +21,7 @@ step count) instead of the teacher's; the pairs always come from the teacher.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -74,6 +75,7 @@ class KD(Method):
     def __init__(self, args, teacher, cfg):
         super().__init__(args, teacher, cfg)
         self.z = self.x = self.y = None
+        self.pairs_info: dict = {}
         self._init = None
         if self.c.init:
             from .loop import load_teacher
@@ -100,6 +102,11 @@ class KD(Method):
                                            self.cfg.teacher, trainer.dir, trainer.progress,
                                            solver=self.c.pairs_solver, schedule=self.c.pairs_schedule,
                                            steps=self.c.pairs_steps)
+        info = P.manifest(Path(self.c.pairs) if self.c.pairs else trainer.dir / P.RUN_PAIRS)
+        self.pairs_info = {"pairs": info["config"], "pairs_teacher_nfe": info["teacher_nfe"]}
+
+    def card(self) -> dict:
+        return dict(self.pairs_info)
 
     def loss(self, student, x0, y, gen) -> Tensor:
         idx = torch.randint(0, len(self.x), (x0.shape[0],), generator=gen)

@@ -143,6 +143,10 @@ class Method:
     def lr_at(self, trainer: "DistillTrainer", step: int) -> float:
         return Trainer.lr_at(trainer, step)
 
+    def card(self) -> dict:
+        """Entries the method adds to its students' cards (e.g. what its teacher pairs cost)."""
+        return {}
+
 
 class DistillTrainer(Trainer):
     """``Trainer`` whose ``net`` / ``ema`` are ``Student``s trained with ``METHODS[config.method]``."""
@@ -217,7 +221,8 @@ class DistillTrainer(Trainer):
         return {"preset": c.name, "method": c.method, "teacher": c.teacher, "args": c.args, "seed": c.seed,
                 "steps": self.step, "student_steps": steps, "batch_size": c.batch_size,
                 "teacher_nfe": self.method.teacher.calls, "wall_time_s": round(self.elapsed, 1),
-                "machine": machine(), "command": f"effdiff train --preset {c.name} --out DIR", "metrics": {}}
+                "machine": machine(), "command": f"effdiff train --preset {c.name} --out DIR", "metrics": {},
+                **self.method.card()}
 
     def save_student(self, name: str, module: S.Student | None = None) -> Path:
         """Export a student (default: the EMA) as ``run_dir/name.{safetensors,json}``."""

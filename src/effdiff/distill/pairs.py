@@ -3,7 +3,7 @@ Yin et al. 2024): the teacher's ODE solution from unit noise z, stored as safete
 (atomic, SHA-256) beside a manifest. Generation is resumable: finished shards are verified and
 skipped, so a killed run continues where it stopped and ends with the same files.
 
-    distill.pairs.generate("digits-unet", "runs/pairs-unet", n=2048)
+    distill.pairs.generate("digits-unet", "runs/pairs-unet", n=2048)   # n=4096 later: keeps these 2048
     z, x, y = distill.pairs.load("runs/pairs-unet")     # z: unit noise, x: the teacher's sample
 """
 from __future__ import annotations
@@ -45,14 +45,25 @@ def _shard(out: Path, k: int) -> Path:
     return out / f"pairs-{k:05d}"
 
 
-def _done(stem: Path, cfg: dict) -> bool:
-    """A finished shard of this config (verified); a corrupt or foreign one raises."""
+def _same(a: dict, b: dict) -> bool:
+    """Two pairs configs that make the same shards: equal but for ``n`` (a shard's pairs do not depend
+    on how many follow it, so a directory can be extended to a larger n)."""
+    return {k: v for k, v in a.items() if k != "n"} == {k: v for k, v in b.items() if k != "n"}
+
+
+def _done(stem: Path, cfg: dict, size: int) -> dict | None:
+    """The metadata of a finished shard of this config holding ``size`` pairs (verified), None where there is
+    none; a corrupt or foreign one raises, and so does a short last shard of a smaller n (it is regenerated
+    whole: delete it)."""
     if not ckpt.files(stem)[1].exists():
-        return False
-    _, meta = ckpt.load(stem)
-    if meta.get("config") != cfg:
+        return None
+    t, meta = ckpt.load(stem)
+    if not _same(meta.get("config") or {}, cfg):
         raise ckpt.CheckpointError(f"{stem} was generated with another config; use a new directory")
-    return True
+    if len(t["z"]) != size:
+        raise ckpt.CheckpointError(f"{stem} holds {len(t['z'])} pairs, not {size}: it was the short last shard of "
+                                   f"a smaller n; delete it to extend the directory")
+    return meta
 
 
 def generate(teacher, out_dir, config: PairsConfig | None = None, progress: bool = True, **fields) -> Path:
@@ -73,10 +84,13 @@ def generate(teacher, out_dir, config: PairsConfig | None = None, progress: bool
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.n, desc=f"pairs {cfg.teacher}")
-    nfe = 0
+    total = 0                                   # teacher NFE of all pairs (the solver's real count, e.g. Heun's)
     for k in shards:
         lo, hi = k * cfg.shard_size, min(cfg.n, (k + 1) * cfg.shard_size)
-        if not _done(_shard(out, k), cj):
+        meta = _done(_shard(out, k), cj, hi - lo)
+        if meta is not None:
+            nfe = int(meta.get("nfe_per_pair", 0))
+        else:
             s = seeds[lo:hi]
             z = randn((hi - lo, *shape), seeds=s)
             y = torch.arange(lo, hi) % K if K else None
@@ -84,13 +98,13 @@ def generate(teacher, out_dir, config: PairsConfig | None = None, progress: bool
             nfe = res.nfe * (2 if cfg.guidance != 1.0 else 1)
             tensors = {"z": z, "x": res.x, **({"y": y} if y is not None else {})}
             ckpt.save(_shard(out, k), tensors, {"format": FORMAT, "config": cj, "shard": k, "nfe_per_pair": nfe})
+        total += nfe * (hi - lo)
         if bar is not None:
             bar.update(hi - lo)
     if bar is not None:
         bar.close()
     atomic_write(out / "manifest.json", json.dumps({"format": FORMAT, "config": cj, "shards": len(shards),
-                                                    "teacher_nfe": cfg.n * (len(sig) - 1)
-                                                    * (2 if cfg.guidance != 1.0 else 1)}, indent=1))
+                                                    "teacher_nfe": total}, indent=1))
     return out
 
 
