@@ -12,7 +12,9 @@ from effdiff.metrics import Scorer
 SHIPPED = {"digits-dit-dmd-1step": ("dmd", 1, "digits-dit"), "digits-dit-cd-4step": ("cd", 4, "digits-dit"),
            "digits-unet-pd-4step": ("progressive", 4, "digits-unet"),
            "digits-unet-pd-2step": ("progressive", 2, "digits-unet"),
-           "digits-unet-pd-1step": ("progressive", 1, "digits-unet")}
+           "digits-unet-pd-1step": ("progressive", 1, "digits-unet"),
+           "digits-dit-kd-1step": ("kd", 1, "digits-dit"), "digits-unet-kd-1step": ("kd", 1, "digits-unet"),
+           "digits-unet-kd-2step": ("kd", 2, "digits-unet")}
 
 
 def test_students_of_students_are_found_through_the_chain(tmp_path, monkeypatch):

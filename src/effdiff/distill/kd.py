@@ -106,7 +106,8 @@ class KD(Method):
         self.pairs_info = {"pairs": info["config"], "pairs_teacher_nfe": info["teacher_nfe"]}
 
     def card(self) -> dict:
-        return dict(self.pairs_info)
+        """The pairs and their cost; ``teacher_nfe`` counts them (KD calls no teacher while it trains)."""
+        return {**self.pairs_info, "teacher_nfe": self.teacher.calls + self.pairs_info.get("pairs_teacher_nfe", 0)}
 
     def loss(self, student, x0, y, gen) -> Tensor:
         idx = torch.randint(0, len(self.x), (x0.shape[0],), generator=gen)
