@@ -148,3 +148,13 @@ def test_a_hand_edited_card_metric_is_caught(monkeypatch):
 def test_student_cards_equal_the_runs_they_cite():
     for n in CR.ELSEWHERE:
         assert CR.check_cited(n) == [], CR.check_cited(n)
+
+
+def test_students_dev_table_names_each_file_and_flags_a_dirty_tree():
+    src = {"model": "digits-unet", "seeds": [3400, 3401, 3402], "reference": "heun/karras/40", "commit": "abcdef123",
+           "dirty": True, "_file": "kd-2", "rows": [{"student": "runs/x/model", "steps": 2, "text": "+2.1% [-0.8, +4.9]"}]}
+    out = T.render_students_dev([src, {**src, "dirty": False, "_file": "kd-1"}], {})
+    lines = out.splitlines()
+    assert lines[0].startswith("| results file |") and "vs heun/karras/40" in lines[0] and len(lines) == 4
+    assert "`kd-2`" in lines[2] and "3400-3402 (3)" in lines[2] and "abcdef1 (src dirty)" in lines[2]
+    assert "`kd-1`" in lines[3] and lines[3].endswith("| abcdef1 |")

@@ -479,6 +479,21 @@ def render_plan_followup(sources: list[dict], opts: dict) -> str:
                   [False, True, True, True], body)
 
 
+def render_students_dev(sources: list[dict], opts: dict) -> str:
+    """Students scored the planner's way on development seeds (``docs/bench/plan/students/kd.py``): per
+    student (with its results file's name), its steps, the seeds, the FD change vs the plan reference (95% CI, paired by seed) and the commit
+    that scored it (``(src dirty)`` when the scoring tree had uncommitted source edits)."""
+    body = []
+    for d in sources:
+        seeds = f"{d['seeds'][0]}-{d['seeds'][-1]} ({len(d['seeds'])})"
+        for r in d["rows"]:
+            body.append([f"`{d.get('_file', '-')}`", f"`{r['student']}`", str(r["steps"]), d["model"], seeds, r["text"],
+                         f"{d['commit'][:7]}{' (src dirty)' if d['dirty'] else ''}"])
+    return _table(["results file", "student (scored as)", "steps", "teacher", "seeds (n = 200 each)",
+                   f"FD change vs {sources[0]['reference']}", "commit"], [False, False, True, False, False, True, False],
+                  body)
+
+
 # ---- inline values --------------------------------------------------------------------------
 def value_count(sources, opts) -> str:
     return str(len(select(sources[0][opts.get("list", "rows")], opts)))
@@ -588,7 +603,8 @@ KINDS: dict[str, Callable] = {"video": render_video, "video_student": render_vid
                               "ratio": value_ratio, "pair": value_pair,
                               "halfwidth": value_halfwidth, "diff": value_diff,
                               "protocol": render_protocol, "pm": value_pm,
-                              "ot_toy": render_ot_toy, "plan_followup": render_plan_followup}
+                              "ot_toy": render_ot_toy, "plan_followup": render_plan_followup,
+                              "students_dev": render_students_dev}
 
 
 # ---- blocks in files ------------------------------------------------------------------------
@@ -609,6 +625,7 @@ def render(args: str, root: Path = ROOT, cache: dict | None = None) -> str:
             cache[f] = json.loads(path.read_text())
             if isinstance(cache[f], dict):
                 cache[f].setdefault("_folder", path.parent.name)      # the run folder, for the rundir column
+                cache[f].setdefault("_file", path.stem)
         sources.append(cache[f])
     return KINDS[opts.get("kind", "rows")](sources, opts)
 
