@@ -252,13 +252,13 @@ for _name, _start, _stop, _purpose in VIDEO_RANGES:
 PLAN_CERTIFICATION_2 = register(SeedRange(
     "plan-certification-2", 3000, 3200, "plan search: a second certification range, for registered runs that need more "
     "fresh seeds than plan-certification has left (Settings.cert_range; never used to pick; plan-suite-power-4 "
-    "3000-3071)"))
+    "3000-3071, plan-suite-students-5 3072-3143)"))
 PLAN_VERIFICATION_2 = register(SeedRange(
     "plan-verification-2", 3200, 3400, "plan verify: a second verification range (effdiff plan verify --range), "
-    "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295)"))
+    "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295; plan-suite-students-5's: 3296-3343)"))
 STUDENT_SELECTION = register(SeedRange(
     "student-selection", 3400, 3500, "developing and choosing distilled students against a plan's measure, never "
-    "used to certify (docs/bench/plan/students/kd.py: the KD students of digits-unet and digits-dit)"))
+    "used to certify (docs/bench/plan/students/kd.py: the KD students of digits-unet and digits-dit, 3400-3411)"))
 # the ranges a plan certifies on (Settings.cert_range) and is verified on (plan verify --range); plan-verification
 # itself is registered by effdiff.plan.runs
 PLAN_CERTIFICATION_RANGES = ("plan-certification", "plan-certification-2")
