@@ -90,21 +90,16 @@ def certification_power(values, bound: float, k_new: int, replicate: float | Non
     """Predictive probability that a certification on ``k_new`` new seeds passes the planner's rule: its
     t-interval's upper end at most ``bound`` and, with ``replicate`` set, its own replication
     probability (``replication``) at least ``replicate`` (without the rule's one extension, which can
-    only help). As in ``replication``: flat prior, so the new mean is N(m, s^2/k + s^2/k_new), s taken
-    as known; the rule passes when the new mean is below ``bound - s (t / sqrt(k_new) + z sqrt(2 / k_new))``
-    (z: the ``replicate`` quantile; 0 without it). None with fewer than two values."""
-    from scipy.stats import norm, t
-    k = len(values)
-    if k < 2:
+    only help). The second condition holds when the new mean is a further z s sqrt(2 / k_new) below
+    ``bound`` (z: the ``replicate`` quantile, s taken as known), so this is ``replication`` against that
+    lower bound. None with fewer than two values."""
+    from scipy.stats import norm
+    if len(values) < 2:
         return None
     if k_new < 2:
         raise ValueError(f"a certification needs at least 2 seeds, got {k_new}")
-    m, sd = mean_sd(values)
     z = norm.ppf(replicate) if replicate is not None else 0.0
-    margin = bound - m - sd * (t.ppf(0.5 + level / 2, k_new - 1) / math.sqrt(k_new) + z * math.sqrt(2 / k_new))
-    if sd == 0:
-        return float(margin >= 0)
-    return float(norm.cdf(margin / (sd * math.sqrt(1 / k + 1 / k_new))))
+    return replication(values, bound - z * mean_sd(values)[1] * math.sqrt(2 / k_new), k_new, level)
 
 
 def seeds_to_certify(values, bound: float, power: float = 0.8, replicate: float | None = 0.9,

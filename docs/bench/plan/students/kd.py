@@ -9,12 +9,12 @@ STUDENT: a zoo name or a checkpoint path stem; each is sampled with its own grid
 Writes OUT.json with the commit, dirty flag and one row per student (its per-seed values included).
 """
 import json
-import subprocess
 import sys
 
 import torch
 
 import effdiff as ed
+from effdiff.bench.provenance import code_state
 from effdiff.plan.search import certify
 from effdiff.plan.spec import Spec
 from effdiff.seeds import STUDENT_SELECTION
@@ -22,9 +22,9 @@ from effdiff.seeds import STUDENT_SELECTION
 torch.set_num_threads(1)
 out_path, model, s0, k, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5:]
 seeds = STUDENT_SELECTION.seeds(k, offset=s0 - STUDENT_SELECTION.start)     # raises outside the range
-git = lambda *a: subprocess.run(["git", *a], capture_output=True, text=True).stdout.strip()  # noqa: E731
+code = code_state()
 out = {"model": model, "seeds": seeds, "n": 200, "reference": "heun/karras/40", "budget": "5%",
-       "commit": git("rev-parse", "HEAD"), "dirty": bool(git("status", "--porcelain", "src")), "rows": []}
+       "commit": code["commit"], "dirty": code["dirty"], "rows": []}
 den = ed.zoo.load(model)
 for name in names:
     st = ed.distill.load(name) if "/" in name else ed.zoo.load(name)
