@@ -259,9 +259,13 @@ PLAN_VERIFICATION_2 = register(SeedRange(
 STUDENT_SELECTION = register(SeedRange(
     "student-selection", 3400, 3500, "developing and choosing distilled students against a plan's measure, never "
     "used to certify (docs/bench/plan/students/kd.py: the KD students of digits-unet and digits-dit, 3400-3411)"))
+PLAN_CERTIFICATION_3 = register(SeedRange(
+    "plan-certification-3", 3500, 3700, "plan search: a third certification range, for registered runs after "
+    "plan-certification-2 had too few seeds left for a 72-seed certificate with its extension (Settings.cert_range; "
+    "never used to pick)"))
 # the ranges a plan certifies on (Settings.cert_range) and is verified on (plan verify --range); plan-verification
 # itself is registered by effdiff.plan.runs
-PLAN_CERTIFICATION_RANGES = ("plan-certification", "plan-certification-2")
+PLAN_CERTIFICATION_RANGES = ("plan-certification", "plan-certification-2", "plan-certification-3")
 PLAN_VERIFICATION_RANGES = ("plan-verification", "plan-verification-2")
 FRESH = register(SeedRange("fresh", 1000, 1100, "re-scoring picked configurations on seeds never used to pick "
                            "(bench/solvers.py: seed + 1000)"))

@@ -7,9 +7,11 @@ certify it on seeds the search never saw.
    on top of the cheapest passing bases. Candidates far outside (proxy > ``SCREEN_LIMIT``) go.
 2. Successive halving on selection seeds with the target measure (FD in the evaluation network
    where one exists): each rung adds seeds; a candidate whose 95% interval lies entirely above the
-   budget is rejected with its numbers; of the rest the cheapest 1/ETA of those whose mean is
-   within the budget (then the others) stay, plus the cheapest that already holds and the one with
-   the lowest upper CI end, as fallbacks.
+   budget is rejected with its numbers; of the rest the cheapest 1/ETA of those that may still be
+   within the budget (``Quality.plausible``: the budget above the lower end of their one-sided 90%
+   interval; then the others) stay, plus the cheapest that already holds and the one with the lowest
+   upper CI end, as fallbacks. At 2-4 seeds a per-seed spread of 5-9% makes a mean over the budget
+   weak evidence, so the rung does not demote on the mean alone.
 3. The cheapest finalist that holds on all selection seeds is re-certified on fresh seeds (never
    used in the search); if it fails there, the next one on the same fresh seeds (the order is
    fixed before certification starts; every attempt is recorded).
@@ -39,7 +41,7 @@ from ..metrics.timing import ms_stats, rounds
 from ..sites import network
 from ..systems import native_low_precision
 from . import space as S
-from .quality import Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model, pooled_change
+from .quality import PLAUSIBLE, Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model, pooled_change
 from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on, other_seed, score_of  # noqa: F401
 from .spec import Spec
 
@@ -552,16 +554,22 @@ class Search:
                 self.best = min(holding, key=self.cost)
             if k == self.set.select_seeds:
                 break
-            alive.sort(key=lambda r: (r.quality.mean > self.budget, self.cost(r)))   # plausible first, then cheap
+            alive.sort(key=lambda r: (not r.quality.plausible(self.budget), self.cost(r)))   # plausible first, then cheap
             keep = alive[: max(1, math.ceil(len(alive) / ETA))]
             safest = min(alive, key=lambda r: r.quality.upper) if alive else None
             for extra in (self.best, safest):      # the cheapest that holds and the safest stay as fallbacks
                 if extra is not None and extra not in keep:
                     keep.append(extra)
             for r in alive:
-                if r not in keep:
+                if r in keep:
+                    continue
+                if r.quality.plausible(self.budget):
                     r.rejected = (f"{r.label}: {r.quality.text()} {self._unit()}; slower than the {len(keep)} kept "
                                   f"at {k} seeds ({self._cost_text(r)})")
+                else:
+                    r.rejected = (f"{r.label}: {r.quality.text()} {self._unit()}; likely over the "
+                                  f"+{100 * self.budget:g}% budget at {k} seeds (P(within) < {PLAUSIBLE:g}), "
+                                  f"{len(keep)} kept ({self._cost_text(r)})")
             alive = keep
         return alive
 
