@@ -63,14 +63,15 @@ KD_PAIRS = {"pairs_solver": "heun", "pairs_schedule": "karras", "pairs_steps": 4
 # the plan reference's samples (heun/karras/40), in runs/<teacher>-kd-pairs, shared by a teacher's KD presets
 
 
-def _kd(teacher: str, steps: int, iters: int, init: str, n: int) -> Callable[[], DistillConfig]:
+def _kd(teacher: str, steps: int, iters: int, init: str, n: int, name: str = "", loss: str = "l2",
+        lr: float = 1e-4) -> Callable[[], DistillConfig]:
     def fn() -> DistillConfig:
         return config("kd", teacher, {"steps": steps, "init": init, "pairs": f"runs/{teacher}-kd-pairs", "pairs_n": n,
-                                      **KD_PAIRS},
-                      name=f"{teacher}-kd-{steps}step", steps=iters, batch_size=64, lr=1e-4, warmup=100,
+                                      **({"loss": loss} if loss != "l2" else {}), **KD_PAIRS},
+                      name=name or f"{teacher}-kd-{steps}step", steps=iters, batch_size=64, lr=lr, warmup=100,
                       p_uncond=0.0, ckpt_every=250)
     fn.__doc__ = (f"Knowledge distillation of the sampler: {init or teacher}'s {steps}-step solve, unrolled, regressed "
-                  f"onto {teacher}'s heun/karras/40 samples from the same noise ({n:,} pairs in "
+                  f"({loss}) onto {teacher}'s heun/karras/40 samples from the same noise ({n:,} pairs in "
                   f"runs/{teacher}-kd-pairs, generated first, resumable).")
     return fn
 
@@ -79,6 +80,13 @@ def _kd(teacher: str, steps: int, iters: int, init: str, n: int) -> Callable[[],
 PRESETS["digits-unet-kd-1step"] = _kd("digits-unet", 1, 6000, "digits-unet-pd-1step", 32768)
 PRESETS["digits-unet-kd-2step"] = _kd("digits-unet", 2, 4000, "digits-unet-pd-2step", 32768)
 PRESETS["digits-dit-kd-1step"] = _kd("digits-dit", 1, 4000, "digits-dit-dmd-1step", 16384)
+# digits-unet's 2-step KD student continued: 4,000 steps with the pseudo-Huber loss on the same 32,768 pairs, then
+# 6,000 on 65,536 (paired MSE on new noise 0.0074 -> 0.0064 -> 0.0053; FD change on student-selection 3412-3423
+# +3.0% -> +2.9% -> +2.5%; docs/bench/plan/students/kd-dev/). Run the first into runs/digits-unet-kd-2step-ph.
+PRESETS["digits-unet-kd-2step-ph"] = _kd("digits-unet", 2, 4000, "digits-unet-kd-2step", 32768,
+                                         name="digits-unet-kd-2step-ph", loss="pseudo-huber", lr=5e-5)
+PRESETS["digits-unet-kd-2step-long"] = _kd("digits-unet", 2, 6000, "runs/digits-unet-kd-2step-ph/model", 65536,
+                                           name="digits-unet-kd-2step-long", loss="pseudo-huber", lr=5e-5)
 
 
 def _unet_pd_long() -> DistillConfig:

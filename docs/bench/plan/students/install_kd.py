@@ -13,14 +13,31 @@ import effdiff as ed
 from effdiff import checkpoint as ckpt
 from effdiff.distill import pairs as P
 
+
+
+def chain(init: str) -> dict:
+    """The start student's card with its chain's totals: a zoo student's as installed; a run's own export
+    (a path, e.g. runs/X/model) with its pairs' teacher NFE and wall time added to its own start's totals."""
+    if "/" not in init:
+        return ed.zoo.card(init)["card"]
+    c = dict(ckpt.load(init)[1]["card"])
+    up = chain(c["args"]["init"])
+    c["teacher_nfe_total"] = c["teacher_nfe"] + up.get("teacher_nfe_total", up["teacher_nfe"])
+    c["wall_time_total_s"] = c["wall_time_s"] + up.get("wall_time_total_s", up["wall_time_s"])
+    return c
+
+
 args = sys.argv[1:]
 for run, name, dev in zip(args[::3], args[1::3], args[2::3]):
     tensors, meta = ckpt.load(Path(run) / "model")
     c = meta["card"]
     info = P.manifest(c["args"]["pairs"])
-    init = ed.zoo.card(c["args"]["init"])["card"]
+    init = chain(c["args"]["init"])
     pairs_nfe = info["teacher_nfe"]
-    c.update(command=f"python -m effdiff.distill.presets {name} --out DIR", export="DIR/model",
+    first = ""                       # a start student that is a run's own export: its preset runs first, into that run
+    if "/" in c["args"]["init"]:
+        first = f"python -m effdiff.distill.presets {init['preset']} --out {Path(c['args']['init']).parent} && "
+    c.update(preset=name, command=f"{first}python -m effdiff.distill.presets {name} --out DIR", export="DIR/model",
              root_teacher=c["teacher"], pairs=info["config"], pairs_teacher_nfe=pairs_nfe,
              teacher_nfe=pairs_nfe,
              teacher_nfe_total=pairs_nfe + init.get("teacher_nfe_total", init["teacher_nfe"]),
