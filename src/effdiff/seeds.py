@@ -255,14 +255,14 @@ PLAN_CERTIFICATION_2 = register(SeedRange(
     "3000-3071, plan-suite-students-5 3072-3143)"))
 PLAN_VERIFICATION_2 = register(SeedRange(
     "plan-verification-2", 3200, 3400, "plan verify: a second verification range (effdiff plan verify --range), "
-    "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295; plan-suite-students-5's: 3296-3343)"))
+    "for plans certified after plan-verification 500-599 was used up (plan-suite-power-4's plans: 3200-3295; plan-suite-students-5's: 3296-3343; plan-suite-students-6's: 3344-3367)"))
 STUDENT_SELECTION = register(SeedRange(
     "student-selection", 3400, 3500, "developing and choosing distilled students against a plan's measure, never "
-    "used to certify (docs/bench/plan/students/kd.py: the KD students of digits-unet and digits-dit, 3400-3411)"))
+    "used to certify (docs/bench/plan/students/kd.py: the KD students of digits-unet and digits-dit, 3400-3411; digits-unet's continued 2-step ones, 3412-3447)"))
 PLAN_CERTIFICATION_3 = register(SeedRange(
     "plan-certification-3", 3500, 3700, "plan search: a third certification range, for registered runs after "
     "plan-certification-2 had too few seeds left for a 72-seed certificate with its extension (Settings.cert_range; "
-    "never used to pick)"))
+    "never used to pick; plan-suite-students-6 3500-3571)"))
 # the ranges a plan certifies on (Settings.cert_range) and is verified on (plan verify --range); plan-verification
 # itself is registered by effdiff.plan.runs
 PLAN_CERTIFICATION_RANGES = ("plan-certification", "plan-certification-2", "plan-certification-3")
