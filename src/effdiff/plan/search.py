@@ -41,7 +41,8 @@ from ..metrics.timing import ms_stats, rounds
 from ..sites import network
 from ..systems import native_low_precision
 from . import space as S
-from .quality import PLAUSIBLE, Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model, pooled_change
+from .quality import (PLAUSIBLE, Batch, DistributionChange, Quality, Relative, Unpaired, check_budget, for_model,
+                      pooled_change)
 from .runs import OTHER, SEEDS, External, Sampler, default_reference, measure_on, other_seed, score_of  # noqa: F401
 from .spec import Spec
 

@@ -14,7 +14,6 @@ from effdiff import checkpoint as ckpt
 from effdiff.distill import pairs as P
 
 
-
 def chain(init: str) -> dict:
     """The start student's card with its chain's totals: a zoo student's as installed; a run's own export
     (a path, e.g. runs/X/model) with its pairs' teacher NFE and wall time added to its own start's totals."""
