@@ -3,6 +3,8 @@ certification and verify, on an analytic Gaussian denoiser (exact D, so everythi
 the digits UNet for the technique path."""
 import json
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -510,6 +512,41 @@ def test_halving_keeps_a_cheap_noisy_candidate_that_may_still_be_within_the_budg
     assert not one.plausible(0.05) and Q.Quality("FD", [0.04], [0]).plausible(0.05)
     pooled = Q.Unpaired("FD", [0.12, 0.0], [0, 1], ref_scores=[1.0, 1.1, 0.9])
     assert pooled.interval(0.95) == pooled.ci and pooled.interval(0.8)[0] > pooled.ci[0]
+
+
+def test_size_fresh_sizes_the_certification_from_the_selection_seeds(monkeypatch):
+    """``Settings.size_fresh``: the fresh seeds are the count that would certify the first attempt with predictive
+    probability 0.8 (``seeds_to_certify`` on its selection values), clamped to [fresh_seeds, size_fresh], with the
+    extension at 1.5x; a mean over the budget leaves the count alone; bad values are clear errors; and a search
+    certifies on exactly that many seeds and records it."""
+    from effdiff.metrics.stats import seeds_to_certify
+    s = PS.Search(Gaussian(), "5%", reference=Spec("heun", 10, "karras"), progress=False,
+                  settings=PS.Settings(fresh_seeds=12, size_fresh=72))
+
+    def rec(values):
+        r = PS.Record("c", Spec("euler", 4, "karras"), 4, ("solver",))
+        r.quality = Q.Quality("FD", list(values), list(range(len(values))))
+        return r
+    near = rec([0.02, -0.03, 0.06, 0.01, 0.04, -0.01, 0.05, 0.0])               # +1.75%, sd 3.3%: needs more than 12
+    k = seeds_to_certify(near.quality.values, 0.05, PS.ADVICE_POWER, 0.9)
+    assert 12 < k < 72 and s.sized(near).fresh_seeds == k and s.sized(near).max_fresh_seeds == math.ceil(1.5 * k)
+    easy = rec([0.0, 0.001, -0.001, 0.0005])                                    # certifies on few: the floor
+    assert s.sized(easy).fresh_seeds == 12
+    edge = rec([0.04, 0.06, 0.02, 0.07, 0.03, 0.05])                            # +4.5%: the cap
+    assert s.sized(edge).fresh_seeds == 72
+    assert s.sized(rec([0.08, 0.07, 0.09])) is s.set                            # over the budget: unchanged
+    off = PS.Search(Gaussian(), "5%", reference=Spec("heun", 10, "karras"), progress=False)
+    assert off.sized(near) is off.set                                           # off by default
+    for bad in (5, True, "auto"):
+        with pytest.raises(ValueError, match="size_fresh"):
+            PS.Settings().override(size_fresh=bad)
+    with pytest.raises(ValueError, match="run past"):
+        PS.Settings().override(size_fresh=90)                                  # 1.5 x 90 past 400-499
+    monkeypatch.setattr(PS.Search, "seeds_needed", lambda self, q: (0.8, 7))   # a search: 7 of at most 9
+    p = PS.plan(Gaussian(), "10%", space=S.Space(**SPACE), settings=PS.Settings(**{**vars(TINY), "size_fresh": 9}),
+                progress=False, reference=Spec("heun", 20, "karras"))
+    assert (p.settings["size_fresh"], p.settings["fresh_seeds"]) == (9, 7)
+    assert len(p.certified["values"]) in (7, p.settings["max_fresh_seeds"]) and p.holds
 
 
 def test_certification_tries_held_finalists_first_then_wide_ones_within_the_budget():

@@ -31,7 +31,7 @@ def _plan(a) -> int:
         check_writable(a.out)
     settings = (Settings.quick() if a.quick else Settings()).override(     # a bad setting fails before any work
         n=a.n, n_fresh=a.n_fresh, fresh_seeds=a.fresh_seeds, max_fresh_seeds=a.max_fresh_seeds, cert_offset=a.cert_offset,
-        cert_range=a.cert_range)
+        cert_range=a.cert_range, size_fresh=a.size_fresh_seeds)
     den = _model(a.model)
     space = Space(quick=a.quick, students=not a.no_students, max_nfe=a.max_nfe, fit=tuple(a.fit_schedule or ()))
     log = None if a.quiet else (lambda m: print(m, file=sys.stderr, flush=True) if not m.startswith("  ") or a.verbose
@@ -83,10 +83,13 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    "interval, a longer search")
     p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18, "
                    "or 1.5x --fresh-seeds)")
+    p.add_argument("--size-fresh-seeds", type=int, metavar="MAX",
+                   help="size the certification from the selection seeds: as many fresh seeds as would certify the first "
+                   "attempt with probability 0.8, at least --fresh-seeds and at most MAX (default off)")
     p.add_argument("--cert-offset", type=int, help="certify on plan-certification seeds from 400 + this (default 0)")
     p.add_argument("--cert-range", choices=SR.PLAN_CERTIFICATION_RANGES,
                    help="the registered seed range certification draws from (default plan-certification, 400-499; "
-                   "plan-certification-2 is 3000-3199)")
+                   "plan-certification-2 is 3000-3199, plan-certification-3 3500-3699)")
     p.add_argument("--threads", type=int, help="torch threads (default 1)")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--verbose", action="store_true", help="log every screened candidate")

@@ -86,6 +86,11 @@ class Settings:
     # the registered seed range certification draws from (effdiff.seeds): "plan-certification" (400-499) or
     # "plan-certification-2" (3000-3199), for a registered run that needs more fresh seeds than the first has left
     cert_range: str = "plan-certification"
+    # size the certification from the selection seeds (None: off, fresh_seeds as given): before any fresh seed is
+    # measured, the first attempt's selection values give the count that would certify it with predictive probability
+    # ADVICE_POWER (metrics.stats.seeds_to_certify, the replication rule included); the certification takes that many,
+    # at least fresh_seeds and at most size_fresh (max_fresh_seeds: 1.5x it). What registered runs 4-6 did by hand
+    size_fresh: int | None = None
     max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
     max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
     timing_repeats: int = 5
@@ -125,8 +130,12 @@ class Settings:
                 raise ValueError(f"plan setting {k} must be an integer >= 1, got {v!r}")
         if isinstance(out.cert_offset, bool) or not isinstance(out.cert_offset, int) or out.cert_offset < 0:
             raise ValueError(f"plan setting cert_offset must be an integer >= 0, got {out.cert_offset!r}")
+        if out.size_fresh is not None and (isinstance(out.size_fresh, bool) or not isinstance(out.size_fresh, int)
+                                           or out.size_fresh < out.fresh_seeds):
+            raise ValueError(f"plan setting size_fresh must be an integer >= fresh_seeds ({out.fresh_seeds}) or None, "
+                             f"got {out.size_fresh!r}")
         start, stop = cert_bounds(out.cert_range)
-        top = out.cert_offset + max(out.fresh_seeds, out.max_fresh_seeds)
+        top = out.cert_offset + max(out.fresh_seeds, out.max_fresh_seeds, math.ceil(1.5 * (out.size_fresh or 0)))
         if start + top > stop:
             raise ValueError(f"certification seeds {start + out.cert_offset}-{start + top - 1} run past the "
                              f"{out.cert_range} range ({start}-{stop - 1})")
@@ -586,6 +595,19 @@ class Search:
                       key=lambda r: r.quality.upper)
         return (held + wide)[: self.set.attempts]
 
+    def sized(self, rec: Record) -> Settings:
+        """The settings with ``fresh_seeds`` sized for ``rec``, the first certification attempt (``size_fresh``),
+        from its selection values only: ``seeds_needed`` (the count that certifies with predictive probability
+        ``ADVICE_POWER``), clamped to [fresh_seeds, size_fresh]; max_fresh_seeds at least 1.5x it. Unchanged where
+        the selection values say nothing about it (a mean over the budget, an unpaired comparison)."""
+        cap = self.set.size_fresh
+        need = self.seeds_needed(rec.quality) if cap is not None and rec.quality is not None else None
+        if need is None:
+            return self.set
+        k = min(max(need[1], self.set.fresh_seeds), cap)
+        return dataclasses.replace(self.set, fresh_seeds=k, max_fresh_seeds=max(self.set.max_fresh_seeds,
+                                                                                math.ceil(1.5 * k)))
+
     def _unit(self) -> str:
         return "FD" if "FD" in self.measure.name else "change"
 
@@ -722,9 +744,14 @@ class Search:
             order = self.certification_order(finalists)
             winner, attempts = None, []
             self._stage("certification")
-            if self.sampler.prefetched and self.set.replicate is not None:    # the seeds a replication extension takes
-                self.sampler.prefetch(self.reference, [self.cert_seed(i) for i in
-                                                       range(self.set.fresh_seeds, self.set.max_fresh_seeds)], self.n_fresh)
+            fetched = self.set.fresh_seeds                  # the certification seeds the worker was given
+            if order and self.set.size_fresh is not None:
+                self.set = self.sized(order[0])
+                self.log(f"certification: {self.set.fresh_seeds} fresh seeds, sized from {order[0].label}'s selection "
+                         f"seeds ({order[0].quality.text()}; at least {fetched}, at most {self.set.size_fresh})")
+            if self.sampler.prefetched:             # the seeds sizing added and those a replication extension takes
+                top = self.set.max_fresh_seeds if self.set.replicate is not None else self.set.fresh_seeds
+                self.sampler.prefetch(self.reference, [self.cert_seed(i) for i in range(fetched, top)], self.n_fresh)
             for rec in order:
                 rec.stage = "certification"
                 q = self.certify(rec)
