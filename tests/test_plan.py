@@ -515,10 +515,10 @@ def test_halving_keeps_a_cheap_noisy_candidate_that_may_still_be_within_the_budg
 
 
 def test_size_fresh_sizes_the_certification_from_the_selection_seeds(monkeypatch):
-    """``Settings.size_fresh``: the fresh seeds are the count that would certify the first attempt with predictive
-    probability 0.8 (``seeds_to_certify`` on its selection values), clamped to [fresh_seeds, size_fresh], with the
-    extension at 1.5x; a mean over the budget leaves the count alone; bad values are clear errors; and a search
-    certifies on exactly that many seeds and records it."""
+    """``Settings.size_fresh``: the fresh seeds are the largest count that would certify one of the planned attempts
+    with predictive probability 0.8 (``seeds_to_certify`` on its selection values; they share the fresh seeds),
+    clamped to [fresh_seeds, size_fresh], with the extension at 1.5x; a mean over the budget leaves the count alone;
+    bad values are clear errors; and a search certifies on exactly that many seeds and records it."""
     from effdiff.metrics.stats import seeds_to_certify
     s = PS.Search(Gaussian(), "5%", reference=Spec("heun", 10, "karras"), progress=False,
                   settings=PS.Settings(fresh_seeds=12, size_fresh=72))
@@ -529,14 +529,15 @@ def test_size_fresh_sizes_the_certification_from_the_selection_seeds(monkeypatch
         return r
     near = rec([0.02, -0.03, 0.06, 0.01, 0.04, -0.01, 0.05, 0.0])               # +1.75%, sd 3.3%: needs more than 12
     k = seeds_to_certify(near.quality.values, 0.05, PS.ADVICE_POWER, 0.9)
-    assert 12 < k < 72 and s.sized(near).fresh_seeds == k and s.sized(near).max_fresh_seeds == math.ceil(1.5 * k)
+    assert 12 < k < 72 and s.sized([near]).fresh_seeds == k and s.sized([near]).max_fresh_seeds == math.ceil(1.5 * k)
     easy = rec([0.0, 0.001, -0.001, 0.0005])                                    # certifies on few: the floor
-    assert s.sized(easy).fresh_seeds == 12
+    assert s.sized([easy]).fresh_seeds == 12
+    assert s.sized([easy, near]).fresh_seeds == k                               # the seeds serve every attempt
     edge = rec([0.04, 0.06, 0.02, 0.07, 0.03, 0.05])                            # +4.5%: the cap
-    assert s.sized(edge).fresh_seeds == 72
-    assert s.sized(rec([0.08, 0.07, 0.09])) is s.set                            # over the budget: unchanged
+    assert s.sized([near, edge]).fresh_seeds == 72
+    assert s.sized([rec([0.08, 0.07, 0.09])]) is s.set                          # over the budget: unchanged
     off = PS.Search(Gaussian(), "5%", reference=Spec("heun", 10, "karras"), progress=False)
-    assert off.sized(near) is off.set                                           # off by default
+    assert off.sized([near]) is off.set                                         # off by default
     for bad in (5, True, "auto"):
         with pytest.raises(ValueError, match="size_fresh"):
             PS.Settings().override(size_fresh=bad)

@@ -84,7 +84,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--max-fresh-seeds", type=int, help="certification seeds after a replication extension (default 18, "
                    "or 1.5x --fresh-seeds)")
     p.add_argument("--size-fresh-seeds", type=int, metavar="MAX",
-                   help="size the certification from the selection seeds: as many fresh seeds as would certify the first "
+                   help="size the certification from the selection seeds: as many fresh seeds as would certify any planned "
                    "attempt with probability 0.8, at least --fresh-seeds and at most MAX (default off)")
     p.add_argument("--cert-offset", type=int, help="certify on plan-certification seeds from 400 + this (default 0)")
     p.add_argument("--cert-range", choices=SR.PLAN_CERTIFICATION_RANGES,

@@ -87,9 +87,10 @@ class Settings:
     # "plan-certification-2" (3000-3199), for a registered run that needs more fresh seeds than the first has left
     cert_range: str = "plan-certification"
     # size the certification from the selection seeds (None: off, fresh_seeds as given): before any fresh seed is
-    # measured, the first attempt's selection values give the count that would certify it with predictive probability
-    # ADVICE_POWER (metrics.stats.seeds_to_certify, the replication rule included); the certification takes that many,
-    # at least fresh_seeds and at most size_fresh (max_fresh_seeds: 1.5x it). What registered runs 4-6 did by hand
+    # measured, each planned attempt's selection values give the count that would certify it with predictive
+    # probability ADVICE_POWER (metrics.stats.seeds_to_certify, the replication rule included); the attempts share
+    # their fresh seeds, so the certification takes the largest of these, at least fresh_seeds and at most size_fresh
+    # (max_fresh_seeds: 1.5x it). What registered runs 4-6 did by hand
     size_fresh: int | None = None
     max_bases: int = 6                 # cheapest passing base configs that techniques are tried on
     max_select: int = 16               # screened candidates that enter selection (half cheapest, half best-screened)
@@ -595,16 +596,18 @@ class Search:
                       key=lambda r: r.quality.upper)
         return (held + wide)[: self.set.attempts]
 
-    def sized(self, rec: Record) -> Settings:
-        """The settings with ``fresh_seeds`` sized for ``rec``, the first certification attempt (``size_fresh``),
-        from its selection values only: ``seeds_needed`` (the count that certifies with predictive probability
-        ``ADVICE_POWER``), clamped to [fresh_seeds, size_fresh]; max_fresh_seeds at least 1.5x it. Unchanged where
-        the selection values say nothing about it (a mean over the budget, an unpaired comparison)."""
+    def sized(self, order: list[Record]) -> Settings:
+        """The settings with ``fresh_seeds`` sized for the certification attempts ``order`` (``size_fresh``), from
+        their selection values only: the largest ``seeds_needed`` among them (the count that certifies with
+        predictive probability ``ADVICE_POWER``; the attempts share their fresh seeds), clamped to [fresh_seeds,
+        size_fresh]; max_fresh_seeds at least 1.5x it. Unchanged where the selection values say nothing (each
+        mean over the budget, an unpaired comparison)."""
         cap = self.set.size_fresh
-        need = self.seeds_needed(rec.quality) if cap is not None and rec.quality is not None else None
-        if need is None:
+        needs = [self.seeds_needed(r.quality) for r in order if cap is not None and r.quality is not None]
+        needs = [n[1] for n in needs if n is not None]
+        if not needs:
             return self.set
-        k = min(max(need[1], self.set.fresh_seeds), cap)
+        k = min(max(max(needs), self.set.fresh_seeds), cap)
         return dataclasses.replace(self.set, fresh_seeds=k, max_fresh_seeds=max(self.set.max_fresh_seeds,
                                                                                 math.ceil(1.5 * k)))
 
@@ -746,9 +749,9 @@ class Search:
             self._stage("certification")
             fetched = self.set.fresh_seeds                  # the certification seeds the worker was given
             if order and self.set.size_fresh is not None:
-                self.set = self.sized(order[0])
-                self.log(f"certification: {self.set.fresh_seeds} fresh seeds, sized from {order[0].label}'s selection "
-                         f"seeds ({order[0].quality.text()}; at least {fetched}, at most {self.set.size_fresh})")
+                self.set = self.sized(order)
+                self.log(f"certification: {self.set.fresh_seeds} fresh seeds, sized from the selection seeds of its "
+                         f"{len(order)} planned attempt(s) (at least {fetched}, at most {self.set.size_fresh})")
             if self.sampler.prefetched:             # the seeds sizing added and those a replication extension takes
                 top = self.set.max_fresh_seeds if self.set.replicate is not None else self.set.fresh_seeds
                 self.sampler.prefetch(self.reference, [self.cert_seed(i) for i in range(fetched, top)], self.n_fresh)
