@@ -21,7 +21,6 @@ step count) instead of the teacher's; the pairs always come from the teacher.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -101,7 +100,7 @@ class KD(Method):
                                            self.cfg.teacher, trainer.dir, trainer.progress,
                                            solver=self.c.pairs_solver, schedule=self.c.pairs_schedule,
                                            steps=self.c.pairs_steps)
-        info = P.manifest(Path(self.c.pairs) if self.c.pairs else trainer.dir / P.RUN_PAIRS)
+        info = P.manifest(P.run_pairs(self.c.pairs, trainer.dir))
         self.pairs_info = {"pairs": info["config"], "pairs_teacher_nfe": info["teacher_nfe"]}
 
     def card(self) -> dict:

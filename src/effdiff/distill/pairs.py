@@ -144,12 +144,17 @@ def load(out_dir) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
 RUN_PAIRS = "pairs"       # where a reflow / DMD run keeps the pairs it generates: inside its own folder
 
 
+def run_pairs(where: str, run_dir) -> Path:
+    """The pairs directory a reflow / DMD / KD run uses: ``where``, or with ``where=""`` its own ``run_dir/pairs``."""
+    return Path(where) if where else Path(run_dir) / RUN_PAIRS
+
+
 def for_run(teacher, where: str, n: int, config_seed: int, teacher_name: str, run_dir, progress: bool = True,
             **fields):
     """(z, x, y) a reflow / DMD / KD run trains on: the pairs in ``where``, or with ``where=""`` the run's own
     ``run_dir/pairs``; with ``n > 0`` missing pairs are generated there first (resumable; ``fields``: the
     rest of their ``PairsConfig``, e.g. the solver)."""
-    out = Path(where) if where else Path(run_dir) / RUN_PAIRS
+    out = run_pairs(where, run_dir)
     if n > 0:
         generate(teacher, out, PairsConfig(teacher_name, n=n, seed=pairs_seed(config_seed), **fields),
                  progress=progress)

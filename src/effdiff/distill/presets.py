@@ -65,7 +65,7 @@ KD_PAIRS = {"pairs_solver": "heun", "pairs_schedule": "karras", "pairs_steps": 4
 
 def _kd(teacher: str, steps: int, iters: int, init: str, n: int, name: str = "", loss: str = "l2",
         lr: float = 1e-4) -> Callable[[], DistillConfig]:
-    def fn() -> DistillConfig:
+    def fn() -> DistillConfig:      # "loss" only when not the default: l2 presets keep the args their cards record
         return config("kd", teacher, {"steps": steps, "init": init, "pairs": f"runs/{teacher}-kd-pairs", "pairs_n": n,
                                       **({"loss": loss} if loss != "l2" else {}), **KD_PAIRS},
                       name=name or f"{teacher}-kd-{steps}step", steps=iters, batch_size=64, lr=lr, warmup=100,

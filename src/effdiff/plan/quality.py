@@ -221,7 +221,7 @@ class Quality:
         of 5-9% a mean over the budget is weak evidence; successive halving demotes a candidate only when
         this fails (one seed: its value against the budget)."""
         lo = self.interval(1 - 2 * p)[0]
-        return bool(self.mean <= budget or (lo is not None and lo <= budget))
+        return bool((self.mean if lo is None else lo) <= budget)
 
     def replication(self, budget: float, k_new: int | None = None) -> float | None:
         """Probability that a re-measurement on ``k_new`` new seeds (default as many) holds again

@@ -83,8 +83,8 @@ class Settings:
     # certification seeds start this far into plan-certification (400 + cert_offset, ...): a new registered run
     # certifies on seeds no earlier run has seen (the defaults' 400-417 have been measured by many)
     cert_offset: int = 0
-    # the registered seed range certification draws from (effdiff.seeds): "plan-certification" (400-499) or
-    # "plan-certification-2" (3000-3199), for a registered run that needs more fresh seeds than the first has left
+    # the registered seed range certification draws from (effdiff.seeds): "plan-certification" (400-499), or
+    # "plan-certification-2" (3000-3199) / "-3" (3500-3699) for a registered run that needs more fresh seeds
     cert_range: str = "plan-certification"
     # size the certification from the selection seeds (None: off, fresh_seeds as given): before any fresh seed is
     # measured, each planned attempt's selection values give the count that would certify it with predictive
@@ -603,9 +603,8 @@ class Search:
         size_fresh]; max_fresh_seeds at least 1.5x it. Unchanged where the selection values say nothing (each
         mean over the budget, an unpaired comparison)."""
         cap = self.set.size_fresh
-        needs = [self.seeds_needed(r.quality) for r in order if cap is not None and r.quality is not None]
-        needs = [n[1] for n in needs if n is not None]
-        if not needs:
+        needs = [n[1] for n in (self.seeds_needed(r.quality) for r in order if r.quality is not None) if n]
+        if cap is None or not needs:
             return self.set
         k = min(max(max(needs), self.set.fresh_seeds), cap)
         return dataclasses.replace(self.set, fresh_seeds=k, max_fresh_seeds=max(self.set.max_fresh_seeds,
@@ -748,7 +747,7 @@ class Search:
             winner, attempts = None, []
             self._stage("certification")
             fetched = self.set.fresh_seeds                  # the certification seeds the worker was given
-            if order and self.set.size_fresh is not None:
+            if self.set.size_fresh is not None:
                 self.set = self.sized(order)
                 self.log(f"certification: {self.set.fresh_seeds} fresh seeds, sized from the selection seeds of its "
                          f"{len(order)} planned attempt(s) (at least {fetched}, at most {self.set.size_fresh})")
