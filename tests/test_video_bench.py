@@ -81,6 +81,26 @@ def test_parts_run_alone_and_render_as_generated_tables(tmp_path):
     assert plain["stream"] < first["stream"] < first["full"] == plain["full"]
 
 
+def test_quality_rows_at_a_longer_length_score_windows_against_real_clips_of_that_length(tmp_path):
+    """quality_frames T: full and stream clips of T frames and real clips of T frames, scored in 16-frame windows;
+    the caption says so, and the stream's kept lookahead blocks are named."""
+    stem = tiny_model(tmp_path)
+    res = bench.run(tmp_path / "q32", lengths=(32,), n=4, seeds=(0, 1), steps=2, solver="euler", repeats=0,
+                    model=stem, parts=("quality",), quality_frames=32, lookahead=8, lookahead_blocks=2)
+    assert all(q["frames"] == 32 for m in ("full", "stream") for q in res["quality"][m]["per_seed"])
+    assert all(q["frames"] == 32 for q in res["real"]["real"]["per_seed"])
+    assert res["table"].startswith("Quality at 32 frames (scored in 16-frame windows)")
+    assert "stream lookahead 8 frames (its first 2 blocks kept)" in res["table"]
+    assert (tmp_path / "q32" / "samples-stream-32.gif").is_file()
+    assert "Motion against the real clips above" in res["table"] and "registered rule's motion" not in res["table"]
+    t = res["quality_to_real"]["speed"]
+    r = sum(q["speed"] for q in res["real"]["real"]["per_seed"]) / 2
+    assert t["per_seed"] == pytest.approx([abs(b["speed"] - r) - abs(a["speed"] - r) for a, b in
+                                           zip(res["quality"]["full"]["per_seed"], res["quality"]["stream"]["per_seed"])])
+    with pytest.raises(ValueError, match="quality_frames"):
+        bench.run(None, parts=("quality",), model=stem, quality_frames=8)
+
+
 def test_adapter_table_pairs_the_adapted_row_with_each_from_scratch_row():
     q = [{"frame_fd": 10.0 + i, "clip_fd": 100.0 + i, "identity": 0.5, "label_acc": 0.4, "speed": 1.9, "accel": 2.0} for i in range(3)]
     base = [{**r, "clip_fd": r["clip_fd"] + 50 + i} for i, r in enumerate(q)]
@@ -176,3 +196,41 @@ def test_sparse_verdicts_follow_the_registered_rule():
     v = bench.sparse_verdicts(res)
     assert v["a"] == (True, []) and v["b"] == (False, [])
     assert v["c"] == (False, ["identity"]) and v["d"] == (False, ["speed"]) and v["e"] == (False, ["clip_fd"])
+
+
+def test_to_real_measures_each_rows_distance_to_the_real_clips():
+    """Speed and acceleration as |row - r| - |dense - r| per seed, r pooled over the seeds' real clips: a row
+    that moves faster than dense but nearer the real speed is closer (negative), one that overshoots is farther."""
+    real = [{"speed": 1.9, "accel": 1.2}, {"speed": 2.1, "accel": 1.4}]             # r = 2.0, 1.3
+    dense = [{"speed": 1.8, "accel": 2.0}, {"speed": 1.8, "accel": 2.0}]
+    near = [{"speed": 1.95, "accel": 2.1}, {"speed": 2.05, "accel": 1.9}]
+    over = [{"speed": 2.4, "accel": 2.0}, {"speed": 2.3, "accel": 2.0}]
+    t = bench.to_real(dense, near, real)
+    assert t["speed"]["real"] == pytest.approx(2.0) and t["accel"]["real"] == pytest.approx(1.3)
+    assert t["speed"]["per_seed"] == pytest.approx([0.05 - 0.2, 0.05 - 0.2])
+    assert t["accel"]["per_seed"] == pytest.approx([0.1, -0.1])
+    assert bench.to_real(dense, over, real)["speed"]["per_seed"] == pytest.approx([0.2, 0.1])
+
+
+def test_the_to_real_motion_rule_judges_speed_and_acceleration_by_their_distance_to_real():
+    """Under motion "to-real" a speed change vs dense no longer fails a row by itself; a row farther from the
+    real clips' speed or acceleration fails, and the other scores keep their worse sides."""
+    def paired(**over):
+        base = {k: {"mean": 0.0, "ci95": [-1.0, 1.0]} for k in bench.KEYS}
+        return {**base, **{k: {"mean": 0.0, "ci95": list(v)} for k, v in over.items()}}
+
+    def to_real(speed=(-1.0, 1.0), accel=(-1.0, 1.0)):
+        return {"speed": {"ci95": list(speed)}, "accel": {"ci95": list(accel)}}
+    res = {"motion": "to-real",
+           "sparse_cost": [{"technique": None, "attention_macs": 100}] + [
+               {"technique": t, "attention_macs": 40} for t in "abcd"],
+           "sparse_quality": {"a": {"paired": paired(speed=(0.1, 0.2)), "to_real": to_real(speed=(-0.2, -0.1))},
+                              "b": {"paired": paired(), "to_real": to_real(speed=(0.05, 0.2))},
+                              "c": {"paired": paired(), "to_real": to_real(accel=(0.1, 0.3))},
+                              "d": {"paired": paired(identity=(-0.2, -0.1)), "to_real": to_real()}}}
+    v = bench.sparse_verdicts(res)
+    assert v["a"] == (True, []) and v["b"] == (False, ["speed to real"])
+    assert v["c"] == (False, ["accel to real"]) and v["d"] == (False, ["identity"])
+    assert bench.sparse_verdicts({**res, "motion": "dense"})["a"] == (False, ["speed"])
+    with pytest.raises(ValueError, match="unknown motion rule"):
+        bench.run(parts=("sparse",), motion="closer")

@@ -257,6 +257,32 @@ def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
         generate_stream(den, noise, sig, "euler", y, lookahead_past=2)          # a past without a lookahead
 
 
+def test_stream_lookahead_blocks_keeps_the_solves_first_blocks():
+    """lookahead_blocks K: the first K blocks are the lookahead solve's (exactly; the later blocks stream on
+    against them); K = 0 or 1 is the plain lookahead, K beyond the solve keeps the whole solve (a solve of the whole
+    clip is the full sequence), and K > 1 needs a lookahead."""
+    from effdiff.video.sampling import generate_full, generate_stream
+    den, sig, noise, y = small_stream(frames=8, seed=2, labels=(1, 5))
+    blocks = []
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2,
+                            on_block=lambda s, zb: blocks.append(s))
+        solve = generate_full(den, noise[:, :, :6], sig, "euler", y)
+        one = generate_stream(den, noise, sig, "euler", y, lookahead=6)
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=1), one)
+        whole = generate_stream(den, noise, sig, "euler", y, lookahead=8, lookahead_blocks=9)
+        full = generate_full(den, noise, sig, "euler", y)
+        capped = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=9)   # 3 of the 4 blocks
+    assert blocks == [0, 2, 4, 6] and z.shape == noise.shape
+    assert torch.allclose(z[:, :, :4], solve[:, :, :4], atol=1e-12) and torch.equal(z[:, :, :2], one[:, :, :2])
+    assert not torch.allclose(z[:, :, 2:4], one[:, :, 2:4]) and not torch.allclose(z[:, :, 4:], one[:, :, 4:])
+    assert torch.allclose(whole, full, atol=1e-12) and torch.allclose(capped[:, :, :6], solve, atol=1e-12)
+    with pytest.raises(ValueError, match="lookahead_blocks"):
+        generate_stream(den, noise, sig, "euler", y, lookahead_blocks=2)
+    with pytest.raises(ValueError, match="lookahead_blocks"):
+        generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=-1)
+
+
 def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
     """lookahead L with past P: the solve covers P past frames (noise of the clip's frames L-P .. L-1, unused by
     that solve) and the clip's first L-P frames; the first block is its frames P .. P + block_frames."""

@@ -246,6 +246,15 @@ VIDEO_RANGES = (
     ("video-student-confirm-2", 827, 830,
      "reserved for the confirm of a consistency-distilled video student; unused (cd-ddim missed its scoring rule on "
      "seeds 0-2, docs/bench/video/student/cd-ddim/RULE.md), never used to pick"),
+    ("video-sparse-confirm-7", 830, 835,
+     "the pre-registered confirm of the window-2 + sink-1 sparse fine-tune with motion judged against real clips "
+     "(docs/bench/prereg/video-sparse-motion-confirm.json), never used to pick"),
+    ("video-stream-selection-10", 835, 841,
+     "835: a one-seed exploration of streaming at 32 frames and of lookahead_blocks (docs/bench/video/stream-32/); "
+     "836-840: choosing whether the stream with two lookahead blocks goes to a 32-frame confirm (docs/bench/video/"
+     "stream-32/RULE.md), never used to confirm"),
+    ("video-stream-confirm-8", 841, 846,
+     "reserved for the confirm of streaming at 32 frames called for by the selection on 836-840, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

@@ -150,17 +150,28 @@ def quality(vm, ev, frames: int, mode: str, n: int, seeds, steps: int, solver: s
     return out
 
 
-def real_rows(ev, n: int, seeds) -> dict:
+def real_rows(ev, n: int, seeds, frames: int = 16) -> dict:
     """Held-out real clips (a fresh seed per row seed), and the same clips frame-shuffled and frozen."""
     from ..video.data import moving_digits
     rows: dict = {"real": [], "real frame-shuffled": [], "real frozen": []}
     for s in seeds:
-        x, y = moving_digits("test", n, 16, seed=100 + s)
-        perm = torch.randperm(16, generator=torch.Generator().manual_seed(s))
+        x, y = moving_digits("test", n, frames, seed=100 + s)
+        perm = torch.randperm(frames, generator=torch.Generator().manual_seed(s))
         rows["real"].append(ev.score(x, y))
         rows["real frame-shuffled"].append(ev.score(x[:, :, perm], y))
         rows["real frozen"].append(ev.score(x[:, :, :1].expand_as(x).contiguous(), y))
     return rows
+
+
+def real_long(ev, n: int, frames: int, seeds) -> list[dict]:
+    """Per-seed scores of ``n`` held-out real clips of ``frames`` frames (seed 100 + s, as ``real_rows``): the
+    motion reference of the sparse rows' to-real rule (``to_real``)."""
+    from ..video.data import moving_digits
+    out = []
+    for s in seeds:
+        x, y = moving_digits("test", n, frames, seed=100 + s)
+        out.append(ev.score(x, y))
+    return out
 
 
 def summary(per_seed: list[dict]) -> dict:
@@ -180,16 +191,41 @@ def paired(a: list[dict], b: list[dict], key: str) -> dict:
 PARTS = ("cost", "quality", "sparse")
 
 
+# real clips per generated clip in the sparse rows' motion reference (cheap: no sampling)
+REAL_PER_CLIP = 4
+# how a sparse row's motion is judged: "dense" (speed: any change from dense counts; acceleration: higher) or
+# "to-real" (speed and acceleration as distances to the real clips' values: farther is worse; ``to_real``)
+MOTION_RULES = ("dense", "to-real")
+
+
+def to_real(dense: list[dict], row: list[dict], real: list[dict]) -> dict:
+    """Speed and acceleration as distances to the real clips': per seed |row - r| - |dense - r|, r the real clips'
+    value pooled over the seeds (one reference for both rows: the seeds' own real draws would add their noise to
+    each difference), with the 95% t-interval; above 0 is farther from real than dense."""
+    out = {}
+    for k in ("speed", "accel"):
+        r = mean_sd([q[k] for q in real])[0]
+        d = [abs(y[k] - r) - abs(x[k] - r) for x, y in zip(dense, row)]
+        out[k] = {"real": r, "mean": mean_sd(d)[0], "ci95": t_interval(d), "per_seed": d}
+    return out
+
+
 def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, seeds=(0, 1, 2), steps: int = 12,
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
         parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, sparse_model=None,
-        **stream_options) -> dict:
+        motion: str = "dense", quality_frames: int = 16, **stream_options) -> dict:
     """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
     real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
     ``out``/video.{json,md}; ``stream_options``: ``generate_stream``'s options (``STREAM_OPTIONS``: lookahead,
     overlap, ...), every stream row. ``sparse_model``: a model stem whose weights run the sparse rows (a model fine-tuned
-    under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too."""
+    under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too. ``motion``: how the
+    sparse rows' verdicts judge motion (``MOTION_RULES``). ``quality_frames``: the quality rows' clip length (scored in
+    16-frame windows beyond 16)."""
     sparse = SPARSE if sparse is None else sparse
+    if not isinstance(quality_frames, int) or quality_frames < 16:
+        raise ValueError(f"quality_frames must be an int >= 16 (the evaluator's clip), got {quality_frames!r}")
+    if motion not in MOTION_RULES:
+        raise ValueError(f"unknown motion rule {motion!r}; known: {', '.join(MOTION_RULES)}")
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import STREAM_OPTIONS, VideoModel
     unknown_options = set(stream_options) - set(STREAM_OPTIONS)
@@ -206,7 +242,7 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
     long = max(lengths)
     res: dict = {"lengths": list(lengths), "n": n, "n_long": n_long, "seeds": list(seeds), "steps": steps,
                  "solver": solver, "schedule": SCHEDULE, "threads": threads, "repeats": repeats, "guidance": scale,
-                 "batch": batch, **stream,
+                 "batch": batch, **stream, "motion": motion, "quality_frames": quality_frames,
                  "parts": list(parts), "model": vm.card(), "sparse_configs": sparse, **(extra or {}),
                  "model_sha256": tensors_sha256(vm.den.net.state_dict())}
     if sparse_model is not None:
@@ -229,27 +265,32 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         if "quality" in parts:
             if out is not None:
                 Path(out).mkdir(parents=True, exist_ok=True)
-            q = {m: quality(vm, ev, 16, m, n, seeds, steps, solver, scale=scale,
-                            pictures=None if out is None else Path(out) / f"samples-{m}-16") for m in ("full", "stream")}
+            T = quality_frames
+            q = {m: quality(vm, ev, T, m, n, seeds, steps, solver, scale=scale,
+                            pictures=None if out is None else Path(out) / f"samples-{m}-{T}") for m in ("full", "stream")}
             res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
             res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
-            real = real_rows(ev, n, seeds)
+            real = real_rows(ev, n, seeds, T)
             res["real"] = {k: {"summary": summary(v), "per_seed": v} for k, v in real.items()}
+            res["quality_to_real"] = to_real(q["full"], q["stream"], real["real"])
         if "sparse" in parts:
             dense = quality(vm, ev, long, "stream", n_long, seeds, steps, solver, scale=scale)
             res["sparse_quality"] = {"dense": {"summary": summary(dense), "per_seed": dense}}
+            real = real_long(ev, REAL_PER_CLIP * n_long, long, seeds)
+            res["sparse_real"] = {"n": REAL_PER_CLIP * n_long, "summary": summary(real), "per_seed": real}
             for t, c in sparse.items():
                 sq = quality(svm, ev, long, "stream", n_long, seeds, steps, solver, t, c, scale)
                 res["sparse_quality"][t] = {"summary": summary(sq), "per_seed": sq,
-                                            "paired": {k: paired(dense, sq, k) for k in KEYS}}
+                                            "paired": {k: paired(dense, sq, k) for k in KEYS},
+                                            "to_real": to_real(dense, sq, real)}
     res["table"] = table(res)
     if out is not None:
         from ..io import atomic_write
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         atomic_write(out / "video.json", json.dumps(res, indent=1, default=str))
-        pics = [f"![{m} samples, seed {res['seeds'][0]}](samples-{m}-16.png)" for m in ("full", "stream")
-                if (out / f"samples-{m}-16.png").is_file() and "quality" in parts]
+        pics = [f"![{m} samples, seed {res['seeds'][0]}](samples-{m}-{quality_frames}.png)" for m in ("full", "stream")
+                if (out / f"samples-{m}-{quality_frames}.png").is_file() and "quality" in parts]
         atomic_write(out / "video.md", res["table"] + "\n" + "".join(f"\n{p}\n" for p in pics))
     return res
 
@@ -274,6 +315,7 @@ def stream_text(res: dict) -> str:
     if not res.get("lookahead"):
         return over
     past = f", first block after {res['lookahead_past']} past frames" if res.get("lookahead_past") else ""
+    past += f" (its first {res['lookahead_blocks']} blocks kept)" if res.get("lookahead_blocks", 0) > 1 else ""
     return f", stream lookahead {res['lookahead']} frames{past}{over}"
 
 
@@ -297,7 +339,8 @@ def cost_table(res: dict) -> str:
 
 def quality_table(res: dict) -> str:
     look = stream_text(res)
-    L = [f"Quality at 16 frames (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
+    T = res.get("quality_frames", 16)
+    L = [f"Quality at {T} frames{'' if T == 16 else ' (scored in 16-frame windows)'} (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
          f"{res.get('guidance', 1.0)}{look}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [(f"generated, {m}", res["quality"][m]["summary"]) for m in ("full", "stream")]
@@ -308,7 +351,14 @@ def quality_table(res: dict) -> str:
     vs = vs_shuffled(res)
     if vs is not None:
         L.append("| full − real frame-shuffled (clip FD) | – | " + ci_cell(vs, 1) + " | – | – | – | – |")
-    bad = worse(res["quality_paired"])
+    motion = res.get("motion", "dense") if "quality_to_real" in res else "dense"
+    if "quality_to_real" in res:
+        t = res["quality_to_real"]
+        L += ["", "Motion against the real clips above: change in the distance to real, stream vs full (|stream − real| "
+              "− |full − real|, 95% t-interval; above 0: farther from real)"
+              + (", the registered rule's motion scores" if motion == "to-real" else "")
+              + f": speed {ci_cell(t['speed'])}, acceleration {ci_cell(t['accel'])}."]
+    bad = judged(res["quality_paired"], res.get("quality_to_real"), motion)
     verdicts = {"stream": (not bad, bad)}
     if (res.get("prereg") or {}).get("id") in MODEL_CLAUSE and vs is not None:
         verdicts["the model clause"] = model_clause(res, vs)
@@ -359,7 +409,23 @@ def sparse_table(res: dict) -> str:
         L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
                  f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | "
                  + " | ".join(d) + " |")
-    return "\n".join(L + (verdict_line(res, sparse_verdicts(res)) if "sparse_quality" in res else []))
+    return "\n".join(L + motion_lines(res) + (verdict_line(res, sparse_verdicts(res)) if "sparse_quality" in res else []))
+
+
+def motion_lines(res: dict) -> list[str]:
+    """The sparse rows' motion against the real clips (results with real long clips only)."""
+    real = res.get("sparse_real")
+    rows = [(t, v["to_real"]) for t, v in res.get("sparse_quality", {}).items() if "to_real" in v]
+    if not real or not rows:
+        return []
+    s, d = real["summary"], res["sparse_quality"]["dense"]["summary"]
+    L = ["", f"Motion against real held-out clips ({real['n']} per seed, {max(res['lengths'])} frames, 16-frame "
+         f"windows): speed {s['speed']:.2f} px/f (dense {d['speed']:.2f}), acceleration {s['accel']:.2f} px/f² "
+         f"(dense {d['accel']:.2f}). Change in the distance to real vs dense (|row − real| − |dense − real|, "
+         "95% t-interval; above 0: farther from real)" + (", the registered rule's motion scores:"
+                                                           if res.get("motion") == "to-real" else ":"), ""]
+    L += [f"- {t}: speed {ci_cell(v['speed'])}, acceleration {ci_cell(v['accel'])}" for t, v in rows]
+    return L
 
 
 # the worse side of each score in the sparse pre-registration's rule: +1 higher is worse, -1 lower is worse,
@@ -371,23 +437,36 @@ WORSE = {"frame_fd": 1, "clip_fd": 1, "identity": -1, "label_acc": -1, "accel": 
 ROWS = {"quality": ["full", "stream"], "sparse": ["dense", *SPARSE]}
 
 
-def worse(paired: dict) -> list[str]:
-    """The scores whose 95% interval of the paired change lies entirely on their worse side (``WORSE``)."""
+def worse(paired: dict, sides: dict = WORSE) -> list[str]:
+    """The scores whose 95% interval of the paired change lies entirely on their worse side (``sides``)."""
     bad = []
-    for k, side in WORSE.items():
+    for k, side in sides.items():
         lo, hi = paired[k]["ci95"]
         if lo is not None and ((side >= 0 and lo > 0) or (side <= 0 and hi < 0)):
             bad.append(k)
     return bad
 
 
+def judged(paired: dict, to_real: dict | None, motion: str = "dense") -> list[str]:
+    """The scores on their worse side under a motion rule (``MOTION_RULES``): "dense" ``worse(paired)``; "to-real"
+    the same with speed and acceleration replaced by their distances to the real clips' (``to_real``, higher is
+    worse)."""
+    if motion == "dense":
+        return worse(paired)
+    rest = [k for k in WORSE if k not in to_real]
+    return worse({**{k: paired[k] for k in rest}, **{f"{k} to real": v for k, v in to_real.items()}},
+                 {**{k: WORSE[k] for k in rest}, **{f"{k} to real": 1 for k in to_real}})
+
+
 def sparse_verdicts(res: dict) -> dict:
     """{row: (meets, [scores whose interval lies on the worse side])} under the registered rule:
-    attention MACs <= 0.5x dense and no score's 95% interval entirely on its worse side."""
+    attention MACs <= 0.5x dense and no score's 95% interval entirely on its worse side; with ``motion`` "to-real"
+    speed and acceleration are their distances to the real clips' (``to_real``: higher is worse)."""
     dense = res["sparse_cost"][0]["attention_macs"]
     out = {}
     for r in res["sparse_cost"][1:]:
-        bad = worse(res["sparse_quality"][r["technique"]]["paired"])
+        q = res["sparse_quality"][r["technique"]]
+        bad = judged(q["paired"], q.get("to_real"), res.get("motion", "dense"))
         out[r["technique"]] = (r["attention_macs"] <= 0.5 * dense and not bad, bad)
     return out
 
@@ -474,6 +553,9 @@ def registered(a) -> dict:
         raise PreregError(f"{a.prereg}: rows must be {rows} (the parts' rows, sparse: dense and the configs' labels) "
                           f"and configs name the techniques {list(NAMES)} (rows {spec['rows']}, configs {configs})")
     a.seeds, a.guidance, a.parts, a.sparse = spec["seeds"], spec["guidance"], parts, configs or None
+    a.motion = spec.get("motion", "dense")
+    if a.motion not in MOTION_RULES:
+        raise PreregError(f"{a.prereg}: motion must be one of {list(MOTION_RULES)}, got {a.motion!r}")
     # "model" (all rows) and "sparse_model" (the sparse rows): {"path": model stem, "sha256": its tensors'},
     # checked before the run; without "model" the rows run --model (default: the shipped video-dit)
     for key in ("model", "sparse_model"):
@@ -486,6 +568,7 @@ def registered(a) -> dict:
                                   f"{sm['sha256'][:12]}")
             setattr(a, key, sm["path"])
     a.n_long, a.n = spec.get("n_long", a.n_long), spec.get("n", a.n)
+    a.quality_frames = spec.get("quality_frames", 16)
     from ..video.sampling import STREAM_OPTIONS
     for k, typ in STREAM_OPTIONS.items():
         setattr(a, k, typ(spec.get(k, 0)))
@@ -561,12 +644,19 @@ def main(argv=None) -> None:
                     "next frames instead of --overlap (generate_stream's overlap_second; 0: --overlap)")
     ap.add_argument("--scale-second", type=float, default=0.0, help="the second streamed block at this guidance scale "
                     "instead of --guidance (generate_stream's scale_second; 0: --guidance)")
+    ap.add_argument("--lookahead-blocks", type=int, default=0, help="the stream keeps this many first blocks of the "
+                    "lookahead solve (generate_stream's lookahead_blocks; 0 or 1: the first block)")
+    ap.add_argument("--quality-frames", type=int, default=16, help="the quality rows' clip length (scored in 16-frame "
+                    "windows beyond 16)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")
     ap.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS, help="which rows to run")
     ap.add_argument("--sparse", type=json.loads, default=None, help="sparse rows as JSON {label: config}, a label "
                     "being a technique name optionally followed by ':tag' (default: the shipped SPARSE)")
     ap.add_argument("--sparse-model", default=None, help="model stem that runs the sparse rows (e.g. one fine-tuned "
                     "under the pattern, python -m effdiff.video.train --attention ...); the dense row stays --model's")
+    ap.add_argument("--motion", default="dense", choices=MOTION_RULES, help="how the sparse rows' verdicts judge "
+                    "motion: dense (speed: any change from the dense stream; acceleration: higher) or to-real (both as "
+                    "distances to real held-out clips': farther is worse)")
     ap.add_argument("--prereg", default=None, help="a committed pre-registration (effdiff-prereg-1, suite 'video'): "
                     "its seeds, n_long, guidance and parts replace the flags; the results record its commit")
     a = ap.parse_args(argv)
@@ -578,7 +668,7 @@ def main(argv=None) -> None:
     from ..video.sampling import STREAM_OPTIONS
     res = run(a.out, tuple(a.lengths), a.n, a.n_long, tuple(a.seeds), a.steps, a.solver, a.repeats, a.threads, a.model,
               a.guidance, tuple(a.parts), a.batch, extra, a.sparse, **{k: getattr(a, k) for k in STREAM_OPTIONS},
-              sparse_model=a.sparse_model)
+              sparse_model=a.sparse_model, motion=a.motion, quality_frames=a.quality_frames)
     print(res["table"])
 
 

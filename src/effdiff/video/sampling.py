@@ -71,7 +71,8 @@ def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "eul
 def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None,
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
                     lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
-                    overlap_second: int = 0, scale_second: float = 0.0, **kw) -> torch.Tensor:
+                    overlap_second: int = 0, scale_second: float = 0.0, lookahead_blocks: int = 0,
+                    **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -90,6 +91,11 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     frames P .. P + block_frames. A full-sequence solve moves its edge frames more slowly than its inner ones, and
     the stream carries the first block's motion on. The P past frames start from the clip's noise of frames
     L - P .. L - 1, which that solve does not otherwise use (deterministic, the same at any batch size).
+
+    ``lookahead_blocks`` K > 1: the stream keeps the lookahead solve's first K blocks (at most its L - P frames),
+    not only its first: they stream out together when that solve finishes, at no extra cost, and the first streamed
+    block has K blocks of context. With one block of context a block draws its label less faithfully than with
+    two or more (docs/video.md, "Where the label is lost"). 0 or 1: the first block only.
 
     ``overlap`` O > 0: each later block is sampled together with the next O frames of the clip (from their own
     noise; discarded, then sampled again as the next block): a block's last frame has no future inside its block
@@ -115,7 +121,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     branch that sees the context already draws the context's digit and guides less. Each block is committed once,
     with its label (no paired cache); the unconditional branch attends to nothing before its block. 0: off."""
     for name, v in (("lookahead", lookahead), ("lookahead_past", lookahead_past), ("overlap", overlap),
-                    ("overlap_second", overlap_second)):
+                    ("overlap_second", overlap_second), ("lookahead_blocks", lookahead_blocks)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 (frames), got {v!r}")
     if history_guidance not in (0, 1):
@@ -126,6 +132,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         raise ValueError(f"scale_second must be a guidance scale >= 0 (0: the stream's scale), got {scale_second!r}")
     if lookahead_past and not lookahead:
         raise ValueError(f"lookahead_past {lookahead_past} needs a lookahead")
+    if lookahead_blocks > 1 and not lookahead:
+        raise ValueError(f"lookahead_blocks {lookahead_blocks} needs a lookahead")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -141,7 +149,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     t_context = den.process.sigma_to_t(torch.zeros((), dtype=torch.float64)) if not context_noise else \
         torch.tensor(float(context_noise), dtype=torch.float64)
     clean = float(den.process.c_noise(t_context))              # the committed blocks' noise label
-    out = []
+    out, head = [], None                              # head: the lookahead solve's kept blocks
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start, bool(history_guidance and guiding)), den.process, den.prediction,
                         den.cond_classes)
@@ -149,7 +157,11 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             L = min(lookahead, T)
             P = min(lookahead_past, L - cfg.block_frames)
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
-            zb = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:P + cfg.block_frames]
+            head = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:]
+            head = head[:, :, :min(max(lookahead_blocks, 1) * cfg.block_frames, head.shape[2] // cfg.block_frames
+                                   * cfg.block_frames)]
+        if head is not None and start < head.shape[2]:
+            zb = head[:, :, start:start + cfg.block_frames]
         else:
             second = start == cfg.block_frames          # the one later block with a single block of context
             extra = 0 if start == 0 else (overlap_second or overlap) if second else overlap
@@ -174,7 +186,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
-                  "history_guidance": int, "overlap_second": int, "scale_second": float}
+                  "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int}
 
 
 class VideoModel:
