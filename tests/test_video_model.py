@@ -341,3 +341,15 @@ def test_stream_overlap_samples_each_later_block_with_its_next_frames():
     assert not torch.allclose(z[:, :, 2:4], plain[:, :, 2:4])
     with pytest.raises(ValueError, match="overlap"):
         generate_stream(den, noise, sig, "euler", y, overlap=-1)
+
+
+def test_a_cards_stream_options_are_the_models_stream_defaults():
+    """The zoo's video-dit streams with the options its registered confirm chose (card ``stream_options``: lookahead
+    16, overlap 1, two lookahead blocks); a call's own options override them; an unknown option is a clear error."""
+    import effdiff as ed
+    from effdiff.video.sampling import card_stream_options
+    vm = ed.zoo.load("video-dit")
+    assert vm.stream_options == {"lookahead": 16, "overlap": 1, "lookahead_blocks": 2}
+    assert card_stream_options({}) == {} and card_stream_options({"stream_options": {"overlap": "2"}}) == {"overlap": 2}
+    with pytest.raises(ValueError, match="unknown stream options"):
+        card_stream_options({"stream_options": {"look": 1}}, "x.json")

@@ -239,4 +239,16 @@ def build(tensors: dict, meta: dict, where: str) -> VideoModel:
         raise ckpt.CheckpointError(f"{where}: a video model export needs its 'video' metadata (autoencoder, scale)")
     net = assets.network(tensors, meta, where)
     den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta["num_classes"])
-    return VideoModel(den.eval(), FrameCodec.zoo(meta["video"]["autoencoder"]), meta)
+    return VideoModel(den.eval(), FrameCodec.zoo(meta["video"]["autoencoder"]), meta,
+                      card_stream_options(meta.get("card", {}), where))
+
+
+def card_stream_options(card: dict, where: str = "card") -> dict:
+    """A card's default stream options (``stream_options``: {name: value} of ``STREAM_OPTIONS``, those its
+    registered confirm chose; sampling settings, not weights, so they live in the card like its guidance)."""
+    opts = card.get("stream_options") or {}
+    unknown = set(opts) - set(STREAM_OPTIONS)
+    if unknown:
+        raise ValueError(f"{where}: unknown stream options {sorted(unknown)} in its card; known: "
+                         f"{', '.join(STREAM_OPTIONS)}")
+    return {k: STREAM_OPTIONS[k](v) for k, v in opts.items()}
