@@ -255,6 +255,12 @@ VIDEO_RANGES = (
      "stream-32/RULE.md), never used to confirm"),
     ("video-stream-confirm-8", 841, 846,
      "reserved for the confirm of streaming at 32 frames called for by the selection on 836-840, never used to pick"),
+    ("video-sparse-selection-6", 846, 850,
+     "846: a one-seed exploration of where the sparse stream jitters (docs/bench/video/sparse-jitter/); 847-849: "
+     "choosing a sparse configuration against that jitter (docs/bench/video/sparse-jitter/RULE.md), never used to "
+     "confirm"),
+    ("video-sparse-confirm-8", 850, 855,
+     "reserved for the confirm called for by the selection on 847-849, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

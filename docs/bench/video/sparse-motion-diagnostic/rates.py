@@ -8,6 +8,7 @@ from effdiff.video.evaluator import ink_centres
 from effdiff.bench.video import sigmas, labels_for
 torch.set_num_threads(1); sparse.register()
 vm = ed.zoo.load("video-dit")
+vm.stream_options = {}          # the plain stream, as when this ran (the card's stream defaults came later)
 n, seed, frames = 48, 700, 16
 def rates(x):
     c = ink_centres(x)                                    # [N, T, 2]

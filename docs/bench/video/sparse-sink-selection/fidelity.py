@@ -8,6 +8,7 @@ from effdiff.video.sampling import VideoModel
 torch.set_num_threads(1)
 sparse.register()
 vm = VideoModel.load(None)
+vm.stream_options = {}          # the plain stream, as when this ran (the card's stream defaults came later)
 n, seed = int(sys.argv[1]), int(sys.argv[2])
 cands = json.loads(open(sys.argv[3]).read())
 gen = lambda: vm.generate(vm.noise(n, 128, seed), sigmas(12), "dpmpp-2m", labels_for(n), mode="stream", scale=4.0)

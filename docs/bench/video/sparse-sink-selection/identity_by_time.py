@@ -9,6 +9,7 @@ from effdiff.video.sampling import VideoModel
 
 torch.set_num_threads(1)
 vm, ev = VideoModel.load(None), VideoEvaluator.shipped()
+vm.stream_options = {}          # the plain stream, as when this ran (the card's stream defaults came later)
 n, rows = int(sys.argv[1]), {"dense": None, "adaspa:d375m4": {"density": 0.375, "min_frames": 4}}
 out = {"n": n, "seeds": [700, 701, 702], "rows": {}}
 for name, cfg in rows.items():
