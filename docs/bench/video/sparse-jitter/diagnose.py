@@ -2,7 +2,8 @@
 position within the stream's 4-frame blocks, dense vs the window-2 + sink-1 fine-tune's sparse rows, 128-frame
 streams (the plain stream, as the sparse rows run), against real held-out clips; and each row's attention MACs.
 
-    python docs/bench/video/sparse-jitter/diagnose.py SEED N SPARSE_MODEL ROWS_JSON   (writes diagnose-SEED.json)
+    python docs/bench/video/sparse-jitter/diagnose.py SEED N SPARSE_MODEL ROWS_JSON [STREAM_OPTIONS_JSON [TAG]]
+    (writes diagnose-SEED[-TAG].json; the stream options apply to every row, default none: the plain stream)
 """
 import json
 import sys
@@ -17,9 +18,11 @@ from effdiff.video.sampling import VideoModel
 
 torch.set_num_threads(1)
 seed, n, sparse_model, rows = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], json.loads(sys.argv[4])
+options = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
+tag = f"-{sys.argv[6]}" if len(sys.argv) > 6 else ""
 T, steps, solver, scale = 128, 12, "dpmpp-2m", 4.0
 dense_vm, svm = VideoModel.load(None), VideoModel.load(sparse_model)
-dense_vm.stream_options = svm.stream_options = {}
+dense_vm.stream_options, svm.stream_options = dict(options), dict(options)
 block = dense_vm.den.net.config.block_frames
 
 
@@ -33,7 +36,8 @@ def profile(x):
 
 
 from effdiff.video.data import moving_digits
-out = {"what": __doc__.split("\n\n")[0], "seed": seed, "n": n, "sparse_model": sparse_model, "provenance": provenance(),
+out = {"what": __doc__.split("\n\n")[0], "seed": seed, "n": n, "sparse_model": sparse_model, "stream_options": options,
+       "provenance": provenance(),
        "rows": {"real": profile(moving_digits("test", 4 * n, T, seed=100 + seed)[0])}}
 print("real", out["rows"]["real"], flush=True)
 for name, cfg in {"dense": None, **rows}.items():
@@ -43,4 +47,4 @@ for name, cfg in {"dense": None, **rows}.items():
     c = bench.cost(vm, T, "stream", steps, solver, None if cfg is None else name, cfg, scale)
     out["rows"][name] = {"config": cfg, "attention_macs": c["attention_macs"], **profile(x)}
     print(name, {k: v for k, v in out["rows"][name].items() if k != "config"}, flush=True)
-Path(__file__).with_name(f"diagnose-{seed}.json").write_text(json.dumps(out, indent=1))
+Path(__file__).with_name(f"diagnose-{seed}{tag}.json").write_text(json.dumps(out, indent=1))
