@@ -1,4 +1,6 @@
 """The video DiT: Block Diffusion's training form equals KV-cached streaming (float64), shapes."""
+from unittest.mock import patch
+
 import pytest
 import torch
 
@@ -353,3 +355,11 @@ def test_a_cards_stream_options_are_the_models_stream_defaults():
     assert card_stream_options({}) == {} and card_stream_options({"stream_options": {"overlap": "2"}}) == {"overlap": 2}
     with pytest.raises(ValueError, match="unknown stream options"):
         card_stream_options({"stream_options": {"look": 1}}, "x.json")
+    seen = {}
+    vm.stream_options = {"lookahead": 8, "lookahead_blocks": 2, "overlap": 1}
+    with patch.dict("effdiff.video.sampling.MODES", {"stream": lambda *a, **kw: seen.update(kw)}):
+        vm.generate(None, None, mode="stream", lookahead=0)         # turning the lookahead off drops its blocks
+        assert seen == {"lookahead": 0, "overlap": 1}
+        seen.clear()
+        vm.generate(None, None, mode="stream", overlap=0)
+        assert seen == {"lookahead": 8, "lookahead_blocks": 2, "overlap": 0}

@@ -187,6 +187,7 @@ MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
                   "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int}
+LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks")     # options that need a lookahead
 
 
 class VideoModel:
@@ -220,7 +221,12 @@ class VideoModel:
         if mode not in MODES:
             raise ValueError(f"unknown generation mode {mode!r}; known: {', '.join(MODES)}")
         if mode == "stream":
-            kw = {**self.stream_options, **kw}
+            defaults = dict(self.stream_options)
+            if not kw.get("lookahead", defaults.get("lookahead", 0)):    # a call that turns the lookahead off
+                for k in LOOKAHEAD_ONLY:                                  # drops the defaults that need one
+                    if k not in kw:
+                        defaults.pop(k, None)
+            kw = {**defaults, **kw}
         return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
