@@ -234,3 +234,14 @@ def test_the_to_real_motion_rule_judges_speed_and_acceleration_by_their_distance
     assert bench.sparse_verdicts({**res, "motion": "dense"})["a"] == (False, ["speed"])
     with pytest.raises(ValueError, match="unknown motion rule"):
         bench.run(parts=("sparse",), motion="closer")
+
+
+def test_jitter_table_renders_acceleration_by_block_position():
+    row = lambda macs, acc: {"attention_macs": macs, "accel": sum(acc) / 4, "speed": 2.0, "accel_by_position": acc}
+    res = {"seed": 1, "n": 4, "sparse_model": "m", "stream_options": {"overlap": 1},
+           "rows": {"real": {"accel": 1.3, "speed": 2.0, "accel_by_position": [1.3] * 4},
+                    "dense": row(100, [2.0, 1.9, 1.9, 2.0]),
+                    "sliding-tile:w2": {**row(48, [2.4, 1.9, 2.0, 2.0]), "config": {"window": 2}}}}
+    t = bench.render([res], {"part": "jitter"})
+    assert "overlap 1" in t and "| real held-out clips | – | 1.30 | 1.30 | 1.30 | 1.30 |" in t
+    assert '| sliding-tile:w2 {"window": 2} | 0.48x | 2.40 | 1.90 | 2.00 | 2.00 | 2.08 | 2.00 |' in t

@@ -527,6 +527,29 @@ def first_block_table(res: dict) -> str:
 TABLES["first_block"] = first_block_table
 
 
+def jitter_table(res: dict) -> str:
+    """Acceleration by frame position within the stream's blocks, per row (docs/bench/video/sparse-jitter/diagnose.py's
+    results): where a stream jitters."""
+    rows = res["rows"]
+    dense = rows["dense"]["attention_macs"]
+    k = len(rows["real"]["accel_by_position"])
+    opts = ", ".join(f"{a} {b}" for a, b in (res.get("stream_options") or {}).items()) or "the plain stream"
+    L = [f"Ink-centre acceleration |Δ²c| (px/frame²) by frame position in the stream's {k}-frame blocks (0: a block's "
+         f"first frame), {res['n']} streamed 128-frame clips, seed {res['seed']}, {opts}; sparse rows on "
+         f"{res['sparse_model']}:", "",
+         "| row | attention vs dense | " + " | ".join(f"pos {i}" for i in range(k)) + " | all | speed px/f |",
+         "|---|---:|" + "---:|" * k + "---:|---:|"]
+    for name, v in rows.items():
+        share = f"{v['attention_macs'] / dense:.2f}x" if "attention_macs" in v else "–"
+        cfg = f" {json.dumps(v['config'])}" if v.get("config") else ""
+        L.append(f"| {'real held-out clips' if name == 'real' else name}{cfg} | {share} | "
+                 + " | ".join(f"{a:.2f}" for a in v["accel_by_position"]) + f" | {v['accel']:.2f} | {v['speed']:.2f} |")
+    return "\n".join(L)
+
+
+TABLES["jitter"] = jitter_table
+
+
 def render(sources: list[dict], opts: dict) -> str:
     """``<!-- table: docs/bench/video/video.json kind=video part=quality -->`` (effdiff.bench.tables)."""
     part = opts.get("part", "quality")
