@@ -260,7 +260,13 @@ VIDEO_RANGES = (
      "choosing a sparse configuration against that jitter (docs/bench/video/sparse-jitter/RULE.md), never used to "
      "confirm"),
     ("video-sparse-confirm-8", 850, 855,
-     "reserved for the confirm called for by the selection on 847-849, never used to pick"),
+     "reserved for the confirm called for by the selection on 847-849; unused (that selection registered none), never "
+     "used to pick"),
+    ("video-sparse-selection-7", 855, 858,
+     "choosing whether a longer sparse fine-tune goes to a confirm (docs/bench/video/sparse-ft4-selection/RULE.md), "
+     "never used to confirm"),
+    ("video-sparse-confirm-9", 858, 863,
+     "reserved for the confirm called for by the selection on 855-857, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
