@@ -254,7 +254,8 @@ VIDEO_RANGES = (
      "836-840: choosing whether the stream with two lookahead blocks goes to a 32-frame confirm (docs/bench/video/"
      "stream-32/RULE.md), never used to confirm"),
     ("video-stream-confirm-8", 841, 846,
-     "reserved for the confirm of streaming at 32 frames called for by the selection on 836-840, never used to pick"),
+     "the pre-registered confirm of streaming at 32 frames with two lookahead blocks (docs/bench/prereg/"
+     "video-stream-32-confirm.json, called for by the selection on 836-840), never used to pick"),
     ("video-sparse-selection-6", 846, 850,
      "846: a one-seed exploration of where the sparse stream jitters (docs/bench/video/sparse-jitter/); 847-849: "
      "choosing a sparse configuration against that jitter (docs/bench/video/sparse-jitter/RULE.md), never used to "
@@ -266,7 +267,8 @@ VIDEO_RANGES = (
      "choosing whether a longer sparse fine-tune goes to a confirm (docs/bench/video/sparse-ft4-selection/RULE.md), "
      "never used to confirm"),
     ("video-sparse-confirm-9", 858, 863,
-     "reserved for the confirm called for by the selection on 855-857, never used to pick"),
+     "the pre-registered confirm of the longer sparse fine-tune (docs/bench/prereg/video-sparse-ft4-confirm.json, "
+     "called for by the selection on 855-857), never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
