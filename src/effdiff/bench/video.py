@@ -9,7 +9,8 @@ Rows:
   and up to the first frame (FlopCounterMode: deterministic), attention MACs, and wall clock (total,
   time to first frame, frames per second: median of ``repeats`` interleaved runs, 1 thread — noisy
   on a shared machine: it says so in the table).
-* quality at equal length (16 frames): full vs stream on the same noise and labels per seed; per-seed
+* quality at equal length (16 frames, or ``--quality-frames``): full vs stream on the same noise and labels
+  per seed; per-seed
   scores of the video evaluator (frame FD, clip FD, identity, label accuracy, motion), the paired
   difference with a 95% t-interval; real clips (held-out digits) as the comparison point, with
   frame-shuffled and frozen real clips beside them.
@@ -193,8 +194,9 @@ PARTS = ("cost", "quality", "sparse")
 
 # real clips per generated clip in the sparse rows' motion reference (cheap: no sampling)
 REAL_PER_CLIP = 4
-# how a sparse row's motion is judged: "dense" (speed: any change from dense counts; acceleration: higher) or
-# "to-real" (speed and acceleration as distances to the real clips' values: farther is worse; ``to_real``)
+# how a row's motion is judged against its reference row (dense for the sparse rows, full for the stream): "dense"
+# (speed: any change counts; acceleration: higher) or "to-real" (speed and acceleration as distances to the real
+# clips' values: farther is worse; ``to_real``)
 MOTION_RULES = ("dense", "to-real")
 
 
@@ -214,12 +216,12 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
         solver: str = "dpmpp-2m", repeats: int = 3, threads: int = 1, model=None, scale: float = 1.0,
         parts=PARTS, batch: int = 1, extra: dict | None = None, sparse: dict | None = None, sparse_model=None,
         motion: str = "dense", quality_frames: int = 16, **stream_options) -> dict:
-    """The rows of ``parts`` (cost: MACs and wall clock per length; quality: 16 frames, full vs stream vs
-    real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
+    """The rows of ``parts`` (cost: MACs and wall clock per length; quality: ``quality_frames`` frames, full vs
+    stream vs real; sparse: attention at the longest length, rows ``sparse`` {label: config}, default ``SPARSE``) into
     ``out``/video.{json,md}; ``stream_options``: ``generate_stream``'s options (``STREAM_OPTIONS``: lookahead,
     overlap, ...), every stream row. ``sparse_model``: a model stem whose weights run the sparse rows (a model fine-tuned
     under the pattern), compared with ``model``'s dense stream; None: ``model`` runs them too. ``motion``: how the
-    sparse rows' verdicts judge motion (``MOTION_RULES``). ``quality_frames``: the quality rows' clip length (scored in
+    verdicts judge motion (``MOTION_RULES``). ``quality_frames``: the quality rows' clip length (scored in
     16-frame windows beyond 16)."""
     sparse = SPARSE if sparse is None else sparse
     if not isinstance(quality_frames, int) or quality_frames < 16:
@@ -267,7 +269,8 @@ def run(out=None, lengths=(16, 32, 64, 128), n: int = 200, n_long: int = 24, see
                 Path(out).mkdir(parents=True, exist_ok=True)
             T = quality_frames
             q = {m: quality(vm, ev, T, m, n, seeds, steps, solver, scale=scale,
-                            pictures=None if out is None else Path(out) / f"samples-{m}-{T}") for m in ("full", "stream")}
+                            pictures=None if out is None else Path(out) / f"samples-{m}-{T}")
+                 for m in ("full", "stream")}
             res["quality"] = {m: {"summary": summary(v), "per_seed": v} for m, v in q.items()}
             res["quality_paired"] = {k: paired(q["full"], q["stream"], k) for k in KEYS}
             real = real_rows(ev, n, seeds, T)
@@ -340,7 +343,8 @@ def cost_table(res: dict) -> str:
 def quality_table(res: dict) -> str:
     look = stream_text(res)
     T = res.get("quality_frames", 16)
-    L = [f"Quality at {T} frames{'' if T == 16 else ' (scored in 16-frame windows)'} (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
+    windows = "" if T == 16 else " (scored in 16-frame windows)"
+    L = [f"Quality at {T} frames{windows} (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
          f"{res.get('guidance', 1.0)}{look}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
          "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [(f"generated, {m}", res["quality"][m]["summary"]) for m in ("full", "stream")]
@@ -351,14 +355,14 @@ def quality_table(res: dict) -> str:
     vs = vs_shuffled(res)
     if vs is not None:
         L.append("| full − real frame-shuffled (clip FD) | – | " + ci_cell(vs, 1) + " | – | – | – | – |")
-    motion = res.get("motion", "dense") if "quality_to_real" in res else "dense"
-    if "quality_to_real" in res:
-        t = res["quality_to_real"]
-        L += ["", "Motion against the real clips above: change in the distance to real, stream vs full (|stream − real| "
-              "− |full − real|, 95% t-interval; above 0: farther from real)"
+    t = res.get("quality_to_real")                 # absent in results written before the to-real rule
+    motion = res.get("motion", "dense") if t else "dense"
+    if t:
+        L += ["", "Motion against the real clips above: change in the distance to real, stream vs full "
+              "(|stream − real| − |full − real|, 95% t-interval; above 0: farther from real)"
               + (", the registered rule's motion scores" if motion == "to-real" else "")
               + f": speed {ci_cell(t['speed'])}, acceleration {ci_cell(t['accel'])}."]
-    bad = judged(res["quality_paired"], res.get("quality_to_real"), motion)
+    bad = judged(res["quality_paired"], t, motion)
     verdicts = {"stream": (not bad, bad)}
     if (res.get("prereg") or {}).get("id") in MODEL_CLAUSE and vs is not None:
         verdicts["the model clause"] = model_clause(res, vs)
@@ -409,7 +413,8 @@ def sparse_table(res: dict) -> str:
         L.append(f"| {name} | {json.dumps(r['config']) if r['config'] else ''} | {r['attention_macs'] / 1e9:.2f} | "
                  f"{r['attention_macs'] / dense_attn:.2f}x | {r['macs'] / 1e9:.2f} | {_s(t, 's', '.2f')} | "
                  + " | ".join(d) + " |")
-    return "\n".join(L + motion_lines(res) + (verdict_line(res, sparse_verdicts(res)) if "sparse_quality" in res else []))
+    verdicts = verdict_line(res, sparse_verdicts(res)) if "sparse_quality" in res else []
+    return "\n".join(L + motion_lines(res) + verdicts)
 
 
 def motion_lines(res: dict) -> list[str]:
@@ -534,8 +539,8 @@ def jitter_table(res: dict) -> str:
     dense = rows["dense"]["attention_macs"]
     k = len(rows["real"]["accel_by_position"])
     opts = ", ".join(f"{a} {b}" for a, b in (res.get("stream_options") or {}).items()) or "the plain stream"
-    L = [f"Ink-centre acceleration |Δ²c| (px/frame²) by frame position in the stream's {k}-frame blocks (0: a block's "
-         f"first frame), {res['n']} streamed 128-frame clips, seed {res['seed']}, {opts}; sparse rows on "
+    L = [f"Ink-centre acceleration |Δ²c| (px/frame²) by frame position in the stream's {k}-frame blocks (0: a "
+         f"block's first frame), {res['n']} streamed 128-frame clips, seed {res['seed']}, {opts}; sparse rows on "
          f"{res['sparse_model']}:", "",
          "| row | attention vs dense | " + " | ".join(f"pos {i}" for i in range(k)) + " | all | speed px/f |",
          "|---|---:|" + "---:|" * k + "---:|---:|"]
