@@ -242,7 +242,7 @@ def _sample_video(a, card: dict):
                                                  f"{time.perf_counter() - start:.1f} s", flush=True)
         z = vm.generate(noise, sigmas(steps), solver, labels, mode=mode, scale=scale, **kw)
         how = f"{solver} {steps} steps on {SCHEDULE}, guidance {scale:g}" + "".join(
-            f", {k} {v}" for k, v in ({**vm.stream_options, **options} if mode == "stream" else {}).items())
+            f", {k} {v}" for k, v in (vm.stream_kwargs(**options) if mode == "stream" else {}).items())
     x = vm.decode(z)
     save_strip(x, out)
     save_gif(x, gif)

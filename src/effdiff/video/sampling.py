@@ -158,8 +158,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             P = min(lookahead_past, L - cfg.block_frames)
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
             head = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:]
-            head = head[:, :, :min(max(lookahead_blocks, 1) * cfg.block_frames, head.shape[2] // cfg.block_frames
-                                   * cfg.block_frames)]
+            head = head[:, :, :min(max(lookahead_blocks, 1), head.shape[2] // cfg.block_frames) * cfg.block_frames]
         if head is not None and start < head.shape[2]:
             zb = head[:, :, start:start + cfg.block_frames]
         else:
@@ -221,13 +220,18 @@ class VideoModel:
         if mode not in MODES:
             raise ValueError(f"unknown generation mode {mode!r}; known: {', '.join(MODES)}")
         if mode == "stream":
-            defaults = dict(self.stream_options)
-            if not kw.get("lookahead", defaults.get("lookahead", 0)):    # a call that turns the lookahead off
-                for k in LOOKAHEAD_ONLY:                                  # drops the defaults that need one
-                    if k not in kw:
-                        defaults.pop(k, None)
-            kw = {**defaults, **kw}
+            kw = self.stream_kwargs(**kw)
         return MODES[mode](self.den, noise, sigmas, solver, cond, **kw)
+
+    def stream_kwargs(self, **kw) -> dict:
+        """The options a stream runs with: ``kw`` over the model's defaults (``stream_options``); a call that turns
+        the lookahead off drops the defaults that need one (``LOOKAHEAD_ONLY``)."""
+        defaults = dict(self.stream_options)
+        if not kw.get("lookahead", defaults.get("lookahead", 0)):
+            for k in LOOKAHEAD_ONLY:
+                if k not in kw:
+                    defaults.pop(k, None)
+        return {**defaults, **kw}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         return self.codec.decode(z).clamp(-1, 1)
