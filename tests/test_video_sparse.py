@@ -185,6 +185,26 @@ def test_dense_steps_and_dense_commit_run_exact_attention_where_asked():
     assert torch.allclose(ada, ref_full, atol=1e-10) and st.macs == st.dense_macs
 
 
+@torch.no_grad()
+@pytest.mark.parametrize("name", ["sliding-tile", "adaspa", "sparse-videogen"])
+def test_dense_layers_attend_densely_in_every_call_sampling_and_training(name):
+    den = tiny_den()
+    noise = clip_noise(2, (4, 8, 8, 8), 2).double()
+    eager = {"sliding-tile": {"window": 0}, "adaspa": {"density": 0.01}, "sparse-videogen": {"window": 0}}[name]
+    ref, dense, _ = counted(generate_stream, den, noise)
+    same, macs, st = counted(generate_stream, den, noise, name, dense_layers=(0, 1), **eager)   # every layer dense
+    assert torch.allclose(same, ref, atol=1e-10) and macs == st.macs == st.dense_macs
+    part, macs, st = counted(generate_stream, den, noise, name, dense_layers=(1,), **eager)
+    none, macs0, _ = counted(generate_stream, den, noise, name, **eager)
+    assert macs0 < macs < dense and not torch.allclose(part, ref, atol=1e-6)
+    x0 = noise[:, :, :4]                                        # Block Diffusion's training form, no sampling loop
+    labels = torch.full((2, 4), 0.5, dtype=torch.float64)
+    want = den.net.block_diffusion(x0, x0, labels, 0.0, torch.tensor([1, 2]))
+    with T.get(name).apply(den, dense_layers=(0, 1), **eager):
+        got = den.net.block_diffusion(x0, x0, labels, 0.0, torch.tensor([1, 2]))
+    assert torch.allclose(got, want, atol=1e-10)
+
+
 def test_adaspa_min_frames_widens_short_contexts_only():
     q, k, v = qkv(8)
     idx = sparse.AdaSpa(sparse.AdaSpaConfig(density=0.25, min_frames=5), sparse.AttentionStats()).search(q, k, call_of(8))[0]

@@ -269,6 +269,11 @@ VIDEO_RANGES = (
     ("video-sparse-confirm-9", 858, 863,
      "the pre-registered confirm of the longer sparse fine-tune (docs/bench/prereg/video-sparse-ft4-confirm.json, "
      "called for by the selection on 855-857), never used to pick"),
+    ("video-sparse-selection-8", 863, 866,
+     "choosing between sparse fine-tunes with one dense (global) layer among sliding-tile layers (docs/bench/video/"
+     "sparse-global-selection/RULE.md), never used to confirm"),
+    ("video-sparse-confirm-10", 866, 871,
+     "reserved for the confirm that the selection on 863-865 may call for, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

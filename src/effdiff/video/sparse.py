@@ -24,7 +24,9 @@ kept — attention sinks (StreamingLLM, Xiao et al. 2024, "Efficient Streaming L
 Attention Sinks"). In a streamed call they are the oldest cached frames of the block's window, the
 context every training window starts with; ``sink=0`` (default) is the plain pattern. Sliding-tile's
 ``stride`` adds the key frames at multiples of ``stride`` frames from the query frame (the strided pattern
-of Sparse Transformers, Child et al. 2019): the whole window seen, thinned. ``dense_steps``
+of Sparse Transformers, Child et al. 2019): the whole window seen, thinned. ``dense_layers``
+keeps whole layers dense, in training as in sampling (local layers interleaved with global ones: Longformer,
+Beltagy et al. 2020; Gemma 2, 2024), so every token still reaches the whole window once per pass. ``dense_steps``
 runs the first sampling steps (high noise, where layout and motion are set) densely; sliding-tile's
 ``dense_commit`` keeps streaming's KV-cache writes exact (AdaSpa's commit pass already runs dense: it
 is outside the sampling loop, so it searches).
@@ -97,11 +99,14 @@ def sink_mask(call: AttentionCall, sink: int) -> Tensor:
     return torch.zeros_like(allowed).index_copy(1, order, first)
 
 
-def dense_now(dense_steps: int, dense_commit: bool = False) -> bool:
-    """Whether this call attends densely: a sampling step before ``dense_steps``, or (``dense_commit``) a call
-    outside any sampling loop — streaming's commit pass that writes the KV cache."""
+def dense_now(config, call: AttentionCall) -> bool:
+    """Whether this call attends densely: a layer in ``config.dense_layers``, a sampling step before
+    ``config.dense_steps``, or (``config.dense_commit``) a call outside any sampling loop — streaming's commit pass
+    that writes the KV cache, and training."""
+    if call.layer in config.dense_layers:
+        return True
     ctx = current_context()
-    return dense_commit if ctx is None else ctx.step < dense_steps
+    return getattr(config, "dense_commit", False) if ctx is None else ctx.step < config.dense_steps
 
 
 def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
@@ -127,6 +132,8 @@ class SlidingTileConfig:
     sink: int = 0                # the first key frames (by frame index) every query frame keeps
     stride: int = 0              # also key frames whose offset from the query frame is a multiple of this (0: none)
     dense_steps: int = 0         # the first sampling steps of each generation attend densely
+    dense_layers: tuple[int, ...] = ()   # these layers (block indices) always attend densely: local and global
+                                         # layers interleaved (Longformer, Gemma 2)
     dense_commit: bool = False   # streaming's commit pass (outside any sampling loop) attends densely
 
 
@@ -138,6 +145,8 @@ class AdaSpaConfig:
     local: int = -1              # key frames within this many frames of the query frame always kept (-1: none)
     min_frames: int = 0          # keep at least this many key frames (a short context, e.g. a stream's first block)
     dense_steps: int = 0         # the first sampling steps of each generation attend densely
+    dense_layers: tuple[int, ...] = ()   # these layers (block indices) always attend densely: local and global
+                                         # layers interleaved (Longformer, Gemma 2)
 
 
 class SlidingTile:
@@ -147,7 +156,7 @@ class SlidingTile:
         self.config, self.stats = config, stats
 
     def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
-        if dense_now(self.config.dense_steps, self.config.dense_commit):
+        if dense_now(self.config, call):
             self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
             return dense_attention(q, k, v, call)
         c = self.config
@@ -196,11 +205,14 @@ class AdaSpa:
         step = ctx.step if ctx is not None else 0
         key = self.key(call)
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
+        if call.layer in self.config.dense_layers:                          # a dense layer: nothing to search
+            self.stats.add(macs=dense_macs(q, call))
+            return dense_attention(q, k, v, call)
         if key not in self.patterns or step == self.config.search_step:     # a first call searches too
             self.patterns[key] = self.search(q, k, call)
             self.stats.add(macs=dense_macs(q, call))
             return dense_attention(q, k, v, call)
-        if dense_now(self.config.dense_steps):
+        if dense_now(self.config, call):
             self.stats.add(macs=dense_macs(q, call))
             return dense_attention(q, k, v, call)
         idx, valid = self.patterns[key]
@@ -217,6 +229,8 @@ class SparseVideoGenConfig:
     profile_queries: int = 4     # query tokens per frame sampled to classify the heads (evenly spaced)
     profile_step: int = 0        # sampling step whose profile classifies the heads; later steps reuse it
     dense_steps: int = 0         # the first sampling steps of each generation attend densely
+    dense_layers: tuple[int, ...] = ()   # these layers (block indices) always attend densely: local and global
+                                         # layers interleaved (Longformer, Gemma 2)
 
 
 def neighbours(tokens: int, radius: int, device=None) -> tuple[Tensor, Tensor]:
@@ -298,7 +312,7 @@ class SparseVideoGen:
         step = ctx.step if ctx is not None else 0
         gen = ctx.generation if ctx is not None else 0
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
-        if dense_now(self.config.dense_steps):
+        if dense_now(self.config, call):
             self.stats.add(macs=dense_macs(q, call))
             return dense_attention(q, k, v, call)
         key = (gen, call.layer, int(call.q_frames[0]), len(call.q_frames), len(call.k_frames), q.shape[0])
