@@ -104,3 +104,39 @@ def test_sparse_training_runs_both_forms_under_the_fixed_pattern(tmp_path, reque
         handle.remove()
     with pytest.raises(ValueError, match="once per sampling run"):
         sparse_training(trainer(tmp_path / "a"), "adaspa:density=0.5")
+
+
+def test_distillation_from_a_dense_teacher_matches_outputs_and_attention(tmp_path):
+    """VideoLoss.distill / distill_attention (Sliding Tile Attention's fine-tuning losses): the student's velocity and
+    each attention layer's output against a frozen dense teacher on the same inputs. A student equal to the teacher has
+    zero loss in both forms; under a sparse pattern it has a positive, differentiable one; the teacher stays dense."""
+    from pathlib import Path
+    import effdiff
+    from effdiff.video.attention import dense_attention
+    from effdiff.video.sparse import attention_modules, unregister
+    from effdiff.video.train import attention_outputs, init_from, sparse_training
+    zoo = Path(effdiff.__file__).parent / "zoo" / "weights" / "video-dit"
+    with pytest.raises(ValueError, match="loss weights"):
+        VideoLoss(distill=-1.0)
+    with pytest.raises(ValueError, match="loss weights"):
+        VideoLoss(data_weight=0.0)
+    tr = trainer(tmp_path, distill=1.0, distill_attention=1.0, data_weight=0.0)
+    x, y = tr.batch()
+    with pytest.raises(RuntimeError, match="teacher"):
+        tr.loss_on(x, y)
+    init_from(tr, zoo)
+    tr.set_teacher(zoo)
+    with attention_outputs(tr.net) as outs:
+        tr.net(x, torch.full((2,), 500.0), y)
+    assert len(outs) == tr.net.config.depth and outs[0].shape[:2] == (2, 16 * tr.net.tokens_per_frame)
+    for form in (0.0, 1.0):                                   # full sequence, Block Diffusion
+        tr.vloss.block_fraction = form
+        assert tr.loss_on(x, y).item() == 0.0
+    try:
+        sparse_training(tr, "sliding-tile:window=0")
+        loss = tr.loss_on(x, y)
+        assert float(loss) > 0 and loss.requires_grad
+        assert all(m.processor is dense_attention for m in attention_modules(tr.teacher))
+        assert not any(p.requires_grad for p in tr.teacher.parameters())
+    finally:
+        unregister()

@@ -273,7 +273,13 @@ VIDEO_RANGES = (
      "choosing between sparse fine-tunes with one dense (global) layer among sliding-tile layers (docs/bench/video/"
      "sparse-global-selection/RULE.md), never used to confirm"),
     ("video-sparse-confirm-10", 866, 871,
-     "reserved for the confirm that the selection on 863-865 may call for, never used to pick"),
+     "reserved for the confirm that the selection on 863-865 may call for; unused (that selection registered none), "
+     "never used to pick"),
+    ("video-sparse-selection-9", 871, 874,
+     "choosing between sparse fine-tunes distilled from the dense video-dit (docs/bench/video/sparse-distill-selection/"
+     "RULE.md), never used to confirm"),
+    ("video-sparse-confirm-11", 874, 879,
+     "reserved for the confirm that the selection on 871-873 may call for, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

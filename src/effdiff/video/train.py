@@ -38,6 +38,12 @@ class VideoLoss:
     # share of the Block Diffusion form's steps on two-block clips (each clip cut into clips of 2 blocks: a block
     # without context and one with a single block of it, streaming's second block; same tokens per step); 0: off
     two_block_share: float = 0.0
+    # distillation from a dense teacher (the --init model), as Sliding Tile Attention's paper fine-tunes under its
+    # pattern: data_weight * the data loss + distill * |v - v_teacher|^2 + distill_attention * the mean over layers of
+    # |attention output - the teacher's|^2, on the same noisy inputs; 0: off (the teacher is never run)
+    distill: float = 0.0
+    distill_attention: float = 0.0
+    data_weight: float = 1.0
     frames: int = 16              # clip length trained on
     clips: int = 4000             # encoded training clips (one per training digit on average)
     clip_frames: int = 20         # frames per encoded clip (windows of `frames` are drawn from it)
@@ -45,10 +51,11 @@ class VideoLoss:
     def __post_init__(self):
         if (not 0 <= self.block_fraction <= 1 or not 0 <= self.first_block_fraction <= 1 - self.block_fraction
                 or self.p_std <= 0 or not 1 <= self.frames <= self.clip_frames or not 0 <= self.context_noise < 1
-                or not 0 <= self.two_block_share <= 1):
+                or not 0 <= self.two_block_share <= 1 or min(self.distill, self.distill_attention, self.data_weight) < 0
+                or self.distill + self.distill_attention + self.data_weight == 0):
             raise ValueError("need 0 <= block_fraction <= 1, 0 <= first_block_fraction <= 1 - block_fraction, "
                              "p_std > 0, 1 <= frames <= clip_frames, 0 <= context_noise < 1 and "
-                             "0 <= two_block_share <= 1")
+                             "0 <= two_block_share <= 1, and non-negative loss weights, not all 0")
 
 
 class VideoTrainer(Trainer):
@@ -59,6 +66,7 @@ class VideoTrainer(Trainer):
         if config.task != "video":
             raise ValueError(f"VideoTrainer trains task 'video', got {config.task!r}")
         self.vloss = VideoLoss(**config.loss)
+        self.teacher = None          # a distilled fine-tune's dense teacher (set_teacher)
         super().__init__(config, run_dir, progress)
         self.process = from_config(config.process)
         if self.process.name != "flow" or config.prediction != "velocity":
@@ -109,10 +117,36 @@ class VideoTrainer(Trainer):
         c_noise = self.process.c_noise(t.double()).float()
         if block:
             ctx, clean = self.context(x, bf)
-            out = self.net.block_diffusion(xt, ctx, c_noise, clean, y)
+            run = lambda net: net.block_diffusion(xt, ctx, c_noise, clean, y)
         else:
-            out = self.net(xt, c_noise[:, 0], y)
-        return (out - (eps - x)).pow(2).mean()
+            run = lambda net: net(xt, c_noise[:, 0], y)
+        v = self.vloss
+        if not (v.distill or v.distill_attention):
+            return (run(self.net) - (eps - x)).pow(2).mean()
+        if self.teacher is None:
+            raise RuntimeError("distill / distill_attention need a teacher: VideoTrainer.set_teacher(path)")
+        with attention_outputs(self.net) as att:
+            out = run(self.net)
+        with torch.no_grad(), attention_outputs(self.teacher) as att_t:
+            out_t = run(self.teacher)
+        loss = v.distill * (out - out_t).pow(2).mean()
+        if v.data_weight:
+            loss = loss + v.data_weight * (out - (eps - x)).pow(2).mean()
+        if v.distill_attention:
+            loss = loss + v.distill_attention * sum((a - b).pow(2).mean() for a, b in zip(att, att_t)) / len(att)
+        return loss
+
+    def set_teacher(self, path) -> None:
+        """The dense teacher of a distilled fine-tune: the exported model at ``path`` (weights only; frozen, and its
+        attention stays the exact processor whatever technique the trained network runs under)."""
+        import copy
+        from .attention import dense_attention
+        from .sparse import attention_modules
+        teacher = copy.deepcopy(self.net).eval().requires_grad_(False)
+        ckpt.load_state(teacher, ckpt.load(path)[0], "", where=str(path))
+        for m in attention_modules(teacher):
+            m.processor = dense_attention
+        self.teacher = teacher
 
     def context(self, x, bf: int):
         """The Block Diffusion form's context and its noise label(s): the clean clip (a float label), or with
@@ -135,6 +169,22 @@ class VideoTrainer(Trainer):
         meta["card"]["command"] = f"effdiff train --preset {self.cfg.name} --out DIR  (or python -m effdiff.video.train)"
         ckpt.save(path, tensors, meta)
         return path
+
+
+class attention_outputs:
+    """``with attention_outputs(net) as outs:`` collects each attention layer's output, in layer order."""
+
+    def __init__(self, net):
+        from .sparse import attention_modules
+        self.mods, self.outs, self.hooks = attention_modules(net), [], []
+
+    def __enter__(self) -> list:
+        self.hooks = [m.register_forward_hook(lambda mod, inp, out: self.outs.append(out)) for m in self.mods]
+        return self.outs
+
+    def __exit__(self, *exc) -> None:
+        for h in self.hooks:
+            h.remove()
 
 
 def per_block(v, bf: int, T: int):
@@ -176,13 +226,20 @@ def main(argv=None) -> None:
     ap.add_argument("--attention", default=None,
                     help="train under a sparse attention pattern, e.g. 'sliding-tile:window=3' (a sparse fine-tune, as "
                          "Sliding Tile Attention fine-tunes for its higher sparsities); sample it with the same pattern")
+    ap.add_argument("--distill", type=float, default=None,
+                    help="weight of |v - v_teacher|^2, the --init model as a dense teacher (VideoLoss.distill)")
+    ap.add_argument("--distill-attention", type=float, default=None,
+                    help="weight of the per-layer attention-output loss against that teacher (VideoLoss.distill_attention)")
+    ap.add_argument("--data-weight", type=float, default=None, help="weight of the data loss (VideoLoss.data_weight)")
     ap.add_argument("--stop-after", type=int, default=None,
                     help="end (and export) at this step, before --steps; the schedule still runs to --steps")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
     over = {k: v for k, v in (("steps", a.steps), ("lr", a.lr), ("seed", a.seed)) if v is not None}
     loss = {k: v for k, v in (("first_block_fraction", a.first_block_fraction), ("block_fraction", a.block_fraction),
-                              ("context_noise", a.context_noise), ("two_block_share", a.two_block_share))
+                              ("context_noise", a.context_noise), ("two_block_share", a.two_block_share),
+                              ("distill", a.distill), ("distill_attention", a.distill_attention),
+                              ("data_weight", a.data_weight))
             if v is not None}
     if loss:
         over["loss"] = {**preset(a.preset).loss, **loss}
@@ -190,6 +247,10 @@ def main(argv=None) -> None:
     tr = VideoTrainer(cfg, a.out, progress=True)
     if a.init and not a.resume:
         init_from(tr, a.init)
+    if tr.vloss.distill or tr.vloss.distill_attention:
+        if not a.init:
+            raise SystemExit("--distill / --distill-attention distil from the --init model: give --init")
+        tr.set_teacher(a.init)
     if a.attention:
         sparse_training(tr, a.attention)
     if not (a.resume and a.stop_after is not None and tr.restore() and tr.step >= a.stop_after):
