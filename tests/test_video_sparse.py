@@ -99,18 +99,22 @@ def test_sink_mask_keeps_each_rows_first_allowed_key_frames():
     assert torch.equal(sparse.sink_mask(call_of(5, shifted, start=7), 2)[4], torch.tensor([False, True, True, False, False]))
 
 
-@pytest.mark.parametrize("window,sink,stride", [(1, 0, 0), (1, 2, 0), (0, 3, 0), (2, 1, 0), (0, 0, 3), (1, 1, 4)])
-def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(window, sink, stride):
-    """Each query frame attends exactly to its window, the first ``sink`` key frames and (``stride``) the
-    frames at multiples of ``stride`` from it, nothing else."""
+@pytest.mark.parametrize("window,sink,stride,ahead", [(1, 0, 0, -1), (1, 2, 0, -1), (0, 3, 0, -1), (2, 1, 0, -1),
+                                                      (0, 0, 3, -1), (1, 1, 4, -1), (3, 0, 0, 0), (4, 1, 0, 1),
+                                                      (1, 0, 0, 3)])
+def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(window, sink, stride, ahead):
+    """Each query frame attends exactly to its window (``window`` frames back, ``ahead`` forward; -1: ``window``),
+    the first ``sink`` key frames and (``stride``) the frames at multiples of ``stride`` from it, nothing else."""
     from effdiff.video.attention import dense_attention
     F = 8
     q, k, v = qkv(F)
     fr = torch.arange(F)
-    dist = (fr[:, None] - fr[None, :]).abs()
-    union = (dist <= window) | (fr[None, :] < sink) | ((dist % stride == 0) if stride else False)
+    back = fr[:, None] - fr[None, :]
+    dist = back.abs()
+    inside = (back <= window) & (-back <= (window if ahead < 0 else ahead))
+    union = inside | (fr[None, :] < sink) | ((dist % stride == 0) if stride else False)
     stats = sparse.AttentionStats()
-    cfg = sparse.SlidingTileConfig(window=window, sink=sink, stride=stride)
+    cfg = sparse.SlidingTileConfig(window=window, sink=sink, stride=stride, ahead=ahead)
     out = sparse.SlidingTile(cfg, stats)(q, k, v, call_of(F))
     ref = dense_attention(q, k, v, call_of(F, union))
     assert torch.allclose(out, ref, atol=1e-12)

@@ -279,7 +279,13 @@ VIDEO_RANGES = (
      "choosing between sparse fine-tunes distilled from the dense video-dit (docs/bench/video/sparse-distill-selection/"
      "RULE.md), never used to confirm"),
     ("video-sparse-confirm-11", 874, 879,
-     "reserved for the confirm that the selection on 871-873 may call for, never used to pick"),
+     "reserved for the confirm that the selection on 871-873 may call for; unused (that selection registered none), "
+     "never used to pick"),
+    ("video-sparse-selection-10", 879, 882,
+     "choosing between sparse fine-tunes with one-sided windows (more frames back than ahead; docs/bench/video/"
+     "sparse-ahead-selection/RULE.md), never used to confirm"),
+    ("video-sparse-confirm-12", 882, 887,
+     "reserved for the confirm that the selection on 879-881 may call for, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

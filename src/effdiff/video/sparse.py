@@ -23,6 +23,8 @@ computed as gathered block-sparse attention (a frame's P tokens form one block).
 kept — attention sinks (StreamingLLM, Xiao et al. 2024, "Efficient Streaming Language Models with
 Attention Sinks"). In a streamed call they are the oldest cached frames of the block's window, the
 context every training window starts with; ``sink=0`` (default) is the plain pattern. Sliding-tile's
+``ahead`` >= 0 makes the window one-sided: ``window`` frames back, ``ahead`` forward (0: causal in time, as
+sliding-window attention in language models): more of the past, whose motion a block continues, for the same MACs;
 ``stride`` adds the key frames at multiples of ``stride`` frames from the query frame (the strided pattern
 of Sparse Transformers, Child et al. 2019): the whole window seen, thinned. ``dense_layers``
 keeps whole layers dense, in training as in sampling (local layers interleaved with global ones: Longformer,
@@ -115,12 +117,16 @@ def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
     return idx, keep.gather(-1, idx)
 
 
-def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int = 0) -> tuple[Tensor, Tensor]:
-    """Sliding-tile key frames per query frame: (idx, valid) [Fq, K], the allowed key frames within ``window``
-    frames, at multiples of ``stride`` (0: none) and the first ``sink``, nearest first."""
-    dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()       # [Fq, Fk]
+def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int = 0,
+                   ahead: int | None = None) -> tuple[Tensor, Tensor]:
+    """Sliding-tile key frames per query frame: (idx, valid) [Fq, K], the allowed key frames from ``window`` frames
+    before the query frame to ``ahead`` frames after it (None: ``window``), at multiples of ``stride`` (0: none) and the
+    first ``sink``, nearest first."""
+    back = call.q_frames[:, None] - call.k_frames[None, :]               # [Fq, Fk]: > 0 for earlier key frames
+    dist = back.abs()
+    inside = (back <= window) & (-back <= (window if ahead is None else ahead))
     strided = dist % stride == 0 if stride > 0 else torch.zeros_like(dist, dtype=torch.bool)
-    keep = frame_mask(call) & ((dist <= window) | strided | sink_mask(call, sink))
+    keep = frame_mask(call) & (inside | strided | sink_mask(call, sink))
     K = max(1, int(keep.sum(1).max()))
     near = -(dist.double() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6)   # ties: earliest
     return pick(keep, near, K)
@@ -128,9 +134,10 @@ def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int 
 
 @dataclass
 class SlidingTileConfig:
-    window: int = 2              # key frames within this many frames of the query frame (in time)
+    window: int = 2              # key frames within this many frames of the query frame (in time; after it: ``ahead``)
     sink: int = 0                # the first key frames (by frame index) every query frame keeps
     stride: int = 0              # also key frames whose offset from the query frame is a multiple of this (0: none)
+    ahead: int = -1              # key frames up to this many frames after the query frame (-1: ``window``, symmetric)
     dense_steps: int = 0         # the first sampling steps of each generation attend densely
     dense_layers: tuple[int, ...] = ()   # these layers (block indices) always attend densely: local and global
                                          # layers interleaved (Longformer, Gemma 2)
@@ -160,7 +167,7 @@ class SlidingTile:
             self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
             return dense_attention(q, k, v, call)
         c = self.config
-        idx, valid = window_pattern(call, c.window, c.sink, c.stride)       # [Fq, K]
+        idx, valid = window_pattern(call, c.window, c.sink, c.stride, None if c.ahead < 0 else c.ahead)   # [Fq, K]
         B, H = q.shape[:2]
         self.stats.add(macs=2 * B * H * idx.numel() * call.tokens ** 2 * q.shape[-1], dense_macs=dense_macs(q, call),
                        calls=1)

@@ -258,6 +258,8 @@ def main(argv=None) -> None:
     extra = {"initialised_from": str(a.init)} if a.init else {}
     if a.attention:
         extra["trained_with_attention"] = a.attention
+    if tr.teacher is not None:
+        extra["distilled_from"] = str(a.init)
     if tr.step < cfg.steps:
         extra["stopped_at_step"] = tr.step
     print("exported", tr.export(extra or None))
