@@ -135,7 +135,7 @@ def test_distillation_from_a_dense_teacher_matches_outputs_and_attention(tmp_pat
     try:
         sparse_training(tr, "sliding-tile:window=0")
         loss = tr.loss_on(x, y)
-        assert float(loss) > 0 and loss.requires_grad
+        assert loss.item() > 0 and loss.requires_grad
         assert all(m.processor is dense_attention for m in attention_modules(tr.teacher))
         assert not any(p.requires_grad for p in tr.teacher.parameters())
     finally:
