@@ -151,12 +151,17 @@ def quality(vm, ev, frames: int, mode: str, n: int, seeds, steps: int, solver: s
     return out
 
 
+def real_clips(n: int, frames: int, seed: int):
+    """(clips, labels) of ``n`` held-out real clips for row seed ``seed``: its own draw, seed 100 + ``seed``."""
+    from ..video.data import moving_digits
+    return moving_digits("test", n, frames, seed=100 + seed)
+
+
 def real_rows(ev, n: int, seeds, frames: int = 16) -> dict:
     """Held-out real clips (a fresh seed per row seed), and the same clips frame-shuffled and frozen."""
-    from ..video.data import moving_digits
     rows: dict = {"real": [], "real frame-shuffled": [], "real frozen": []}
     for s in seeds:
-        x, y = moving_digits("test", n, frames, seed=100 + s)
+        x, y = real_clips(n, frames, s)
         perm = torch.randperm(frames, generator=torch.Generator().manual_seed(s))
         rows["real"].append(ev.score(x, y))
         rows["real frame-shuffled"].append(ev.score(x[:, :, perm], y))
@@ -167,12 +172,7 @@ def real_rows(ev, n: int, seeds, frames: int = 16) -> dict:
 def real_long(ev, n: int, frames: int, seeds) -> list[dict]:
     """Per-seed scores of ``n`` held-out real clips of ``frames`` frames (seed 100 + s, as ``real_rows``): the
     motion reference of the sparse rows' to-real rule (``to_real``)."""
-    from ..video.data import moving_digits
-    out = []
-    for s in seeds:
-        x, y = moving_digits("test", n, frames, seed=100 + s)
-        out.append(ev.score(x, y))
-    return out
+    return [ev.score(*real_clips(n, frames, s)) for s in seeds]
 
 
 def summary(per_seed: list[dict]) -> dict:

@@ -118,13 +118,13 @@ def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
 
 
 def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int = 0,
-                   ahead: int | None = None) -> tuple[Tensor, Tensor]:
+                   ahead: int = -1) -> tuple[Tensor, Tensor]:
     """Sliding-tile key frames per query frame: (idx, valid) [Fq, K], the allowed key frames from ``window`` frames
-    before the query frame to ``ahead`` frames after it (None: ``window``), at multiples of ``stride`` (0: none) and the
+    before the query frame to ``ahead`` frames after it (-1: ``window``), at multiples of ``stride`` (0: none) and the
     first ``sink``, nearest first."""
     back = call.q_frames[:, None] - call.k_frames[None, :]               # [Fq, Fk]: > 0 for earlier key frames
     dist = back.abs()
-    inside = (back <= window) & (-back <= (window if ahead is None else ahead))
+    inside = (back <= window) & (-back <= (window if ahead < 0 else ahead))
     strided = dist % stride == 0 if stride > 0 else torch.zeros_like(dist, dtype=torch.bool)
     keep = frame_mask(call) & (inside | strided | sink_mask(call, sink))
     K = max(1, int(keep.sum(1).max()))
@@ -167,7 +167,7 @@ class SlidingTile:
             self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
             return dense_attention(q, k, v, call)
         c = self.config
-        idx, valid = window_pattern(call, c.window, c.sink, c.stride, None if c.ahead < 0 else c.ahead)   # [Fq, K]
+        idx, valid = window_pattern(call, c.window, c.sink, c.stride, c.ahead)   # [Fq, K]
         B, H = q.shape[:2]
         self.stats.add(macs=2 * B * H * idx.numel() * call.tokens ** 2 * q.shape[-1], dense_macs=dense_macs(q, call),
                        calls=1)

@@ -12,6 +12,7 @@ time-reversible).
 from __future__ import annotations
 
 import argparse
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -121,17 +122,17 @@ class VideoTrainer(Trainer):
         else:
             run = lambda net: net(xt, c_noise[:, 0], y)
         v = self.vloss
-        if not (v.distill or v.distill_attention):
-            return (run(self.net) - (eps - x)).pow(2).mean()
-        if self.teacher is None:
+        teach = bool(v.distill or v.distill_attention)
+        if teach and self.teacher is None:
             raise RuntimeError("distill / distill_attention need a teacher: VideoTrainer.set_teacher(path)")
-        with attention_outputs(self.net) as att:
+        with attention_outputs(self.net) if teach else contextlib.nullcontext() as att:
             out = run(self.net)
+        loss = v.data_weight * (out - (eps - x)).pow(2).mean() if v.data_weight else 0.0
+        if not teach:
+            return loss
         with torch.no_grad(), attention_outputs(self.teacher) as att_t:
             out_t = run(self.teacher)
-        loss = v.distill * (out - out_t).pow(2).mean()
-        if v.data_weight:
-            loss = loss + v.data_weight * (out - (eps - x)).pow(2).mean()
+        loss = loss + v.distill * (out - out_t).pow(2).mean()
         if v.distill_attention:
             loss = loss + v.distill_attention * sum((a - b).pow(2).mean() for a, b in zip(att, att_t)) / len(att)
         return loss
@@ -171,19 +172,16 @@ class VideoTrainer(Trainer):
         return path
 
 
-class attention_outputs:
+@contextlib.contextmanager
+def attention_outputs(net):
     """``with attention_outputs(net) as outs:`` collects each attention layer's output, in layer order."""
-
-    def __init__(self, net):
-        from .sparse import attention_modules
-        self.mods, self.outs, self.hooks = attention_modules(net), [], []
-
-    def __enter__(self) -> list:
-        self.hooks = [m.register_forward_hook(lambda mod, inp, out: self.outs.append(out)) for m in self.mods]
-        return self.outs
-
-    def __exit__(self, *exc) -> None:
-        for h in self.hooks:
+    from .sparse import attention_modules
+    outs: list = []
+    hooks = [m.register_forward_hook(lambda mod, inp, out: outs.append(out)) for m in attention_modules(net)]
+    try:
+        yield outs
+    finally:
+        for h in hooks:
             h.remove()
 
 
