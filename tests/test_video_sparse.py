@@ -31,7 +31,9 @@ def tiny_den():
 SIG = torch.tensor([4.0, 1.0, 0.25, 0.0], dtype=torch.float64)
 
 
-@pytest.mark.parametrize("name,config", [("adaspa", {"density": 1.0}), ("sliding-tile", {"window": 100})])
+@pytest.mark.parametrize("name,config", [("adaspa", {"density": 1.0}), ("sliding-tile", {"window": 100}),
+                                         ("sliding-tile", {"window": 0, "far_tokens": 16}),    # 4x4 tokens per frame
+                                         ("sliding-tile", {"window": 0, "dense_heads": (0, 1)})])
 @pytest.mark.parametrize("mode", [generate_full, generate_stream])
 def test_full_density_equals_dense(name, config, mode):
     den = tiny_den()
@@ -120,6 +122,77 @@ def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(wind
     assert torch.allclose(out, ref, atol=1e-12)
     K = int(union.sum(1).max())                              # the widest row: the gathered keys per query frame
     assert stats.macs == 2 * 2 * 2 * F * K * 2 ** 2 * 4 and stats.dense_macs == 2 * 2 * 2 * F * F * 2 ** 2 * 4
+
+
+def test_pool_frames_averages_each_frames_token_grid():
+    x = torch.arange(2 * 16, dtype=torch.float64).reshape(1, 1, 2 * 16, 1)     # 2 frames of a 4x4 grid
+    grid = x.reshape(2, 1, 4, 4)
+    assert torch.equal(sparse.pool_frames(x, 16, 4).reshape(2, 4),
+                       torch.nn.functional.avg_pool2d(grid, 2).reshape(2, 4))
+    assert torch.equal(sparse.pool_frames(x, 16, 1).reshape(2), grid.mean((1, 2, 3)))
+    with pytest.raises(ValueError, match="square grid"):
+        sparse.pool_frames(x, 16, 2)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_far_frames_unpooled_equal_dense_attention(causal):
+    """far_tokens = P: the frames outside the window are seen whole (log 1 = 0 added), so any window is exact."""
+    from effdiff.video.attention import dense_attention
+    F, P = 7, 4
+    q, k, v = qkv(F, P)
+    mask = torch.ones(F, F, dtype=torch.bool).tril() if causal else None
+    call = call_of(F, mask)
+    call.tokens = P
+    stats = sparse.AttentionStats()
+    out = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, far_tokens=P), stats)(q, k, v, call)
+    assert torch.allclose(out, dense_attention(q, k, v, call), atol=1e-12)
+    keep = sparse.window_keep(call, 1)
+    far = int(sparse.frame_mask(call).sum() - keep.sum())
+    K = int(keep.sum(1).max())                               # the widest row: gathered for every query frame
+    assert stats.macs == 2 * 2 * 2 * (F * K + far) * P * P * 4
+
+
+def test_far_frames_pooled_are_exact_when_each_frame_is_uniform():
+    """Proportional attention: a pooled token stands for P / far_tokens equal tokens, so where every token of a frame
+    has the same key and value, window + pooled far frames equal dense attention; otherwise they differ, and the
+    MACs count the window's frames whole and each far frame as far_tokens tokens."""
+    from effdiff.video.attention import dense_attention
+    F, P, d = 8, 4, 4
+    q, k, v = qkv(F, P)
+    ku, vu = (t.reshape(2, 2, F, P, d)[:, :, :, :1].expand(-1, -1, -1, P, -1).reshape(2, 2, F * P, d) for t in (k, v))
+    call = call_of(F)
+    call.tokens = P
+    for m in (1, 4):
+        stats = sparse.AttentionStats()
+        proc = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, ahead=0, far_tokens=m), stats)
+        assert torch.allclose(proc(q, ku, vu, call), dense_attention(q, ku, vu, call), atol=1e-12)
+        near = 2 * F - 1                                     # frames q-1 and q (frame 0 has no frame before it)
+        far = F * F - near
+        assert stats.macs == 2 * 2 * 2 * (F * 2 * P * P + far * P * m) * d     # the widest row (2 frames) gathered
+    plain = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, ahead=0), sparse.AttentionStats())(q, k, v, call)
+    pooled = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, ahead=0, far_tokens=1),
+                                sparse.AttentionStats())(q, k, v, call)
+    dense = dense_attention(q, k, v, call)
+    assert not torch.allclose(pooled, dense, atol=1e-6) and not torch.allclose(pooled, plain, atol=1e-6)
+    with pytest.raises(ValueError, match="far_tokens"):
+        sparse.SlidingTile(sparse.SlidingTileConfig(far_tokens=-1), sparse.AttentionStats())
+
+
+def test_dense_heads_attend_densely_and_the_others_to_the_window():
+    """DuoAttention's split: the listed heads are exact attention, the rest the plain pattern, in one call."""
+    from effdiff.video.attention import dense_attention
+    F = 8
+    q, k, v = qkv(F)
+    call = call_of(F)
+    stats = sparse.AttentionStats()
+    out = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, sink=1, dense_heads=(1,)), stats)(q, k, v, call)
+    plain_stats = sparse.AttentionStats()
+    plain = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, sink=1), plain_stats)(q, k, v, call)
+    dense = dense_attention(q, k, v, call)
+    assert torch.allclose(out[:, 1], dense[:, 1], atol=1e-12) and torch.allclose(out[:, 0], plain[:, 0], atol=1e-12)
+    assert stats.macs == (plain_stats.macs + stats.dense_macs) // 2 and stats.dense_macs == plain_stats.dense_macs
+    every = sparse.SlidingTile(sparse.SlidingTileConfig(window=0, dense_heads=(0, 1)), sparse.AttentionStats())
+    assert torch.allclose(every(q, k, v, call), dense, atol=1e-12)
 
 
 def test_sink_config_counts_its_macs_and_covers_the_stream_window():

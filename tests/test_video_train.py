@@ -91,6 +91,7 @@ def test_sparse_training_runs_both_forms_under_the_fixed_pattern(tmp_path, reque
     from effdiff.video.train import sparse_training
     request.addfinalizer(sparse.unregister)                 # sparse_training registers them; restore the registry
     for block, use in ((0.0, "sliding-tile:window=1"), (1.0, "sliding-tile:window=1"),
+                       (1.0, "sliding-tile:window=0,far_tokens=1"), (1.0, "sliding-tile:window=0,dense_heads=0"),
                        (0.0, "sparse-videogen:window=1"), (1.0, "sparse-videogen:window=0")):
         tr = trainer(tmp_path / f"{block}{use}", block_fraction=block)
         handle = sparse_training(tr, use)

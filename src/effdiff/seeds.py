@@ -286,6 +286,11 @@ VIDEO_RANGES = (
      "sparse-ahead-selection/RULE.md), never used to confirm"),
     ("video-sparse-confirm-12", 882, 887,
      "reserved for the confirm that the selection on 879-881 may call for, never used to pick"),
+    ("video-sparse-selection-11", 887, 890,
+     "choosing between sparse fine-tunes that keep a global path: pooled far frames (NSA's compressed branch) or one "
+     "dense head per layer (DuoAttention; docs/bench/video/sparse-global-path-selection/RULE.md), never used to confirm"),
+    ("video-sparse-confirm-13", 890, 895,
+     "reserved for the confirm that the selection on 887-889 may call for, never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

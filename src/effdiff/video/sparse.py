@@ -70,9 +70,12 @@ def frame_mask(call: AttentionCall) -> Tensor:
     return torch.ones(len(call.q_frames), len(call.k_frames), dtype=torch.bool, device=call.q_frames.device)
 
 
-def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P: int) -> Tensor:
+def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P: int,
+                 far: Tensor | None = None, far_tokens: int = 0) -> Tensor:
     """Attention of each query frame to its K key frames ``idx`` [B, H, Fq, K] (``valid`` same shape):
-    q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d]."""
+    q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d]. ``far`` [Fq, Fk] bool: key frames each query frame
+    also sees, each as ``far_tokens`` mean-pooled tokens (``pool_frames``) whose logits count the P / far_tokens
+    tokens each stands for (+ log of it: ToMe's proportional attention), in the same softmax."""
     B, H, Nq, d = q.shape
     Fq, K = idx.shape[2], idx.shape[3]
     kb, vb = (t.reshape(B, H, -1, P, d) for t in (k, v))
@@ -80,10 +83,30 @@ def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P:
     hi = torch.arange(H, device=q.device)[None, :, None, None]
     ks = kb[bi, hi, idx].reshape(B, H, Fq, K * P, d)                     # [B, H, Fq, K*P, d]
     vs = vb[bi, hi, idx].reshape(B, H, Fq, K * P, d)
-    s = q.reshape(B, H, Fq, P, d) @ ks.transpose(-1, -2) / math.sqrt(d)  # [B, H, Fq, P, K*P]
+    qf = q.reshape(B, H, Fq, P, d)
+    s = qf @ ks.transpose(-1, -2) / math.sqrt(d)                         # [B, H, Fq, P, K*P]
     s = s.masked_fill(~valid.repeat_interleave(P, -1)[:, :, :, None, :], float("-inf"))
     MACS.add(2 * B * H * Fq * P * K * P * d)
-    return (s.softmax(-1) @ vs).reshape(B, H, Nq, d)
+    if far is None or far_tokens <= 0 or not bool(far.any()):
+        return (s.softmax(-1) @ vs).reshape(B, H, Nq, d)
+    kp, vp = (pool_frames(t, P, far_tokens) for t in (k, v))          # [B, H, Fk*m, d]
+    sf = qf @ kp[:, :, None].transpose(-1, -2) / math.sqrt(d) + math.log(P / far_tokens)   # [B, H, Fq, P, Fk*m]
+    sf = sf.masked_fill(~far.repeat_interleave(far_tokens, -1)[None, None, :, None, :], float("-inf"))
+    MACS.add(2 * B * H * P * int(far.sum()) * far_tokens * d)
+    p = torch.cat([s, sf], -1).softmax(-1)
+    out = p[..., :K * P] @ vs + p[..., K * P:] @ vp[:, :, None]
+    return out.reshape(B, H, Nq, d)
+
+
+def pool_frames(x: Tensor, P: int, m: int) -> Tensor:
+    """Each frame's P tokens (a square grid) mean-pooled to m (a square grid too): x [B, H, F*P, d] ->
+    [B, H, F*m, d]. All tokens of a frame share its RoPE angle, so pooling rotated keys equals rotating the pooled key."""
+    g, s = math.isqrt(P), math.isqrt(m)
+    if g * g != P or s * s != m or g % s:
+        raise ValueError(f"far_tokens pools a square grid of {P} tokens per frame to a square grid dividing it; got {m}")
+    B, H, N, d = x.shape
+    x = x.reshape(B, H, N // P, s, g // s, s, g // s, d).mean((4, 6))
+    return x.reshape(B, H, (N // P) * m, d)
 
 
 def dense_macs(q: Tensor, call: AttentionCall) -> int:
@@ -117,16 +140,25 @@ def pick(keep: Tensor, score: Tensor, K: int) -> tuple[Tensor, Tensor]:
     return idx, keep.gather(-1, idx)
 
 
-def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int = 0,
-                   ahead: int = -1) -> tuple[Tensor, Tensor]:
-    """Sliding-tile key frames per query frame: (idx, valid) [Fq, K], the allowed key frames from ``window`` frames
-    before the query frame to ``ahead`` frames after it (-1: ``window``), at multiples of ``stride`` (0: none) and the
-    first ``sink``, nearest first."""
+def window_keep(call: AttentionCall, window: int, sink: int = 0, stride: int = 0, ahead: int = -1) -> Tensor:
+    """[Fq, Fk] bool: the allowed key frames from ``window`` frames before the query frame to ``ahead`` frames after
+    it (-1: ``window``), at multiples of ``stride`` (0: none) and the first ``sink``."""
     back = call.q_frames[:, None] - call.k_frames[None, :]               # [Fq, Fk]: > 0 for earlier key frames
     dist = back.abs()
     inside = (back <= window) & (-back <= (window if ahead < 0 else ahead))
     strided = dist % stride == 0 if stride > 0 else torch.zeros_like(dist, dtype=torch.bool)
-    keep = frame_mask(call) & (inside | strided | sink_mask(call, sink))
+    return frame_mask(call) & (inside | strided | sink_mask(call, sink))
+
+
+def window_pattern(call: AttentionCall, window: int, sink: int = 0, stride: int = 0,
+                   ahead: int = -1) -> tuple[Tensor, Tensor]:
+    """Sliding-tile key frames per query frame (``window_keep``) as (idx, valid) [Fq, K], nearest first."""
+    return nearest_first(call, window_keep(call, window, sink, stride, ahead))
+
+
+def nearest_first(call: AttentionCall, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """The kept key frames [Fq, Fk] of each query frame as (idx, valid) [Fq, K], nearest first (ties: earliest)."""
+    dist = (call.q_frames[:, None] - call.k_frames[None, :]).abs()
     K = max(1, int(keep.sum(1).max()))
     near = -(dist.double() + torch.arange(len(call.k_frames), device=dist.device) * 1e-6)   # ties: earliest
     return pick(keep, near, K)
@@ -142,6 +174,10 @@ class SlidingTileConfig:
     dense_layers: tuple[int, ...] = ()   # these layers (block indices) always attend densely: local and global
                                          # layers interleaved (Longformer, Gemma 2)
     dense_commit: bool = False   # streaming's commit pass (outside any sampling loop) attends densely
+    far_tokens: int = 0          # the allowed key frames outside the window are still seen, each as this many
+                                 # mean-pooled tokens (NSA's compressed branch, Yuan et al. 2025; 0: dropped)
+    dense_heads: tuple[int, ...] = ()    # these heads attend densely in every layer, the others to the pattern
+                                         # (DuoAttention's retrieval and streaming heads, Xiao et al. 2024)
 
 
 @dataclass
@@ -160,6 +196,8 @@ class SlidingTile:
     """Processor: each query frame attends to the key frames within ``window`` frames of it."""
 
     def __init__(self, config: SlidingTileConfig, stats: AttentionStats):
+        if config.far_tokens < 0 or any(h < 0 for h in config.dense_heads):
+            raise ValueError(f"sliding-tile needs far_tokens >= 0 and head indices >= 0, got {config}")
         self.config, self.stats = config, stats
 
     def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
@@ -167,11 +205,26 @@ class SlidingTile:
             self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
             return dense_attention(q, k, v, call)
         c = self.config
-        idx, valid = window_pattern(call, c.window, c.sink, c.stride, c.ahead)   # [Fq, K]
-        B, H = q.shape[:2]
-        self.stats.add(macs=2 * B * H * idx.numel() * call.tokens ** 2 * q.shape[-1], dense_macs=dense_macs(q, call),
-                       calls=1)
-        return block_sparse(q, k, v, idx.expand(B, H, -1, -1), valid.expand(B, H, -1, -1), call.tokens)
+        B, H, Nq, d = q.shape
+        self.stats.add(dense_macs=dense_macs(q, call), calls=1)
+        dense = torch.zeros(H, dtype=torch.bool, device=q.device)
+        dense[[h for h in c.dense_heads if h < H]] = True
+        out = torch.empty_like(q)
+        if bool(dense.any()):                                             # DuoAttention's retrieval heads
+            out[:, dense] = dense_attention(q[:, dense], k[:, dense], v[:, dense], call)
+            self.stats.add(macs=dense_macs(q[:, dense], call))
+        if bool(dense.all()):
+            return out
+        n = int((~dense).sum())
+        keep = window_keep(call, c.window, c.sink, c.stride, c.ahead)
+        idx, valid = nearest_first(call, keep)                             # [Fq, K]
+        far = frame_mask(call) & ~keep if c.far_tokens > 0 else None
+        P = call.tokens
+        self.stats.add(macs=2 * B * n * idx.numel() * P ** 2 * d
+                       + (2 * B * n * P * int(far.sum()) * c.far_tokens * d if far is not None else 0))
+        out[:, ~dense] = block_sparse(q[:, ~dense], k[:, ~dense], v[:, ~dense], idx.expand(B, n, -1, -1),
+                                      valid.expand(B, n, -1, -1), P, far, c.far_tokens)
+        return out
 
 
 class AdaSpa:
