@@ -26,7 +26,12 @@ context every training window starts with; ``sink=0`` (default) is the plain pat
 ``ahead`` >= 0 makes the window one-sided: ``window`` frames back, ``ahead`` forward (0: causal in time, as
 sliding-window attention in language models): more of the past, whose motion a block continues, for the same MACs;
 ``stride`` adds the key frames at multiples of ``stride`` frames from the query frame (the strided pattern
-of Sparse Transformers, Child et al. 2019): the whole window seen, thinned. ``dense_layers``
+of Sparse Transformers, Child et al. 2019): the whole window seen, thinned. Sliding-tile's ``far_tokens`` keeps
+every other allowed key frame in view at a fraction of its cost: mean-pooled to ``far_tokens`` tokens, each logit
+raised by the log of the tokens it stands for (Native Sparse Attention's compressed branch, Yuan et al. 2025; ToMe's
+proportional attention, Bolya et al. 2023), exact where a frame's tokens are equal; its ``dense_heads`` attend densely
+in every layer while the other heads keep the window (DuoAttention's retrieval and streaming heads, Xiao et al. 2024,
+"DuoAttention: Efficient Long-Context LLM Inference with Retrieval and Streaming Heads"). ``dense_layers``
 keeps whole layers dense, in training as in sampling (local layers interleaved with global ones: Longformer,
 Beltagy et al. 2020; Gemma 2, 2024), so every token still reaches the whole window once per pass. ``dense_steps``
 runs the first sampling steps (high noise, where layout and motion are set) densely; sliding-tile's
@@ -87,15 +92,26 @@ def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P:
     s = qf @ ks.transpose(-1, -2) / math.sqrt(d)                         # [B, H, Fq, P, K*P]
     s = s.masked_fill(~valid.repeat_interleave(P, -1)[:, :, :, None, :], float("-inf"))
     MACS.add(2 * B * H * Fq * P * K * P * d)
-    if far is None or far_tokens <= 0 or not bool(far.any()):
+    Kf = far_frames(far, far_tokens)
+    if not Kf:
         return (s.softmax(-1) @ vs).reshape(B, H, Nq, d)
-    kp, vp = (pool_frames(t, P, far_tokens) for t in (k, v))          # [B, H, Fk*m, d]
-    sf = qf @ kp[:, :, None].transpose(-1, -2) / math.sqrt(d) + math.log(P / far_tokens)   # [B, H, Fq, P, Fk*m]
-    sf = sf.masked_fill(~far.repeat_interleave(far_tokens, -1)[None, None, :, None, :], float("-inf"))
-    MACS.add(2 * B * H * P * int(far.sum()) * far_tokens * d)
+    fidx, fvalid = pick(far, torch.zeros(far.shape, dtype=torch.float64, device=far.device), Kf)   # [Fq, Kf]
+    kp, vp = (pool_frames(t, P, far_tokens).reshape(B, H, -1, far_tokens, d)[:, :, fidx]
+              .reshape(B, H, Fq, Kf * far_tokens, d) for t in (k, v))                # [B, H, Fq, Kf*m, d]
+    sf = qf @ kp.transpose(-1, -2) / math.sqrt(d) + math.log(P / far_tokens)            # [B, H, Fq, P, Kf*m]
+    sf = sf.masked_fill(~fvalid.repeat_interleave(far_tokens, -1)[None, None, :, None, :], float("-inf"))
+    MACS.add(2 * B * H * Fq * P * Kf * far_tokens * d)
     p = torch.cat([s, sf], -1).softmax(-1)
-    out = p[..., :K * P] @ vs + p[..., K * P:] @ vp[:, :, None]
+    out = p[..., :K * P] @ vs + p[..., K * P:] @ vp
     return out.reshape(B, H, Nq, d)
+
+
+def far_frames(far: Tensor | None, far_tokens: int) -> int:
+    """Pooled key frames gathered per query frame by ``block_sparse``: the widest row of ``far`` [Fq, Fk]
+    (0 when there is nothing far or no pooling)."""
+    if far is None or far_tokens <= 0:
+        return 0
+    return int(far.sum(1).max())
 
 
 def pool_frames(x: Tensor, P: int, m: int) -> Tensor:
@@ -220,8 +236,7 @@ class SlidingTile:
         idx, valid = nearest_first(call, keep)                             # [Fq, K]
         far = frame_mask(call) & ~keep if c.far_tokens > 0 else None
         P = call.tokens
-        self.stats.add(macs=2 * B * n * idx.numel() * P ** 2 * d
-                       + (2 * B * n * P * int(far.sum()) * c.far_tokens * d if far is not None else 0))
+        self.stats.add(macs=2 * B * n * (idx.numel() * P + len(idx) * far_frames(far, c.far_tokens) * c.far_tokens) * P * d)
         out[:, ~dense] = block_sparse(q[:, ~dense], k[:, ~dense], v[:, ~dense], idx.expand(B, n, -1, -1),
                                       valid.expand(B, n, -1, -1), P, far, c.far_tokens)
         return out
