@@ -190,6 +190,8 @@ def test_dense_heads_attend_densely_and_the_others_to_the_window():
     assert stats.macs == (plain_stats.macs + stats.dense_macs) // 2 and stats.dense_macs == plain_stats.dense_macs
     every = sparse.SlidingTile(sparse.SlidingTileConfig(window=0, dense_heads=(0, 1)), sparse.AttentionStats())
     assert torch.allclose(every(q, k, v, call), dense, atol=1e-12)
+    with pytest.raises(ValueError, match="2 heads"):
+        sparse.SlidingTile(sparse.SlidingTileConfig(dense_heads=(2,)), sparse.AttentionStats())(q, k, v, call)
 
 
 def test_sink_config_counts_its_macs_and_covers_the_stream_window():

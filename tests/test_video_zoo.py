@@ -102,3 +102,42 @@ def test_effdiff_sample_streams_a_video_model_into_a_strip_and_a_gif(tmp_path, c
         assert cli.main(["sample", "--n", "1", "--steps", "2", *bad] + ([] if "--out" in bad else
                                                                         ["--out", str(tmp_path / "x.png")])) != 0, bad
     assert not (tmp_path / "x.png").exists()
+
+
+def test_the_sparse_model_samples_with_its_pattern_and_its_card_is_its_confirm(request):
+    """video-dit-sparse (the ninth sparse confirm's fine-tune): loading applies the card's attention pattern, which is
+    the one its registered confirm judged and met; the card's scores are that results file's; removing the pattern
+    samples densely; a card naming an unknown technique is a clear error."""
+    from effdiff.bench.video import sparse_verdicts
+    from effdiff.video import sparse
+    from effdiff.video.sampling import card_attention
+    request.addfinalizer(sparse.unregister)                  # loading registers the attention techniques
+    meta = assets.card("video-dit-sparse")
+    res = json.loads((assets.WEIGHTS.parents[3] / "docs/bench/video/sparse-dense-head-confirm/video.json").read_text())
+    row = "sliding-tile:w2a1h0"
+    assert res["prereg"]["path"] == "docs/bench/prereg/video-sparse-dense-head-confirm.json"
+    assert sparse_verdicts(res)[row] == (True, []) and res["motion"] == "to-real"
+    assert res["sparse_model"]["sha256"] == meta["sha256"]["tensors"]
+    att = meta["card"]["attention"]
+    assert att == {"technique": "sliding-tile", "config": res["sparse_configs"][row]}
+    m = meta["card"]["metrics"]
+    for k in ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel"):
+        assert abs(res["sparse_quality"][row]["summary"][k] - m[f"{k}_stream"]) < 1e-9, k
+    cost = res["sparse_cost"]
+    assert abs(m["attention_macs_vs_dense"] - cost[1]["attention_macs"] / cost[0]["attention_macs"]) < 1e-12
+    assert m["attention_macs_vs_dense"] <= 0.5
+    vm = ed.zoo.load("video-dit-sparse")
+    assert vm.stream_options == {}                            # judged on the plain stream
+    procs = {id(a.processor): a.processor for a in sparse.attention_modules(vm.den)}
+    (proc,) = procs.values()
+    assert isinstance(proc, sparse.SlidingTile) and proc.config == sparse.SlidingTileConfig(window=2, ahead=1,
+                                                                                            dense_heads=(0,))
+    sig, y = torch.tensor([80.0, 1.0, 0.0]), torch.tensor([3, 7])
+    z = vm.generate(vm.noise(2, 8, 0), sig, "euler", y)
+    vm.attention.remove()
+    dense = vm.generate(vm.noise(2, 8, 0), sig, "euler", y)
+    assert z.shape == dense.shape == (2, 4, 8, 8, 8) and not torch.allclose(z, dense)
+    assert all(not isinstance(a.processor, sparse.SlidingTile) for a in sparse.attention_modules(vm.den))
+    assert card_attention({}) is None
+    with pytest.raises(ValueError, match="attention must name one of"):
+        card_attention({"attention": {"technique": "nope", "config": {}}}, "x.json")

@@ -195,6 +195,7 @@ class VideoModel:
     def __init__(self, den: Denoiser, codec, meta: dict, stream_options: dict | None = None):
         self.den, self.codec, self.meta = den, codec, meta
         self.stream_options = dict(stream_options or {})    # defaults of generate_stream's STREAM_OPTIONS
+        self.attention = None     # the Handle of the card's attention pattern (``card_attention``); .remove(): dense
 
     @classmethod
     def load(cls, path=None) -> "VideoModel":
@@ -249,8 +250,29 @@ def build(tensors: dict, meta: dict, where: str) -> VideoModel:
         raise ckpt.CheckpointError(f"{where}: a video model export needs its 'video' metadata (autoencoder, scale)")
     net = assets.network(tensors, meta, where)
     den = Denoiser(net, from_config(meta["process"]), meta["prediction"], meta["num_classes"])
-    return VideoModel(den.eval(), FrameCodec.zoo(meta["video"]["autoencoder"]), meta,
-                      card_stream_options(meta.get("card", {}), where))
+    vm = VideoModel(den.eval(), FrameCodec.zoo(meta["video"]["autoencoder"]), meta,
+                    card_stream_options(meta.get("card", {}), where))
+    attention = card_attention(meta.get("card", {}), where)
+    if attention is not None:                        # a sparse fine-tune samples with the pattern it was trained under
+        from .. import techniques as T
+        from .sparse import register
+        register()
+        vm.attention = T.get(attention[0]).apply(den, attention[1])
+    return vm
+
+
+def card_attention(card: dict, where: str = "card") -> tuple[str, dict] | None:
+    """A card's attention pattern (``attention``: {"technique": a ``video/sparse.py`` technique, "config": {...}}),
+    which ``build`` applies on load: the pattern a sparse fine-tune was trained under and its registered confirm
+    judged. None for a dense model."""
+    att = card.get("attention")
+    if not att:
+        return None
+    from .sparse import NAMES
+    if att.get("technique") not in NAMES or not isinstance(att.get("config", {}), dict):
+        raise ValueError(f"{where}: its card's attention must name one of {', '.join(NAMES)} and a config dict, "
+                         f"got {att!r}")
+    return att["technique"], dict(att.get("config", {}))
 
 
 def card_stream_options(card: dict, where: str = "card") -> dict:

@@ -222,9 +222,11 @@ class SlidingTile:
             return dense_attention(q, k, v, call)
         c = self.config
         B, H, Nq, d = q.shape
+        if any(h >= H for h in c.dense_heads):
+            raise ValueError(f"sliding-tile dense_heads {c.dense_heads}: this layer has {H} heads")
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
         dense = torch.zeros(H, dtype=torch.bool, device=q.device)
-        dense[[h for h in c.dense_heads if h < H]] = True
+        dense[list(c.dense_heads)] = True
         out = torch.empty_like(q)
         if bool(dense.any()):                                             # DuoAttention's retrieval heads
             out[:, dense] = dense_attention(q[:, dense], k[:, dense], v[:, dense], call)
