@@ -238,7 +238,8 @@ class SlidingTile:
         idx, valid = nearest_first(call, keep)                             # [Fq, K]
         far = frame_mask(call) & ~keep if c.far_tokens > 0 else None
         P = call.tokens
-        self.stats.add(macs=2 * B * n * (idx.numel() * P + len(idx) * far_frames(far, c.far_tokens) * c.far_tokens) * P * d)
+        gathered = idx.numel() * P + len(idx) * far_frames(far, c.far_tokens) * c.far_tokens   # key tokens per head
+        self.stats.add(macs=2 * B * n * gathered * P * d)
         out[:, ~dense] = block_sparse(q[:, ~dense], k[:, ~dense], v[:, ~dense], idx.expand(B, n, -1, -1),
                                       valid.expand(B, n, -1, -1), P, far, c.far_tokens)
         return out
