@@ -555,6 +555,30 @@ def jitter_table(res: dict) -> str:
 TABLES["jitter"] = jitter_table
 
 
+SUMMARY_COLS = (("frame_fd", "frame FD"), ("clip_fd", "clip FD"), ("identity", "identity"), ("label_acc", "label acc"),
+                ("speed", "speed px/f"), ("accel", "accel px/f²"))
+
+
+def sparse_summary_table(res: dict) -> str:
+    """Each sparse-part row's scores as mean ± sd over the run's seeds, with the real held-out clips beside them: the
+    levels behind the sparse table's paired changes."""
+    dense = res["sparse_cost"][0]["attention_macs"]
+    share = {c["technique"] or "dense": c["attention_macs"] / dense for c in res["sparse_cost"]}
+    rows = {**res["sparse_quality"], **({"real held-out clips": res["sparse_real"]} if res.get("sparse_real") else {})}
+    L = [f"Scores of the streamed 128-frame clips, mean ± sd over seeds {res['seeds']} ({res['n_long']} clips per seed, "
+         "16-frame windows); real: held-out clips of the same seeds:", "",
+         "| row | attention vs dense | " + " | ".join(h for _, h in SUMMARY_COLS) + " |",
+         "|---|---:|" + "---|" * len(SUMMARY_COLS)]
+    for name, r in rows.items():
+        sm = r["summary"]
+        att = f"{share[name]:.3f}x" if name in share else "–"
+        L.append(f"| {name} | {att} | " + " | ".join(pm(sm[k], sm[f"{k}_sd"]) for k, _ in SUMMARY_COLS) + " |")
+    return "\n".join(L)
+
+
+TABLES["sparse_summary"] = sparse_summary_table
+
+
 def render(sources: list[dict], opts: dict) -> str:
     """``<!-- table: docs/bench/video/video.json kind=video part=quality -->`` (effdiff.bench.tables)."""
     part = opts.get("part", "quality")
