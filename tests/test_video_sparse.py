@@ -65,7 +65,7 @@ def test_sparse_patterns_cut_attention_macs_and_adaspa_reuses_its_search():
             sta_macs = MACS.macs
     assert ada.stats.searches == 2                       # one search per layer, reused on steps 1 and 2
     assert ada_macs == pytest.approx(dense * (1 + 2 * 0.25) / 3)   # step 0 dense, then 25% of key frames
-    assert sta_macs == pytest.approx(dense * 5 / 16, rel=0.01)      # <= 5 key frames of 16 (edges padded)
+    assert sta_macs * 256 == dense * (16 * 5 - 2 * 2 - 2 * 1)     # 5 key frames of 16, fewer at the edges
     assert sta.stats.macs == sta_macs and sta.stats.dense_macs == dense
     for out in (a, s):
         assert torch.isfinite(out).all() and not torch.allclose(out, ref)
@@ -120,8 +120,7 @@ def test_sliding_tile_with_sink_equals_dense_attention_under_the_union_mask(wind
     out = sparse.SlidingTile(cfg, stats)(q, k, v, call_of(F))
     ref = dense_attention(q, k, v, call_of(F, union))
     assert torch.allclose(out, ref, atol=1e-12)
-    K = int(union.sum(1).max())                              # the widest row: the gathered keys per query frame
-    assert stats.macs == 2 * 2 * 2 * F * K * 2 ** 2 * 4 and stats.dense_macs == 2 * 2 * 2 * F * F * 2 ** 2 * 4
+    assert stats.macs == 2 * 2 * 2 * int(union.sum()) * 2 ** 2 * 4 and stats.dense_macs == 2 * 2 * 2 * F * F * 2 ** 2 * 4
 
 
 def test_pool_frames_averages_each_frames_token_grid():
@@ -204,7 +203,9 @@ def test_sink_config_counts_its_macs_and_covers_the_stream_window():
         with T.get("sliding-tile").apply(den, window=2, sink=2) as sta:
             MACS.reset()
             generate_full(den, noise, SIG, "euler")
-        assert MACS.macs * 16 == dense_full * 7              # interior rows: 5 near frames + 2 sink frames of 16
+        fr = torch.arange(16)
+        kept = int((((fr[:, None] - fr[None, :]).abs() <= 2) | (fr[None, :] < 2)).sum())   # 5 near + 2 sink, fewer at edges
+        assert MACS.macs * 256 == dense_full * kept
         assert sta.stats.macs == MACS.macs
         ref = generate_stream(den, noise, SIG, "euler")
         with T.get("sliding-tile").apply(den, window=2, sink=3):     # window + sink cover all 6 key frames

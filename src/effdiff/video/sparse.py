@@ -1,5 +1,7 @@
-"""Sparse attention for the video DiT as registered techniques: key frames chosen per query frame,
-computed as gathered block-sparse attention (a frame's P tokens form one block).
+"""Sparse attention for the video DiT as registered techniques: key frames chosen per query frame (a frame's P tokens
+form one block). ``sliding-tile``'s pattern is the same for every sample and head, so it runs as one fused attention
+call per query frame over its key frames (a view of the keys when they are contiguous, ``frame_attention``); patterns
+that differ per sample and head (``adaspa``), and pooled far frames, run as gathered block-sparse attention.
 
 * ``sliding-tile`` — Sliding Tile Attention (Zhang et al. 2025, "Fast Video Generation with Sliding
   Tile Attention"): a fixed 3-D window of tiles; our frames are only 4x4 tokens, so a tile is a
@@ -48,6 +50,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..context import current_context
 from ..hooks import Handle
@@ -104,6 +107,28 @@ def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P:
     p = torch.cat([s, sf], -1).softmax(-1)
     out = p[..., :K * P] @ vs + p[..., K * P:] @ vp
     return out.reshape(B, H, Nq, d)
+
+
+def frame_attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, P: int) -> Tensor:
+    """Each query frame's exact attention to its kept key frames ``keep`` [Fq, Fk] (one pattern for every sample and
+    head): one fused SDPA call per query frame, over a view of the keys when its frames are contiguous (a sliding
+    window) and over gathered tokens otherwise. q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d]; a query
+    frame with no key frame gets zeros. Counts exactly the kept pairs' MACs."""
+    B, H, Nq, d = q.shape
+    out = torch.zeros_like(q)
+    for i, row in enumerate(keep):
+        cols = row.nonzero().flatten()
+        if not len(cols):
+            continue
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        if hi - lo == len(cols):
+            ks, vs = k[:, :, lo * P:hi * P], v[:, :, lo * P:hi * P]
+        else:
+            tok = (cols[:, None] * P + torch.arange(P, device=q.device)).flatten()
+            ks, vs = k[:, :, tok], v[:, :, tok]
+        out[:, :, i * P:(i + 1) * P] = F.scaled_dot_product_attention(q[:, :, i * P:(i + 1) * P], ks, vs)
+    MACS.add(2 * B * H * int(keep.sum()) * P * P * d)
+    return out
 
 
 def far_frames(far: Tensor | None, far_tokens: int) -> int:
@@ -221,28 +246,41 @@ class SlidingTile:
             self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
             return dense_attention(q, k, v, call)
         c = self.config
-        B, H, Nq, d = q.shape
+        H = q.shape[1]
         if any(h >= H for h in c.dense_heads):
             raise ValueError(f"sliding-tile dense_heads {c.dense_heads}: this layer has {H} heads")
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
-        dense = torch.zeros(H, dtype=torch.bool, device=q.device)
-        dense[list(c.dense_heads)] = True
-        out = torch.empty_like(q)
-        if bool(dense.any()):                                             # DuoAttention's retrieval heads
-            out[:, dense] = dense_attention(q[:, dense], k[:, dense], v[:, dense], call)
-            self.stats.add(macs=dense_macs(q[:, dense], call))
-        if bool(dense.all()):
-            return out
-        n = int((~dense).sum())
         keep = window_keep(call, c.window, c.sink, c.stride, c.ahead)
+        parts = [self.heads(q[:, a:b], k[:, a:b], v[:, a:b], call, keep, dense)              # views, no copies
+                 for a, b, dense in head_runs(H, c.dense_heads)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+
+    def heads(self, q, k, v, call: AttentionCall, keep: Tensor, dense: bool) -> Tensor:
+        """A run of heads: dense (DuoAttention's retrieval heads) or the window (+ pooled far frames)."""
+        c, (B, n, _, d), P = self.config, q.shape, call.tokens
+        if dense:
+            self.stats.add(macs=dense_macs(q, call))
+            return dense_attention(q, k, v, call)
+        if c.far_tokens <= 0:                                             # the window alone: fused, per query frame
+            self.stats.add(macs=2 * B * n * int(keep.sum()) * P * P * d)
+            return frame_attention(q, k, v, keep, P)
         idx, valid = nearest_first(call, keep)                             # [Fq, K]
-        far = frame_mask(call) & ~keep if c.far_tokens > 0 else None
-        P = call.tokens
+        far = frame_mask(call) & ~keep
         gathered = idx.numel() * P + len(idx) * far_frames(far, c.far_tokens) * c.far_tokens   # key tokens per head
         self.stats.add(macs=2 * B * n * gathered * P * d)
-        out[:, ~dense] = block_sparse(q[:, ~dense], k[:, ~dense], v[:, ~dense], idx.expand(B, n, -1, -1),
-                                      valid.expand(B, n, -1, -1), P, far, c.far_tokens)
-        return out
+        return block_sparse(q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P, far, c.far_tokens)
+
+
+def head_runs(H: int, dense_heads) -> list[tuple[int, int, bool]]:
+    """Heads 0..H-1 as maximal runs (start, stop, dense) of ``dense_heads`` membership."""
+    runs: list[tuple[int, int, bool]] = []
+    for h in range(H):
+        dense = h in dense_heads
+        if runs and runs[-1][2] == dense:
+            runs[-1] = (runs[-1][0], h + 1, dense)
+        else:
+            runs.append((h, h + 1, dense))
+    return runs
 
 
 class AdaSpa:
