@@ -35,6 +35,14 @@ from .provenance import provenance
 from .scoring import mean_sd, pm, t_interval
 
 KEYS = ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")
+KEY_HEADS = "frame FD | clip FD | identity | label acc | speed px/f | accel px/f²"   # KEYS' column heads
+
+
+def score_cells(s: dict) -> str:
+    """A row's ``KEYS`` as 'mean ± sd' cells of its summary ("–" where it has none)."""
+    return " | ".join(pm(s[x], s[f"{x}_sd"]) if x in s else "–" for x in KEYS)
+
+
 SPARSE = {"adaspa": {"density": 0.25}, "sliding-tile": {"window": 3}}
 
 
@@ -346,11 +354,11 @@ def quality_table(res: dict) -> str:
     windows = "" if T == 16 else " (scored in 16-frame windows)"
     L = [f"Quality at {T} frames{windows} (n={res['n']} clips, {len(res['seeds'])} seeds {res['seeds']}, guidance "
          f"{res.get('guidance', 1.0)}{look}, mean ± sd; difference stream − full per seed, 95% t-interval):", "",
-         "| row | frame FD | clip FD | identity | label acc | speed px/f | accel px/f² |", "|---|---:|---:|---:|---:|---:|---:|"]
+         f"| row | {KEY_HEADS} |", "|---|---:|---:|---:|---:|---:|---:|"]
     rows = [(f"generated, {m}", res["quality"][m]["summary"]) for m in ("full", "stream")]
     rows += [(name, v["summary"]) for name, v in res["real"].items()]
     for name, s in rows:
-        L.append(f"| {name} | " + " | ".join(pm(s[x], s[f'{x}_sd']) if x in s else "–" for x in KEYS) + " |")
+        L.append(f"| {name} | {score_cells(s)} |")
     L.append("| stream − full | " + " | ".join(ci_cell(res["quality_paired"][x]) for x in KEYS) + " |")
     vs = vs_shuffled(res)
     if vs is not None:
@@ -555,10 +563,6 @@ def jitter_table(res: dict) -> str:
 TABLES["jitter"] = jitter_table
 
 
-SUMMARY_COLS = (("frame_fd", "frame FD"), ("clip_fd", "clip FD"), ("identity", "identity"), ("label_acc", "label acc"),
-                ("speed", "speed px/f"), ("accel", "accel px/f²"))
-
-
 def sparse_summary_table(res: dict) -> str:
     """Each sparse-part row's scores as mean ± sd over the run's seeds, with the real held-out clips beside them: the
     levels behind the sparse table's paired changes."""
@@ -567,12 +571,10 @@ def sparse_summary_table(res: dict) -> str:
     rows = {**res["sparse_quality"], **({"real held-out clips": res["sparse_real"]} if res.get("sparse_real") else {})}
     L = [f"Scores of the streamed 128-frame clips, mean ± sd over seeds {res['seeds']} ({res['n_long']} clips per seed, "
          "16-frame windows); real: held-out clips of the same seeds:", "",
-         "| row | attention vs dense | " + " | ".join(h for _, h in SUMMARY_COLS) + " |",
-         "|---|---:|" + "---|" * len(SUMMARY_COLS)]
+         f"| row | attention vs dense | {KEY_HEADS} |", "|---|---:|" + "---|" * len(KEYS)]
     for name, r in rows.items():
-        sm = r["summary"]
         att = f"{share[name]:.3f}x" if name in share else "–"
-        L.append(f"| {name} | {att} | " + " | ".join(pm(sm[k], sm[f"{k}_sd"]) for k, _ in SUMMARY_COLS) + " |")
+        L.append(f"| {name} | {att} | {score_cells(r['summary'])} |")
     return "\n".join(L)
 
 

@@ -95,7 +95,7 @@ def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P:
     s = qf @ ks.transpose(-1, -2) / math.sqrt(d)                         # [B, H, Fq, P, K*P]
     s = s.masked_fill(~valid.repeat_interleave(P, -1)[:, :, :, None, :], float("-inf"))
     MACS.add(2 * B * H * Fq * P * K * P * d)
-    Kf = far_frames(far, far_tokens)
+    Kf = int(far.sum(1).max()) if far is not None and far_tokens > 0 else 0      # pooled frames gathered per row
     if not Kf:
         return (s.softmax(-1) @ vs).reshape(B, H, Nq, d)
     fidx, fvalid = pick(far, torch.zeros(far.shape, dtype=torch.float64, device=far.device), Kf)   # [Fq, Kf]
@@ -116,27 +116,19 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, P: int) -> Te
     frame with no key frame gets zeros. Counts exactly the kept pairs' MACs."""
     B, H, Nq, d = q.shape
     out = torch.zeros_like(q)
-    for i, row in enumerate(keep):
-        cols = row.nonzero().flatten()
-        if not len(cols):
+    for i, row in enumerate(keep.tolist()):                           # one conversion, then plain Python per row
+        cols = [j for j, kept in enumerate(row) if kept]
+        if not cols:
             continue
-        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        lo, hi = cols[0], cols[-1] + 1
         if hi - lo == len(cols):
             ks, vs = k[:, :, lo * P:hi * P], v[:, :, lo * P:hi * P]
         else:
-            tok = (cols[:, None] * P + torch.arange(P, device=q.device)).flatten()
+            tok = (torch.tensor(cols, device=q.device)[:, None] * P + torch.arange(P, device=q.device)).flatten()
             ks, vs = k[:, :, tok], v[:, :, tok]
         out[:, :, i * P:(i + 1) * P] = F.scaled_dot_product_attention(q[:, :, i * P:(i + 1) * P], ks, vs)
     MACS.add(2 * B * H * int(keep.sum()) * P * P * d)
     return out
-
-
-def far_frames(far: Tensor | None, far_tokens: int) -> int:
-    """Pooled key frames gathered per query frame by ``block_sparse``: the widest row of ``far`` [Fq, Fk]
-    (0 when there is nothing far or no pooling)."""
-    if far is None or far_tokens <= 0:
-        return 0
-    return int(far.sum(1).max())
 
 
 def pool_frames(x: Tensor, P: int, m: int) -> Tensor:
@@ -153,6 +145,15 @@ def pool_frames(x: Tensor, P: int, m: int) -> Tensor:
 def dense_macs(q: Tensor, call: AttentionCall) -> int:
     B, H, _, d = q.shape
     return 2 * B * H * int(frame_mask(call).sum()) * call.tokens ** 2 * d
+
+
+def counted(stats: AttentionStats, kernel, *args) -> Tensor:
+    """``kernel(*args)``, adding the attention MACs it counts in ``MACS`` to ``stats.macs``: each kernel counts its
+    own work once, and a processor's stats read it."""
+    before = MACS.macs
+    out = kernel(*args)
+    stats.add(macs=MACS.macs - before)
+    return out
 
 
 def sink_mask(call: AttentionCall, sink: int) -> Tensor:
@@ -242,14 +243,12 @@ class SlidingTile:
         self.config, self.stats = config, stats
 
     def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
-        if dense_now(self.config, call):
-            self.stats.add(macs=dense_macs(q, call), dense_macs=dense_macs(q, call), calls=1)
-            return dense_attention(q, k, v, call)
-        c = self.config
-        H = q.shape[1]
+        c, H = self.config, q.shape[1]
+        self.stats.add(dense_macs=dense_macs(q, call), calls=1)
+        if dense_now(c, call):
+            return counted(self.stats, dense_attention, q, k, v, call)
         if any(h >= H for h in c.dense_heads):
             raise ValueError(f"sliding-tile dense_heads {c.dense_heads}: this layer has {H} heads")
-        self.stats.add(dense_macs=dense_macs(q, call), calls=1)
         keep = window_keep(call, c.window, c.sink, c.stride, c.ahead)
         parts = [self.heads(q[:, a:b], k[:, a:b], v[:, a:b], call, keep, dense)              # views, no copies
                  for a, b, dense in head_runs(H, c.dense_heads)]
@@ -257,18 +256,14 @@ class SlidingTile:
 
     def heads(self, q, k, v, call: AttentionCall, keep: Tensor, dense: bool) -> Tensor:
         """A run of heads: dense (DuoAttention's retrieval heads) or the window (+ pooled far frames)."""
-        c, (B, n, _, d), P = self.config, q.shape, call.tokens
+        c, (B, n), P = self.config, q.shape[:2], call.tokens
         if dense:
-            self.stats.add(macs=dense_macs(q, call))
-            return dense_attention(q, k, v, call)
+            return counted(self.stats, dense_attention, q, k, v, call)
         if c.far_tokens <= 0:                                             # the window alone: fused, per query frame
-            self.stats.add(macs=2 * B * n * int(keep.sum()) * P * P * d)
-            return frame_attention(q, k, v, keep, P)
+            return counted(self.stats, frame_attention, q, k, v, keep, P)
         idx, valid = nearest_first(call, keep)                             # [Fq, K]
-        far = frame_mask(call) & ~keep
-        gathered = idx.numel() * P + len(idx) * far_frames(far, c.far_tokens) * c.far_tokens   # key tokens per head
-        self.stats.add(macs=2 * B * n * gathered * P * d)
-        return block_sparse(q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P, far, c.far_tokens)
+        return counted(self.stats, block_sparse, q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P,
+                       frame_mask(call) & ~keep, c.far_tokens)
 
 
 def head_runs(H: int, dense_heads) -> list[tuple[int, int, bool]]:
@@ -322,19 +317,14 @@ class AdaSpa:
         key = self.key(call)
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
         if call.layer in self.config.dense_layers:                          # a dense layer: nothing to search
-            self.stats.add(macs=dense_macs(q, call))
-            return dense_attention(q, k, v, call)
+            return counted(self.stats, dense_attention, q, k, v, call)
         if key not in self.patterns or step == self.config.search_step:     # a first call searches too
             self.patterns[key] = self.search(q, k, call)
-            self.stats.add(macs=dense_macs(q, call))
-            return dense_attention(q, k, v, call)
+            return counted(self.stats, dense_attention, q, k, v, call)
         if dense_now(self.config, call):
-            self.stats.add(macs=dense_macs(q, call))
-            return dense_attention(q, k, v, call)
+            return counted(self.stats, dense_attention, q, k, v, call)
         idx, valid = self.patterns[key]
-        B, H = q.shape[:2]
-        self.stats.add(macs=2 * B * H * idx.shape[2] * idx.shape[3] * call.tokens ** 2 * q.shape[-1])
-        return block_sparse(q, k, v, idx, valid, call.tokens)
+        return counted(self.stats, block_sparse, q, k, v, idx, valid, call.tokens)
 
 
 @dataclass
@@ -429,8 +419,7 @@ class SparseVideoGen:
         gen = ctx.generation if ctx is not None else 0
         self.stats.add(dense_macs=dense_macs(q, call), calls=1)
         if dense_now(self.config, call):
-            self.stats.add(macs=dense_macs(q, call))
-            return dense_attention(q, k, v, call)
+            return counted(self.stats, dense_attention, q, k, v, call)
         key = (gen, call.layer, int(call.q_frames[0]), len(call.q_frames), len(call.k_frames), q.shape[0])
         if key not in self.heads or step == self.config.profile_step:      # a first call profiles too
             self.heads[key] = self.profile(q, k, v, call)
@@ -443,12 +432,11 @@ class SparseVideoGen:
         if bool(sp.any()):
             idx, valid = window_pattern(call, c.window)
             n = int(sp.sum())
-            self.stats.add(macs=2 * n * idx.numel() * P ** 2 * d)
-            out[sp] = block_sparse(qf[sp], kf[sp], vf[sp], idx.expand(n, 1, -1, -1), valid.expand(n, 1, -1, -1), P)
+            out[sp] = counted(self.stats, block_sparse, qf[sp], kf[sp], vf[sp], idx.expand(n, 1, -1, -1),
+                              valid.expand(n, 1, -1, -1), P)
         if bool(temporal.any()):
-            self.stats.add(macs=temporal_macs(call, int(temporal.sum()), d, c.radius))
-            out[temporal] = temporal_attention(qf[temporal, 0], kf[temporal, 0], vf[temporal, 0], frame_mask(call),
-                                               P, c.radius)[:, None]
+            out[temporal] = counted(self.stats, temporal_attention, qf[temporal, 0], kf[temporal, 0], vf[temporal, 0],
+                                    frame_mask(call), P, c.radius)[:, None]
         return out.reshape(B, H, Nq, d)
 
 
