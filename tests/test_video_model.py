@@ -363,3 +363,65 @@ def test_a_cards_stream_options_are_the_models_stream_defaults():
         seen.clear()
         vm.generate(None, None, mode="stream", overlap=0)
         assert seen == {"lookahead": 8, "lookahead_blocks": 2, "overlap": 0}
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_rope_rotates_each_channel_pair_in_every_dtype(dtype):
+    """``rotate`` (one complex product in float32/64, the pairwise formula in bfloat16) equals the pairwise formula
+    to rounding, on a strided input laid out as ``project`` reads it (token-major q and k of a qkv projection), and
+    ``rope`` is the rotation by frame * base^(-2i/d). (The complex product has the same products and sums; where
+    PyTorch's scalar loop contracts them into fused multiply-adds it can differ in the last bit.)"""
+    from effdiff.video.attention import _rope_table, rope, rotate
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(2, 12, 3, 2, 8, generator=g, dtype=torch.float64).to(dtype)   # [B, N, 3, H, d]: 3 frames x 4
+    frames = torch.tensor([5, 6, 7])
+    cos, sin, z = _rope_table((5, 6, 7), 4, 8, 10000.0, dtype, qkv.device)
+    assert (z is None) == (dtype == torch.bfloat16)
+    x = qkv[:, :, :2]                                                # not contiguous
+    x1, x2 = x[..., 0::2], x[..., 1::2]
+    c, s = cos[:, None, None], sin[:, None, None]
+    want = torch.stack([x1 * c - x2 * s, x1 * s + x2 * c], -1).flatten(-2)
+    got = rotate(x, c, s, None if z is None else z[:, None, None])
+    tol = {torch.float32: 1e-6, torch.float64: 1e-15, torch.bfloat16: 0.0}[dtype]
+    assert torch.allclose(got, want, rtol=0, atol=tol) and not torch.equal(got, x)
+    q = x.permute(2, 0, 3, 1, 4)[0]                                  # [B, H, N, d], as rope() takes it
+    assert torch.allclose(rope(q, frames, 4), want.permute(2, 0, 3, 1, 4)[0], rtol=0, atol=tol)
+    if dtype == torch.float64:
+        ang = torch.tensor([5., 6., 7.], dtype=dtype).repeat_interleave(4)[:, None] * \
+            10000.0 ** (-torch.arange(0, 8, 2, dtype=dtype) / 8)
+        turned = torch.view_as_complex(x.unflatten(-1, (-1, 2)).contiguous()) * torch.polar(torch.ones_like(ang), ang)[
+            :, None, None]
+        assert torch.allclose(torch.view_as_real(turned).flatten(-2), got, atol=1e-12)
+
+
+def test_a_blocks_steps_reuse_one_key_buffer_equal_to_concatenating():
+    """``Past.join`` writes each step's own keys after the cached ones in one buffer per shape; every step's keys
+    equal the concatenation, and under autograd it concatenates (nothing is written in place)."""
+    from effdiff.video.block_causal import Past
+    g = torch.Generator().manual_seed(4)
+    pk, pv = torch.randn(2, 2, 6, 4, generator=g), torch.randn(2, 2, 6, 4, generator=g)
+    past = Past(pk, pv, torch.tensor([0, 1, 2]))
+    first = None
+    for step in range(3):
+        k, v = torch.randn(2, 2, 4, 4, generator=g), torch.randn(2, 2, 4, 4, generator=g)
+        with torch.no_grad():
+            kk, vv, kf = past.join(k, v, torch.tensor([3, 4]))
+        assert torch.equal(kk, torch.cat([pk, k], 2)) and torch.equal(vv, torch.cat([pv, v], 2))
+        assert kf.tolist() == [0, 1, 2, 3, 4]
+        first = kk if first is None else first
+        assert kk.data_ptr() == first.data_ptr()                     # the same buffer, step after step
+    k.requires_grad_(True)
+    kk, _, _ = past.join(k, v, torch.tensor([3, 4]))
+    assert kk.requires_grad and kk.data_ptr() != first.data_ptr()
+
+
+def test_the_cache_reads_a_run_of_frames_as_a_view_and_gathers_any_other_selection():
+    cache = KVCache(1, 2, 0)
+    g = torch.Generator().manual_seed(5)
+    k = torch.randn(1, 2, 5 * 3, 4, generator=g)                      # 5 frames of 3 tokens
+    cache.append([(k, k.clone())], torch.arange(5))
+    for sel in ([False, True, True, False, False], [True, False, True, False, True]):
+        sel = torch.tensor(sel)
+        got = cache.tokens(sel)(k)
+        assert torch.equal(got, k[:, :, sel.repeat_interleave(3)])
+        assert (got.data_ptr() == k[:, :, 3:].data_ptr()) == (sel.tolist() == [False, True, True, False, False])

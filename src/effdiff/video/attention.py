@@ -68,19 +68,32 @@ def dense_attention(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Ten
 def rope(x: Tensor, frames: Tensor, tokens: int, base: float = 10000.0) -> Tensor:
     """Rotate channel pairs of x [..., F*P, d] (e.g. [B, H, F*P, d], or q and k stacked) by angle
     frame * base^(-2i/d) (RoPE on time)."""
-    cos, sin = _rope_table(tuple(frames.tolist()), tokens, x.shape[-1], base, x.dtype, x.device)
+    return rotate(x, *_rope_table(tuple(frames.tolist()), tokens, x.shape[-1], base, x.dtype, x.device))
+
+
+def rotate(x: Tensor, cos: Tensor, sin: Tensor, z: Tensor | None) -> Tensor:
+    """Channel pairs (x1, x2) of x [..., d] -> (x1 cos - x2 sin, x1 sin + x2 cos), with cos, sin [..., d/2] (and
+    ``z`` = cos + i sin) broadcast against x's pairs. In float32/64 it is one complex product, (x1 + i x2) z: the
+    same products and sums without slicing the pairs apart, 4x faster (PyTorch's scalar loop may fuse a product and
+    a sum: a last-bit difference at most). Eager only: torch.compile fuses the real form and has no code generation
+    for complex numbers."""
+    if z is not None and not torch.compiler.is_compiling():
+        if x.stride(-1) != 1 or any(st % 2 for st in x.stride()[:-1]):
+            x = x.contiguous()
+        return torch.view_as_real(torch.view_as_complex(x.unflatten(-1, (-1, 2))) * z).flatten(-2)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
 
 
 @functools.lru_cache(maxsize=512)
-def _rope_table(frames: tuple, tokens: int, d: int, base: float, dtype, device) -> tuple[Tensor, Tensor]:
-    """cos and sin [F*P, d/2] of RoPE's angles, computed once per (frames, tokens, width, dtype): a
-    streamed clip asks for the same few frame sets in every solver step."""
+def _rope_table(frames: tuple, tokens: int, d: int, base: float, dtype, device) -> tuple[Tensor, Tensor, Tensor | None]:
+    """cos, sin [F*P, d/2] of RoPE's angles and cos + i sin (None outside float32/64), computed once per (frames,
+    tokens, width, dtype): a streamed clip asks for the same few frame sets in every solver step."""
     inv = base ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)                     # [d/2]
     f = torch.tensor(frames, dtype=torch.float64, device=device)
     ang = (f.repeat_interleave(tokens)[:, None] * inv[None]).to(dtype)                                  # [N, d/2]
-    return ang.cos(), ang.sin()
+    cos, sin = ang.cos(), ang.sin()
+    return cos, sin, torch.complex(cos, sin) if dtype in (torch.float32, torch.float64) else None
 
 
 class VideoAttention(nn.Module):
@@ -99,9 +112,11 @@ class VideoAttention(nn.Module):
     def project(self, x: Tensor, frames: Tensor, tokens: int) -> tuple[Tensor, Tensor, Tensor]:
         """x [B, N, D] -> q, k, v [B, H, N, D/H] with RoPE applied to q and k."""
         B, N, D = x.shape
-        qkv = self.qkv(x).reshape(B, N, 3, self.num_heads, D // self.num_heads).permute(2, 0, 3, 1, 4)
-        qk = rope(qkv[:2], frames, tokens)             # q and k rotated in one pass (the same values, fewer ops)
-        return qk[0], qk[1], qkv[2]
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, D // self.num_heads)
+        table = _rope_table(tuple(frames.tolist()), tokens, D // self.num_heads, 10000.0, x.dtype, x.device)
+        qk = rotate(qkv[:, :, :2], *(None if t is None else t[:, None, None] for t in table))  # q and k at once
+        q, k = qk.permute(2, 0, 3, 1, 4)
+        return q, k, qkv[:, :, 2].transpose(1, 2)
 
     def forward(self, x: Tensor, frames: Tensor, tokens: int, mask: Tensor | None = None, layer: int = 0,
                 past: tuple[Tensor, Tensor, Tensor] | None = None, sink: list | None = None) -> Tensor:
@@ -114,6 +129,6 @@ class VideoAttention(nn.Module):
             sink.append((k, v))
         kf, kk, vv = frames, k, v
         if past is not None:
-            kk, vv, kf = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2), torch.cat([past[2], frames])
+            kk, vv, kf = past.join(k, v, frames)       # a block_causal.Past
         out = self.processor(q, kk, vv, AttentionCall(frames, kf, tokens, mask, layer))
         return self.proj(out.transpose(1, 2).reshape(B, N, D))

@@ -32,6 +32,34 @@ def bd_mask(frames: int, block_frames: int, window_blocks: int = 0, device=None)
     return torch.cat([torch.cat([noisy_noisy, noisy_clean], 1), torch.cat([none, clean_clean], 1)], 0)
 
 
+class Past(tuple):
+    """One layer's visible cached frames ``(k, v, frames)`` (k, v [B, H, N, d]), as a block reads them in every
+    solver step. ``join`` puts the block's own keys after them. Without autograd it writes them into one buffer
+    per block shape, whose cached part is copied once: a step copies only its own keys, not the whole context."""
+
+    def __new__(cls, k: Tensor, v: Tensor, frames: Tensor):
+        self = super().__new__(cls, (k, v, frames))
+        self.buffers: dict = {}
+        return self
+
+    def join(self, k: Tensor, v: Tensor, frames: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cat(past k, k), cat(past v, v), cat(past frames, frames))``; the keys are a reused buffer (valid
+        until the next ``join`` of this shape) unless gradients flow through them."""
+        pk, pv, pf = self
+        kf = torch.cat([pf, frames])
+        if torch.is_grad_enabled() and (k.requires_grad or v.requires_grad or pk.requires_grad):
+            return torch.cat([pk, k], 2), torch.cat([pv, v], 2), kf
+        key = (k.shape, k.dtype, v.shape, v.dtype)
+        if key not in self.buffers:
+            self.buffers[key] = (torch.cat([pk, k], 2), torch.cat([pv, v], 2))
+            return (*self.buffers[key], kf)
+        bk, bv = self.buffers[key]
+        n = pk.shape[2]
+        bk[:, :, n:] = k
+        bv[:, :, n:] = v
+        return bk, bv, kf
+
+
 class KVCache:
     """Per-layer keys/values [B, H, N, d] of committed clean frames and their frame indices."""
 
@@ -71,17 +99,18 @@ class KVCache:
         sel = self.keep(start)
         if sel is None or not bool(sel.any()):
             return None
-        P = self.k[0].shape[2] // len(self.frames)
-        tok = sel.repeat_interleave(P)
+        tokens = self.tokens(sel)
         rows = self.k[0].shape[0]
         batch = rows if batch is None else batch
-        if batch % rows == 0:               # the cache repeated (a cache of one branch read by both)
-            pick = lambda t: t[:, :, tok].repeat(batch // rows, 1, 1, 1)       # noqa: E731
+        if batch == rows:
+            pick = tokens
+        elif batch % rows == 0:             # the cache repeated (a cache of one branch read by both)
+            pick = lambda t: tokens(t).repeat(batch // rows, 1, 1, 1)            # noqa: E731
         elif rows % batch == 0 and rows // batch == 2:    # a guided stream's paired cache [cond; null] read by the
-            pick = lambda t: t[:batch, :, tok]                                   # noqa: E731  conditional branch alone
+            pick = lambda t: tokens(t[:batch])                                   # noqa: E731  conditional branch alone
         else:
             raise ValueError(f"a block of batch {batch} cannot attend to a cache of batch {rows}")
-        return [(pick(k), pick(v), self.frames[sel]) for k, v in zip(self.k, self.v)]
+        return [Past(pick(k), pick(v), self.frames[sel]) for k, v in zip(self.k, self.v)]
 
     def append(self, kvs, frames: Tensor) -> None:
         """Store a committed block's per-layer (k, v) and evict frames no later block can see."""
@@ -94,8 +123,17 @@ class KVCache:
         nxt = int(frames[-1]) + 1
         if self.window_blocks > 0:
             sel = self.keep(nxt)
-            P = self.k[0].shape[2] // len(self.frames)
-            tok = sel.repeat_interleave(P)
-            self.k = [k[:, :, tok] for k in self.k]
-            self.v = [v[:, :, tok] for v in self.v]
+            tokens = self.tokens(sel)
+            self.k = [tokens(k) for k in self.k]
+            self.v = [tokens(v) for v in self.v]
             self.frames = self.frames[sel]
+
+    def tokens(self, sel: Tensor):
+        """A function taking the tokens of the selected cached frames ``sel`` [frames] from k or v [B, H, N, d]: a view
+        when they are one run of frames (a stream's window always is), a gather otherwise."""
+        P = self.k[0].shape[2] // len(self.frames)
+        at = sel.nonzero().flatten().tolist()
+        if at and at[-1] - at[0] + 1 == len(at):
+            return lambda t: t.narrow(2, at[0] * P, len(at) * P)
+        tok = sel.repeat_interleave(P)
+        return lambda t: t[:, :, tok]

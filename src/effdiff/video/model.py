@@ -47,9 +47,17 @@ class VideoDiTConfig:
             raise ValueError("need frames >= 1, block_frames >= 1 and window_blocks >= 0")
 
 
-def per_token(m: Tensor, tokens: int) -> Tensor:
-    """Per-frame modulation [B, F, K] -> per token [B, F*P, K]."""
-    return m.repeat_interleave(tokens, dim=1)
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN's ``x * (1 + scale) + shift`` with per-frame shift/scale [B, F, 1, D] broadcast over each frame's
+    tokens of x [B, F*P, D] (the same arithmetic as repeating them per token, without the copies)."""
+    B, N, D = x.shape
+    return (x.view(B, shift.shape[1], -1, D) * (1 + scale) + shift).view(B, N, D)
+
+
+def gated(h: Tensor, gate: Tensor, y: Tensor) -> Tensor:
+    """``h + gate * y`` with a per-frame gate [B, F, 1, D] over tokens [B, F*P, D]."""
+    B, N, D = h.shape
+    return (h.view(B, gate.shape[1], -1, D) + gate * y.view(B, gate.shape[1], -1, D)).view(B, N, D)
 
 
 class VideoDiTBlock(nn.Module):
@@ -64,9 +72,10 @@ class VideoDiTBlock(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
     def forward(self, h, c, frames, tokens, mask=None, layer=0, past=None, sink=None):
-        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = per_token(self.adaLN_modulation(c), tokens).chunk(6, -1)
-        h = h + gate_a * self.attn(self.norm1(h) * (1 + scale_a) + shift_a, frames, tokens, mask, layer, past, sink)
-        return h + gate_m * self.mlp(self.norm2(h) * (1 + scale_m) + shift_m)
+        shift_a, scale_a, gate_a, shift_m, scale_m, gate_m = self.adaLN_modulation(c)[:, :, None].chunk(6, -1)
+        h = gated(h, gate_a, self.attn(modulate(self.norm1(h), shift_a, scale_a), frames, tokens, mask, layer, past,
+                                       sink))
+        return gated(h, gate_m, self.mlp(modulate(self.norm2(h), shift_m, scale_m)))
 
 
 class VideoDiT(nn.Module):
@@ -126,8 +135,8 @@ class VideoDiT(nn.Module):
         P = self.tokens_per_frame
         for i, block in enumerate(self.blocks):
             h = block(h, c, frames, P, mask, i, None if past is None else past[i], sink)
-        shift, scale = per_token(self.final_modulation(c), P).chunk(2, -1)
-        return self.final_linear(self.norm_final(h) * (1 + scale) + shift)
+        shift, scale = self.final_modulation(c)[:, :, None].chunk(2, -1)
+        return self.final_linear(modulate(self.norm_final(h), shift, scale))
 
     @staticmethod
     def labels_of(noise_labels, B: int, F: int, like: Tensor) -> Tensor:
