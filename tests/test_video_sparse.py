@@ -367,3 +367,23 @@ def test_sparse_videogen_at_full_window_equals_dense_and_cuts_macs_when_sparse(m
     assert torch.isfinite(sp).all() and not torch.allclose(sp, ref)
     with pytest.raises(ValueError, match="window"):
         T.get("sparse-videogen").apply(den, window=-1)
+
+
+def test_sliding_tile_keeps_one_pattern_per_frame_set_and_writes_each_head_run_in_place():
+    """The pattern is built once per (query frames, key frames) without a mask, and again under a mask; a layer with
+    dense heads fills one output tensor run by run, equal to each run computed on its own."""
+    from effdiff.video.attention import dense_attention
+    F, P = 6, 2
+    q, k, v = qkv(F, P)
+    proc = sparse.SlidingTile(sparse.SlidingTileConfig(window=1, dense_heads=(1,)), sparse.AttentionStats())
+    call = call_of(F)
+    first = proc(q, k, v, call)
+    assert len(proc.patterns) == 1 and proc.keep(call) is proc.keep(call_of(F))
+    assert torch.equal(proc(q, k, v, call), first)
+    assert torch.allclose(first[:, 1:], dense_attention(q[:, 1:], k[:, 1:], v[:, 1:], call), atol=1e-12)
+    window = sparse.frame_attention(q[:, :1], k[:, :1], v[:, :1], sparse.window_keep(call, 1), P)
+    assert torch.equal(first[:, :1], window)
+    proc.keep(call_of(F, start=4))
+    assert len(proc.patterns) == 2                                     # another frame set: its own pattern
+    masked = call_of(F, torch.ones(F, F, dtype=torch.bool).tril())
+    assert torch.equal(proc.keep(masked), sparse.window_keep(masked, 1)) and len(proc.patterns) == 2

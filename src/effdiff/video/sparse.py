@@ -109,16 +109,19 @@ def block_sparse(q: Tensor, k: Tensor, v: Tensor, idx: Tensor, valid: Tensor, P:
     return out.reshape(B, H, Nq, d)
 
 
-def frame_attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, P: int) -> Tensor:
+def frame_attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, P: int, out: Tensor | None = None) -> Tensor:
     """Each query frame's exact attention to its kept key frames ``keep`` [Fq, Fk] (one pattern for every sample and
     head): one fused SDPA call per query frame, over a view of the keys when its frames are contiguous (a sliding
-    window) and over gathered tokens otherwise. q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d]; a query
-    frame with no key frame gets zeros. Counts exactly the kept pairs' MACs."""
+    window) and over gathered tokens otherwise. q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d], written
+    into ``out`` when given (e.g. its heads' slice of the layer's output); a query frame with no key frame gets zeros.
+    Counts exactly the kept pairs' MACs. (On this CPU one call per frame beats one call over strided windows: a 5-D or
+    copied window costs more than the calls it saves.)"""
     B, H, Nq, d = q.shape
-    out = torch.zeros_like(q)
+    out = torch.empty_like(q) if out is None else out
     for i, row in enumerate(keep.tolist()):                           # one conversion, then plain Python per row
         cols = [j for j, kept in enumerate(row) if kept]
         if not cols:
+            out[:, :, i * P:(i + 1) * P] = 0
             continue
         lo, hi = cols[0], cols[-1] + 1
         if hi - lo == len(cols):
@@ -240,7 +243,7 @@ class SlidingTile:
     def __init__(self, config: SlidingTileConfig, stats: AttentionStats):
         if config.far_tokens < 0 or any(h < 0 for h in config.dense_heads):
             raise ValueError(f"sliding-tile needs far_tokens >= 0 and head indices >= 0, got {config}")
-        self.config, self.stats = config, stats
+        self.config, self.stats, self.patterns = config, stats, {}
 
     def __call__(self, q, k, v, call: AttentionCall) -> Tensor:
         c, H = self.config, q.shape[1]
@@ -249,21 +252,41 @@ class SlidingTile:
             return counted(self.stats, dense_attention, q, k, v, call)
         if any(h >= H for h in c.dense_heads):
             raise ValueError(f"sliding-tile dense_heads {c.dense_heads}: this layer has {H} heads")
-        keep = window_keep(call, c.window, c.sink, c.stride, c.ahead)
-        parts = [self.heads(q[:, a:b], k[:, a:b], v[:, a:b], call, keep, dense)              # views, no copies
-                 for a, b, dense in head_runs(H, c.dense_heads)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts, 1)
+        keep = self.keep(call)
+        runs = head_runs(H, c.dense_heads)
+        if len(runs) == 1:
+            return self.heads(q, k, v, call, keep, runs[0][2])
+        out = torch.empty_like(q)
+        for a, b, dense in runs:                                      # head slices are views; each run writes its own
+            self.heads(q[:, a:b], k[:, a:b], v[:, a:b], call, keep, dense, out[:, a:b])
+        return out
 
-    def heads(self, q, k, v, call: AttentionCall, keep: Tensor, dense: bool) -> Tensor:
-        """A run of heads: dense (DuoAttention's retrieval heads) or the window (+ pooled far frames)."""
+    def keep(self, call: AttentionCall) -> Tensor:
+        """``window_keep`` of this processor's window, kept per (query frames, key frames) while no mask is set: every
+        step and layer of a streamed block asks for the same pattern."""
+        c = self.config
+        if call.mask is not None:
+            return window_keep(call, c.window, c.sink, c.stride, c.ahead)
+        key = (tuple(call.q_frames.tolist()), tuple(call.k_frames.tolist()))
+        if key not in self.patterns:
+            if len(self.patterns) > 256:
+                self.patterns.clear()
+            self.patterns[key] = window_keep(call, c.window, c.sink, c.stride, c.ahead)
+        return self.patterns[key]
+
+    def heads(self, q, k, v, call: AttentionCall, keep: Tensor, dense: bool, out: Tensor | None = None) -> Tensor:
+        """A run of heads: dense (DuoAttention's retrieval heads) or the window (+ pooled far frames), written into
+        ``out`` when given."""
         c, (B, n), P = self.config, q.shape[:2], call.tokens
+        if c.far_tokens <= 0 and not dense:                               # the window alone: fused, per query frame
+            return counted(self.stats, frame_attention, q, k, v, keep, P, out)
         if dense:
-            return counted(self.stats, dense_attention, q, k, v, call)
-        if c.far_tokens <= 0:                                             # the window alone: fused, per query frame
-            return counted(self.stats, frame_attention, q, k, v, keep, P)
+            got = counted(self.stats, dense_attention, q, k, v, call)
+            return got if out is None else out.copy_(got)
         idx, valid = nearest_first(call, keep)                             # [Fq, K]
-        return counted(self.stats, block_sparse, q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P,
-                       frame_mask(call) & ~keep, c.far_tokens)
+        got = counted(self.stats, block_sparse, q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P,
+                      frame_mask(call) & ~keep, c.far_tokens)
+        return got if out is None else out.copy_(got)
 
 
 def head_runs(H: int, dense_heads) -> list[tuple[int, int, bool]]:
