@@ -144,8 +144,8 @@ def test_the_sparse_model_samples_with_its_pattern_and_its_card_is_its_confirm(r
 
 
 def test_decoding_gives_the_same_frames_in_any_chunk_size():
-    """The codec decodes in chunks of ``latents.BATCH`` frames (a working set that stays in cache: 2x faster than one
-    chunk of 1,024 frames on the bench machine); the frames do not depend on the chunking, a lone frame included."""
+    """The codec decodes in chunks of ``latents.BATCH`` frames (a working set that stays in cache: 2x faster than chunks
+    of 512 frames on the bench machine); the frames do not depend on the chunking, a lone frame included."""
     from unittest.mock import patch
 
     from effdiff.video import latents

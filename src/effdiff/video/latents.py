@@ -57,10 +57,10 @@ class FrameCodec:
 
 
 def chunks(f: torch.Tensor):
-    """(chunk, frames to keep) of ``BATCH`` frames: a working set that stays in cache (decoding 1,024 frames in one
-    chunk is 2x slower on the bench machine). A convolution over one frame rounds differently from one over several,
-    so a lone frame is decoded beside a copy of itself and a lone last frame joins the chunk before it: the frames do
-    not depend on how many are decoded together."""
+    """(chunk, frames to keep) of ``BATCH`` frames: a working set that stays in cache (chunks of 512 frames decode
+    1,024 frames 2x slower on the bench machine: docs/bench/video/stream-wall-defaults/micro.py). A convolution over
+    one frame rounds differently from one over several, so a lone frame is decoded beside a copy of itself and a lone
+    last frame joins the chunk before it: the frames do not depend on how many are decoded together."""
     parts = list(f.split(BATCH))
     if len(parts) > 1 and len(parts[-1]) == 1:
         parts[-2:] = [torch.cat(parts[-2:])]

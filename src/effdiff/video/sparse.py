@@ -114,8 +114,8 @@ def frame_attention(q: Tensor, k: Tensor, v: Tensor, keep: Tensor, P: int, out: 
     head): one fused SDPA call per query frame, over a view of the keys when its frames are contiguous (a sliding
     window) and over gathered tokens otherwise. q [B, H, Fq*P, d], k/v [B, H, Fk*P, d] -> [B, H, Fq*P, d], written
     into ``out`` when given (e.g. its heads' slice of the layer's output); a query frame with no key frame gets zeros.
-    Counts exactly the kept pairs' MACs. (On this CPU one call per frame beats one call over strided windows: a 5-D or
-    copied window costs more than the calls it saves.)"""
+    Counts exactly the kept pairs' MACs. (On the bench CPU one call over a block's 5-D strided windows is 2.5x slower
+    and one over windows copied out no faster: docs/bench/video/stream-wall-defaults/micro.py.)"""
     B, H, Nq, d = q.shape
     out = torch.empty_like(q) if out is None else out
     for i, row in enumerate(keep.tolist()):                           # one conversion, then plain Python per row
