@@ -291,6 +291,9 @@ VIDEO_RANGES = (
      "dense head per layer (DuoAttention; docs/bench/video/sparse-global-path-selection/RULE.md), never used to confirm"),
     ("video-sparse-confirm-13", 890, 895,
      "reserved for the confirm that the selection on 887-889 may call for, never used to pick"),
+    ("video-stream-explore-11", 900, 901,
+     "a one-seed exploration of an 8-frame lookahead at 32 frames (docs/bench/video/stream-32-lookahead8/), never "
+     "used to confirm"),
     ("video-stream-64-confirm", 895, 900,
      "the zoo's default stream options against the full sequence at 64 frames, registered without a selection (the "
      "options are fixed: the defaults since the 32-frame confirm; docs/bench/prereg/video-stream-64-confirm.json), "
