@@ -282,10 +282,10 @@ class SlidingTile:
             return counted(self.stats, frame_attention, q, k, v, keep, P, out)
         if dense:
             got = counted(self.stats, dense_attention, q, k, v, call)
-            return got if out is None else out.copy_(got)
-        idx, valid = nearest_first(call, keep)                             # [Fq, K]
-        got = counted(self.stats, block_sparse, q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P,
-                      frame_mask(call) & ~keep, c.far_tokens)
+        else:
+            idx, valid = nearest_first(call, keep)                         # [Fq, K]
+            got = counted(self.stats, block_sparse, q, k, v, idx.expand(B, n, -1, -1), valid.expand(B, n, -1, -1), P,
+                          frame_mask(call) & ~keep, c.far_tokens)
         return got if out is None else out.copy_(got)
 
 
