@@ -57,11 +57,16 @@ def token_mask(mask: Tensor | None, tokens: int) -> Tensor | None:
     return mask.repeat_interleave(tokens, 0).repeat_interleave(tokens, 1)
 
 
-def dense_attention(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Tensor:
-    """Exact attention [B, H, Nq, d]; counts q k^T and p v MACs of the pairs the mask allows."""
+def dense_macs(q: Tensor, call: AttentionCall) -> int:
+    """q k^T and p v multiply-accumulates of exact attention over the token pairs the call's mask allows."""
     B, H, Nq, d = q.shape
-    pairs = Nq * k.shape[2] if call.mask is None else int(call.mask.sum()) * call.tokens ** 2
-    MACS.add(2 * B * H * pairs * d)
+    pairs = Nq * len(call.k_frames) * call.tokens if call.mask is None else int(call.mask.sum()) * call.tokens ** 2
+    return 2 * B * H * pairs * d
+
+
+def dense_attention(q: Tensor, k: Tensor, v: Tensor, call: AttentionCall) -> Tensor:
+    """Exact attention [B, H, Nq, d]; counts its ``dense_macs``."""
+    MACS.add(dense_macs(q, call))
     return F.scaled_dot_product_attention(q, k, v, attn_mask=token_mask(call.mask, call.tokens))
 
 

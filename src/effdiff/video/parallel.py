@@ -85,10 +85,10 @@ class FrameAttention(nn.Module):
         every = frames[0] - rt.rank * len(frames) + torch.arange(rt.size * len(frames), device=frames.device)
         if sink is not None:
             sink.append((kv[0], kv[1]))
-        if past is not None:
-            kv = torch.cat([torch.stack(past[:2]), kv], dim=3)
-            every = torch.cat([past[2], every])
-        return self.attn.processor(q, kv[0], kv[1], AttentionCall(frames, every, tokens, None, layer))
+        k, v = kv[0], kv[1]
+        if past is not None:                                          # a block_causal.Past: cached keys first
+            k, v, every = past.join(k, v, every)
+        return self.attn.processor(q, k, v, AttentionCall(frames, every, tokens, None, layer))
 
 
 class FrameShare(nn.Module):

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 from ..context import current_context
 from ..hooks import Handle
 from ..hooks.stats import Stats
-from .attention import MACS, AttentionCall, VideoAttention, dense_attention, token_mask
+from .attention import MACS, AttentionCall, VideoAttention, dense_attention, dense_macs, token_mask
 
 Tensor = torch.Tensor
 
@@ -143,11 +143,6 @@ def pool_frames(x: Tensor, P: int, m: int) -> Tensor:
     B, H, N, d = x.shape
     x = x.reshape(B, H, N // P, s, g // s, s, g // s, d).mean((4, 6))
     return x.reshape(B, H, (N // P) * m, d)
-
-
-def dense_macs(q: Tensor, call: AttentionCall) -> int:
-    B, H, _, d = q.shape
-    return 2 * B * H * int(frame_mask(call).sum()) * call.tokens ** 2 * d
 
 
 def counted(stats: AttentionStats, kernel, *args) -> Tensor:
