@@ -298,6 +298,9 @@ VIDEO_RANGES = (
      "the zoo's default stream options against the full sequence at 64 frames, registered without a selection (the "
      "options are fixed: the defaults since the 32-frame confirm; docs/bench/prereg/video-stream-64-confirm.json), "
      "never used to pick"),
+    ("video-stream-explore-12", 901, 902,
+     "a one-seed exploration of a 12-frame lookahead at 32 frames (docs/bench/video/stream-32-lookahead12/), never "
+     "used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
