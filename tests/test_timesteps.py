@@ -56,6 +56,26 @@ def test_karras_formula():
     assert s1.shape == (2,) and s1[0].item() == pytest.approx(3.0, rel=1e-14) and s1[1].item() == 0.0
 
 
+def test_resample_keeps_a_karras_grid_karras():
+    """resample: a Karras grid of any length resamples to the Karras grid of the new length (the stream's
+    lookahead solve in fewer steps); any grid keeps its end points; bad grids and step counts are refused."""
+    for m, n in ((12, 8), (12, 6), (5, 12), (12, 12), (3, 1)):
+        torch.testing.assert_close(T.resample(T.karras(m, 0.002, 80.0), n), T.karras(n, 0.002, 80.0),
+                                   rtol=1e-12, atol=0)
+    torch.testing.assert_close(T.resample(T.karras(9, 0.1, 10.0, rho=3.0), 4, rho=3.0), T.karras(4, 0.1, 10.0, rho=3.0),
+                               rtol=1e-12, atol=0)
+    e = T.resample(T.exponential(10, 0.01, 100.0), 4)
+    assert e.shape == (5,) and e[0].item() == pytest.approx(100.0) and e[-2].item() == pytest.approx(0.01)
+    assert e[-1].item() == 0.0 and bool((e[:-1].diff() < 0).all())
+    for bad in (torch.tensor([3.0, 1.0]), torch.tensor([1.0, 3.0, 0.0]), torch.tensor([3.0, 0.0, 0.0])):
+        with pytest.raises(ValueError, match="schedule"):
+            T.resample(bad, 3)
+    with pytest.raises(ValueError, match="steps"):
+        T.resample(T.karras(4, 0.1, 1.0), 0)
+    with pytest.raises(ValueError, match="one-step"):
+        T.resample(T.karras(1, 0.1, 1.0), 2)
+
+
 def test_exponential_and_uniform_t_closed_forms():
     s = T.exponential(5, 0.01, 100.0)
     torch.testing.assert_close(s[:-1], torch.tensor([100.0, 10.0, 1.0, 0.1, 0.01], dtype=torch.float64), rtol=1e-13, atol=0)

@@ -285,6 +285,31 @@ def test_stream_lookahead_blocks_keeps_the_solves_first_blocks():
         generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=-1)
 
 
+def test_stream_lookahead_steps_solves_the_lookahead_on_a_resampled_grid():
+    """lookahead_steps S: the kept blocks are those of the lookahead solve on the grid resampled to S steps; the
+    later blocks keep the stream's grid; S equal to the grid's steps is the default; S needs a lookahead."""
+    from effdiff.timesteps import karras, resample
+    from effdiff.video.sampling import generate_full, generate_stream
+    den, _, noise, y = small_stream(frames=8, seed=3, labels=(4, 7))
+    sig = karras(4, 0.05, 4.0)
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2, lookahead_steps=2)
+        solve = generate_full(den, noise[:, :, :6], karras(2, 0.05, 4.0), "euler", y)
+        default = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2)
+        same = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2, lookahead_steps=4)
+        one = generate_stream(den, noise[:, :, :4], sig, "euler", y, lookahead=4, lookahead_blocks=2,
+                              lookahead_steps=1)
+    assert torch.allclose(z[:, :, :4], solve[:, :, :4], atol=1e-12)
+    assert not torch.allclose(z[:, :, :4], default[:, :, :4], atol=1e-6)
+    assert not torch.allclose(z[:, :, 4:], default[:, :, 4:], atol=1e-6)    # later blocks attend to the new context
+    assert torch.equal(same, default)
+    assert torch.allclose(one, generate_full(den, noise[:, :, :4], resample(sig, 1), "euler", y), atol=1e-12)
+    with pytest.raises(ValueError, match="lookahead_steps"):
+        generate_stream(den, noise, sig, "euler", y, lookahead_steps=2)
+    with pytest.raises(ValueError, match="lookahead_steps"):
+        generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_steps=-1)
+
+
 def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
     """lookahead L with past P: the solve covers P past frames (noise of the clip's frames L-P .. L-1, unused by
     that solve) and the clip's first L-P frames; the first block is its frames P .. P + block_frames."""

@@ -301,6 +301,9 @@ VIDEO_RANGES = (
     ("video-stream-explore-12", 901, 902,
      "a one-seed exploration of a 12-frame lookahead at 32 frames (docs/bench/video/stream-32-lookahead12/), never "
      "used to confirm"),
+    ("video-stream-explore-13", 902, 903,
+     "a one-seed exploration of the lookahead solve in fewer steps at 32 frames (lookahead_steps; docs/bench/video/"
+     "stream-32-lookahead-steps/), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

@@ -327,6 +327,7 @@ def stream_text(res: dict) -> str:
         return over
     past = f", first block after {res['lookahead_past']} past frames" if res.get("lookahead_past") else ""
     past += f" (its first {res['lookahead_blocks']} blocks kept)" if res.get("lookahead_blocks", 0) > 1 else ""
+    past += f", solved in {res['lookahead_steps']} steps" if res.get("lookahead_steps") else ""
     return f", stream lookahead {res['lookahead']} frames{past}{over}"
 
 
@@ -700,6 +701,8 @@ def main(argv=None) -> None:
                     "instead of --guidance (generate_stream's scale_second; 0: --guidance)")
     ap.add_argument("--lookahead-blocks", type=int, default=0, help="the stream keeps this many first blocks of the "
                     "lookahead solve (generate_stream's lookahead_blocks; 0 or 1: the first block)")
+    ap.add_argument("--lookahead-steps", type=int, default=0, help="the lookahead solve in this many steps (the "
+                    "schedule resampled; generate_stream's lookahead_steps; 0: --steps)")
     ap.add_argument("--quality-frames", type=int, default=16, help="the quality rows' clip length (scored in 16-frame "
                     "windows beyond 16)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")

@@ -19,7 +19,7 @@ from .. import assets, kinds
 from ..denoisers import Denoiser, guided
 from ..process import from_config
 from ..sampling import sample
-from ..timesteps import karras
+from ..timesteps import karras, resample
 from .block_causal import KVCache
 
 WEIGHTS = Path(__file__).parent / "weights"        # the video evaluator's files
@@ -72,7 +72,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
                     lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
                     overlap_second: int = 0, scale_second: float = 0.0, lookahead_blocks: int = 0,
-                    **kw) -> torch.Tensor:
+                    lookahead_steps: int = 0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -96,6 +96,10 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     not only its first: they stream out together when that solve finishes, at no extra cost, and the first streamed
     block has K blocks of context. With one block of context a block draws its label less faithfully than with
     two or more (docs/video.md, "Where the label is lost"). 0 or 1: the first block only.
+
+    ``lookahead_steps`` S > 0: the lookahead solve takes S steps, on ``sigmas`` resampled to S steps
+    (``timesteps.resample``: a Karras grid stays a Karras grid); the first frame waits for that solve, so its
+    latency scales with S. The later blocks keep ``sigmas``. 0: the stream's own steps.
 
     ``overlap`` O > 0: each later block is sampled together with the next O frames of the clip (from their own
     noise; discarded, then sampled again as the next block): a block's last frame has no future inside its block
@@ -121,7 +125,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     branch that sees the context already draws the context's digit and guides less. Each block is committed once,
     with its label (no paired cache); the unconditional branch attends to nothing before its block. 0: off."""
     for name, v in (("lookahead", lookahead), ("lookahead_past", lookahead_past), ("overlap", overlap),
-                    ("overlap_second", overlap_second), ("lookahead_blocks", lookahead_blocks)):
+                    ("overlap_second", overlap_second), ("lookahead_blocks", lookahead_blocks),
+                    ("lookahead_steps", lookahead_steps)):
         if not isinstance(v, int) or v < 0:
             raise ValueError(f"{name} must be an int >= 0 (frames), got {v!r}")
     if history_guidance not in (0, 1):
@@ -134,6 +139,8 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         raise ValueError(f"lookahead_past {lookahead_past} needs a lookahead")
     if lookahead_blocks > 1 and not lookahead:
         raise ValueError(f"lookahead_blocks {lookahead_blocks} needs a lookahead")
+    if lookahead_steps and not lookahead:
+        raise ValueError(f"lookahead_steps {lookahead_steps} needs a lookahead")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -157,7 +164,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             L = min(lookahead, T)
             P = min(lookahead_past, L - cfg.block_frames)
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
-            head = sample(guided(den, scale), z * sigmas[0], sigmas, solver, cond=cond, **kw)[:, :, P:]
+            resampled = lookahead_steps and lookahead_steps != len(sigmas) - 1
+            head_sigmas = resample(sigmas, lookahead_steps) if resampled else sigmas
+            head = sample(guided(den, scale), z * sigmas[0], head_sigmas, solver, cond=cond, **kw)[:, :, P:]
             head = head[:, :, :min(max(lookahead_blocks, 1), head.shape[2] // cfg.block_frames) * cfg.block_frames]
         if head is not None and start < head.shape[2]:
             zb = head[:, :, start:start + cfg.block_frames]
@@ -185,8 +194,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
-                  "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int}
-LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks")     # options that need a lookahead
+                  "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int,
+                  "lookahead_steps": int}
+LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks", "lookahead_steps")     # options that need a lookahead
 
 
 class VideoModel:
