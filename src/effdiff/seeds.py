@@ -304,6 +304,9 @@ VIDEO_RANGES = (
     ("video-stream-explore-13", 902, 903,
      "a one-seed exploration of the lookahead solve in fewer steps at 32 frames (lookahead_steps; docs/bench/video/"
      "stream-32-lookahead-steps/), never used to confirm"),
+    ("video-stream-32-s8-confirm", 903, 908,
+     "the default stream with its lookahead solve in 8 steps against the full sequence at 32 frames, registered after "
+     "the one-seed exploration on 902 (docs/bench/prereg/video-stream-32-s8-confirm.json), never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
