@@ -307,6 +307,9 @@ VIDEO_RANGES = (
     ("video-stream-32-s8-confirm", 903, 908,
      "the default stream with its lookahead solve in 8 steps against the full sequence at 32 frames, registered after "
      "the one-seed exploration on 902 (docs/bench/prereg/video-stream-32-s8-confirm.json), never used to pick"),
+    ("video-stream-explore-14", 908, 909,
+     "a one-seed diagnostic of where the stream's extra acceleration is at 32 frames (docs/bench/video/stream-jitter/), "
+     "never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
