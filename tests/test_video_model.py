@@ -310,6 +310,58 @@ def test_stream_lookahead_steps_solves_the_lookahead_on_a_resampled_grid():
         generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_steps=-1)
 
 
+@pytest.mark.parametrize("solver", ["euler", "dpmpp-2m", "heun"])
+def test_known_frames_end_on_the_known_frames(solver):
+    """KnownFrames: started from x0 + σ0 ε on the known frames, a deterministic solver ends on x0 there (the
+    estimate is replaced, the step is affine in it); the other frames differ from an unconstrained solve."""
+    from effdiff.sampling import sample
+    from effdiff.timesteps import karras
+    from effdiff.video.sampling import KnownFrames
+    den, _, noise, y = small_stream(frames=4, seed=5, labels=(2, 3))
+    sig = karras(5, 0.05, 4.0)
+    known = torch.randn(2, 4, 1, 8, 8, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = noise * sig[0]
+    x[:, :, :1] += known
+    with torch.no_grad():
+        z = sample(KnownFrames(den, known), x, sig, solver, cond=y)
+        free = sample(den, noise * sig[0], sig, solver, cond=y)
+    torch.testing.assert_close(z[:, :, :1], known, rtol=0, atol=1e-10)
+    assert not torch.allclose(z[:, :, 1:], free[:, :, 1:], atol=1e-4)
+
+
+def test_stream_carry_keeps_the_previous_solves_next_frame():
+    """carry 1: the first streamed block starts with the lookahead solve's frame after its kept blocks, a later
+    block with the previous block's first overlap frame (exactly); carry 0 is the default; carry needs an overlap,
+    and a model's carry default is dropped by a call that turns the overlap off."""
+    from effdiff.video.sampling import generate_full, generate_stream
+    den, sig, noise, y = small_stream(frames=10, seed=4, labels=(3, 8))
+    outs = []
+
+    def grab(start, zb):
+        outs.append((start, zb.clone()))
+    with torch.no_grad():
+        z = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2, overlap=2, carry=1)
+        solve = generate_full(den, noise[:, :, :6], sig, "euler", y)
+        plain = generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2, overlap=2)
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, lookahead=6, lookahead_blocks=2, overlap=2,
+                                           carry=0), plain)
+        z1 = generate_stream(den, noise, sig, "euler", y, overlap=1, carry=1, on_block=grab)
+        o1 = generate_stream(den, noise, sig, "euler", y, overlap=1)
+    assert torch.allclose(z[:, :, :4], solve[:, :, :4], atol=1e-12)
+    assert torch.equal(z[:, :, 4:5], solve[:, :, 4:5])                    # the solve's frame after its kept blocks
+    assert not torch.allclose(z[:, :, 4:], plain[:, :, 4:], atol=1e-6)
+    assert [s for s, _ in outs] == [0, 2, 4, 6, 8]
+    assert torch.equal(z1[:, :, :4], o1[:, :, :4])        # block 0 has no overlap frame: block 1 is sampled anew
+    assert not torch.allclose(z1[:, :, 4:], o1[:, :, 4:], atol=1e-6)
+    with pytest.raises(ValueError, match="needs an overlap"):
+        generate_stream(den, noise, sig, "euler", y, carry=1)
+    with pytest.raises(ValueError, match="carry"):
+        generate_stream(den, noise, sig, "euler", y, overlap=1, carry=2)
+    from effdiff.video.sampling import VideoModel
+    vm = VideoModel(den, None, {}, {"overlap": 1, "carry": 1})
+    assert vm.stream_kwargs(overlap=0) == {"overlap": 0} and vm.stream_kwargs() == {"overlap": 1, "carry": 1}
+
+
 def test_stream_lookahead_past_takes_the_first_block_from_inside_the_solve():
     """lookahead L with past P: the solve covers P past frames (noise of the clip's frames L-P .. L-1, unused by
     that solve) and the clip's first L-P frames; the first block is its frames P .. P + block_frames."""

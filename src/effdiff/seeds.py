@@ -310,6 +310,9 @@ VIDEO_RANGES = (
     ("video-stream-explore-14", 908, 909,
      "a one-seed diagnostic of where the stream's extra acceleration is at 32 frames (docs/bench/video/stream-jitter/), "
      "never used to confirm"),
+    ("video-stream-explore-15", 909, 910,
+     "a one-seed exploration of carrying each streamed block's first frame from the previous solve (carry; docs/bench/"
+     "video/stream-carry/), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

@@ -323,6 +323,7 @@ def stream_text(res: dict) -> str:
     over += f", context committed at flow time {res['context_noise']}" if res.get("context_noise") else ""
     over += ", history guidance" if res.get("history_guidance") else ""
     over += f", the second block at guidance {res['scale_second']:g}" if res.get("scale_second") else ""
+    over += ", each block's first frame carried from the previous solve" if res.get("carry") else ""
     if not res.get("lookahead"):
         return over
     past = f", first block after {res['lookahead_past']} past frames" if res.get("lookahead_past") else ""
@@ -703,6 +704,8 @@ def main(argv=None) -> None:
                     "lookahead solve (generate_stream's lookahead_blocks; 0 or 1: the first block)")
     ap.add_argument("--lookahead-steps", type=int, default=0, help="the lookahead solve in this many steps (the "
                     "schedule resampled; generate_stream's lookahead_steps; 0: --steps)")
+    ap.add_argument("--carry", type=int, default=0, choices=(0, 1), help="1: each streamed block's first frame "
+                    "kept from the previous solve's next frames (generate_stream's carry; needs --overlap)")
     ap.add_argument("--quality-frames", type=int, default=16, help="the quality rows' clip length (scored in 16-frame "
                     "windows beyond 16)")
     ap.add_argument("--quick", action="store_true", help="n=40, n_long=6, 1 timing repeat")

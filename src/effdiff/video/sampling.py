@@ -61,6 +61,24 @@ class BlockNet(nn.Module):
         return self.net.stream_step(x, noise_labels, class_labels, self.cache, self.start)
 
 
+class KnownFrames(nn.Module):
+    """``denoiser`` with a clip's first frames known: its estimate of frames [0, k) is replaced by ``x0`` [B, C, k,
+    h, w] (replacement conditioning, as in inpainting). Started from x0 + σ0 ε on those frames, a deterministic
+    solver, whose step is affine in the estimate, keeps them at x0 + σ ε and ends on x0 exactly; the other frames
+    see them at the clip's noise level, as in training."""
+
+    def __init__(self, denoiser, x0: torch.Tensor):
+        super().__init__()
+        self.denoiser, self.x0 = denoiser, x0
+        self.cond_classes = getattr(denoiser, "cond_classes", 0)
+
+    def forward(self, x: torch.Tensor, sigma, cond=None) -> torch.Tensor:
+        out = self.denoiser(x, sigma, cond).clone()
+        k = self.x0.shape[2]
+        out[:, :, :k] = self.x0.to(out.dtype)
+        return out
+
+
 def generate_full(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "euler", cond=None, scale: float = 1.0,
                   **kw) -> torch.Tensor:
     """All frames at once: ``ed.sample`` on the clip [N, C, T, h, w] (noise of unit scale); ``scale``:
@@ -72,7 +90,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
                     lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
                     overlap_second: int = 0, scale_second: float = 0.0, lookahead_blocks: int = 0,
-                    lookahead_steps: int = 0, **kw) -> torch.Tensor:
+                    lookahead_steps: int = 0, carry: int = 0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -105,6 +123,12 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     noise; discarded, then sampled again as the next block): a block's last frame has no future inside its block
     and moves as slowly as a full sequence's last frame, every block long. The last block has no next frames.
     Each block costs (block_frames + O) / block_frames as much.
+
+    ``carry`` 1 (needs ``overlap``): a block's first frame is not sampled again but kept from the previous solve:
+    the first of its next frames (a block's overlap, or the lookahead solve's frame after its kept blocks), held
+    fixed while the block is sampled (``KnownFrames``). A block then joins the one before it as smoothly as frames
+    inside one solve do; with overlap 1 the kept frame was its solve's last frame, with 2 or more an inner one. Each
+    later block samples its other frames anew, at the same cost. 0: off.
 
     ``overlap_second`` O2 > 0: the second block, the only later block with a single block of context, is sampled with
     O2 next frames instead of O (a one-off cost: the stream stays linear in length). 0: ``overlap``.
@@ -141,6 +165,10 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         raise ValueError(f"lookahead_blocks {lookahead_blocks} needs a lookahead")
     if lookahead_steps and not lookahead:
         raise ValueError(f"lookahead_steps {lookahead_steps} needs a lookahead")
+    if carry not in (0, 1):
+        raise ValueError(f"carry must be 0 or 1, got {carry!r}")
+    if carry and not overlap:
+        raise ValueError("carry keeps a block's first frame from the previous solve's next frames: it needs an overlap")
     net = den.net
     cfg = net.config
     B, T = noise.shape[0], noise.shape[2]
@@ -156,7 +184,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     t_context = den.process.sigma_to_t(torch.zeros((), dtype=torch.float64)) if not context_noise else \
         torch.tensor(float(context_noise), dtype=torch.float64)
     clean = float(den.process.c_noise(t_context))              # the committed blocks' noise label
-    out, head = [], None                              # head: the lookahead solve's kept blocks
+    out, head, known = [], None, None                 # head: the lookahead solve's kept blocks; known: a carried frame
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start, bool(history_guidance and guiding)), den.process, den.prediction,
                         den.cond_classes)
@@ -167,7 +195,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             resampled = lookahead_steps and lookahead_steps != len(sigmas) - 1
             head_sigmas = resample(sigmas, lookahead_steps) if resampled else sigmas
             head = sample(guided(den, scale), z * sigmas[0], head_sigmas, solver, cond=cond, **kw)[:, :, P:]
-            head = head[:, :, :min(max(lookahead_blocks, 1), head.shape[2] // cfg.block_frames) * cfg.block_frames]
+            kept = min(max(lookahead_blocks, 1), head.shape[2] // cfg.block_frames) * cfg.block_frames
+            known = head[:, :, kept:kept + 1] if carry and head.shape[2] > kept else None
+            head = head[:, :, :kept]
         if head is not None and start < head.shape[2]:
             zb = head[:, :, start:start + cfg.block_frames]
         else:
@@ -175,8 +205,15 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             extra = 0 if start == 0 else (overlap_second or overlap) if second else overlap
             w = scale_second if scale_second and second else scale
             end = min(start + cfg.block_frames + extra, T)
-            zb = sample(guided(bden, w), noise[:, :, start:end] * sigmas[0], sigmas, solver, cond=cond,
-                        **kw)[:, :, :cfg.block_frames]
+            x, bd = noise[:, :, start:end] * sigmas[0], guided(bden, w)
+            if known is not None:
+                x[:, :, :1] += known.to(x.dtype)
+                bd = KnownFrames(bd, known)
+            z = sample(bd, x, sigmas, solver, cond=cond, **kw)
+            if known is not None:
+                z[:, :, :1] = known                     # it ends there up to rounding: the frame as carried
+            zb = z[:, :, :cfg.block_frames]
+            known = z[:, :, cfg.block_frames:cfg.block_frames + 1] if carry and z.shape[2] > cfg.block_frames else None
         if on_block is not None:                      # the block is out before its keys are cached
             on_block(start, zb)
         out.append(zb)
@@ -195,8 +232,9 @@ MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
                   "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int,
-                  "lookahead_steps": int}
-LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks", "lookahead_steps")     # options that need a lookahead
+                  "lookahead_steps": int, "carry": int}
+LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks", "lookahead_steps")
+OVERLAP_ONLY = ("carry",)                                    # options that need an overlap     # options that need a lookahead
 
 
 class VideoModel:
@@ -236,12 +274,13 @@ class VideoModel:
 
     def stream_kwargs(self, **kw) -> dict:
         """The options a stream runs with: ``kw`` over the model's defaults (``stream_options``); a call that turns
-        the lookahead off drops the defaults that need one (``LOOKAHEAD_ONLY``)."""
+        the lookahead or the overlap off drops the defaults that need one (``LOOKAHEAD_ONLY``, ``OVERLAP_ONLY``)."""
         defaults = dict(self.stream_options)
-        if not kw.get("lookahead", defaults.get("lookahead", 0)):
-            for k in LOOKAHEAD_ONLY:
-                if k not in kw:
-                    defaults.pop(k, None)
+        for switch, needing in (("lookahead", LOOKAHEAD_ONLY), ("overlap", OVERLAP_ONLY)):
+            if not kw.get(switch, defaults.get(switch, 0)):
+                for k in needing:
+                    if k not in kw:
+                        defaults.pop(k, None)
         return {**defaults, **kw}
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
