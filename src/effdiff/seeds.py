@@ -313,6 +313,9 @@ VIDEO_RANGES = (
     ("video-stream-explore-15", 909, 910,
      "a one-seed exploration of carrying each streamed block's first frame from the previous solve (carry; docs/bench/"
      "video/stream-carry/), never used to confirm"),
+    ("video-stream-selection-12", 910, 915,
+     "choosing whether the stream without an overlap frame (lookahead 16 in 8 steps, two kept blocks) qualifies for a "
+     "confirm at 32 and 64 frames (docs/bench/video/stream-overlap0-selection/RULE.md), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
