@@ -565,6 +565,26 @@ def jitter_table(res: dict) -> str:
 TABLES["jitter"] = jitter_table
 
 
+def stream_jitter_table(res: dict) -> str:
+    """Acceleration by frame position within the stream's blocks for the full sequence and stream options
+    (docs/bench/video/stream-jitter/diagnose.py's results)."""
+    rows = res["rows"]
+    k = len(rows["real"]["accel_by_position"])
+    L = [f"Ink-centre acceleration |Δ²c| (px/frame²) by frame position in the stream's {k}-frame blocks (0: a "
+         f"block's first frame) and over the whole clip, {res['n']} clips of {res['frames']} frames, seed "
+         f"{res['seed']}:", "",
+         "| row | options | " + " | ".join(f"pos {i}" for i in range(k)) + " | whole clip | speed px/f |",
+         "|---|---|" + "---:|" * k + "---:|---:|"]
+    for name, v in rows.items():
+        opts = ", ".join(f"{a} {b}" for a, b in (v.get("options") or {}).items())
+        L.append(f"| {'real held-out clips' if name == 'real' else name} | {opts} | "
+                 + " | ".join(f"{a:.2f}" for a in v["accel_by_position"]) + f" | {v['accel']:.2f} | {v['speed']:.2f} |")
+    return "\n".join(L)
+
+
+TABLES["stream_jitter"] = stream_jitter_table
+
+
 def sparse_summary_table(res: dict) -> str:
     """Each sparse-part row's scores as mean ± sd over the run's seeds, with the real held-out clips beside them: the
     levels behind the sparse table's paired changes."""

@@ -126,9 +126,10 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
 
     ``carry`` 1 (needs ``overlap``): a block's first frame is not sampled again but kept from the previous solve:
     the first of its next frames (a block's overlap, or the lookahead solve's frame after its kept blocks), held
-    fixed while the block is sampled (``KnownFrames``). A block then joins the one before it as smoothly as frames
-    inside one solve do; with overlap 1 the kept frame was its solve's last frame, with 2 or more an inner one. Each
-    later block samples its other frames anew, at the same cost. 0: off.
+    fixed while the block is sampled (``KnownFrames``), at the same cost; with overlap 1 the kept frame was its solve's
+    last frame, with 2 or more an inner one. Meant to join a block to the one before as smoothly as frames inside one
+    solve, it did the opposite on the video DiT: the other frames see the kept one only through its noise and the
+    boundary jittered more (docs/video.md, "Where the stream's extra acceleration is"). 0: off.
 
     ``overlap_second`` O2 > 0: the second block, the only later block with a single block of context, is sampled with
     O2 next frames instead of O (a one-off cost: the stream stays linear in length). 0: ``overlap``.
@@ -233,8 +234,8 @@ MODES = {"full": generate_full, "stream": generate_stream}
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
                   "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int,
                   "lookahead_steps": int, "carry": int}
-LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks", "lookahead_steps")
-OVERLAP_ONLY = ("carry",)                                    # options that need an overlap     # options that need a lookahead
+LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks", "lookahead_steps")     # options that need a lookahead
+OVERLAP_ONLY = ("carry",)                                                       # options that need an overlap
 
 
 class VideoModel:
