@@ -1,4 +1,5 @@
 """The video bench runs end to end on a tiny untrained video DiT: rows, paired CIs, the table."""
+import json
 import pytest
 import torch
 
@@ -256,3 +257,33 @@ def test_stream_jitter_table_renders_each_rows_options_and_positions():
     t = bench.render([res], {"part": "stream_jitter"})
     assert "32 frames, seed 9" in t and "| real held-out clips |  | 1.30 | 1.30 | 1.30 | 1.30 | 1.30 | 2.00 |" in t
     assert "| stream O0 | lookahead 16, overlap 0 | 2.00 | 1.80 | 1.70 | 1.90 | 1.85 | 1.80 |" in t
+
+
+def test_accel_profile_of_a_steadily_moving_square_is_zero_acceleration():
+    """accel_profile: a square moving one pixel per frame along the columns has speed 1 and no acceleration; a
+    jump of 2 pixels at frame 4 shows as |Δ²c| = 2 at frames 3 and 4 (block positions 3 and 0 of 4-frame blocks)."""
+    T = 9
+    x = -torch.ones(2, 1, T, 16, 16)
+    cols = [t if t < 4 else t + 2 for t in range(T)]
+    for t, c in enumerate(cols):
+        x[:, 0, t, 6:10, c:c + 4] = 1.0
+    p = bench.accel_profile(x, 4)
+    acc = torch.tensor(p["accel_by_frame"])
+    assert len(acc) == T - 2 and abs(acc[2] - 2) < 0.01 and abs(acc[3] - 2) < 0.01      # frames 3 and 4
+    assert float(acc[[0, 1, 4, 5, 6]].abs().max()) < 0.01
+    assert abs(p["accel_by_position"][0] - 2.0) < 0.01 and abs(p["accel_by_position"][3] - 1.0) < 0.01   # t=4; t=3, 7
+    assert p["accel_by_position"][1] < 0.01 and abs(p["speed"] - 10 / 8) < 0.01
+
+
+def test_explore_writes_each_rows_scores_beside_the_script(tmp_path):
+    """explore: a one-seed exploration's rows, scored with label accuracy per block and (profile) the acceleration
+    profile, written as explore-SEED.json beside the script."""
+    rows = {"full": ("full", {}), "stream O1": ("stream", {"overlap": 1})}
+    out = bench.explore(str(tmp_path / "explore.py"), "What it asks.\n\nHow to run it.", rows, 3, 2, 16, profile=True,
+                        steps=2)
+    saved = json.loads((tmp_path / "explore-3.json").read_text())
+    assert saved["what"] == "What it asks." and saved["rows"].keys() == rows.keys() and saved == json.loads(
+        json.dumps(out))
+    r = saved["rows"]["stream O1"]
+    assert r["options"] == {"overlap": 1} and len(r["label_acc_per_block"]) == 4 and len(r["accel_by_position"]) == 4
+    assert len(r["accel_by_frame"]) == 14 and 0 <= r["label_acc"] <= 1 and r["scores"]["frames"] == 16

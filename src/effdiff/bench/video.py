@@ -61,6 +61,47 @@ def generate(vm, frames: int, mode: str, n: int, seed: int, steps: int, solver: 
     return vm.decode(z)
 
 
+def accel_profile(x: torch.Tensor, block: int) -> dict:
+    """The ink centre's mean |Δ²c| over clips x [N, 1, T, H, W] at each frame t = 1 .. T-2 (the whole clip, not the
+    evaluator's 16-frame windows): overall, by position t mod ``block`` in the stream's blocks (0: a block's first
+    frame, whose second difference reaches into the block before) and per frame; and the mean speed |Δc|."""
+    from ..video.evaluator import ink_centres
+    c = ink_centres(x)
+    a = (c[:, 2:] - 2 * c[:, 1:-1] + c[:, :-2]).norm(dim=-1).mean(0)
+    pos = torch.arange(1, x.shape[2] - 1) % block
+    return {"accel": round(float(a.mean()), 4), "speed": round(float((c[:, 1:] - c[:, :-1]).norm(dim=-1).mean()), 4),
+            "accel_by_position": [round(float(a[pos == p].mean()), 3) for p in range(block)],
+            "accel_by_frame": [round(float(v), 3) for v in a]}
+
+
+def explore(script: str, doc: str, rows: dict, seed: int, n: int, frames: int, profile: bool = False,
+            steps: int = 12, solver: str = "dpmpp-2m", scale: float = 4.0) -> dict:
+    """A one-seed exploration (it decides nothing) on the shipped video-dit: each row ``{name: (mode, stream
+    options)}`` generates ``n`` clips of ``frames`` frames from noise seed ``seed``, scored as the bench's quality
+    rows (16-frame windows) with label accuracy per block; ``profile``: also ``accel_profile``. Writes
+    ``explore-SEED.json`` beside ``script`` (``doc``'s first paragraph as "what") and returns the results."""
+    from ..video.evaluator import VideoEvaluator
+    from ..video.sampling import VideoModel
+    torch.set_num_threads(1)
+    vm, ev = VideoModel.load(None), VideoEvaluator.shipped()
+    block = vm.den.net.config.block_frames
+    out = {"what": (doc or "").split("\n\n")[0], "seed": seed, "n": n, "frames": frames, "provenance": provenance(),
+           "rows": {}}
+    lab = labels_for(n).reshape(-1, 1)
+    for name, (mode, opt) in rows.items():
+        vm.stream_options = dict(opt)
+        x = generate(vm, frames, mode, n, seed, steps, solver, scale)
+        pred = ev.features(x)[1].argmax(-1)
+        out["rows"][name] = {"options": opt, "scores": ev.score(x, labels_for(n)),
+                             "label_acc": round(float((pred == lab).float().mean()), 4),
+                             "label_acc_per_block": [round(float((pred[:, b:b + block] == lab).float().mean()), 3)
+                                                     for b in range(0, frames, block)],
+                             **(accel_profile(x, block) if profile else {})}
+        print(name, out["rows"][name], flush=True)
+    Path(script).with_name(f"explore-{seed}.json").write_text(json.dumps(out, indent=1) + "\n")
+    return out
+
+
 def with_technique(vm, name: str | None, config: dict | None, fn):
     """Run ``fn()`` with technique ``name`` (a row label, see ``technique_of``) applied to the model's
     denoiser (None: as is)."""
@@ -543,46 +584,39 @@ TABLES["first_block"] = first_block_table
 
 
 def jitter_table(res: dict) -> str:
-    """Acceleration by frame position within the stream's blocks, per row (docs/bench/video/sparse-jitter/diagnose.py's
-    results): where a stream jitters."""
+    """Acceleration by frame position within the stream's blocks, per row: where a stream jitters. Two kinds of
+    results: docs/bench/video/sparse-jitter/diagnose.py's (streamed 128-frame clips, sparse rows beside the dense
+    one, their attention share) and docs/bench/video/stream-jitter/diagnose.py's (the full sequence and stream
+    options, each row's options)."""
     rows = res["rows"]
-    dense = rows["dense"]["attention_macs"]
     k = len(rows["real"]["accel_by_position"])
-    opts = ", ".join(f"{a} {b}" for a, b in (res.get("stream_options") or {}).items()) or "the plain stream"
+    sparse = "dense" in rows
+    if sparse:
+        dense = rows["dense"]["attention_macs"]
+        opts = ", ".join(f"{a} {b}" for a, b in (res.get("stream_options") or {}).items()) or "the plain stream"
+        what = (f"{res['n']} streamed 128-frame clips, seed {res['seed']}, {opts}; sparse rows on "
+                f"{res['sparse_model']}:")
+        head, total = "attention vs dense", "all"
+    else:
+        what, head, total = f"and over the whole clip, {res['n']} clips of {res['frames']} frames, seed {res['seed']}:", \
+            "options", "whole clip"
     L = [f"Ink-centre acceleration |Δ²c| (px/frame²) by frame position in the stream's {k}-frame blocks (0: a "
-         f"block's first frame), {res['n']} streamed 128-frame clips, seed {res['seed']}, {opts}; sparse rows on "
-         f"{res['sparse_model']}:", "",
-         "| row | attention vs dense | " + " | ".join(f"pos {i}" for i in range(k)) + " | all | speed px/f |",
-         "|---|---:|" + "---:|" * k + "---:|---:|"]
+         f"block's first frame){',' if sparse else ''} {what}", "",
+         f"| row | {head} | " + " | ".join(f"pos {i}" for i in range(k)) + f" | {total} | speed px/f |",
+         f"|---|{'---:' if sparse else '---'}|" + "---:|" * k + "---:|---:|"]
     for name, v in rows.items():
-        share = f"{v['attention_macs'] / dense:.2f}x" if "attention_macs" in v else "–"
-        cfg = f" {json.dumps(v['config'])}" if v.get("config") else ""
-        L.append(f"| {'real held-out clips' if name == 'real' else name}{cfg} | {share} | "
+        if sparse:
+            cell = f"{v['attention_macs'] / dense:.2f}x" if "attention_macs" in v else "–"
+            cfg = f" {json.dumps(v['config'])}" if v.get("config") else ""
+        else:
+            cell, cfg = ", ".join(f"{a} {b}" for a, b in (v.get("options") or {}).items()), ""
+        L.append(f"| {'real held-out clips' if name == 'real' else name}{cfg} | {cell} | "
                  + " | ".join(f"{a:.2f}" for a in v["accel_by_position"]) + f" | {v['accel']:.2f} | {v['speed']:.2f} |")
     return "\n".join(L)
 
 
 TABLES["jitter"] = jitter_table
-
-
-def stream_jitter_table(res: dict) -> str:
-    """Acceleration by frame position within the stream's blocks for the full sequence and stream options
-    (docs/bench/video/stream-jitter/diagnose.py's results)."""
-    rows = res["rows"]
-    k = len(rows["real"]["accel_by_position"])
-    L = [f"Ink-centre acceleration |Δ²c| (px/frame²) by frame position in the stream's {k}-frame blocks (0: a "
-         f"block's first frame) and over the whole clip, {res['n']} clips of {res['frames']} frames, seed "
-         f"{res['seed']}:", "",
-         "| row | options | " + " | ".join(f"pos {i}" for i in range(k)) + " | whole clip | speed px/f |",
-         "|---|---|" + "---:|" * k + "---:|---:|"]
-    for name, v in rows.items():
-        opts = ", ".join(f"{a} {b}" for a, b in (v.get("options") or {}).items())
-        L.append(f"| {'real held-out clips' if name == 'real' else name} | {opts} | "
-                 + " | ".join(f"{a:.2f}" for a in v["accel_by_position"]) + f" | {v['accel']:.2f} | {v['speed']:.2f} |")
-    return "\n".join(L)
-
-
-TABLES["stream_jitter"] = stream_jitter_table
+TABLES["stream_jitter"] = jitter_table
 
 
 def sparse_summary_table(res: dict) -> str:

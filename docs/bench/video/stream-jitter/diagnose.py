@@ -16,7 +16,6 @@ import torch
 from effdiff.bench import video as bench
 from effdiff.bench.provenance import provenance
 from effdiff.video.data import moving_digits
-from effdiff.video.evaluator import ink_centres
 from effdiff.video.sampling import VideoModel
 
 torch.set_num_threads(1)
@@ -24,25 +23,14 @@ seed, n = int(sys.argv[1]), int(sys.argv[2])
 T = 32
 vm = VideoModel.load(None)
 block = vm.den.net.config.block_frames
-
-
-def profile(x):
-    """Mean |Δ²c| at frame t (t = 1 .. T-2): overall, by t mod block, and per frame; and the speed |Δc|."""
-    c = ink_centres(x)
-    a = (c[:, 2:] - 2 * c[:, 1:-1] + c[:, :-2]).norm(dim=-1).mean(0)
-    pos = torch.arange(1, T - 1) % block
-    return {"accel": round(float(a.mean()), 4), "speed": round(float((c[:, 1:] - c[:, :-1]).norm(dim=-1).mean()), 4),
-            "accel_by_position": [round(float(a[pos == p].mean()), 3) for p in range(block)],
-            "accel_by_frame": [round(float(v), 3) for v in a]}
-
-
 base = dict(lookahead=16, lookahead_blocks=2, lookahead_steps=8)
 rows = {"full": ("full", {}), **{f"stream O{o}": ("stream", dict(base, overlap=o)) for o in (1, 0, 2)}}
 out = {"what": __doc__.split("\n\n")[0], "seed": seed, "n": n, "frames": T, "provenance": provenance(),
-       "rows": {"real": profile(moving_digits("test", n, T, seed=100 + seed)[0])}}
+       "rows": {"real": bench.accel_profile(moving_digits("test", n, T, seed=100 + seed)[0], block)}}
 print("real", out["rows"]["real"], flush=True)
 for name, (mode, opt) in rows.items():
     vm.stream_options = dict(opt)
-    out["rows"][name] = {"options": opt, **profile(bench.generate(vm, T, mode, n, seed, 12, "dpmpp-2m", 4.0))}
+    x = bench.generate(vm, T, mode, n, seed, 12, "dpmpp-2m", 4.0)
+    out["rows"][name] = {"options": opt, **bench.accel_profile(x, block)}
     print(name, out["rows"][name], flush=True)
 Path(__file__).with_name(f"diagnose-{seed}.json").write_text(json.dumps(out, indent=1) + "\n")
