@@ -254,7 +254,7 @@ def test_stream_jitter_table_renders_each_rows_options_and_positions():
                     "full": {"options": {}, "accel": 1.9, "speed": 1.7, "accel_by_position": [1.9, 2.0, 1.9, 1.8]},
                     "stream O0": {"options": {"lookahead": 16, "overlap": 0}, "accel": 1.85, "speed": 1.8,
                                   "accel_by_position": [2.0, 1.8, 1.7, 1.9]}}}
-    t = bench.render([res], {"part": "stream_jitter"})
+    t = bench.render([res], {"part": "jitter"})
     assert "32 frames, seed 9" in t and "| real held-out clips |  | 1.30 | 1.30 | 1.30 | 1.30 | 1.30 | 2.00 |" in t
     assert "| stream O0 | lookahead 16, overlap 0 | 2.00 | 1.80 | 1.70 | 1.90 | 1.85 | 1.80 |" in t
 

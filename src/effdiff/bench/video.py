@@ -616,7 +616,6 @@ def jitter_table(res: dict) -> str:
 
 
 TABLES["jitter"] = jitter_table
-TABLES["stream_jitter"] = jitter_table
 
 
 def sparse_summary_table(res: dict) -> str:
