@@ -49,18 +49,20 @@ def karras(n: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> Tens
 def resample(sigmas: Tensor, n: int, rho: float = 7.0) -> Tensor:
     """A schedule (decreasing σ ending in 0) resampled to ``n`` steps: its nonzero σ interpolated linearly over
     the step index in σ^(1/ρ), Karras's ramp. A ``karras`` grid of any length resamples to ``karras(n, σmin, σmax,
-    ρ)`` (to float rounding); any other keeps its first and last σ and is re-spaced along its own shape."""
+    ρ)`` (to float rounding); any other keeps its first and last σ and is re-spaced along its own shape. (Fitted
+    schedules are carried to other step counts log-linearly instead: ``interpolate``.)"""
     n = _n(n)
     if rho <= 0:
         raise ValueError(f"rho must be > 0, got {rho}")
-    s = torch.as_tensor(sigmas, dtype=torch.float64)
-    if s.ndim != 1 or len(s) < 2 or s[-1] != 0 or not bool((s[:-1] > 0).all()) or not bool((s[:-1].diff() < 0).all()):
-        raise ValueError(f"need a schedule: a decreasing 1-D σ tensor of positive levels ending in 0, got {sigmas!r}")
+    try:
+        s = check_sigmas(sigmas)
+    except ValueError as e:
+        raise ValueError(f"need a schedule: {e}") from None
+    if n == len(s) - 1:                                   # already n steps: the grid itself, bit for bit
+        return s.clone()
     u = s[:-1] ** (1 / rho)
     if len(u) == 1:
-        if n > 1:
-            raise ValueError(f"a one-step schedule cannot be resampled to {n} steps")
-        return s.clone()
+        raise ValueError(f"a one-step schedule cannot be resampled to {n} steps")
     pos = torch.linspace(0, len(u) - 1, n, dtype=torch.float64) if n > 1 else torch.zeros(1, dtype=torch.float64)
     i = pos.floor().long().clamp(max=len(u) - 2)
     return append_zero((u[i] + (pos - i) * (u[i + 1] - u[i])) ** rho)

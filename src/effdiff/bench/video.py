@@ -91,8 +91,9 @@ def explore(script: str, doc: str, rows: dict, seed: int, n: int, frames: int, p
     for name, (mode, opt) in rows.items():
         vm.stream_options = dict(opt)
         x = generate(vm, frames, mode, n, seed, steps, solver, scale)
-        pred = ev.features(x)[1].argmax(-1)
-        out["rows"][name] = {"options": opt, "scores": ev.score(x, labels_for(n)),
+        feats = ev.features(x)                                       # once: the scores and the per-block labels
+        pred = feats[1].argmax(-1)
+        out["rows"][name] = {"options": opt, "scores": ev.score(x, labels_for(n), feats),
                              "label_acc": round(float((pred == lab).float().mean()), 4),
                              "label_acc_per_block": [round(float((pred[:, b:b + block] == lab).float().mean()), 3)
                                                      for b in range(0, frames, block)],

@@ -140,13 +140,14 @@ class VideoEvaluator:
             cf.append(self.net.clip_features(windows(xb)))
         return torch.cat(ff), torch.cat(logits), torch.cat(cf)
 
-    def score(self, x: torch.Tensor, labels=None) -> dict:
-        """frame_fd, clip_fd, identity, label_acc (when labels given), speed, accel of x [N, 1, T, 32, 32]."""
+    def score(self, x: torch.Tensor, labels=None, features=None) -> dict:
+        """frame_fd, clip_fd, identity, label_acc (when labels given), speed, accel of x [N, 1, T, 32, 32];
+        ``features``: x's ``features(x)`` when the caller already has them (they are not computed again)."""
         if x.ndim != 5 or x.shape[1] != 1 or tuple(x.shape[-2:]) != (32, 32) or len(x) < 2 or x.shape[2] < CLIP:
             raise ValueError(f"video samples must be [N >= 2, 1, T >= {CLIP}, 32, 32], got {tuple(x.shape)}")
         if not torch.isfinite(x).all():
             raise ValueError("video samples contain NaN or inf")
-        ff, logits, cf = self.features(x)
+        ff, logits, cf = self.features(x) if features is None else features
         pred = logits.argmax(-1)                                           # [N, T]
         major = pred.mode(1).values
         out = {"n": len(x), "frames": x.shape[2],

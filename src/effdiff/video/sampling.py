@@ -193,8 +193,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
             L = min(lookahead, T)
             P = min(lookahead_past, L - cfg.block_frames)
             z = torch.cat([noise[:, :, L - P:L], noise[:, :, :L - P]], 2) if P else noise[:, :, :L]
-            resampled = lookahead_steps and lookahead_steps != len(sigmas) - 1
-            head_sigmas = resample(sigmas, lookahead_steps) if resampled else sigmas
+            head_sigmas = resample(sigmas, lookahead_steps) if lookahead_steps else sigmas
             head = sample(guided(den, scale), z * sigmas[0], head_sigmas, solver, cond=cond, **kw)[:, :, P:]
             kept = min(max(lookahead_blocks, 1), head.shape[2] // cfg.block_frames) * cfg.block_frames
             known = head[:, :, kept:kept + 1] if carry and head.shape[2] > kept else None
