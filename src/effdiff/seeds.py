@@ -317,8 +317,8 @@ VIDEO_RANGES = (
      "choosing whether the stream without an overlap frame (lookahead 16 in 8 steps, two kept blocks) qualifies for a "
      "confirm at 32 and 64 frames (docs/bench/video/stream-overlap0-selection/RULE.md), never used to confirm"),
     ("video-stream-confirm-12", 915, 920,
-     "reserved for the 32-frame confirm that the selection on 910-914 calls for (the stream without an overlap frame; "
-     "registered and run in a later session, docs/bench/video/stream-overlap0-selection/RULE.md), never used to pick"),
+     "the 32-frame confirm that the selection on 910-914 called for (the stream without an overlap frame; docs/bench/"
+     "prereg/video-stream-32-o0-confirm.json), never used to pick"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
