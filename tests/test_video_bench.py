@@ -278,7 +278,7 @@ def test_accel_profile_of_a_steadily_moving_square_is_zero_acceleration():
 def test_explore_writes_each_rows_scores_beside_the_script(tmp_path):
     """explore: a one-seed exploration's rows, scored with label accuracy per block and (profile) the acceleration
     profile, written as explore-SEED.json beside the script."""
-    rows = {"full": ("full", {}), "stream O1": ("stream", {"overlap": 1})}
+    rows = {"full": ("full", {}), "stream O1": ("stream", {"overlap": 1}), "teacher O0": ("teacher", {"overlap": 0})}
     out = bench.explore(str(tmp_path / "explore.py"), "What it asks.\n\nHow to run it.", rows, 3, 2, 16, profile=True,
                         steps=2)
     saved = json.loads((tmp_path / "explore-3.json").read_text())
@@ -287,3 +287,19 @@ def test_explore_writes_each_rows_scores_beside_the_script(tmp_path):
     r = saved["rows"]["stream O1"]
     assert r["options"] == {"overlap": 1} and len(r["label_acc_per_block"]) == 4 and len(r["accel_by_position"]) == 4
     assert len(r["accel_by_frame"]) == 14 and 0 <= r["label_acc"] <= 1 and r["scores"]["frames"] == 16
+
+
+@pytest.mark.parametrize("overlap", [0, 1])
+def test_teacher_forced_samples_each_block_on_the_full_solves_blocks(overlap):
+    """teacher_forced: block 1 is the full solve's; block 2, sampled on the full solve's block 1, is exactly the
+    stream's block 2 when the stream's first block comes from the same full solve (lookahead = the clip), at any
+    overlap; at 32 frames the later blocks are sampled too (shape), each from its own noise."""
+    vm = VideoModel.load(None)
+    vm.stream_options = {}
+    tf = bench.teacher_forced(vm, 2, 5, 2, "dpmpp-2m", 4.0, overlap=overlap, frames=16)
+    stream = vm.generate(vm.noise(2, 16, 5), bench.sigmas(2), "dpmpp-2m", bench.labels_for(2), mode="stream", scale=4.0,
+                         lookahead=16, overlap=overlap)
+    assert torch.equal(tf[:, :, :8], stream[:, :, :8]) and not torch.equal(tf[:, :, 8:], stream[:, :, 8:])
+    long = bench.teacher_forced(vm, 2, 5, 2, "dpmpp-2m", 4.0, overlap=overlap, frames=32)
+    full = vm.generate(vm.noise(2, 32, 5), bench.sigmas(2), "dpmpp-2m", bench.labels_for(2), mode="full", scale=4.0)
+    assert long.shape == full.shape and torch.equal(long[:, :, :4], full[:, :, :4]) and torch.isfinite(long).all()

@@ -319,6 +319,10 @@ VIDEO_RANGES = (
     ("video-stream-confirm-12", 915, 920,
      "the 32-frame confirm that the selection on 910-914 called for (the stream without an overlap frame; docs/bench/"
      "prereg/video-stream-32-o0-confirm.json), never used to pick"),
+    ("video-stream-explore-16", 920, 925,
+     "a five-seed diagnostic at 32 frames: the stream without an overlap frame against the same streamed blocks "
+     "sampled on the full solve's own blocks (teacher-forced; docs/bench/video/stream-32-teacher/), never used to "
+     "confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

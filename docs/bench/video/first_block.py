@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from effdiff.bench.video import generate, labels_for
+from effdiff.bench.video import generate, labels_for, teacher_forced
 from effdiff.bench.provenance import provenance
 from effdiff.video.evaluator import VideoEvaluator
 from effdiff.video.sampling import VideoModel
@@ -31,32 +31,6 @@ MODES = {"full": ("full", {}), "stream": ("stream", {}), "stream, lookahead 16":
          **{f"stream, lookahead 16, overlap 1, second block at guidance {w}": ("stream", {"lookahead": 16, "overlap": 1,
                                                                                     "scale_second": float(w)})
             for w in (5, 6, 8)}}
-
-
-def teacher_forced(vm, n: int, seed: int, steps: int, solver: str, scale: float, overlap: int = 1):
-    """Latents of the stream without its own errors: block 1 is the full-sequence solve's, and each later block is
-    sampled as the stream samples it (the clip's noise, ``overlap`` next frames, a paired cache under guidance) but
-    with the full solve's earlier blocks committed as its context instead of the stream's."""
-    from effdiff.bench.video import sigmas
-    from effdiff.denoisers import Denoiser, guided
-    from effdiff.sampling import sample
-    from effdiff.video.block_causal import KVCache
-    from effdiff.video.sampling import BlockNet
-    den, net = vm.den, vm.den.net
-    bf, T = net.config.block_frames, 16
-    noise, y, sig = vm.noise(n, T, seed), labels_for(n), sigmas(steps)
-    full = vm.generate(noise, sig, solver, y, mode="full", scale=scale)
-    cache = KVCache(net.config.depth, bf, net.config.window_blocks)
-    clean = float(den.process.c_noise(torch.zeros((), dtype=torch.float64)))
-    out = [full[:, :, :bf]]
-    for start in range(bf, T, bf):
-        bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
-        lab = torch.cat([bden.labels(y, n, full.device), bden.labels(None, n, full.device)])
-        prev = full[:, :, start - bf:start]
-        net.commit(torch.cat([prev, prev]), clean, lab, cache, start - bf)
-        zb = sample(guided(bden, scale), noise[:, :, start:min(start + bf + overlap, T)] * sig[0], sig, solver, cond=y)
-        out.append(zb[:, :, :bf])
-    return torch.cat(out, 2)
 
 
 def per_block(ev, x, labels, bf: int = 4) -> dict:

@@ -74,11 +74,39 @@ def accel_profile(x: torch.Tensor, block: int) -> dict:
             "accel_by_frame": [round(float(v), 3) for v in a]}
 
 
+def teacher_forced(vm, n: int, seed: int, steps: int, solver: str, scale: float, overlap: int = 1,
+                   frames: int = 16) -> torch.Tensor:
+    """Latents of the stream without its own errors: block 1 is the full-sequence solve's, and each later block is
+    sampled as the stream samples it (the clip's noise, ``overlap`` next frames, a paired cache under guidance) but
+    with the full solve's earlier blocks committed as its context instead of the stream's (the model's window of
+    earlier blocks, as the stream's cache keeps it). A diagnostic: its clips jump at block boundaries."""
+    from ..denoisers import Denoiser, guided
+    from ..sampling import sample
+    from ..video.block_causal import KVCache
+    from ..video.sampling import BlockNet
+    den, net = vm.den, vm.den.net
+    bf, T = net.config.block_frames, frames
+    noise, y, sig = vm.noise(n, T, seed), labels_for(n), sigmas(steps)
+    full = vm.generate(noise, sig, solver, y, mode="full", scale=scale)
+    cache = KVCache(net.config.depth, bf, net.config.window_blocks)
+    clean = float(den.process.c_noise(torch.zeros((), dtype=torch.float64)))
+    out = [full[:, :, :bf]]
+    for start in range(bf, T, bf):
+        bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
+        lab = torch.cat([bden.labels(y, n, full.device), bden.labels(None, n, full.device)])
+        prev = full[:, :, start - bf:start]
+        net.commit(torch.cat([prev, prev]), clean, lab, cache, start - bf)
+        zb = sample(guided(bden, scale), noise[:, :, start:min(start + bf + overlap, T)] * sig[0], sig, solver, cond=y)
+        out.append(zb[:, :, :bf])
+    return torch.cat(out, 2)
+
+
 def explore(script: str, doc: str, rows: dict, seed: int, n: int, frames: int, profile: bool = False,
             steps: int = 12, solver: str = "dpmpp-2m", scale: float = 4.0) -> dict:
     """A one-seed exploration (it decides nothing) on the shipped video-dit: each row ``{name: (mode, stream
-    options)}`` generates ``n`` clips of ``frames`` frames from noise seed ``seed``, scored as the bench's quality
-    rows (16-frame windows) with label accuracy per block; ``profile``: also ``accel_profile``. Writes
+    options)}`` generates ``n`` clips of ``frames`` frames from noise seed ``seed`` (mode ``"teacher"``:
+    ``teacher_forced``, the options its keywords), scored as the bench's quality rows (16-frame windows) with label
+    accuracy per block; ``profile``: also ``accel_profile``. Writes
     ``explore-SEED.json`` beside ``script`` (``doc``'s first paragraph as "what") and returns the results."""
     from ..video.evaluator import VideoEvaluator
     from ..video.sampling import VideoModel
@@ -90,7 +118,8 @@ def explore(script: str, doc: str, rows: dict, seed: int, n: int, frames: int, p
     lab = labels_for(n).reshape(-1, 1)
     for name, (mode, opt) in rows.items():
         vm.stream_options = dict(opt)
-        x = generate(vm, frames, mode, n, seed, steps, solver, scale)
+        x = vm.decode(teacher_forced(vm, n, seed, steps, solver, scale, frames=frames, **opt)) if mode == "teacher" \
+            else generate(vm, frames, mode, n, seed, steps, solver, scale)
         feats = ev.features(x)                                       # once: the scores and the per-block labels
         pred = feats[1].argmax(-1)
         out["rows"][name] = {"options": opt, "scores": ev.score(x, labels_for(n), feats),
