@@ -303,3 +303,19 @@ def test_teacher_forced_samples_each_block_on_the_full_solves_blocks(overlap):
     long = bench.teacher_forced(vm, 2, 5, 2, "dpmpp-2m", 4.0, overlap=overlap, frames=32)
     full = vm.generate(vm.noise(2, 32, 5), bench.sigmas(2), "dpmpp-2m", bench.labels_for(2), mode="full", scale=4.0)
     assert long.shape == full.shape and torch.equal(long[:, :, :4], full[:, :, :4]) and torch.isfinite(long).all()
+
+
+def test_label_tables_render_any_number_of_blocks_and_the_pooled_gaps():
+    """first_block: one column per block of the results (4 at 16 frames, 8 at 32) and the summary's gaps after the
+    table; label_pool: each run's gaps and the pooled row."""
+    per = {"label_acc_per_block": [0.9] * 8, "label_acc": 0.9, "identity": 0.9, "speed": 1.9, "frame_fd": 8.0,
+           "clip_fd": 30.0}
+    res = {"n": 100, "seeds": [1, 2], "guidance": 4.0, "models": {"video-dit": {"sha256": "ab" * 32, "rows": {
+        "full": {"1": per, "2": per}}}}, "gaps": {"blocks 3-8": {"stream": {"mean": -0.01, "ci95": [-0.02, 0.0]}}}}
+    t = bench.first_block_table(res)
+    assert "| block 8 |" in t and "| 0.900 |" in t and "blocks 3-8" in t and "stream -0.010 [-0.020, +0.000]" in t
+    gap = {"mean": -0.01, "ci95": [-0.016, -0.005], "k": 25}
+    pool = {"runs": {"a": {"what": "x", "seeds": [1, 2, 3], "label_acc": gap, "identity": gap}},
+            "pooled": {"label_acc": gap, "identity": gap}}
+    t = bench.render([pool], {"part": "label_pool"})
+    assert "| a | x | 1-3 | -0.010 [-0.016, -0.005] |" in t and "25 seeds" in t

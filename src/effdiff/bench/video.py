@@ -593,24 +593,49 @@ def table(res: dict) -> str:
 
 def first_block_table(res: dict) -> str:
     """Label accuracy per 4-frame block, per model and generation mode, averaged over the seeds
-    (docs/bench/video/first_block.py's results)."""
+    (docs/bench/video/first_block.py's results, and the summary of docs/bench/video/stream-32-teacher/diagnose.py,
+    whose ``gaps`` — label accuracy over some blocks minus the full sequence's, a t-interval over the seeds — are
+    listed after the table)."""
+    per_row = [(m, v, row, list(seeds.values())) for m, v in res["models"].items() for row, seeds in v["rows"].items()]
+    k = len(per_row[0][3][0]["label_acc_per_block"])
     L = [f"Label accuracy per block of 4 frames (n={res['n']} clips per seed, seeds {res['seeds']}, guidance "
          f"{res['guidance']}; mean over the seeds):", "",
-         "| model | generation | block 1 | block 2 | block 3 | block 4 | label acc | identity | speed px/f | frame FD | clip FD |",
-         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for m, v in res["models"].items():
+         "| model | generation | " + " | ".join(f"block {b + 1}" for b in range(k))
+         + " | label acc | identity | speed px/f | frame FD | clip FD |",
+         "|---|---|" + "---:|" * (k + 5)]
+    for m, v, row, per in per_row:
         name = "video-dit (shipped)" if m == "video-dit" else f"{Path(m).parent.name} ({v['sha256'][:8]})"
-        for row, seeds in v["rows"].items():
-            per = list(seeds.values())
-            mean = lambda k: sum(p[k] for p in per) / len(per)          # noqa: E731
-            blocks = [sum(p["label_acc_per_block"][b] for p in per) / len(per) for b in range(4)]
-            L.append(f"| {name} | {row} | " + " | ".join(f"{b:.3f}" for b in blocks)
-                     + f" | {mean('label_acc'):.3f} | {mean('identity'):.3f} | {mean('speed'):.2f} | "
-                       f"{mean('frame_fd'):.1f} | {mean('clip_fd'):.1f} |")
+        mean = lambda key: sum(p[key] for p in per) / len(per)          # noqa: E731
+        blocks = [sum(p["label_acc_per_block"][b] for p in per) / len(per) for b in range(k)]
+        L.append(f"| {name} | {row} | " + " | ".join(f"{b:.3f}" for b in blocks)
+                 + f" | {mean('label_acc'):.3f} | {mean('identity'):.3f} | {mean('speed'):.2f} | "
+                   f"{mean('frame_fd'):.1f} | {mean('clip_fd'):.1f} |")
+    for what, gaps in res.get("gaps", {}).items():
+        L += ["", f"Label accuracy over {what}, minus the full sequence's (per seed, 95% t-interval): "
+              + "; ".join(f"{row} {ci_text(g['mean'], g['ci95'])}" for row, g in gaps.items()) + "."]
     return "\n".join(L)
 
 
 TABLES["first_block"] = first_block_table
+
+
+def label_pool_table(res: dict) -> str:
+    """Each run's paired label-accuracy and identity gaps (stream - full, 95% t-interval over its seeds) and the
+    gaps pooled over all their seeds (docs/bench/video/stream-32-posthoc/posthoc.py's results)."""
+    scores = list(res["pooled"])
+    L = ["Stream − full at 32 frames, per seed (95% t-interval over the seeds):", "",
+         "| run | what | seeds | " + " | ".join(f"{s.replace('_acc', ' acc')}" for s in scores) + " |",
+         "|---|---|---|" + "---:|" * len(scores)]
+    for name, r in res["runs"].items():
+        L.append(f"| {name} | {r['what']} | {r['seeds'][0]}-{r['seeds'][-1]} | "
+                 + " | ".join(ci_text(r[s]['mean'], r[s]['ci95']) for s in scores) + " |")
+    k = res["pooled"][scores[0]]["k"]
+    L.append(f"| **pooled** | all of them | {k} seeds | "
+             + " | ".join(f"**{ci_text(res['pooled'][s]['mean'], res['pooled'][s]['ci95'])}**" for s in scores) + " |")
+    return "\n".join(L)
+
+
+TABLES["label_pool"] = label_pool_table
 
 
 def jitter_table(res: dict) -> str:

@@ -10,9 +10,9 @@ the full solve's blocks before it). The bench's quality scores (16-frame windows
     taskset -c 1 env OMP_NUM_THREADS=1 python docs/bench/video/stream-32-teacher/diagnose.py SEED 100   # -> explore-SEED.json
     python docs/bench/video/stream-32-teacher/diagnose.py --summary   # -> summary.json: per-block gaps over the seeds
 
-The summary reads the streamed blocks 3-8 (frames 9-32; block 1 is the full solve's in the teacher-forced row, and
-blocks 1-2 are the lookahead solve's in the stream): per seed the mean label accuracy over those blocks minus the full
-sequence's, and its 95% t-interval over the seeds.
+The summary reads the first two blocks (the lookahead solve's in the stream; in the teacher-forced row block 1 is the
+full solve's and block 2 is sampled on it), the streamed blocks 3-8 (frames 9-32) and the whole clip: per seed the mean
+label accuracy over those blocks minus the full sequence's, and its 95% t-interval over the seeds.
 """
 
 import json
@@ -28,21 +28,30 @@ ROWS = {"full": ("full", {}),
 
 
 def summary() -> dict:
+    """The seeds' rows in docs/bench/video/first_block.py's layout (the video bench's first_block table renders it)
+    and the label gaps over blocks 3-8 and over the whole clip."""
+    from effdiff.checkpoint import tensors_sha256
+    from effdiff.video.sampling import VideoModel
     runs = {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in sorted(HERE.glob("explore-*.json"))}
-    out = {"seeds": sorted(runs), "blocks": "3-8", "rows": {}}
-    for name in ROWS:
-        if name == "full":
-            continue
-        gap = {}
-        for key, sl in (("streamed blocks 3-8", slice(2, 8)), ("all blocks", slice(0, 8))):
-            per_seed = [sum(r["rows"][name]["label_acc_per_block"][sl]) / len(range(8)[sl])
-                        - sum(r["rows"]["full"]["label_acc_per_block"][sl]) / len(range(8)[sl]) for r in runs.values()]
-            gap[key] = {"mean": mean_sd(per_seed)[0], "ci95": t_interval(per_seed), "per_seed": per_seed}
-        per_block = [mean_sd([r["rows"][name]["label_acc_per_block"][b] for r in runs.values()])[0] for b in range(8)]
-        out["rows"][name] = {"label_acc_gap_to_full": gap, "label_acc_per_block": per_block}
-        print(name, {k: (round(v["mean"], 4), [round(c, 4) for c in v["ci95"]]) for k, v in gap.items()})
-    out["rows"]["full"] = {"label_acc_per_block": [mean_sd([r["rows"]["full"]["label_acc_per_block"][b]
-                                                             for r in runs.values()])[0] for b in range(8)]}
+    first = next(iter(runs.values()))
+    rows = {name: {str(s): {**r["rows"][name]["scores"], "label_acc": r["rows"][name]["label_acc"],
+                            "label_acc_per_block": r["rows"][name]["label_acc_per_block"]} for s, r in runs.items()}
+            for name in ROWS}
+    out = {"what": first["what"], "seeds": sorted(runs), "n": first["n"], "guidance": 4.0,
+           "runs": {str(s): r["provenance"]["code"] for s, r in runs.items()},
+           "models": {"video-dit": {"sha256": tensors_sha256(VideoModel.load(None).den.net.state_dict()),
+                                    "rows": rows}}, "gaps": {}}
+    for what, sl in (("the first two blocks", slice(0, 2)), ("the streamed blocks 3-8", slice(2, 8)),
+                     ("the whole clip", slice(0, 8))):
+        mean = lambda per: sum(per[sl]) / len(per[sl])                   # noqa: E731
+        out["gaps"][what] = {}
+        for name in ROWS:
+            if name != "full":
+                d = [mean(rows[name][s]["label_acc_per_block"]) - mean(rows["full"][s]["label_acc_per_block"])
+                     for s in rows[name]]
+                out["gaps"][what][name] = {"mean": mean_sd(d)[0], "ci95": t_interval(d), "per_seed": d}
+                print(what, name, round(out["gaps"][what][name]["mean"], 4),
+                      [round(c, 4) for c in out["gaps"][what][name]["ci95"]])
     (HERE / "summary.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
 
