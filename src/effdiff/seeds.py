@@ -323,6 +323,9 @@ VIDEO_RANGES = (
      "a five-seed diagnostic at 32 frames: the stream without an overlap frame against the same streamed blocks "
      "sampled on the full solve's own blocks (teacher-forced; docs/bench/video/stream-32-teacher/), never used to "
      "confirm"),
+    ("video-stream-selection-13", 925, 930,
+     "choosing whether a noisy-context continuation (Diffusion Forcing) narrows the stream's label loss at 32 frames "
+     "without an overlap frame (docs/bench/video/stream-context-noise-32-selection/RULE.md), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))
