@@ -165,11 +165,20 @@ class Trajectory:
         self.x = torch.cat([c[0] for c in calls])
         self.sigma = torch.cat([c[1] for c in calls])
         self.cond = None if calls[0][2] is None else torch.cat([torch.as_tensor(c[2]) for c in calls])
-        self.x0 = torch.cat([c[3] for c in calls])
+        # the reference x0 evaluated in the same chunks as every candidate: a matrix product's last bits can depend
+        # on the batch it is part of, so a block that changes nothing has an error of exactly 0 on any CPU
+        with torch.no_grad():
+            self.x0 = torch.cat([x0 for _, x0 in self._chunks()])
 
     def _sample(self, den):
         r = self.run
         return sample(den, r.x, r.sigmas, r.solver, r.cond, seed=r.seed)
+
+    def _chunks(self):
+        """(slice, the denoiser's x0) over the recorded calls, ``chunk`` at a time."""
+        for i in range(0, len(self.x), self.chunk):
+            s = slice(i, i + self.chunk)
+            yield s, self.denoiser(self.x[s], self.sigma[s], None if self.cond is None else self.cond[s])
 
     @torch.no_grad()
     def __call__(self) -> float:
@@ -177,9 +186,8 @@ class Trajectory:
         if self.error == "sample":
             return float((self._sample(self.denoiser) - self.final).pow(2).mean())
         total = 0.0
-        for i in range(0, len(self.x), self.chunk):
-            s = slice(i, i + self.chunk)
-            d = self.denoiser(self.x[s], self.sigma[s], None if self.cond is None else self.cond[s]) - self.x0[s]
+        for s, x0 in self._chunks():
+            d = x0 - self.x0[s]
             if self.error == "eps":
                 d = d / self.sigma[s].clamp_min(1e-8).view(-1, *[1] * (d.ndim - 1))
             total += float(d.pow(2).sum())
