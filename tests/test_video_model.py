@@ -236,6 +236,39 @@ def test_scale_second_guides_only_the_second_block_harder():
         generate_stream(den, noise, sig, "euler", y, scale=w, scale_second=-1.0)
 
 
+def test_scale_blocks_guides_every_block_the_stream_samples_and_not_the_lookahead():
+    """scale_blocks w: the lookahead solve's kept blocks keep the stream's scale; each later block is the guided
+    sample at w against the paired cache of the blocks before it; w = 0 or the stream's own scale leaves the stream
+    as it was; scale_second still sets the second block; no guidance or w < 0: an error."""
+    from effdiff.denoisers import Denoiser, guided
+    from effdiff.sampling import sample
+    from effdiff.video.sampling import BlockNet, generate_stream
+    den, sig, noise, y = small_stream(frames=6)
+    net, w, opt = den.net, 2.0, dict(lookahead=4, lookahead_blocks=2)
+    with torch.no_grad():
+        plain = generate_stream(den, noise, sig, "euler", y, scale=w, **opt)
+        z = generate_stream(den, noise, sig, "euler", y, scale=w, scale_blocks=4.0, **opt)
+        for same in (w, 0):
+            assert torch.equal(generate_stream(den, noise, sig, "euler", y, scale=w, scale_blocks=same, **opt), plain)
+        cache = KVCache(2, 2, 1)
+        bden = Denoiser(BlockNet(net, cache, 4), den.process, den.prediction, 10)
+        paired = torch.cat([bden.labels(y, 2, z.device), bden.labels(None, 2, z.device)])
+        for start in (0, 2):                      # block 2's keys in the deeper layers attend to block 1
+            net.commit(torch.cat([z[:, :, start:start + 2]] * 2), 0.0, paired, cache, start)
+        b3 = sample(guided(bden, 4.0), noise[:, :, 4:6] * sig[0], sig, "euler", cond=y)
+        assert torch.equal(z[:, :, :4], plain[:, :, :4]) and torch.allclose(z[:, :, 4:6], b3, atol=1e-12)
+        assert not torch.allclose(z[:, :, 4:6], plain[:, :, 4:6])
+        both = generate_stream(den, noise, sig, "euler", y, scale=w, scale_blocks=4.0, scale_second=3.0)
+        second = generate_stream(den, noise, sig, "euler", y, scale=w, scale_second=3.0)
+        assert not torch.equal(both[:, :, :2], second[:, :, :2])        # no lookahead: block 1 is the stream's own
+        assert torch.equal(generate_stream(den, noise, sig, "euler", y, scale=w, scale_blocks=4.0)[:, :, :2],
+                           both[:, :, :2])
+    with pytest.raises(ValueError, match="needs guidance"):
+        generate_stream(den, noise, sig, "euler", y, scale_blocks=4.0)
+    with pytest.raises(ValueError, match="scale_blocks"):
+        generate_stream(den, noise, sig, "euler", y, scale=w, scale_blocks=-1.0)
+
+
 def test_stream_lookahead_takes_the_first_block_from_a_full_sequence_solve():
     """lookahead L: the first block is the first frames of a full-sequence solve of the first L frames (same
     noise), the later blocks stream on as usual against it; L <= block_frames is the plain stream."""

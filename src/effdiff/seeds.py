@@ -326,6 +326,9 @@ VIDEO_RANGES = (
     ("video-stream-selection-13", 925, 930,
      "choosing whether a noisy-context continuation (Diffusion Forcing) narrows the stream's label loss at 32 frames "
      "without an overlap frame (docs/bench/video/stream-context-noise-32-selection/RULE.md), never used to confirm"),
+    ("video-stream-explore-17", 930, 932,
+     "a two-seed exploration of guiding the streamed blocks harder at 32 frames (scale_blocks; docs/bench/video/"
+     "stream-32-scale-blocks/), never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

@@ -394,6 +394,7 @@ def stream_text(res: dict) -> str:
     over += f", context committed at flow time {res['context_noise']}" if res.get("context_noise") else ""
     over += ", history guidance" if res.get("history_guidance") else ""
     over += f", the second block at guidance {res['scale_second']:g}" if res.get("scale_second") else ""
+    over += f", the streamed blocks at guidance {res['scale_blocks']:g}" if res.get("scale_blocks") else ""
     over += ", each block's first frame carried from the previous solve" if res.get("carry") else ""
     if not res.get("lookahead"):
         return over
@@ -808,6 +809,9 @@ def main(argv=None) -> None:
                     "next frames instead of --overlap (generate_stream's overlap_second; 0: --overlap)")
     ap.add_argument("--scale-second", type=float, default=0.0, help="the second streamed block at this guidance scale "
                     "instead of --guidance (generate_stream's scale_second; 0: --guidance)")
+    ap.add_argument("--scale-blocks", type=float, default=0.0, help="every block the stream samples itself (not the "
+                    "lookahead solve) at this guidance scale instead of --guidance (generate_stream's scale_blocks; "
+                    "0: --guidance)")
     ap.add_argument("--lookahead-blocks", type=int, default=0, help="the stream keeps this many first blocks of the "
                     "lookahead solve (generate_stream's lookahead_blocks; 0 or 1: the first block)")
     ap.add_argument("--lookahead-steps", type=int, default=0, help="the lookahead solve in this many steps (the "

@@ -90,7 +90,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
                     scale: float = 1.0, on_block: Callable | None = None, lookahead: int = 0,
                     lookahead_past: int = 0, overlap: int = 0, context_noise: float = 0.0, history_guidance: int = 0,
                     overlap_second: int = 0, scale_second: float = 0.0, lookahead_blocks: int = 0,
-                    lookahead_steps: int = 0, carry: int = 0, **kw) -> torch.Tensor:
+                    lookahead_steps: int = 0, carry: int = 0, scale_blocks: float = 0.0, **kw) -> torch.Tensor:
     """Block by block: each block of ``block_frames`` frames sampled by ``ed.sample`` while attending to
     the cached clean blocks, then committed to the cache once; ``on_block(start, z_block)`` sees each block
     as it finishes. With classifier-free guidance each branch has its own context, as in training, where a
@@ -138,6 +138,11 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     With a single block of context it draws its label less faithfully than the full sequence does (docs/video.md,
     "Where the label is lost"), and the later blocks inherit it. 0: ``scale``.
 
+    ``scale_blocks`` w > 0: every block the stream samples itself (not the lookahead solve, whose kept blocks keep
+    ``scale``; the second block at ``scale_second`` when that is set) at guidance scale w instead of ``scale`` (needs
+    guidance). A streamed block follows its context's digit; guidance pulls it toward its label against a null-label
+    branch that sees the same frames. 0: ``scale``.
+
     ``context_noise`` s in (0, 1): each finished block is committed noised to flow time s, with that noise label
     (Diffusion Forcing's noisy history, for a model trained with ``VideoLoss.context_noise`` >= s): the model
     then trusts a generated context less than a clean one. The noise is the block's own starting noise with its
@@ -158,8 +163,9 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         raise ValueError(f"history_guidance must be 0 or 1, got {history_guidance!r}")
     if not isinstance(context_noise, (int, float)) or not 0 <= context_noise < 1:
         raise ValueError(f"context_noise must be a flow time in [0, 1), got {context_noise!r}")
-    if not isinstance(scale_second, (int, float)) or scale_second < 0:
-        raise ValueError(f"scale_second must be a guidance scale >= 0 (0: the stream's scale), got {scale_second!r}")
+    for name, v in (("scale_second", scale_second), ("scale_blocks", scale_blocks)):
+        if not isinstance(v, (int, float)) or v < 0:
+            raise ValueError(f"{name} must be a guidance scale >= 0 (0: the stream's scale), got {v!r}")
     if lookahead_past and not lookahead:
         raise ValueError(f"lookahead_past {lookahead_past} needs a lookahead")
     if lookahead_blocks > 1 and not lookahead:
@@ -176,9 +182,11 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     cache = KVCache(cfg.depth, cfg.block_frames, cfg.window_blocks)
     guiding = scale != 1.0 and cond is not None and den.cond_classes > 0
     paired = guiding and not history_guidance
-    if scale_second and not guiding:
-        raise ValueError("scale_second sets the second block's guidance scale: the stream needs guidance (scale != 1, "
-                         "labels, a class-conditional model)")
+    for name, v, what in (("scale_second", scale_second, "the second block's"),
+                          ("scale_blocks", scale_blocks, "the streamed blocks'")):
+        if v and not guiding:
+            raise ValueError(f"{name} sets {what} guidance scale: the stream needs guidance (scale != 1, labels, a "
+                             "class-conditional model)")
     if context_noise and den.process.name != "flow":
         raise ValueError(f"context_noise is a flow time (the context is noised as flow noises it); the model's "
                          f"process is {den.process.name!r}")
@@ -203,7 +211,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
         else:
             second = start == cfg.block_frames          # the one later block with a single block of context
             extra = 0 if start == 0 else (overlap_second or overlap) if second else overlap
-            w = scale_second if scale_second and second else scale
+            w = scale_second if scale_second and second else scale_blocks or scale
             end = min(start + cfg.block_frames + extra, T)
             x, bd = noise[:, :, start:end] * sigmas[0], guided(bden, w)
             if known is not None:
@@ -232,7 +240,7 @@ MODES = {"full": generate_full, "stream": generate_stream}
 # generate_stream's options and their types (frames, and the context's flow time; 0: off)
 STREAM_OPTIONS = {"lookahead": int, "lookahead_past": int, "overlap": int, "context_noise": float,
                   "history_guidance": int, "overlap_second": int, "scale_second": float, "lookahead_blocks": int,
-                  "lookahead_steps": int, "carry": int}
+                  "lookahead_steps": int, "carry": int, "scale_blocks": float}
 LOOKAHEAD_ONLY = ("lookahead_past", "lookahead_blocks", "lookahead_steps")     # options that need a lookahead
 OVERLAP_ONLY = ("carry",)                                                       # options that need an overlap
 
