@@ -38,7 +38,8 @@ def summary() -> dict:
     rows = {name: {str(s): {**r["rows"][name]["scores"], "label_acc": r["rows"][name]["label_acc"],
                             "label_acc_per_block": r["rows"][name]["label_acc_per_block"]} for s, r in runs.items()}
             for name in ROWS}
-    out = {"what": first["what"], "seeds": sorted(runs), "n": first["n"], "guidance": 4.0,
+    from effdiff.bench.provenance import provenance
+    out = {"what": first["what"], "seeds": sorted(runs), "n": first["n"], "guidance": 4.0, "provenance": provenance(),
            "runs": {str(s): r["provenance"]["code"] for s, r in runs.items()},
            "models": {"video-dit": {"sha256": tensors_sha256(VideoModel.load(None).den.net.state_dict()),
                                     "rows": rows}}, "gaps": {}}
