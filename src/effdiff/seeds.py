@@ -329,6 +329,9 @@ VIDEO_RANGES = (
     ("video-stream-explore-17", 930, 932,
      "a two-seed exploration of guiding the streamed blocks harder at 32 frames (scale_blocks; docs/bench/video/"
      "stream-32-scale-blocks/), never used to confirm"),
+    ("video-stream-explore-18", 932, 937,
+     "five more seeds of the teacher-forced diagnostic at 32 frames (docs/bench/video/stream-32-teacher/), pooled with "
+     "920-924 to resolve the loss a perfect context leaves, never used to confirm"),
 )
 for _name, _start, _stop, _purpose in VIDEO_RANGES:
     register(SeedRange(_name, _start, _stop, _purpose))

@@ -1,4 +1,4 @@
-"""Diagnostic (five seeds, 920-924; it decides nothing, and its seeds are never used to confirm): is the stream's label
+"""Diagnostic (ten seeds, 920-924 and 932-936; it decides nothing, and its seeds are never used to confirm): is the stream's label
 accuracy loss at 32 frames made by sampling a block on earlier blocks (the block-causal conditional), or by the
 stream's own earlier blocks (its errors carried on)? Every 32-frame comparison of the stream that keeps a 16-frame
 lookahead solve's first two blocks drew labels worse than the full sequence: pooled over their 25 seeds -0.010
