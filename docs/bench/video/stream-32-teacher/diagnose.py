@@ -1,6 +1,6 @@
-"""Diagnostic (ten seeds, 920-924 and 932-936; it decides nothing, and its seeds are never used to confirm): is the stream's label
-accuracy loss at 32 frames made by sampling a block on earlier blocks (the block-causal conditional), or by the
-stream's own earlier blocks (its errors carried on)? Every 32-frame comparison of the stream that keeps a 16-frame
+"""Diagnostic (ten seeds, 920-924 and 932-936; it decides nothing, and its seeds are never used to confirm): is the
+stream's label accuracy loss at 32 frames made by sampling a block on earlier blocks (the block-causal conditional), or
+by the stream's own earlier blocks (its errors carried on)? Every 32-frame comparison of the stream that keeps a 16-frame
 lookahead solve's first two blocks drew labels worse than the full sequence: pooled over their 25 seeds -0.010
 [-0.016, -0.005] (../stream-32-posthoc). Rows at 32 frames: the full sequence; the stream (lookahead 16 solved in 8
 steps, two kept blocks, no overlap frame); and the same blocks sampled on the full solve's own earlier blocks
@@ -39,7 +39,8 @@ def summary() -> dict:
                             "label_acc_per_block": r["rows"][name]["label_acc_per_block"]} for s, r in runs.items()}
             for name in ROWS}
     from effdiff.bench.provenance import provenance
-    out = {"what": first["what"], "seeds": sorted(runs), "n": first["n"], "guidance": 4.0, "provenance": provenance(),
+    out = {"what": __doc__.split("\n\n")[0], "seeds": sorted(runs), "n": first["n"], "guidance": 4.0,
+           "provenance": provenance(),
            "runs": {str(s): r["provenance"]["code"] for s, r in runs.items()},
            "models": {"video-dit": {"sha256": tensors_sha256(VideoModel.load(None).den.net.state_dict()),
                                     "rows": rows}}, "gaps": {}}
