@@ -1,9 +1,9 @@
 """Diagnostic (ten seeds, 920-924 and 932-936; it decides nothing, and its seeds are never used to confirm): is the
-stream's label accuracy loss at 32 frames made by sampling a block on earlier blocks (the block-causal conditional), or
-by the stream's own earlier blocks (its errors carried on)? Every 32-frame comparison of the stream that keeps a 16-frame
-lookahead solve's first two blocks drew labels worse than the full sequence: pooled over their 25 seeds -0.010
-[-0.016, -0.005] (../stream-32-posthoc). Rows at 32 frames: the full sequence; the stream (lookahead 16 solved in 8
-steps, two kept blocks, no overlap frame); and the same blocks sampled on the full solve's own earlier blocks
+stream's label accuracy loss at 32 frames made by sampling a block on earlier blocks (the block-causal conditional),
+or by the stream's own earlier blocks (its errors carried on)? Every 32-frame comparison of the stream that keeps a
+16-frame lookahead solve's first two blocks drew labels worse than the full sequence: pooled over their 25 seeds
+-0.010 [-0.016, -0.005] (../stream-32-posthoc). Rows at 32 frames: the full sequence; the stream (lookahead 16 solved
+in 8 steps, two kept blocks, no overlap frame); and the same blocks sampled on the full solve's own earlier blocks
 (teacher-forced, no overlap frame: block 1 is the full solve's, each later block is sampled from its own noise against
 the full solve's blocks before it). The bench's quality scores (16-frame windows) and label accuracy per block.
 
