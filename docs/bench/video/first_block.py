@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from effdiff.bench.video import generate, labels_for, teacher_forced
+from effdiff.bench.video import generate, label_acc_per_block, labels_for, teacher_forced
 from effdiff.bench.provenance import provenance
 from effdiff.video.evaluator import VideoEvaluator
 from effdiff.video.sampling import VideoModel
@@ -37,8 +37,7 @@ def per_block(ev, x, labels, bf: int = 4) -> dict:
     _, logits, _ = ev.features(x)
     pred = logits.argmax(-1)
     s = ev.score(x, labels)
-    return {"label_acc_per_block": [float((pred[:, b:b + bf] == labels[:, None]).float().mean())
-                                    for b in range(0, x.shape[2], bf)],
+    return {"label_acc_per_block": label_acc_per_block(pred, labels, bf),
             **{k: s[k] for k in ("frame_fd", "clip_fd", "identity", "label_acc", "speed", "accel")}}
 
 

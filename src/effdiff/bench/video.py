@@ -74,6 +74,12 @@ def accel_profile(x: torch.Tensor, block: int) -> dict:
             "accel_by_frame": [round(float(v), 3) for v in a]}
 
 
+def label_acc_per_block(pred: torch.Tensor, labels: torch.Tensor, block: int) -> list[float]:
+    """The share of frames whose predicted label [N, T] is the clip's label [N], per block of ``block`` frames."""
+    hit = (pred == labels.reshape(-1, 1)).float()
+    return [float(hit[:, b:b + block].mean()) for b in range(0, pred.shape[1], block)]
+
+
 def teacher_forced(vm, n: int, seed: int, steps: int, solver: str, scale: float, overlap: int = 1,
                    frames: int = 16) -> torch.Tensor:
     """Latents of the stream without its own errors: block 1 is the full-sequence solve's, and each later block is
@@ -82,14 +88,14 @@ def teacher_forced(vm, n: int, seed: int, steps: int, solver: str, scale: float,
     earlier blocks, as the stream's cache keeps it). A diagnostic: its clips jump at block boundaries."""
     from ..denoisers import Denoiser, guided
     from ..sampling import sample
-    from ..video.block_causal import KVCache
+    from ..video.block_causal import KVCache, context_label
     from ..video.sampling import BlockNet
     den, net = vm.den, vm.den.net
     bf, T = net.config.block_frames, frames
     noise, y, sig = vm.noise(n, T, seed), labels_for(n), sigmas(steps)
     full = vm.generate(noise, sig, solver, y, mode="full", scale=scale)
     cache = KVCache(net.config.depth, bf, net.config.window_blocks)
-    clean = float(den.process.c_noise(torch.zeros((), dtype=torch.float64)))
+    clean = context_label(den.process)
     out = [full[:, :, :bf]]
     for start in range(bf, T, bf):
         bden = Denoiser(BlockNet(net, cache, start), den.process, den.prediction, den.cond_classes)
@@ -115,17 +121,16 @@ def explore(script: str, doc: str, rows: dict, seed: int, n: int, frames: int, p
     block = vm.den.net.config.block_frames
     out = {"what": (doc or "").split("\n\n")[0], "seed": seed, "n": n, "frames": frames, "provenance": provenance(),
            "rows": {}}
-    lab = labels_for(n).reshape(-1, 1)
+    lab = labels_for(n)
     for name, (mode, opt) in rows.items():
         vm.stream_options = dict(opt)
         x = vm.decode(teacher_forced(vm, n, seed, steps, solver, scale, frames=frames, **opt)) if mode == "teacher" \
             else generate(vm, frames, mode, n, seed, steps, solver, scale)
         feats = ev.features(x)                                       # once: the scores and the per-block labels
         pred = feats[1].argmax(-1)
-        out["rows"][name] = {"options": opt, "scores": ev.score(x, labels_for(n), feats),
-                             "label_acc": round(float((pred == lab).float().mean()), 4),
-                             "label_acc_per_block": [round(float((pred[:, b:b + block] == lab).float().mean()), 3)
-                                                     for b in range(0, frames, block)],
+        out["rows"][name] = {"options": opt, "scores": ev.score(x, lab, feats),
+                             "label_acc": round(float((pred == lab.reshape(-1, 1)).float().mean()), 4),
+                             "label_acc_per_block": [round(a, 3) for a in label_acc_per_block(pred, lab, block)],
                              **(accel_profile(x, block) if profile else {})}
         print(name, out["rows"][name], flush=True)
     Path(script).with_name(f"explore-{seed}.json").write_text(json.dumps(out, indent=1) + "\n")
@@ -625,7 +630,7 @@ def label_pool_table(res: dict) -> str:
     gaps pooled over all their seeds (docs/bench/video/stream-32-posthoc/posthoc.py's results)."""
     scores = list(res["pooled"])
     L = ["Stream − full at 32 frames, per seed (95% t-interval over the seeds):", "",
-         "| run | what | seeds | " + " | ".join(f"{s.replace('_acc', ' acc')}" for s in scores) + " |",
+         "| run | what | seeds | " + " | ".join(s.replace("_acc", " acc") for s in scores) + " |",
          "|---|---|---|" + "---:|" * len(scores)]
     for name, r in res["runs"].items():
         L.append(f"| {name} | {r['what']} | {r['seeds'][0]}-{r['seeds'][-1]} | "

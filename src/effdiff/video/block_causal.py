@@ -20,6 +20,11 @@ import torch
 Tensor = torch.Tensor
 
 
+def context_label(process, t: float = 0.0) -> float:
+    """The noise label of context blocks committed at flow time ``t`` (0: clean), as training labels them."""
+    return float(process.c_noise(torch.tensor(float(t), dtype=torch.float64)))
+
+
 def bd_mask(frames: int, block_frames: int, window_blocks: int = 0, device=None) -> Tensor:
     """Frame-level mask [2T, 2T] (True: attend) of Block Diffusion's training sequence [x_t | x_0]."""
     b = torch.arange(frames, device=device) // block_frames

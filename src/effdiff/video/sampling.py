@@ -20,7 +20,7 @@ from ..denoisers import Denoiser, guided
 from ..process import from_config
 from ..sampling import sample
 from ..timesteps import karras, resample
-from .block_causal import KVCache
+from .block_causal import KVCache, context_label
 
 WEIGHTS = Path(__file__).parent / "weights"        # the video evaluator's files
 ZOO_NAME = "video-dit"
@@ -190,9 +190,7 @@ def generate_stream(den: Denoiser, noise: torch.Tensor, sigmas, solver: str = "e
     if context_noise and den.process.name != "flow":
         raise ValueError(f"context_noise is a flow time (the context is noised as flow noises it); the model's "
                          f"process is {den.process.name!r}")
-    t_context = den.process.sigma_to_t(torch.zeros((), dtype=torch.float64)) if not context_noise else \
-        torch.tensor(float(context_noise), dtype=torch.float64)
-    clean = float(den.process.c_noise(t_context))              # the committed blocks' noise label
+    clean = context_label(den.process, context_noise)          # the committed blocks' noise label
     out, head, known = [], None, None                 # head: the lookahead solve's kept blocks; known: a carried frame
     for start in range(0, T, cfg.block_frames):
         bden = Denoiser(BlockNet(net, cache, start, bool(history_guidance and guiding)), den.process, den.prediction,

@@ -20,6 +20,7 @@ import torch
 from .. import checkpoint as ckpt
 from ..process import from_config
 from ..training.trainer import Trainer
+from .block_causal import context_label
 
 DATA = "moving-digits-latent"
 
@@ -153,7 +154,7 @@ class VideoTrainer(Trainer):
         """The Block Diffusion form's context and its noise label(s): the clean clip (a float label), or with
         ``context_noise`` each block noised to its own t ~ U(0, context_noise) (labels [B, T])."""
         if not self.vloss.context_noise:
-            return x, float(self.process.c_noise(torch.zeros((), dtype=torch.float64)))
+            return x, context_label(self.process)
         B, T = x.shape[0], x.shape[2]
         tc = per_block(self.vloss.context_noise * torch.rand(B, -(-T // bf), generator=self.gen), bf, T)
         return flow_noised(x, tc, torch.randn(x.shape, generator=self.gen)), self.process.c_noise(tc.double()).float()

@@ -20,7 +20,7 @@ import json
 import sys
 from pathlib import Path
 
-from effdiff.metrics.stats import mean_sd, t_interval
+from effdiff.bench.video import paired
 
 HERE = Path(__file__).parent
 ROWS = {"full": ("full", {}),
@@ -46,17 +46,12 @@ def summary() -> dict:
                                     "rows": rows}}, "gaps": {}}
     for what, sl in (("the first two blocks", slice(0, 2)), ("the streamed blocks 3-8", slice(2, 8)),
                      ("the whole clip", slice(0, 8))):
-        mean = lambda per: sum(per[sl]) / len(per[sl])                   # noqa: E731
-        out["gaps"][what] = {}
-        for name in ROWS:
-            if name != "full":
-                d = [mean(rows[name][s]["label_acc_per_block"]) - mean(rows["full"][s]["label_acc_per_block"])
-                     for s in rows[name]]
-                out["gaps"][what][name] = {"mean": mean_sd(d)[0], "ci95": t_interval(d), "per_seed": d}
+        acc = {name: [{"acc": sum(r["label_acc_per_block"][sl]) / len(r["label_acc_per_block"][sl])}
+                      for r in rows[name].values()] for name in ROWS}
+        g = out["gaps"][what] = {name: paired(acc["full"], acc[name], "acc") for name in ROWS if name != "full"}
         # the stream's own context against the full solve's: the same blocks, the same noise, paired by seed
-        g = out["gaps"][what]
-        d = [a - b for a, b in zip(g["stream O0"]["per_seed"], g["teacher O0"]["per_seed"])]
-        g["and stream O0 minus teacher O0"] = {"mean": mean_sd(d)[0], "ci95": t_interval(d), "per_seed": d}
+        gap = {name: [{"gap": d} for d in g[name]["per_seed"]] for name in ("stream O0", "teacher O0")}
+        g["and stream O0 minus teacher O0"] = paired(gap["teacher O0"], gap["stream O0"], "gap")
         print(what, {k: (round(v["mean"], 4), [round(float(c), 4) for c in v["ci95"]]) for k, v in g.items()})
     (HERE / "summary.json").write_text(json.dumps(out, indent=1) + "\n")
     return out
